@@ -1,0 +1,24 @@
+// Package bus is jetfleet's job bus on NATS JetStream: the topology (the
+// JOBS work-queue stream, one durable consumer per queue, the DLQ stream),
+// the job envelope of the public wire contract, the Dispatcher that enqueues
+// jobs from Go, periodic schedules, and dead-lettering.
+//
+// A job is a message on jobs.<queue>.<kind> whose body is the job's
+// arguments as JSON. Any language can enqueue one with a plain publish; the
+// Jetfleet-* headers are optional. Delivery to workers is at least once, so
+// handlers must be idempotent: use the job ID as the idempotency key.
+//
+// bus imports nats.go only, never nats-server.
+package bus
+
+import "errors"
+
+// ErrInvalid is wrapped by every error about bad input: a bad queue or kind
+// name, a body that is not JSON, a body over the server's max payload, tries
+// below 1. The message names the field and the rule.
+var ErrInvalid = errors.New("invalid job")
+
+// ErrNotAcknowledged is wrapped when JetStream did not confirm that it
+// stored a job. Such a job may or may not be stored; dispatching it again
+// with the same ID is safe within the duplicate window.
+var ErrNotAcknowledged = errors.New("job not acknowledged by JetStream")

@@ -1,0 +1,320 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
+)
+
+type welcomeEmail struct {
+	UserID int64 `json:"user_id"`
+}
+
+func (welcomeEmail) Kind() string { return "send-welcome-email" }
+
+// setup starts a server, provisions the topology with consumers for queues
+// and returns a JetStream context and a dispatcher.
+func setup(t *testing.T, cfg bus.Config, queues ...string) (jetstream.JetStream, *bus.Dispatcher) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	if err := bus.ProvisionQueues(context.Background(), js, cfg, queues...); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	d, err := bus.NewDispatcher(js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, d
+}
+
+// fetchOne pulls one message from queue's consumer within wait, or nil.
+func fetchOne(t *testing.T, js jetstream.JetStream, queue string, wait time.Duration) jetstream.Msg {
+	t.Helper()
+	c, err := js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName(queue))
+	if err != nil {
+		t.Fatalf("consumer %s: %v", queue, err)
+	}
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	for m := range batch.Messages() {
+		return m
+	}
+	return nil
+}
+
+func TestPlainPublishIsAJob(t *testing.T) {
+	ctx := context.Background()
+	js, _ := setup(t, bus.Config{}, "default")
+	// What another language does: a bare publish, no headers.
+	ack, err := js.Publish(ctx, "jobs.default.send-welcome-email", []byte(`{"user_id":7}`))
+	if err != nil {
+		t.Fatalf("plain publish: %v", err)
+	}
+	m := fetchOne(t, js, "default", 2*time.Second)
+	if m == nil {
+		t.Fatal("the worker's consumer did not see the plainly published job")
+	}
+	job, err := bus.ParseJob(m)
+	if err != nil {
+		t.Fatalf("ParseJob: %v", err)
+	}
+	if job.Queue != "default" || job.Kind != "send-welcome-email" || string(job.Body) != `{"user_id":7}` {
+		t.Fatalf("job = %+v", job)
+	}
+	if want := strconv.FormatUint(ack.Sequence, 10); job.ID != want {
+		t.Fatalf("job ID = %q, want the stream sequence %q", job.ID, want)
+	}
+	if job.Tries != 0 || job.Timeout != 0 || job.Backoff != nil || job.Attempt != 1 {
+		t.Fatalf("a job without headers should have no settings and attempt 1: %+v", job)
+	}
+}
+
+func TestDispatchSetsExactlyTheContractHeaders(t *testing.T) {
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "high", "default")
+	id, err := d.Dispatch(ctx, welcomeEmail{UserID: 7}, bus.OnQueue("high"), bus.Tries(5),
+		bus.Timeout(90*time.Second), bus.Backoff(time.Second, 10*time.Second))
+	if err != nil {
+		t.Fatalf("dispatch: %v", err)
+	}
+	m := fetchOne(t, js, "high", 2*time.Second)
+	if m == nil {
+		t.Fatal("dispatched job not delivered")
+	}
+	want := nats.Header{
+		"Nats-Msg-Id":      {id},
+		"Jetfleet-Tries":   {"5"},
+		"Jetfleet-Timeout": {"1m30s"},
+		"Jetfleet-Backoff": {"1s,10s"},
+	}
+	assertHeaders(t, m.Headers(), want)
+	if m.Subject() != "jobs.high.send-welcome-email" || string(m.Data()) != `{"user_id":7}` {
+		t.Fatalf("subject %q body %s", m.Subject(), m.Data())
+	}
+	job, err := bus.ParseJob(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.ID != id || job.Tries != 5 || job.Timeout != 90*time.Second || len(job.Backoff) != 2 || job.Backoff[1] != 10*time.Second {
+		t.Fatalf("parsed job = %+v", job)
+	}
+
+	id2, err := d.Dispatch(ctx, welcomeEmail{UserID: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = fetchOne(t, js, "default", 2*time.Second)
+	if m == nil {
+		t.Fatal("job on the default queue not delivered")
+	}
+	assertHeaders(t, m.Headers(), nats.Header{"Nats-Msg-Id": {id2}})
+}
+
+func assertHeaders(t *testing.T, got, want nats.Header) {
+	t.Helper()
+	for k, v := range want {
+		if g := got.Values(k); len(g) != 1 || g[0] != v[0] {
+			t.Errorf("header %s = %q, want %q", k, g, v[0])
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected header %s = %q", k, got.Values(k))
+		}
+	}
+}
+
+func TestDispatchValidation(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Start(t, natstest.Options{MaxPayload: 4096})
+	_, js := natstest.Connect(t, srv.ClientURL())
+	if err := bus.Provision(ctx, js, bus.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(`"` + strings.Repeat("x", 5000) + `"`)
+	cases := []struct {
+		name, kind string
+		body       []byte
+		opts       []bus.Option
+		wantMsg    string
+	}{
+		{"queue upper case", "k", []byte(`{}`), []bus.Option{bus.OnQueue("High")}, `queue name "High" may only use a-z, 0-9, _ and -`},
+		{"queue empty", "k", []byte(`{}`), []bus.Option{bus.OnQueue("")}, "queue name is empty"},
+		{"kind with dot", "a.b", []byte(`{}`), nil, `kind name "a.b" may only use`},
+		{"kind wildcard", "*", []byte(`{}`), nil, `kind name "*" may only use`},
+		{"body not JSON", "k", []byte(`{"a":`), nil, "body of k job is not valid JSON"},
+		{"body over max payload", "k", big, nil, "the NATS server's max_payload is 4096 bytes"},
+		{"tries zero", "k", []byte(`{}`), []bus.Option{bus.Tries(0)}, "tries is 0; it must be at least 1"},
+		{"timeout negative", "k", []byte(`{}`), []bus.Option{bus.Timeout(-time.Second)}, "timeout is -1s"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := d.DispatchJSON(ctx, c.kind, c.body, c.opts...)
+			if !errors.Is(err, bus.ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), c.wantMsg) {
+				t.Fatalf("err = %q, want it to contain %q", err, c.wantMsg)
+			}
+		})
+	}
+	s, _ := js.Stream(ctx, bus.JobsStream)
+	if info, _ := s.Info(ctx); info.State.Msgs != 0 {
+		t.Fatalf("refused jobs were stored: %d messages", info.State.Msgs)
+	}
+}
+
+func TestDispatchWithoutStreamIsAnError(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	d, _ := bus.NewDispatcher(js, bus.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := d.Dispatch(ctx, welcomeEmail{UserID: 1})
+	if !errors.Is(err, bus.ErrNotAcknowledged) || !strings.Contains(err.Error(), "is the JOBS stream provisioned?") {
+		t.Fatalf("err = %v, want ErrNotAcknowledged naming the missing stream", err)
+	}
+}
+
+func TestDedupeWithinWindow(t *testing.T) {
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	for range 3 {
+		id, err := d.Dispatch(ctx, welcomeEmail{UserID: 1}, bus.JobID("welcome-1"))
+		if err != nil || id != "welcome-1" {
+			t.Fatalf("dispatch: %q %v", id, err)
+		}
+	}
+	if n := streamMsgs(t, js, bus.JobsStream); n != 1 {
+		t.Fatalf("JOBS holds %d messages after 3 dispatches of one ID, want 1", n)
+	}
+}
+
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestDispatchManyStoresEveryJob(t *testing.T) {
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	jobs := make([]bus.Params, 10_000)
+	for i := range jobs {
+		jobs[i] = bus.Params{Args: welcomeEmail{UserID: int64(i)}}
+	}
+	ids, err := d.DispatchMany(ctx, jobs...)
+	if err != nil {
+		t.Fatalf("DispatchMany: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		seen[id] = true
+	}
+	if len(seen) != 10_000 {
+		t.Fatalf("%d distinct IDs, want 10000", len(seen))
+	}
+	if n := streamMsgs(t, js, bus.JobsStream); n != 10_000 {
+		t.Fatalf("JOBS holds %d messages, want 10000", n)
+	}
+}
+
+func TestDispatchManyReportsPerJobErrors(t *testing.T) {
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	ids, err := d.DispatchMany(ctx,
+		bus.Params{Args: welcomeEmail{UserID: 1}},
+		bus.Params{Args: welcomeEmail{UserID: 2}, Opts: []bus.Option{bus.OnQueue("Bad Queue")}},
+		bus.Params{Args: welcomeEmail{UserID: 3}},
+	)
+	var be *bus.BatchError
+	if !errors.As(err, &be) || be.Failed != 1 || be.Errs[1] == nil || be.Errs[0] != nil || be.Errs[2] != nil {
+		t.Fatalf("err = %v, want a BatchError for job 1 only", err)
+	}
+	if ids[0] == "" || ids[2] == "" || ids[1] != "" {
+		t.Fatalf("ids = %q", ids)
+	}
+	if n := streamMsgs(t, js, bus.JobsStream); n != 2 {
+		t.Fatalf("JOBS holds %d messages, want 2", n)
+	}
+}
+
+func TestConcurrentProvisioningMakesOneTopology(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for range 10 {
+		_, js := natstest.Connect(t, srv.ClientURL())
+		wg.Go(func() {
+			errs <- bus.ProvisionQueues(ctx, js, bus.Config{}, "high", "default")
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("provisioner: %v", err)
+		}
+	}
+	_, js := natstest.Connect(t, srv.ClientURL())
+	var names []string
+	for n := range js.StreamNames(ctx).Name() {
+		names = append(names, n)
+	}
+	if len(names) != 2 {
+		t.Fatalf("streams = %v, want JOBS and DLQ", names)
+	}
+	s, _ := js.Stream(ctx, bus.JobsStream)
+	var consumers []string
+	for n := range s.ConsumerNames(ctx).Name() {
+		consumers = append(consumers, n)
+	}
+	if len(consumers) != 2 {
+		t.Fatalf("consumers = %v, want q-high and q-default", consumers)
+	}
+}
+
+func TestProvisionUpdatesChangedSettings(t *testing.T) {
+	ctx := context.Background()
+	js, _ := setup(t, bus.Config{})
+	if err := bus.Provision(ctx, js, bus.Config{FailedRetention: time.Hour, DuplicateWindow: time.Minute}); err != nil {
+		t.Fatalf("re-provision with new settings: %v", err)
+	}
+	s, _ := js.Stream(ctx, bus.DLQStream)
+	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
+		t.Fatalf("DLQ MaxAge = %s, want 1h", got)
+	}
+	s, _ = js.Stream(ctx, bus.JobsStream)
+	if got := s.CachedInfo().Config.Duplicates; got != time.Minute {
+		t.Fatalf("JOBS duplicate window = %s, want 1m", got)
+	}
+	err := bus.Provision(ctx, js, bus.Config{MemoryStorage: true})
+	if err == nil || !strings.Contains(err.Error(), "cannot change it in place") {
+		t.Fatalf("storage change: err = %v, want a clear refusal", err)
+	}
+}

@@ -1,0 +1,287 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Args is a job's typed arguments. Kind names the handler that runs it
+// ([a-z0-9_-]+); the value is sent as its JSON encoding.
+type Args interface {
+	Kind() string
+}
+
+// Option sets one of a job's dispatch options.
+type Option func(*options)
+
+type options struct {
+	queue   string
+	id      string
+	tries   int
+	triesOK bool // Tries was called, so 0 is an error rather than "unset"
+	timeout time.Duration
+	backoff []time.Duration
+	at      time.Time
+	delay   time.Duration
+}
+
+// OnQueue puts the job on queue instead of Config.DefaultQueue.
+func OnQueue(queue string) Option { return func(o *options) { o.queue = queue } }
+
+// Tries caps the job's deliveries (≥ 1), overriding the worker's default.
+func Tries(n int) Option { return func(o *options) { o.tries, o.triesOK = n, true } }
+
+// Timeout bounds each attempt, overriding the worker's default.
+func Timeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// Backoff sets the delays before each retry; the last one repeats.
+func Backoff(delays ...time.Duration) Option { return func(o *options) { o.backoff = delays } }
+
+// Delay makes the job ready only after d, using JetStream's scheduler.
+func Delay(d time.Duration) Option { return func(o *options) { o.delay = d } }
+
+// At makes the job ready only at t, using JetStream's scheduler.
+func At(t time.Time) Option { return func(o *options) { o.at = t } }
+
+// JobID sets the job's ID. Dispatching the same ID again within
+// Config.DuplicateWindow stores nothing new (dedupe). Default: a random ID.
+func JobID(id string) Option { return func(o *options) { o.id = id } }
+
+// Dispatcher enqueues jobs. It is safe for concurrent use. The JOBS stream
+// must exist (Provision, or a running `jetfleet up` / `jetfleet work`).
+type Dispatcher struct {
+	js  jetstream.JetStream
+	cfg Config
+}
+
+// NewDispatcher returns a Dispatcher publishing through js.
+func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
+	if js == nil {
+		return nil, errors.New("bus: NewDispatcher needs a JetStream context")
+	}
+	cfg = cfg.withDefaults()
+	if err := ValidateName("queue", cfg.DefaultQueue); err != nil {
+		return nil, fmt.Errorf("bus: Config.DefaultQueue: %w", err)
+	}
+	return &Dispatcher{js: js, cfg: cfg}, nil
+}
+
+// Dispatch enqueues args as a job and returns its ID once JetStream has
+// acknowledged storing it.
+func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (string, error) {
+	msg, id, err := d.encode(args, opts)
+	if err != nil {
+		return "", err
+	}
+	return id, d.publish(ctx, msg)
+}
+
+// DispatchJSON enqueues a job of kind whose arguments are already JSON, as
+// other languages and the CLI send them.
+func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte, opts ...Option) (string, error) {
+	msg, id, err := d.build(kind, body, opts)
+	if err != nil {
+		return "", err
+	}
+	return id, d.publish(ctx, msg)
+}
+
+// Params is one job of a DispatchMany batch.
+type Params struct {
+	Args Args
+	Opts []Option
+}
+
+// BatchError reports which jobs of a DispatchMany batch were not stored.
+// Errs is aligned with the batch; a nil entry was stored.
+type BatchError struct {
+	Errs   []error
+	Failed int
+}
+
+func (e *BatchError) Error() string {
+	for _, err := range e.Errs {
+		if err != nil {
+			return fmt.Sprintf("bus: %d of %d jobs not dispatched; first: %v", e.Failed, len(e.Errs), err)
+		}
+	}
+	return "bus: no job failed"
+}
+
+// Unwrap returns the individual errors.
+func (e *BatchError) Unwrap() []error { return e.Errs }
+
+// DispatchMany enqueues jobs with asynchronous publishes and waits for every
+// acknowledgement. ids is aligned with jobs; when some fail, err is a
+// *BatchError saying which, and the IDs of the others are still returned.
+func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...Params) ([]string, error) {
+	ids := make([]string, len(jobs))
+	errs := make([]error, len(jobs))
+	futures := make([]jetstream.PubAckFuture, len(jobs))
+	for i, p := range jobs {
+		msg, id, err := d.encode(p.Args, p.Opts)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		ids[i] = id
+		if futures[i], err = d.js.PublishMsgAsync(msg); err != nil {
+			errs[i] = d.publishError(msg, err)
+		}
+	}
+	for i, f := range futures {
+		if f != nil {
+			errs[i] = d.awaitAck(ctx, f)
+		}
+	}
+	return ids, batchError(errs)
+}
+
+func batchError(errs []error) error {
+	be := &BatchError{Errs: errs}
+	for _, err := range errs {
+		if err != nil {
+			be.Failed++
+		}
+	}
+	if be.Failed == 0 {
+		return nil
+	}
+	return be
+}
+
+func (d *Dispatcher) awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return d.publishError(f.Msg(), err)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, f.Msg().Subject, ctx.Err())
+	}
+}
+
+func (d *Dispatcher) encode(args Args, opts []Option) (*nats.Msg, string, error) {
+	if args == nil {
+		return nil, "", fmt.Errorf("%w: args are nil", ErrInvalid)
+	}
+	body, err := json.Marshal(args)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: args of kind %q do not encode as JSON: %v", ErrInvalid, args.Kind(), err)
+	}
+	return d.build(args.Kind(), body, opts)
+}
+
+func (d *Dispatcher) build(kind string, body []byte, opts []Option) (*nats.Msg, string, error) {
+	o := options{queue: d.cfg.DefaultQueue}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.validate(kind, body); err != nil {
+		return nil, "", err
+	}
+	if o.id == "" {
+		o.id = nuid.Next()
+	}
+	msg := &nats.Msg{Subject: JobSubject(o.queue, kind), Header: nats.Header{}, Data: body}
+	msg.Header.Set(HeaderMsgID, o.id)
+	o.setSettings(msg.Header)
+	if at := o.readyAt(); !at.IsZero() {
+		scheduleAt(msg, o.queue, o.id, at)
+	}
+	if err := d.checkSize(msg); err != nil {
+		return nil, "", err
+	}
+	return msg, o.id, nil
+}
+
+func (o *options) validate(kind string, body []byte) error {
+	if err := ValidateName("queue", o.queue); err != nil {
+		return err
+	}
+	if err := ValidateName("kind", kind); err != nil {
+		return err
+	}
+	if !json.Valid(body) {
+		return fmt.Errorf("%w: body of %s job is not valid JSON", ErrInvalid, kind)
+	}
+	if o.triesOK && o.tries < 1 {
+		return fmt.Errorf("%w: tries is %d; it must be at least 1", ErrInvalid, o.tries)
+	}
+	if o.timeout < 0 {
+		return fmt.Errorf("%w: timeout is %s; it must be positive", ErrInvalid, o.timeout)
+	}
+	for _, b := range o.backoff {
+		if b < 0 {
+			return fmt.Errorf("%w: backoff %s is negative", ErrInvalid, b)
+		}
+	}
+	if len(o.id) > 256 {
+		return fmt.Errorf("%w: job ID is %d bytes; the limit is 256", ErrInvalid, len(o.id))
+	}
+	return nil
+}
+
+func (o *options) setSettings(h nats.Header) {
+	if o.tries > 0 {
+		h.Set(HeaderTries, strconv.Itoa(o.tries))
+	}
+	if o.timeout > 0 {
+		h.Set(HeaderTimeout, o.timeout.String())
+	}
+	if len(o.backoff) > 0 {
+		h.Set(HeaderBackoff, FormatBackoff(o.backoff))
+	}
+}
+
+func (o *options) readyAt() time.Time {
+	if !o.at.IsZero() {
+		return o.at
+	}
+	if o.delay > 0 {
+		return time.Now().Add(o.delay)
+	}
+	return time.Time{}
+}
+
+// checkSize refuses a job JetStream would reject for size, naming the limit.
+func (d *Dispatcher) checkSize(msg *nats.Msg) error {
+	limit := d.js.Conn().MaxPayload()
+	size := int64(len(msg.Data)) + headerSize(msg.Header)
+	if limit > 0 && size > limit {
+		return fmt.Errorf("%w: job is %d bytes (body %d plus headers); the NATS server's max_payload is %d bytes", ErrInvalid, size, len(msg.Data), limit)
+	}
+	return nil
+}
+
+func headerSize(h nats.Header) int64 {
+	n := int64(len("NATS/1.0\r\n\r\n"))
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(": \r\n") + len(v))
+		}
+	}
+	return n
+}
+
+func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
+	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+		return d.publishError(msg, err)
+	}
+	return nil
+}
+
+func (d *Dispatcher) publishError(msg *nats.Msg, err error) error {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("%w: no stream answered on %s (is the %s stream provisioned? run `jetfleet up` or call bus.Provision): %w", ErrNotAcknowledged, msg.Subject, JobsStream, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, msg.Subject, err)
+}

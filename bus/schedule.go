@@ -1,0 +1,176 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream's message-scheduler headers (ADR-51, nats-server 2.12+).
+const (
+	headerSchedule       = "Nats-Schedule"
+	headerScheduleTarget = "Nats-Schedule-Target"
+	headerRollup         = "Nats-Rollup"
+)
+
+// scheduleAt turns a job message into a one-shot schedule: the server stores
+// it on schedules.delay.<queue>.<id> and, at t, publishes the job to its
+// real subject. The scheduler strips Nats-Msg-Id from what it publishes, so
+// the job ID also travels in Jetfleet-Job-Id.
+func scheduleAt(msg *nats.Msg, queue, id string, t time.Time) {
+	target := msg.Subject
+	msg.Subject = SchedulePrefix + ".delay." + queue + "." + IDToken(id)
+	msg.Header.Set(HeaderJobID, id)
+	msg.Header.Set(headerSchedule, "@at "+t.UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(headerScheduleTarget, target)
+}
+
+// Schedule is a periodic job registered with Dispatcher.Schedule.
+type Schedule struct {
+	// Name identifies the schedule; registering a name again replaces it.
+	Name string
+	// Spec is "@every 1m", a cron expression (5 or 6 fields, seconds
+	// first when 6) or @hourly, @daily, @weekly, @monthly, @yearly.
+	Spec string
+	// Queue and Kind say where each run is published.
+	Queue, Kind string
+	// Body is the job's JSON arguments.
+	Body []byte
+	// Header holds the job's settings headers (Jetfleet-Tries...).
+	Header nats.Header
+}
+
+func scheduleSubject(name string) string { return SchedulePrefix + ".every." + name }
+
+// Schedule registers a periodic job under name: JetStream's scheduler
+// publishes it on spec's rhythm, with no leader or timer loop in any
+// jetfleet process, and it survives restarts of all of them. Registering
+// the same name again replaces the schedule (a rollup of its subject); it
+// never doubles it. Delay and At options are refused.
+func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args, opts ...Option) error {
+	if args == nil {
+		return fmt.Errorf("%w: args are nil", ErrInvalid)
+	}
+	msg, _, err := d.encode(args, opts)
+	if err != nil {
+		return err
+	}
+	return d.schedule(ctx, name, spec, msg)
+}
+
+// ScheduleJSON is Schedule for arguments that are already JSON.
+func (d *Dispatcher) ScheduleJSON(ctx context.Context, name, spec, kind string, body []byte, opts ...Option) error {
+	msg, _, err := d.build(kind, body, opts)
+	if err != nil {
+		return err
+	}
+	return d.schedule(ctx, name, spec, msg)
+}
+
+func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.Msg) error {
+	if err := ValidateName("schedule", name); err != nil {
+		return err
+	}
+	if msg.Header.Get(headerSchedule) != "" {
+		return fmt.Errorf("%w: a periodic job cannot also be delayed (Delay/At)", ErrInvalid)
+	}
+	pattern, err := schedulePattern(spec)
+	if err != nil {
+		return err
+	}
+	target := msg.Subject
+	msg.Subject = scheduleSubject(name)
+	msg.Header.Del(HeaderMsgID) // every run gets its own ID from its stream sequence
+	msg.Header.Set(headerSchedule, pattern)
+	msg.Header.Set(headerScheduleTarget, target)
+	msg.Header.Set(headerRollup, "sub")
+	return d.publish(ctx, msg)
+}
+
+// schedulePattern checks spec and returns the server's form of it: cron
+// expressions of 5 fields get a leading seconds field of 0.
+func schedulePattern(spec string) (string, error) {
+	spec = strings.TrimSpace(spec)
+	switch {
+	case spec == "":
+		return "", fmt.Errorf("%w: schedule spec is empty", ErrInvalid)
+	case strings.HasPrefix(spec, "@every "):
+		d, err := time.ParseDuration(strings.TrimSpace(spec[len("@every "):]))
+		if err != nil || d < time.Second {
+			return "", fmt.Errorf("%w: schedule %q: @every needs a duration of at least 1s", ErrInvalid, spec)
+		}
+		return "@every " + d.String(), nil
+	case strings.HasPrefix(spec, "@"):
+		switch spec {
+		case "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly":
+			return spec, nil
+		}
+		return "", fmt.Errorf("%w: schedule %q: unknown shortcut (use @every <duration>, @hourly, @daily, @weekly, @monthly or @yearly)", ErrInvalid, spec)
+	}
+	switch n := len(strings.Fields(spec)); n {
+	case 5:
+		return "0 " + spec, nil
+	case 6:
+		return spec, nil
+	default:
+		return "", fmt.Errorf("%w: schedule %q has %d fields; a cron expression has 5 (or 6 with seconds first)", ErrInvalid, spec, n)
+	}
+}
+
+// Unschedule removes the periodic job name. Removing a name that does not
+// exist is not an error.
+func (d *Dispatcher) Unschedule(ctx context.Context, name string) error {
+	s, err := d.js.Stream(ctx, JobsStream)
+	if err != nil {
+		return fmt.Errorf("bus: unschedule %s: %w", name, err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(scheduleSubject(name))); err != nil {
+		return fmt.Errorf("bus: unschedule %s: %w", name, err)
+	}
+	return nil
+}
+
+// Schedules lists the registered periodic jobs.
+func (d *Dispatcher) Schedules(ctx context.Context) ([]Schedule, error) {
+	s, err := d.js.Stream(ctx, JobsStream)
+	if err != nil {
+		return nil, fmt.Errorf("bus: list schedules: %w", err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(scheduleSubject(">")))
+	if err != nil {
+		return nil, fmt.Errorf("bus: list schedules: %w", err)
+	}
+	var out []Schedule
+	for subject := range info.State.Subjects {
+		m, err := s.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bus: schedule %s: %w", subject, err)
+		}
+		out = append(out, scheduleFromMsg(m))
+	}
+	return out, nil
+}
+
+func scheduleFromMsg(m *jetstream.RawStreamMsg) Schedule {
+	sc := Schedule{
+		Name:   strings.TrimPrefix(m.Subject, SchedulePrefix+".every."),
+		Spec:   m.Header.Get(headerSchedule),
+		Body:   m.Data,
+		Header: nats.Header{},
+	}
+	sc.Queue, sc.Kind, _ = ParseJobSubject(m.Header.Get(headerScheduleTarget))
+	for _, h := range []string{HeaderTries, HeaderTimeout, HeaderBackoff} {
+		if v := m.Header.Get(h); v != "" {
+			sc.Header.Set(h, v)
+		}
+	}
+	return sc
+}

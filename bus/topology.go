@@ -1,0 +1,208 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config holds the settings of the jetfleet topology and the dispatcher. Every
+// zero value means the documented default, so Config{} is a working setup.
+type Config struct {
+	// Replicas is the replica count of JOBS and DLQ: 1 on a single node, 3
+	// in a three-node cluster. Default 1.
+	Replicas int
+	// MemoryStorage keeps JOBS and DLQ in memory instead of files: faster,
+	// but a server restart loses every job. Default false (file storage).
+	MemoryStorage bool
+	// DuplicateWindow is how long a job ID (Nats-Msg-Id) is remembered for
+	// dedupe. Default 2 minutes.
+	DuplicateWindow time.Duration
+	// FailedRetention is how long dead letters are kept, enforced by the DLQ
+	// stream's MaxAge (Laravel prunes failed jobs after 7 days). Default 7 days.
+	FailedRetention time.Duration
+	// AckWait is how long a worker owns a delivered job before the server
+	// delivers it again; workers extend it with heartbeats while a job
+	// runs. Default 30 seconds.
+	AckWait time.Duration
+	// DefaultQueue is where Dispatch puts jobs without OnQueue. Default "default".
+	DefaultQueue string
+}
+
+func (c Config) withDefaults() Config {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.FailedRetention <= 0 {
+		c.FailedRetention = 7 * 24 * time.Hour
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.DefaultQueue == "" {
+		c.DefaultQueue = "default"
+	}
+	return c
+}
+
+func (c Config) storage() jetstream.StorageType {
+	if c.MemoryStorage {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
+// JobsStreamConfig is the JOBS stream as cfg describes it.
+func JobsStreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
+	return jetstream.StreamConfig{
+		Name:              JobsStream,
+		Description:       "jetfleet jobs: jobs.<queue>.<kind>; delayed and periodic jobs under schedules.>",
+		Subjects:          []string{JobsPrefix + ".>", SchedulePrefix + ".>"},
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           cfg.storage(),
+		Replicas:          cfg.Replicas,
+		Duplicates:        cfg.DuplicateWindow,
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		AllowDirect:       true,
+	}
+}
+
+// DLQStreamConfig is the DLQ stream as cfg describes it.
+func DLQStreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg = cfg.withDefaults()
+	dup := cfg.DuplicateWindow
+	if dup > cfg.FailedRetention {
+		dup = cfg.FailedRetention
+	}
+	return jetstream.StreamConfig{
+		Name:        DLQStream,
+		Description: "jetfleet dead letters: dlq.<queue>.<kind>.<job id>",
+		Subjects:    []string{DLQPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     cfg.storage(),
+		Replicas:    cfg.Replicas,
+		Duplicates:  dup,
+		MaxAge:      cfg.FailedRetention,
+		AllowDirect: true,
+	}
+}
+
+// QueueConsumerConfig is the durable pull consumer shared by all workers of
+// queue. MaxDeliver is unlimited on purpose: workers compare each delivery
+// count with the job's own tries and dead-letter a job that has used them
+// all, even when the worker of its last attempt was killed (see DESIGN.md).
+func QueueConsumerConfig(cfg Config, queue string) jetstream.ConsumerConfig {
+	cfg = cfg.withDefaults()
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName(queue),
+		Description:   "jetfleet workers of queue " + queue,
+		FilterSubject: QueueFilter(queue),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 100_000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      cfg.Replicas,
+	}
+}
+
+// Provision creates or updates the JOBS and DLQ streams. It is idempotent and
+// safe when many processes run it at once against an empty server; a
+// changed setting updates the stream in place. Settings JetStream cannot
+// change in place (storage type) are reported as an error naming them.
+func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	for _, sc := range []jetstream.StreamConfig{JobsStreamConfig(cfg), DLQStreamConfig(cfg)} {
+		if err := ensureStream(ctx, js, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ProvisionQueues runs Provision and then creates or updates the consumer
+// of each queue.
+func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
+	if err := Provision(ctx, js, cfg); err != nil {
+		return err
+	}
+	for _, q := range queues {
+		if err := ValidateName("queue", q); err != nil {
+			return err
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, QueueConsumerConfig(cfg, q)); err != nil {
+			return fmt.Errorf("bus: consumer %s on %s: %w", ConsumerName(q), JobsStream, err)
+		}
+	}
+	return nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	for attempt := 0; ; attempt++ {
+		err := tryEnsureStream(ctx, js, want)
+		if err == nil || attempt == 4 || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bus: stream %s: %w", want.Name, ctx.Err())
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
+	}
+}
+
+func tryEnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return errRetry
+		}
+		if err != nil {
+			return fmt.Errorf("bus: create stream %s: %w", want.Name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bus: stream %s: %w", want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if streamMatches(have, want) {
+		return nil
+	}
+	if have.Storage != want.Storage {
+		return fmt.Errorf("bus: stream %s uses %s storage but the settings ask for %s; JetStream cannot change it in place (back up and delete the stream, or change the setting back)", want.Name, have.Storage, want.Storage)
+	}
+	if _, err := js.UpdateStream(ctx, want); err != nil {
+		return fmt.Errorf("bus: update stream %s: %w", want.Name, err)
+	}
+	return nil
+}
+
+var errRetry = errors.New("bus: concurrent change, retry")
+
+func retryable(err error) bool {
+	return errors.Is(err, errRetry) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// streamMatches reports whether have already holds every setting jetfleet
+// manages, so a no-op start does not issue an update.
+func streamMatches(have, want jetstream.StreamConfig) bool {
+	return have.Retention == want.Retention &&
+		have.Storage == want.Storage &&
+		have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates &&
+		have.MaxAge == want.MaxAge &&
+		have.AllowMsgSchedules == want.AllowMsgSchedules &&
+		have.AllowRollup == want.AllowRollup &&
+		have.AllowDirect == want.AllowDirect &&
+		slices.Equal(have.Subjects, want.Subjects)
+}

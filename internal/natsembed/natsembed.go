@@ -1,0 +1,216 @@
+// Package natsembed runs a NATS server with JetStream inside a jetfleet
+// process. It is the only package of jetfleet that imports nats-server: the
+// bus, workers and sessions packages speak to any NATS server through nats.go,
+// so a service that links them does not link the server.
+package natsembed
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config describes one embedded server. The zero value is a single node with
+// JetStream in a memory-only store on a random loopback port.
+type Config struct {
+	// Name is the server name, which must be unique in a cluster.
+	// Default: a random name chosen by the server.
+	Name string
+	// Listen is the client address, host:port. A port of 0 or -1 picks a
+	// free port. Default: 127.0.0.1 with a random port.
+	Listen string
+	// StoreDir is the JetStream store. Empty means a fresh temporary
+	// directory owned by the server.
+	StoreDir string
+	// ClusterName names the cluster; default "jetfleet" when ClusterListen
+	// is set.
+	ClusterName string
+	// ClusterListen is the route address, host:port. Empty: no cluster.
+	ClusterListen string
+	// Routes are the other nodes' route URLs (nats://host:port).
+	Routes []string
+	// SyncInterval is how often JetStream file storage is flushed to disk
+	// (fsync). Zero keeps the server default of two minutes: a power loss
+	// (not a process crash) can lose up to that much acknowledged data on a
+	// single node; an R3 cluster covers it with its replicas. SyncAlways
+	// fsyncs every write, at a large cost in throughput.
+	SyncInterval time.Duration
+	// SyncAlways fsyncs every write. See SyncInterval.
+	SyncAlways bool
+	// MaxPayload is the largest message the server accepts, in bytes.
+	// Default: the server's default (1 MiB).
+	MaxPayload int32
+	// ConfigFile, when set, is a nats-server configuration file parsed by
+	// the server's own parser; the other fields then override what it sets
+	// only where they are non-zero.
+	ConfigFile string
+	// Logf, when set, receives the server's notices and errors.
+	Logf func(format string, args ...any)
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	srv *server.Server
+}
+
+// Start starts a server as configured and waits until it accepts clients
+// (and, when clustered, until JetStream is ready or 30 seconds pass).
+func Start(cfg Config) (*Server, error) {
+	opts, err := cfg.options()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: new server: %w", err)
+	}
+	if cfg.Logf != nil {
+		srv.SetLoggerV2(logAdapter(cfg.Logf), false, false, false)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("natsembed: server %q not ready for connections within 10s (listen %s)", cfg.Name, cfg.Listen)
+	}
+	return &Server{srv: srv}, nil
+}
+
+func (cfg Config) options() (*server.Options, error) {
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		o, err := server.ProcessConfigFile(cfg.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: config file %s: %w", cfg.ConfigFile, err)
+		}
+		opts = o
+	} else {
+		opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+	}
+	opts.JetStream = true
+	opts.NoSigs = true
+	if cfg.Name != "" {
+		opts.ServerName = cfg.Name
+	}
+	if cfg.Listen != "" {
+		host, port, err := SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: listen: %w", err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	if cfg.StoreDir != "" {
+		opts.StoreDir = cfg.StoreDir
+	}
+	if cfg.MaxPayload > 0 {
+		opts.MaxPayload = cfg.MaxPayload
+	}
+	if cfg.SyncInterval > 0 {
+		opts.SyncInterval = cfg.SyncInterval
+	}
+	if cfg.SyncAlways {
+		opts.SyncAlways = true
+	}
+	if cfg.ClusterListen != "" {
+		if err := cfg.clusterOptions(opts); err != nil {
+			return nil, err
+		}
+	}
+	return opts, nil
+}
+
+func (cfg Config) clusterOptions(opts *server.Options) error {
+	host, port, err := SplitHostPort(cfg.ClusterListen)
+	if err != nil {
+		return fmt.Errorf("natsembed: cluster listen: %w", err)
+	}
+	opts.Cluster.Host, opts.Cluster.Port = host, port
+	opts.Cluster.Name = cfg.ClusterName
+	if opts.Cluster.Name == "" {
+		opts.Cluster.Name = "jetfleet"
+	}
+	if opts.ServerName == "" {
+		return errors.New("natsembed: a clustered node needs a name (--name)")
+	}
+	for _, r := range cfg.Routes {
+		u, err := url.Parse(strings.TrimSpace(r))
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("natsembed: route %q is not a URL like nats://127.0.0.1:6222", r)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// SplitHostPort parses host:port where the port may be 0 or -1 (any free
+// port). An empty host means all interfaces.
+func SplitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("%q has a bad port %q", addr, p)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+// ClientURL is the URL clients connect to, with the port actually bound.
+func (s *Server) ClientURL() string { return s.srv.ClientURL() }
+
+// Name is the server's name.
+func (s *Server) Name() string { return s.srv.Name() }
+
+// StoreDir is the JetStream store directory in use.
+func (s *Server) StoreDir() string { return s.srv.StoreDir() }
+
+// ClusterAddr is the bound route address, or nil when not clustered.
+func (s *Server) ClusterAddr() net.Addr { return s.srv.ClusterAddr() }
+
+// JetStreamReady waits until JetStream is enabled and, in a cluster, has a
+// meta leader, for at most timeout.
+func (s *Server) JetStreamReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if s.srv.JetStreamEnabled() && (!s.srv.JetStreamIsClustered() || s.srv.JetStreamIsLeader() || s.hasMetaLeader()) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("natsembed: JetStream on %s not ready within %s", s.Name(), timeout)
+}
+
+func (s *Server) hasMetaLeader() bool {
+	info, err := s.srv.Jsz(&server.JSzOptions{})
+	return err == nil && info.Meta != nil && info.Meta.Leader != ""
+}
+
+// Shutdown stops the server and waits for it to finish.
+func (s *Server) Shutdown() {
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+}
+
+// Running reports whether the server still accepts clients.
+func (s *Server) Running() bool { return s.srv.Running() }
+
+type logAdapter func(format string, args ...any)
+
+func (l logAdapter) Noticef(format string, v ...any) { l(format, v...) }
+func (l logAdapter) Warnf(format string, v ...any)   { l("warning: "+format, v...) }
+func (l logAdapter) Fatalf(format string, v ...any)  { l("fatal: "+format, v...) }
+func (l logAdapter) Errorf(format string, v ...any)  { l("error: "+format, v...) }
+func (l logAdapter) Debugf(string, ...any)           {}
+func (l logAdapter) Tracef(string, ...any)           {}

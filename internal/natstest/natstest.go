@@ -1,0 +1,146 @@
+// Package natstest starts real NATS servers for tests: one embedded node, or
+// an in-process JetStream cluster, each on random loopback ports with its
+// store in the test's temporary directory. Nothing here is a mock.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/natsembed"
+)
+
+// Options tunes a test server; the zero value is fine.
+type Options struct {
+	// MaxPayload overrides the server's 1 MiB default.
+	MaxPayload int32
+}
+
+// Start runs one JetStream node for the test and stops it at cleanup.
+func Start(t testing.TB, opts ...Options) *natsembed.Server {
+	t.Helper()
+	cfg := natsembed.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()}
+	if len(opts) > 0 {
+		cfg.MaxPayload = opts[0].MaxPayload
+	}
+	srv, err := natsembed.Start(cfg)
+	if err != nil {
+		t.Fatalf("natstest: start server: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// Connect opens a client connection and a JetStream context to url, closed
+// at cleanup.
+func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opts = append([]nats.Option{nats.Name(t.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return nc, js
+}
+
+// Cluster is an in-process JetStream cluster of real servers.
+type Cluster struct {
+	Nodes []*natsembed.Server
+	// Configs holds each node's configuration, to restart a node with Restart.
+	Configs []natsembed.Config
+}
+
+// StartCluster runs an n-node JetStream cluster and waits until it has a
+// meta leader. Nodes are stopped at cleanup.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	clientPorts, routePorts := FreePorts(t, n), FreePorts(t, n)
+	c := &Cluster{}
+	for i := range n {
+		var routes []string
+		for j, p := range routePorts {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+			}
+		}
+		c.Configs = append(c.Configs, natsembed.Config{
+			Name:          fmt.Sprintf("n%d", i+1),
+			Listen:        fmt.Sprintf("127.0.0.1:%d", clientPorts[i]),
+			StoreDir:      t.TempDir(),
+			ClusterName:   "test",
+			ClusterListen: fmt.Sprintf("127.0.0.1:%d", routePorts[i]),
+			Routes:        routes,
+		})
+	}
+	for _, cfg := range c.Configs {
+		srv, err := natsembed.Start(cfg)
+		if err != nil {
+			t.Fatalf("natstest: start %s: %v", cfg.Name, err)
+		}
+		c.Nodes = append(c.Nodes, srv)
+	}
+	t.Cleanup(func() {
+		for _, s := range c.Nodes {
+			if s.Running() {
+				s.Shutdown()
+			}
+		}
+	})
+	for _, s := range c.Nodes {
+		if err := s.JetStreamReady(30 * time.Second); err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+	}
+	return c
+}
+
+// URLs is every node's client URL, comma separated, as nats.Connect takes it.
+func (c *Cluster) URLs() string {
+	var urls []string
+	for _, s := range c.Nodes {
+		urls = append(urls, s.ClientURL())
+	}
+	return strings.Join(urls, ",")
+}
+
+// Restart starts node i again with its original configuration and store.
+func (c *Cluster) Restart(t testing.TB, i int) {
+	t.Helper()
+	srv, err := natsembed.Start(c.Configs[i])
+	if err != nil {
+		t.Fatalf("natstest: restart %s: %v", c.Configs[i].Name, err)
+	}
+	c.Nodes[i] = srv
+}
+
+// FreePorts returns n distinct loopback TCP ports that were free a moment
+// ago. Another process can still take one before it is used; tests that
+// need a fixed port accept that small risk.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natstest: free port: %v", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
