@@ -1,0 +1,74 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Noop is the jetfleet-noop diagnostic job: it succeeds at once.
+type Noop struct{}
+
+// Kind implements bus.Args.
+func (Noop) Kind() string { return "jetfleet-noop" }
+
+// Sleep is the jetfleet-sleep diagnostic job: it sleeps MS milliseconds
+// (or until its context ends) and succeeds.
+type Sleep struct {
+	MS int `json:"ms"`
+}
+
+// Kind implements bus.Args.
+func (Sleep) Kind() string { return "jetfleet-sleep" }
+
+// Fail is the jetfleet-fail diagnostic job. It fails its first Times
+// attempts, or every attempt until Until has passed, and then succeeds;
+// with neither set it always fails. Permanent makes each failure final.
+type Fail struct {
+	Times     int       `json:"times,omitempty"`
+	Until     time.Time `json:"until,omitzero"`
+	Permanent bool      `json:"permanent,omitempty"`
+	Message   string    `json:"message,omitempty"`
+}
+
+// Kind implements bus.Args.
+func (Fail) Kind() string { return "jetfleet-fail" }
+
+// RegisterDiagnostics registers the built-in diagnostic kinds
+// (jetfleet-noop, jetfleet-sleep, jetfleet-fail), so a deployment can be
+// smoke-tested with `jetfleet dispatch`.
+func RegisterDiagnostics(w *Worker) {
+	Register(w, func(context.Context, *Job[Noop]) error { return nil })
+	Register(w, runSleep)
+	Register(w, runFail)
+}
+
+func runSleep(ctx context.Context, job *Job[Sleep]) error {
+	t := time.NewTimer(time.Duration(job.Args.MS) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sleep of %dms cut short: %w", job.Args.MS, ctx.Err())
+	}
+}
+
+func runFail(_ context.Context, job *Job[Fail]) error {
+	a := job.Args
+	failing := a.Times == 0 && a.Until.IsZero() ||
+		a.Times > 0 && job.Attempt <= a.Times ||
+		!a.Until.IsZero() && time.Now().Before(a.Until)
+	if !failing {
+		return nil
+	}
+	msg := a.Message
+	if msg == "" {
+		msg = fmt.Sprintf("jetfleet-fail: attempt %d fails as asked", job.Attempt)
+	}
+	if a.Permanent {
+		return Permanent(errors.New(msg))
+	}
+	return errors.New(msg)
+}

@@ -1,0 +1,196 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// run is one job delivery in this process, from fetch to its final ack,
+// nak or dead letter. finish settles it exactly once, whether the handler
+// returns or the drain hands it back first.
+type run struct {
+	msg  jetstream.Msg
+	once sync.Once
+	log  zerolog.Logger
+}
+
+func (r *run) finish(settle func() error, outcome string) {
+	r.once.Do(func() {
+		if err := settle(); err != nil {
+			r.log.Error().Err(err).Str("outcome", outcome).Msg("could not settle job with the server; it will be delivered again after AckWait")
+		}
+	})
+}
+
+func (l *loop) start(m jetstream.Msg) {
+	l.slots <- struct{}{}
+	r := &run{msg: m, log: l.w.log}
+	l.mu.Lock()
+	l.inFlight[r] = struct{}{}
+	l.mu.Unlock()
+	l.running.Add(1)
+	go func() {
+		defer l.release(r)
+		l.process(r)
+	}()
+}
+
+func (l *loop) release(r *run) {
+	l.mu.Lock()
+	delete(l.inFlight, r)
+	l.done++
+	l.mu.Unlock()
+	<-l.slots
+	l.running.Done()
+	select {
+	case l.finished <- struct{}{}:
+	default:
+	}
+}
+
+// process decides what a delivery needs: dead-lettering unrun when it can
+// never run or has used its tries, otherwise running the handler.
+func (l *loop) process(r *run) {
+	job, err := bus.ParseJob(r.msg)
+	if job == nil {
+		r.log.Error().Err(err).Msg("message without JetStream metadata; terminating it")
+		r.finish(r.msg.Term, "terminated")
+		return
+	}
+	r.log = l.w.log.With().Str("job_id", job.ID).Str("queue", job.Queue).Str("kind", job.Kind).Int("attempt", job.Attempt).Logger()
+	if err != nil {
+		l.deadLetter(r, job, fmt.Sprintf("malformed job: %v", err), 0)
+		return
+	}
+	h := l.w.handlers[job.Kind]
+	if h == nil {
+		l.deadLetter(r, job, fmt.Sprintf("no handler for kind %q on queue %s (this worker handles: %s)", job.Kind, job.Queue, strings.Join(l.w.Kinds(), ", ")), 0)
+		return
+	}
+	tries := firstPositive(job.Tries, h.tries, l.w.cfg.Tries)
+	if job.Attempt > tries {
+		l.deadLetter(r, job, fmt.Sprintf("interrupted during its last attempt: delivered %d times with tries %d; the worker running it stopped or died before it finished", job.Attempt, tries), tries)
+		return
+	}
+	l.execute(r, job, h, tries)
+}
+
+func firstPositive[T int | time.Duration](vs ...T) T {
+	for _, v := range vs {
+		if v > 0 {
+			return v
+		}
+	}
+	return 0
+}
+
+// execute runs the handler under the job's timeout, with heartbeats that
+// keep the job owned past AckWait, and settles the outcome.
+func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
+	timeout := firstPositive(job.Timeout, h.timeout, l.w.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(l.jobCtx, timeout)
+	defer cancel()
+	stopBeat := l.heartbeat(r)
+	began := time.Now()
+	r.log.Debug().Msg("job started")
+	err := l.invoke(ctx, h, job)
+	stopBeat()
+	took := time.Since(began)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("job timed out after %s: %w", timeout, err)
+	}
+	switch {
+	case err == nil:
+		r.log.Info().Dur("took", took).Msg("job succeeded")
+		r.finish(func() error { return r.msg.DoubleAck(context.WithoutCancel(ctx)) }, "acked")
+	case l.jobCtx.Err() != nil:
+		r.log.Warn().Err(err).Dur("took", took).Msg("job interrupted by shutdown; handed back")
+		r.finish(r.msg.Nak, "handed back")
+	case IsPermanent(err) || job.Attempt >= tries:
+		l.deadLetter(r, job, err.Error(), job.Attempt)
+	default:
+		delay := retryDelay(firstNonEmpty(job.Backoff, h.backoff, l.w.cfg.Backoff), job.Attempt)
+		r.log.Warn().Err(err).Dur("took", took).Dur("retry_in", delay).Int("tries", tries).Msg("job failed; will retry")
+		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "retry")
+	}
+}
+
+func firstNonEmpty(lists ...[]time.Duration) []time.Duration {
+	for _, l := range lists {
+		if len(l) > 0 {
+			return l
+		}
+	}
+	return nil
+}
+
+// invoke calls the handler through the middleware, turning a panic into a
+// failed attempt whose reason holds the stack.
+func (l *loop) invoke(ctx context.Context, h *handler, job *bus.Job) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	next := h.run
+	for i := len(l.w.cfg.Middleware) - 1; i >= 0; i-- {
+		next = l.w.cfg.Middleware[i](next)
+	}
+	return next(ctx, job)
+}
+
+// heartbeat tells the server the job is still in progress every third of
+// AckWait, so a long job is not delivered to another worker while it runs.
+func (l *loop) heartbeat(r *run) (stop func()) {
+	every := l.ackWait / 3
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := r.msg.InProgress(); err != nil {
+					r.log.Warn().Err(err).Msg("heartbeat failed")
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// deadLetter stores the job in DLQ, waits for the server's ack, and only
+// then removes the original (Term). If storing fails, the job is left to be
+// delivered again, so it is never lost.
+func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := bus.DeadLetter(ctx, l.w.js, job, bus.Failure{Reason: reason, Attempts: attempts})
+	if err != nil {
+		r.log.Error().Err(err).Msg("could not dead-letter job; it will be delivered again")
+		r.finish(func() error { return r.msg.NakWithDelay(5 * time.Second) }, "dead-letter failed")
+		return
+	}
+	r.log.Error().Str("reason", firstLine(reason)).Int("attempts", attempts).Msg("job dead-lettered")
+	r.finish(func() error { return r.msg.TermWithReason("dead-lettered") }, "dead-lettered")
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

@@ -1,0 +1,241 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// probeWait is how long an idle worker's wake-up probe stays parked on a
+// queue's consumer before it is renewed.
+const probeWait = 30 * time.Second
+
+// loop is the state of one Run.
+type loop struct {
+	w         *Worker
+	consumers map[string]jetstream.Consumer
+	ackWait   time.Duration
+
+	// jobCtx is the parent of every running job's context; it ends only
+	// when the drain's grace runs out, not when Run's context ends.
+	jobCtx    context.Context
+	cancelJob context.CancelFunc
+
+	running  sync.WaitGroup
+	slots    chan struct{} // one token per running job
+	finished chan struct{} // a job finished (buffered, coalescing)
+	wake     chan struct{} // a probe saw a ready job (buffered, coalescing)
+	probes   map[string]*probe
+	done     int // jobs finished, for MaxJobs
+
+	mu       sync.Mutex
+	inFlight map[*run]struct{}
+}
+
+// Run takes and runs jobs until ctx ends or a stop condition (MaxJobs,
+// MaxTime, StopWhenEmpty) is met, then drains: it fetches nothing more,
+// lets running jobs finish within Config.Grace, hands back those that
+// cannot, and returns nil. It provisions the streams and its queues'
+// consumers first.
+func (w *Worker) Run(ctx context.Context) error {
+	qs, weighted, err := parseQueues(w.cfg.Queues)
+	if err != nil {
+		return err
+	}
+	w.queues, w.weighted = qs, weighted
+	l, err := w.newLoop(ctx)
+	if err != nil {
+		return err
+	}
+	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).
+		Strs("kinds", w.Kinds()).Msg("worker started")
+	stopAt := w.stopDeadline()
+	l.fetchLoop(ctx, stopAt)
+	l.drain()
+	w.log.Info().Int("jobs", l.done).Msg("worker stopped")
+	return nil
+}
+
+func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
+	names := make([]string, len(w.queues))
+	for i, q := range w.queues {
+		names[i] = q.name
+	}
+	if err := bus.ProvisionQueues(ctx, w.js, w.cfg.Bus, names...); err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
+	l := &loop{
+		w: w, consumers: map[string]jetstream.Consumer{}, probes: map[string]*probe{},
+		slots:    make(chan struct{}, w.cfg.Concurrency),
+		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		inFlight: map[*run]struct{}{},
+	}
+	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
+	for _, name := range names {
+		c, err := w.js.Consumer(ctx, bus.JobsStream, bus.ConsumerName(name))
+		if err != nil {
+			return nil, fmt.Errorf("workers: consumer for queue %s: %w", name, err)
+		}
+		l.consumers[name] = c
+		l.ackWait = c.CachedInfo().Config.AckWait
+		l.probes[name] = newProbe(c, l.wake)
+	}
+	return l, nil
+}
+
+func (w *Worker) stopDeadline() <-chan time.Time {
+	if w.cfg.MaxTime <= 0 {
+		return nil
+	}
+	return time.After(w.cfg.MaxTime)
+}
+
+// fetchLoop fills free slots until ctx ends or a stop condition is met.
+func (l *loop) fetchLoop(ctx context.Context, stopAt <-chan time.Time) {
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	for ctx.Err() == nil && !l.reachedMaxJobs() {
+		if free := cap(l.slots) - len(l.slots); free > 0 {
+			started := l.fetchAndStart(ctx, free)
+			if started > 0 {
+				continue
+			}
+			if l.w.cfg.StopWhenEmpty && len(l.slots) == 0 {
+				return
+			}
+			l.armProbes(probeCtx)
+		}
+		select {
+		case <-ctx.Done():
+		case <-stopAt:
+			return
+		case <-l.finished:
+		case <-l.wake:
+		}
+	}
+}
+
+func (l *loop) reachedMaxJobs() bool {
+	if l.w.cfg.MaxJobs <= 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.done >= l.w.cfg.MaxJobs
+}
+
+// fetchAndStart asks the queues, in this round's order, for up to free
+// ready jobs without waiting, and starts them. A later queue is asked only
+// for the slots the earlier ones left free: strict priority holds at every
+// fetch.
+func (l *loop) fetchAndStart(ctx context.Context, free int) int {
+	started := 0
+	for _, q := range fetchOrder(l.w.queues, l.w.weighted) {
+		if free-started == 0 {
+			break
+		}
+		batch, err := l.consumers[q.name].FetchNoWait(free - started)
+		if err != nil {
+			l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch failed")
+			continue
+		}
+		for m := range batch.Messages() {
+			l.start(m)
+			started++
+		}
+		if err := batch.Error(); err != nil && ctx.Err() == nil {
+			l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch ended with an error")
+		}
+	}
+	return started
+}
+
+func (l *loop) armProbes(ctx context.Context) {
+	for _, p := range l.probes {
+		p.arm(ctx)
+	}
+}
+
+// drain waits up to Grace for running jobs, then hands back the rest.
+func (l *loop) drain() {
+	idle := make(chan struct{})
+	go func() { l.running.Wait(); close(idle) }()
+	select {
+	case <-idle:
+		return
+	case <-time.After(l.w.cfg.Grace):
+	}
+	l.w.log.Warn().Dur("grace", l.w.cfg.Grace).Msg("grace over: cancelling running jobs and handing them back")
+	l.cancelJob()
+	select {
+	case <-idle:
+	case <-time.After(time.Second):
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for r := range l.inFlight {
+		r.finish(func() error { return r.msg.Nak() }, "handed back")
+	}
+}
+
+// probe parks a pull request with a one-byte budget on a queue's consumer.
+// JetStream answers it with "409 Message Size Exceeds MaxBytes" as soon as
+// a job is ready there, without delivering the job, so an idle worker
+// learns of new, delayed and retried jobs at once while it costs nothing:
+// one parked request per queue, renewed every probeWait.
+type probe struct {
+	c      jetstream.Consumer
+	wake   chan<- struct{}
+	mu     sync.Mutex
+	parked bool
+}
+
+func newProbe(c jetstream.Consumer, wake chan<- struct{}) *probe {
+	return &probe{c: c, wake: wake}
+}
+
+func (p *probe) arm(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.parked {
+		return
+	}
+	p.parked = true
+	go p.park(ctx)
+}
+
+func (p *probe) park(ctx context.Context) {
+	defer func() {
+		p.mu.Lock()
+		p.parked = false
+		p.mu.Unlock()
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}()
+	pctx, cancel := context.WithTimeout(ctx, probeWait)
+	defer cancel()
+	batch, err := p.c.Fetch(1, jetstream.FetchMaxBytes(1), jetstream.FetchContext(pctx))
+	if err == nil {
+		for m := range batch.Messages() {
+			// Cannot happen with a one-byte budget; never lose a job if it does.
+			_ = m.Nak()
+		}
+		err = batch.Error()
+	}
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		// The server is unreachable or the consumer is gone: wait a moment
+		// so a broken connection does not become a busy loop.
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}

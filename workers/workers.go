@@ -1,0 +1,176 @@
+// Package workers runs jobs from jetfleet's queues: a handler registry,
+// a strict-priority (or weighted) fetch loop sized to free slots,
+// retries with backoff, timeouts with heartbeats, panic recovery,
+// dead-lettering, middleware and a graceful drain.
+//
+// Any number of worker processes, on any number of machines, share one
+// durable JetStream consumer per queue, so a fleet grows by starting more
+// processes. Delivery is at least once: a job can run again after a crash
+// or a lost acknowledgement, so handlers must be idempotent. Use the job's
+// ID (job.ID) as the idempotency key, for example as a unique key in the
+// table the job writes to.
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// Config holds a worker's settings. The zero value of each field means its
+// documented default. Tries, Timeout and Backoff are defaults: a job's own
+// settings (dispatch options or Jetfleet-* headers) win over a handler's
+// (HandlerTries...), which win over these.
+type Config struct {
+	// Queues to take jobs from, highest priority first. In strict mode
+	// (plain names) a job of a later queue starts only when no job of an
+	// earlier queue is ready: later queues can starve while earlier ones
+	// stay busy. Give weights ("high:6", "default:3", "low:1") for weighted
+	// mode: each fetch picks queues in a random order biased by weight, so
+	// every queue progresses in proportion. Default: ["default"].
+	Queues []string
+	// Concurrency is how many jobs run at once in this process. Default 10.
+	Concurrency int
+	// Tries is how many deliveries a job may use. Default 3.
+	Tries int
+	// Timeout bounds one attempt; the handler's context ends then. Default 60s.
+	Timeout time.Duration
+	// Backoff is the delay before each retry; the last value repeats.
+	// Default: exponential from 1s, doubling to at most 10m, ±25% jitter.
+	Backoff []time.Duration
+	// Grace is how long a drain lets running jobs finish before handing
+	// them back to the queue. Default 30s.
+	Grace time.Duration
+	// MaxJobs stops the worker after it has finished this many jobs
+	// (Laravel's --max-jobs). Default 0: no limit.
+	MaxJobs int
+	// MaxTime stops the worker after it has run this long. Default 0: no limit.
+	MaxTime time.Duration
+	// StopWhenEmpty stops the worker once its queues have no ready job and
+	// nothing runs.
+	StopWhenEmpty bool
+	// Bus holds the topology settings used to provision the queues'
+	// consumers (AckWait, replicas...).
+	Bus bus.Config
+	// Middleware wraps every handler, first one outermost.
+	Middleware []Middleware
+	// Logger receives job-level logs. Default: no logging.
+	Logger *zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Queues) == 0 {
+		c.Queues = []string{"default"}
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 10
+	}
+	if c.Tries <= 0 {
+		c.Tries = 3
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 60 * time.Second
+	}
+	if c.Grace <= 0 {
+		c.Grace = 30 * time.Second
+	}
+	if c.Logger == nil {
+		nop := zerolog.Nop()
+		c.Logger = &nop
+	}
+	return c
+}
+
+// HandlerFunc runs one job; it is what Middleware wraps.
+type HandlerFunc func(ctx context.Context, job *bus.Job) error
+
+// Middleware wraps a handler for logging, metrics or tracing.
+type Middleware func(next HandlerFunc) HandlerFunc
+
+// Job is one delivery of a job with arguments of type T.
+type Job[T bus.Args] struct {
+	*bus.Job
+	// Args is the decoded body.
+	Args T
+}
+
+// HandlerOption sets a per-kind default.
+type HandlerOption func(*handler)
+
+// HandlerTries sets the tries for this kind's jobs that do not set their own.
+func HandlerTries(n int) HandlerOption { return func(h *handler) { h.tries = n } }
+
+// HandlerTimeout sets the timeout for this kind's jobs that do not set their own.
+func HandlerTimeout(d time.Duration) HandlerOption { return func(h *handler) { h.timeout = d } }
+
+// HandlerBackoff sets the retry delays for this kind's jobs that do not set their own.
+func HandlerBackoff(delays ...time.Duration) HandlerOption {
+	return func(h *handler) { h.backoff = delays }
+}
+
+type handler struct {
+	run     HandlerFunc
+	tries   int
+	timeout time.Duration
+	backoff []time.Duration
+}
+
+// Worker takes jobs from its queues and runs the registered handlers.
+type Worker struct {
+	js       jetstream.JetStream
+	cfg      Config
+	queues   []queue
+	weighted bool
+	handlers map[string]*handler
+	log      zerolog.Logger
+}
+
+// New returns a worker; register handlers, then call Run. A bad queue list
+// is reported by Run.
+func New(js jetstream.JetStream, cfg Config) *Worker {
+	cfg = cfg.withDefaults()
+	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: *cfg.Logger}
+}
+
+// Register adds fn as the handler of T's kind. A body that does not decode
+// into T fails the job permanently with the decode error as the reason. It
+// panics when the kind is invalid or already registered, as http.Handle
+// does for a duplicate pattern: both are programming errors.
+func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) error, opts ...HandlerOption) {
+	var zero T
+	kind := zero.Kind()
+	if err := bus.ValidateName("kind", kind); err != nil {
+		panic(fmt.Sprintf("workers: Register: %v", err))
+	}
+	if _, dup := w.handlers[kind]; dup {
+		panic(fmt.Sprintf("workers: Register: kind %q is already registered", kind))
+	}
+	h := &handler{run: decodeAndRun(fn)}
+	for _, o := range opts {
+		o(h)
+	}
+	w.handlers[kind] = h
+}
+
+func decodeAndRun[T bus.Args](fn func(context.Context, *Job[T]) error) HandlerFunc {
+	return func(ctx context.Context, j *bus.Job) error {
+		job := &Job[T]{Job: j}
+		if err := json.Unmarshal(j.Body, &job.Args); err != nil {
+			return Permanent(fmt.Errorf("body does not decode into %T: %w", job.Args, err))
+		}
+		return fn(ctx, job)
+	}
+}
+
+// Kinds lists the registered kinds, sorted.
+func (w *Worker) Kinds() []string {
+	return slices.Sorted(maps.Keys(w.handlers))
+}
