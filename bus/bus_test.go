@@ -318,3 +318,18 @@ func TestProvisionUpdatesChangedSettings(t *testing.T) {
 		t.Fatalf("storage change: err = %v, want a clear refusal", err)
 	}
 }
+
+func TestEnsureQueuesNeverRewritesAnExistingTopology(t *testing.T) {
+	ctx := context.Background()
+	js, _ := setup(t, bus.Config{FailedRetention: time.Hour})
+	if err := bus.EnsureQueues(ctx, js, bus.Config{}, "default"); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := js.Stream(ctx, bus.DLQStream)
+	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
+		t.Fatalf("a worker's default settings changed DLQ MaxAge to %s", got)
+	}
+	if _, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName("default")); err != nil {
+		t.Fatalf("consumer not created: %v", err)
+	}
+}

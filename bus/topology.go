@@ -100,6 +100,7 @@ func DLQStreamConfig(cfg Config) jetstream.StreamConfig {
 // queue. MaxDeliver is unlimited on purpose: workers compare each delivery
 // count with the job's own tries and dead-letter a job that has used them
 // all, even when the worker of its last attempt was killed (see DESIGN.md).
+// Its replica count follows the stream's.
 func QueueConsumerConfig(cfg Config, queue string) jetstream.ConsumerConfig {
 	cfg = cfg.withDefaults()
 	return jetstream.ConsumerConfig{
@@ -111,7 +112,7 @@ func QueueConsumerConfig(cfg Config, queue string) jetstream.ConsumerConfig {
 		MaxDeliver:    -1,
 		MaxAckPending: 100_000,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		Replicas:      cfg.Replicas,
+		// Replicas 0: the consumer has as many replicas as the stream.
 	}
 }
 
@@ -128,11 +129,27 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	return nil
 }
 
-// ProvisionQueues runs Provision and then creates or updates the consumer
-// of each queue.
+// ProvisionQueues runs Provision and then EnsureQueues.
 func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
 	if err := Provision(ctx, js, cfg); err != nil {
 		return err
+	}
+	return EnsureQueues(ctx, js, cfg, queues...)
+}
+
+// EnsureQueues creates the JOBS and DLQ streams when they are missing, but
+// never changes existing ones (so a worker started with default settings
+// cannot undo an operator's R3 topology), then creates or updates each
+// queue's consumer.
+func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
+	for _, sc := range []jetstream.StreamConfig{JobsStreamConfig(cfg), DLQStreamConfig(cfg)} {
+		_, err := js.Stream(ctx, sc.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			err = ensureStream(ctx, js, sc)
+		}
+		if err != nil {
+			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
+		}
 	}
 	for _, q := range queues {
 		if err := ValidateName("queue", q); err != nil {
