@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,9 +20,11 @@ import (
 // nak or dead letter. finish settles it exactly once, whether the handler
 // returns or the drain hands it back first.
 type run struct {
-	msg  jetstream.Msg
-	once sync.Once
-	log  zerolog.Logger
+	msg      jetstream.Msg
+	once     sync.Once
+	slotOnce sync.Once
+	busy     atomic.Bool // the handler is running: heartbeats keep it owned
+	log      zerolog.Logger
 }
 
 func (r *run) finish(settle func() error, outcome string) {
@@ -45,17 +48,25 @@ func (l *loop) start(m jetstream.Msg) {
 	}()
 }
 
+// freeSlot gives r's slot to the next job as soon as its handler is done,
+// before the outcome is settled with the server.
+func (l *loop) freeSlot(r *run) {
+	r.slotOnce.Do(func() {
+		<-l.slots
+		select {
+		case l.finished <- struct{}{}:
+		default:
+		}
+	})
+}
+
 func (l *loop) release(r *run) {
+	l.freeSlot(r)
 	l.mu.Lock()
 	delete(l.inFlight, r)
 	l.done++
 	l.mu.Unlock()
-	<-l.slots
 	l.running.Done()
-	select {
-	case l.finished <- struct{}{}:
-	default:
-	}
 }
 
 // process decides what a delivery needs: dead-lettering unrun when it can
@@ -100,11 +111,12 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	timeout := firstPositive(job.Timeout, h.timeout, l.w.cfg.Timeout)
 	ctx, cancel := context.WithTimeout(l.jobCtx, timeout)
 	defer cancel()
-	stopBeat := l.heartbeat(r)
 	began := time.Now()
 	r.log.Debug().Msg("job started")
+	r.busy.Store(true)
 	err := l.invoke(ctx, h, job)
-	stopBeat()
+	r.busy.Store(false)
+	l.freeSlot(r)
 	took := time.Since(began)
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("job timed out after %s: %w", timeout, err)
@@ -149,29 +161,37 @@ func (l *loop) invoke(ctx context.Context, h *handler, job *bus.Job) (err error)
 	return next(ctx, job)
 }
 
-// heartbeat tells the server the job is still in progress every third of
-// AckWait, so a long job is not delivered to another worker while it runs.
-func (l *loop) heartbeat(r *run) (stop func()) {
+// heartbeats tells the server, every third of AckWait, that each running
+// job is still in progress, so a long job is not delivered to another
+// worker while it runs. One goroutine serves every job of the loop.
+func (l *loop) heartbeats(ctx context.Context) {
 	every := l.ackWait / 3
 	if every <= 0 {
 		every = 10 * time.Second
 	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := r.msg.InProgress(); err != nil {
-					r.log.Warn().Err(err).Msg("heartbeat failed")
-				}
-			}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			l.beat()
 		}
-	}()
-	return func() { close(done) }
+	}
+}
+
+func (l *loop) beat() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for r := range l.inFlight {
+		if !r.busy.Load() {
+			continue
+		}
+		if err := r.msg.InProgress(); err != nil {
+			r.log.Warn().Err(err).Msg("heartbeat failed")
+		}
+	}
 }
 
 // deadLetter stores the job in DLQ, waits for the server's ack, and only

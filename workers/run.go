@@ -55,9 +55,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).
 		Strs("kinds", w.Kinds()).Msg("worker started")
-	stopAt := w.stopDeadline()
-	l.fetchLoop(ctx, stopAt)
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	go l.heartbeats(beatCtx)
+	l.fetchLoop(ctx, w.stopDeadline())
 	l.drain()
+	stopBeats()
 	w.log.Info().Int("jobs", l.done).Msg("worker stopped")
 	return nil
 }
@@ -67,7 +69,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 	for i, q := range w.queues {
 		names[i] = q.name
 	}
-	if err := bus.ProvisionQueues(ctx, w.js, w.cfg.Bus, names...); err != nil {
+	if err := bus.EnsureQueues(ctx, w.js, w.cfg.Bus, names...); err != nil {
 		return nil, fmt.Errorf("workers: %w", err)
 	}
 	l := &loop{

@@ -1,0 +1,35 @@
+package jobbench_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jetfleet/jetfleet/internal/jobbench"
+	"github.com/jetfleet/jetfleet/internal/natstest"
+)
+
+// TestRunMeasuresBothSides runs a tiny benchmark: every job of every run
+// must be processed on both sides and the report must name each figure.
+// It asserts completeness, never speed.
+func TestRunMeasuresBothSides(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	r, err := jobbench.Run(context.Background(), js, jobbench.Options{N: 500, Concurrency: 4, Rate: 500, LatencyJobs: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]jobbench.Side{"jetfleet": r.Jetfleet, "raw": r.Raw} {
+		if s.PublishRate <= 0 || s.ProcessRate <= 0 || s.LatencyCount != 100 || s.LatencyP99 < s.LatencyP50 || s.LatencyP50 <= 0 {
+			t.Errorf("%s side incomplete: %+v", name, s)
+		}
+	}
+	var out bytes.Buffer
+	r.Print(&out)
+	for _, want := range []string{"dispatch (async, acked)", "processed end to end", "dispatch→start p99", "raw JetStream"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
