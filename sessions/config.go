@@ -1,0 +1,273 @@
+package sessions
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jetfleet/jetfleet/sessions/internal/bucket"
+)
+
+// Config configures a Manager. The zero value is ready to use: each field
+// documents its default. All nodes serving one bucket must use the same
+// timeouts and cookie settings.
+type Config struct {
+	// Bucket is the JetStream KV bucket that holds the sessions; New
+	// creates it when missing. Default "sessions".
+	Bucket string
+	// Replicas is the bucket's replica count. Default 1; use 3 in a
+	// three-node cluster.
+	Replicas int
+	// IdleTimeout ends a session after this long without a request (the
+	// sliding timeout, SESSION_LIFETIME). It is also the bucket's TTL, so
+	// records of idle sessions disappear without a sweeper. At least one
+	// second. Default 120 minutes.
+	IdleTimeout time.Duration
+	// AbsoluteTimeout ends a session this long after it was created,
+	// whatever its activity (SESSION_ABSOLUTE_LIFETIME). Default 24 hours.
+	AbsoluteTimeout time.Duration
+	// RefreshFraction throttles idle-deadline refreshes: a request that
+	// changes nothing writes to the bucket only when at least this fraction
+	// of IdleTimeout has passed since the session was last written. A
+	// session therefore ends after between (1-RefreshFraction)·IdleTimeout
+	// and IdleTimeout of inactivity, never later. Between 0 and 0.5.
+	// Default 0.1 (one write per 12 minutes at most with the 120-minute
+	// default).
+	RefreshFraction float64
+	// ExpireOnClose issues a session cookie (no Expires or Max-Age), which
+	// the browser drops when it closes (SESSION_EXPIRE_ON_CLOSE). Default
+	// false: the cookie persists until the absolute deadline.
+	ExpireOnClose bool
+	// Cookie sets the cookie's name and attributes.
+	Cookie CookieConfig
+	// CSRFFailureStatus is the status the CSRF middleware answers with when
+	// a token is missing or wrong: 419 (Laravel's "Page Expired") or 403.
+	// Default 419.
+	CSRFFailureStatus int
+	// FailOpen, when the bucket cannot be reached while loading a session,
+	// serves the request with an empty session that is never saved and no
+	// cookie. Default false: fail closed, the request is answered by
+	// ErrorHandler with 503 and the application handler does not run.
+	FailOpen bool
+	// ErrorHandler answers a request whose session could not be loaded or
+	// saved. err wraps ErrUnavailable when NATS or the bucket cannot be
+	// reached, ErrTooLarge when the session exceeds the server's max
+	// payload. Default: 503 with Retry-After for ErrUnavailable, 500
+	// otherwise, with a plain-text message naming the cause.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+	// ErrorLog is told about every error the middleware handles, including
+	// those it does not answer with an error page (changes discarded
+	// because the session was destroyed concurrently, ErrSessionGone).
+	// Default: nothing is logged.
+	ErrorLog func(r *http.Request, err error)
+	// StoreTimeout bounds each load and each save. Default 2 seconds.
+	StoreTimeout time.Duration
+	// MaxRetries bounds how often a save reloads and merges after a
+	// concurrent write to the same session. Default 10.
+	MaxRetries int
+	// Now is the clock used for deadlines. Default time.Now. Tests set it
+	// to move time forward.
+	Now func() time.Time
+}
+
+// CookieConfig sets the session cookie. The cookie is always HttpOnly: no
+// script needs the session token (use CSRFToken for forms and XHR).
+type CookieConfig struct {
+	// Name of the cookie (SESSION_COOKIE). Default "jetfleet_session".
+	Name string
+	// Domain attribute (SESSION_DOMAIN). Default none: host-only cookie.
+	Domain string
+	// Path attribute (SESSION_PATH). Default "/".
+	Path string
+	// Secure sends the cookie over HTTPS only (SESSION_SECURE_COOKIE).
+	// Default false; set it in production.
+	Secure bool
+	// SameSite attribute (SESSION_SAME_SITE). Default http.SameSiteLaxMode.
+	// SameSiteNoneMode requires Secure.
+	SameSite http.SameSite
+	// Partitioned attribute, CHIPS (SESSION_PARTITIONED_COOKIE). Requires
+	// Secure. Default false.
+	Partitioned bool
+}
+
+const (
+	defaultBucket          = "sessions"
+	defaultCookieName      = "jetfleet_session"
+	defaultIdleTimeout     = 120 * time.Minute
+	defaultAbsoluteTimeout = 24 * time.Hour
+	defaultRefreshFraction = 0.1
+	defaultStoreTimeout    = 2 * time.Second
+	defaultMaxRetries      = 10
+)
+
+// withDefaults fills zero fields and checks the rest, naming the field and
+// the rule it breaks.
+func (c Config) withDefaults() (Config, error) {
+	c.Bucket = or(c.Bucket, defaultBucket)
+	c.Cookie.Name = or(c.Cookie.Name, defaultCookieName)
+	c.Cookie.Path = or(c.Cookie.Path, "/")
+	c.IdleTimeout = or(c.IdleTimeout, defaultIdleTimeout)
+	c.AbsoluteTimeout = or(c.AbsoluteTimeout, defaultAbsoluteTimeout)
+	c.RefreshFraction = or(c.RefreshFraction, defaultRefreshFraction)
+	c.StoreTimeout = or(c.StoreTimeout, defaultStoreTimeout)
+	c.MaxRetries = or(c.MaxRetries, defaultMaxRetries)
+	c.CSRFFailureStatus = or(c.CSRFFailureStatus, StatusPageExpired)
+	c.Replicas = or(c.Replicas, 1)
+	if c.Cookie.SameSite == 0 {
+		c.Cookie.SameSite = http.SameSiteLaxMode
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.ErrorHandler == nil {
+		c.ErrorHandler = defaultErrorHandler
+	}
+	return c, c.validate()
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func (c Config) validate() error {
+	checks := []struct {
+		bad  bool
+		rule string
+	}{
+		{!bucket.ValidName(c.Bucket), fmt.Sprintf("Bucket %q: use only letters, digits, '-' and '_'", c.Bucket)},
+		{c.Replicas < 1 || c.Replicas > 5, fmt.Sprintf("Replicas %d: must be 1 to 5", c.Replicas)},
+		{c.IdleTimeout < time.Second, fmt.Sprintf("IdleTimeout %s: must be at least 1s", c.IdleTimeout)},
+		{c.AbsoluteTimeout < time.Second, fmt.Sprintf("AbsoluteTimeout %s: must be at least 1s", c.AbsoluteTimeout)},
+		{c.RefreshFraction <= 0 || c.RefreshFraction > 0.5, fmt.Sprintf("RefreshFraction %g: must be above 0 and at most 0.5", c.RefreshFraction)},
+		{c.StoreTimeout < 0, fmt.Sprintf("StoreTimeout %s: must not be negative", c.StoreTimeout)},
+		{c.MaxRetries < 0, fmt.Sprintf("MaxRetries %d: must not be negative", c.MaxRetries)},
+		{c.CSRFFailureStatus < 400 || c.CSRFFailureStatus > 499, fmt.Sprintf("CSRFFailureStatus %d: must be a 4xx status", c.CSRFFailureStatus)},
+		{c.Cookie.SameSite < http.SameSiteDefaultMode || c.Cookie.SameSite > http.SameSiteNoneMode, fmt.Sprintf("Cookie.SameSite %d: not an http.SameSite mode", c.Cookie.SameSite)},
+		{c.Cookie.SameSite == http.SameSiteNoneMode && !c.Cookie.Secure, "Cookie.SameSite=None: browsers require Secure with it; set Cookie.Secure"},
+		{c.Cookie.Partitioned && !c.Cookie.Secure, "Cookie.Partitioned: browsers require Secure with it; set Cookie.Secure"},
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return fmt.Errorf("%w: %s", ErrConfig, ch.rule)
+		}
+	}
+	probe := &http.Cookie{Name: c.Cookie.Name, Value: "x", Path: c.Cookie.Path, Domain: c.Cookie.Domain}
+	if err := probe.Valid(); err != nil {
+		return fmt.Errorf("%w: Cookie (name %q, path %q, domain %q): %w", ErrConfig, c.Cookie.Name, c.Cookie.Path, c.Cookie.Domain, err)
+	}
+	return nil
+}
+
+// ConfigFromEnv reads the session settings by their Laravel names:
+//
+//	SESSION_DRIVER             only "nats" (the default) is supported
+//	SESSION_LIFETIME           idle timeout in minutes (or a Go duration like 90m); default 120
+//	SESSION_ABSOLUTE_LIFETIME  absolute timeout in minutes (or a Go duration like 24h); default 24h
+//	SESSION_EXPIRE_ON_CLOSE    true: browser-session cookie; default false
+//	SESSION_COOKIE             cookie name; default jetfleet_session
+//	SESSION_SECURE_COOKIE      true: Secure attribute; default false
+//	SESSION_SAME_SITE          lax (default), strict or none
+//	SESSION_DOMAIN             Domain attribute; empty or "null" for host-only
+//	SESSION_PATH               Path attribute; default /
+//	SESSION_PARTITIONED_COOKIE true: Partitioned attribute; default false
+//	SESSION_BUCKET             KV bucket name; default sessions
+//	SESSION_REPLICAS           bucket replicas; default 1
+//
+// getenv is usually os.Getenv. Unset variables leave the Config field at
+// its zero value, so New applies the documented default. A malformed value
+// is an error naming the variable.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	var c Config
+	if d := strings.ToLower(getenv("SESSION_DRIVER")); d != "" && d != "nats" {
+		return c, fmt.Errorf("%w: SESSION_DRIVER=%q: only \"nats\" is supported (sessions live in a NATS KV bucket)", ErrConfig, d)
+	}
+	e := envReader{getenv: getenv}
+	c.IdleTimeout = e.minutes("SESSION_LIFETIME")
+	c.AbsoluteTimeout = e.minutes("SESSION_ABSOLUTE_LIFETIME")
+	c.ExpireOnClose = e.bool("SESSION_EXPIRE_ON_CLOSE")
+	c.Cookie.Secure = e.bool("SESSION_SECURE_COOKIE")
+	c.Cookie.Partitioned = e.bool("SESSION_PARTITIONED_COOKIE")
+	c.Cookie.SameSite = e.sameSite("SESSION_SAME_SITE")
+	c.Cookie.Name = getenv("SESSION_COOKIE")
+	c.Cookie.Path = getenv("SESSION_PATH")
+	if d := getenv("SESSION_DOMAIN"); d != "null" {
+		c.Cookie.Domain = d
+	}
+	c.Bucket = getenv("SESSION_BUCKET")
+	c.Replicas = e.int("SESSION_REPLICAS")
+	return c, e.err
+}
+
+// envReader parses variables and keeps the first error.
+type envReader struct {
+	getenv func(string) string
+	err    error
+}
+
+func (e *envReader) fail(key, v, want string) {
+	if e.err == nil {
+		e.err = fmt.Errorf("%w: %s=%q: want %s", ErrConfig, key, v, want)
+	}
+}
+
+// minutes reads a plain number as minutes (Laravel's unit) or a Go
+// duration.
+func (e *envReader) minutes(key string) time.Duration {
+	v := strings.TrimSpace(e.getenv(key))
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil && n > 0 {
+		return time.Duration(n) * time.Minute
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		e.fail(key, v, "a positive number of minutes (120) or a duration (2h)")
+		return 0
+	}
+	return d
+}
+
+func (e *envReader) bool(key string) bool {
+	switch v := strings.ToLower(strings.TrimSpace(e.getenv(key))); v {
+	case "", "0", "false", "no", "off", "null":
+		return false
+	case "1", "true", "yes", "on":
+		return true
+	default:
+		e.fail(key, v, "true or false")
+		return false
+	}
+}
+
+func (e *envReader) int(key string) int {
+	v := strings.TrimSpace(e.getenv(key))
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.fail(key, v, "an integer")
+	}
+	return n
+}
+
+func (e *envReader) sameSite(key string) http.SameSite {
+	switch v := strings.ToLower(strings.TrimSpace(e.getenv(key))); v {
+	case "", "lax", "null":
+		return 0 // New's default: Lax
+	case "strict":
+		return http.SameSiteStrictMode
+	case "none":
+		return http.SameSiteNoneMode
+	default:
+		e.fail(key, v, "lax, strict or none")
+		return 0
+	}
+}

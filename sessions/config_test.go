@@ -1,0 +1,99 @@
+package sessions_test
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/sessions"
+)
+
+func envOf(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestConfigFromEnvReadsLaravelNames(t *testing.T) {
+	cfg, err := sessions.ConfigFromEnv(envOf(map[string]string{
+		"SESSION_DRIVER": "nats", "SESSION_LIFETIME": "30", "SESSION_ABSOLUTE_LIFETIME": "8h",
+		"SESSION_EXPIRE_ON_CLOSE": "true", "SESSION_COOKIE": "app_session", "SESSION_SECURE_COOKIE": "1",
+		"SESSION_SAME_SITE": "Strict", "SESSION_DOMAIN": ".example.com", "SESSION_PATH": "/app",
+		"SESSION_PARTITIONED_COOKIE": "yes", "SESSION_BUCKET": "web_sessions", "SESSION_REPLICAS": "3",
+	}))
+	must(t, err)
+	want := sessions.Config{Bucket: "web_sessions", Replicas: 3, IdleTimeout: 30 * time.Minute,
+		AbsoluteTimeout: 8 * time.Hour, ExpireOnClose: true, Cookie: sessions.CookieConfig{
+			Name: "app_session", Domain: ".example.com", Path: "/app", Secure: true,
+			SameSite: http.SameSiteStrictMode, Partitioned: true}}
+	if cfg.Bucket != want.Bucket || cfg.Replicas != want.Replicas || cfg.IdleTimeout != want.IdleTimeout ||
+		cfg.AbsoluteTimeout != want.AbsoluteTimeout || cfg.ExpireOnClose != want.ExpireOnClose || cfg.Cookie != want.Cookie {
+		t.Errorf("ConfigFromEnv = %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestConfigFromEnvUnsetLeavesZeroValuesForTheDefaults(t *testing.T) {
+	cfg, err := sessions.ConfigFromEnv(envOf(map[string]string{"SESSION_DOMAIN": "null"}))
+	must(t, err)
+	if cfg.IdleTimeout != 0 || cfg.Cookie != (sessions.CookieConfig{}) || cfg.Bucket != "" {
+		t.Errorf("ConfigFromEnv with nothing set = %+v, want the zero Config", cfg)
+	}
+}
+
+func TestConfigFromEnvRejectsBadValuesNamingTheVariable(t *testing.T) {
+	for vars, want := range map[[2]string]string{
+		{"SESSION_DRIVER", "redis"}:            `SESSION_DRIVER="redis": only "nats" is supported`,
+		{"SESSION_DRIVER", "cookie"}:           `SESSION_DRIVER="cookie"`,
+		{"SESSION_LIFETIME", "soon"}:           `SESSION_LIFETIME="soon": want a positive number of minutes`,
+		{"SESSION_LIFETIME", "-5"}:             `SESSION_LIFETIME="-5"`,
+		{"SESSION_ABSOLUTE_LIFETIME", "1 day"}: `SESSION_ABSOLUTE_LIFETIME="1 day"`,
+		{"SESSION_SECURE_COOKIE", "maybe"}:     `SESSION_SECURE_COOKIE="maybe": want true or false`,
+		{"SESSION_SAME_SITE", "sometimes"}:     `SESSION_SAME_SITE="sometimes": want lax, strict or none`,
+		{"SESSION_REPLICAS", "three"}:          `SESSION_REPLICAS="three": want an integer`,
+	} {
+		_, err := sessions.ConfigFromEnv(envOf(map[string]string{vars[0]: vars[1]}))
+		if !errors.Is(err, sessions.ErrConfig) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s=%s: error %v, want ErrConfig containing %q", vars[0], vars[1], err, want)
+		}
+	}
+}
+
+func TestNewRejectsBadConfigNamingTheField(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	for want, cfg := range map[string]sessions.Config{
+		`Bucket "a.b"`:                                  {Bucket: "a.b"},
+		"Replicas 7":                                    {Replicas: 7},
+		"IdleTimeout 10ms: must be at least":            {IdleTimeout: 10 * time.Millisecond},
+		"RefreshFraction 0.9":                           {RefreshFraction: 0.9},
+		"Cookie.SameSite=None: browsers require Secure": {Cookie: sessions.CookieConfig{SameSite: http.SameSiteNoneMode}},
+		"Cookie.Partitioned: browsers require Secure":   {Cookie: sessions.CookieConfig{Partitioned: true}},
+		`Cookie (name "bad name"`:                       {Cookie: sessions.CookieConfig{Name: "bad name"}},
+		"CSRFFailureStatus 200":                         {CSRFFailureStatus: 200},
+	} {
+		_, err := sessions.New(js, cfg)
+		if !errors.Is(err, sessions.ErrConfig) || !strings.Contains(err.Error(), want) {
+			t.Errorf("New(%+v) = %v, want ErrConfig containing %q", cfg, err, want)
+		}
+	}
+	if _, err := sessions.New(nil, sessions.Config{}); !errors.Is(err, sessions.ErrConfig) {
+		t.Errorf("New(nil) = %v", err)
+	}
+}
+
+func TestNewBringsAnExistingBucketInLine(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	_, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "sessions", TTL: time.Hour}) // direct gets on, as nats.go makes it
+	must(t, err)
+	_, err = sessions.New(js, sessions.Config{IdleTimeout: 20 * time.Minute})
+	must(t, err)
+	st, err := js.Stream(t.Context(), "KV_sessions")
+	must(t, err)
+	if c := st.CachedInfo().Config; c.AllowDirect || c.MaxAge != 20*time.Minute {
+		t.Errorf("bucket after New: AllowDirect=%v MaxAge=%s, want false and 20m", c.AllowDirect, c.MaxAge)
+	}
+}

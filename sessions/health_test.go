@@ -1,0 +1,133 @@
+package sessions_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/sessions"
+)
+
+func TestWhenNATSIsDownTheMiddlewareFailsClosed(t *testing.T) {
+	e := newEnv(t, sessions.Config{})
+	e.cfg.FailOpen = true
+	failOpen := e.manager(e.js)
+	c := login(t, e)
+	must(t, e.sm.Check(context.Background()))
+
+	e.srv.Shutdown()
+
+	if err := e.sm.Check(context.Background()); !errors.Is(err, sessions.ErrUnavailable) {
+		t.Errorf("Check with NATS down = %v, want ErrUnavailable", err)
+	}
+	ran := false
+	w := c.run(e.sm, func(context.Context) { ran = true })
+	if ran || w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" ||
+		!strings.Contains(w.Body.String(), "session store (NATS) cannot be reached") {
+		t.Errorf("request with a session: handler ran=%v, %d %q, Retry-After %q; want 503 without running the handler",
+			ran, w.Code, w.Body, w.Header().Get("Retry-After"))
+	}
+	anon := newClient()
+	if w := anon.run(e.sm, func(context.Context) {}); w.Code != http.StatusOK {
+		t.Errorf("request without session work = %d, want 200 (NATS not needed)", w.Code)
+	}
+	if w := anon.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "k", 1)) }); w.Code != http.StatusServiceUnavailable || anon.token != "" {
+		t.Errorf("request that creates a session = %d (cookie %q), want 503 and no cookie", w.Code, anon.token)
+	}
+	w = c.run(failOpen, func(ctx context.Context) {
+		ran = true
+		if err := sessions.Put(ctx, "k", 1); !errors.Is(err, sessions.ErrUnavailable) {
+			t.Errorf("Put in a fail-open session = %v, want ErrUnavailable", err)
+		}
+	})
+	if !ran || w.Code != http.StatusOK || len(w.Header().Values("Set-Cookie")) != 0 {
+		t.Errorf("FailOpen: ran=%v status %d cookies %v, want the handler to run without a session", ran, w.Code, w.Header().Values("Set-Cookie"))
+	}
+}
+
+func TestWhenTheClusterLosesQuorumRequestsGet503(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	cluster := natstest.StartCluster(t, 3)
+	cfg := sessions.Config{Replicas: 3, StoreTimeout: 500 * time.Millisecond}
+	_, admin := natstest.Connect(t, cluster.Nodes[0].ClientURL())
+	_, err := sessions.New(admin, cfg)
+	must(t, err)
+	st, err := admin.Stream(context.Background(), "KV_sessions")
+	must(t, err)
+	info, err := st.Info(context.Background())
+	must(t, err)
+	survivor := 0
+	for i, n := range cluster.Nodes {
+		if n.Name() != info.Cluster.Leader {
+			survivor = i
+		}
+	}
+	var mu sync.Mutex
+	var handled error
+	cfg.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
+		mu.Lock()
+		handled = err
+		mu.Unlock()
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_, js := natstest.Connect(t, cluster.Nodes[survivor].ClientURL())
+	sm, err := sessions.New(js, cfg)
+	must(t, err)
+	c := newClient()
+	c.run(sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "k", 1)) })
+	for i, n := range cluster.Nodes { // the stream leader and one follower go
+		if i != survivor {
+			n.Shutdown()
+		}
+	}
+	w := c.run(sm, func(context.Context) { t.Error("handler ran without its session") })
+	mu.Lock()
+	defer mu.Unlock()
+	if w.Code != http.StatusServiceUnavailable || !errors.Is(handled, sessions.ErrUnavailable) {
+		t.Errorf("without quorum: %d, ErrorHandler got %v; want 503 and ErrUnavailable", w.Code, handled)
+	}
+	if err := sm.Check(context.Background()); !errors.Is(err, sessions.ErrUnavailable) {
+		t.Errorf("Check without quorum = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestOversizedSessionFailsAndLeavesThePreviousStateIntact(t *testing.T) {
+	var mu sync.Mutex
+	var saveErr error
+	e := newEnv(t, sessions.Config{ErrorLog: func(_ *http.Request, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		saveErr = err
+	}}, natstest.Options{MaxPayload: 4096})
+	c := newClient()
+	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "small", "kept")) })
+	w := c.run(e.sm, func(ctx context.Context) {
+		must(t, sessions.Put(ctx, "big", strings.Repeat("x", 8000)))
+		must(t, sessions.Put(ctx, "small", "overwritten"))
+	})
+	mu.Lock()
+	err := saveErr
+	mu.Unlock()
+	if w.Code != http.StatusInternalServerError || !errors.Is(err, sessions.ErrTooLarge) ||
+		!strings.Contains(err.Error(), "max_payload is 4096 bytes") {
+		t.Fatalf("oversized save: %d %q, error %v; want 500 and ErrTooLarge naming the 4096-byte limit", w.Code, w.Body, err)
+	}
+	t.Logf("error: %v", err)
+	c.run(e.sm, func(ctx context.Context) {
+		if v, _ := sessions.GetString(ctx, "small"); v != "kept" || sessions.Has(ctx, "big") {
+			t.Errorf("after the failed save: small=%q big=%v, want the previous state", v, sessions.Has(ctx, "big"))
+		}
+	})
+	fresh := newClient()
+	fresh.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "big", make([]byte, 8000))) })
+	if fresh.token != "" {
+		t.Error("an oversized new session still got a cookie")
+	}
+}

@@ -1,0 +1,146 @@
+// Package bucket opens the JetStream KV buckets that hold sessions. It
+// creates the bucket's stream itself, rather than through
+// CreateKeyValue, so that direct gets stay off: with AllowDirect any
+// replica, including a follower that has not yet applied the latest write,
+// may answer a read, and a session written through one node could be read
+// stale through another. Without it every read is answered by the stream
+// leader, which has applied every write it acknowledged.
+package bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Spec describes a session bucket.
+type Spec struct {
+	// Name is the bucket name: letters, digits, '-' and '_'.
+	Name string
+	// Description is stored on the stream for operators.
+	Description string
+	// Replicas is the stream's replica count (1 on a single server, 3 in a
+	// cluster).
+	Replicas int
+	// TTL is the bucket's MaxAge: every value disappears this long after it
+	// was written unless it is written again.
+	TTL time.Duration
+	// Storage is file (the default) or memory.
+	Storage jetstream.StorageType
+}
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// ValidName reports whether name is a usable bucket name.
+func ValidName(name string) bool { return validName.MatchString(name) }
+
+// StreamName is the JetStream stream behind the bucket.
+func StreamName(bucket string) string { return "KV_" + bucket }
+
+// attemptTimeout bounds one try of Open.
+const attemptTimeout = 2 * time.Second
+
+// Open creates the bucket when it does not exist, brings its TTL, replica
+// count and direct-get setting in line with spec when it does, and binds a
+// KeyValue handle to it. A JetStream API request that gets no answer (a
+// cluster still electing its leaders) is retried until ctx ends.
+func Open(ctx context.Context, js jetstream.JetStream, spec Spec) (jetstream.KeyValue, error) {
+	if !ValidName(spec.Name) {
+		return nil, fmt.Errorf("bucket name %q: use only letters, digits, '-' and '_'", spec.Name)
+	}
+	for {
+		attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
+		kv, err := open(attempt, js, spec)
+		cancel()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return kv, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders)
+}
+
+func open(ctx context.Context, js jetstream.JetStream, spec Spec) (jetstream.KeyValue, error) {
+	if err := ensureStream(ctx, js, spec); err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, spec.Name)
+	if err != nil {
+		return nil, fmt.Errorf("bind KV bucket %q: %w", spec.Name, err)
+	}
+	return kv, nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, spec Spec) error {
+	want := streamConfig(spec)
+	st, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return ensureStream(ctx, js, spec) // another node created it first
+		}
+		if err != nil {
+			return fmt.Errorf("create KV bucket %q: %w", spec.Name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up KV bucket %q: %w", spec.Name, err)
+	}
+	have := st.CachedInfo().Config
+	if have.MaxAge == want.MaxAge && have.Replicas == want.Replicas && !have.AllowDirect &&
+		have.Duplicates == want.Duplicates {
+		return nil
+	}
+	have.MaxAge, have.Replicas, have.Duplicates = want.MaxAge, want.Replicas, want.Duplicates
+	have.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, have); err != nil {
+		return fmt.Errorf("update KV bucket %q (ttl %s, replicas %d, direct gets off): %w",
+			spec.Name, want.MaxAge, want.Replicas, err)
+	}
+	return nil
+}
+
+// streamConfig mirrors what nats.go's CreateKeyValue builds (so the nats
+// CLI treats the stream as a KV bucket), except that AllowDirect is off.
+func streamConfig(spec Spec) jetstream.StreamConfig {
+	replicas := spec.Replicas
+	if replicas <= 0 {
+		replicas = 1
+	}
+	dup := 2 * time.Minute
+	if spec.TTL > 0 && spec.TTL < dup {
+		dup = spec.TTL
+	}
+	return jetstream.StreamConfig{
+		Name:              StreamName(spec.Name),
+		Description:       spec.Description,
+		Subjects:          []string{"$KV." + spec.Name + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          -1,
+		MaxMsgs:           -1,
+		MaxMsgSize:        -1,
+		MaxConsumers:      -1,
+		MaxAge:            spec.TTL,
+		Storage:           spec.Storage,
+		Replicas:          replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        dup,
+		Discard:           jetstream.DiscardNew,
+		AllowDirect:       false,
+	}
+}
