@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -101,8 +102,35 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		if err := s.JetStreamReady(30 * time.Second); err != nil {
 			t.Fatalf("natstest: %v", err)
 		}
+		waitForJetStreamAPI(t, s.ClientURL())
 	}
 	return c
+}
+
+// waitForJetStreamAPI waits until a JetStream API request through url is
+// answered: a fresh cluster can have a meta leader yet drop the first
+// requests for a few seconds.
+func waitForJetStreamAPI(t testing.TB, url string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("natstest: connect %s: %v", url, err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: JetStream API on %s not answering after 30s: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // URLs is every node's client URL, comma separated, as nats.Connect takes it.
