@@ -1,0 +1,15 @@
+package migrations_test
+
+import (
+	"fmt"
+	"io/fs"
+
+	"github.com/jetfleet/jetfleet/internal/catalog/migrations"
+)
+
+// FS has one directory per dialect, for readmodel.Migrate.
+func Example() {
+	files, _ := fs.Glob(migrations.FS, "*/*.sql")
+	fmt.Println(files)
+	// Output: [mysql/0001_init.sql sqlite/0001_init.sql]
+}

@@ -1,0 +1,300 @@
+package readmodel
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Pure functions only: everything that talks to a database is tested
+// against real servers in the other test files.
+
+func TestParseGTIDSet(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"0-1-5", "0-1-5"},
+		{"1-3-7,0-1-5", "0-1-5,1-3-7"},
+		{" 0-1-5 ,\n1-3-7", "0-1-5,1-3-7"},
+		{"0-1-5,0-2-9", "0-2-9"},
+	} {
+		s, err := parseGTIDSet(tc.in)
+		if err != nil || s.String() != tc.want {
+			t.Errorf("parseGTIDSet(%q) = %q, %v; want %q", tc.in, s, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"x", "0-1", "0-1-2-3", "a-1-2", "0--1-2", "-1-1-1"} {
+		if _, err := parseGTIDSet(bad); err == nil {
+			t.Errorf("parseGTIDSet(%q): no error", bad)
+		}
+	}
+}
+
+func TestGTIDReachedAndMerge(t *testing.T) {
+	g := func(s string) gtidSet {
+		set, err := parseGTIDSet(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	for _, tc := range []struct {
+		pos, tok string
+		want     bool
+	}{
+		{"0-1-5", "0-1-5", true},
+		{"0-1-6", "0-1-5", true},
+		{"0-2-6", "0-1-5", true}, // after a failover the server id changes
+		{"0-1-4", "0-1-5", false},
+		{"", "0-1-5", false},
+		{"0-1-5", "", true},
+		{"0-1-5", "0-1-5,1-1-1", false},
+		{"0-1-5,1-1-2", "1-1-1", true},
+		{"1-1-2", "0-1-1,1-1-1", false},
+	} {
+		if got := g(tc.pos).reached(g(tc.tok)); got != tc.want {
+			t.Errorf("%q reached %q = %v, want %v", tc.pos, tc.tok, got, tc.want)
+		}
+	}
+	if got := g("0-1-5,2-1-1").merge(g("0-1-3,1-1-9")).String(); got != "0-1-5,1-1-9,2-1-1" {
+		t.Errorf("merge = %q", got)
+	}
+	a := g("0-1-5")
+	_ = a.merge(g("0-1-9"))
+	if a.String() != "0-1-5" {
+		t.Errorf("merge changed its receiver: %q", a)
+	}
+}
+
+func TestIsPlainRead(t *testing.T) {
+	for q, want := range map[string]bool{
+		"SELECT id FROM items WHERE id = ?":                                true,
+		"  select id from items":                                           true,
+		"(SELECT 1) UNION (SELECT 2)":                                      true,
+		"/* hint */ SELECT 1":                                              true,
+		"-- c\nSELECT 1":                                                   true,
+		"WITH x AS (SELECT 1) SELECT * FROM x":                             true,
+		"SHOW TABLES":                                                      true,
+		"SELECT updated_at, last_update FROM t":                            true,
+		"SELECT * FROM t WHERE s = 'for update'":                           true,
+		"SELECT `update` FROM t":                                           true,
+		"SELECT * FROM t WHERE id = 1 FOR UPDATE":                          false,
+		"SELECT * FROM t WHERE id = 1 for\n  update":                       false,
+		"SELECT * FROM t WHERE id = 1 FOR SHARE":                           false,
+		"SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE":                  false,
+		"INSERT INTO t VALUES (1)":                                         false,
+		"UPDATE t SET a = 1":                                               false,
+		"DELETE FROM t":                                                    false,
+		"INSERT INTO t (a) VALUES (1) RETURNING id":                        false,
+		"WITH x AS (SELECT 1) DELETE FROM t WHERE id IN (SELECT * FROM x)": false,
+		"":                    false,
+		"  -- only a comment": false,
+		"CALL proc()":         false,
+	} {
+		if got := isPlainRead(q); got != want {
+			t.Errorf("isPlainRead(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
+
+func TestSplitSQL(t *testing.T) {
+	script := `-- header; with a semicolon
+CREATE TABLE a (s TEXT DEFAULT 'x;y'); /* block; comment */
+INSERT INTO a VALUES ("q;""q"), ('it''s;');
+# mysql comment;
+CREATE INDEX i ON a (s)
+;  -- trailing comment only
+`
+	want := []string{
+		"-- header; with a semicolon\nCREATE TABLE a (s TEXT DEFAULT 'x;y')",
+		"/* block; comment */\nINSERT INTO a VALUES (\"q;\"\"q\"), ('it''s;')",
+		"# mysql comment;\nCREATE INDEX i ON a (s)",
+	}
+	if got := splitSQL(script); !reflect.DeepEqual(got, want) {
+		t.Errorf("splitSQL:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	c, err := ConfigFromEnv(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.withDefaults()
+	if d.Driver != DriverSQLite || d.Database != DefaultSQLitePath || c.NoSticky || d.MaxReplicaLag != 5*time.Second {
+		t.Errorf("defaults: %+v", d)
+	}
+	c, err = ConfigFromEnv(env(map[string]string{
+		"DB_CONNECTION": "MariaDB", "DB_HOST": "db", "DB_READ_HOST": "r1, r2:3307,,", "DB_PORT": "3310",
+		"DB_DATABASE": "app", "DB_USERNAME": "u", "DB_PASSWORD": "p", "DB_STICKY": "false", "DB_MAX_REPLICA_LAG": "2",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = c.withDefaults()
+	if d.Driver != DriverMySQL || d.addr(d.WriteHost) != "db:3310" || len(d.ReadHosts) != 2 ||
+		d.addr(d.ReadHosts[0]) != "r1:3310" || d.addr(d.ReadHosts[1]) != "r2:3307" || !d.NoSticky ||
+		d.MaxReplicaLag != 2*time.Second || d.Username != "u" || d.Database != "app" {
+		t.Errorf("from env: %+v", d)
+	}
+	c, _ = ConfigFromEnv(env(map[string]string{"DB_HOST": "a", "DB_WRITE_HOST": "w"}))
+	if c.WriteHost != "w" {
+		t.Errorf("DB_WRITE_HOST should win over DB_HOST: %q", c.WriteHost)
+	}
+	for k, v := range map[string]string{"DB_CONNECTION": "postgres", "DB_PORT": "x", "DB_STICKY": "maybe", "DB_MAX_REPLICA_LAG": "-1s"} {
+		if _, err := ConfigFromEnv(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), "DB_") {
+			t.Errorf("%s=%q: error %v, want one naming the variable", k, v, err)
+		}
+	}
+	if got := (Config{Port: 3306}).addr("::1"); got != "[::1]:3306" {
+		t.Errorf("addr(::1) = %q", got)
+	}
+}
+
+func TestMySQLDSN(t *testing.T) {
+	c := Config{Driver: DriverMySQL, Username: "u", Password: "p", Database: "app", DSNParams: "tls=skip-verify"}.withDefaults()
+	dsn, err := c.mysqlDSN("h:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mysql.ParseDSN(dsn)
+	if err != nil || !m.ParseTime || !m.InterpolateParams || m.TLSConfig != "skip-verify" || m.Addr != "h:1" || m.Timeout != 2*time.Second {
+		t.Errorf("DSN %q parsed as %+v, %v", dsn, m, err)
+	}
+	c.DSNParams = "timeout=banana"
+	if _, err := c.mysqlDSN("h:1"); err == nil {
+		t.Error("bad DSNParams: no error")
+	}
+}
+
+func TestJudge(t *testing.T) {
+	running := replStatus{found: true, ioRunning: "Yes", sqlRunning: "Yes", behind: sql.NullInt64{Valid: true}}
+	stopped := replStatus{found: true, ioRunning: "Yes", sqlRunning: "No"}
+	broken := replStatus{found: true, ioRunning: "Yes", sqlRunning: "No", sqlErrno: 1062, sqlError: "Duplicate entry"}
+	slow := running
+	slow.behind.Int64 = 30
+	maxLag := 5 * time.Second
+	for _, tc := range []struct {
+		name string
+		rs   replStatus
+		gl   gtidLagResult
+		in   bool
+		why  string
+	}{
+		{"healthy", running, gtidLagResult{known: true}, true, ""},
+		{"healthy, primary never seen", running, gtidLagResult{}, true, ""},
+		{"SQL thread stopped, nothing missed", stopped, gtidLagResult{known: true}, true, ""},
+		{"SQL thread stopped, missing a young write", stopped, gtidLagResult{known: true, lag: 2 * time.Second}, true, ""},
+		{"SQL thread stopped, missing an old write", stopped, gtidLagResult{known: true, lag: 6 * time.Second}, false, "lagging"},
+		{"SQL thread stopped, behind since before start-up", stopped, gtidLagResult{}, false, "lag unknown"},
+		{"Seconds_Behind_Master over the bound", slow, gtidLagResult{known: true}, false, "lagging"},
+		{"broken", broken, gtidLagResult{known: true}, false, "broken"},
+		{"not a replica", replStatus{}, gtidLagResult{known: true}, false, "not a replica"},
+	} {
+		in, _, why := judge(tc.rs, tc.gl, maxLag)
+		if in != tc.in || !strings.Contains(why, tc.why) {
+			t.Errorf("%s: in pool %v (%q), want %v (%q)", tc.name, in, why, tc.in, tc.why)
+		}
+	}
+}
+
+func TestGTIDLagHistory(t *testing.T) {
+	d := &DB{cfg: Config{MaxReplicaLag: 5 * time.Second, CheckInterval: time.Second}}
+	t0 := time.Now()
+	g := func(s string) gtidSet { set, _ := parseGTIDSet(s); return set }
+	d.recordPrimaryPos(t0, g("0-1-10"))
+	d.recordPrimaryPos(t0.Add(time.Second), g("0-1-10")) // unchanged: no new sample
+	d.recordPrimaryPos(t0.Add(2*time.Second), g("0-1-12"))
+	d.recordPrimaryPos(t0.Add(3*time.Second), g("0-1-15"))
+	if len(d.history) != 3 {
+		t.Fatalf("history has %d samples, want 3", len(d.history))
+	}
+	now := t0.Add(4 * time.Second)
+	lag := func(pos string) gtidLagResult { return d.gtidLag(replStatus{pos: g(pos), posKnown: true}, now) }
+	if r := lag("0-1-15"); !r.known || r.lag != 0 {
+		t.Errorf("caught up: %+v", r)
+	}
+	if r := lag("0-1-12"); !r.known || r.lag != time.Second {
+		t.Errorf("missing the write seen at t0+3s: %+v, want 1s", r)
+	}
+	if r := lag("0-1-9"); r.known {
+		t.Errorf("behind the first sample: %+v, want unknown", r)
+	}
+	d.recordPrimaryPos(t0.Add(time.Minute), g("0-1-16"))
+	if len(d.history) != 1 {
+		t.Errorf("old samples kept: %d", len(d.history))
+	}
+}
+
+func TestPickReplicaRoundRobin(t *testing.T) {
+	d := &DB{primary: &member{addr: "p"}}
+	for i := range 3 {
+		m := &member{addr: fmt.Sprint("r", i), role: RoleReplica}
+		m.inPool.Store(i != 1)
+		d.replicas = append(d.replicas, m)
+	}
+	d.rebuildPool()
+	seen := map[string]int{}
+	for range 100 {
+		seen[d.pickReplica(nil).addr]++
+	}
+	if seen["r1"] != 0 || seen["r0"] < 40 || seen["r2"] < 40 {
+		t.Errorf("picks %v: want r0 and r2 evenly, never r1 (out of the pool)", seen)
+	}
+	if m := d.pickReplica(d.replicas[0]); m == nil || m.addr != "r2" {
+		t.Errorf("pick except r0 = %v, want r2", m)
+	}
+	d.replicas[0].inPool.Store(false)
+	d.replicas[2].inPool.Store(false)
+	d.rebuildPool()
+	if m := d.pickReplica(nil); m != nil {
+		t.Errorf("no replica in the pool, picked %s", m.addr)
+	}
+}
+
+func TestErrorClassification(t *testing.T) {
+	m := &member{addr: "h:1", role: RolePrimary}
+	ro := wrapErr(m, &mysql.MySQLError{Number: 1290, Message: "The MariaDB server is running with the --read-only option"})
+	if !errors.Is(ro, ErrReadOnly) {
+		t.Errorf("1290 not ErrReadOnly: %v", ro)
+	}
+	if wrapErr(m, sql.ErrNoRows) != sql.ErrNoRows {
+		t.Error("sql.ErrNoRows was wrapped")
+	}
+	conn := []error{mysql.ErrInvalidConn, &net.OpError{Op: "dial", Err: errors.New("connection refused")}, fmt.Errorf("x: %w", &mysql.MySQLError{Number: 1053})}
+	for _, err := range conn {
+		if !isConnError(err) {
+			t.Errorf("isConnError(%v) = false", err)
+		}
+	}
+	for _, err := range []error{sql.ErrNoRows, &mysql.MySQLError{Number: 1064}, errors.New("x")} {
+		if isConnError(err) {
+			t.Errorf("isConnError(%v) = true", err)
+		}
+	}
+}
+
+// BenchmarkRoute is the router's choice alone (no query runs): a plain
+// read's classification, the context lookup and the round-robin pick.
+func BenchmarkRoute(b *testing.B) {
+	d := &DB{primary: &member{addr: "p"}}
+	for i := range 2 {
+		m := &member{addr: fmt.Sprint("r", i), role: RoleReplica}
+		m.inPool.Store(true)
+		d.replicas = append(d.replicas, m)
+	}
+	d.rebuildPool()
+	ctx := Sticky(b.Context())
+	for b.Loop() {
+		if d.reader(ctx, "SELECT id, title, n FROM notes WHERE id = ?") == d.primary {
+			b.Fatal("routed to the primary")
+		}
+	}
+}
