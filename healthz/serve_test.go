@@ -1,0 +1,175 @@
+package healthz_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetfleet/jetfleet/healthz"
+	"github.com/jetfleet/jetfleet/internal/natstest"
+)
+
+// drainServer is a node run by Health.Serve: health routes, a /hello
+// handler and a /slow handler that runs until released.
+type drainServer struct {
+	h       *healthz.Health
+	srv     *http.Server
+	base    string
+	entered chan struct{} // one value per /slow request that started
+	release chan struct{} // closing it lets /slow requests finish
+	served  chan error    // Serve's result
+}
+
+func startDrainServer(t *testing.T, ctx context.Context, h *healthz.Health, opts healthz.DrainOptions) *drainServer {
+	t.Helper()
+	d := &drainServer{h: h, entered: make(chan struct{}, 1), release: make(chan struct{}), served: make(chan error, 1)}
+	t.Cleanup(func() {
+		d.unblock()
+		d.srv.Close()
+	})
+	mux := http.NewServeMux()
+	h.Routes(mux)
+	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello")) })
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		d.entered <- struct{}{}
+		<-d.release
+		w.Write([]byte("done"))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	d.base, d.srv = "http://"+ln.Addr().String(), &http.Server{Handler: h.Track(mux)}
+	opts.Logf = t.Logf
+	go func() { d.served <- h.Serve(ctx, d.srv, ln, opts) }()
+	return d
+}
+
+func (d *drainServer) unblock() {
+	select {
+	case <-d.release:
+	default:
+		close(d.release)
+	}
+}
+
+// slow starts a /slow request and waits until its handler runs.
+func (d *drainServer) slow(t *testing.T) chan response {
+	t.Helper()
+	done := make(chan response, 1)
+	go func() {
+		resp, err := http.Get(d.base + "/slow")
+		if err != nil {
+			done <- response{body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			body = append(body, err.Error()...)
+		}
+		done <- response{code: resp.StatusCode, body: string(body)}
+	}()
+	select {
+	case <-d.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach its handler")
+	}
+	return done
+}
+
+func TestServeDrainsGracefully(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := natstest.Connect(t, ns.ClientURL())
+	h := healthz.New(healthz.Config{}, healthz.Check{Name: "nats", Critical: true, Run: natsCheck(nc, js)})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	d := startDrainServer(t, ctx, h, healthz.DrainOptions{DrainDelay: 2 * time.Second, Grace: 30 * time.Second})
+	shutdownBegan := make(chan struct{})
+	d.srv.RegisterOnShutdown(func() { close(shutdownBegan) })
+	waitFor(t, 5*time.Second, "the server answers", func() bool {
+		resp, err := http.Get(d.base + "/livez")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	if r := get(t, d.base+"/up", ""); r.code != 200 {
+		t.Fatalf("GET /up before the signal = %d", r.code)
+	}
+	slow := d.slow(t)
+
+	stop() // the SIGTERM
+	waitFor(t, 2*time.Second, "/up says 503 draining", func() bool {
+		r := get(t, d.base+"/up?format=json", "")
+		return r.code == 503 && strings.Contains(r.body, `"status":"draining"`)
+	})
+	fresh := &http.Client{Transport: &http.Transport{}} // a new connection, asking for keep-alive
+	req, _ := http.NewRequest(http.MethodGet, d.base+"/hello", nil)
+	if r := do(t, fresh, req); r.code != 200 || r.body != "hello" || !r.close {
+		t.Errorf("new request during the drain delay = %d %q (close %v), want 200 hello and Connection: close", r.code, r.body, r.close)
+	}
+	if r := get(t, d.base+"/livez", ""); r.code != 200 {
+		t.Errorf("GET /livez while draining = %d, want 200", r.code)
+	}
+
+	select {
+	case <-shutdownBegan:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not begin after the drain delay")
+	}
+	select {
+	case err := <-d.served:
+		t.Fatalf("Serve returned %v while a request was in flight", err)
+	default:
+	}
+	d.unblock()
+	if r := <-slow; r.code != 200 || r.body != "done" {
+		t.Errorf("in-flight slow request = %d %q, want 200 done", r.code, r.body)
+	}
+	select {
+	case err := <-d.served:
+		if err != nil {
+			t.Errorf("Serve = %v, want nil after a clean drain", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the last request")
+	}
+	if _, err := http.Get(d.base + "/hello"); err == nil {
+		t.Error("the listener still accepts after Serve returned")
+	}
+}
+
+func TestServeGivesUpAfterGrace(t *testing.T) {
+	h := healthz.New(healthz.Config{})
+	ctx, stop := context.WithCancel(context.Background())
+	d := startDrainServer(t, ctx, h, healthz.DrainOptions{DrainDelay: -1, Grace: 200 * time.Millisecond})
+	slow := d.slow(t)
+	stop()
+	select {
+	case err := <-d.served:
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "grace of 200ms ran out with 1 request(s) in flight") {
+			t.Errorf("Serve = %v, want the grace deadline with 1 request in flight", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after its grace")
+	}
+	d.unblock()
+	if r := <-slow; r.code == 200 {
+		t.Errorf("request cut by the grace deadline = %d %q, want its connection closed", r.code, r.body)
+	}
+}
+
+func TestServeReportsAListenerFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	ln.Close()
+	h := healthz.New(healthz.Config{})
+	err = h.Serve(context.Background(), &http.Server{}, ln, healthz.DrainOptions{})
+	if err == nil || !strings.HasPrefix(err.Error(), "healthz: serve: ") || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Serve on a closed listener = %v, want a wrapped net.ErrClosed", err)
+	}
+}
