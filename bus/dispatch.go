@@ -122,10 +122,17 @@ func (e *BatchError) Unwrap() []error { return e.Errs }
 // DispatchMany enqueues jobs with asynchronous publishes and waits for every
 // acknowledgement. ids is aligned with jobs; when some fail, err is a
 // *BatchError saying which, and the IDs of the others are still returned.
+//
+// A batch larger than the JetStream context's limit of outstanding async
+// publishes (4000 by default) is sent in a sliding window: when a publish
+// stalls on that limit, the oldest acknowledgements of the batch are awaited
+// and the publish is tried again (a stalled publish was never sent, so this
+// stores nothing twice).
 func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...Params) ([]string, error) {
 	ids := make([]string, len(jobs))
 	errs := make([]error, len(jobs))
 	futures := make([]jetstream.PubAckFuture, len(jobs))
+	awaited := 0 // every future before this index has been awaited
 	for i, p := range jobs {
 		msg, id, err := d.encode(p.Args, p.Opts)
 		if err != nil {
@@ -133,16 +140,36 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...Params) ([]string
 			continue
 		}
 		ids[i] = id
-		if futures[i], err = d.js.PublishMsgAsync(msg); err != nil {
+		for {
+			futures[i], err = d.js.PublishMsgAsync(msg)
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || awaited >= i {
+				break
+			}
+			awaited = d.awaitOldest(ctx, futures, errs, awaited, i)
+		}
+		if err != nil {
 			errs[i] = d.publishError(msg, err)
 		}
 	}
-	for i, f := range futures {
-		if f != nil {
-			errs[i] = d.awaitAck(ctx, f)
+	for i := awaited; i < len(futures); i++ {
+		if futures[i] != nil {
+			errs[i] = d.awaitAck(ctx, futures[i])
 		}
 	}
 	return ids, batchError(errs)
+}
+
+// awaitOldest awaits the first outstanding future in futures[from:until],
+// records its result in errs, and returns the index after it (until when
+// there is none).
+func (d *Dispatcher) awaitOldest(ctx context.Context, futures []jetstream.PubAckFuture, errs []error, from, until int) int {
+	for j := from; j < until; j++ {
+		if futures[j] != nil {
+			errs[j] = d.awaitAck(ctx, futures[j])
+			return j + 1
+		}
+	}
+	return until
 }
 
 func batchError(errs []error) error {
@@ -177,22 +204,30 @@ func (d *Dispatcher) encode(args Args, opts []Option) (*nats.Msg, string, error)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: args of kind %q do not encode as JSON: %v", ErrInvalid, args.Kind(), err)
 	}
-	return d.build(args.Kind(), body, opts)
+	// json.Marshal returns valid JSON or an error, so it is not checked again.
+	return d.buildMsg(args.Kind(), body, opts, false)
 }
 
+// build makes the message of a job whose body came from outside as JSON.
 func (d *Dispatcher) build(kind string, body []byte, opts []Option) (*nats.Msg, string, error) {
+	return d.buildMsg(kind, body, opts, true)
+}
+
+// buildMsg validates a job and makes its message; checkJSON is false only
+// for bodies json.Marshal produced.
+func (d *Dispatcher) buildMsg(kind string, body []byte, opts []Option, checkJSON bool) (*nats.Msg, string, error) {
 	o := options{queue: d.cfg.DefaultQueue}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if err := o.validate(kind, body); err != nil {
+	if err := o.validate(kind, body, checkJSON); err != nil {
 		return nil, "", err
 	}
 	if o.id == "" {
 		o.id = nuid.Next()
 	}
-	msg := &nats.Msg{Subject: JobSubject(o.queue, kind), Header: nats.Header{}, Data: body}
-	msg.Header.Set(HeaderMsgID, o.id)
+	// HeaderMsgID is already in canonical form, so no Header.Set is needed.
+	msg := &nats.Msg{Subject: JobSubject(o.queue, kind), Header: nats.Header{HeaderMsgID: []string{o.id}}, Data: body}
 	o.setSettings(msg.Header)
 	if at := o.readyAt(); !at.IsZero() {
 		scheduleAt(msg, o.queue, o.id, at)
@@ -203,14 +238,14 @@ func (d *Dispatcher) build(kind string, body []byte, opts []Option) (*nats.Msg, 
 	return msg, o.id, nil
 }
 
-func (o *options) validate(kind string, body []byte) error {
-	if err := ValidateName("queue", o.queue); err != nil {
+func (o *options) validate(kind string, body []byte, checkJSON bool) error {
+	if err := validateName("queue", o.queue); err != nil {
 		return err
 	}
-	if err := ValidateName("kind", kind); err != nil {
+	if err := validateName("kind", kind); err != nil {
 		return err
 	}
-	if !json.Valid(body) {
+	if checkJSON && !json.Valid(body) {
 		return fmt.Errorf("%w: body of %s job is not valid JSON", ErrInvalid, kind)
 	}
 	if o.triesOK && o.tries < 1 {
@@ -226,6 +261,22 @@ func (o *options) validate(kind string, body []byte) error {
 	}
 	if len(o.id) > 256 {
 		return fmt.Errorf("%w: job ID is %d bytes; the limit is 256", ErrInvalid, len(o.id))
+	}
+	return nil
+}
+
+// validateName is ValidateName with a fast path for the valid names of the
+// dispatch hot path: a byte loop instead of the regular expression, which
+// still writes the error of an invalid name.
+func validateName(what, name string) error {
+	if name == "" || len(name) > 64 {
+		return ValidateName(what, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return ValidateName(what, name)
+		}
 	}
 	return nil
 }

@@ -155,11 +155,33 @@ func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queue
 		if err := ValidateName("queue", q); err != nil {
 			return err
 		}
-		if _, err := js.CreateOrUpdateConsumer(ctx, JobsStream, QueueConsumerConfig(cfg, q)); err != nil {
-			return fmt.Errorf("bus: consumer %s on %s: %w", ConsumerName(q), JobsStream, err)
+		if err := ensureConsumer(ctx, js, QueueConsumerConfig(cfg, q)); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// ensureConsumer creates or updates a queue's consumer. Right after a stream
+// is created or scaled in a cluster, the server answers "insufficient
+// resources" (503) for about a second; that is retried for up to 30s.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConfig) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cc)
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.Code != 503 || time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, JobsStream, err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, JobsStream, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {

@@ -177,7 +177,12 @@ func (s *Server) Name() string { return s.srv.Name() }
 func (s *Server) StoreDir() string { return s.srv.StoreDir() }
 
 // ClusterAddr is the bound route address, or nil when not clustered.
-func (s *Server) ClusterAddr() net.Addr { return s.srv.ClusterAddr() }
+func (s *Server) ClusterAddr() net.Addr {
+	if a := s.srv.ClusterAddr(); a != nil {
+		return a
+	}
+	return nil // a nil *net.TCPAddr would be a non-nil interface
+}
 
 // JetStreamReady waits until JetStream is enabled and, in a cluster, has a
 // meta leader, for at most timeout.
