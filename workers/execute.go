@@ -25,19 +25,25 @@ type run struct {
 	slotOnce sync.Once
 	busy     atomic.Bool // the handler is running: heartbeats keep it owned
 	log      zerolog.Logger
+	// settled, when set, is told each outcome the server confirmed.
+	settled func(outcome string)
 }
 
 func (r *run) finish(settle func() error, outcome string) {
 	r.once.Do(func() {
 		if err := settle(); err != nil {
 			r.log.Error().Err(err).Str("outcome", outcome).Msg("could not settle job with the server; it will be delivered again after AckWait")
+			return
+		}
+		if r.settled != nil {
+			r.settled(outcome)
 		}
 	})
 }
 
 func (l *loop) start(m jetstream.Msg) {
 	l.slots <- struct{}{}
-	r := &run{msg: m, log: l.w.log}
+	r := &run{msg: m, log: l.w.log, settled: l.tally.counter(m.Subject())}
 	l.mu.Lock()
 	l.inFlight[r] = struct{}{}
 	l.mu.Unlock()

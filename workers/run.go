@@ -30,9 +30,11 @@ type loop struct {
 	running  sync.WaitGroup
 	slots    chan struct{} // one token per running job
 	finished chan struct{} // a job finished (buffered, coalescing)
-	wake     chan struct{} // a probe saw a ready job (buffered, coalescing)
+	wake     chan struct{} // a probe saw a ready job, or a queue was resumed (buffered, coalescing)
 	probes   map[string]*probe
-	done     int // jobs finished, for MaxJobs
+	pauses   *pauses // which queues are paused (pause.go)
+	tally    *tally  // settled jobs per queue, for the presence record (presence.go)
+	done     int     // jobs finished, for MaxJobs
 
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
@@ -55,11 +57,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).
 		Strs("kinds", w.Kinds()).Msg("worker started")
+	defer l.pauses.stop()
+	stopPresence := l.startPresence(ctx)
 	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
 	go l.heartbeats(beatCtx)
 	l.fetchLoop(ctx, w.stopDeadline())
 	l.drain()
 	stopBeats()
+	stopPresence()
 	w.log.Info().Int("jobs", l.done).Msg("worker stopped")
 	return nil
 }
@@ -76,7 +81,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		w: w, consumers: map[string]jetstream.Consumer{}, probes: map[string]*probe{},
 		slots:    make(chan struct{}, w.cfg.Concurrency),
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		inFlight: map[*run]struct{}{},
+		inFlight: map[*run]struct{}{}, tally: newTally(),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
 	for _, name := range names {
@@ -87,6 +92,10 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		l.consumers[name] = c
 		l.ackWait = c.CachedInfo().Config.AckWait
 		l.probes[name] = newProbe(c, l.wake)
+	}
+	var err error
+	if l.pauses, err = watchPauses(ctx, w.js, w.cfg.Bus, names, l.wake, w.log); err != nil {
+		return nil, err
 	}
 	return l, nil
 }
@@ -142,6 +151,9 @@ func (l *loop) fetchAndStart(ctx context.Context, free int) int {
 		if free-started == 0 {
 			break
 		}
+		if l.pauses.isPaused(q.name) {
+			continue
+		}
 		batch, err := l.consumers[q.name].FetchNoWait(free - started)
 		if err != nil {
 			l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch failed")
@@ -159,8 +171,10 @@ func (l *loop) fetchAndStart(ctx context.Context, free int) int {
 }
 
 func (l *loop) armProbes(ctx context.Context) {
-	for _, p := range l.probes {
-		p.arm(ctx)
+	for name, p := range l.probes {
+		if !l.pauses.isPaused(name) { // a paused queue's jobs must not wake the loop
+			p.arm(ctx)
+		}
 	}
 }
 

@@ -64,6 +64,10 @@ type Config struct {
 	Middleware []Middleware
 	// Logger receives job-level logs. Default: no logging.
 	Logger *zerolog.Logger
+	// PresenceInterval is how often the worker writes its presence record
+	// (queues, running jobs, counts) to bus.WorkersBucket for `jetfleet
+	// queue stats`. Default 5s; at most bus.MaxPresenceInterval (10s).
+	PresenceInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -82,6 +86,10 @@ func (c Config) withDefaults() Config {
 	if c.Grace <= 0 {
 		c.Grace = 30 * time.Second
 	}
+	if c.PresenceInterval <= 0 {
+		c.PresenceInterval = 5 * time.Second
+	}
+	c.PresenceInterval = min(c.PresenceInterval, bus.MaxPresenceInterval)
 	if c.Logger == nil {
 		nop := zerolog.Nop()
 		c.Logger = &nop

@@ -17,7 +17,8 @@ import (
 )
 
 // Config describes one embedded server. The zero value is a single node with
-// JetStream in a memory-only store on a random loopback port.
+// JetStream on a random loopback port, storing in the server's default
+// directory.
 type Config struct {
 	// Name is the server name, which must be unique in a cluster.
 	// Default: a random name chosen by the server.
@@ -25,8 +26,9 @@ type Config struct {
 	// Listen is the client address, host:port. A port of 0 or -1 picks a
 	// free port. Default: 127.0.0.1 with a random port.
 	Listen string
-	// StoreDir is the JetStream store. Empty means a fresh temporary
-	// directory owned by the server.
+	// StoreDir is the JetStream store. Empty means the server's default,
+	// $TMPDIR/nats/jetstream, which every such server shares: always set it
+	// unless that is what you want.
 	StoreDir string
 	// ClusterName names the cluster; default "jetfleet" when ClusterListen
 	// is set.

@@ -1,0 +1,147 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// This file holds the few JetStream API calls that nats.go does not wrap:
+// a direct get by start time, a direct get batch used for its
+// Nats-Num-Pending header (a count of the messages on a subject filter
+// without listing the subjects), and a purge that reports how many
+// messages it removed. All are part of the server's public API (2.11+).
+
+// directGetRequest is the body of $JS.API.DIRECT.GET.<stream>.
+type directGetRequest struct {
+	Seq       uint64     `json:"seq,omitempty"`
+	NextFor   string     `json:"next_by_subj,omitempty"`
+	Batch     int        `json:"batch,omitempty"`
+	StartTime *time.Time `json:"start_time,omitempty"`
+	NoHeaders bool       `json:"no_hdr,omitempty"`
+}
+
+// apiPrefix is the JetStream API prefix js uses ("$JS.API." by default).
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	default:
+		return jetstream.DefaultAPIPrefix
+	}
+}
+
+// directGet sends one direct get and returns the first reply. A 404 reply
+// is jetstream.ErrMsgNotFound.
+func directGet(ctx context.Context, js jetstream.JetStream, stream string, req directGetRequest) (*nats.Msg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"DIRECT.GET."+stream, body)
+	if err != nil {
+		return nil, fmt.Errorf("bus: direct get on %s: %w", stream, err)
+	}
+	if len(msg.Data) == 0 && msg.Header.Get("Status") != "" {
+		if msg.Header.Get("Status") == "404" {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, fmt.Errorf("bus: direct get on %s: status %s %s", stream, msg.Header.Get("Status"), msg.Header.Get("Description"))
+	}
+	return msg, nil
+}
+
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, 10*time.Second)
+}
+
+// countSubject counts the messages of stream on subject filter (wildcards
+// allowed) with one request: the first reply of a batch direct get carries
+// Nats-Num-Pending, the number of matching messages after it. The server
+// computes it from its subject index; no subject list is sent back.
+func countSubject(ctx context.Context, js jetstream.JetStream, stream, filter string) (uint64, error) {
+	msg, err := directGet(ctx, js, stream, directGetRequest{NextFor: filter, Batch: 1, NoHeaders: false})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(msg.Header.Get("Nats-Num-Pending"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bus: count %s on %s: the server did not send Nats-Num-Pending (nats-server 2.11 or later is needed)", filter, stream)
+	}
+	return n + 1, nil
+}
+
+// seqAtTime is the sequence of stream's first message stored at or after
+// t, or 0 when there is none.
+func seqAtTime(ctx context.Context, js jetstream.JetStream, stream string, t time.Time) (uint64, error) {
+	t = t.UTC()
+	msg, err := directGet(ctx, js, stream, directGetRequest{StartTime: &t})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bus: direct get on %s: reply has no sequence header", stream)
+	}
+	return seq, nil
+}
+
+// purgeRequest is the body of $JS.API.STREAM.PURGE.<stream>.
+type purgeRequest struct {
+	Filter string `json:"filter,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
+}
+
+// purge removes stream's messages on filter below seq (all when seq is 0)
+// and returns how many it removed.
+func purge(ctx context.Context, js jetstream.JetStream, stream string, req purgeRequest) (uint64, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.PURGE."+stream, body)
+	if err != nil {
+		return 0, fmt.Errorf("bus: purge %s: %w", stream, err)
+	}
+	var resp struct {
+		Success bool   `json:"success"`
+		Purged  uint64 `json:"purged"`
+		Error   *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, fmt.Errorf("bus: purge %s: bad reply: %w", stream, err)
+	}
+	if resp.Error != nil || !resp.Success {
+		desc := "no success"
+		if resp.Error != nil {
+			desc = resp.Error.Description
+		}
+		return 0, fmt.Errorf("bus: purge %s: %s", stream, desc)
+	}
+	return resp.Purged, nil
+}

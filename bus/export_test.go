@@ -1,0 +1,6 @@
+package bus
+
+// SetAfterRepublish installs a hook that runs between a retry's republish
+// and the removal of its dead letter; an error stops the retry there, as a
+// crash of the retrying process would. Tests only.
+func SetAfterRepublish(in *Inspector, f func(*FailedJob) error) { in.afterRepublish = f }

@@ -1,0 +1,179 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// dlqOnlyHeaders describe a failure; a retried job does not carry them.
+var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, HeaderOrigin}
+
+// RetryMsgID is the dedupe ID (Nats-Msg-Id) of the job a retry of the dead
+// letter at DLQ sequence dlqSeq publishes. It is the same on every retry of
+// that dead letter, so a retry that stopped after publishing and is run
+// again stores the job once, within JOBS' duplicate window.
+func RetryMsgID(id string, dlqSeq uint64) string {
+	return id + ":retry:" + strconv.FormatUint(dlqSeq, 10)
+}
+
+// Retry puts the failed jobs with ids back on their queues and returns how
+// many it retried. Each gets its original body and headers (less the
+// failure headers), Jetfleet-Job-Id = its ID and a new dedupe ID
+// (RetryMsgID), so it starts again from attempt 1. Only after JetStream has
+// acknowledged the job is the dead letter removed: a retry interrupted in
+// between leaves the dead letter in DLQ, and retrying it again within the
+// duplicate window (default 2 minutes) stores nothing new and removes it.
+// IDs it could not retry (unknown: ErrUnknownJob) are reported together
+// in the error; the others are still retried.
+func (in *Inspector) Retry(ctx context.Context, ids ...string) (int, error) {
+	s, err := in.stream(ctx, DLQStream)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, id := range ids {
+		fj, err := lastFailed(ctx, s, id)
+		if err == nil {
+			err = in.retryOne(ctx, fj)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// RetryAll retries every failed job f selects (Limit is ignored), oldest
+// first, as Retry does, and returns how many it retried. Jobs that fail
+// again while it runs are not retried a second time: it stops at DLQ's
+// last sequence as it was when it began.
+func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) {
+	filter, err := f.subject()
+	if err != nil {
+		return 0, err
+	}
+	s, low, last, err := in.dlqRange(ctx, f.Since)
+	if err != nil || low == 0 {
+		return 0, err
+	}
+	n := 0
+	err = scanDLQ(ctx, s, filter, low, last, func(fj *FailedJob) error {
+		if err := in.retryOne(ctx, fj); err != nil {
+			return err
+		}
+		n++
+		return nil
+	})
+	return n, err
+}
+
+// retryOne republishes fj, waits for the PubAck, then removes fj (and any
+// older dead letter of the same job ID on the same subject) from DLQ.
+func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob) error {
+	if err := ValidateName("queue", fj.Queue); err != nil {
+		return fmt.Errorf("bus: retry %q: dead letter %s has no valid queue: %w", fj.ID, fj.Subject, err)
+	}
+	if err := ValidateName("kind", fj.Kind); err != nil {
+		return fmt.Errorf("bus: retry %q: dead letter %s has no valid kind: %w", fj.ID, fj.Subject, err)
+	}
+	if _, err := in.js.PublishMsg(ctx, retryMsg(fj)); err != nil {
+		return fmt.Errorf("%w: retry %q on %s: %w", ErrNotAcknowledged, fj.ID, JobSubject(fj.Queue, fj.Kind), err)
+	}
+	if in.afterRepublish != nil {
+		if err := in.afterRepublish(fj); err != nil {
+			return err
+		}
+	}
+	if _, err := purge(ctx, in.js, DLQStream, purgeRequest{Filter: fj.Subject, Seq: fj.Seq + 1}); err != nil {
+		return fmt.Errorf("bus: retry %q: the job is queued again but its dead letter %s:%d stays (retry it again to remove it): %w", fj.ID, DLQStream, fj.Seq, err)
+	}
+	return nil
+}
+
+// retryMsg is the job a retry of fj publishes.
+func retryMsg(fj *FailedJob) *nats.Msg {
+	h := nats.Header{}
+	for k, vs := range fj.Header {
+		if strings.HasPrefix(k, "Nats-") || isDLQOnly(k) {
+			continue
+		}
+		h[k] = append([]string(nil), vs...)
+	}
+	h.Set(HeaderJobID, fj.ID)
+	h.Set(HeaderMsgID, RetryMsgID(fj.ID, fj.Seq))
+	return &nats.Msg{Subject: JobSubject(fj.Queue, fj.Kind), Header: h, Data: fj.Body}
+}
+
+func isDLQOnly(k string) bool {
+	for _, h := range dlqOnlyHeaders {
+		if k == h {
+			return true
+		}
+	}
+	return false
+}
+
+// Forget deletes the failed jobs with ids from DLQ without running them
+// and returns how many it deleted. Unknown IDs are reported together in
+// the error (wrapping ErrUnknownJob); the others are still deleted.
+func (in *Inspector) Forget(ctx context.Context, ids ...string) (int, error) {
+	s, err := in.stream(ctx, DLQStream)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, id := range ids {
+		fj, err := lastFailed(ctx, s, id)
+		if err == nil {
+			_, err = purge(ctx, in.js, DLQStream, purgeRequest{Filter: fj.Subject, Seq: fj.Seq + 1})
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// Flush deletes failed jobs and returns how many it deleted: those of
+// queue ("" for every queue) dead-lettered more than olderThan ago (0 for
+// all of them). It is one purge of DLQ: the sequence where the kept ones
+// begin is found by time with one request, whatever DLQ holds. DLQ's
+// MaxAge (Config.FailedRetention) already drops dead letters older than the
+// retention on its own; Flush is for clearing them sooner.
+func (in *Inspector) Flush(ctx context.Context, olderThan time.Duration, queue string) (uint64, error) {
+	filter, err := FailedFilter{Queue: queue}.subject()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := in.stream(ctx, DLQStream); err != nil {
+		return 0, err
+	}
+	req := purgeRequest{Filter: filter}
+	if olderThan > 0 {
+		keepFrom, err := seqAtTime(ctx, in.js, DLQStream, time.Now().Add(-olderThan))
+		if err != nil {
+			return 0, err
+		}
+		// keepFrom 0: nothing is that young, so everything goes.
+		req.Seq = keepFrom
+	}
+	if req.Filter == DLQPrefix+".>" {
+		req.Filter = ""
+	}
+	return purge(ctx, in.js, DLQStream, req)
+}
