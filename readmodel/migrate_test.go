@@ -92,8 +92,8 @@ func checkSchema(t *testing.T, db *readmodel.DB) {
 	t.Helper()
 	ctx := readmodel.UsePrimary(context.Background())
 	var versions []int64
-	if err := db.Select(ctx, &versions, "SELECT version FROM schema_migrations"); err != nil || len(versions) != 1 || versions[0] != 1 {
-		t.Fatalf("schema_migrations = %v (%v), want [1]", versions, err)
+	if err := db.Select(ctx, &versions, "SELECT version FROM schema_migrations ORDER BY version"); err != nil || len(versions) != 2 || versions[0] != 1 || versions[1] != 2 {
+		t.Fatalf("schema_migrations = %v (%v), want [1 2]", versions, err)
 	}
 	for _, table := range []string{"users", "items", "item_images", "outbox"} {
 		var n int

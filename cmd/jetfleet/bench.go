@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/jobbench"
+	"github.com/jetfleet/jetfleet/internal/natsembed"
+)
+
+// runBench is `jetfleet bench jobs`: jetfleet's job path beside a raw
+// JetStream baseline on a private embedded server (file storage in a
+// temporary directory), so the figures are comparable and nothing touches
+// a real deployment.
+func runBench(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "bench", "bench jobs [--n 100000] [--concurrency 16] [--rate 1000] [--latency-jobs 3000]")
+	n := fs.Int("n", 100_000, "jobs in the throughput runs")
+	concurrency := fs.Int("concurrency", 16, "worker concurrency (and the raw consumer's outstanding messages)")
+	rate := fs.Int("rate", 1000, "offered load of the latency runs, jobs per second")
+	latencyJobs := fs.Int("latency-jobs", 3000, "jobs sent in each latency run")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 || rest[0] != "jobs" {
+		fs.Usage()
+		return errUsage
+	}
+	dir, err := os.MkdirTemp("", "jetfleet-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := natsembed.Start(natsembed.Config{StoreDir: dir})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stderr, "benchmarking on an embedded server (file store in %s)...\n", dir)
+	r, err := jobbench.Run(ctx, js, jobbench.Options{N: *n, Concurrency: *concurrency, Rate: *rate, LatencyJobs: *latencyJobs})
+	if err != nil {
+		return err
+	}
+	r.Print(a.stdout)
+	return nil
+}

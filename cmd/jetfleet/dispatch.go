@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/config"
+)
+
+// maxStdinBody bounds what `dispatch -` reads; the server's max_payload
+// (1 MiB by default) is far below it and is checked by the dispatcher.
+const maxStdinBody = 64 << 20
+
+// jobFlags are the job settings that `dispatch` and `schedule add` accept.
+type jobFlags struct {
+	fs      *flag.FlagSet
+	tries   int
+	timeout string
+	backoff string
+	// delay, at and id exist for one-shot jobs only (dispatch).
+	delay, at, id string
+}
+
+// newJobFlags registers the job settings on fs; oneShot adds --delay, --at
+// and --id, which periodic jobs do not take.
+func newJobFlags(fs *flag.FlagSet, oneShot bool) *jobFlags {
+	f := &jobFlags{fs: fs}
+	fs.IntVar(&f.tries, "tries", 0, "deliveries the job may use, at least 1 (default: the worker's)")
+	fs.StringVar(&f.timeout, "timeout", "", "time limit of one attempt, e.g. 90s (default: the worker's)")
+	fs.StringVar(&f.backoff, "backoff", "", "delays before each retry, e.g. 1s,10s,60s; the last repeats (default: the worker's)")
+	if oneShot {
+		fs.StringVar(&f.delay, "delay", "", "make the job ready only after this duration, e.g. 10s")
+		fs.StringVar(&f.at, "at", "", "make the job ready only at this RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
+		fs.StringVar(&f.id, "id", "", "job ID; the same ID again within the duplicate window (2m) is stored once (default: random)")
+	}
+	return f
+}
+
+// options checks the flags and turns them into dispatch options. Each error
+// names the flag and its rule.
+func (f *jobFlags) options() ([]bus.Option, error) {
+	var opts []bus.Option
+	if flagsSet(f.fs)["tries"] {
+		if f.tries < 1 {
+			return nil, fmt.Errorf("--tries %d: must be at least 1", f.tries)
+		}
+		opts = append(opts, bus.Tries(f.tries))
+	}
+	if f.timeout != "" {
+		d, err := bus.ParseDuration(f.timeout)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("--timeout %q: want a positive duration like 90s", f.timeout)
+		}
+		opts = append(opts, bus.Timeout(d))
+	}
+	if f.backoff != "" {
+		delays, err := bus.ParseBackoff(f.backoff)
+		if err != nil {
+			return nil, fmt.Errorf("--backoff: %w", err)
+		}
+		opts = append(opts, bus.Backoff(delays...))
+	}
+	if f.delay != "" && f.at != "" {
+		return nil, errors.New("--delay and --at both set: choose one")
+	}
+	if f.delay != "" {
+		d, err := bus.ParseDuration(f.delay)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("--delay %q: want a positive duration like 10s", f.delay)
+		}
+		opts = append(opts, bus.Delay(d))
+	}
+	if f.at != "" {
+		t, err := time.Parse(time.RFC3339, f.at)
+		if err != nil {
+			return nil, fmt.Errorf("--at %q: want an RFC 3339 time like 2026-01-02T15:04:05Z", f.at)
+		}
+		opts = append(opts, bus.At(t))
+	}
+	if f.id != "" {
+		opts = append(opts, bus.JobID(f.id))
+	}
+	return opts, nil
+}
+
+// jobBody returns a job's JSON body from its argument: the argument itself,
+// or standard input when it is "-". It must be valid JSON.
+func jobBody(a *app, arg string) ([]byte, error) {
+	body := []byte(arg)
+	from := "the body argument"
+	if arg == "-" {
+		b, err := io.ReadAll(io.LimitReader(a.stdin, maxStdinBody))
+		if err != nil {
+			return nil, fmt.Errorf("read the body from standard input: %w", err)
+		}
+		body, from = bytes.TrimSpace(b), "standard input"
+		if len(body) == 0 {
+			return nil, errors.New("standard input is empty; a job body is JSON, e.g. {}")
+		}
+	}
+	if !json.Valid(body) {
+		return nil, fmt.Errorf("%s is not valid JSON: %.80q", from, body)
+	}
+	return body, nil
+}
+
+// connectBus connects as config.ConnectNATS does (NATS_URL, else
+// <data>/nats.url, else the default) and makes sure the jetfleet streams
+// exist (bus.EnsureQueues): it creates them with default settings only when
+// they are missing, so that a dispatch from the shell works on a fresh
+// server but never rewrites the settings (replicas, windows) of a topology
+// someone provisioned on purpose.
+func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, js, err := config.ConnectNATS(a.getenv, dataDir, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := bus.EnsureQueues(ctx, js, bus.Config{}); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("NATS at %s: %w", nc.ConnectedUrlRedacted(), err)
+	}
+	return nc, js, nil
+}
+
+// runDispatch is `jetfleet dispatch <queue> <kind> <json|->`: it enqueues one
+// job and prints its ID on standard output.
+func runDispatch(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "dispatch", "dispatch <queue> <kind> <json|-> [--tries N] [--timeout D] [--backoff 1s,10s] [--delay D | --at RFC3339] [--id X]\n\n"+
+		"Enqueues one job on jobs.<queue>.<kind> and prints its ID. A body of - is read from standard input.")
+	jf := newJobFlags(fs, true)
+	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 3 {
+		fmt.Fprintf(a.stderr, "jetfleet dispatch: want 3 arguments (queue, kind, body), got %d\n", len(pos))
+		fs.Usage()
+		return errUsage
+	}
+	queue, kind := pos[0], pos[1]
+	if err := bus.ValidateName("queue", queue); err != nil {
+		return err
+	}
+	if err := bus.ValidateName("kind", kind); err != nil {
+		return err
+	}
+	opts, err := jf.options()
+	if err != nil {
+		return err
+	}
+	body, err := jobBody(a, pos[2])
+	if err != nil {
+		return err
+	}
+
+	nc, js, err := connectBus(ctx, a, *dataDir, "jetfleet dispatch")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		return err
+	}
+	id, err := d.DispatchJSON(ctx, kind, body, append(opts, bus.OnQueue(queue))...)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, id)
+	return nil
+}

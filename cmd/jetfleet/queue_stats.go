@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// flagSetWithSynopsis adds positional-argument checks to a flag set.
+type flagSetWithSynopsis struct {
+	*flag.FlagSet
+}
+
+// parseNoArgs parses args and refuses positional arguments.
+func (fs *flagSetWithSynopsis) parseNoArgs(args []string) error {
+	rest, err := parseFlags(fs.FlagSet, args)
+	if err != nil {
+		return err
+	}
+	return noArgs(fs.FlagSet, rest)
+}
+
+// parseArgs parses args and wants between lo and hi positional arguments
+// (hi < 0: no upper bound), described as what.
+func (fs *flagSetWithSynopsis) parseArgs(args []string, lo, hi int, what string) ([]string, error) {
+	rest, err := parseFlags(fs.FlagSet, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) < lo || hi >= 0 && len(rest) > hi {
+		fmt.Fprintf(fs.Output(), "jetfleet %s: want %s, got %d arguments\n", fs.Name(), what, len(rest))
+		fs.Usage()
+		return nil, errUsage
+	}
+	return rest, nil
+}
+
+// exitAlert is the exit status of `queue monitor` when a queue is in ALERT
+// (1 is an error, 2 a usage error).
+const exitAlert = 3
+
+func runQueueStats(ctx context.Context, a *app, name string, args []string) error {
+	fs := queueFlagSet(a, name)
+	watch := fs.Bool("watch", false, "redraw every --interval until interrupted")
+	interval := fs.Duration("interval", 2*time.Second, "refresh interval of --watch")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.parseNoArgs(args); err != nil {
+		return err
+	}
+	if *interval <= 0 {
+		return fmt.Errorf("--interval %s: must be positive", *interval)
+	}
+	in, done, err := inspector(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer done()
+	for {
+		st, err := in.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		if *watch && !*asJSON {
+			fmt.Fprint(a.stdout, "\033[H\033[2J") // clear the screen
+		}
+		if *asJSON {
+			err = writeJSON(a.stdout, st)
+		} else {
+			printStats(a.stdout, st)
+		}
+		if err != nil || !*watch {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(*interval):
+		}
+	}
+}
+
+func printStats(w io.Writer, st *bus.Stats) {
+	if len(st.Queues) == 0 {
+		fmt.Fprintln(w, "No queues yet: a queue appears when a worker or `jetfleet up` first serves it.")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "QUEUE\tREADY\tACTIVE\tDELAYED\tFAILED\tOLDEST\tDONE/1M\tFAIL/1M\tWORKERS")
+		var paused []string
+		for _, q := range st.Queues {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%d\n", q.Queue, q.Ready, q.InFlight, q.Delayed, q.Failed,
+				age(q.OldestReady), q.ProcessedLastMinute, q.FailedLastMinute, q.Workers)
+			if q.Paused {
+				paused = append(paused, q.Queue)
+			}
+		}
+		tw.Flush()
+		if len(paused) > 0 {
+			fmt.Fprintf(w, "Paused: %s (jetfleet queue resume <queue>)\n", strings.Join(paused, ", "))
+		}
+	}
+	fmt.Fprintf(w, "\nFailed jobs in DLQ: %d.  Workers: %d.\n", st.FailedTotal, len(st.Workers))
+	if len(st.Workers) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nWORKER\tPID\tQUEUES\tRUNNING\tUP\tSEEN")
+	for _, wr := range st.Workers {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%s\t%s ago\n", clip(wr.Host, 24), wr.PID, clip(strings.Join(wr.Queues, ","), 20),
+			wr.Running, wr.Concurrency, age(st.At.Sub(wr.StartedAt)), age(st.At.Sub(wr.HeartbeatAt)))
+	}
+	tw.Flush()
+}
+
+// age is a short duration for a table: 45s, 12m, 3h, 2d; "-" for zero.
+func age(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}
+
+func runQueueMonitor(ctx context.Context, a *app, name string, args []string) error {
+	fs := queueFlagSet(a, name)
+	defMax := fs.Uint64("max", 1000, "limit for queues listed without :N")
+	maxWait := fs.Duration("max-wait", 0, "also ALERT when the oldest ready job has waited longer than this (0: off)")
+	every := fs.Duration("every", 0, "keep checking at this interval instead of exiting (exit status stays 0)")
+	pos, err := fs.parseArgs(args, 1, 1, "one queue list like high:100,default:1000")
+	if err != nil {
+		return err
+	}
+	limits, err := bus.ParseQueueLimits(pos[0], *defMax, *maxWait)
+	if err != nil {
+		return err
+	}
+	nc, js, err := connectBus(ctx, a, a.dataDir, "jetfleet queue monitor")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	in, err := bus.NewInspector(js, bus.Config{})
+	if err != nil {
+		return err
+	}
+	for {
+		sts, err := in.Monitor(ctx, limits)
+		if err != nil {
+			return err
+		}
+		if *every > 0 {
+			fmt.Fprintln(a.stdout, time.Now().Format(time.DateTime))
+		}
+		printMonitor(a.stdout, sts)
+		alerts, err := bus.PublishBusy(ctx, nc, sts)
+		if err != nil {
+			return err
+		}
+		if *every <= 0 {
+			if alerts > 0 {
+				fmt.Fprintf(a.stderr, "jetfleet queue monitor: %d %s in ALERT; published on %s\n", alerts, plural(alerts, "queue", "queues"), bus.QueueBusySubject)
+				return exitCode(exitAlert)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(*every):
+		}
+	}
+}
+
+func printMonitor(w io.Writer, sts []bus.QueueStatus) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tSIZE\tMAX\tOLDEST WAIT\tSTATUS")
+	for _, st := range sts {
+		status := "OK"
+		if st.Alert {
+			status = "ALERT"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", st.Queue, st.Size, st.Max, age(st.OldestWait), status)
+	}
+	tw.Flush()
+}
+
+func runQueuePause(ctx context.Context, a *app, name string, args []string) error {
+	return pauseOrResume(ctx, a, name, args, true)
+}
+
+func runQueueResume(ctx context.Context, a *app, name string, args []string) error {
+	return pauseOrResume(ctx, a, name, args, false)
+}
+
+func pauseOrResume(ctx context.Context, a *app, name string, args []string, pause bool) error {
+	fs := queueFlagSet(a, name)
+	pos, err := fs.parseArgs(args, 1, 1, "one queue name")
+	if err != nil {
+		return err
+	}
+	in, done, err := inspector(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer done()
+	q := pos[0]
+	if pause {
+		if err := in.Pause(ctx, q); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "Queue %s paused: workers take no new job from it (running jobs finish).\n", q)
+		return nil
+	}
+	if err := in.Resume(ctx, q); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "Queue %s resumed.\n", q)
+	return nil
+}

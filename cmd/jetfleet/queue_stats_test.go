@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+func (f *fleet) ensureQueues(queues ...string) {
+	f.t.Helper()
+	if err := bus.EnsureQueues(context.Background(), f.js, bus.Config{}, queues...); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fleet) stats() bus.Stats {
+	f.t.Helper()
+	r := f.jf("queue", "stats", "--json")
+	var st bus.Stats
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		f.t.Fatalf("queue stats --json: exit %d, %s%s", r.code, r.stdout, r.stderr)
+	}
+	return st
+}
+
+func queueStats(st bus.Stats, queue string) bus.QueueStats {
+	for _, q := range st.Queues {
+		if q.Queue == queue {
+			return q
+		}
+	}
+	return bus.QueueStats{}
+}
+
+func TestQueueMonitorAlertsPublishesAndExits(t *testing.T) {
+	f := newFleet(t)
+	f.ensureQueues("high", "default")
+	for range 3 {
+		f.dispatch("high", workers.Noop{})
+	}
+	sub, err := f.js.Conn().SubscribeSync(bus.QueueBusySubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := f.jf("queue", "monitor", "high:2,default:10")
+	if r.code != exitAlert || !strings.Contains(r.stderr, "1 queue in ALERT") {
+		t.Fatalf("monitor over max: exit %d, stderr %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 || strings.Fields(lines[0])[0] != "QUEUE" ||
+		!strings.HasPrefix(lines[1], "high ") || !strings.HasSuffix(lines[1], "ALERT") ||
+		!strings.HasPrefix(lines[2], "default ") || !strings.HasSuffix(lines[2], "OK") {
+		t.Fatalf("monitor table:\n%s", r.stdout)
+	}
+	t.Logf("jetfleet queue monitor high:2,default:10:\n%s", r.stdout)
+	m, err := sub.NextMsg(2 * time.Second)
+	if err != nil {
+		t.Fatalf("no event on %s: %v", bus.QueueBusySubject, err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev["queue"] != "high" || ev["size"] != 3.0 || ev["max"] != 2.0 || ev["oldest_wait"].(float64) <= 0 {
+		t.Fatalf("event = %s", m.Data)
+	}
+	if extra, err := sub.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("an event for a queue that is OK: %s", extra.Data)
+	}
+
+	if r := f.jf("queue:monitor", "high:5,default"); r.code != 0 || strings.Contains(r.stdout, "ALERT") {
+		t.Fatalf("monitor under max: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := sub.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatal("an event was published while every queue was OK")
+	}
+	if r := f.jf("queue", "monitor", "high:100", "--max-wait", "1ms"); r.code != exitAlert {
+		t.Fatalf("monitor over max wait: exit %d\n%s", r.code, r.stdout)
+	}
+	if r := f.jf("queue", "monitor", "low:1"); r.code != 1 || !strings.Contains(r.stderr, `unknown queue "low" (known queues: default, high)`) {
+		t.Fatalf("unknown queue: exit %d, %s", r.code, r.stderr)
+	}
+
+	// --every keeps checking, publishing each round, and exits 0 on SIGTERM.
+	p := startProc(t, f.dir, f.env, "queue", "monitor", "high:2", "--every", "200ms")
+	eventually(t, 10*time.Second, "two rounds", func() error {
+		if n := strings.Count(p.stdout.String(), "QUEUE"); n < 2 {
+			return fmt.Errorf("%d rounds", n)
+		}
+		return nil
+	})
+	if code := p.signal(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("monitor --every exited %d after SIGTERM", code)
+	}
+	if n, _, _ := sub.Pending(); n < 2 {
+		t.Fatalf("monitor --every published %d events in two rounds", n)
+	}
+}
+
+func TestQueuePauseStopsEveryWorkerUntilResume(t *testing.T) {
+	f := newFleet(t)
+	args := []string{"--queue", "high,default", "--concurrency", "2"}
+	w1, w2 := f.startWorker(nil, args...), f.startWorker(nil, args...)
+	if r := f.jf("queue", "pause", "nope"); r.code != 1 || !strings.Contains(r.stderr, `unknown queue "nope"`) {
+		t.Fatalf("pause of an unknown queue: exit %d, %s", r.code, r.stderr)
+	}
+	if r := f.jf("queue", "pause", "high"); r.code != 0 || !strings.HasPrefix(r.stdout, "Queue high paused") {
+		t.Fatalf("pause: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	}
+	w1.waitFor(t, "queue paused", 5*time.Second)
+	w2.waitFor(t, "queue paused", 5*time.Second)
+
+	var high []string
+	for range 6 {
+		high = append(high, f.dispatch("high", workers.Noop{}))
+	}
+	d1, d2 := f.dispatch("default", workers.Noop{}), f.dispatch("default", workers.Noop{})
+	eventually(t, 10*time.Second, "the default jobs to run", func() error {
+		if ran := f.successes(); len(ran[d1]) == 0 || len(ran[d2]) == 0 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // a high job started by mistake would have finished by now
+	ran := f.successes()
+	for _, id := range high {
+		if len(ran[id]) > 0 {
+			t.Fatalf("job %s of the paused queue ran", id)
+		}
+	}
+	if st := queueStats(f.stats(), "high"); !st.Paused || st.Ready != 6 {
+		t.Fatalf("stats of the paused queue: %+v", st)
+	}
+
+	if r := f.jf("queue:resume", "high"); r.code != 0 || r.stdout != "Queue high resumed.\n" {
+		t.Fatalf("resume: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	}
+	eventually(t, 10*time.Second, "the high jobs to drain", func() error {
+		ran := f.successes()
+		for _, id := range high {
+			if len(ran[id]) != 1 {
+				return fmt.Errorf("job %s ran %d times", id, len(ran[id]))
+			}
+		}
+		return nil
+	})
+}
+
+func TestQueueStatsCountsQueuesAndWorkers(t *testing.T) {
+	f := newFleet(t)
+	w := f.startWorker(nil, "--queue", "high,default")
+	f.dispatch("high", workers.Noop{})
+	f.dispatch("high", workers.Noop{})
+	f.dispatch("default", workers.Fail{Permanent: true})
+	f.dispatch("default", workers.Noop{}, bus.Delay(time.Hour))
+	f.waitDLQ(1)
+
+	var st bus.Stats
+	// Workers write their record every 5 seconds.
+	eventually(t, 20*time.Second, "the per-minute counts", func() error {
+		st = f.stats()
+		high, def := queueStats(st, "high"), queueStats(st, "default")
+		if high.ProcessedLastMinute != 2 || def.FailedLastMinute != 1 {
+			return fmt.Errorf("high %+v, default %+v", high, def)
+		}
+		return nil
+	})
+	def := queueStats(st, "default")
+	if def.Delayed != 1 || def.Failed != 1 || def.Ready != 0 || def.Workers != 1 || st.FailedTotal != 1 {
+		t.Errorf("default = %+v (failed total %d)", def, st.FailedTotal)
+	}
+	if len(st.Workers) != 1 || st.Workers[0].PID != w.cmd.Process.Pid || st.Workers[0].Concurrency != 10 ||
+		strings.Join(st.Workers[0].Queues, ",") != "high,default" {
+		t.Fatalf("workers = %+v", st.Workers)
+	}
+	r := f.jf("queue:stats")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "QUEUE ") || !strings.Contains(r.stdout, strconv.Itoa(w.cmd.Process.Pid)) {
+		t.Fatalf("queue:stats: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	assertFits80(t, "queue stats", r.stdout)
+	t.Logf("jetfleet queue stats:\n%s", r.stdout)
+
+	if code := w.signal(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("worker exited %d", code)
+	}
+	if st := f.stats(); len(st.Workers) != 0 {
+		t.Fatalf("a stopped worker is still listed: %+v", st.Workers)
+	}
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/jetfleet/jetfleet/internal/natstest"
+)
+
+// TestScheduleAddListRemove: `schedule add` registers a periodic job,
+// adding the same name again replaces it, `ls` lists each once, `rm`
+// removes it, and removing an unknown name is harmless.
+func TestScheduleAddListRemove(t *testing.T) {
+	srv := natstest.Start(t)
+	env := testEnv("NATS_URL=" + srv.ClientURL())
+	dir := t.TempDir()
+	jf := func(stdin string, args ...string) result {
+		t.Helper()
+		return runJF(t, dir, env, stdin, append([]string{"schedule"}, args...)...)
+	}
+	mustOK := func(r result) result {
+		t.Helper()
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		return r
+	}
+
+	r := mustOK(jf("", "ls"))
+	if r.stdout != "" || !strings.Contains(r.stderr, "no periodic jobs") {
+		t.Fatalf("ls on a fresh server: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	r = mustOK(jf("", "add", "nightly", "@every 1h", "default", "cleanup", `{"v":1}`, "--tries", "2"))
+	if r.stdout != "scheduled nightly: @every 1h -> jobs.default.cleanup\n" {
+		t.Fatalf("add printed %q", r.stdout)
+	}
+	mustOK(jf(`{"v":2}`, "add", "nightly", "@every 2h", "default", "cleanup", "-", "--tries", "3"))
+	mustOK(jf("", "add", "digest", "*/5 * * * *", "emails", "send-digest", `{}`))
+
+	r = mustOK(jf("", "ls"))
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("ls printed %d lines, want a header and 2 schedules:\n%s", len(lines), r.stdout)
+	}
+	if f := strings.Fields(lines[1]); len(f) != 10 || f[0] != "digest" || strings.Join(f[1:7], " ") != "0 */5 * * * *" ||
+		f[7] != "jobs.emails.send-digest" || f[8] != "-" || f[9] != "{}" {
+		t.Errorf("digest line = %q", lines[1])
+	}
+	if f := strings.Fields(lines[2]); len(f) != 6 || f[0] != "nightly" || f[1]+" "+f[2] != "@every 2h0m0s" ||
+		f[3] != "jobs.default.cleanup" || f[4] != "tries=3" || f[5] != `{"v":2}` {
+		t.Errorf("nightly line = %q (re-adding should replace it)", lines[2])
+	}
+
+	if r = mustOK(jf("", "rm", "nightly")); r.stdout != "removed nightly\n" {
+		t.Fatalf("rm printed %q", r.stdout)
+	}
+	if r = mustOK(jf("", "rm", "nightly")); !strings.Contains(r.stderr, "no periodic job named nightly; nothing removed") {
+		t.Fatalf("second rm: stderr %q", r.stderr)
+	}
+	r = mustOK(jf("", "ls"))
+	if strings.Contains(r.stdout, "nightly") || !strings.Contains(r.stdout, "digest") {
+		t.Fatalf("ls after rm:\n%s", r.stdout)
+	}
+
+	if r = jf("", "add", "bad", "every minute", "default", "k", "{}"); r.code != 1 || !strings.Contains(r.stderr, `schedule "every minute" has 2 fields`) {
+		t.Fatalf("bad spec: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r = jf("", "frobnicate"); r.code != 2 || !strings.Contains(r.stderr, `unknown subcommand "frobnicate"`) {
+		t.Fatalf("unknown subcommand: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,366 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/catalog"
+	"github.com/jetfleet/jetfleet/internal/config"
+	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/readmodel"
+)
+
+// upOptions are the settings of `jetfleet up`.
+type upOptions struct {
+	dataDir string
+	// listen is the embedded server's client address; listenSet says the
+	// user chose it, so a taken port is an error rather than a fallback.
+	listen    string
+	listenSet bool
+	sync      syncPolicy
+	replicas  int
+	queues    []string
+
+	// httpListen is the HTTP address; httpListenSet says the user chose it.
+	httpListen    string
+	httpListenSet bool
+	drainDelay    time.Duration
+	grace         time.Duration
+	// noWorkers runs no workers in the process (tests of the bus alone,
+	// or a fleet of `jetfleet work` processes elsewhere).
+	noWorkers bool
+}
+
+// system is everything `up` runs in one process. Its parts start in order;
+// each part that started registers how to stop it, and shutdown stops them
+// in reverse order. Later parts (the HTTP node, the workers) are added to
+// parts and use the connection the earlier ones made.
+type system struct {
+	a    *app
+	opts upOptions
+	log  zerolog.Logger
+
+	// srv is the embedded NATS server; nil when NATS_URL names another one.
+	srv *natsembed.Server
+	// natsURL is the client URL of the server in use (password redacted
+	// when it came from NATS_URL).
+	natsURL string
+	nc      *nats.Conn
+	js      jetstream.JetStream
+
+	db  *readmodel.DB
+	cat *catalog.Catalog
+	// httpURL is where the HTTP node really listens.
+	httpURL string
+	// failed receives the error of a part that stopped by itself.
+	failed chan error
+
+	stops []stopStep
+}
+
+// part is one start step of the system.
+type part struct {
+	name  string
+	start func(ctx context.Context) error
+}
+
+// stopStep undoes one started part.
+type stopStep struct {
+	name string
+	stop func()
+}
+
+func (s *system) parts() []part {
+	return []part{
+		{"nats", s.startNATS},
+		{"bus", s.startBus},
+		{"readmodel", s.startReadModel},
+		{"catalog", s.startCatalog},
+		{"http", s.startHTTP},
+		{"workers", s.startWorkers},
+	}
+}
+
+// fail reports that a running part stopped by itself; runUp then stops all.
+func (s *system) fail(err error) {
+	select {
+	case s.failed <- err:
+	default: // one failure is enough to stop
+	}
+}
+
+// onStop registers how to stop a part that has started.
+func (s *system) onStop(name string, stop func()) {
+	s.stops = append(s.stops, stopStep{name, stop})
+}
+
+// shutdown stops every started part, the last started first.
+func (s *system) shutdown() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		st := s.stops[i]
+		st.stop()
+		s.log.Debug().Str("part", st.name).Msg("stopped")
+	}
+	s.stops = nil
+}
+
+// runUp is `jetfleet up`: the whole system in one process on embedded
+// defaults, until ctx ends (SIGINT or SIGTERM), then a clean shutdown.
+func runUp(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "up", "up [--listen :8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers]")
+	httpListen := fs.String("listen", httpDefaultListen(a.getenv), "HTTP address of the web node; when not given and taken, a free port is used with a warning")
+	drainDelay := fs.Duration("drain-delay", 0, "on Ctrl-C, how long /up answers 503 before the listener closes (0: none; there is no balancer in front of up)")
+	grace := fs.Duration("grace", 30*time.Second, "on Ctrl-C, how long in-flight requests and running jobs may take to finish")
+	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (jobs wait for `jetfleet work`)")
+	listen := fs.String("nats-listen", natsDefaultListen(a.getenv), "client address of the embedded NATS server; when not given and taken, a free port is used with a warning")
+	dataDir := fs.String("data", a.dataDir, "data directory: NATS store under <data>/nats, client URL in <data>/nats.url")
+	syncFlag := fs.String("sync-interval", "", "fsync interval of the embedded file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")
+	replicas := fs.Int("replicas", 1, "replicas of the JOBS and DLQ streams (3 when NATS_URL names a 3-node cluster)")
+	queues := fs.String("queues", "high,default,emails", "queues whose consumers are provisioned")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, rest); err != nil {
+		return err
+	}
+	opts := upOptions{
+		dataDir:   *dataDir,
+		listen:    *listen,
+		listenSet: flagsSet(fs)["nats-listen"],
+		replicas:  *replicas,
+		queues:    splitList(*queues),
+
+		httpListen:    *httpListen,
+		httpListenSet: flagsSet(fs)["listen"],
+		drainDelay:    *drainDelay,
+		grace:         *grace,
+		noWorkers:     *noWorkers,
+	}
+	if opts.drainDelay < 0 || opts.grace <= 0 {
+		return fmt.Errorf("--drain-delay must be 0 or more and --grace more than 0 (got %s and %s)", opts.drainDelay, opts.grace)
+	}
+	if opts.sync, err = parseSyncPolicy(*syncFlag); err != nil {
+		return err
+	}
+	if opts.replicas < 1 {
+		return fmt.Errorf("--replicas %d: must be at least 1", opts.replicas)
+	}
+	for _, q := range opts.queues {
+		if err := bus.ValidateName("queue", q); err != nil {
+			return fmt.Errorf("--queues: %w", err)
+		}
+	}
+
+	sys := &system{a: a, opts: opts, log: a.log, failed: make(chan error, 1)}
+	// Parts that run in the background (HTTP, workers) stop when runCtx
+	// ends: on a signal, or when another part failed.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		sys.shutdown()
+		a.log.Info().Msg("jetfleet stopped")
+	}()
+	for _, p := range sys.parts() {
+		if err := p.start(runCtx); err != nil {
+			if ctx.Err() != nil { // a signal during start-up: not a failure
+				return nil
+			}
+			return fmt.Errorf("start %s: %w", p.name, err)
+		}
+	}
+	a.log.Info().Str("nats_url", sys.natsURL).Str("http_url", sys.httpURL).Strs("queues", opts.queues).
+		Bool("workers", !opts.noWorkers).Msg("jetfleet is up; press Ctrl-C to stop")
+	fmt.Fprintf(a.stdout, "jetfleet is up: %s\n", sys.httpURL)
+	fmt.Fprintln(a.stdout, "Tour: open it, log in, create an item and upload a picture; then try `jetfleet queue stats` and `jetfleet dispatch default jetfleet-noop '{}'` (docs/tour.md).")
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-sys.failed:
+		return err
+	}
+}
+
+// startNATS embeds a NATS server with JetStream, or connects to the servers
+// of NATS_URL when it is set, and records the client URL for later commands.
+func (s *system) startNATS(ctx context.Context) error {
+	if env := s.a.getenv("NATS_URL"); env != "" {
+		return s.connectExternal(env)
+	}
+	listen, fellBack, err := chooseListen(s.opts.listen, s.opts.listenSet, "nats-listen")
+	if err != nil {
+		return err
+	}
+	srv, err := natsembed.Start(natsembed.Config{
+		Name:         "jetfleet",
+		Listen:       listen,
+		StoreDir:     filepath.Join(s.opts.dataDir, "nats"),
+		SyncInterval: s.opts.sync.interval,
+		SyncAlways:   s.opts.sync.always,
+		Logf:         natsLogf(s.log, zerolog.DebugLevel),
+	})
+	if err != nil {
+		return err
+	}
+	s.srv = srv
+	s.onStop("nats-server", srv.Shutdown)
+	s.natsURL = srv.ClientURL()
+	if fellBack {
+		warnFallback(s.a, s.opts.listen, s.natsURL, "nats-listen")
+	}
+	if err := srv.JetStreamReady(30 * time.Second); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(s.natsURL, nats.Name("jetfleet up"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to the embedded NATS server at %s: %w", s.natsURL, err)
+	}
+	if err := s.useConn(nc); err != nil {
+		return err
+	}
+	if err := config.WriteNATSURL(s.opts.dataDir, s.natsURL); err != nil {
+		return err
+	}
+	s.log.Info().Str("nats_url", s.natsURL).Str("store", absPath(srv.StoreDir())).Str("sync", s.opts.sync.String()).
+		Str("url_file", absPath(filepath.Join(s.opts.dataDir, config.URLFile))).
+		Msg("embedded NATS server with JetStream started")
+	return nil
+}
+
+// connectExternal uses the NATS servers named by NATS_URL instead of
+// embedding one. nats.url is left alone: every command reads NATS_URL (from
+// the environment or .env) before it.
+func (s *system) connectExternal(env string) error {
+	s.natsURL = redactURLs(env)
+	if s.opts.listenSet || s.opts.sync != (syncPolicy{}) {
+		s.log.Warn().Msg("NATS_URL is set, so no server is embedded: --nats-listen and --sync-interval are ignored")
+	}
+	nc, _, err := config.ConnectNATS(s.a.getenv, s.opts.dataDir, "jetfleet up")
+	if err != nil {
+		return err
+	}
+	if err := s.useConn(nc); err != nil {
+		return err
+	}
+	s.log.Info().Str("nats_url", s.natsURL).Str("connected_to", nc.ConnectedUrlRedacted()).
+		Msg("using the NATS server of NATS_URL; none embedded")
+	return nil
+}
+
+// useConn keeps nc as the system's connection, closed at shutdown.
+func (s *system) useConn(nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	s.nc, s.js = nc, js
+	s.onStop("nats-connection", nc.Close)
+	return nil
+}
+
+// startBus provisions the jetfleet streams and one consumer per queue.
+//
+// In a cluster, a stream that has just been created or scaled (R1 to R3)
+// has no leader for a moment, and creating its consumers then fails with a
+// 503 ("insufficient resources"); such errors are retried for up to 30 s.
+func (s *system) startBus(ctx context.Context) error {
+	cfg := bus.Config{Replicas: s.opts.replicas}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := bus.ProvisionQueues(ctx, s.js, cfg, s.opts.queues...)
+		if err == nil {
+			break
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.Code != 503 || time.Now().After(deadline) {
+			return err
+		}
+		s.log.Debug().Err(err).Msg("JetStream not ready for the topology yet (leader election); retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if err := s.waitForReplicas(ctx); err != nil {
+		return err
+	}
+	s.log.Info().Strs("streams", []string{bus.JobsStream, bus.DLQStream}).Int("replicas", s.opts.replicas).
+		Strs("queues", s.opts.queues).Msg("job bus provisioned")
+	return nil
+}
+
+// waitForReplicas waits, for up to a minute, until every replica of JOBS
+// and DLQ is current. A stream just created or scaled up (R1 to R3) has
+// followers that are still catching up, and until they are, losing the
+// leader's node stops the stream (no follower can take over). Past the
+// minute it warns and goes on.
+func (s *system) waitForReplicas(ctx context.Context) error {
+	if s.opts.replicas < 2 {
+		return nil
+	}
+	deadline := time.Now().Add(time.Minute)
+	for _, name := range []string{bus.JobsStream, bus.DLQStream} {
+		for {
+			state, ok := replicaState(ctx, s.js, name)
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				s.log.Warn().Str("stream", name).Str("replicas", state).
+					Msg("the stream's replicas are not all current yet; until they are, the cluster cannot lose a node without stopping it")
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// replicaState describes the replicas of stream name and reports whether it
+// has a leader and every replica is current.
+func replicaState(ctx context.Context, js jetstream.JetStream, name string) (string, bool) {
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(c, name)
+	if err != nil {
+		return err.Error(), false
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil {
+		return "no cluster information", false
+	}
+	ok := info.Cluster.Leader != "" && len(info.Cluster.Replicas) >= info.Config.Replicas-1
+	state := "leader " + info.Cluster.Leader
+	for _, r := range info.Cluster.Replicas {
+		ok = ok && r.Current && !r.Offline
+		state += fmt.Sprintf(", %s current=%v", r.Name, r.Current)
+	}
+	return state, ok
+}
+
+// redactURLs hides the passwords of a comma-separated list of URLs.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}
