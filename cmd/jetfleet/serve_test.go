@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -161,11 +162,15 @@ func TestServeTwoNodesCausalReads(t *testing.T) {
 func TestServeUpEndpoint(t *testing.T) {
 	f := newWebFarm(t)
 	nodeA, a := f.serve("--drain-delay", "2s", "--grace", "20s")
-	_, b := f.serve("--drain-delay", "0s")
+	agent := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
+	_, b := f.serve("--drain-delay", "0s", "--agent-listen", agent)
 	for _, base := range []string{a, b} {
 		if h, err := getUp(base); err != nil || h.code != 200 || h.Status != "up" || len(h.Degraded) != 0 {
 			t.Fatalf("%s/up: %d %+v (%v)", base, h.code, h, err)
 		}
+	}
+	if line := agentLine(t, agent); !strings.HasPrefix(line, "ready up") {
+		t.Fatalf("the agent check of node B said %q, want ready up", line)
 	}
 
 	f.pair.StopReplica(t, false)
@@ -260,4 +265,20 @@ func slowUpload(t *testing.T, c *ct.Client, itemID int64, chunks int, pause time
 		run.done <- uploadResult{code: resp.StatusCode, body: b, err: err}
 	}()
 	return run
+}
+
+// agentLine reads the one line an HAProxy agent-check port answers.
+func agentLine(t *testing.T, addr string) string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("agent %s: %v", addr, err)
+	}
+	return strings.TrimSpace(string(b))
 }

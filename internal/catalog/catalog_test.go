@@ -10,6 +10,8 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	ct "github.com/jetfleet/jetfleet/internal/catalog/catalogtest"
+	"github.com/jetfleet/jetfleet/internal/mariadbtest"
+	"github.com/jetfleet/jetfleet/readmodel"
 )
 
 // TestCatalogFlow walks the whole app in one process on real servers:
@@ -18,7 +20,18 @@ import (
 // get 160 and 640 px thumbnails; a text file fails for good with a reason
 // naming it, both on the item and in DLQ; the HTML page shows the item.
 func TestCatalogFlow(t *testing.T) {
-	a := startApp(t, true)
+	t.Run("sqlite", func(t *testing.T) { catalogFlow(t, startApp(t, true)) })
+	t.Run("mariadb", func(t *testing.T) {
+		if err := mariadbtest.Available(); err != nil {
+			t.Skip(err)
+		}
+		p := mariadbtest.Start(t)
+		catalogFlow(t, startAppOn(t, readmodel.Config{Driver: readmodel.DriverMySQL, WriteHost: p.Primary.Addr(),
+			ReadHosts: []string{p.Replica.Addr()}, Database: p.NewDatabase(t), Username: mariadbtest.AppUser, Password: p.Password}, true))
+	})
+}
+
+func catalogFlow(t *testing.T, a *app) {
 	c := ct.NewClient(t, a.url)
 	first := c.Login("ann")
 	if !first.Created || first.WelcomeJob != "welcome-1" {

@@ -214,19 +214,34 @@ func (c *Catalog) storeFile(ctx context.Context, id int64, p *multipart.Part, ea
 		name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(base, ext), n, ext)
 	}
 	ref := ImageRef{Name: name, Object: objectName(id, name, 0)}
-	info, err := c.images.Put(ctx, jetstream.ObjectMeta{Name: ref.Object, Headers: nats.Header{"Filename": {p.FileName()}}}, p)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return ref, errTooLarge(tooBig.Limit)
-		}
-		return ref, badMultipart(err)
+	body := &partReader{r: p}
+	info, err := c.images.Put(ctx, jetstream.ObjectMeta{Name: ref.Object, Headers: nats.Header{"Filename": {p.FileName()}}}, body)
+	if body.err != nil { // the client's side: too large, broken off, malformed
+		return ref, badMultipart(body.err)
+	}
+	if err != nil { // the Object Store's side
+		return ref, fmt.Errorf("store %s in the object store: %w", ref.Object, err)
 	}
 	if info.Size == 0 {
 		c.images.Delete(context.WithoutCancel(ctx), ref.Object)
 		return ref, fail(http.StatusBadRequest, "file %s is empty", p.FileName())
 	}
 	return ref, nil
+}
+
+// partReader remembers the error of reading an uploaded file, to tell the
+// client's failures from the Object Store's.
+type partReader struct {
+	r   io.Reader
+	err error
+}
+
+func (pr *partReader) Read(p []byte) (int, error) {
+	n, err := pr.r.Read(p)
+	if err != nil && err != io.EOF {
+		pr.err = err
+	}
+	return n, err
 }
 
 // badMultipart answers a body that broke off or is malformed.

@@ -139,12 +139,27 @@ func (c *Catalog) processImage(ctx context.Context, itemID int64, ref ImageRef) 
 	return c.recordRenditions(ctx, itemID, rows)
 }
 
-// recordRenditions replaces the rows of one image (original first) in one
-// transaction, so the image turns "ready" with all its thumbnails at once.
+// recordRenditions records one image's original (rows[0]: its size and
+// type, no error) and replaces its thumbnails, in one transaction, so the
+// image turns "ready" with all its thumbnails at once. The original keeps
+// its row, and so its place among the item's images.
 func (c *Catalog) recordRenditions(ctx context.Context, itemID int64, rows []imageRow) error {
+	orig := rows[0]
 	return c.db.Tx(ctx, func(tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM item_images WHERE item_id = ? AND name = ?", itemID, rows[0].Name); err != nil {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM item_images WHERE item_id = ? AND name = ? AND size > 0", itemID, orig.Name); err != nil {
 			return err
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, "SELECT COUNT(*) FROM item_images WHERE item_id = ? AND name = ? AND size = 0", itemID, orig.Name); err != nil {
+			return err
+		}
+		if n > 0 {
+			_, err := tx.ExecContext(ctx, "UPDATE item_images SET object_name = ?, width = ?, height = ?, content_type = ?, error = '' WHERE item_id = ? AND name = ? AND size = 0",
+				orig.ObjectName, orig.Width, orig.Height, orig.ContentType, itemID, orig.Name)
+			if err != nil {
+				return err
+			}
+			rows = rows[1:]
 		}
 		for _, r := range rows {
 			_, err := tx.ExecContext(ctx, "INSERT INTO item_images (item_id, name, size, object_name, width, height, content_type, error) VALUES (?, ?, ?, ?, ?, ?, ?, '')",
