@@ -275,7 +275,11 @@ func (s *system) useConn(nc *nats.Conn) error {
 // has no leader for a moment, and creating its consumers then fails with a
 // 503 ("insufficient resources"); such errors are retried for up to 30 s.
 func (s *system) startBus(ctx context.Context) error {
-	cfg := bus.Config{Replicas: s.opts.replicas}
+	cfg, err := busSettings(s.a.getenv)
+	if err != nil {
+		return err
+	}
+	cfg.Replicas = s.opts.replicas
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := bus.ProvisionQueues(ctx, s.js, cfg, s.opts.queues...)

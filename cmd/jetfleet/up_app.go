@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/catalog"
 	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/workers"
@@ -83,9 +82,13 @@ func (s *system) startWorkers(ctx context.Context) error {
 	if s.opts.noWorkers {
 		return nil
 	}
+	busCfg, err := busSettings(s.a.getenv)
+	if err != nil {
+		return err
+	}
+	busCfg.Replicas = s.opts.replicas
 	w := workers.New(s.js, workers.Config{
-		Queues: s.opts.queues, Grace: s.opts.grace,
-		Bus: bus.Config{Replicas: s.opts.replicas}, Logger: &s.log,
+		Queues: s.opts.queues, Grace: s.opts.grace, Bus: busCfg, Logger: &s.log,
 	})
 	workers.RegisterDiagnostics(w)
 	s.cat.RegisterJobs(w)

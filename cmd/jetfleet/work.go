@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -25,7 +26,11 @@ func runWork(ctx context.Context, a *app, args []string) error {
 	maxJobs := fs.Int("max-jobs", 0, "stop after this many jobs (0: no limit)")
 	maxTime := fs.Duration("max-time", 0, "stop after running this long (0: no limit)")
 	stopWhenEmpty := fs.Bool("stop-when-empty", false, "stop when the queues have no ready job")
-	ackWait := fs.Duration("ack-wait", 30*time.Second, "how long the server waits for a heartbeat before redelivering a job; set the same on every worker of a queue")
+	envBus, err := busSettings(a.getenv)
+	if err != nil {
+		return err
+	}
+	ackWait := fs.Duration("ack-wait", cmp.Or(envBus.AckWait, 30*time.Second), "how long the server waits for a heartbeat before redelivering a job; set the same on every worker of a queue")
 	noDiag := fs.Bool("no-diagnostics", false, "do not register jetfleet-noop, jetfleet-sleep and jetfleet-fail")
 	noCatalog := fs.Bool("no-catalog", false, "do not register the reference app's jobs (send-welcome-email, process-item-images), and open no database")
 	rest, err := parseFlags(fs, args)
