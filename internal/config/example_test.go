@@ -1,0 +1,31 @@
+package config_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/jetfleet/jetfleet/internal/config"
+)
+
+// NATSURL prefers NATS_URL, then the URL `jetfleet up` recorded in the data
+// directory, then the default.
+func ExampleNATSURL() {
+	dir, _ := os.MkdirTemp("", "jetfleet-config-")
+	defer os.RemoveAll(dir)
+	noEnv := func(string) string { return "" }
+	fmt.Println(config.NATSURL(noEnv, dir))
+	_ = config.WriteNATSURL(dir, "nats://127.0.0.1:37191")
+	fmt.Println(config.NATSURL(noEnv, dir))
+	withEnv := func(k string) string {
+		if k == "NATS_URL" {
+			return "nats://nats.internal:4222"
+		}
+		return ""
+	}
+	fmt.Println(config.NATSURL(withEnv, filepath.Join(dir)))
+	// Output:
+	// nats://127.0.0.1:4222
+	// nats://127.0.0.1:37191
+	// nats://nats.internal:4222
+}
