@@ -111,7 +111,9 @@ func serveError(err error) error {
 //	server web1 10.0.0.1:8080 check agent-check agent-port 8081 agent-inter 2s
 func (h *Health) ServeAgent(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
+	// AfterFunc runs Close in its own goroutine; close here too so the port
+	// is closed when ServeAgent returns, not a moment later.
+	defer func() { stop(); ln.Close() }()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	pause := 5 * time.Millisecond
