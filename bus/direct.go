@@ -28,8 +28,9 @@ type directGetRequest struct {
 	NoHeaders bool       `json:"no_hdr,omitempty"`
 }
 
-// apiPrefix is the JetStream API prefix js uses ("$JS.API." by default).
-func apiPrefix(js jetstream.JetStream) string {
+// APIPrefix is the JetStream API prefix js uses ("$JS.API." by default,
+// "$JS.<domain>.API." with a domain), for API calls nats.go does not wrap.
+func APIPrefix(js jetstream.JetStream) string {
 	o := js.Options()
 	switch {
 	case o.Domain != "":
@@ -50,7 +51,7 @@ func directGet(ctx context.Context, js jetstream.JetStream, stream string, req d
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"DIRECT.GET."+stream, body)
+	msg, err := js.Conn().RequestWithContext(ctx, APIPrefix(js)+"DIRECT.GET."+stream, body)
 	if err != nil {
 		return nil, fmt.Errorf("bus: direct get on %s: %w", stream, err)
 	}
@@ -122,7 +123,7 @@ func purge(ctx context.Context, js jetstream.JetStream, stream string, req purge
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.PURGE."+stream, body)
+	msg, err := js.Conn().RequestWithContext(ctx, APIPrefix(js)+"STREAM.PURGE."+stream, body)
 	if err != nil {
 		return 0, fmt.Errorf("bus: purge %s: %w", stream, err)
 	}

@@ -43,15 +43,22 @@ func (r *run) finish(settle func() error, outcome string) {
 
 func (l *loop) start(m jetstream.Msg) {
 	l.slots <- struct{}{}
-	r := &run{msg: m, log: l.w.log, settled: l.tally.counter(m.Subject())}
+	r := &run{msg: m, log: l.w.log, settled: l.settled(m.Subject())}
 	l.mu.Lock()
 	l.inFlight[r] = struct{}{}
 	l.mu.Unlock()
 	l.running.Add(1)
-	go func() {
-		defer l.release(r)
+	l.work <- r
+}
+
+// runJobs is one of the loop's long-lived job goroutines. Reusing them
+// keeps their grown stacks: a goroutine per job paid for stack growth
+// (JSON decoding is deep) on every job.
+func (l *loop) runJobs() {
+	for r := range l.work {
 		l.process(r)
-	}()
+		l.release(r)
+	}
 }
 
 // freeSlot gives r's slot to the next job as soon as its handler is done,

@@ -18,9 +18,9 @@ const probeWait = 30 * time.Second
 
 // loop is the state of one Run.
 type loop struct {
-	w         *Worker
-	consumers map[string]jetstream.Consumer
-	ackWait   time.Duration
+	w       *Worker
+	pullers map[string]*puller
+	ackWait time.Duration
 
 	// jobCtx is the parent of every running job's context; it ends only
 	// when the drain's grace runs out, not when Run's context ends.
@@ -30,11 +30,14 @@ type loop struct {
 	running  sync.WaitGroup
 	slots    chan struct{} // one token per running job
 	finished chan struct{} // a job finished (buffered, coalescing)
-	wake     chan struct{} // a probe saw a ready job, or a queue was resumed (buffered, coalescing)
-	probes   map[string]*probe
-	pauses   *pauses // which queues are paused (pause.go)
-	tally    *tally  // settled jobs per queue, for the presence record (presence.go)
-	done     int     // jobs finished, for MaxJobs
+	// work feeds the job goroutines: twice Concurrency of them, since a
+	// job's slot is freed before its outcome is settled with the server.
+	work   chan *run
+	wake   chan struct{} // a probe saw a ready job, or a queue was resumed (buffered, coalescing)
+	probes map[string]*probe
+	pauses *pauses // which queues are paused (pause.go)
+	tally  *tally  // settled jobs per queue, for the presence record (presence.go)
+	done   int     // jobs finished, for MaxJobs
 
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
@@ -61,8 +64,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopPresence := l.startPresence(ctx)
 	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
 	go l.heartbeats(beatCtx)
+	for range 2 * w.cfg.Concurrency {
+		go l.runJobs()
+	}
 	l.fetchLoop(ctx, w.stopDeadline())
 	l.drain()
+	close(l.work)
+	l.closePullers()
 	stopBeats()
 	stopPresence()
 	w.log.Info().Int("jobs", l.done).Msg("worker stopped")
@@ -78,9 +86,10 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		return nil, fmt.Errorf("workers: %w", err)
 	}
 	l := &loop{
-		w: w, consumers: map[string]jetstream.Consumer{}, probes: map[string]*probe{},
+		w: w, pullers: map[string]*puller{}, probes: map[string]*probe{},
 		slots:    make(chan struct{}, w.cfg.Concurrency),
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		work:     make(chan *run, w.cfg.Concurrency),
 		inFlight: map[*run]struct{}{}, tally: newTally(),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
@@ -89,7 +98,10 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		if err != nil {
 			return nil, fmt.Errorf("workers: consumer for queue %s: %w", name, err)
 		}
-		l.consumers[name] = c
+		if l.pullers[name], err = newPuller(w.js, name); err != nil {
+			l.closePullers()
+			return nil, err
+		}
 		l.ackWait = c.CachedInfo().Config.AckWait
 		l.probes[name] = newProbe(c, l.wake)
 	}
@@ -154,20 +166,22 @@ func (l *loop) fetchAndStart(ctx context.Context, free int) int {
 		if l.pauses.isPaused(q.name) {
 			continue
 		}
-		batch, err := l.consumers[q.name].FetchNoWait(free - started)
-		if err != nil {
-			l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch failed")
-			continue
-		}
-		for m := range batch.Messages() {
+		msgs, err := l.pullers[q.name].fetchNoWait(free - started)
+		for _, m := range msgs {
 			l.start(m)
 			started++
 		}
-		if err := batch.Error(); err != nil && ctx.Err() == nil {
-			l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch ended with an error")
+		if err != nil && ctx.Err() == nil {
+			l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch failed")
 		}
 	}
 	return started
+}
+
+func (l *loop) closePullers() {
+	for _, p := range l.pullers {
+		p.close()
+	}
 }
 
 func (l *loop) armProbes(ctx context.Context) {

@@ -62,6 +62,12 @@ type Config struct {
 	Bus bus.Config
 	// Middleware wraps every handler, first one outermost.
 	Middleware []Middleware
+	// OnOutcome, when set, is called with the queue, kind and outcome of
+	// every delivery once the server has confirmed it (a Middleware sees
+	// an attempt's error, but not whether it was retried or
+	// dead-lettered). It runs on the job's goroutine: keep it quick; it
+	// must be safe for concurrent use. Default: nil.
+	OnOutcome func(queue, kind string, o Outcome)
 	// Logger receives job-level logs. Default: no logging.
 	Logger *zerolog.Logger
 	// PresenceInterval is how often the worker writes its presence record

@@ -1,0 +1,49 @@
+package workers
+
+import "github.com/jetfleet/jetfleet/bus"
+
+// Outcome is what became of one delivery of a job, once the server has
+// confirmed it. Config.OnOutcome receives it, for metrics.
+type Outcome string
+
+// Outcomes reported to Config.OnOutcome.
+const (
+	// Succeeded: the handler returned nil and the job was acknowledged.
+	Succeeded Outcome = "succeeded"
+	// Retried: the attempt failed and the job will be delivered again
+	// after its backoff.
+	Retried Outcome = "retried"
+	// DeadLettered: the job failed for good (tries used up, a permanent
+	// error, no handler, malformed) and is stored in DLQ.
+	DeadLettered Outcome = "dead_lettered"
+	// HandedBack: a drain gave the job back to the queue unfinished.
+	HandedBack Outcome = "handed_back"
+)
+
+// outcomes maps the settle outcomes of execute.go to the public ones; the
+// others ("dead-letter failed": the job is delivered again) are not
+// reported.
+var outcomes = map[string]Outcome{
+	"acked":         Succeeded,
+	"retry":         Retried,
+	"dead-lettered": DeadLettered,
+	"terminated":    DeadLettered,
+	"handed back":   HandedBack,
+}
+
+// settled returns what a run of the message on subject calls with each
+// outcome the server confirmed: the presence tally, then Config.OnOutcome.
+func (l *loop) settled(subject string) func(outcome string) {
+	count := l.tally.counter(subject)
+	hook := l.w.cfg.OnOutcome
+	if hook == nil {
+		return count
+	}
+	queue, kind, _ := bus.ParseJobSubject(subject)
+	return func(outcome string) {
+		count(outcome)
+		if o, ok := outcomes[outcome]; ok {
+			hook(queue, kind, o)
+		}
+	}
+}
