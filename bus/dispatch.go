@@ -81,7 +81,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (s
 	if err != nil {
 		return "", err
 	}
-	return id, d.publish(ctx, msg)
+	return id, d.publishJob(ctx, msg)
 }
 
 // DispatchJSON enqueues a job of kind whose arguments are already JSON, as
@@ -91,7 +91,7 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	if err != nil {
 		return "", err
 	}
-	return id, d.publish(ctx, msg)
+	return id, d.publishJob(ctx, msg)
 }
 
 // Params is one job of a DispatchMany batch.
@@ -154,6 +154,11 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...Params) ([]string
 	for i := awaited; i < len(futures); i++ {
 		if futures[i] != nil {
 			errs[i] = d.awaitAck(ctx, futures[i])
+		}
+	}
+	for i, f := range futures {
+		if f != nil && errs[i] == nil {
+			d.dispatched(f.Msg())
 		}
 	}
 	return ids, batchError(errs)
@@ -328,6 +333,31 @@ func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
 		return d.publishError(msg, err)
 	}
 	return nil
+}
+
+// publishJob publishes a job's message and reports it to
+// Config.OnDispatched once stored.
+func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg) error {
+	if err := d.publish(ctx, msg); err != nil {
+		return err
+	}
+	d.dispatched(msg)
+	return nil
+}
+
+// dispatched tells Config.OnDispatched about a stored job; a delayed job's
+// queue and kind are in its schedule target.
+func (d *Dispatcher) dispatched(msg *nats.Msg) {
+	if d.cfg.OnDispatched == nil {
+		return
+	}
+	subject := msg.Subject
+	if target := msg.Header.Get(headerScheduleTarget); target != "" {
+		subject = target
+	}
+	if queue, kind, err := ParseJobSubject(subject); err == nil {
+		d.cfg.OnDispatched(queue, kind)
+	}
 }
 
 func (d *Dispatcher) publishError(msg *nats.Msg, err error) error {

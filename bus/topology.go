@@ -31,6 +31,11 @@ type Config struct {
 	AckWait time.Duration
 	// DefaultQueue is where Dispatch puts jobs without OnQueue. Default "default".
 	DefaultQueue string
+	// OnDispatched, when set, is called by a Dispatcher once for every job
+	// JetStream acknowledged storing (Dispatch, DispatchJSON and each stored
+	// job of DispatchMany; not Schedule), with the job's queue and kind, for
+	// metrics. It must be quick and safe for concurrent use. Default: nil.
+	OnDispatched func(queue, kind string)
 }
 
 func (c Config) withDefaults() Config {

@@ -80,6 +80,12 @@ type Config struct {
 	// another connection or process (default 5s).
 	BusyTimeout time.Duration
 
+	// ObserveRead, when set, is called for every read (Get, Select, Query)
+	// with the role of the member it ran on and why it went there (sticky
+	// scope, token fallback...), for metrics. It must be quick and safe for
+	// concurrent use. Default: nil.
+	ObserveRead func(target Role, why ReadReason)
+
 	// Logger receives pool changes (a replica leaving or joining) and
 	// warnings. The zero value logs nothing.
 	Logger zerolog.Logger

@@ -200,7 +200,10 @@ func (d *DB) Writer() *sqlx.DB { return d.primary.db }
 
 // Reader is the *sqlx.DB that a read in ctx would use now: a healthy
 // replica, or the primary (see DB.Get for the rules).
-func (d *DB) Reader(ctx context.Context) *sqlx.DB { return d.reader(ctx, "").db }
+func (d *DB) Reader(ctx context.Context) *sqlx.DB {
+	m, _ := d.reader(ctx, "")
+	return m.db
+}
 
 // Get runs a single-row read into dest (sqlx.Get) on the member chosen for
 // ctx: a healthy replica, balanced round-robin, unless ctx is in a Sticky
@@ -251,7 +254,8 @@ func truncate(dest any) {
 // read runs fn on the member chosen for the read and, if the member failed
 // (not the statement), once more on another one.
 func (d *DB) read(ctx context.Context, query string, fn func(*member) error) error {
-	m := d.reader(ctx, query)
+	m, why := d.reader(ctx, query)
+	d.observeRead(m, why)
 	err := fn(m)
 	// A read meant for the primary (sticky, marked, locking, or no replica
 	// in the pool) stays there: database/sql already retried a bad
@@ -267,26 +271,37 @@ func (d *DB) read(ctx context.Context, query string, fn func(*member) error) err
 		}
 	}
 	d.log.Debug().Str("failed", m.addr).Str("retry", alt.addr).Err(err).Msg("readmodel: read retried on another member")
+	d.observeRead(alt, ReadRetried)
 	return wrapErr(alt, fn(alt))
 }
 
-// reader picks the member for a read of query ("" for any read) in ctx.
-func (d *DB) reader(ctx context.Context, query string) *member {
-	if len(d.replicas) == 0 || (query != "" && !isPlainRead(query)) {
-		return d.primary
+// reader picks the member for a read of query ("" for any read) in ctx,
+// and says why.
+func (d *DB) reader(ctx context.Context, query string) (*member, ReadReason) {
+	if len(d.replicas) == 0 {
+		return d.primary, ReadNoReplica
+	}
+	if query != "" && !isPlainRead(query) {
+		return d.primary, ReadNotPlain
 	}
 	if r := routingFrom(ctx); r != nil {
-		if r.primary || (!d.cfg.NoSticky && r.scope != nil && r.scope.wrote.Load()) {
-			return d.primary
+		if r.primary {
+			return d.primary, ReadMarked
+		}
+		if !d.cfg.NoSticky && r.scope != nil && r.scope.wrote.Load() {
+			return d.primary, ReadSticky
 		}
 		if tok := r.causalToken(); len(tok) > 0 {
-			return d.causalReplica(ctx, tok)
+			if m := d.causalReplica(ctx, tok); m != d.primary {
+				return m, ReadCausal
+			}
+			return d.primary, ReadTokenFallback
 		}
 	}
 	if m := d.pickReplica(nil); m != nil {
-		return m
+		return m, ReadBalanced
 	}
-	return d.primary
+	return d.primary, ReadNoReplica
 }
 
 // pickReplica returns the next replica in the pool, round-robin, other than

@@ -293,7 +293,7 @@ func BenchmarkRoute(b *testing.B) {
 	d.rebuildPool()
 	ctx := Sticky(b.Context())
 	for b.Loop() {
-		if d.reader(ctx, "SELECT id, title, n FROM notes WHERE id = ?") == d.primary {
+		if m, _ := d.reader(ctx, "SELECT id, title, n FROM notes WHERE id = ?"); m == d.primary {
 			b.Fatal("routed to the primary")
 		}
 	}

@@ -67,6 +67,10 @@ type Config struct {
 	// MaxRetries bounds how often a save reloads and merges after a
 	// concurrent write to the same session. Default 10.
 	MaxRetries int
+	// Observe, when set, is called with every store operation (loads,
+	// saves, conflicts, store errors), for metrics. It must be quick and
+	// safe for concurrent use. Default: nil.
+	Observe func(Event)
 	// Now is the clock used for deadlines. Default time.Now. Tests set it
 	// to move time forward.
 	Now func() time.Time

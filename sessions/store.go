@@ -14,16 +14,19 @@ import (
 // the store are errors.
 func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error) {
 	if err := m.connected(); err != nil {
+		m.observe(EventStoreError)
 		return nil, 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
 	e, err := m.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		m.observe(EventStoreError)
 		return nil, 0, fmt.Errorf("%w: load session: %w", ErrUnavailable, err)
+	}
+	m.observe(EventLoad)
+	if err != nil {
+		return nil, 0, nil
 	}
 	rec, err := decodeRecord(e.Value())
 	if err != nil || rec.expired(m.now()) {
@@ -36,6 +39,7 @@ func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error)
 // key must not exist). It reports a conflict as jetstream.ErrKeyRevisionMismatch.
 func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64) (uint64, error) {
 	if err := m.connected(); err != nil {
+		m.observe(EventStoreError)
 		return 0, err
 	}
 	data := rec.encode()
@@ -44,10 +48,14 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 	newRev, err := m.kv.Update(ctx, key, data, rev)
 	switch {
 	case err == nil:
+		m.observe(EventSave)
 		return newRev, nil
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		m.observe(EventConflict)
 		return 0, err
-	case errors.Is(err, nats.ErrMaxPayload):
+	}
+	m.observe(EventStoreError)
+	if errors.Is(err, nats.ErrMaxPayload) {
 		return 0, fmt.Errorf("%w: the session record is %d bytes (%d keys) and the NATS server's max_payload is %d bytes; store less in the session",
 			ErrTooLarge, len(data), len(rec.values), m.nc.MaxPayload())
 	}
@@ -57,6 +65,7 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 // remove deletes key; with rev > 0 only if the key is still at rev.
 func (m *Manager) remove(ctx context.Context, key string, rev uint64) error {
 	if err := m.connected(); err != nil {
+		m.observe(EventStoreError)
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
@@ -67,8 +76,12 @@ func (m *Manager) remove(ctx context.Context, key string, rev uint64) error {
 	}
 	err := m.kv.Delete(ctx, key, opts...)
 	if err == nil || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if err != nil {
+			m.observe(EventConflict)
+		}
 		return err
 	}
+	m.observe(EventStoreError)
 	return fmt.Errorf("%w: delete session: %w", ErrUnavailable, err)
 }
 

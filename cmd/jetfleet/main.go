@@ -30,6 +30,9 @@ type app struct {
 	log            zerolog.Logger
 	// dataDir holds nats.url, the embedded NATS store and the SQLite file.
 	dataDir string
+	// obs, when set (serve, up, work), is the process's metrics registry
+	// and hooks (observe.go).
+	obs *observability
 }
 
 // command is one subcommand. Aliases are extra names (Laravel's queue:failed).

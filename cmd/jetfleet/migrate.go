@@ -57,5 +57,6 @@ func openReadModel(ctx context.Context, a *app) (*readmodel.DB, error) {
 		}
 	}
 	cfg.Logger = a.log
+	a.obs.instrumentReadModel(&cfg)
 	return readmodel.Open(ctx, cfg)
 }

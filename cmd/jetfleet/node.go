@@ -54,6 +54,7 @@ func newWebNode(ctx context.Context, a *app, nc *nats.Conn, js jetstream.JetStre
 	scfg.ErrorLog = func(r *http.Request, err error) {
 		a.log.Warn().Err(err).Str("path", r.URL.Path).Msg("session")
 	}
+	a.obs.instrumentSessions(&scfg)
 	sm, err := sessions.NewContext(ctx, js, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
@@ -62,7 +63,11 @@ func newWebNode(ctx context.Context, a *app, nc *nats.Conn, js jetstream.JetStre
 	mux := http.NewServeMux()
 	health.Routes(mux) // outside the session middleware: probes write nothing
 	cat.Routes(mux, sm)
-	return &webNode{health: health, handler: health.Track(mux)}, nil
+	handler, err := a.obs.mountWeb(a, mux, health.Track(mux), js, db, health) // /metrics and /jetfleet
+	if err != nil {
+		return nil, err
+	}
+	return &webNode{health: health, handler: handler}, nil
 }
 
 // healthChecks are the dependencies /up reports: NATS and JetStream, the
@@ -211,8 +216,10 @@ func catalogConfig(a *app) (catalog.Config, error) {
 	if replicas < 1 || maxMB < 1 || maxFiles < 1 {
 		return catalog.Config{}, fmt.Errorf("JETFLEET_IMAGE_REPLICAS, JETFLEET_MAX_UPLOAD_MB and JETFLEET_MAX_UPLOAD_FILES must be at least 1 (got %d, %d, %d)", replicas, maxMB, maxFiles)
 	}
-	return catalog.Config{
+	cfg := catalog.Config{
 		ImageReplicas: replicas, MaxUploadBytes: int64(maxMB) << 20, MaxFiles: maxFiles,
 		Logger: a.log.With().Str("component", "catalog").Logger(),
-	}, nil
+	}
+	a.obs.instrumentBus(&cfg.Bus)
+	return cfg, nil
 }

@@ -43,6 +43,9 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	if o.drainDelay < 0 || o.grace <= 0 {
 		return fmt.Errorf("--drain-delay must be 0 or more and --grace more than 0 (got %s and %s)", o.drainDelay, o.grace)
 	}
+	if a.obs, err = newObservability(false); err != nil { // /metrics; /jetfleet only with credentials
+		return err
+	}
 	return serve(ctx, a, o)
 }
 

@@ -162,6 +162,9 @@ func runUp(ctx context.Context, a *app, args []string) error {
 		}
 	}
 
+	if a.obs, err = newObservability(true); err != nil { // /metrics; /jetfleet open unless credentials are set
+		return err
+	}
 	sys := &system{a: a, opts: opts, log: a.log, failed: make(chan error, 1)}
 	// Parts that run in the background (HTTP, workers) stop when runCtx
 	// ends: on a signal, or when another part failed.

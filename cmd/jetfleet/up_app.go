@@ -87,9 +87,11 @@ func (s *system) startWorkers(ctx context.Context) error {
 		return err
 	}
 	busCfg.Replicas = s.opts.replicas
-	w := workers.New(s.js, workers.Config{
+	wcfg := workers.Config{
 		Queues: s.opts.queues, Grace: s.opts.grace, Bus: busCfg, Logger: &s.log,
-	})
+	}
+	stopSamples := s.a.obs.instrumentWorkers(ctx, s.a, s.js, &wcfg) // metrics and the dashboard's samples
+	w := workers.New(s.js, wcfg)
 	workers.RegisterDiagnostics(w)
 	s.cat.RegisterJobs(w)
 	done := make(chan struct{})
@@ -99,6 +101,6 @@ func (s *system) startWorkers(ctx context.Context) error {
 			s.fail(fmt.Errorf("workers: %w", err))
 		}
 	}()
-	s.onStop("workers", func() { <-done })
+	s.onStop("workers", func() { <-done; stopSamples() })
 	return nil
 }

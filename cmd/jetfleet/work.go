@@ -16,7 +16,7 @@ import (
 // runWork is `jetfleet work`: one worker process of the fleet. Start as
 // many as needed, anywhere; they share each queue's durable consumer.
 func runWork(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "work", "work [--queue high,default] [--concurrency 10] [--tries 3] [--timeout 60s] [--backoff 1s,10s,60s] [--grace 30s] [--max-jobs N] [--max-time 1h] [--stop-when-empty]")
+	fs := newFlagSet(a, "work", "work [--queue high,default] [--concurrency 10] [--tries 3] [--timeout 60s] [--backoff 1s,10s,60s] [--grace 30s] [--max-jobs N] [--max-time 1h] [--stop-when-empty] [--metrics-listen :9464]")
 	queues := fs.String("queue", "default", "queues in priority order (strict), or with weights: high:6,default:3,low:1")
 	concurrency := fs.Int("concurrency", 10, "jobs run at once by this process")
 	tries := fs.Int("tries", 3, "deliveries a job may use unless it sets its own")
@@ -33,6 +33,7 @@ func runWork(ctx context.Context, a *app, args []string) error {
 	ackWait := fs.Duration("ack-wait", cmp.Or(envBus.AckWait, 30*time.Second), "how long the server waits for a heartbeat before redelivering a job; set the same on every worker of a queue")
 	noDiag := fs.Bool("no-diagnostics", false, "do not register jetfleet-noop, jetfleet-sleep and jetfleet-fail")
 	noCatalog := fs.Bool("no-catalog", false, "do not register the reference app's jobs (send-welcome-email, process-item-images), and open no database")
+	metricsListen := fs.String("metrics-listen", "", "address to serve Prometheus /metrics on, e.g. :9464; off when empty")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -50,11 +51,23 @@ func runWork(ctx context.Context, a *app, args []string) error {
 			return fmt.Errorf("--backoff: %w", err)
 		}
 	}
+	if *metricsListen != "" {
+		if a.obs, err = newObservability(false); err != nil {
+			return err
+		}
+		stop, err := a.obs.serveMetrics(a, *metricsListen)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	nc, js, err := connectBus(ctx, a, a.dataDir, "jetfleet-work")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	stopSamples := a.obs.instrumentWorkers(ctx, a, js, &cfg) // metrics and the dashboard's samples
+	defer stopSamples()
 	w := workers.New(js, cfg)
 	if !*noDiag {
 		workers.RegisterDiagnostics(w)

@@ -1,0 +1,134 @@
+package main
+
+// Helpers of the browser test: a headless Chromium driven with chromedp,
+// and reading the dashboard's queue table.
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// chromiumPath finds Debian's chromium. Without it the test is skipped,
+// except in CI, where .ci/run installs it and its absence is a failure.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed; .ci/run installs it (requirement chromium:chromium)")
+	}
+	t.Skip("chromium is not installed (apt-get install -y chromium)")
+	return ""
+}
+
+// newBrowser starts a headless Chromium with a fresh profile, closed at
+// cleanup, and returns a context for its first tab.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium-profile")),
+		chromedp.WindowSize(1280, 1000),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelTab(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// do runs browser steps with a deadline, failing the test on error.
+func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("browser: %s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("browser: evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitJS waits until a JavaScript expression is truthy in the page.
+func waitJS(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(100*time.Millisecond)))
+	if err != nil {
+		t.Fatalf("browser: waiting for %s: %v", what, err)
+	}
+}
+
+// queueRow is one row of the dashboard's queue table, as the page shows it.
+type queueRow struct {
+	Queue    string `json:"queue"`
+	Ready    string `json:"ready"`
+	InFlight string `json:"in_flight"`
+	Delayed  string `json:"delayed"`
+	Failed   string `json:"failed"`
+	Workers  string `json:"workers"`
+	Status   string `json:"status"`
+}
+
+// readQueueTable reads the queue table of the page now shown.
+const readQueueTable = `Array.from(document.querySelectorAll("tr[data-queue]")).map(function (tr) {
+  function f(name) { var c = tr.querySelector('[data-field="' + name + '"]'); return c ? c.textContent.trim() : ""; }
+  return {queue: tr.dataset.queue, ready: f("ready"), in_flight: f("in_flight"), delayed: f("delayed"),
+          failed: f("failed"), workers: f("workers"), status: f("status")};
+})`
+
+// statsRows is `jetfleet queue stats --json` in the shape of the table.
+func statsRows(t *testing.T, dir string) []queueRow {
+	t.Helper()
+	r := runJF(t, dir, testEnv(), "", "queue", "stats", "--json")
+	if r.code != 0 {
+		t.Fatalf("queue stats --json: exit %d: %s", r.code, r.stderr)
+	}
+	var st bus.Stats
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("queue stats --json: %v\n%s", err, r.stdout)
+	}
+	var out []queueRow
+	for _, q := range st.Queues {
+		status := "Running"
+		if q.Paused {
+			status = "Paused"
+		}
+		out = append(out, queueRow{
+			Queue: q.Queue, Ready: itoa(q.Ready), InFlight: itoa(q.InFlight), Delayed: itoa(q.Delayed),
+			Failed: itoa(q.Failed), Workers: itoa(uint64(q.Workers)), Status: status,
+		})
+	}
+	return out
+}
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }

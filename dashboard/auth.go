@@ -1,0 +1,170 @@
+package dashboard
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"net/http"
+	"strings"
+)
+
+// Cookie names. Both are HttpOnly and scoped to the dashboard's prefix.
+const (
+	authCookie = "jetfleet_dashboard_auth"
+	csrfCookie = "jetfleet_dashboard_csrf"
+	// csrfField is the form field (or X-CSRF-Token header) of the token.
+	csrfField = "csrf"
+	// maxForm bounds a POST's body: the forms hold a few short fields.
+	maxForm = 64 << 10
+)
+
+// reqInfo is what guard found out about a request, for the handlers.
+type reqInfo struct {
+	csrf  string // the CSRF token to put in forms
+	nonce string // the CSP nonce of this response's inline script and style
+}
+
+type infoKey struct{}
+
+func info(r *http.Request) reqInfo {
+	ri, _ := r.Context().Value(infoKey{}).(reqInfo)
+	return ri
+}
+
+// guard serves next only to an authorized request: 404 when the dashboard
+// is disabled, 401 without valid credentials, 403 for a POST without a
+// valid CSRF token.
+func (d *Dashboard) guard(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !d.Enabled() {
+			http.NotFound(w, r)
+			return
+		}
+		ri := reqInfo{nonce: randomToken(16)}
+		securityHeaders(w.Header(), ri.nonce)
+		if !d.cfg.Open && !d.authorize(w, r) {
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		}
+		secret, ok := d.csrfSecret(w, r)
+		if r.Method == http.MethodPost && (!ok || !d.validCSRF(r, secret)) {
+			http.Error(w, "403 Forbidden: missing or invalid CSRF token; reload the page and try again", http.StatusForbidden)
+			return
+		}
+		ri.csrf = d.sign(secret)
+		next(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
+	})
+}
+
+// authorize checks the credentials and answers 401 (or the redirect that
+// drops ?token=) itself when it returns false.
+func (d *Dashboard) authorize(w http.ResponseWriter, r *http.Request) bool {
+	if scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
+		switch {
+		case strings.EqualFold(scheme, "Bearer") && d.cfg.Token != "" && equal(cred, d.cfg.Token):
+			return true
+		case strings.EqualFold(scheme, "Basic") && d.basicOK(r):
+			return true
+		}
+		d.unauthorized(w, "wrong credentials")
+		return false
+	}
+	if tok, given := r.URL.Query()["token"]; given {
+		if d.cfg.Token == "" || len(tok) != 1 || !equal(tok[0], d.cfg.Token) {
+			d.unauthorized(w, "wrong token")
+			return false
+		}
+		d.setCookie(w, r, authCookie, d.authValue())
+		q := r.URL.Query()
+		q.Del("token")
+		u := *r.URL
+		u.RawQuery = q.Encode()
+		http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+		return false
+	}
+	if c, err := r.Cookie(authCookie); err == nil && d.cfg.Token != "" && equal(c.Value, d.authValue()) {
+		return true
+	}
+	d.unauthorized(w, "credentials required")
+	return false
+}
+
+func (d *Dashboard) basicOK(r *http.Request) bool {
+	user, pass, ok := r.BasicAuth()
+	return ok && d.cfg.User != "" && equal(user, d.cfg.User) && equal(pass, d.cfg.Password)
+}
+
+func (d *Dashboard) unauthorized(w http.ResponseWriter, why string) {
+	if d.cfg.User != "" {
+		w.Header().Set("WWW-Authenticate", `Basic realm="jetfleet dashboard", charset="UTF-8"`)
+	} else {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="jetfleet dashboard"`)
+	}
+	http.Error(w, "401 Unauthorized: "+why+" (the dashboard takes JETFLEET_DASHBOARD_TOKEN as a bearer token or ?token=, or the basic-auth user and password)", http.StatusUnauthorized)
+}
+
+// authValue is the auth cookie's value: a MAC of the token, so the cookie
+// does not hold the token and changing the token ends every cookie.
+func (d *Dashboard) authValue() string {
+	m := hmac.New(sha256.New, []byte(d.cfg.Token))
+	m.Write([]byte("jetfleet dashboard auth v1"))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// csrfSecret returns the browser's CSRF secret from its cookie, setting a
+// new one when there is none (ok is then false: a POST cannot be valid).
+func (d *Dashboard) csrfSecret(w http.ResponseWriter, r *http.Request) (secret string, ok bool) {
+	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) >= 20 {
+		return c.Value, true
+	}
+	secret = randomToken(32)
+	d.setCookie(w, r, csrfCookie, secret)
+	return secret, false
+}
+
+// sign is the form token of a CSRF secret: a MAC with the dashboard's key,
+// so a token cannot be made for a cookie without the key.
+func (d *Dashboard) sign(secret string) string {
+	m := hmac.New(sha256.New, d.csrfKey)
+	m.Write([]byte(secret))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (d *Dashboard) validCSRF(r *http.Request, secret string) bool {
+	got := r.Header.Get("X-CSRF-Token")
+	if got == "" {
+		got = r.PostFormValue(csrfField)
+	}
+	return got != "" && equal(got, d.sign(secret))
+}
+
+func (d *Dashboard) setCookie(w http.ResponseWriter, r *http.Request, name, value string) {
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Value: value, Path: d.cfg.Prefix, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure: r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"),
+	})
+}
+
+// securityHeaders forbid framing, caching, referrers (a ?token= must not
+// leak) and any script or style but this response's own.
+func securityHeaders(h http.Header, nonce string) {
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+nonce+"'; style-src 'nonce-"+nonce+"'; "+
+		"connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,148 @@
+package dashboard_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/jetfleet/jetfleet/dashboard"
+)
+
+// TestWithoutCredentialsItIsNotThere: in production mode with no token and
+// no basic-auth user, every dashboard URL answers 404, GET or POST, and the
+// rest of the mux is untouched.
+func TestWithoutCredentialsItIsNotThere(t *testing.T) {
+	e := newEnv(t, dashboard.Config{})
+	c := browser(t)
+	for _, u := range []string{"/jetfleet", "/jetfleet/", "/jetfleet/failed", "/jetfleet/fragments/overview", "/jetfleet/anything"} {
+		if code, _, _ := do(t, c, "GET", e.url+u, nil); code != http.StatusNotFound {
+			t.Errorf("GET %s = %d, want 404", u, code)
+		}
+	}
+	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/queues/default/pause", url.Values{}); code != http.StatusNotFound {
+		t.Errorf("POST pause = %d, want 404", code)
+	}
+	if code, body, _ := do(t, c, "GET", e.url+"/", nil); code != 200 || body != "the app" {
+		t.Errorf("the app's / = %d %q", code, body)
+	}
+}
+
+// TestTokenAccess: no credentials or a wrong token (bearer or ?token=) is
+// 401; the right bearer token is served; the right ?token= sets a cookie
+// and redirects to the same page without the token, which the cookie then
+// opens.
+func TestTokenAccess(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Token: "s3cret-token"})
+	c := browser(t)
+	code, _, resp := do(t, c, "GET", e.url+"/jetfleet", nil)
+	if code != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+		t.Errorf("no credentials: %d, WWW-Authenticate %q; want 401 with a Bearer challenge", code, resp.Header.Get("WWW-Authenticate"))
+	}
+	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet", nil, "Authorization", "Bearer wrong"); code != http.StatusUnauthorized {
+		t.Errorf("wrong bearer token: %d, want 401", code)
+	}
+	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet/failed?token=wrong", nil); code != http.StatusUnauthorized {
+		t.Errorf("wrong ?token=: %d, want 401", code)
+	}
+	if code, body, _ := do(t, c, "GET", e.url+"/jetfleet", nil, "Authorization", "Bearer s3cret-token"); code != 200 || !strings.Contains(body, "<h1>Overview</h1>") {
+		t.Errorf("right bearer token: %d", code)
+	}
+	code, _, resp = do(t, c, "GET", e.url+"/jetfleet/failed?queue=high&token=s3cret-token", nil)
+	if code != http.StatusSeeOther || resp.Header.Get("Location") != "/jetfleet/failed?queue=high" {
+		t.Fatalf("right ?token=: %d to %q, want 303 to /jetfleet/failed?queue=high", code, resp.Header.Get("Location"))
+	}
+	for _, ck := range resp.Cookies() {
+		if strings.Contains(ck.Value, "s3cret-token") {
+			t.Errorf("cookie %s holds the token itself", ck.Name)
+		}
+	}
+	if code, body, _ := do(t, c, "GET", e.url+"/jetfleet/failed?queue=high", nil); code != 200 || !strings.Contains(body, "<h1>Failed jobs</h1>") {
+		t.Errorf("with the cookie: %d", code)
+	}
+}
+
+// TestBasicAuthAccess: wrong basic credentials are 401 with a Basic
+// challenge (so a browser asks); the right ones are served.
+func TestBasicAuthAccess(t *testing.T) {
+	e := newEnv(t, dashboard.Config{User: "ops", Password: "pw"})
+	c := browser(t)
+	req, _ := http.NewRequest("GET", e.url+"/jetfleet", nil)
+	req.SetBasicAuth("ops", "nope")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
+		t.Errorf("wrong password: %d, %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	req.SetBasicAuth("ops", "pw")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("right credentials: %d", resp.StatusCode)
+	}
+}
+
+// TestPostNeedsCSRF: an authorized POST without the CSRF token, or with a
+// forged one, is 403 and changes nothing; with the page's token it pauses
+// the queue and redirects back with a notice.
+func TestPostNeedsCSRF(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Token: "tok"})
+	c := browser(t)
+	auth := []string{"Authorization", "Bearer tok"}
+	pause := e.url + "/jetfleet/queues/default/pause"
+	if code, _, _ := do(t, c, "POST", pause, url.Values{}, auth...); code != http.StatusForbidden {
+		t.Errorf("POST without CSRF: %d, want 403", code)
+	}
+	_, page, _ := do(t, c, "GET", e.url+"/jetfleet", nil, auth...)
+	token := csrfOf(t, page)
+	if code, _, _ := do(t, c, "POST", pause, url.Values{"csrf": {token + "x"}}, auth...); code != http.StatusForbidden {
+		t.Errorf("POST with a forged CSRF token: %d, want 403", code)
+	}
+	other := browser(t) // another browser: its cookie does not match the token
+	if code, _, _ := do(t, other, "POST", pause, url.Values{"csrf": {token}}, auth...); code != http.StatusForbidden {
+		t.Errorf("POST with another browser's token: %d, want 403", code)
+	}
+	if paused, _ := e.in.Paused(context.Background()); paused["default"] {
+		t.Fatal("a refused POST paused the queue")
+	}
+	code, _, resp := do(t, c, "POST", pause, url.Values{"csrf": {token}, "back": {"/jetfleet"}}, auth...)
+	if code != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/jetfleet?") {
+		t.Fatalf("POST with CSRF: %d to %q", code, resp.Header.Get("Location"))
+	}
+	if paused, _ := e.in.Paused(context.Background()); !paused["default"] {
+		t.Fatal("the queue is not paused")
+	}
+	_, page, _ = do(t, c, "GET", e.url+resp.Header.Get("Location"), nil, auth...)
+	if !strings.Contains(page, "Paused queue default") {
+		t.Error("no notice after pausing")
+	}
+	if code, _, resp := do(t, c, "POST", pause, url.Values{"csrf": {token}, "back": {"https://evil.example/"}}, auth...); code != http.StatusSeeOther || strings.Contains(resp.Header.Get("Location"), "evil") {
+		t.Errorf("back to another site: %d to %q", code, resp.Header.Get("Location"))
+	}
+}
+
+// TestOpenModeStillNeedsCSRF: an open dashboard (jetfleet up) serves pages
+// without credentials, with restrictive security headers, and still
+// refuses a POST without the CSRF token.
+func TestOpenModeStillNeedsCSRF(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Open: true})
+	c := browser(t)
+	code, _, resp := do(t, c, "GET", e.url+"/jetfleet", nil)
+	if code != 200 {
+		t.Fatalf("open dashboard: %d", code)
+	}
+	csp := resp.Header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "script-src 'nonce-") || resp.Header.Get("Referrer-Policy") != "no-referrer" {
+		t.Errorf("security headers: CSP %q, Referrer-Policy %q", csp, resp.Header.Get("Referrer-Policy"))
+	}
+	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/queues/default/pause", url.Values{}); code != http.StatusForbidden {
+		t.Errorf("POST without CSRF: %d, want 403", code)
+	}
+}

@@ -1,0 +1,147 @@
+package dashboard_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/dashboard"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// cell is the text of a queue table cell: <tr data-queue=q> ... data-field=f.
+func cell(t *testing.T, page, queue, field string) string {
+	t.Helper()
+	row := regexp.MustCompile(`(?s)<tr data-queue="` + queue + `">(.*?)</tr>`).FindStringSubmatch(page)
+	if row == nil {
+		t.Fatalf("no row for queue %s", queue)
+	}
+	m := regexp.MustCompile(`(?s)data-field="` + field + `">(.*?)</td>`).FindStringSubmatch(row[1])
+	if m == nil {
+		t.Fatalf("no %s cell for queue %s", field, queue)
+	}
+	return strings.TrimSpace(regexp.MustCompile(`<[^>]+>`).ReplaceAllString(m[1], ""))
+}
+
+// TestOverviewShowsTheQueues: the overview and its live fragment show
+// each queue's counts as Inspector.Stats reads them, the paused state,
+// the failures of the last hour and a pause button per queue.
+func TestOverviewShowsTheQueues(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Open: true})
+	e.deadLetter(t, "default", 2)
+	ctx := context.Background()
+	for range 4 {
+		if _, err := e.d.Dispatch(ctx, workers.Noop{}, bus.OnQueue("high")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.in.Pause(ctx, "high"); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	for _, u := range []string{"/jetfleet", "/jetfleet/fragments/overview"} {
+		code, page, _ := do(t, c, "GET", e.url+u, nil)
+		if code != 200 {
+			t.Fatalf("%s: %d", u, code)
+		}
+		for _, want := range [][3]string{
+			{"high", "ready", "4"}, {"high", "failed", "0"}, {"high", "status", "Paused"},
+			{"default", "ready", "0"}, {"default", "failed", "2"}, {"default", "status", "Running"},
+		} {
+			if got := cell(t, page, want[0], want[1]); got != want[2] {
+				t.Errorf("%s: %s of %s = %q, want %q", u, want[1], want[0], got, want[2])
+			}
+		}
+		if !strings.Contains(page, `data-stat="failed-hour">2<`) {
+			t.Errorf("%s: failed in the last hour is not 2", u)
+		}
+		if !strings.Contains(page, `aria-label="Resume queue high"`) || !strings.Contains(page, `aria-label="Pause queue default"`) {
+			t.Errorf("%s: pause/resume buttons missing", u)
+		}
+	}
+	_, frag, _ := do(t, c, "GET", e.url+"/jetfleet/fragments/overview", nil)
+	if strings.Contains(frag, "<html") || strings.Contains(frag, "<script") {
+		t.Error("the fragment is a whole page")
+	}
+}
+
+// TestFailedJobsListDetailRetryForget: the list shows dead letters newest
+// first with filters and pages; a job's page shows its error, body and
+// headers; retry puts it back on its queue and forget removes it, each
+// leaving the list; retry-all retries only its filter's jobs.
+func TestFailedJobsListDetailRetryForget(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Open: true, PageSize: 2})
+	e.deadLetter(t, "default", 3)
+	e.deadLetter(t, "high", 1)
+	c := browser(t)
+	_, page, _ := do(t, c, "GET", e.url+"/jetfleet/failed?queue=default", nil)
+	ids := regexp.MustCompile(`<tr data-job="([^"]+)">`).FindAllStringSubmatch(page, -1)
+	if len(ids) != 2 || !strings.Contains(page, `rel="next"`) {
+		t.Fatalf("page 1 of default: %d jobs, older link %v; want 2 and a link", len(ids), strings.Contains(page, `rel="next"`))
+	}
+	_, page2, _ := do(t, c, "GET", e.url+"/jetfleet/failed?queue=default&page=2", nil)
+	if n := strings.Count(page2, "<tr data-job="); n != 1 || !strings.Contains(page2, `rel="prev"`) {
+		t.Fatalf("page 2 of default: %d jobs", n)
+	}
+	id := ids[0][1]
+
+	_, detail, _ := do(t, c, "GET", e.url+"/jetfleet/failed/"+url.PathEscape(id), nil)
+	for _, want := range []string{"<pre aria-labelledby=\"h-error\">boom ", "Jetfleet-Error", "Nats-Msg-Id", `&#34;message&#34;: &#34;boom `} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("detail of %s lacks %q", id, want)
+		}
+	}
+	token := csrfOf(t, detail)
+	code, _, resp := do(t, c, "POST", e.url+"/jetfleet/failed/"+url.PathEscape(id)+"/retry", url.Values{"csrf": {token}, "back": {"/jetfleet/failed?queue=default"}})
+	if code != http.StatusSeeOther {
+		t.Fatalf("retry: %d", code)
+	}
+	_, after, _ := do(t, c, "GET", e.url+resp.Header.Get("Location"), nil)
+	if strings.Contains(after, `data-job="`+id+`"`) || !strings.Contains(after, "Retried 1 job(s)") {
+		t.Errorf("after retry the job is still listed or no notice")
+	}
+	if st := stats(t, e, "default"); st.Ready != 1 || st.Failed != 2 {
+		t.Errorf("after retry: ready %d, failed %d; want 1 and 2", st.Ready, st.Failed)
+	}
+
+	forget := ids[1][1]
+	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/failed/"+url.PathEscape(forget)+"/forget", url.Values{"csrf": {token}}); code != http.StatusSeeOther {
+		t.Fatalf("forget: %d", code)
+	}
+	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet/failed/"+url.PathEscape(forget), nil); code != http.StatusNotFound {
+		t.Errorf("a forgotten job's page: %d, want 404", code)
+	}
+	code, _, _ = do(t, c, "POST", e.url+"/jetfleet/failed/retry-all", url.Values{"csrf": {token}, "queue": {"high"}})
+	if code != http.StatusSeeOther {
+		t.Fatalf("retry all: %d", code)
+	}
+	if d, h := stats(t, e, "default"), stats(t, e, "high"); d.Failed != 1 || h.Failed != 0 || h.Ready != 1 {
+		t.Errorf("after retry-all of high: default failed %d (want 1), high failed %d ready %d (want 0, 1)", d.Failed, h.Failed, h.Ready)
+	}
+	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/queues/nope/pause", url.Values{"csrf": {token}}); code != http.StatusBadRequest {
+		t.Errorf("pausing an unknown queue: %d, want 400", code)
+	}
+	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet/failed?queue=Bad%20Name", nil); code != http.StatusBadRequest {
+		t.Errorf("an invalid filter: %d, want 400", code)
+	}
+}
+
+func stats(t *testing.T, e *env, queue string) bus.QueueStats {
+	t.Helper()
+	st, err := e.in.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range st.Queues {
+		if q.Queue == queue {
+			return q
+		}
+	}
+	t.Fatal(fmt.Sprintf("no queue %s", queue))
+	return bus.QueueStats{}
+}

@@ -1,0 +1,157 @@
+package dashboard
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+// pageTemplate is one page: the layout around its content, and the page's
+// live fragment alone for the auto-refresh.
+type pageTemplate struct {
+	full *template.Template
+}
+
+// pageNames are the pages; each templates/<name>.html defines "content"
+// and, for live pages, "live".
+var pageNames = []string{"overview", "failed", "job"}
+
+func parsePages() (map[string]*pageTemplate, error) {
+	out := map[string]*pageTemplate{}
+	for _, name := range pageNames {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("dashboard: template %s: %w", name, err)
+		}
+		out[name] = &pageTemplate{full: t}
+	}
+	return out, nil
+}
+
+// view is what every template gets.
+type view struct {
+	Title   string
+	Nav     string // the current section: overview or failed
+	Prefix  string
+	CSRF    string
+	Nonce   string
+	Live    string // the URL of the live fragment; "" when the page has none
+	Every   int    // refresh interval in milliseconds
+	Notice  string // the outcome of the last action
+	Problem string // an error to show
+	Now     time.Time
+	// Back is the page a form returns to after its action.
+	Back string
+	Data any
+}
+
+// newView fills the fields every page needs.
+func (d *Dashboard) newView(r *http.Request, title, nav string, data any) *view {
+	ri := info(r)
+	return &view{
+		Title: title, Nav: nav, Prefix: d.cfg.Prefix, CSRF: ri.csrf, Nonce: ri.nonce,
+		Every: int(d.cfg.Refresh / time.Millisecond), Notice: notice(r.URL.Query()),
+		Now: time.Now(), Back: r.URL.RequestURI(), Data: data,
+	}
+}
+
+// render writes the page, or only its live fragment when fragment is set.
+func (d *Dashboard) render(w http.ResponseWriter, page string, v *view, fragment bool) {
+	name := "layout.html"
+	if fragment {
+		name = "live"
+	}
+	var buf bytes.Buffer
+	if err := d.pages[page].full.ExecuteTemplate(&buf, name, v); err != nil {
+		d.cfg.Logger.Error().Err(err).Str("page", page).Msg("dashboard: render")
+		http.Error(w, "500 Internal Server Error: the page could not be rendered", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// notices are the outcomes an action redirects with (?done=...&n=...): codes,
+// not text, so a link cannot make the page say anything.
+var notices = map[string]string{
+	"retried":   "Retried %s job(s): back on their queues.",
+	"forgotten": "Forgot %s failed job(s).",
+	"paused":    "Paused queue %s: workers take no new job from it.",
+	"resumed":   "Resumed queue %s.",
+}
+
+func notice(q url.Values) string {
+	f, ok := notices[q.Get("done")]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf(f, q.Get("n"))
+}
+
+// redirectDone sends the browser back to the form's page with a notice.
+func (d *Dashboard) redirectDone(w http.ResponseWriter, r *http.Request, fallback, done, n string) {
+	back := r.PostFormValue("back")
+	if !strings.HasPrefix(back, d.cfg.Prefix) || strings.HasPrefix(back, "//") {
+		back = fallback
+	}
+	u, err := url.Parse(back)
+	if err != nil {
+		u = &url.URL{Path: fallback}
+	}
+	q := u.Query()
+	q.Set("done", done)
+	q.Set("n", n)
+	u.RawQuery = q.Encode()
+	http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+}
+
+var funcs = template.FuncMap{
+	"ago":      ago,
+	"age":      age,
+	"stamp":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"join":     strings.Join,
+	"pathesc":  url.PathEscape,
+	"queryesc": url.QueryEscape,
+	"firstline": func(s string) string {
+		line, _, _ := strings.Cut(s, "\n")
+		return line
+	},
+	"add": func(a, b int) int { return a + b },
+}
+
+// age is a short duration: 45s, 12m, 3h, 2d; "—" for zero.
+func age(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "—"
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d.Hours())) + "h"
+	}
+	return strconv.Itoa(int(d.Hours()/24)) + "d"
+}
+
+// ago is how long before now t was.
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	if d < time.Second {
+		return "just now"
+	}
+	return age(d) + " ago"
+}

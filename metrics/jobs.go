@@ -1,0 +1,117 @@
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// Attempt outcomes of jetfleet_jobs_processed_total.
+const (
+	OutcomeSucceeded = "succeeded"
+	OutcomeFailed    = "failed"
+)
+
+// durationBuckets span a few milliseconds to ten minutes, in seconds.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// Jobs counts jobs from dispatch to their end. Feed it from three places:
+// Dispatched as bus.Config.OnDispatched (in processes that dispatch),
+// Middleware in workers.Config.Middleware and Outcome as
+// workers.Config.OnOutcome (in worker processes). It is safe for
+// concurrent use.
+type Jobs struct {
+	dispatched   *prometheus.CounterVec
+	started      *prometheus.CounterVec
+	processed    *prometheus.CounterVec
+	retried      *prometheus.CounterVec
+	deadLettered *prometheus.CounterVec
+	handedBack   *prometheus.CounterVec
+	runTime      *prometheus.HistogramVec
+	waitTime     *prometheus.HistogramVec
+}
+
+// NewJobs creates the job metrics and registers them on reg.
+func NewJobs(reg prometheus.Registerer) (*Jobs, error) {
+	qk := []string{"queue", "kind"}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	histogram := func(name, help string) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: durationBuckets}, qk)
+	}
+	j := &Jobs{
+		dispatched:   counter("jetfleet_jobs_dispatched_total", "Jobs stored by a Dispatcher of this process.", qk...),
+		started:      counter("jetfleet_jobs_started_total", "Job attempts started by this process's workers.", qk...),
+		processed:    counter("jetfleet_jobs_processed_total", "Job attempts finished by this process's workers, by outcome (succeeded, failed).", "queue", "kind", "outcome"),
+		retried:      counter("jetfleet_jobs_retried_total", "Failed attempts handed back to the queue for a retry after their backoff.", qk...),
+		deadLettered: counter("jetfleet_jobs_dead_lettered_total", "Jobs that failed for good and were stored in DLQ.", qk...),
+		handedBack:   counter("jetfleet_jobs_handed_back_total", "Jobs a drain handed back to the queue unfinished.", qk...),
+		runTime:      histogram("jetfleet_job_run_duration_seconds", "Run time of job attempts."),
+		waitTime:     histogram("jetfleet_job_wait_duration_seconds", "Time from a job's dispatch (or its delay's end) to the start of its first attempt."),
+	}
+	err := register(reg, j.dispatched, j.started, j.processed, j.retried, j.deadLettered, j.handedBack, j.runTime, j.waitTime)
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// Dispatched counts one stored job; use it as bus.Config.OnDispatched.
+func (j *Jobs) Dispatched(queue, kind string) {
+	j.dispatched.WithLabelValues(queue, kind).Inc()
+}
+
+// Middleware counts every attempt's start and end, its run time, and the
+// first attempt's wait since the job was stored (bus.Job.EnqueuedAt). A
+// panicking handler counts as failed.
+func (j *Jobs) Middleware() workers.Middleware {
+	return func(next workers.HandlerFunc) workers.HandlerFunc {
+		return func(ctx context.Context, job *bus.Job) error {
+			j.started.WithLabelValues(job.Queue, job.Kind).Inc()
+			if job.Attempt <= 1 && !job.EnqueuedAt.IsZero() {
+				wait := max(time.Since(job.EnqueuedAt), 0)
+				j.waitTime.WithLabelValues(job.Queue, job.Kind).Observe(wait.Seconds())
+			}
+			began := time.Now()
+			outcome := OutcomeFailed
+			defer func() {
+				j.runTime.WithLabelValues(job.Queue, job.Kind).Observe(time.Since(began).Seconds())
+				j.processed.WithLabelValues(job.Queue, job.Kind, outcome).Inc()
+			}()
+			err := next(ctx, job)
+			if err == nil {
+				outcome = OutcomeSucceeded
+			}
+			return err
+		}
+	}
+}
+
+// Outcome counts what became of a delivery once the server confirmed it;
+// use it as workers.Config.OnOutcome. Successes are already counted by
+// Middleware; retries, dead letters and hand-backs are counted here.
+func (j *Jobs) Outcome(queue, kind string, o workers.Outcome) {
+	switch o {
+	case workers.Retried:
+		j.retried.WithLabelValues(queue, kind).Inc()
+	case workers.DeadLettered:
+		j.deadLettered.WithLabelValues(queue, kind).Inc()
+	case workers.HandedBack:
+		j.handedBack.WithLabelValues(queue, kind).Inc()
+	}
+}
+
+// Outcomes returns a workers.Config.OnOutcome that calls each of fns, for a
+// process that feeds both Jobs and a Sampler.
+func Outcomes(fns ...func(queue, kind string, o workers.Outcome)) func(queue, kind string, o workers.Outcome) {
+	return func(queue, kind string, o workers.Outcome) {
+		for _, fn := range fns {
+			fn(queue, kind, o)
+		}
+	}
+}

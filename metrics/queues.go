@@ -1,0 +1,127 @@
+package metrics
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// QueueConfig configures a QueueCollector. The zero value is ready to use.
+type QueueConfig struct {
+	// CacheFor is how long one read of the queue stats serves scrapes, so
+	// that many scrapers (or a short scrape interval) cost one read.
+	// Default 5s.
+	CacheFor time.Duration
+	// Timeout bounds one read of the queue stats. Default 5s.
+	Timeout time.Duration
+}
+
+// QueueCollector is a prometheus.Collector of per-queue gauges read from
+// JetStream with bus.Inspector.Stats: ready, in flight, scheduled (delayed),
+// failed (in DLQ), the oldest ready job's age, paused, and live workers per
+// queue, plus the number of live workers. A read is a handful of requests
+// per queue and is cached for CacheFor. When the read fails, only
+// jetfleet_queue_stats_success (0) is exposed: no stale values.
+//
+// Every node that registers one reports the same fleet-wide values, so
+// aggregate with max by (queue), not sum.
+type QueueCollector struct {
+	in  *bus.Inspector
+	cfg QueueConfig
+
+	mu   sync.Mutex
+	at   time.Time
+	last *bus.Stats
+	err  error
+
+	ready, inFlight, scheduled, failed, oldest, paused, workers *prometheus.Desc
+	fleet, success                                              *prometheus.Desc
+}
+
+// NewQueueCollector creates a QueueCollector reading through in and
+// registers it on reg.
+func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueConfig) (*QueueCollector, error) {
+	if cfg.CacheFor <= 0 {
+		cfg.CacheFor = 5 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	q := []string{"queue"}
+	desc := func(name, help string, labels []string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	c := &QueueCollector{
+		in: in, cfg: cfg,
+		ready:     desc("jetfleet_queue_ready_jobs", "Jobs ready for a worker.", q),
+		inFlight:  desc("jetfleet_queue_in_flight_jobs", "Jobs delivered and not yet acknowledged (running or waiting out a retry's backoff).", q),
+		scheduled: desc("jetfleet_queue_scheduled_jobs", "Delayed jobs waiting for their time.", q),
+		failed:    desc("jetfleet_queue_failed_jobs", "Dead letters of the queue in DLQ.", q),
+		oldest:    desc("jetfleet_queue_oldest_ready_age_seconds", "How long the oldest ready job has waited; 0 when none is ready.", q),
+		paused:    desc("jetfleet_queue_paused", "1 while the queue is paused.", q),
+		workers:   desc("jetfleet_queue_workers", "Live worker processes taking jobs from the queue.", q),
+		fleet:     desc("jetfleet_workers", "Live worker processes (records in jetfleet_workers).", nil),
+		success:   desc("jetfleet_queue_stats_success", "1 when the last read of the queue stats from JetStream worked.", nil),
+	}
+	if err := register(reg, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Describe implements prometheus.Collector.
+func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.stats()
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.fleet, prometheus.GaugeValue, float64(len(st.Workers)))
+	gauge := func(d *prometheus.Desc, v float64, queue string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, queue)
+	}
+	for _, q := range st.Queues {
+		gauge(c.ready, float64(q.Ready), q.Queue)
+		gauge(c.inFlight, float64(q.InFlight), q.Queue)
+		gauge(c.scheduled, float64(q.Delayed), q.Queue)
+		gauge(c.failed, float64(q.Failed), q.Queue)
+		gauge(c.oldest, q.OldestReady.Seconds(), q.Queue)
+		gauge(c.paused, boolFloat(q.Paused), q.Queue)
+		gauge(c.workers, float64(q.Workers), q.Queue)
+	}
+}
+
+// stats returns the cached stats, reading them again once CacheFor has
+// passed. Concurrent scrapes wait for one read.
+func (c *QueueCollector) stats() (*bus.Stats, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < c.cfg.CacheFor {
+		return c.last, c.err
+	}
+	// Collect has no context: the read is bounded by Timeout instead.
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+	defer cancel()
+	c.last, c.err = c.in.Stats(ctx)
+	c.at = time.Now()
+	return c.last, c.err
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,90 @@
+package metrics_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/metrics"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// TestSamplerFeedsThroughput runs a real worker whose outcomes feed a
+// Sampler publishing to JETFLEET_SAMPLES, and reads the history back: the
+// throughput over the last minutes adds up to exactly the jobs run.
+func TestSamplerFeedsThroughput(t *testing.T) {
+	e := newEnv(t, "default")
+	ctx, cancel := context.WithCancel(context.Background())
+	failures := make(chan error, 100)
+	s := metrics.NewSampler(e.js, metrics.SamplerConfig{Interval: 50 * time.Millisecond, OnError: func(err error) { failures <- err }})
+	sampled := make(chan struct{})
+	go func() { defer close(sampled); s.Run(ctx) }()
+	w := workers.New(e.js, workers.Config{Tries: 1, OnOutcome: metrics.Outcomes(e.jobs.Outcome, s.Observe)})
+	workers.RegisterDiagnostics(w)
+	d, _ := bus.NewDispatcher(e.js, bus.Config{})
+	for range 5 {
+		if _, err := d.Dispatch(ctx, workers.Noop{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Dispatch(ctx, workers.Fail{}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, w)
+
+	var total metrics.Bucket
+	deadline := time.Now().Add(time.Minute)
+	for total.Succeeded != 5 || total.DeadLettered != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("throughput after a minute: %+v, want 5 succeeded and 1 dead-lettered", total)
+		}
+		time.Sleep(100 * time.Millisecond)
+		samples, err := metrics.ReadSamples(ctx, e.js, time.Now().Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total = metrics.Bucket{}
+		for _, b := range metrics.Throughput(samples, time.Now().Add(time.Minute), 10, time.Minute, "") {
+			total.Succeeded += b.Succeeded
+			total.DeadLettered += b.DeadLettered
+		}
+	}
+	cancel()
+	<-sampled
+	if len(failures) > 0 {
+		t.Fatalf("Sampler.Run failed: %v", <-failures)
+	}
+	info, err := e.js.Stream(context.Background(), metrics.SamplesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := info.CachedInfo().Config; cfg.MaxAge != metrics.SamplesMaxAge || cfg.Subjects[0] != "jetfleet.samples.>" {
+		t.Errorf("stream config: MaxAge %s, subjects %v", cfg.MaxAge, cfg.Subjects)
+	}
+}
+
+// TestThroughputDiffsEachWorker: consecutive samples of each worker are
+// diffed into the bucket of the later one; a worker's first sample is only
+// its baseline; another queue is left out when one is asked for.
+func TestThroughputDiffsEachWorker(t *testing.T) {
+	end := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(minAgo float64) time.Time { return end.Add(-time.Duration(minAgo * float64(time.Minute))) }
+	c := func(ok, dead uint64) map[string]metrics.SampleCounts {
+		return map[string]metrics.SampleCounts{"default": {Succeeded: ok, DeadLettered: dead}, "other": {Succeeded: 100}}
+	}
+	samples := []metrics.Sample{
+		{Worker: "a", At: at(10), Queues: c(50, 0)}, // before the window: baseline only
+		{Worker: "a", At: at(2.5), Queues: c(60, 1)},
+		{Worker: "b", At: at(2.2), Queues: c(0, 0)},
+		{Worker: "a", At: at(0.5), Queues: c(65, 1)},
+		{Worker: "b", At: at(0.4), Queues: c(7, 2)},
+	}
+	got := metrics.Throughput(samples, end, 3, time.Minute, "default")
+	want := [][2]uint64{{10, 1}, {0, 0}, {12, 2}}
+	for i, b := range got {
+		if b.Succeeded != want[i][0] || b.DeadLettered != want[i][1] {
+			t.Errorf("bucket %d (%s): %d succeeded, %d dead-lettered; want %v", i, b.Start.Format("15:04"), b.Succeeded, b.DeadLettered, want[i])
+		}
+	}
+}

@@ -1,0 +1,26 @@
+package sessions
+
+// Event is a session store operation, reported to Config.Observe for
+// metrics.
+type Event string
+
+// Events reported to Config.Observe.
+const (
+	// EventLoad: a session was read from the bucket (found or not).
+	EventLoad Event = "load"
+	// EventSave: a session was written to the bucket.
+	EventSave Event = "save"
+	// EventConflict: a write met a concurrent write to the same session
+	// (a revision mismatch); the save reloads, merges and tries again.
+	EventConflict Event = "conflict"
+	// EventStoreError: NATS or the bucket could not be reached, or refused
+	// a write (too large).
+	EventStoreError Event = "store_error"
+)
+
+// observe reports ev to Config.Observe when it is set.
+func (m *Manager) observe(ev Event) {
+	if m.cfg.Observe != nil {
+		m.cfg.Observe(ev)
+	}
+}
