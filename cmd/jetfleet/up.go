@@ -185,7 +185,7 @@ func runUp(ctx context.Context, a *app, args []string) error {
 	a.log.Info().Str("nats_url", sys.natsURL).Str("http_url", sys.httpURL).Strs("queues", opts.queues).
 		Bool("workers", !opts.noWorkers).Msg("jetfleet is up; press Ctrl-C to stop")
 	fmt.Fprintf(a.stdout, "jetfleet is up: %s\n", sys.httpURL)
-	fmt.Fprintln(a.stdout, "Tour: open it, log in, create an item and upload a picture; then try `jetfleet queue stats` and `jetfleet dispatch default jetfleet-noop '{}'` (docs/tour.md).")
+	fmt.Fprintln(a.stdout, "Tour: open it, log in, create an item and upload a picture; then try `jetfleet queue stats` and `jetfleet dispatch default jetfleet-noop '{}'` (README.md: The five-minute tour).")
 	select {
 	case <-ctx.Done():
 		return nil
