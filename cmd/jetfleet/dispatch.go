@@ -132,6 +132,21 @@ func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, 
 	return nc, js, nil
 }
 
+// openDispatcher connects with connectBus and returns a dispatcher and the
+// function that closes its connection.
+func openDispatcher(ctx context.Context, a *app, dataDir, name string) (*bus.Dispatcher, func(), error) {
+	nc, js, err := connectBus(ctx, a, dataDir, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return d, nc.Close, nil
+}
+
 // runDispatch is `jetfleet dispatch <queue> <kind> <json|->`: it enqueues one
 // job and prints its ID on standard output.
 func runDispatch(ctx context.Context, a *app, args []string) error {
@@ -164,15 +179,11 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 
-	nc, js, err := connectBus(ctx, a, *dataDir, "jetfleet dispatch")
+	d, closeConn, err := openDispatcher(ctx, a, *dataDir, "jetfleet dispatch")
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	d, err := bus.NewDispatcher(js, bus.Config{})
-	if err != nil {
-		return err
-	}
+	defer closeConn()
 	id, err := d.DispatchJSON(ctx, kind, body, append(opts, bus.OnQueue(queue))...)
 	if err != nil {
 		return err

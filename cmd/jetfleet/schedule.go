@@ -82,15 +82,11 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectBus(ctx, a, *dataDir, "jetfleet schedule")
+	d, closeConn, err := openDispatcher(ctx, a, *dataDir, "jetfleet schedule")
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	d, err := bus.NewDispatcher(js, bus.Config{})
-	if err != nil {
-		return err
-	}
+	defer closeConn()
 	if err := d.ScheduleJSON(ctx, name, spec, kind, body, append(opts, bus.OnQueue(queue))...); err != nil {
 		return err
 	}
