@@ -202,22 +202,9 @@ func TestDedupeWithinWindow(t *testing.T) {
 			t.Fatalf("dispatch: %q %v", id, err)
 		}
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != 1 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 1 {
 		t.Fatalf("JOBS holds %d messages after 3 dispatches of one ID, want 1", n)
 	}
-}
-
-func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
-	t.Helper()
-	s, err := js.Stream(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 func TestDispatchManyStoresEveryJob(t *testing.T) {
@@ -238,7 +225,7 @@ func TestDispatchManyStoresEveryJob(t *testing.T) {
 	if len(seen) != 10_000 {
 		t.Fatalf("%d distinct IDs, want 10000", len(seen))
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != 10_000 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 10_000 {
 		t.Fatalf("JOBS holds %d messages, want 10000", n)
 	}
 }
@@ -258,7 +245,7 @@ func TestDispatchManyReportsPerJobErrors(t *testing.T) {
 	if ids[0] == "" || ids[2] == "" || ids[1] != "" {
 		t.Fatalf("ids = %q", ids)
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != 2 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 2 {
 		t.Fatalf("JOBS holds %d messages, want 2", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 func TestDeadLetterCarriesEveryHeaderAndIsStoredOnce(t *testing.T) {
@@ -35,7 +36,7 @@ func TestDeadLetterCarriesEveryHeaderAndIsStoredOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := streamMsgs(t, js, bus.DLQStream); n != 1 {
+	if n := natstest.StreamMsgs(t, js, bus.DLQStream); n != 1 {
 		t.Fatalf("DLQ holds %d messages, want 1", n)
 	}
 	s, _ := js.Stream(ctx, bus.DLQStream)

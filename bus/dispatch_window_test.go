@@ -56,7 +56,7 @@ func TestDispatchManyLargerThanTheAsyncWindow(t *testing.T) {
 	if len(seen) != len(jobs) {
 		t.Fatalf("%d distinct IDs, want %d", len(seen), len(jobs))
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != uint64(len(jobs)) {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != uint64(len(jobs)) {
 		t.Fatalf("JOBS holds %d messages, want %d", n, len(jobs))
 	}
 }

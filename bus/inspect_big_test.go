@@ -103,7 +103,7 @@ func TestOldestOf100kFailedJobs(t *testing.T) {
 		t.Fatalf("Retry = %d, %v", n, err)
 	}
 	t.Logf("retry of the oldest: %s", time.Since(began))
-	if n := streamMsgs(t, js, bus.JobsStream); n != 1 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 1 {
 		t.Fatalf("JOBS holds %d after the retry", n)
 	}
 	if _, err := in.FailedJob(ctx, oldest); err == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 type resizeImage struct {
@@ -195,13 +196,13 @@ func TestRetryAllByQueueAndKind(t *testing.T) {
 	if len(left) != 1 || left[0].Kind != "send-welcome-email" || left[0].Queue != "high" {
 		t.Fatalf("left in DLQ: %+v", left)
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != 3 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 3 {
 		t.Fatalf("JOBS holds %d jobs, want the 3 retried", n)
 	}
 	if n, err := in.RetryAll(ctx, bus.FailedFilter{}); n != 1 || err != nil {
 		t.Fatalf("RetryAll() = %d, %v", n, err)
 	}
-	if n := streamMsgs(t, js, bus.DLQStream); n != 0 {
+	if n := natstest.StreamMsgs(t, js, bus.DLQStream); n != 0 {
 		t.Fatalf("DLQ holds %d after retrying all", n)
 	}
 }
@@ -220,7 +221,7 @@ func TestInterruptedRetryIsTidiedByTheNextRetry(t *testing.T) {
 	if n, err := crashing.Retry(ctx, id); n != 0 || !errors.Is(err, crash) {
 		t.Fatalf("interrupted Retry = %d, %v", n, err)
 	}
-	if streamMsgs(t, js, bus.JobsStream) != 1 || streamMsgs(t, js, bus.DLQStream) != 1 {
+	if natstest.StreamMsgs(t, js, bus.JobsStream) != 1 || natstest.StreamMsgs(t, js, bus.DLQStream) != 1 {
 		t.Fatal("after the crash: want the job queued once and its dead letter kept")
 	}
 
@@ -228,10 +229,10 @@ func TestInterruptedRetryIsTidiedByTheNextRetry(t *testing.T) {
 	if n, err := in.Retry(ctx, id); n != 1 || err != nil {
 		t.Fatalf("second Retry = %d, %v", n, err)
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != 1 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 1 {
 		t.Fatalf("JOBS holds %d copies of the job after the second retry, want 1", n)
 	}
-	if n := streamMsgs(t, js, bus.DLQStream); n != 0 {
+	if n := natstest.StreamMsgs(t, js, bus.DLQStream); n != 0 {
 		t.Fatalf("DLQ holds %d after the second retry, want 0", n)
 	}
 	m := fetchOne(t, js, "high", 2*time.Second)
@@ -270,7 +271,7 @@ func TestForgetRemovesExactlyOne(t *testing.T) {
 	if n, err := in.Forget(ctx, b); n != 0 || !errors.Is(err, bus.ErrUnknownJob) {
 		t.Fatalf("forget again = %d, %v", n, err)
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != 0 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 0 {
 		t.Fatalf("forget queued something: JOBS holds %d", n)
 	}
 }
@@ -299,7 +300,7 @@ func TestFlushKeepsYoungerFailures(t *testing.T) {
 	if n, err := in.Flush(ctx, 0, ""); n != 2 || err != nil {
 		t.Fatalf("Flush(all) = %d, %v", n, err)
 	}
-	if n := streamMsgs(t, js, bus.DLQStream); n != 0 {
+	if n := natstest.StreamMsgs(t, js, bus.DLQStream); n != 0 {
 		t.Fatalf("DLQ holds %d after flushing all", n)
 	}
 }

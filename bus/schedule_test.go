@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 func TestDelayedJobIsNotReadyEarly(t *testing.T) {
@@ -48,7 +49,7 @@ func TestDelayedDispatchDedupes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := streamMsgs(t, js, bus.JobsStream); n != 1 {
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 1 {
 		t.Fatalf("JOBS holds %d schedules, want 1", n)
 	}
 }

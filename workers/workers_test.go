@@ -113,19 +113,6 @@ func dispatch(t *testing.T, e *env, args bus.Args, opts ...bus.Option) string {
 	return id
 }
 
-func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
-	t.Helper()
-	s, err := js.Stream(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
-
 // deadLetters returns every message in DLQ, oldest first.
 func deadLetters(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
@@ -221,7 +208,7 @@ func TestRetryThenSuccessWithBackoff(t *testing.T) {
 	start(t, w)
 	backoff := []time.Duration{500 * time.Millisecond, time.Second}
 	dispatch(t, e, workers.Fail{Times: 2}, bus.Tries(3), bus.Backoff(backoff...))
-	waitFor(t, 15*time.Second, "the job to succeed", func() bool { return streamMsgs(t, e.js, bus.JobsStream) == 0 })
+	waitFor(t, 15*time.Second, "the job to succeed", func() bool { return natstest.StreamMsgs(t, e.js, bus.JobsStream) == 0 })
 	time.Sleep(1500 * time.Millisecond) // a 4th run would have come by now
 	runs := rec.snapshot()
 	if len(runs) != 3 {
@@ -235,7 +222,7 @@ func TestRetryThenSuccessWithBackoff(t *testing.T) {
 			t.Errorf("run %d reports attempt %d", i+1, runs[i].attempt)
 		}
 	}
-	if n := streamMsgs(t, e.js, bus.DLQStream); n != 0 {
+	if n := natstest.StreamMsgs(t, e.js, bus.DLQStream); n != 0 {
 		t.Fatalf("a job that succeeded on its third try is in DLQ (%d)", n)
 	}
 }
@@ -268,7 +255,7 @@ func TestDeadLetters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "5 dead letters", func() bool { return streamMsgs(t, e.js, bus.DLQStream) == 5 })
+	waitFor(t, 15*time.Second, "5 dead letters", func() bool { return natstest.StreamMsgs(t, e.js, bus.DLQStream) == 5 })
 
 	want := map[string]struct {
 		attempts, reason string
@@ -313,7 +300,7 @@ func TestDeadLetters(t *testing.T) {
 	if runs[always] != 3 || runs[permanent] != 1 || runs[panics] != 1 || runs[undecodable] != 1 || runs[unknown] != 0 {
 		t.Errorf("runs per job = %v; want always=3, the others 1, unknown 0", runs)
 	}
-	if n := streamMsgs(t, e.js, bus.JobsStream); n != 0 {
+	if n := natstest.StreamMsgs(t, e.js, bus.JobsStream); n != 0 {
 		t.Errorf("JOBS still holds %d messages after dead-lettering", n)
 	}
 }
@@ -324,7 +311,7 @@ func TestTimeoutEndsTheAttempt(t *testing.T) {
 	workers.RegisterDiagnostics(w)
 	start(t, w)
 	dispatch(t, e, workers.Sleep{MS: 60_000}, bus.Tries(1), bus.Timeout(300*time.Millisecond))
-	waitFor(t, 10*time.Second, "the timed-out job in DLQ", func() bool { return streamMsgs(t, e.js, bus.DLQStream) == 1 })
+	waitFor(t, 10*time.Second, "the timed-out job in DLQ", func() bool { return natstest.StreamMsgs(t, e.js, bus.DLQStream) == 1 })
 	reason := bus.DecodeHeaderText(deadLetters(t, e.js)[0].Header.Get(bus.HeaderError))
 	if !strings.Contains(reason, "job timed out after 300ms") {
 		t.Fatalf("reason = %q", reason)
@@ -332,18 +319,18 @@ func TestTimeoutEndsTheAttempt(t *testing.T) {
 }
 
 func TestLongJobStaysOwnedPastAckWait(t *testing.T) {
-	e := newEnv(t, bus.Config{AckWait: time.Second})
+	e := newEnv(t, bus.Config{AckWait: 2 * time.Second})
 	rec := &recorder{}
-	cfg := workers.Config{Concurrency: 4, Bus: bus.Config{AckWait: time.Second}, Middleware: []workers.Middleware{recordRuns(rec)}}
+	cfg := workers.Config{Concurrency: 4, Bus: bus.Config{AckWait: 2 * time.Second}, Middleware: []workers.Middleware{recordRuns(rec)}}
 	for range 2 { // two workers: a lapse in ownership would hand the job to the other
 		w := workers.New(e.js, cfg)
 		workers.RegisterDiagnostics(w)
 		start(t, w)
 	}
-	dispatch(t, e, workers.Sleep{MS: 3500}, bus.Tries(5))
-	waitFor(t, 15*time.Second, "the long job to finish", func() bool { return streamMsgs(t, e.js, bus.JobsStream) == 0 })
+	dispatch(t, e, workers.Sleep{MS: 6000}, bus.Tries(5))
+	waitFor(t, 20*time.Second, "the long job to finish", func() bool { return natstest.StreamMsgs(t, e.js, bus.JobsStream) == 0 })
 	if runs := rec.snapshot(); len(runs) != 1 {
-		t.Fatalf("a 3.5s job with a 1s AckWait ran %d times, want 1", len(runs))
+		t.Fatalf("a 6s job with a 2s AckWait ran %d times, want 1", len(runs))
 	}
 }
 
@@ -374,7 +361,7 @@ func TestDrainFinishesRunningJobsAndLeavesTheRest(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if n := streamMsgs(t, e.js, bus.JobsStream); n != 4 {
+	if n := natstest.StreamMsgs(t, e.js, bus.JobsStream); n != 4 {
 		t.Fatalf("after the drain JOBS holds %d jobs, want the 4 never started", n)
 	}
 	// The unstarted jobs are ready for another worker at once.
@@ -419,7 +406,7 @@ func TestDrainHandsBackWhatCannotFinish(t *testing.T) {
 	if md, _ := m.Metadata(); md.NumDelivered != 2 {
 		t.Fatalf("handed-back job has NumDelivered %d, want 2", md.NumDelivered)
 	}
-	if n := streamMsgs(t, e.js, bus.DLQStream); n != 0 {
+	if n := natstest.StreamMsgs(t, e.js, bus.DLQStream); n != 0 {
 		t.Fatalf("a handed-back job was dead-lettered")
 	}
 }
@@ -443,7 +430,7 @@ func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
 	w := workers.New(e.js, workers.Config{Bus: cfg, Middleware: []workers.Middleware{recordRuns(rec)}})
 	workers.RegisterDiagnostics(w)
 	start(t, w)
-	waitFor(t, 10*time.Second, "the abandoned job in DLQ", func() bool { return streamMsgs(t, e.js, bus.DLQStream) == 1 })
+	waitFor(t, 10*time.Second, "the abandoned job in DLQ", func() bool { return natstest.StreamMsgs(t, e.js, bus.DLQStream) == 1 })
 	dl := deadLetters(t, e.js)[0]
 	if dl.Header.Get(bus.HeaderJobID) != id || !strings.Contains(bus.DecodeHeaderText(dl.Header.Get(bus.HeaderError)), "interrupted during its last attempt") {
 		t.Fatalf("dead letter %v", dl.Header)
@@ -464,7 +451,7 @@ func TestJobSettingsBeatWorkerDefaults(t *testing.T) {
 	if _, err := e.js.PublishMsg(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the job in DLQ", func() bool { return streamMsgs(t, e.js, bus.DLQStream) == 1 })
+	waitFor(t, 10*time.Second, "the job in DLQ", func() bool { return natstest.StreamMsgs(t, e.js, bus.DLQStream) == 1 })
 	if n := len(rec.snapshot()); n != 2 {
 		t.Fatalf("job with Jetfleet-Tries 2 ran %d times under a worker default of 5", n)
 	}

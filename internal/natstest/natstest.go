@@ -172,3 +172,17 @@ func FreePorts(t testing.TB, n int) []int {
 	}
 	return ports
 }
+
+// StreamMsgs is how many messages the stream name holds now.
+func StreamMsgs(t testing.TB, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatalf("natstest: stream %s: %v", name, err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatalf("natstest: stream %s info: %v", name, err)
+	}
+	return info.State.Msgs
+}
