@@ -328,11 +328,36 @@ func headerSize(h nats.Header) int64 {
 	return n
 }
 
+// noLeaderRetry bounds how long a publish keeps trying while no server
+// answers for JOBS: in a cluster, the stream has no leader for a few
+// seconds after its leader's server dies. Retries are safe: the job ID
+// (Nats-Msg-Id) makes JetStream store the job once.
+const (
+	noLeaderRetry     = 15 * time.Second
+	noLeaderRetryWait = 250 * time.Millisecond
+)
+
 func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
-	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
-		return d.publishError(msg, err)
+	stop := time.Now().Add(noLeaderRetry)
+	var last error
+	for {
+		_, err := d.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+		if err == nil {
+			return nil
+		}
+		if last != nil && ctx.Err() != nil {
+			return d.publishError(msg, last) // the cause, not the context's end
+		}
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) || time.Now().After(stop) {
+			return d.publishError(msg, err)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return d.publishError(msg, last)
+		case <-time.After(noLeaderRetryWait):
+		}
 	}
-	return nil
 }
 
 // publishJob publishes a job's message and reports it to

@@ -13,7 +13,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -263,12 +265,44 @@ func checkCSRF(r *http.Request, tok string) bool {
 }
 
 // recordUploads records each upload as a "processing" original, replacing
-// an earlier image of the same name with its thumbnails.
+// an earlier image of the same name with its thumbnails. InnoDB may pick
+// the transaction as a deadlock victim when uploads to other items run at
+// once: it is then run again, a few times.
 func (c *Catalog) recordUploads(ctx context.Context, id int64, refs []ImageRef) error {
+	var err error
+	for attempt := range 5 {
+		if err = c.recordUploadsOnce(ctx, id, refs); !isDeadlock(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// isDeadlock reports whether err is MySQL/MariaDB's "Deadlock found when
+// trying to get lock" (1213), after which the transaction can be retried.
+func isDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1213
+}
+
+func (c *Catalog) recordUploadsOnce(ctx context.Context, id int64, refs []ImageRef) error {
 	return c.db.Tx(ctx, func(tx *sqlx.Tx) error {
 		for _, ref := range refs {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
+			// DELETE only what exists: a DELETE that finds nothing locks the
+			// gap after the newest item, where other uploads insert.
+			var n int
+			if err := tx.GetContext(ctx, &n, "SELECT COUNT(*) FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
 				return err
+			}
+			if n > 0 {
+				if _, err := tx.ExecContext(ctx, "DELETE FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
+					return err
+				}
 			}
 			if _, err := tx.ExecContext(ctx, "INSERT INTO item_images (item_id, name, size, object_name) VALUES (?, ?, 0, ?)", id, ref.Name, ref.Object); err != nil {
 				return err
