@@ -101,32 +101,20 @@ func WorkersBucketConfig(cfg Config) jetstream.KeyValueConfig {
 // cluster's "insufficient resources" (503), answered for a moment after it
 // forms, is retried for up to 30 seconds.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for attempt := 0; ; attempt++ {
-		kv, err := js.KeyValue(ctx, kc.Bucket)
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
+	var kv jetstream.KeyValue
+	err := untilSettled(ctx, func() error {
+		var err error
+		if kv, err = js.KeyValue(ctx, kc.Bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return err
 		}
 		kv, err = js.CreateKeyValue(ctx, kc)
-		if err == nil {
-			return kv, nil
+		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return errRetry // another process created it in between: look it up again
 		}
-		// Another process created it in between: look it up again.
-		raced := errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
-		var apiErr *jetstream.APIError
-		busy := errors.As(err, &apiErr) && apiErr.Code == 503 && time.Now().Before(deadline)
-		if !raced && !busy || raced && attempt >= 3 {
-			return nil, fmt.Errorf("bus: create bucket %s: %w", kc.Bucket, err)
-		}
-		if busy {
-			select {
-			case <-ctx.Done():
-				return nil, fmt.Errorf("bus: create bucket %s: %w", kc.Bucket, ctx.Err())
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
 	}
+	return kv, nil
 }

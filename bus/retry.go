@@ -32,6 +32,13 @@ func RetryMsgID(id string, dlqSeq uint64) string {
 // IDs it could not retry (unknown: ErrUnknownJob) are reported together
 // in the error; the others are still retried.
 func (in *Inspector) Retry(ctx context.Context, ids ...string) (int, error) {
+	return in.eachFailed(ctx, ids, func(fj *FailedJob) error { return in.retryOne(ctx, fj) })
+}
+
+// eachFailed looks up the dead letter of each ID and applies act to it. It
+// returns how many succeeded and the errors of the others, joined; it stops
+// early only when ctx ends.
+func (in *Inspector) eachFailed(ctx context.Context, ids []string, act func(*FailedJob) error) (int, error) {
 	s, err := in.stream(ctx, DLQStream)
 	if err != nil {
 		return 0, err
@@ -41,7 +48,7 @@ func (in *Inspector) Retry(ctx context.Context, ids ...string) (int, error) {
 	for _, id := range ids {
 		fj, err := lastFailed(ctx, s, id)
 		if err == nil {
-			err = in.retryOne(ctx, fj)
+			err = act(fj)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -129,24 +136,10 @@ func isDLQOnly(k string) bool {
 // and returns how many it deleted. Unknown IDs are reported together in
 // the error (wrapping ErrUnknownJob); the others are still deleted.
 func (in *Inspector) Forget(ctx context.Context, ids ...string) (int, error) {
-	s, err := in.stream(ctx, DLQStream)
-	if err != nil {
-		return 0, err
-	}
-	var errs []error
-	n := 0
-	for _, id := range ids {
-		fj, err := lastFailed(ctx, s, id)
-		if err == nil {
-			_, err = purge(ctx, in.js, DLQStream, purgeRequest{Filter: fj.Subject, Seq: fj.Seq + 1})
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		n++
-	}
-	return n, errors.Join(errs...)
+	return in.eachFailed(ctx, ids, func(fj *FailedJob) error {
+		_, err := purge(ctx, in.js, DLQStream, purgeRequest{Filter: fj.Subject, Seq: fj.Seq + 1})
+		return err
+	})
 }
 
 // Flush deletes failed jobs and returns how many it deleted: those of

@@ -167,40 +167,21 @@ func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queue
 	return nil
 }
 
-// ensureConsumer creates or updates a queue's consumer. Right after a stream
-// is created or scaled in a cluster, the server answers "insufficient
-// resources" (503) for about a second; that is retried for up to 30s.
+// ensureConsumer creates or updates a queue's consumer, retrying while a
+// cluster settles (untilSettled).
 func ensureConsumer(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConfig) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	err := untilSettled(ctx, func() error {
 		_, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cc)
-		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.Code != 503 || time.Now().After(deadline) {
-			if err != nil {
-				return fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, JobsStream, err)
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, JobsStream, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, JobsStream, err)
 	}
+	return nil
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
-	for attempt := 0; ; attempt++ {
-		err := tryEnsureStream(ctx, js, want)
-		if err == nil || attempt == 4 || !retryable(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bus: stream %s: %w", want.Name, ctx.Err())
-		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
-		}
-	}
+	return untilSettled(ctx, func() error { return tryEnsureStream(ctx, js, want) })
 }
 
 func tryEnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
@@ -229,12 +210,6 @@ func tryEnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream
 		return fmt.Errorf("bus: update stream %s: %w", want.Name, err)
 	}
 	return nil
-}
-
-var errRetry = errors.New("bus: concurrent change, retry")
-
-func retryable(err error) bool {
-	return errors.Is(err, errRetry) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // streamMatches reports whether have already holds every setting jetfleet

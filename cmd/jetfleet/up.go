@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -273,32 +272,15 @@ func (s *system) useConn(nc *nats.Conn) error {
 }
 
 // startBus provisions the jetfleet streams and one consumer per queue.
-//
-// In a cluster, a stream that has just been created or scaled (R1 to R3)
-// has no leader for a moment, and creating its consumers then fails with a
-// 503 ("insufficient resources"); such errors are retried for up to 30 s.
+// (bus retries what a cluster answers while it settles.)
 func (s *system) startBus(ctx context.Context) error {
 	cfg, err := busSettings(s.a.getenv)
 	if err != nil {
 		return err
 	}
 	cfg.Replicas = s.opts.replicas
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := bus.ProvisionQueues(ctx, s.js, cfg, s.opts.queues...)
-		if err == nil {
-			break
-		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.Code != 503 || time.Now().After(deadline) {
-			return err
-		}
-		s.log.Debug().Err(err).Msg("JetStream not ready for the topology yet (leader election); retrying")
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	if err := bus.ProvisionQueues(ctx, s.js, cfg, s.opts.queues...); err != nil {
+		return err
 	}
 	if err := s.waitForReplicas(ctx); err != nil {
 		return err
