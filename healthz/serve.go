@@ -45,10 +45,16 @@ func (o DrainOptions) withDefaults() DrainOptions {
 }
 
 // Serve runs srv on ln until ctx ends, then drains: Drain at once (/up says
-// 503), keep-alives off (each response closes its connection, so clients
-// reconnect through the balancer), new requests still served for
+// 503), every response from then on carries "Connection: close" (so
+// clients reconnect through the balancer), new requests still served for
 // DrainDelay so the balancer takes the node out, then srv.Shutdown, which
-// closes the listener and waits up to Grace for in-flight requests.
+// closes the listener and idle connections and waits up to Grace for
+// in-flight requests.
+//
+// Idle keep-alive connections are left open until Shutdown rather than
+// closed when the drain begins: a balancer may be writing a request on one
+// at that very moment, and a POST lost that way cannot be resent. Serve
+// wraps srv.Handler to do this, so set the handler before calling it.
 //
 // It returns nil after a clean drain (or when srv was shut down by someone
 // else), an error when srv fails to serve, and an error wrapping
@@ -57,6 +63,7 @@ func (o DrainOptions) withDefaults() DrainOptions {
 // once is the caller's business: it can simply exit.
 func (h *Health) Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	opts = opts.withDefaults()
+	srv.Handler = h.closeWhenDraining(srv.Handler)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
@@ -65,7 +72,6 @@ func (h *Health) Serve(ctx context.Context, srv *http.Server, ln net.Listener, o
 	case <-ctx.Done():
 	}
 	h.Drain()
-	srv.SetKeepAlivesEnabled(false)
 	opts.Logf("healthz: draining: /up answers 503, requests in flight: %d, closing the listener in %s", h.InFlight(), opts.DrainDelay)
 	delay := time.NewTimer(opts.DrainDelay)
 	defer delay.Stop()
@@ -86,6 +92,20 @@ func (h *Health) Serve(ctx context.Context, srv *http.Server, ln net.Listener, o
 	}
 	opts.Logf("healthz: drained")
 	return nil
+}
+
+// closeWhenDraining makes each response of a draining node close its
+// connection once it is written.
+func (h *Health) closeWhenDraining(next http.Handler) http.Handler {
+	if next == nil {
+		next = http.DefaultServeMux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.Draining() {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func serveError(err error) error {

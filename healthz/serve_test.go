@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +141,40 @@ func TestServeDrainsGracefully(t *testing.T) {
 	}
 	if _, err := http.Get(d.base + "/hello"); err == nil {
 		t.Error("the listener still accepts after Serve returned")
+	}
+}
+
+// TestServeKeepsIdleConnectionsUntilShutdown: a keep-alive connection that
+// sat idle when the drain began is not closed under the balancer's feet;
+// its next request is served, with "Connection: close".
+func TestServeKeepsIdleConnectionsUntilShutdown(t *testing.T) {
+	h := healthz.New(healthz.Config{})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	d := startDrainServer(t, ctx, h, healthz.DrainOptions{DrainDelay: 2 * time.Second})
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	waitFor(t, 5*time.Second, "the server answers", func() bool {
+		resp, err := client.Get(d.base + "/hello")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+
+	stop() // the SIGTERM
+	waitFor(t, 2*time.Second, "the node draining", h.Draining)
+	time.Sleep(100 * time.Millisecond) // a closed idle connection would now be noticed by the transport
+	var reused bool
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, d.base+"/hello", nil)
+	r := do(t, client, req)
+	if !reused {
+		t.Error("the idle keep-alive connection was closed when the drain began")
+	}
+	if r.code != 200 || r.body != "hello" || !r.close {
+		t.Errorf("request on the idle connection during the drain = %d %q (close %v), want 200 hello and Connection: close", r.code, r.body, r.close)
 	}
 }
 

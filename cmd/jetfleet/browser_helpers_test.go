@@ -65,6 +65,34 @@ func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action
 	}
 }
 
+// click focuses the button sel, which holds off the page's live refresh
+// (it never replaces the part that has the focus), and clicks it. A refresh
+// that replaced the button between finding and focusing it is an error of
+// the moment, so it tries up to three times.
+func click(t *testing.T, ctx context.Context, what, sel string) {
+	t.Helper()
+	var err error
+	for range 3 {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = chromedp.Do(cctx, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Focus(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		t.Logf("browser: click %s: %v (trying again)", what, err)
+	}
+	t.Fatalf("browser: click %s: %v", what, err)
+}
+
+// overflowing is a JavaScript expression naming the elements that reach
+// past the right edge of the window.
+const overflowing = `Array.from(document.querySelectorAll("body *")).filter(function (e) {
+	return e.getBoundingClientRect().right > window.innerWidth + 0.5;
+}).slice(0, 8).map(function (e) {
+	return e.tagName.toLowerCase() + (e.className && e.className.baseVal === undefined ? "." + e.className : "") +
+		" (right " + Math.round(e.getBoundingClientRect().right) + "): " + (e.textContent || "").trim().slice(0, 40);
+}).join("; ") || "none found"`
+
 // eval evaluates a JavaScript expression in the page.
 func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	t.Helper()

@@ -110,8 +110,8 @@ func retryFromTheList(t *testing.T, ctx context.Context, up *proc, base, id stri
 	row := fmt.Sprintf(`tr[data-job=%q]`, id)
 	do(t, ctx, "open the failed jobs", chromedp.Navigate(base+"/failed"), chromedp.WaitVisible(chromedp.CSS(row)))
 	time.Sleep(time.Until(until)) // from now on the job succeeds
-	do(t, ctx, "click Retry", chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[aria-label="Retry job %s"]`, id))),
-		chromedp.WaitVisible(chromedp.CSS(".notice")))
+	click(t, ctx, "Retry", fmt.Sprintf(`button[aria-label="Retry job %s"]`, id))
+	do(t, ctx, "wait for the notice after Retry", chromedp.WaitVisible(chromedp.CSS(".notice")))
 	if n := eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Retried 1 job") {
 		t.Errorf("notice after Retry: %q", n)
 	}
@@ -152,8 +152,8 @@ func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base
 		t.Fatalf("ready on paused default = %s, want 3 (a worker took from a paused queue?)", got)
 	}
 	resume := `button[aria-label="Resume queue default"]`
-	do(t, ctx, "click Resume", chromedp.WaitVisible(chromedp.CSS(resume)), chromedp.Click(chromedp.CSS(resume)),
-		chromedp.WaitVisible(chromedp.CSS(".notice")))
+	click(t, ctx, "Resume", resume)
+	do(t, ctx, "wait for the notice after Resume", chromedp.WaitVisible(chromedp.CSS(".notice")))
 	waitJS(t, ctx, "default drained after resuming", `(function () {
 		var tr = document.querySelector('tr[data-queue="default"]');
 		return tr.querySelector('[data-field="ready"]').textContent.trim() === "0" &&
@@ -173,7 +173,8 @@ func screenshots(t *testing.T, ctx context.Context, base string) {
 	do(t, ctx, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(base),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-queue="default"]`)))
 	if wide := eval[bool](t, ctx, `document.documentElement.scrollWidth > window.innerWidth`); wide {
-		t.Errorf("on a 390px phone the page scrolls sideways (scrollWidth %d)", eval[int](t, ctx, `document.documentElement.scrollWidth`))
+		t.Errorf("on a 390px phone the page scrolls sideways (scrollWidth %d, innerWidth %d); wider than the window: %s",
+			eval[int](t, ctx, `document.documentElement.scrollWidth`), eval[int](t, ctx, `window.innerWidth`), eval[string](t, ctx, overflowing))
 	}
 	save(t, ctx, "dashboard-overview-phone.png")
 }
