@@ -104,23 +104,51 @@ func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Conf
 	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger}, nil
 }
 
-// imageBucket opens the Object Store bucket, creating it when missing.
+// imageBucket opens the Object Store bucket, creating it when missing, and
+// makes its reads go to the stream leader (see readFromLeader).
 func imageBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.ObjectStore, error) {
-	obs, err := js.ObjectStore(ctx, cfg.ImageBucket)
+	_, err := js.ObjectStore(ctx, cfg.ImageBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		_, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket:      cfg.ImageBucket,
 			Description: "jetfleet catalog: item images and thumbnails",
 			Replicas:    cfg.ImageReplicas,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			obs, err = js.ObjectStore(ctx, cfg.ImageBucket) // another node created it meanwhile
+			err = nil // another node created it meanwhile
 		}
+	}
+	if err == nil {
+		err = readFromLeader(ctx, js, "OBJ_"+cfg.ImageBucket)
+	}
+	var obs jetstream.ObjectStore
+	if err == nil {
+		obs, err = js.ObjectStore(ctx, cfg.ImageBucket) // sees the stream's settings as they are now
 	}
 	if err != nil {
 		return nil, fmt.Errorf("catalog: object store %q: %w", cfg.ImageBucket, err)
 	}
 	return obs, nil
+}
+
+// readFromLeader turns off direct gets on a bucket's stream. nats.go
+// creates Object Store buckets with direct gets on, which any replica
+// answers, and a follower a moment behind the leader answers "not found"
+// for an object stored a moment ago: a worker would then fail an upload
+// the web node had just accepted. Without direct gets, reads go to the
+// stream leader, which has every acknowledged write.
+func readFromLeader(ctx context.Context, js jetstream.JetStream, stream string) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return nil
+	}
+	cfg.AllowDirect = false
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // Limits of the request bodies other than uploads.

@@ -38,8 +38,8 @@
 // token: in the X-CSRF-Token header (JSON clients get it from the login
 // response or GET /me) or in the _token form field (the HTML forms carry
 // it). An image upload checks the token itself, from the header or from a
-// _token part that comes before the first file, so that the files can be
-// streamed to the Object Store without buffering the request. POST /login is
+// _token part that comes before the first file, so that no file is read
+// before the request is known to be genuine. POST /login is
 // exempt: it takes only a name, so a forged login gains an attacker nothing
 // that typing the name would not; an application with real credentials
 // should check the token there too.

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"database/sql"
@@ -118,9 +119,11 @@ func (c *Catalog) itemOwner(ctx context.Context, id int64) (User, error) {
 }
 
 // uploadImages is POST /items/{id}/images, multipart with the files in the
-// field "images". The files are streamed to the Object Store (the node
-// keeps nothing on disk), recorded as "processing", and process-item-images
-// is dispatched on the high queue: 202 with the job's ID.
+// field "images". Each file is read into memory (a request holds at most
+// MaxUploadBytes) and stored in the Object Store, retried through a leader
+// election; the node keeps nothing on disk. The files are recorded as
+// "processing", and process-item-images is dispatched on the high queue:
+// 202 with the job's ID.
 func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "id")
 	if err != nil {
@@ -216,34 +219,50 @@ func (c *Catalog) storeFile(ctx context.Context, id int64, p *multipart.Part, ea
 		name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(base, ext), n, ext)
 	}
 	ref := ImageRef{Name: name, Object: objectName(id, name, 0)}
-	body := &partReader{r: p}
-	info, err := c.images.Put(ctx, jetstream.ObjectMeta{Name: ref.Object, Headers: nats.Header{"Filename": {p.FileName()}}}, body)
-	if body.err != nil { // the client's side: too large, broken off, malformed
-		return ref, badMultipart(body.err)
+	data, err := io.ReadAll(p)
+	if err != nil { // the client's side: too large, broken off, malformed
+		return ref, badMultipart(err)
 	}
-	if err != nil { // the Object Store's side
-		return ref, fmt.Errorf("store %s in the object store: %w", ref.Object, err)
-	}
-	if info.Size == 0 {
-		c.images.Delete(context.WithoutCancel(ctx), ref.Object)
+	if len(data) == 0 {
 		return ref, fail(http.StatusBadRequest, "file %s is empty", p.FileName())
+	}
+	meta := jetstream.ObjectMeta{Name: ref.Object, Headers: nats.Header{"Filename": {p.FileName()}}}
+	if err := c.putObject(ctx, meta, data); err != nil { // the Object Store's side
+		return ref, fmt.Errorf("store %s in the object store: %w", ref.Object, err)
 	}
 	return ref, nil
 }
 
-// partReader remembers the error of reading an uploaded file, to tell the
-// client's failures from the Object Store's.
-type partReader struct {
-	r   io.Reader
-	err error
+// Stores retry a failed Put for up to putRetry while the bucket's stream
+// has no leader: in a cluster, for a few seconds after its server dies.
+const (
+	putRetry     = 15 * time.Second
+	putRetryWait = 250 * time.Millisecond
+)
+
+// putObject stores data under meta. The file is held in memory (a request
+// is at most MaxUploadBytes) so that a Put cut off by a leader election
+// can be made again: the client's request is not lost to a moment of the
+// cluster's.
+func (c *Catalog) putObject(ctx context.Context, meta jetstream.ObjectMeta, data []byte) error {
+	stop := time.Now().Add(putRetry)
+	for {
+		_, err := c.images.Put(ctx, meta, bytes.NewReader(data))
+		if err == nil || !leaderless(err) || time.Now().After(stop) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(putRetryWait):
+		}
+	}
 }
 
-func (pr *partReader) Read(p []byte) (int, error) {
-	n, err := pr.r.Read(p)
-	if err != nil && err != io.EOF {
-		pr.err = err
-	}
-	return n, err
+// leaderless reports errors a stream gives while it elects a leader.
+func leaderless(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // badMultipart answers a body that broke off or is malformed.
