@@ -309,7 +309,7 @@ func newVU(base, name string, rec *recorder) *vu {
 }
 
 // do sends one request through the balancer; a transport error or a 5xx
-// is a failed request.
+// is a failed request, after which the user pauses for failurePause.
 func (v *vu) do(method, path string, body []byte, ctype string) (int, []byte) {
 	var rd io.Reader
 	if body != nil {
@@ -334,8 +334,14 @@ func (v *vu) do(method, path string, body []byte, ctype string) (int, []byte) {
 	failed := err != nil || code >= 500
 	what := fmt.Sprintf("%s %s %s: %d %v %.120s", v.name, method, path, code, err, b)
 	v.rec.add(time.Since(start), failed, what)
+	if failed {
+		time.Sleep(failurePause) // as a user would, rather than hammer a failing site
+	}
 	return code, b
 }
+
+// failurePause is how long a virtual user waits after a failed request.
+const failurePause = time.Second
 
 type upload struct {
 	item  int64
@@ -672,11 +678,16 @@ func TestFaultInjection(t *testing.T) {
 	if stats, err = in.Stats(ctx); err != nil {
 		t.Fatalf("stats: %v", err)
 	}
+	stranded := missing > 0
 	for _, q := range stats.Queues {
 		t.Logf("JOBS queue %s: ready %d, in flight %d, failed %d", q.Queue, q.Ready, q.InFlight, q.Failed)
 		if q.Ready != 0 || q.InFlight != 0 {
 			t.Errorf("queue %s has stranded jobs: ready %d, in flight %d", q.Queue, q.Ready, q.InFlight)
+			stranded = true
 		}
+	}
+	if stranded {
+		c.explainStranded(t, js, stats)
 	}
 	if s, err := js.Stream(ctx, "JOBS"); err != nil {
 		t.Errorf("JOBS: %v", err)
@@ -711,4 +722,31 @@ func TestFaultInjection(t *testing.T) {
 		t.Errorf("the balancer serves /metrics publicly")
 	}
 	t.Logf("after the run: web1-3 /up, balancer /up and nats1-3 /healthz checked")
+}
+
+// explainStranded logs what the consumers and the workers say about jobs
+// that did not finish, and has each worker print its goroutines (SIGQUIT)
+// into its log, which the test keeps.
+func (c *cluster) explainStranded(t *testing.T, js jetstream.JetStream, stats *bus.Stats) {
+	ctx := context.Background()
+	for _, q := range stats.Queues {
+		cons, err := js.Consumer(ctx, "JOBS", "q-"+q.Queue)
+		if err != nil {
+			t.Logf("consumer q-%s: %v", q.Queue, err)
+			continue
+		}
+		i := cons.CachedInfo()
+		t.Logf("consumer q-%s: leader %s, pending %d, ack pending %d, waiting %d, redelivered %d, delivered %d/%d, ack floor %d/%d",
+			q.Queue, i.Cluster.Leader, i.NumPending, i.NumAckPending, i.NumWaiting, i.NumRedelivered,
+			i.Delivered.Consumer, i.Delivered.Stream, i.AckFloor.Consumer, i.AckFloor.Stream)
+	}
+	for _, w := range stats.Workers {
+		t.Logf("worker %s pid %d: running %d of %d, counts %+v", w.Host, w.PID, w.Running, w.Concurrency, w.Counts)
+	}
+	for _, name := range []string{"worker1", "worker2"} {
+		if c.running(name) {
+			_, _ = c.script(10*time.Second, "kill", name, "QUIT")
+		}
+	}
+	time.Sleep(time.Second) // the goroutine dumps reach the logs
 }

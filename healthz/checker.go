@@ -23,8 +23,9 @@ type checker struct {
 	pub     atomic.Pointer[published] // the last published result; nil: none yet
 	overdue atomic.Bool               // the last run timed out and its Run has not returned
 
-	mu   sync.Mutex
-	wait chan struct{} // non-nil while a run's result is pending; closed on publication
+	mu           sync.Mutex
+	wait         chan struct{} // non-nil while a run's result is pending; closed on publication
+	failingSince time.Time     // when the current run of failures began; zero after a success
 }
 
 // fresh reports whether p can be served at now: it is younger than
@@ -99,7 +100,19 @@ func (c *checker) publishLocked(done chan struct{}, err error, took time.Duratio
 	if c.wait != done {
 		return false
 	}
-	c.pub.Store(&published{res: c.classify(err, took), at: time.Now()})
+	now := time.Now()
+	res := c.classify(err, took)
+	switch {
+	case err == nil:
+		c.failingSince = time.Time{}
+	case c.failingSince.IsZero():
+		c.failingSince = now
+	}
+	if failing := now.Sub(c.failingSince); res.Status == CheckDown && failing < c.DownAfter {
+		res.Status = CheckDegraded
+		res.Error += fmt.Sprintf(" (failing for %s: down after %s)", failing.Round(time.Millisecond), c.DownAfter)
+	}
+	c.pub.Store(&published{res: res, at: now})
 	c.wait = nil
 	close(done)
 	return true

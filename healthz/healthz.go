@@ -94,6 +94,14 @@ type Check struct {
 	Critical bool
 	// Timeout bounds one run. Zero or negative: 1s.
 	Timeout time.Duration
+	// DownAfter lets a Critical check fail for this long, without a
+	// success in between, before it takes the node down; until then its
+	// failures are reported "degraded". Use it for a dependency that every
+	// node shares and that recovers by itself within seconds, such as a
+	// JetStream cluster electing a leader: taking every node out of the
+	// balancer at once only turns slow requests into refused ones. Zero:
+	// the first failure takes the node down.
+	DownAfter time.Duration
 	// Run performs the check: nil means ok; an error wrapping ErrDegraded
 	// means degraded even when Critical. A nil Run always fails. A panic in
 	// Run is recovered and reported as the check's error.

@@ -114,6 +114,34 @@ func TestCriticalFailureIsDownNonCriticalIsDegraded(t *testing.T) {
 	}
 }
 
+// TestDownAfterHoldsOffAShortOutage: a critical check with DownAfter is
+// degraded while it has failed for less than that, down after, and a
+// success starts the count again.
+func TestDownAfterHoldsOffAShortOutage(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns.ClientURL())
+	h := healthz.New(healthz.Config{CacheFor: -1}, healthz.Check{Name: "sessions", Critical: true, DownAfter: 600 * time.Millisecond, Run: bucketCheck(js, "sessions")})
+	up := healthServer(t, h) + "/up"
+	began := time.Now()
+	code, rep := getReport(t, up)
+	if s := rep.Checks["sessions"]; code != 200 || s.Status != "degraded" || !strings.Contains(s.Error, "down after 600ms") {
+		t.Fatalf("a critical check failing for the first time: %d %+v, want 200 with sessions degraded", code, rep)
+	}
+	waitFor(t, 5*time.Second, "503 once the check has failed for 600ms", func() bool {
+		code, rep = getReport(t, up)
+		return code == 503
+	})
+	if took := time.Since(began); took < 600*time.Millisecond || rep.Checks["sessions"].Status != "down" {
+		t.Errorf("503 after %s: %+v, want down after 600ms of failures", took, rep)
+	}
+	if _, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "sessions"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, rep = getReport(t, up); code != 200 || rep.Checks["sessions"].Status != "ok" {
+		t.Errorf("after the bucket came: %d %+v, want 200 ok", code, rep)
+	}
+}
+
 func TestCriticalCheckCanReportDegraded(t *testing.T) {
 	ns := natstest.Start(t)
 	_, js := natstest.Connect(t, ns.ClientURL())

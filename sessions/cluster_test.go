@@ -2,7 +2,9 @@ package sessions_test
 
 import (
 	"context"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/sessions"
@@ -44,4 +46,50 @@ func TestClusterReadsSeeTheWriteMadeThroughAnotherNode(t *testing.T) {
 			t.Fatal("too many stale reads")
 		}
 	}
+}
+
+// TestRequestsWaitOutALeaderElection: when the bucket's leader dies, the
+// requests made during the election are slower, not failed: loads and
+// saves are made again until a new leader answers.
+func TestRequestsWaitOutALeaderElection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	cluster := natstest.StartCluster(t, 3)
+	_, admin := natstest.Connect(t, cluster.Nodes[0].ClientURL())
+	_, err := sessions.New(admin, sessions.Config{Replicas: 3})
+	must(t, err)
+	st, err := admin.Stream(context.Background(), "KV_sessions")
+	must(t, err)
+	leader := st.CachedInfo().Cluster.Leader
+	survivor := 0
+	for i, n := range cluster.Nodes {
+		if n.Name() != leader {
+			survivor = i
+		}
+	}
+	_, js := natstest.Connect(t, cluster.Nodes[survivor].ClientURL())
+	sm, err := sessions.New(js, sessions.Config{Replicas: 3})
+	must(t, err)
+	c := newClient()
+	c.run(sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "n", 1)) })
+	for _, n := range cluster.Nodes {
+		if n.Name() == leader {
+			n.Shutdown()
+		}
+	}
+	began := time.Now()
+	w := c.run(sm, func(ctx context.Context) {
+		n, _ := sessions.GetInt(ctx, "n")
+		must(t, sessions.Put(ctx, "n", n+1))
+	})
+	if w.Code != http.StatusOK {
+		t.Fatalf("request during the election: %d %s, want 200", w.Code, w.Body)
+	}
+	t.Logf("request during the election took %s", time.Since(began).Round(time.Millisecond))
+	c.run(sm, func(ctx context.Context) {
+		if n, _ := sessions.GetInt(ctx, "n"); n != 2 {
+			t.Errorf("after the election n = %d, want 2", n)
+		}
+	})
 }

@@ -62,7 +62,10 @@ type Config struct {
 	// because the session was destroyed concurrently, ErrSessionGone).
 	// Default: nothing is logged.
 	ErrorLog func(r *http.Request, err error)
-	// StoreTimeout bounds each load and each save. Default 2 seconds.
+	// StoreTimeout bounds each load and each save, including the retries
+	// made while the bucket elects a leader (each attempt gets at most 2s).
+	// Default 10 seconds: a leader election after a server dies takes a
+	// few seconds.
 	StoreTimeout time.Duration
 	// MaxRetries bounds how often a save reloads and merges after a
 	// concurrent write to the same session. Default 10.
@@ -102,7 +105,7 @@ const (
 	defaultIdleTimeout     = 120 * time.Minute
 	defaultAbsoluteTimeout = 24 * time.Hour
 	defaultRefreshFraction = 0.1
-	defaultStoreTimeout    = 2 * time.Second
+	defaultStoreTimeout    = 10 * time.Second
 	defaultMaxRetries      = 10
 )
 

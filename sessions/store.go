@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,9 +18,11 @@ func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error)
 		m.observe(EventStoreError)
 		return nil, 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-	defer cancel()
-	e, err := m.kv.Get(ctx, key)
+	var e jetstream.KeyValueEntry
+	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
+		e, err = m.kv.Get(ctx, key)
+		return err
+	})
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		m.observe(EventStoreError)
 		return nil, 0, fmt.Errorf("%w: load session: %w", ErrUnavailable, err)
@@ -43,9 +46,11 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 		return 0, err
 	}
 	data := rec.encode()
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-	defer cancel()
-	newRev, err := m.kv.Update(ctx, key, data, rev)
+	var newRev uint64
+	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
+		newRev, err = m.kv.Update(ctx, key, data, rev)
+		return err
+	})
 	switch {
 	case err == nil:
 		m.observe(EventSave)
@@ -68,13 +73,11 @@ func (m *Manager) remove(ctx context.Context, key string, rev uint64) error {
 		m.observe(EventStoreError)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
-	defer cancel()
 	var opts []jetstream.KVDeleteOpt
 	if rev > 0 {
 		opts = append(opts, jetstream.LastRevision(rev))
 	}
-	err := m.kv.Delete(ctx, key, opts...)
+	err := m.untilAnswered(ctx, func(ctx context.Context) error { return m.kv.Delete(ctx, key, opts...) })
 	if err == nil || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		if err != nil {
 			m.observe(EventConflict)
@@ -83,6 +86,46 @@ func (m *Manager) remove(ctx context.Context, key string, rev uint64) error {
 	}
 	m.observe(EventStoreError)
 	return fmt.Errorf("%w: delete session: %w", ErrUnavailable, err)
+}
+
+// A leader election in a cluster leaves the bucket without an answer for a
+// few seconds. Each request to the bucket is given attemptTimeout and made
+// again, retryWait later, until the bucket answers or StoreTimeout passes.
+// Repeating is safe: a load reads; a save carries the revision it expects
+// (a save that was stored although its answer was lost comes back as a
+// conflict, which commit resolves by merging); a delete deletes.
+const (
+	attemptTimeout = 2 * time.Second
+	retryWait      = 100 * time.Millisecond
+)
+
+// untilAnswered runs op until the bucket answers it (nil, or an error that
+// is not an election's), or StoreTimeout passes.
+func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(ctx, min(attemptTimeout, m.cfg.StoreTimeout))
+		err := op(actx)
+		acancel()
+		if err == nil || !unanswered(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(retryWait):
+		}
+	}
+}
+
+// unanswered reports the errors of a bucket electing its leader: no answer
+// in time, no responders, or JetStream's 503.
+func unanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.As(err, &apiErr) && apiErr.Code == 503
 }
 
 func isConflict(err error) bool { return errors.Is(err, jetstream.ErrKeyRevisionMismatch) }

@@ -40,16 +40,25 @@ type webNode struct {
 	handler http.Handler
 }
 
+// nodeOptions tunes a web node.
+type nodeOptions struct {
+	// replicas, when not 0, is the session bucket's replica count unless
+	// SESSION_REPLICAS sets it.
+	replicas int
+	// natsDownAfter is how long NATS and the session bucket may fail
+	// before /up takes the node out (see defaultNATSDownAfter).
+	natsDownAfter time.Duration
+}
+
 // newWebNode builds the node: sessions from SESSION_*, the catalog's routes,
-// and the health checks of every dependency. replicas, when not 0, is the
-// session bucket's replica count unless SESSION_REPLICAS sets it.
-func newWebNode(ctx context.Context, a *app, nc *nats.Conn, js jetstream.JetStream, db *readmodel.DB, cat *catalog.Catalog, replicas int) (*webNode, error) {
+// and the health checks of every dependency.
+func newWebNode(ctx context.Context, a *app, nc *nats.Conn, js jetstream.JetStream, db *readmodel.DB, cat *catalog.Catalog, o nodeOptions) (*webNode, error) {
 	scfg, err := sessions.ConfigFromEnv(a.getenv)
 	if err != nil {
 		return nil, err
 	}
 	if scfg.Replicas == 0 {
-		scfg.Replicas = replicas
+		scfg.Replicas = o.replicas
 	}
 	scfg.ErrorLog = func(r *http.Request, err error) {
 		a.log.Warn().Err(err).Str("path", r.URL.Path).Msg("session")
@@ -59,7 +68,7 @@ func newWebNode(ctx context.Context, a *app, nc *nats.Conn, js jetstream.JetStre
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	health := healthz.New(healthz.Config{}, healthChecks(nc, js, sm, db)...)
+	health := healthz.New(healthz.Config{}, healthChecks(nc, js, sm, db, o.natsDownAfter)...)
 	mux := http.NewServeMux()
 	health.Routes(mux) // outside the session middleware: probes write nothing
 	cat.Routes(mux, sm)
@@ -70,12 +79,20 @@ func newWebNode(ctx context.Context, a *app, nc *nats.Conn, js jetstream.JetStre
 	return &webNode{health: health, handler: handler}, nil
 }
 
+// defaultNATSDownAfter is how long NATS and the session bucket may fail
+// before /up takes the node out: a JetStream leader election after a server
+// dies lasts a few seconds, every node sees it at once, and requests wait
+// it out (sessions, uploads and dispatch retry), so the nodes stay in the
+// balancer, reported degraded.
+const defaultNATSDownAfter = 15 * time.Second
+
 // healthChecks are the dependencies /up reports: NATS and JetStream, the
-// session bucket and the primary database take the node out when they
-// fail; a replica out of the read pool only degrades it.
-func healthChecks(nc *nats.Conn, js jetstream.JetStream, sm *sessions.Manager, db *readmodel.DB) []healthz.Check {
+// session bucket (both after natsDownAfter) and the primary database take
+// the node out when they fail; a replica out of the read pool only
+// degrades it.
+func healthChecks(nc *nats.Conn, js jetstream.JetStream, sm *sessions.Manager, db *readmodel.DB, natsDownAfter time.Duration) []healthz.Check {
 	return []healthz.Check{
-		{Name: "nats", Critical: true, Run: func(ctx context.Context) error {
+		{Name: "nats", Critical: true, DownAfter: natsDownAfter, Run: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return fmt.Errorf("NATS connection is %s", strings.ToLower(nc.Status().String()))
 			}
@@ -84,7 +101,7 @@ func healthChecks(nc *nats.Conn, js jetstream.JetStream, sm *sessions.Manager, d
 			}
 			return nil
 		}},
-		{Name: "sessions", Critical: true, Run: sm.Check},
+		{Name: "sessions", Critical: true, DownAfter: natsDownAfter, Run: sm.Check},
 		{Name: "db.primary", Critical: true, Run: db.Check},
 		{Name: "db.replicas", Run: func(context.Context) error { return replicaHealth(db.Members()) }},
 	}

@@ -17,6 +17,7 @@ type serveOptions struct {
 	dataDir     string
 	drainDelay  time.Duration
 	grace       time.Duration
+	natsDown    time.Duration
 }
 
 // runServe is `jetfleet serve`: one stateless web node of the reference
@@ -24,13 +25,14 @@ type serveOptions struct {
 // the node reports 503 at once, keeps serving for --drain-delay, then
 // finishes its in-flight requests within --grace and exits 0.
 func runServe(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "serve", "serve [--listen :8080] [--drain-delay 5s] [--grace 30s] [--agent-listen addr] [--data ./data]\n\n"+
+	fs := newFlagSet(a, "serve", "serve [--listen :8080] [--drain-delay 5s] [--grace 30s] [--nats-down-after 15s] [--agent-listen addr] [--data ./data]\n\n"+
 		"Serves the reference app (the catalog) and /up, /livez, /readyz. NATS from NATS_URL (else <data>/nats.url),\n"+
 		"the database from DB_* (else SQLite at <data>/jetfleet.db; run `jetfleet migrate` first), sessions from SESSION_*.")
 	var o serveOptions
 	fs.StringVar(&o.listen, "listen", httpDefaultListen(a.getenv), "HTTP address")
 	fs.DurationVar(&o.drainDelay, "drain-delay", 5*time.Second, "after SIGTERM, how long /up answers 503 while requests are still served, so the balancer takes the node out (0: none)")
 	fs.DurationVar(&o.grace, "grace", 30*time.Second, "then, how long in-flight requests may take to finish")
+	fs.DurationVar(&o.natsDown, "nats-down-after", defaultNATSDownAfter, "how long NATS or the session bucket may fail (a leader election) before /up answers 503; until then it says degraded")
 	fs.StringVar(&o.agentListen, "agent-listen", "", "address of an HAProxy agent-check port (answers ready, drain or down); off when empty")
 	fs.StringVar(&o.dataDir, "data", a.dataDir, "data directory: nats.url and the SQLite file when NATS_URL and DB_* are unset")
 	rest, err := parseFlags(fs, args)
@@ -39,6 +41,9 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	}
 	if err := noArgs(fs, rest); err != nil {
 		return err
+	}
+	if o.natsDown < 0 {
+		return fmt.Errorf("--nats-down-after must be 0 or more (got %s)", o.natsDown)
 	}
 	if o.drainDelay < 0 || o.grace <= 0 {
 		return fmt.Errorf("--drain-delay must be 0 or more and --grace more than 0 (got %s and %s)", o.drainDelay, o.grace)
@@ -75,7 +80,7 @@ func serve(ctx context.Context, a *app, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	node, err := newWebNode(ctx, a, nc, js, db, cat, 0)
+	node, err := newWebNode(ctx, a, nc, js, db, cat, nodeOptions{natsDownAfter: o.natsDown})
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ func (s *system) startHTTP(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	node, err := newWebNode(ctx, s.a, s.nc, s.js, s.db, s.cat, s.opts.replicas)
+	node, err := newWebNode(ctx, s.a, s.nc, s.js, s.db, s.cat, nodeOptions{replicas: s.opts.replicas, natsDownAfter: defaultNATSDownAfter})
 	if err != nil {
 		ln.Close()
 		return err

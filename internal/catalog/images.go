@@ -233,9 +233,13 @@ func (c *Catalog) storeFile(ctx context.Context, id int64, p *multipart.Part, ea
 	return ref, nil
 }
 
-// Stores retry a failed Put for up to putRetry while the bucket's stream
-// has no leader: in a cluster, for a few seconds after its server dies.
+// storeTimeout bounds one read or write of the Object Store. A request
+// whose answer was lost (its server died) would otherwise wait as long as
+// the whole job or HTTP request may take. Uploads retry a failed Put for up
+// to putRetry while the bucket's stream has no leader: in a cluster, for a
+// few seconds after its server dies.
 const (
+	storeTimeout = 10 * time.Second
 	putRetry     = 15 * time.Second
 	putRetryWait = 250 * time.Millisecond
 )
@@ -247,8 +251,10 @@ const (
 func (c *Catalog) putObject(ctx context.Context, meta jetstream.ObjectMeta, data []byte) error {
 	stop := time.Now().Add(putRetry)
 	for {
-		_, err := c.images.Put(ctx, meta, bytes.NewReader(data))
-		if err == nil || !leaderless(err) || time.Now().After(stop) {
+		pctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		_, err := c.images.Put(pctx, meta, bytes.NewReader(data))
+		cancel()
+		if err == nil || !leaderless(err) || time.Now().After(stop) || ctx.Err() != nil {
 			return err
 		}
 		select {

@@ -130,13 +130,21 @@ func (c *Catalog) processImage(ctx context.Context, itemID int64, ref ImageRef) 
 			return err
 		}
 		obj := objectName(itemID, ref.Name, width)
-		if _, err := c.images.PutBytes(ctx, obj, data); err != nil {
+		if err := c.putThumbnail(ctx, obj, data); err != nil {
 			return err
 		}
 		tb := thumb.Bounds()
 		rows = append(rows, imageRow{Name: ref.Name, Size: width, ObjectName: obj, Width: tb.Dx(), Height: tb.Dy(), ContentType: "image/" + format})
 	}
 	return c.recordRenditions(ctx, itemID, rows)
+}
+
+// putThumbnail stores one thumbnail within storeTimeout.
+func (c *Catalog) putThumbnail(ctx context.Context, name string, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	_, err := c.images.PutBytes(ctx, name, data)
+	return err
 }
 
 // recordRenditions records one image's original (rows[0]: its size and

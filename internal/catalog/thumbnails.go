@@ -29,6 +29,8 @@ func badImage(format string, args ...any) error {
 
 // loadOriginal reads and decodes one uploaded original, JPEG or PNG only.
 func (c *Catalog) loadOriginal(ctx context.Context, ref ImageRef) (image.Image, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	data, err := c.images.GetBytes(ctx, ref.Object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, "", badImage("%s: the uploaded file is gone from the object store (uploaded again since?)", ref.Name)
