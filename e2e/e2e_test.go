@@ -648,6 +648,9 @@ func TestFaultInjection(t *testing.T) {
 	for _, f := range failures[max(0, len(failures)-10):] {
 		t.Logf("  failed: %s", f)
 	}
+	for _, line := range c.logLines("web", `"level":"error"`, 10) {
+		t.Logf("  web node error: %.300s", line)
+	}
 	t.Logf("sessions lost: %d", len(res.sessLost))
 	t.Logf("read-your-writes violations: %d (items created: %d)", len(res.ryw), res.items)
 	t.Logf("image jobs: %d dispatched, %d ready, %d failed by the handler, %d in DLQ with a reason, %d missing",
@@ -749,4 +752,20 @@ func (c *cluster) explainStranded(t *testing.T, js jetstream.JetStream, stats *b
 		}
 	}
 	time.Sleep(time.Second) // the goroutine dumps reach the logs
+}
+
+// logLines returns up to n lines holding want from the logs of the
+// processes whose names start with prefix.
+func (c *cluster) logLines(prefix, want string, n int) []string {
+	logs, _ := filepath.Glob(filepath.Join(c.state, "logs", prefix+"*.log"))
+	var out []string
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, want) && len(out) < n {
+				out = append(out, filepath.Base(l)+": "+line)
+			}
+		}
+	}
+	return out
 }
