@@ -3,8 +3,11 @@ package sessions_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/sessions"
@@ -50,7 +53,9 @@ func TestClusterReadsSeeTheWriteMadeThroughAnotherNode(t *testing.T) {
 
 // TestRequestsWaitOutALeaderElection: when the bucket's leader dies, the
 // requests made during the election are slower, not failed: loads and
-// saves are made again until a new leader answers.
+// saves are made again until a new leader answers. The manager is
+// connected through the dying server, so it also waits for its connection
+// to move to another.
 func TestRequestsWaitOutALeaderElection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
@@ -62,13 +67,15 @@ func TestRequestsWaitOutALeaderElection(t *testing.T) {
 	st, err := admin.Stream(context.Background(), "KV_sessions")
 	must(t, err)
 	leader := st.CachedInfo().Cluster.Leader
-	survivor := 0
-	for i, n := range cluster.Nodes {
-		if n.Name() != leader {
-			survivor = i
+	var urls []string
+	for _, n := range cluster.Nodes {
+		if n.Name() == leader {
+			urls = append([]string{n.ClientURL()}, urls...)
+		} else {
+			urls = append(urls, n.ClientURL())
 		}
 	}
-	_, js := natstest.Connect(t, cluster.Nodes[survivor].ClientURL())
+	_, js := natstest.Connect(t, strings.Join(urls, ","), nats.DontRandomize())
 	sm, err := sessions.New(js, sessions.Config{Replicas: 3})
 	must(t, err)
 	c := newClient()

@@ -14,7 +14,8 @@ import (
 )
 
 func TestWhenNATSIsDownTheMiddlewareFailsClosed(t *testing.T) {
-	e := newEnv(t, sessions.Config{})
+	// A reconnecting connection is waited for up to StoreTimeout: keep it short.
+	e := newEnv(t, sessions.Config{StoreTimeout: 300 * time.Millisecond})
 	e.cfg.FailOpen = true
 	failOpen := e.manager(e.js)
 	c := login(t, e)

@@ -14,10 +14,6 @@ import (
 // never issued, destroyed, expired, or unreadable. Only failures to reach
 // the store are errors.
 func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error) {
-	if err := m.connected(); err != nil {
-		m.observe(EventStoreError)
-		return nil, 0, err
-	}
 	var e jetstream.KeyValueEntry
 	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
 		e, err = m.kv.Get(ctx, key)
@@ -41,10 +37,6 @@ func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error)
 // write stores rec under key if the key is still at revision rev (0: the
 // key must not exist). It reports a conflict as jetstream.ErrKeyRevisionMismatch.
 func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64) (uint64, error) {
-	if err := m.connected(); err != nil {
-		m.observe(EventStoreError)
-		return 0, err
-	}
 	data := rec.encode()
 	var newRev uint64
 	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
@@ -69,10 +61,6 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 
 // remove deletes key; with rev > 0 only if the key is still at rev.
 func (m *Manager) remove(ctx context.Context, key string, rev uint64) error {
-	if err := m.connected(); err != nil {
-		m.observe(EventStoreError)
-		return err
-	}
 	var opts []jetstream.KVDeleteOpt
 	if rev > 0 {
 		opts = append(opts, jetstream.LastRevision(rev))
@@ -100,16 +88,26 @@ const (
 )
 
 // untilAnswered runs op until the bucket answers it (nil, or an error that
-// is not an election's), or StoreTimeout passes.
+// is not an election's), or StoreTimeout passes. While the connection is
+// reconnecting (its server died; another takes over in a moment) it waits
+// rather than fail; a closed connection fails at once.
 func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
 	for {
-		actx, acancel := context.WithTimeout(ctx, min(attemptTimeout, m.cfg.StoreTimeout))
-		err := op(actx)
-		acancel()
-		if err == nil || !unanswered(err) || ctx.Err() != nil {
-			return err
+		var err error
+		switch st := m.nc.Status(); st {
+		case nats.CONNECTED:
+			actx, acancel := context.WithTimeout(ctx, min(attemptTimeout, m.cfg.StoreTimeout))
+			err = op(actx)
+			acancel()
+			if err == nil || !unanswered(err) || ctx.Err() != nil {
+				return err
+			}
+		case nats.RECONNECTING, nats.CONNECTING:
+			err = fmt.Errorf("NATS connection is %s", st)
+		default:
+			return fmt.Errorf("NATS connection is %s", st)
 		}
 		select {
 		case <-ctx.Done():
