@@ -24,8 +24,9 @@ type run struct {
 	once     sync.Once
 	slotOnce sync.Once
 	busy     atomic.Bool // the handler is running: heartbeats keep it owned
+	queued   atomic.Bool // fetched, waiting for a slot: heartbeats keep it owned too
 	log      zerolog.Logger
-	// settled, when set, is told each outcome the server confirmed.
+	// settled, when set, is told each outcome settled with the server.
 	settled func(outcome string)
 }
 
@@ -41,9 +42,12 @@ func (r *run) finish(settle func() error, outcome string) {
 	})
 }
 
+// start queues a fetched job for the job goroutines. It runs when a slot
+// is free: at once, or after the jobs fetched before it.
 func (l *loop) start(m jetstream.Msg) {
-	l.slots <- struct{}{}
 	r := &run{msg: m, log: l.w.log, settled: l.settled(m.Subject())}
+	r.queued.Store(true)
+	l.held.Add(1)
 	l.mu.Lock()
 	l.inFlight[r] = struct{}{}
 	l.mu.Unlock()
@@ -56,6 +60,8 @@ func (l *loop) start(m jetstream.Msg) {
 // (JSON decoding is deep) on every job.
 func (l *loop) runJobs() {
 	for r := range l.work {
+		l.slots <- struct{}{}
+		r.queued.Store(false)
 		l.process(r)
 		l.release(r)
 	}
@@ -63,9 +69,15 @@ func (l *loop) runJobs() {
 
 // freeSlot gives r's slot to the next job as soon as its handler is done,
 // before the outcome is settled with the server.
+// The job counts as done for MaxJobs from then on: done and held change
+// together, so the fetch loop never sees the job in neither.
 func (l *loop) freeSlot(r *run) {
 	r.slotOnce.Do(func() {
 		<-l.slots
+		l.mu.Lock()
+		l.done++
+		l.held.Add(-1)
+		l.mu.Unlock()
 		select {
 		case l.finished <- struct{}{}:
 		default:
@@ -77,7 +89,6 @@ func (l *loop) release(r *run) {
 	l.freeSlot(r)
 	l.mu.Lock()
 	delete(l.inFlight, r)
-	l.done++
 	l.mu.Unlock()
 	l.running.Done()
 }
@@ -129,15 +140,16 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	r.busy.Store(true)
 	err := l.invoke(ctx, h, job)
 	r.busy.Store(false)
-	l.freeSlot(r)
 	took := time.Since(began)
+	l.pace.observe(took)
+	l.freeSlot(r)
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("job timed out after %s: %w", timeout, err)
 	}
 	switch {
 	case err == nil:
 		r.log.Info().Dur("took", took).Msg("job succeeded")
-		r.finish(func() error { return r.msg.DoubleAck(context.WithoutCancel(ctx)) }, "acked")
+		r.finish(r.msg.Ack, "acked")
 	case l.jobCtx.Err() != nil:
 		r.log.Warn().Err(err).Dur("took", took).Msg("job interrupted by shutdown; handed back")
 		r.finish(r.msg.Nak, "handed back")
@@ -198,7 +210,7 @@ func (l *loop) beat() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for r := range l.inFlight {
-		if !r.busy.Load() {
+		if !r.busy.Load() && !r.queued.Load() {
 			continue
 		}
 		if err := r.msg.InProgress(); err != nil {

@@ -2,8 +2,10 @@ package workers
 
 import "github.com/jetfleet/jetfleet/bus"
 
-// Outcome is what became of one delivery of a job, once the server has
-// confirmed it. Config.OnOutcome receives it, for metrics.
+// Outcome is what became of one delivery of a job, once settled with the
+// server: an ack, nak or term sent (like nats.go's Ack, not confirmed one
+// by one; Run flushes them before it returns), or a dead letter the DLQ
+// stream acknowledged. Config.OnOutcome receives it, for metrics.
 type Outcome string
 
 // Outcomes reported to Config.OnOutcome.
@@ -32,7 +34,8 @@ var outcomes = map[string]Outcome{
 }
 
 // settled returns what a run of the message on subject calls with each
-// outcome the server confirmed: the presence tally, then Config.OnOutcome.
+// outcome settled with the server: the presence tally, then
+// Config.OnOutcome.
 func (l *loop) settled(subject string) func(outcome string) {
 	count := l.tally.counter(subject)
 	hook := l.w.cfg.OnOutcome

@@ -13,7 +13,7 @@ import (
 // TestOnOutcomeReportsWhatTheServerConfirmed: a job that fails once is
 // reported retried then succeeded; a permanent failure and a job of an
 // unknown kind are dead-lettered; each with its queue and kind.
-func TestOnOutcomeReportsWhatTheServerConfirmed(t *testing.T) {
+func TestOnOutcomeReportsEachSettledDelivery(t *testing.T) {
 	e := newEnv(t, bus.Config{})
 	var mu sync.Mutex
 	var got []string

@@ -37,8 +37,8 @@ type tally struct {
 
 func newTally() *tally { return &tally{totals: map[string]bus.JobCounts{}} }
 
-// counter returns the function a run calls with each outcome the server
-// confirmed; the outcomes are those execute.go passes to run.finish.
+// counter returns the function a run calls with each outcome settled with
+// the server; the outcomes are those execute.go passes to run.finish.
 func (t *tally) counter(subject string) func(outcome string) {
 	queue := ""
 	if parts := strings.Split(subject, "."); len(parts) >= 2 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,9 +30,12 @@ type loop struct {
 
 	running  sync.WaitGroup
 	slots    chan struct{} // one token per running job
+	held     atomic.Int64  // jobs fetched and not yet finished: queued in work or running
+	pace     *pace         // how long handlers take, to size the prefetch (prefetch.go)
 	finished chan struct{} // a job finished (buffered, coalescing)
 	// work feeds the job goroutines: twice Concurrency of them, since a
 	// job's slot is freed before its outcome is settled with the server.
+	// It also holds the jobs fetched ahead of free slots.
 	work   chan *run
 	wake   chan struct{} // a probe saw a ready job, or a queue was resumed (buffered, coalescing)
 	probes map[string]*probe
@@ -69,6 +73,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	l.fetchLoop(ctx, w.stopDeadline())
 	l.drain()
+	l.flushSettlements()
 	close(l.work)
 	l.closePullers()
 	stopBeats()
@@ -87,9 +92,9 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 	}
 	l := &loop{
 		w: w, pullers: map[string]*puller{}, probes: map[string]*probe{},
-		slots:    make(chan struct{}, w.cfg.Concurrency),
+		slots: make(chan struct{}, w.cfg.Concurrency), pace: &pace{},
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
-		work:     make(chan *run, w.cfg.Concurrency),
+		work:     make(chan *run, w.cfg.Concurrency+maxAhead),
 		inFlight: map[*run]struct{}{}, tally: newTally(),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
@@ -119,17 +124,23 @@ func (w *Worker) stopDeadline() <-chan time.Time {
 	return time.After(w.cfg.MaxTime)
 }
 
-// fetchLoop fills free slots until ctx ends or a stop condition is met.
+// fetchLoop fills free slots, and the prefetch beyond them, until ctx ends
+// or a stop condition is met. With a prefetch it refills once half of what
+// it may hold has finished, so each pull is a batch and the job goroutines
+// never wait for a round trip; without one it fetches as soon as a slot is
+// free.
 func (l *loop) fetchLoop(ctx context.Context, stopAt <-chan time.Time) {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	for ctx.Err() == nil && !l.reachedMaxJobs() {
-		if free := cap(l.slots) - len(l.slots); free > 0 {
+		held := int(l.held.Load())
+		ahead := l.pace.prefetch(l.w.cfg.Concurrency)
+		if free := l.fetchable(l.w.cfg.Concurrency + ahead - held); free > 0 && (held == 0 || free >= refillAt(ahead, l.w.cfg.Concurrency)) {
 			started := l.fetchAndStart(ctx, free)
 			if started > 0 {
 				continue
 			}
-			if l.w.cfg.StopWhenEmpty && len(l.slots) == 0 {
+			if l.w.cfg.StopWhenEmpty && l.held.Load() == 0 {
 				return
 			}
 			l.armProbes(probeCtx)
@@ -144,6 +155,25 @@ func (l *loop) fetchLoop(ctx context.Context, stopAt <-chan time.Time) {
 	}
 }
 
+// refillAt is how many free places make a fetch worth its round trip: one
+// without a prefetch (a free slot is filled at once), else half of all.
+func refillAt(ahead, concurrency int) int {
+	if ahead == 0 {
+		return 1
+	}
+	return max(1, (concurrency+ahead)/2)
+}
+
+// fetchable caps free by what MaxJobs still allows.
+func (l *loop) fetchable(free int) int {
+	if l.w.cfg.MaxJobs <= 0 {
+		return free
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return min(free, l.w.cfg.MaxJobs-l.done-int(l.held.Load()))
+}
+
 func (l *loop) reachedMaxJobs() bool {
 	if l.w.cfg.MaxJobs <= 0 {
 		return false
@@ -154,28 +184,43 @@ func (l *loop) reachedMaxJobs() bool {
 }
 
 // fetchAndStart asks the queues, in this round's order, for up to free
-// ready jobs without waiting, and starts them. A later queue is asked only
-// for the slots the earlier ones left free: strict priority holds at every
-// fetch.
+// ready jobs without waiting, and starts them. In strict mode a later queue
+// is asked only for the places the earlier ones left free: strict priority
+// holds at every fetch. In weighted mode each queue is first asked for its
+// weight's share of free, so a large batch is split in proportion too, and
+// then, in the same order, for what the others left.
 func (l *loop) fetchAndStart(ctx context.Context, free int) int {
+	order := fetchOrder(l.w.queues, l.w.weighted)
 	started := 0
-	for _, q := range fetchOrder(l.w.queues, l.w.weighted) {
-		if free-started == 0 {
-			break
+	if l.w.weighted {
+		total := 0
+		for _, q := range order {
+			total += q.weight
 		}
-		if l.pauses.isPaused(q.name) {
-			continue
-		}
-		msgs, err := l.pullers[q.name].fetchNoWait(free - started)
-		for _, m := range msgs {
-			l.start(m)
-			started++
-		}
-		if err != nil && ctx.Err() == nil {
-			l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch failed")
+		for _, q := range order {
+			started += l.fetchFrom(ctx, q, min(free-started, max(1, free*q.weight/total)))
 		}
 	}
+	for _, q := range order {
+		started += l.fetchFrom(ctx, q, free-started)
+	}
 	return started
+}
+
+// fetchFrom takes up to n ready jobs from q, unless it is paused, and
+// starts them.
+func (l *loop) fetchFrom(ctx context.Context, q queue, n int) int {
+	if n <= 0 || l.pauses.isPaused(q.name) {
+		return 0
+	}
+	msgs, err := l.pullers[q.name].fetchNoWait(n)
+	for _, m := range msgs {
+		l.start(m)
+	}
+	if err != nil && ctx.Err() == nil {
+		l.w.log.Warn().Err(err).Str("queue", q.name).Msg("fetch failed")
+	}
+	return len(msgs)
 }
 
 func (l *loop) closePullers() {
@@ -189,6 +234,15 @@ func (l *loop) armProbes(ctx context.Context) {
 		if !l.pauses.isPaused(name) { // a paused queue's jobs must not wake the loop
 			p.arm(ctx)
 		}
+	}
+}
+
+// flushSettlements waits until the server has received every ack, nak and
+// term sent so far (acks are not confirmed one by one), so that a process
+// exiting after Run does not leave finished jobs to be delivered again.
+func (l *loop) flushSettlements() {
+	if err := l.w.js.Conn().FlushTimeout(5 * time.Second); err != nil {
+		l.w.log.Warn().Err(err).Msg("could not flush the last acks; their jobs may be delivered again")
 	}
 }
 

@@ -63,7 +63,7 @@ type Config struct {
 	// Middleware wraps every handler, first one outermost.
 	Middleware []Middleware
 	// OnOutcome, when set, is called with the queue, kind and outcome of
-	// every delivery once the server has confirmed it (a Middleware sees
+	// every delivery once it is settled with the server (a Middleware sees
 	// an attempt's error, but not whether it was retried or
 	// dead-lettered). It runs on the job's goroutine: keep it quick; it
 	// must be safe for concurrent use. Default: nil.
