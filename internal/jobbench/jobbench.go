@@ -26,8 +26,8 @@ import (
 type Options struct {
 	// N is the number of jobs in the throughput runs [100000].
 	N int
-	// Concurrency is the worker's concurrency and the raw consumer's
-	// outstanding messages [16].
+	// Concurrency is the worker's concurrency [16]. The raw consumer is
+	// nats.go's Consume() with its defaults (up to 500 messages buffered).
 	Concurrency int
 	// Rate is the offered load of the latency runs, jobs per second [1000].
 	Rate int
