@@ -3,7 +3,6 @@ package catalog_test
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/catalog"
 	ct "github.com/jetfleet/jetfleet/internal/catalog/catalogtest"
-	"github.com/jetfleet/jetfleet/internal/catalog/migrations"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/sessions"
@@ -30,26 +28,8 @@ func TestUploadThroughALeaderElection(t *testing.T) {
 	if err := bus.ProvisionQueues(ctx, js, cfg, catalog.ImagesQueue, catalog.EmailsQueue); err != nil {
 		t.Fatal(err)
 	}
-	db, err := readmodel.Open(ctx, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := readmodel.Migrate(ctx, db, migrations.FS); err != nil {
-		t.Fatal(err)
-	}
-	sm, err := sessions.New(js, sessions.Config{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := catalog.New(ctx, js, db, catalog.Config{Bus: cfg, ImageReplicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	cat.Routes(mux, sm)
-	hs := httptest.NewServer(mux)
-	t.Cleanup(hs.Close)
+	db := openDB(t, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db")})
+	_, url := serveCatalog(t, js, db, sessions.Config{Replicas: 3}, catalog.Config{Bus: cfg, ImageReplicas: 3})
 
 	s, err := js.Stream(ctx, "OBJ_item_images")
 	if err != nil {
@@ -60,7 +40,7 @@ func TestUploadThroughALeaderElection(t *testing.T) {
 		t.Error("the image bucket allows direct gets: a lagging follower could answer that a new upload does not exist")
 	}
 
-	client := ct.NewClient(t, hs.URL)
+	client := ct.NewClient(t, url)
 	client.Login("ada")
 	item := client.CreateItem("lamp", "")
 	for i, n := range c.Nodes {

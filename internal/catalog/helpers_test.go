@@ -44,19 +44,37 @@ func startAppOn(t testing.TB, dbCfg readmodel.Config, withWorker bool) *app {
 	if err := bus.ProvisionQueues(ctx, js, bus.Config{}, catalog.ImagesQueue, catalog.EmailsQueue); err != nil {
 		t.Fatal(err)
 	}
-	db, err := readmodel.Open(ctx, dbCfg)
+	db := openDB(t, dbCfg)
+	cat, url := serveCatalog(t, js, db, sessions.Config{}, catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3})
+	if withWorker {
+		runWorker(t, js, cat)
+	}
+	return &app{url: url, js: js, db: db, cat: cat}
+}
+
+// openDB opens the database of cfg, migrated, until the test ends.
+func openDB(t testing.TB, cfg readmodel.Config) *readmodel.DB {
+	t.Helper()
+	db, err := readmodel.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if _, err := readmodel.Migrate(ctx, db, migrations.FS); err != nil {
+	if _, err := readmodel.Migrate(context.Background(), db, migrations.FS); err != nil {
 		t.Fatal(err)
 	}
-	sm, err := sessions.New(js, sessions.Config{})
+	return db
+}
+
+// serveCatalog runs the catalog with sessions on a loopback HTTP server
+// until the test ends and returns it with the server's URL.
+func serveCatalog(t testing.TB, js jetstream.JetStream, db *readmodel.DB, scfg sessions.Config, cfg catalog.Config) (*catalog.Catalog, string) {
+	t.Helper()
+	sm, err := sessions.New(js, scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat, err := catalog.New(ctx, js, db, catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3})
+	cat, err := catalog.New(context.Background(), js, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +82,7 @@ func startAppOn(t testing.TB, dbCfg readmodel.Config, withWorker bool) *app {
 	cat.Routes(mux, sm)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
-	if withWorker {
-		runWorker(t, js, cat)
-	}
-	return &app{url: hs.URL, js: js, db: db, cat: cat}
+	return cat, hs.URL
 }
 
 // runWorker runs a worker of the catalog's queues until the test ends.
