@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/jetfleet/jetfleet/bus"
 )
@@ -65,23 +66,48 @@ func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action
 	}
 }
 
-// click focuses the button sel, which holds off the page's live refresh
-// (it never replaces the part that has the focus), and clicks it. A refresh
-// that replaced the button between finding and focusing it is an error of
-// the moment, so it tries up to three times.
-func click(t *testing.T, ctx context.Context, what, sel string) {
+// submit presses the form button sel (a click, or Enter on it when
+// withKeyboard) and waits for the page the form leads to, showing its
+// notice. The button is focused first, which holds off the page's live
+// refresh (it never replaces the part that has the focus); a refresh that
+// replaced the button between finding and focusing it is an error of the
+// moment, so that is tried up to three times. The old page is marked, so a
+// notice still on it is not taken for the new one.
+func submit(t *testing.T, ctx context.Context, what, sel string, withKeyboard bool) {
 	t.Helper()
+	press := chromedp.Click(chromedp.CSS(sel))
+	if withKeyboard {
+		press = chromedp.KeyEvent(kb.Enter)
+	}
 	var err error
 	for range 3 {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = chromedp.Do(cctx, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Focus(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+		err = chromedp.Do(cctx, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Focus(chromedp.CSS(sel)),
+			chromedp.Evaluate[chromedp.Void](`window.jetfleetOldPage = true`), press)
 		cancel()
 		if err == nil {
+			break
+		}
+		t.Logf("browser: %s: %v (trying again)", what, err)
+	}
+	if err != nil {
+		t.Fatalf("browser: %s: %v", what, err)
+	}
+	// While the browser navigates, evaluating fails ("target navigated"):
+	// keep asking until the new page answers.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok, err := chromedp.Run(cctx, chromedp.Evaluate[bool](`window.jetfleetOldPage !== true && document.readyState === "complete" && !!document.querySelector(".notice")`))
+		cancel()
+		if err == nil && ok {
 			return
 		}
-		t.Logf("browser: click %s: %v (trying again)", what, err)
+		if time.Now().After(deadline) {
+			t.Fatalf("browser: %s: no new page with a notice after 20s (last error: %v)", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("browser: click %s: %v", what, err)
 }
 
 // overflowing is a JavaScript expression naming the elements that reach

@@ -110,8 +110,7 @@ func retryFromTheList(t *testing.T, ctx context.Context, up *proc, base, id stri
 	row := fmt.Sprintf(`tr[data-job=%q]`, id)
 	do(t, ctx, "open the failed jobs", chromedp.Navigate(base+"/failed"), chromedp.WaitVisible(chromedp.CSS(row)))
 	time.Sleep(time.Until(until)) // from now on the job succeeds
-	click(t, ctx, "Retry", fmt.Sprintf(`button[aria-label="Retry job %s"]`, id))
-	do(t, ctx, "wait for the notice after Retry", chromedp.WaitVisible(chromedp.CSS(".notice")))
+	submit(t, ctx, "click Retry", fmt.Sprintf(`button[aria-label="Retry job %s"]`, id), false)
 	if n := eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Retried 1 job") {
 		t.Errorf("notice after Retry: %q", n)
 	}
@@ -131,8 +130,8 @@ func retryFromTheList(t *testing.T, ctx context.Context, up *proc, base, id stri
 func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base string, jf func(...string) string) {
 	t.Helper()
 	pause := `button[aria-label="Pause queue default"]`
-	do(t, ctx, "pause default with the keyboard", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS(pause)),
-		chromedp.Focus(chromedp.CSS(pause)), chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.CSS(".notice")))
+	do(t, ctx, "open the overview", chromedp.Navigate(base))
+	submit(t, ctx, "pause default with the keyboard", pause, true)
 	waitJS(t, ctx, "default shown as paused", `document.querySelector('tr[data-queue="default"] [data-field="status"]').textContent.trim() === "Paused"`, 10*time.Second)
 	for range 3 {
 		jf("dispatch", "default", "jetfleet-noop", "{}")
@@ -152,8 +151,7 @@ func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base
 		t.Fatalf("ready on paused default = %s, want 3 (a worker took from a paused queue?)", got)
 	}
 	resume := `button[aria-label="Resume queue default"]`
-	click(t, ctx, "Resume", resume)
-	do(t, ctx, "wait for the notice after Resume", chromedp.WaitVisible(chromedp.CSS(".notice")))
+	submit(t, ctx, "click Resume", resume, false)
 	waitJS(t, ctx, "default drained after resuming", `(function () {
 		var tr = document.querySelector('tr[data-queue="default"]');
 		return tr.querySelector('[data-field="ready"]').textContent.trim() === "0" &&
