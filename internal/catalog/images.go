@@ -290,13 +290,18 @@ func checkCSRF(r *http.Request, tok string) bool {
 }
 
 // recordUploads records each upload as a "processing" original, replacing
-// an earlier image of the same name with its thumbnails. InnoDB may pick
-// the transaction as a deadlock victim when uploads to other items run at
-// once: it is then run again, a few times.
+// an earlier image of the same name with its thumbnails.
 func (c *Catalog) recordUploads(ctx context.Context, id int64, refs []ImageRef) error {
+	return retryDeadlocks(ctx, func() error { return c.recordUploadsOnce(ctx, id, refs) })
+}
+
+// retryDeadlocks runs tx, a transaction, and runs it again, a few times,
+// when InnoDB picked it as a deadlock victim: concurrent uploads and
+// thumbnails of other items lock neighbouring index gaps.
+func retryDeadlocks(ctx context.Context, tx func() error) error {
 	var err error
 	for attempt := range 5 {
-		if err = c.recordUploadsOnce(ctx, id, refs); !isDeadlock(err) {
+		if err = tx(); !isDeadlock(err) {
 			return err
 		}
 		select {

@@ -152,6 +152,10 @@ func (c *Catalog) putThumbnail(ctx context.Context, name string, data []byte) er
 // image turns "ready" with all its thumbnails at once. The original keeps
 // its row, and so its place among the item's images.
 func (c *Catalog) recordRenditions(ctx context.Context, itemID int64, rows []imageRow) error {
+	return retryDeadlocks(ctx, func() error { return c.recordRenditionsOnce(ctx, itemID, rows) })
+}
+
+func (c *Catalog) recordRenditionsOnce(ctx context.Context, itemID int64, rows []imageRow) error {
 	orig := rows[0]
 	return c.db.Tx(ctx, func(tx *sqlx.Tx) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM item_images WHERE item_id = ? AND name = ? AND size > 0", itemID, orig.Name); err != nil {
