@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/leaderless"
 )
 
 // load returns the live record stored under key, or nil when there is none:
@@ -88,9 +90,9 @@ const (
 )
 
 // untilAnswered runs op until the bucket answers it (nil, or an error that
-// is not an election's), or StoreTimeout passes. While the connection is
-// reconnecting (its server died; another takes over in a moment) it waits
-// rather than fail; a closed connection fails at once.
+// is not an election's: leaderless.Is), or StoreTimeout passes. While the
+// connection is reconnecting (its server died; another takes over in a
+// moment) it waits rather than fail; a closed connection fails at once.
 func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
@@ -101,7 +103,7 @@ func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) er
 			actx, acancel := context.WithTimeout(ctx, min(attemptTimeout, m.cfg.StoreTimeout))
 			err = op(actx)
 			acancel()
-			if err == nil || !unanswered(err) || ctx.Err() != nil {
+			if err == nil || !leaderless.Is(err) || ctx.Err() != nil {
 				return err
 			}
 		case nats.RECONNECTING, nats.CONNECTING:
@@ -115,15 +117,6 @@ func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) er
 		case <-time.After(retryWait):
 		}
 	}
-}
-
-// unanswered reports the errors of a bucket electing its leader: no answer
-// in time, no responders, or JetStream's 503.
-func unanswered(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.As(err, &apiErr) && apiErr.Code == 503
 }
 
 func isConflict(err error) bool { return errors.Is(err, jetstream.ErrKeyRevisionMismatch) }

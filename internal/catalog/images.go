@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/leaderless"
 	"github.com/jetfleet/jetfleet/sessions"
 )
 
@@ -254,7 +255,7 @@ func (c *Catalog) putObject(ctx context.Context, meta jetstream.ObjectMeta, data
 		pctx, cancel := context.WithTimeout(ctx, storeTimeout)
 		_, err := c.images.Put(pctx, meta, bytes.NewReader(data))
 		cancel()
-		if err == nil || !leaderless(err) || time.Now().After(stop) || ctx.Err() != nil {
+		if err == nil || !leaderless.Is(err) || time.Now().After(stop) || ctx.Err() != nil {
 			return err
 		}
 		select {
@@ -263,12 +264,6 @@ func (c *Catalog) putObject(ctx context.Context, meta jetstream.ObjectMeta, data
 		case <-time.After(putRetryWait):
 		}
 	}
-}
-
-// leaderless reports errors a stream gives while it elects a leader.
-func leaderless(err error) bool {
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // badMultipart answers a body that broke off or is malformed.
