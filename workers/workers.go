@@ -1,7 +1,8 @@
 // Package workers runs jobs from jetfleet's queues: a handler registry,
-// a strict-priority (or weighted) fetch loop sized to free slots,
-// retries with backoff, timeouts with heartbeats, panic recovery,
-// dead-lettering, middleware and a graceful drain.
+// a strict-priority (or weighted) fetch loop sized to free slots (and,
+// for quick handlers, about a millisecond of work beyond them), retries
+// with backoff, timeouts with heartbeats, panic recovery, dead-lettering,
+// middleware and a graceful drain.
 //
 // Any number of worker processes, on any number of machines, share one
 // durable JetStream consumer per queue, so a fleet grows by starting more
