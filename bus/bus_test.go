@@ -208,13 +208,19 @@ func TestDedupeWithinWindow(t *testing.T) {
 }
 
 func TestDispatchManyStoresEveryJob(t *testing.T) {
-	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
-	jobs := make([]bus.Params, 10_000)
+	dispatchManyStoresAll(t, js, d, 10_000)
+}
+
+// dispatchManyStoresAll dispatches n jobs in one DispatchMany and checks
+// that each got its own ID and JOBS holds exactly n messages.
+func dispatchManyStoresAll(t *testing.T, js jetstream.JetStream, d *bus.Dispatcher, n int) {
+	t.Helper()
+	jobs := make([]bus.Params, n)
 	for i := range jobs {
 		jobs[i] = bus.Params{Args: welcomeEmail{UserID: int64(i)}}
 	}
-	ids, err := d.DispatchMany(ctx, jobs...)
+	ids, err := d.DispatchMany(context.Background(), jobs...)
 	if err != nil {
 		t.Fatalf("DispatchMany: %v", err)
 	}
@@ -222,11 +228,11 @@ func TestDispatchManyStoresEveryJob(t *testing.T) {
 	for _, id := range ids {
 		seen[id] = true
 	}
-	if len(seen) != 10_000 {
-		t.Fatalf("%d distinct IDs, want 10000", len(seen))
+	if len(seen) != n {
+		t.Fatalf("%d distinct IDs, want %d", len(seen), n)
 	}
-	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 10_000 {
-		t.Fatalf("JOBS holds %d messages, want 10000", n)
+	if got := natstest.StreamMsgs(t, js, bus.JobsStream); got != uint64(n) {
+		t.Fatalf("JOBS holds %d messages, want %d", got, n)
 	}
 }
 

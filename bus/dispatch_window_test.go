@@ -41,24 +41,7 @@ func TestDispatchManyLargerThanTheAsyncWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs := make([]bus.Params, 200)
-	for i := range jobs {
-		jobs[i] = bus.Params{Args: welcomeEmail{UserID: int64(i)}}
-	}
-	ids, err := d.DispatchMany(ctx, jobs...)
-	if err != nil {
-		t.Fatalf("DispatchMany: %v", err)
-	}
-	seen := map[string]bool{}
-	for _, id := range ids {
-		seen[id] = true
-	}
-	if len(seen) != len(jobs) {
-		t.Fatalf("%d distinct IDs, want %d", len(seen), len(jobs))
-	}
-	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != uint64(len(jobs)) {
-		t.Fatalf("JOBS holds %d messages, want %d", n, len(jobs))
-	}
+	dispatchManyStoresAll(t, js, d, 200)
 }
 
 // slowLink is a loopback TCP relay to addr that delivers the server's bytes

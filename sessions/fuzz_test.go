@@ -75,14 +75,18 @@ func FuzzCodec(f *testing.F) {
 				t.Fatalf("record with %T: %v", v, err)
 			}
 			got, err := reg.decode(back.values["k"])
-			if err != nil || !exactlyEqual(got, v) {
+			if err != nil || !SameValue(got, v) {
 				t.Fatalf("%T %#v came back as %T %#v (%v)", v, v, got, got, err)
 			}
 		}
 	})
 }
 
-func exactlyEqual(a, b any) bool {
+// SameValue compares session values exactly: same type, same bits for
+// floats and complex numbers, same instant, zone name and offset for times,
+// nil and empty byte slices apart. Exported for the package's external
+// tests (this file is compiled only into the test binary).
+func SameValue(a, b any) bool {
 	if reflect.TypeOf(a) != reflect.TypeOf(b) {
 		return false
 	}
@@ -93,10 +97,10 @@ func exactlyEqual(a, b any) bool {
 		return math.Float32bits(x) == math.Float32bits(b.(float32))
 	case complex128:
 		y := b.(complex128)
-		return exactlyEqual(real(x), real(y)) && exactlyEqual(imag(x), imag(y))
+		return SameValue(real(x), real(y)) && SameValue(imag(x), imag(y))
 	case complex64:
 		y := b.(complex64)
-		return exactlyEqual(real(x), real(y)) && exactlyEqual(imag(x), imag(y))
+		return SameValue(real(x), real(y)) && SameValue(imag(x), imag(y))
 	case time.Time:
 		y := b.(time.Time)
 		xn, xo := x.Zone()
@@ -106,7 +110,7 @@ func exactlyEqual(a, b any) bool {
 		y := b.([]byte)
 		return (x == nil) == (y == nil) && string(x) == string(y)
 	}
-	return a == b
+	return reflect.DeepEqual(a, b)
 }
 
 func sameRecord(a, b *record) bool {

@@ -60,29 +60,6 @@ func everyValueType() map[string]any {
 	}
 }
 
-// sameValue compares exactly: same type, same bits for floats, same
-// instant and offset for times.
-func sameValue(a, b any) bool {
-	if reflect.TypeOf(a) != reflect.TypeOf(b) {
-		return false
-	}
-	switch x := a.(type) {
-	case float64:
-		return math.Float64bits(x) == math.Float64bits(b.(float64))
-	case float32:
-		return math.Float32bits(x) == math.Float32bits(b.(float32))
-	case time.Time:
-		y := b.(time.Time)
-		xn, xo := x.Zone()
-		yn, yo := y.Zone()
-		return x.Equal(y) && xo == yo && xn == yn
-	case []byte:
-		y := b.([]byte)
-		return (x == nil) == (y == nil) && string(x) == string(y)
-	}
-	return reflect.DeepEqual(a, b)
-}
-
 func TestRoundTripOfEveryValueType(t *testing.T) {
 	e := newEnv(t, sessions.Config{})
 	must(t, sessions.Register[cart](e.sm, "cart"))
@@ -98,7 +75,7 @@ func TestRoundTripOfEveryValueType(t *testing.T) {
 	c.run(other, func(ctx context.Context) {
 		for k, want := range values {
 			got, ok := sessions.Get(ctx, k)
-			if !ok || !sameValue(got, want) {
+			if !ok || !sessions.SameValue(got, want) {
 				t.Errorf("%s: got %#v (%T, ok=%v), want %#v (%T)", k, got, got, ok, want, want)
 			}
 		}
