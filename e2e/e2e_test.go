@@ -29,8 +29,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/catalog"
-	"github.com/jetfleet/jetfleet/internal/catalog/catalogtest"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 )
 
 const runScript = "../deploy/cluster/run.sh"

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/catalog"
-	"github.com/jetfleet/jetfleet/internal/catalog/catalogtest"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 )
 
 // haproxyCmd sends one command to HAProxy's runtime API.

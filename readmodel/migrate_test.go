@@ -12,7 +12,7 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/jetfleet/jetfleet/internal/catalog/migrations"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog/migrations"
 	"github.com/jetfleet/jetfleet/readmodel"
 )
 

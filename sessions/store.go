@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetfleet/jetfleet/internal/leaderless"
+	"github.com/jetfleet/jetfleet/leaderless"
 )
 
 // load returns the live record stored under key, or nil when there is none:

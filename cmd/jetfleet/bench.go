@@ -10,6 +10,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/internal/jobbench"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // runBench is `jetfleet bench jobs`: jetfleet's job path beside a raw
@@ -22,13 +23,13 @@ func runBench(ctx context.Context, a *app, args []string) error {
 	concurrency := fs.Int("concurrency", 16, "worker concurrency (and the raw consumer's outstanding messages)")
 	rate := fs.Int("rate", 1000, "offered load of the latency runs, jobs per second")
 	latencyJobs := fs.Int("latency-jobs", 3000, "jobs sent in each latency run")
-	rest, err := parseFlags(fs, args)
+	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(rest) != 1 || rest[0] != "jobs" {
 		fs.Usage()
-		return errUsage
+		return node.ErrUsage
 	}
 	dir, err := os.MkdirTemp("", "jetfleet-bench-")
 	if err != nil {

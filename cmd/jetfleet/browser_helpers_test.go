@@ -164,12 +164,12 @@ const readQueueTable = `Array.from(document.querySelectorAll("tr[data-queue]")).
 func statsRows(t *testing.T, dir string) []queueRow {
 	t.Helper()
 	r := runJF(t, dir, testEnv(), "", "queue", "stats", "--json")
-	if r.code != 0 {
-		t.Fatalf("queue stats --json: exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("queue stats --json: exit %d: %s", r.Code, r.Stderr)
 	}
 	var st bus.Stats
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
-		t.Fatalf("queue stats --json: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
+		t.Fatalf("queue stats --json: %v\n%s", err, r.Stdout)
 	}
 	var out []queueRow
 	for _, q := range st.Queues {

@@ -55,7 +55,7 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 			"--routes", strings.Join(routes, ","))
 	}
 	for _, n := range nodes {
-		n.waitFor(t, "JetStream cluster ready", 90*time.Second)
+		n.WaitFor(t, "JetStream cluster ready", 90*time.Second)
 	}
 
 	allURLs := strings.Join(urls, ",")
@@ -64,8 +64,8 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 	cliDispatch := func(id string) {
 		eventually(t, 60*time.Second, "jetfleet dispatch "+id, func() error {
 			r := runJF(t, dir, testEnv("NATS_URL="+allURLs), "", "dispatch", "default", "cluster-check", `{"n":-1}`, "--id", id)
-			if r.code != 0 || r.stdout != id+"\n" {
-				return fmt.Errorf("exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+			if r.Code != 0 || r.Stdout != id+"\n" {
+				return fmt.Errorf("exit %d, stdout %q, stderr %s", r.Code, r.Stdout, r.Stderr)
 			}
 			return nil
 		})
@@ -76,8 +76,8 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 	// with NATS_URL then scales them to R3 and adds the queue's consumer.
 	cliDispatch("cli-first")
 	up := startProc(t, dir, testEnv("NATS_URL="+allURLs), "up", "--replicas", "3", "--queues", "default", "--no-workers")
-	up.waitFor(t, "jetfleet is up", 90*time.Second)
-	if code := up.signal(t, syscall.SIGTERM); code != 0 {
+	up.WaitFor(t, "jetfleet is up", 90*time.Second)
+	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("up exited %d after SIGTERM", code)
 	}
 	cfg := bus.Config{Replicas: 3}
@@ -129,10 +129,10 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 	if !ok {
 		t.Fatalf("JOBS leader %q is not one of the nodes", leader)
 	}
-	if err := syscall.Kill(victim.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(victim.Cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-victim.done
+	<-victim.Done
 	delete(nodes, leader)
 	t.Logf("killed %s, the JOBS leader, with SIGKILL", leader)
 
@@ -151,7 +151,7 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 	}
 
 	for name, n := range nodes {
-		if code := n.signal(t, syscall.SIGTERM); code != 0 {
+		if code := n.Signal(t, syscall.SIGTERM); code != 0 {
 			t.Errorf("node %s exited %d after SIGTERM, want 0", name, code)
 		}
 	}

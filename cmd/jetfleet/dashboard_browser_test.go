@@ -29,10 +29,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	jf := func(args ...string) string {
 		t.Helper()
 		r := runJF(t, dir, testEnv(), "", args...)
-		if r.code != 0 {
-			t.Fatalf("jetfleet %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		if r.Code != 0 {
+			t.Fatalf("jetfleet %s: exit %d: %s", strings.Join(args, " "), r.Code, r.Stderr)
 		}
-		return strings.TrimSpace(r.stdout)
+		return strings.TrimSpace(r.Stdout)
 	}
 
 	// A steady state: emails paused with 3 ready jobs, and on default a job
@@ -117,7 +117,7 @@ func retryFromTheList(t *testing.T, ctx context.Context, up *proc, base, id stri
 	waitJS(t, ctx, "the job gone from the list", fmt.Sprintf(`!document.querySelector(%q)`, row), 10*time.Second)
 	ran := regexp.MustCompile(`"job_id":"` + regexp.QuoteMeta(id) + `"[^\n]*"message":"job succeeded"`)
 	eventually(t, 30*time.Second, "the retried job running to success", func() error {
-		if !ran.MatchString(up.stderr.String()) {
+		if !ran.MatchString(up.Stderr.String()) {
 			return fmt.Errorf("no \"job succeeded\" log line for job %s", id)
 		}
 		return nil
@@ -140,7 +140,7 @@ func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base
 	// jobs, just not default's.
 	highID := jf("dispatch", "high", "jetfleet-noop", "{}")
 	eventually(t, 30*time.Second, "the job on high running", func() error {
-		if !strings.Contains(up.stderr.String(), `"job_id":"`+highID+`"`) {
+		if !strings.Contains(up.Stderr.String(), `"job_id":"`+highID+`"`) {
 			return fmt.Errorf("job %s on high has not run", highID)
 		}
 		return nil

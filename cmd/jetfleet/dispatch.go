@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/config"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // maxStdinBody bounds what `dispatch -` reads; the server's max_payload
@@ -50,7 +50,7 @@ func newJobFlags(fs *flag.FlagSet, oneShot bool) *jobFlags {
 // names the flag and its rule.
 func (f *jobFlags) options() ([]bus.Option, error) {
 	var opts []bus.Option
-	if flagsSet(f.fs)["tries"] {
+	if node.FlagsSet(f.fs)["tries"] {
 		if f.tries < 1 {
 			return nil, fmt.Errorf("--tries %d: must be at least 1", f.tries)
 		}
@@ -114,14 +114,14 @@ func jobBody(a *app, arg string) ([]byte, error) {
 	return body, nil
 }
 
-// connectBus connects as config.ConnectNATS does (NATS_URL, else
+// connectBus connects as node.ConnectNATS does (NATS_URL, else
 // <data>/nats.url, else the default) and makes sure the jetfleet streams
 // exist (bus.EnsureQueues): it creates them with default settings only when
 // they are missing, so that a dispatch from the shell works on a fresh
 // server but never rewrites the settings (replicas, windows) of a topology
 // someone provisioned on purpose.
 func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, js, err := config.ConnectNATS(a.getenv, dataDir, name)
+	nc, js, err := node.ConnectNATS(a.getenv, dataDir, name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -154,14 +154,14 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 		"Enqueues one job on jobs.<queue>.<kind> and prints its ID. A body of - is read from standard input.")
 	jf := newJobFlags(fs, true)
 	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
-	pos, err := parseFlags(fs, args)
+	pos, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 3 {
 		fmt.Fprintf(a.stderr, "jetfleet dispatch: want 3 arguments (queue, kind, body), got %d\n", len(pos))
 		fs.Usage()
-		return errUsage
+		return node.ErrUsage
 	}
 	queue, kind := pos[0], pos[1]
 	if err := bus.ValidateName("queue", queue); err != nil {

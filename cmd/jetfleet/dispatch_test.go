@@ -22,11 +22,11 @@ func TestDispatchFromStdin(t *testing.T) {
 	env := testEnv("NATS_URL=" + srv.ClientURL())
 	r := runJF(t, t.TempDir(), env, "{\"item_id\":1}\n", "dispatch", "high", "process-item-images", "-",
 		"--id", "img-1", "--tries", "2", "--timeout", "90s", "--backoff", "1s,10s")
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
-	if r.stdout != "img-1\n" {
-		t.Fatalf("stdout = %q, want the job ID", r.stdout)
+	if r.Stdout != "img-1\n" {
+		t.Fatalf("stdout = %q, want the job ID", r.Stdout)
 	}
 	_, js := natstest.Connect(t, srv.ClientURL())
 	assertStoredJob(t, js, "jobs.high.process-item-images", `{"item_id":1}`, map[string]string{
@@ -68,14 +68,14 @@ func TestDispatchBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := runJF(t, t.TempDir(), env, c.stdin, append([]string{"dispatch"}, c.args...)...)
-			if r.code != c.code {
-				t.Fatalf("exit %d, want %d; stderr: %s", r.code, c.code, r.stderr)
+			if r.Code != c.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", r.Code, c.code, r.Stderr)
 			}
-			if !strings.Contains(r.stderr, c.want) {
-				t.Fatalf("stderr = %q, want it to contain %q", r.stderr, c.want)
+			if !strings.Contains(r.Stderr, c.want) {
+				t.Fatalf("stderr = %q, want it to contain %q", r.Stderr, c.want)
 			}
-			if r.stdout != "" {
-				t.Fatalf("stdout = %q, want nothing", r.stdout)
+			if r.Stdout != "" {
+				t.Fatalf("stdout = %q, want nothing", r.Stdout)
 			}
 		})
 	}
@@ -106,8 +106,8 @@ func jobsCount(t *testing.T, js jetstream.JetStream) uint64 {
 func TestDispatchUnreachableServer(t *testing.T) {
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 	r := runJF(t, t.TempDir(), testEnv("NATS_URL="+url), "", "dispatch", "default", "k", "{}")
-	if r.code != 1 || !strings.Contains(r.stderr, "connect to NATS at "+url) {
-		t.Fatalf("exit %d, stderr %q; want 1 and the URL tried", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "connect to NATS at "+url) {
+		t.Fatalf("exit %d, stderr %q; want 1 and the URL tried", r.Code, r.Stderr)
 	}
 }
 
@@ -117,8 +117,8 @@ func TestDispatchDelayedGoesToTheScheduler(t *testing.T) {
 	srv := natstest.Start(t)
 	env := testEnv("NATS_URL=" + srv.ClientURL())
 	r := runJF(t, t.TempDir(), env, "", "dispatch", "default", "remind", `{"n":1}`, "--delay", "1h", "--id", "later-1")
-	if r.code != 0 || r.stdout != "later-1\n" {
-		t.Fatalf("exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || r.Stdout != "later-1\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %s", r.Code, r.Stdout, r.Stderr)
 	}
 	_, js := natstest.Connect(t, srv.ClientURL())
 	s, err := js.Stream(context.Background(), bus.JobsStream)
@@ -145,8 +145,8 @@ func TestDispatchKeepsTheProvisionedTopology(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runJF(t, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL()), "", "dispatch", "default", "k", "{}")
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
 	s, err := js.Stream(ctx, bus.JobsStream)
 	if err != nil {

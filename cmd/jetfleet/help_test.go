@@ -11,12 +11,12 @@ import (
 func TestHelp(t *testing.T) {
 	dir := t.TempDir()
 	r := runJF(t, dir, testEnv(), "", "--help")
-	if r.code != 0 {
-		t.Fatalf("jetfleet --help: exit %d", r.code)
+	if r.Code != 0 {
+		t.Fatalf("jetfleet --help: exit %d", r.Code)
 	}
 	for _, c := range commands() {
-		if !strings.Contains(r.stdout, "  "+c.name+" ") {
-			t.Errorf("jetfleet --help does not list %s:\n%s", c.name, r.stdout)
+		if !strings.Contains(r.Stdout, "  "+c.name+" ") {
+			t.Errorf("jetfleet --help does not list %s:\n%s", c.name, r.Stdout)
 		}
 	}
 	helps := [][]string{{"schedule", "add"}, {"schedule", "ls"}, {"schedule", "rm"}}
@@ -27,10 +27,10 @@ func TestHelp(t *testing.T) {
 		name := strings.Join(args, " ")
 		t.Run(name, func(t *testing.T) {
 			r := runJF(t, dir, testEnv(), "", append(args, "--help")...)
-			if r.code != 0 {
-				t.Fatalf("jetfleet %s --help: exit %d; stderr %s", name, r.code, r.stderr)
+			if r.Code != 0 {
+				t.Fatalf("jetfleet %s --help: exit %d; stderr %s", name, r.Code, r.Stderr)
 			}
-			if out := r.stdout + r.stderr; !strings.Contains(out, "Usage: jetfleet "+name) {
+			if out := r.Stdout + r.Stderr; !strings.Contains(out, "Usage: jetfleet "+name) {
 				t.Fatalf("jetfleet %s --help printed no usage:\n%s", name, out)
 			}
 		})

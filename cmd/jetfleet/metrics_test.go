@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	ct "github.com/jetfleet/jetfleet/internal/catalog/catalogtest"
+	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/internal/promtest"
 )
@@ -19,15 +19,15 @@ func TestWorkMetricsMoveByExactlyTheWork(t *testing.T) {
 	_, dir, _ := startUp(t, testEnv())
 	port := natstest.FreePorts(t, 1)[0]
 	work := startProc(t, dir, testEnv(), "work", "--queue", "reports", "--no-catalog", "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", port))
-	work.waitFor(t, "worker started", 30*time.Second)
+	work.WaitFor(t, "worker started", 30*time.Second)
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	for i := range 10 {
 		kind, body := "jetfleet-noop", "{}"
 		if i%5 == 4 {
 			kind, body = "jetfleet-fail", `{"message":"report generator down"}`
 		}
-		if r := runJF(t, dir, testEnv(), "", "dispatch", "reports", kind, body, "--tries", "1"); r.code != 0 {
-			t.Fatalf("dispatch: %s", r.stderr)
+		if r := runJF(t, dir, testEnv(), "", "dispatch", "reports", kind, body, "--tries", "1"); r.Code != 0 {
+			t.Fatalf("dispatch: %s", r.Stderr)
 		}
 	}
 	var f promtest.Families

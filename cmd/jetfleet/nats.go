@@ -1,9 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/jetfleet/jetfleet/internal/config"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // defaultNATSListen is the client address of an embedded server when the
@@ -23,8 +23,8 @@ const defaultNATSListen = "127.0.0.1:4222"
 
 // natsDefaultListen is the address an embedded server tries first when no
 // listen flag was given.
-func natsDefaultListen(getenv config.Getenv) string {
-	return envOr(getenv, "JETFLEET_NATS_DEFAULT_LISTEN", defaultNATSListen)
+func natsDefaultListen(getenv func(string) string) string {
+	return cmp.Or(getenv("JETFLEET_NATS_DEFAULT_LISTEN"), defaultNATSListen)
 }
 
 // syncPolicy is how often JetStream file storage is flushed to disk.
@@ -89,7 +89,7 @@ func warnFallback(a *app, wanted, url, flagName string) {
 		Msgf("%s is taken (another NATS server?); the embedded NATS server listens on a free port instead", wanted)
 	fmt.Fprintf(a.stderr, "jetfleet: WARNING: %s is taken (another NATS server?), so the embedded NATS server listens on %s instead.\n"+
 		"jetfleet: commands run from this directory find it through the data directory's %s; others need NATS_URL=%s (or pass --%s).\n",
-		wanted, url, config.URLFile, url, flagName)
+		wanted, url, node.URLFile, url, flagName)
 }
 
 // natsLogf routes the embedded server's log lines into the zerolog logger:
@@ -117,23 +117,6 @@ func absPath(path string) string {
 	return path
 }
 
-// flagsSet reports which flags of fs the user passed.
-func flagsSet(fs *flag.FlagSet) map[string]bool {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	return set
-}
-
-// noArgs refuses positional arguments for commands that take none.
-func noArgs(fs *flag.FlagSet, args []string) error {
-	if len(args) > 0 {
-		fmt.Fprintf(fs.Output(), "jetfleet %s: unexpected argument %q\n", fs.Name(), args[0])
-		fs.Usage()
-		return errUsage
-	}
-	return nil
-}
-
 // runNATS is `jetfleet nats`: one embedded NATS server with JetStream, alone
 // or as a node of a cluster, until ctx ends.
 //
@@ -154,14 +137,14 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 	routes := fs.String("routes", "", "comma-separated route URLs of the other nodes (nats://127.0.0.1:6223,...)")
 	configFile := fs.String("config", "", "a nats-server configuration file; flags given explicitly override it")
 	syncFlag := fs.String("sync-interval", "", "fsync interval of the file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")
-	rest, err := parseFlags(fs, args)
+	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(fs, rest); err != nil {
+	if err := node.NoArgs(fs, rest); err != nil {
 		return err
 	}
-	set := flagsSet(fs)
+	set := node.FlagsSet(fs)
 	sync, err := parseSyncPolicy(*syncFlag)
 	if err != nil {
 		return err
@@ -170,7 +153,7 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 		Name:          *name,
 		ClusterName:   *clusterName,
 		ClusterListen: *clusterListen,
-		Routes:        splitList(*routes),
+		Routes:        node.SplitList(*routes),
 		ConfigFile:    *configFile,
 		SyncInterval:  sync.interval,
 		SyncAlways:    sync.always,
@@ -212,10 +195,10 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 		if err := srv.JetStreamReady(30 * time.Second); err != nil {
 			return err
 		}
-		if err := config.WriteNATSURL(*dataDir, url); err != nil {
+		if err := node.WriteNATSURL(*dataDir, url); err != nil {
 			return err
 		}
-		ev.Str("url_file", absPath(filepath.Join(*dataDir, config.URLFile))).Msg("NATS server ready with JetStream")
+		ev.Str("url_file", absPath(filepath.Join(*dataDir, node.URLFile))).Msg("NATS server ready with JetStream")
 	}
 	<-ctx.Done()
 	return nil

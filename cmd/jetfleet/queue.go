@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // queueCommand is one `jetfleet queue` subcommand; each is also reachable
@@ -69,7 +70,7 @@ func runQueue(ctx context.Context, a *app, args []string) error {
 	}
 	fmt.Fprintf(a.stderr, "jetfleet queue: unknown subcommand %q\n\n", args[0])
 	queueUsage(a.stderr)
-	return errUsage
+	return node.ErrUsage
 }
 
 func queueUsage(w io.Writer) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/proctest"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -137,7 +138,7 @@ func TestQueueNatsCLIRecipes(t *testing.T) {
 	// Watch dead letters arrive: nats sub 'dlq.>' (a plain subscription).
 	sub := exec.Command(n.bin, "--server", url, "sub", "dlq.>", "--count", "1")
 	sub.Env = n.env
-	subOut := &syncBuffer{}
+	subOut := &proctest.Buffer{}
 	sub.Stdout, sub.Stderr = subOut, subOut
 	if err := sub.Start(); err != nil {
 		t.Fatal(err)
@@ -210,13 +211,13 @@ func TestQueueNatsCLIRecipes(t *testing.T) {
 	}
 
 	// Pause state: nats kv get jetfleet_queues high.
-	if r := f.jf("queue", "pause", "high"); r.code != 0 {
-		t.Fatalf("pause: %s", r.stderr)
+	if r := f.jf("queue", "pause", "high"); r.Code != 0 {
+		t.Fatalf("pause: %s", r.Stderr)
 	}
-	w.waitFor(t, "queue paused", 5*time.Second)
+	w.WaitFor(t, "queue paused", 5*time.Second)
 	mustContain(t, "nats kv get "+bus.PauseBucket+" high", n.run("kv", "get", bus.PauseBucket, "high"), bus.PausedValue)
 	// Workers attached: nats kv ls jetfleet_workers.
-	mustContain(t, "nats kv ls "+bus.WorkersBucket, n.run("kv", "ls", bus.WorkersBucket), "-"+strconv.Itoa(w.cmd.Process.Pid)+"-")
+	mustContain(t, "nats kv ls "+bus.WorkersBucket, n.run("kv", "ls", bus.WorkersBucket), "-"+strconv.Itoa(w.Cmd.Process.Pid)+"-")
 }
 
 type errString string

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // flagSetWithSynopsis adds positional-argument checks to a flag set.
@@ -19,24 +20,24 @@ type flagSetWithSynopsis struct {
 
 // parseNoArgs parses args and refuses positional arguments.
 func (fs *flagSetWithSynopsis) parseNoArgs(args []string) error {
-	rest, err := parseFlags(fs.FlagSet, args)
+	rest, err := node.ParseFlags(fs.FlagSet, args)
 	if err != nil {
 		return err
 	}
-	return noArgs(fs.FlagSet, rest)
+	return node.NoArgs(fs.FlagSet, rest)
 }
 
 // parseArgs parses args and wants between lo and hi positional arguments
 // (hi < 0: no upper bound), described as what.
 func (fs *flagSetWithSynopsis) parseArgs(args []string, lo, hi int, what string) ([]string, error) {
-	rest, err := parseFlags(fs.FlagSet, args)
+	rest, err := node.ParseFlags(fs.FlagSet, args)
 	if err != nil {
 		return nil, err
 	}
 	if len(rest) < lo || hi >= 0 && len(rest) > hi {
-		fmt.Fprintf(fs.Output(), "jetfleet %s: want %s, got %d arguments\n", fs.Name(), what, len(rest))
+		fmt.Fprintf(fs.Output(), "%s: want %s, got %d arguments\n", fs.Name(), what, len(rest))
 		fs.Usage()
-		return nil, errUsage
+		return nil, node.ErrUsage
 	}
 	return rest, nil
 }
@@ -133,6 +134,15 @@ func age(d time.Duration) string {
 	}
 }
 
+// stoppedOr is nil when ctx has ended (a signal stopped `monitor --every`
+// in the middle of a check, which is how it is meant to stop), else err.
+func stoppedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
 func runQueueMonitor(ctx context.Context, a *app, name string, args []string) error {
 	fs := queueFlagSet(a, name)
 	defMax := fs.Uint64("max", 1000, "limit for queues listed without :N")
@@ -158,7 +168,7 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 	for {
 		sts, err := in.Monitor(ctx, limits)
 		if err != nil {
-			return err
+			return stoppedOr(ctx, err)
 		}
 		if *every > 0 {
 			fmt.Fprintln(a.stdout, time.Now().Format(time.DateTime))
@@ -166,12 +176,12 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 		printMonitor(a.stdout, sts)
 		alerts, err := bus.PublishBusy(ctx, nc, sts)
 		if err != nil {
-			return err
+			return stoppedOr(ctx, err)
 		}
 		if *every <= 0 {
 			if alerts > 0 {
 				fmt.Fprintf(a.stderr, "jetfleet queue monitor: %d %s in ALERT; published on %s\n", alerts, plural(alerts, "queue", "queues"), bus.QueueBusySubject)
-				return exitCode(exitAlert)
+				return node.ExitCode(exitAlert)
 			}
 			return nil
 		}

@@ -25,8 +25,8 @@ func (f *fleet) stats() bus.Stats {
 	f.t.Helper()
 	r := f.jf("queue", "stats", "--json")
 	var st bus.Stats
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
-		f.t.Fatalf("queue stats --json: exit %d, %s%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &st) != nil {
+		f.t.Fatalf("queue stats --json: exit %d, %s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	return st
 }
@@ -52,16 +52,16 @@ func TestQueueMonitorAlertsPublishesAndExits(t *testing.T) {
 	}
 
 	r := f.jf("queue", "monitor", "high:2,default:10")
-	if r.code != exitAlert || !strings.Contains(r.stderr, "1 queue in ALERT") {
-		t.Fatalf("monitor over max: exit %d, stderr %s", r.code, r.stderr)
+	if r.Code != exitAlert || !strings.Contains(r.Stderr, "1 queue in ALERT") {
+		t.Fatalf("monitor over max: exit %d, stderr %s", r.Code, r.Stderr)
 	}
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 	if len(lines) != 3 || strings.Fields(lines[0])[0] != "QUEUE" ||
 		!strings.HasPrefix(lines[1], "high ") || !strings.HasSuffix(lines[1], "ALERT") ||
 		!strings.HasPrefix(lines[2], "default ") || !strings.HasSuffix(lines[2], "OK") {
-		t.Fatalf("monitor table:\n%s", r.stdout)
+		t.Fatalf("monitor table:\n%s", r.Stdout)
 	}
-	t.Logf("jetfleet queue monitor high:2,default:10:\n%s", r.stdout)
+	t.Logf("jetfleet queue monitor high:2,default:10:\n%s", r.Stdout)
 	m, err := sub.NextMsg(2 * time.Second)
 	if err != nil {
 		t.Fatalf("no event on %s: %v", bus.QueueBusySubject, err)
@@ -77,28 +77,28 @@ func TestQueueMonitorAlertsPublishesAndExits(t *testing.T) {
 		t.Fatalf("an event for a queue that is OK: %s", extra.Data)
 	}
 
-	if r := f.jf("queue:monitor", "high:5,default"); r.code != 0 || strings.Contains(r.stdout, "ALERT") {
-		t.Fatalf("monitor under max: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue:monitor", "high:5,default"); r.Code != 0 || strings.Contains(r.Stdout, "ALERT") {
+		t.Fatalf("monitor under max: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	if _, err := sub.NextMsg(200 * time.Millisecond); err == nil {
 		t.Fatal("an event was published while every queue was OK")
 	}
-	if r := f.jf("queue", "monitor", "high:100", "--max-wait", "1ms"); r.code != exitAlert {
-		t.Fatalf("monitor over max wait: exit %d\n%s", r.code, r.stdout)
+	if r := f.jf("queue", "monitor", "high:100", "--max-wait", "1ms"); r.Code != exitAlert {
+		t.Fatalf("monitor over max wait: exit %d\n%s", r.Code, r.Stdout)
 	}
-	if r := f.jf("queue", "monitor", "low:1"); r.code != 1 || !strings.Contains(r.stderr, `unknown queue "low" (known queues: default, high)`) {
-		t.Fatalf("unknown queue: exit %d, %s", r.code, r.stderr)
+	if r := f.jf("queue", "monitor", "low:1"); r.Code != 1 || !strings.Contains(r.Stderr, `unknown queue "low" (known queues: default, high)`) {
+		t.Fatalf("unknown queue: exit %d, %s", r.Code, r.Stderr)
 	}
 
 	// --every keeps checking, publishing each round, and exits 0 on SIGTERM.
 	p := startProc(t, f.dir, f.env, "queue", "monitor", "high:2", "--every", "200ms")
 	eventually(t, 10*time.Second, "two rounds", func() error {
-		if n := strings.Count(p.stdout.String(), "QUEUE"); n < 2 {
+		if n := strings.Count(p.Stdout.String(), "QUEUE"); n < 2 {
 			return fmt.Errorf("%d rounds", n)
 		}
 		return nil
 	})
-	if code := p.signal(t, syscall.SIGTERM); code != 0 {
+	if code := p.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("monitor --every exited %d after SIGTERM", code)
 	}
 	if n, _, _ := sub.Pending(); n < 2 {
@@ -110,14 +110,14 @@ func TestQueuePauseStopsEveryWorkerUntilResume(t *testing.T) {
 	f := newFleet(t)
 	args := []string{"--queue", "high,default", "--concurrency", "2"}
 	w1, w2 := f.startWorker(nil, args...), f.startWorker(nil, args...)
-	if r := f.jf("queue", "pause", "nope"); r.code != 1 || !strings.Contains(r.stderr, `unknown queue "nope"`) {
-		t.Fatalf("pause of an unknown queue: exit %d, %s", r.code, r.stderr)
+	if r := f.jf("queue", "pause", "nope"); r.Code != 1 || !strings.Contains(r.Stderr, `unknown queue "nope"`) {
+		t.Fatalf("pause of an unknown queue: exit %d, %s", r.Code, r.Stderr)
 	}
-	if r := f.jf("queue", "pause", "high"); r.code != 0 || !strings.HasPrefix(r.stdout, "Queue high paused") {
-		t.Fatalf("pause: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue", "pause", "high"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "Queue high paused") {
+		t.Fatalf("pause: exit %d, %q %s", r.Code, r.Stdout, r.Stderr)
 	}
-	w1.waitFor(t, "queue paused", 5*time.Second)
-	w2.waitFor(t, "queue paused", 5*time.Second)
+	w1.WaitFor(t, "queue paused", 5*time.Second)
+	w2.WaitFor(t, "queue paused", 5*time.Second)
 
 	var high []string
 	for range 6 {
@@ -141,8 +141,8 @@ func TestQueuePauseStopsEveryWorkerUntilResume(t *testing.T) {
 		t.Fatalf("stats of the paused queue: %+v", st)
 	}
 
-	if r := f.jf("queue:resume", "high"); r.code != 0 || r.stdout != "Queue high resumed.\n" {
-		t.Fatalf("resume: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue:resume", "high"); r.Code != 0 || r.Stdout != "Queue high resumed.\n" {
+		t.Fatalf("resume: exit %d, %q %s", r.Code, r.Stdout, r.Stderr)
 	}
 	eventually(t, 10*time.Second, "the high jobs to drain", func() error {
 		ran := f.successes()
@@ -178,18 +178,18 @@ func TestQueueStatsCountsQueuesAndWorkers(t *testing.T) {
 	if def.Delayed != 1 || def.Failed != 1 || def.Ready != 0 || def.Workers != 1 || st.FailedTotal != 1 {
 		t.Errorf("default = %+v (failed total %d)", def, st.FailedTotal)
 	}
-	if len(st.Workers) != 1 || st.Workers[0].PID != w.cmd.Process.Pid || st.Workers[0].Concurrency != 10 ||
+	if len(st.Workers) != 1 || st.Workers[0].PID != w.Cmd.Process.Pid || st.Workers[0].Concurrency != 10 ||
 		strings.Join(st.Workers[0].Queues, ",") != "high,default" {
 		t.Fatalf("workers = %+v", st.Workers)
 	}
 	r := f.jf("queue:stats")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "QUEUE ") || !strings.Contains(r.stdout, strconv.Itoa(w.cmd.Process.Pid)) {
-		t.Fatalf("queue:stats: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.HasPrefix(r.Stdout, "QUEUE ") || !strings.Contains(r.Stdout, strconv.Itoa(w.Cmd.Process.Pid)) {
+		t.Fatalf("queue:stats: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
-	assertFits80(t, "queue stats", r.stdout)
-	t.Logf("jetfleet queue stats:\n%s", r.stdout)
+	assertFits80(t, "queue stats", r.Stdout)
+	t.Logf("jetfleet queue stats:\n%s", r.Stdout)
 
-	if code := w.signal(t, syscall.SIGTERM); code != 0 {
+	if code := w.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("worker exited %d", code)
 	}
 	if st := f.stats(); len(st.Workers) != 0 {

@@ -74,7 +74,7 @@ func (f *fleet) waitDLQ(n uint64) {
 func (f *fleet) successes() map[string][]int {
 	out := map[string][]int{}
 	for _, p := range f.all {
-		sc := bufio.NewScanner(strings.NewReader(p.stderr.String()))
+		sc := bufio.NewScanner(strings.NewReader(p.Stderr.String()))
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			var line struct {
@@ -102,12 +102,12 @@ func (f *fleet) storeDeadLetter(id, queue, kind, reason string, seq uint64) {
 
 func failedJSON(t *testing.T, r result) []failedView {
 	t.Helper()
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
 	var out []failedView
-	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
-		t.Fatalf("--json output does not parse: %v\n%s", err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &out); err != nil {
+		t.Fatalf("--json output does not parse: %v\n%s", err, r.Stdout)
 	}
 	return out
 }
@@ -161,8 +161,8 @@ func TestQueueFailedAndShowListWhatWasDeadLettered(t *testing.T) {
 	if all[2].Attempts != 0 || !strings.Contains(all[2].Error, `no handler for kind "resize-image"`) || compactJSON(all[2].Body) != `{"item_id":7}` {
 		t.Errorf("job b = %+v", all[2])
 	}
-	if alias := f.jf("queue:failed", "--json"); alias.stdout != f.jf("queue", "failed", "--json").stdout {
-		t.Errorf("queue:failed --json differs from queue failed --json:\n%s", alias.stdout)
+	if alias := f.jf("queue:failed", "--json"); alias.Stdout != f.jf("queue", "failed", "--json").Stdout {
+		t.Errorf("queue:failed --json differs from queue failed --json:\n%s", alias.Stdout)
 	}
 	filters := map[string][]string{
 		d + "," + a:                     {"--queue", "high"},
@@ -178,31 +178,31 @@ func TestQueueFailedAndShowListWhatWasDeadLettered(t *testing.T) {
 	}
 
 	table := f.jf("queue", "failed")
-	if table.code != 0 || !strings.HasPrefix(table.stdout, "ID  ") || !strings.Contains(table.stdout, "smtp: connection refused") ||
-		strings.Contains(table.stdout, "second line") || strings.Index(table.stdout, d) > strings.Index(table.stdout, a) {
-		t.Errorf("failed table:\n%s", table.stdout)
+	if table.Code != 0 || !strings.HasPrefix(table.Stdout, "ID  ") || !strings.Contains(table.Stdout, "smtp: connection refused") ||
+		strings.Contains(table.Stdout, "second line") || strings.Index(table.Stdout, d) > strings.Index(table.Stdout, a) {
+		t.Errorf("failed table:\n%s", table.Stdout)
 	}
-	assertFits80(t, "queue failed", table.stdout)
-	t.Logf("jetfleet queue failed:\n%s", table.stdout)
+	assertFits80(t, "queue failed", table.Stdout)
+	t.Logf("jetfleet queue failed:\n%s", table.Stdout)
 
 	show := f.jf("queue", "show", a)
 	for _, want := range []string{"ID:         " + a, "Queue:      high", "Attempts:   1", "Jetfleet-Job-Id: " + a,
 		"Error:\n  smtp: connection refused\n  second line of the reason", `"message": "smtp: connection refused\nsecond line of the reason"`} {
-		if !strings.Contains(show.stdout, want) {
-			t.Errorf("queue show lacks %q:\n%s", want, show.stdout)
+		if !strings.Contains(show.Stdout, want) {
+			t.Errorf("queue show lacks %q:\n%s", want, show.Stdout)
 		}
 	}
-	assertFits80(t, "queue show", show.stdout)
-	if r := f.jf("queue", "show", "nope"); r.code != 1 || !strings.Contains(r.stderr, `no failed job with this ID: "nope"`) {
-		t.Errorf("show of an unknown ID: exit %d, stderr %s", r.code, r.stderr)
+	assertFits80(t, "queue show", show.Stdout)
+	if r := f.jf("queue", "show", "nope"); r.Code != 1 || !strings.Contains(r.Stderr, `no failed job with this ID: "nope"`) {
+		t.Errorf("show of an unknown ID: exit %d, stderr %s", r.Code, r.Stderr)
 	}
-	if r := f.jf("queue", "failed", "--queue", "Bad.Queue"); r.code != 1 || !strings.Contains(r.stderr, `queue name "Bad.Queue"`) {
-		t.Errorf("bad queue name: exit %d, stderr %s", r.code, r.stderr)
+	if r := f.jf("queue", "failed", "--queue", "Bad.Queue"); r.Code != 1 || !strings.Contains(r.Stderr, `queue name "Bad.Queue"`) {
+		t.Errorf("bad queue name: exit %d, stderr %s", r.Code, r.Stderr)
 	}
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 	r := runJF(t, f.dir, testEnv("NATS_URL="+url), "", "queue", "failed")
-	if r.code != 1 || !strings.Contains(r.stderr, "connect to NATS at "+url) {
-		t.Errorf("NATS unreachable: exit %d, stderr %s", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "connect to NATS at "+url) {
+		t.Errorf("NATS unreachable: exit %d, stderr %s", r.Code, r.Stderr)
 	}
 }
 
@@ -222,8 +222,8 @@ func TestQueueRetryRunsJobsAgainFromAttemptOne(t *testing.T) {
 	}
 	time.Sleep(time.Until(until)) // from now on the jobs succeed
 
-	if r := f.jf("queue", "retry", d1); r.code != 0 || r.stdout != "Retried 1 failed job.\n" {
-		t.Fatalf("retry %s: exit %d, %q %s", d1, r.code, r.stdout, r.stderr)
+	if r := f.jf("queue", "retry", d1); r.Code != 0 || r.Stdout != "Retried 1 failed job.\n" {
+		t.Fatalf("retry %s: exit %d, %q %s", d1, r.Code, r.Stdout, r.Stderr)
 	}
 	eventually(t, 10*time.Second, "job "+d1+" to succeed", func() error {
 		if len(f.successes()[d1]) == 0 {
@@ -231,11 +231,11 @@ func TestQueueRetryRunsJobsAgainFromAttemptOne(t *testing.T) {
 		}
 		return nil
 	})
-	if r := f.jf("queue", "retry", "all", "--queue", "high"); r.code != 0 || r.stdout != "Retried 2 failed jobs.\n" {
-		t.Fatalf("retry all --queue high: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue", "retry", "all", "--queue", "high"); r.Code != 0 || r.Stdout != "Retried 2 failed jobs.\n" {
+		t.Fatalf("retry all --queue high: exit %d, %q %s", r.Code, r.Stdout, r.Stderr)
 	}
-	if r := f.jf("queue:retry", "all"); r.code != 0 || r.stdout != "Retried 1 failed job.\n" {
-		t.Fatalf("queue:retry all: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue:retry", "all"); r.Code != 0 || r.Stdout != "Retried 1 failed job.\n" {
+		t.Fatalf("queue:retry all: exit %d, %q %s", r.Code, r.Stdout, r.Stderr)
 	}
 	eventually(t, 10*time.Second, "every retried job to succeed", func() error {
 		if n := len(f.successes()); n != 4 {
@@ -253,8 +253,8 @@ func TestQueueRetryRunsJobsAgainFromAttemptOne(t *testing.T) {
 		}
 	}
 	r := f.jf("queue", "retry", "nope")
-	if r.code != 1 || r.stdout != "Retried 0 failed jobs.\n" || !strings.Contains(r.stderr, `no failed job with this ID: "nope"`) {
-		t.Errorf("retry of an unknown ID: exit %d, %q, %s", r.code, r.stdout, r.stderr)
+	if r.Code != 1 || r.Stdout != "Retried 0 failed jobs.\n" || !strings.Contains(r.Stderr, `no failed job with this ID: "nope"`) {
+		t.Errorf("retry of an unknown ID: exit %d, %q, %s", r.Code, r.Stdout, r.Stderr)
 	}
 }
 
@@ -276,17 +276,17 @@ func TestQueueRetryKilledHalfwayIsTidiedByTheNextRetry(t *testing.T) {
 		}
 		return nil
 	})
-	if err := p.cmd.Process.Kill(); err != nil {
+	if err := p.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
+	<-p.Done
 	queued, left := f.streamMsgs(bus.JobsStream), f.streamMsgs(bus.DLQStream)
 	t.Logf("killed with %d jobs queued and %d dead letters left", queued, left)
 	if left == 0 || queued+left < n {
 		t.Fatalf("after the kill: %d queued + %d left, want %d and some left", queued, left, n)
 	}
-	if r := f.jf("queue", "retry", "all"); r.code != 0 {
-		t.Fatalf("second retry: exit %d, %s", r.code, r.stderr)
+	if r := f.jf("queue", "retry", "all"); r.Code != 0 {
+		t.Fatalf("second retry: exit %d, %s", r.Code, r.Stderr)
 	}
 	if q, l := f.streamMsgs(bus.JobsStream), f.streamMsgs(bus.DLQStream); q != n || l != 0 {
 		t.Fatalf("after the second retry: %d queued (want %d), %d left in DLQ", q, n, l)
@@ -315,26 +315,26 @@ func TestQueueForgetAndFlush(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond)
 	f.storeDeadLetter("d", "default", "resize-image", "x", 5)
 
-	if r := f.jf("queue", "forget", "b"); r.code != 0 || r.stdout != "Deleted 1 failed job.\n" {
-		t.Fatalf("forget b: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue", "forget", "b"); r.Code != 0 || r.Stdout != "Deleted 1 failed job.\n" {
+		t.Fatalf("forget b: exit %d, %q %s", r.Code, r.Stdout, r.Stderr)
 	}
 	if got := viewIDs(failedJSON(t, f.jf("queue", "failed", "--json"))); got != "d,e,c,a" {
 		t.Fatalf("after forget b: %s", got)
 	}
-	if r := f.jf("queue:forget", "b"); r.code != 1 || !strings.Contains(r.stderr, `no failed job with this ID: "b"`) {
-		t.Fatalf("forget b again: exit %d, %s", r.code, r.stderr)
+	if r := f.jf("queue:forget", "b"); r.Code != 1 || !strings.Contains(r.Stderr, `no failed job with this ID: "b"`) {
+		t.Fatalf("forget b again: exit %d, %s", r.Code, r.Stderr)
 	}
 	// 0.0005 hours is 1.8 seconds: a and c are older, d is younger.
-	if r := f.jf("queue", "flush", "--hours", "0.0005", "--queue", "default"); r.code != 0 || r.stdout != "Deleted 2 failed jobs.\n" {
-		t.Fatalf("flush --hours --queue default: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue", "flush", "--hours", "0.0005", "--queue", "default"); r.Code != 0 || r.Stdout != "Deleted 2 failed jobs.\n" {
+		t.Fatalf("flush --hours --queue default: exit %d, %q %s", r.Code, r.Stdout, r.Stderr)
 	}
 	if got := viewIDs(failedJSON(t, f.jf("queue", "failed", "--json"))); got != "d,e" {
 		t.Fatalf("after flush: %s", got)
 	}
-	if r := f.jf("queue:flush"); r.code != 0 || r.stdout != "Deleted 2 failed jobs.\n" {
-		t.Fatalf("queue:flush: exit %d, %q %s", r.code, r.stdout, r.stderr)
+	if r := f.jf("queue:flush"); r.Code != 0 || r.Stdout != "Deleted 2 failed jobs.\n" {
+		t.Fatalf("queue:flush: exit %d, %q %s", r.Code, r.Stdout, r.Stderr)
 	}
-	if r := f.jf("queue", "failed"); r.stdout != "No failed jobs.\n" {
-		t.Fatalf("after flushing all: %q", r.stdout)
+	if r := f.jf("queue", "failed"); r.Stdout != "No failed jobs.\n" {
+		t.Fatalf("after flushing all: %q", r.Stdout)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/config"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 const scheduleUsage = `Usage: jetfleet schedule <add|ls|rm> ...
@@ -36,7 +36,7 @@ jetfleet schedule <add|ls|rm> --help shows each one's flags.
 func runSchedule(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(a.stderr, scheduleUsage)
-		return errUsage
+		return node.ErrUsage
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -50,7 +50,7 @@ func runSchedule(ctx context.Context, a *app, args []string) error {
 		return scheduleRemove(ctx, a, args[1:])
 	}
 	fmt.Fprintf(a.stderr, "jetfleet schedule: unknown subcommand %q\n\n%s", args[0], scheduleUsage)
-	return errUsage
+	return node.ErrUsage
 }
 
 func scheduleAdd(ctx context.Context, a *app, args []string) error {
@@ -59,14 +59,14 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 		"@weekly, @monthly, @yearly, or a cron expression of 5 fields (or 6, seconds first).")
 	jf := newJobFlags(fs, false)
 	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
-	pos, err := parseFlags(fs, args)
+	pos, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 5 {
 		fmt.Fprintf(a.stderr, "jetfleet schedule add: want 5 arguments (name, spec, queue, kind, body), got %d\n", len(pos))
 		fs.Usage()
-		return errUsage
+		return node.ErrUsage
 	}
 	name, spec, queue, kind := pos[0], pos[1], pos[2], pos[3]
 	for _, c := range []struct{ what, v string }{{"schedule", name}, {"queue", queue}, {"kind", kind}} {
@@ -97,7 +97,7 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 // scheduleDispatcher connects for ls and rm, which never provision: with no
 // JOBS stream there is no schedule, and found is false.
 func scheduleDispatcher(ctx context.Context, a *app, dataDir string) (d *bus.Dispatcher, closeFn func(), found bool, err error) {
-	nc, js, err := config.ConnectNATS(a.getenv, dataDir, "jetfleet schedule")
+	nc, js, err := node.ConnectNATS(a.getenv, dataDir, "jetfleet schedule")
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -119,11 +119,11 @@ func scheduleDispatcher(ctx context.Context, a *app, dataDir string) (d *bus.Dis
 func scheduleList(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "schedule ls", "schedule ls\n\nLists the periodic jobs: name, spec, target subject, settings and body.")
 	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
-	rest, err := parseFlags(fs, args)
+	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(fs, rest); err != nil {
+	if err := node.NoArgs(fs, rest); err != nil {
 		return err
 	}
 	d, closeFn, found, err := scheduleDispatcher(ctx, a, *dataDir)
@@ -169,14 +169,14 @@ func settings(s bus.Schedule) string {
 func scheduleRemove(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "schedule rm", "schedule rm <name>\n\nRemoves the periodic job <name>. Removing a name that is not registered changes nothing.")
 	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
-	pos, err := parseFlags(fs, args)
+	pos, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(a.stderr, "jetfleet schedule rm: want 1 argument (name), got %d\n", len(pos))
 		fs.Usage()
-		return errUsage
+		return node.ErrUsage
 	}
 	name := pos[0]
 	if err := bus.ValidateName("schedule", name); err != nil {

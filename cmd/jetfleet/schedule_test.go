@@ -20,27 +20,27 @@ func TestScheduleAddListRemove(t *testing.T) {
 	}
 	mustOK := func(r result) result {
 		t.Helper()
-		if r.code != 0 {
-			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		if r.Code != 0 {
+			t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 		}
 		return r
 	}
 
 	r := mustOK(jf("", "ls"))
-	if r.stdout != "" || !strings.Contains(r.stderr, "no periodic jobs") {
-		t.Fatalf("ls on a fresh server: stdout %q stderr %q", r.stdout, r.stderr)
+	if r.Stdout != "" || !strings.Contains(r.Stderr, "no periodic jobs") {
+		t.Fatalf("ls on a fresh server: stdout %q stderr %q", r.Stdout, r.Stderr)
 	}
 	r = mustOK(jf("", "add", "nightly", "@every 1h", "default", "cleanup", `{"v":1}`, "--tries", "2"))
-	if r.stdout != "scheduled nightly: @every 1h -> jobs.default.cleanup\n" {
-		t.Fatalf("add printed %q", r.stdout)
+	if r.Stdout != "scheduled nightly: @every 1h -> jobs.default.cleanup\n" {
+		t.Fatalf("add printed %q", r.Stdout)
 	}
 	mustOK(jf(`{"v":2}`, "add", "nightly", "@every 2h", "default", "cleanup", "-", "--tries", "3"))
 	mustOK(jf("", "add", "digest", "*/5 * * * *", "emails", "send-digest", `{}`))
 
 	r = mustOK(jf("", "ls"))
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 	if len(lines) != 3 {
-		t.Fatalf("ls printed %d lines, want a header and 2 schedules:\n%s", len(lines), r.stdout)
+		t.Fatalf("ls printed %d lines, want a header and 2 schedules:\n%s", len(lines), r.Stdout)
 	}
 	if f := strings.Fields(lines[1]); len(f) != 10 || f[0] != "digest" || strings.Join(f[1:7], " ") != "0 */5 * * * *" ||
 		f[7] != "jobs.emails.send-digest" || f[8] != "-" || f[9] != "{}" {
@@ -51,21 +51,21 @@ func TestScheduleAddListRemove(t *testing.T) {
 		t.Errorf("nightly line = %q (re-adding should replace it)", lines[2])
 	}
 
-	if r = mustOK(jf("", "rm", "nightly")); r.stdout != "removed nightly\n" {
-		t.Fatalf("rm printed %q", r.stdout)
+	if r = mustOK(jf("", "rm", "nightly")); r.Stdout != "removed nightly\n" {
+		t.Fatalf("rm printed %q", r.Stdout)
 	}
-	if r = mustOK(jf("", "rm", "nightly")); !strings.Contains(r.stderr, "no periodic job named nightly; nothing removed") {
-		t.Fatalf("second rm: stderr %q", r.stderr)
+	if r = mustOK(jf("", "rm", "nightly")); !strings.Contains(r.Stderr, "no periodic job named nightly; nothing removed") {
+		t.Fatalf("second rm: stderr %q", r.Stderr)
 	}
 	r = mustOK(jf("", "ls"))
-	if strings.Contains(r.stdout, "nightly") || !strings.Contains(r.stdout, "digest") {
-		t.Fatalf("ls after rm:\n%s", r.stdout)
+	if strings.Contains(r.Stdout, "nightly") || !strings.Contains(r.Stdout, "digest") {
+		t.Fatalf("ls after rm:\n%s", r.Stdout)
 	}
 
-	if r = jf("", "add", "bad", "every minute", "default", "k", "{}"); r.code != 1 || !strings.Contains(r.stderr, `schedule "every minute" has 2 fields`) {
-		t.Fatalf("bad spec: exit %d, stderr %q", r.code, r.stderr)
+	if r = jf("", "add", "bad", "every minute", "default", "k", "{}"); r.Code != 1 || !strings.Contains(r.Stderr, `schedule "every minute" has 2 fields`) {
+		t.Fatalf("bad spec: exit %d, stderr %q", r.Code, r.Stderr)
 	}
-	if r = jf("", "frobnicate"); r.code != 2 || !strings.Contains(r.stderr, `unknown subcommand "frobnicate"`) {
-		t.Fatalf("unknown subcommand: exit %d, stderr %q", r.code, r.stderr)
+	if r = jf("", "frobnicate"); r.Code != 2 || !strings.Contains(r.Stderr, `unknown subcommand "frobnicate"`) {
+		t.Fatalf("unknown subcommand: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 }

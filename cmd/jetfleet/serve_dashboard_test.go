@@ -20,7 +20,7 @@ func serveNode(t *testing.T, dir string, env []string) string {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 	p := startProc(t, dir, env, "serve", "--listen", addr)
-	p.waitFor(t, "serving the catalog", 60*time.Second)
+	p.WaitFor(t, "web node serving", 60*time.Second)
 	return "http://" + addr
 }
 
@@ -97,7 +97,7 @@ func TestServeDashboardAccess(t *testing.T) {
 	if code := post(node+"/jetfleet/queues/default/pause", url.Values{"csrf": {token[1]}}); code != http.StatusSeeOther {
 		t.Errorf("POST with the page's CSRF token: %d, want 303", code)
 	}
-	if r := runJF(t, dir, testEnv(), "", "queue", "stats"); !strings.Contains(r.stdout, "Paused: default") {
-		t.Errorf("queue stats after pausing on the dashboard:\n%s", r.stdout)
+	if r := runJF(t, dir, testEnv(), "", "queue", "stats"); !strings.Contains(r.Stdout, "Paused: default") {
+		t.Errorf("queue stats after pausing on the dashboard:\n%s", r.Stdout)
 	}
 }

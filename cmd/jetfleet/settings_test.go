@@ -17,7 +17,7 @@ func TestUpKeepsTheConfiguredTopology(t *testing.T) {
 	srv := natstest.Start(t)
 	env := testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_FAILED_RETENTION=1h", "JETFLEET_DUPLICATE_WINDOW=90s", "JETFLEET_ACK_WAIT=45s")
 	up := startProc(t, t.TempDir(), env, "up", "--queues", "high")
-	up.waitFor(t, "jetfleet is up", 60*time.Second)
+	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	ctx := context.Background()
 	dlq, err := js.Stream(ctx, bus.DLQStream)
@@ -41,9 +41,9 @@ func TestUpKeepsTheConfiguredTopology(t *testing.T) {
 	if got := cons.CachedInfo().Config.AckWait; got != 45*time.Second {
 		t.Errorf("q-high AckWait = %s, want 45s (up's own workers must not reset it)", got)
 	}
-	up.signal(t, syscall.SIGTERM)
+	up.Signal(t, syscall.SIGTERM)
 	bad := runJF(t, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_ACK_WAIT=soon"), "", "work")
-	if bad.code == 0 {
+	if bad.Code == 0 {
 		t.Fatalf("work with JETFLEET_ACK_WAIT=soon exited 0")
 	}
 }

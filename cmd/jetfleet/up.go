@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
@@ -13,10 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/catalog"
-	"github.com/jetfleet/jetfleet/internal/config"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
-	"github.com/jetfleet/jetfleet/readmodel"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // upOptions are the settings of `jetfleet up`.
@@ -57,8 +56,8 @@ type system struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 
-	db  *readmodel.DB
-	cat *catalog.Catalog
+	// node is the catalog demo on the system's connection.
+	node *node.Node
 	// httpURL is where the HTTP node really listens.
 	httpURL string
 	// failed receives the error of a part that stopped by itself.
@@ -83,8 +82,7 @@ func (s *system) parts() []part {
 	return []part{
 		{"nats", s.startNATS},
 		{"bus", s.startBus},
-		{"readmodel", s.startReadModel},
-		{"catalog", s.startCatalog},
+		{"node", s.startNode},
 		{"http", s.startHTTP},
 		{"workers", s.startWorkers},
 	}
@@ -117,7 +115,7 @@ func (s *system) shutdown() {
 // defaults, until ctx ends (SIGINT or SIGTERM), then a clean shutdown.
 func runUp(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "up", "up [--listen :8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers]")
-	httpListen := fs.String("listen", httpDefaultListen(a.getenv), "HTTP address of the web node; when not given and taken, a free port is used with a warning")
+	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node; when not given and taken, a free port is used with a warning")
 	drainDelay := fs.Duration("drain-delay", 0, "on Ctrl-C, how long /up answers 503 before the listener closes (0: none; there is no balancer in front of up)")
 	grace := fs.Duration("grace", 30*time.Second, "on Ctrl-C, how long in-flight requests and running jobs may take to finish")
 	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (jobs wait for a jetfleet work process)")
@@ -126,22 +124,22 @@ func runUp(ctx context.Context, a *app, args []string) error {
 	syncFlag := fs.String("sync-interval", "", "fsync interval of the embedded file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")
 	replicas := fs.Int("replicas", 1, "replicas of the JOBS and DLQ streams (3 when NATS_URL names a 3-node cluster)")
 	queues := fs.String("queues", "high,default,emails", "queues whose consumers are provisioned")
-	rest, err := parseFlags(fs, args)
+	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(fs, rest); err != nil {
+	if err := node.NoArgs(fs, rest); err != nil {
 		return err
 	}
 	opts := upOptions{
 		dataDir:   *dataDir,
 		listen:    *listen,
-		listenSet: flagsSet(fs)["nats-listen"],
+		listenSet: node.FlagsSet(fs)["nats-listen"],
 		replicas:  *replicas,
-		queues:    splitList(*queues),
+		queues:    node.SplitList(*queues),
 
 		httpListen:    *httpListen,
-		httpListenSet: flagsSet(fs)["listen"],
+		httpListenSet: node.FlagsSet(fs)["listen"],
 		drainDelay:    *drainDelay,
 		grace:         *grace,
 		noWorkers:     *noWorkers,
@@ -161,9 +159,6 @@ func runUp(ctx context.Context, a *app, args []string) error {
 		}
 	}
 
-	if a.obs, err = newObservability(true); err != nil { // /metrics; /jetfleet open unless credentials are set
-		return err
-	}
 	sys := &system{a: a, opts: opts, log: a.log, failed: make(chan error, 1)}
 	// Parts that run in the background (HTTP, workers) stop when runCtx
 	// ends: on a signal, or when another part failed.
@@ -230,11 +225,11 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err := s.useConn(nc); err != nil {
 		return err
 	}
-	if err := config.WriteNATSURL(s.opts.dataDir, s.natsURL); err != nil {
+	if err := node.WriteNATSURL(s.opts.dataDir, s.natsURL); err != nil {
 		return err
 	}
 	s.log.Info().Str("nats_url", s.natsURL).Str("store", absPath(srv.StoreDir())).Str("sync", s.opts.sync.String()).
-		Str("url_file", absPath(filepath.Join(s.opts.dataDir, config.URLFile))).
+		Str("url_file", absPath(filepath.Join(s.opts.dataDir, node.URLFile))).
 		Msg("embedded NATS server with JetStream started")
 	return nil
 }
@@ -247,7 +242,7 @@ func (s *system) connectExternal(env string) error {
 	if s.opts.listenSet || s.opts.sync != (syncPolicy{}) {
 		s.log.Warn().Msg("NATS_URL is set, so no server is embedded: --nats-listen and --sync-interval are ignored")
 	}
-	nc, _, err := config.ConnectNATS(s.a.getenv, s.opts.dataDir, "jetfleet up")
+	nc, _, err := node.ConnectNATS(s.a.getenv, s.opts.dataDir, "jetfleet up")
 	if err != nil {
 		return err
 	}
@@ -274,7 +269,7 @@ func (s *system) useConn(nc *nats.Conn) error {
 // startBus provisions the jetfleet streams and one consumer per queue.
 // (bus retries what a cluster answers while it settles.)
 func (s *system) startBus(ctx context.Context) error {
-	cfg, err := busSettings(s.a.getenv)
+	cfg, err := bus.ConfigFromEnv(s.a.getenv)
 	if err != nil {
 		return err
 	}

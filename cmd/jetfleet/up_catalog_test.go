@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
-	ct "github.com/jetfleet/jetfleet/internal/catalog/catalogtest"
+	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
@@ -24,16 +24,16 @@ func startUp(t *testing.T, env []string, args ...string) (*proc, string, string)
 	args = append([]string{"up", "--listen", fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		"--nats-listen", fmt.Sprintf("127.0.0.1:%d", ports[1])}, args...)
 	up := startProc(t, dir, env, args...)
-	up.waitFor(t, "jetfleet is up", 60*time.Second)
+	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 	return up, dir, printedURL(t, up)
 }
 
 // printedURL is the URL `up` printed on stdout, without its trailing slash.
 func printedURL(t *testing.T, up *proc) string {
 	t.Helper()
-	m := regexp.MustCompile(`jetfleet is up: (http://\S+)/\n`).FindStringSubmatch(up.stdout.String())
+	m := regexp.MustCompile(`jetfleet is up: (http://\S+)/\n`).FindStringSubmatch(up.Stdout.String())
 	if m == nil {
-		t.Fatalf("up printed no URL on stdout:\n%s", up.stdout)
+		t.Fatalf("up printed no URL on stdout:\n%s", up.Stdout)
 	}
 	return m[1]
 }
@@ -100,7 +100,7 @@ func TestUpCatalogEndToEnd(t *testing.T) {
 			t.Fatalf("item page (%d) lacks %q:\n%s", resp.StatusCode, want, page)
 		}
 	}
-	if code := up.signal(t, syscall.SIGINT); code != 0 {
+	if code := up.Signal(t, syscall.SIGINT); code != 0 {
 		t.Fatalf("up exited %d after Ctrl-C, want 0", code)
 	}
 }
@@ -115,10 +115,10 @@ func TestUpCatalogBadInput(t *testing.T) {
 	ann.Login("ann")
 	own, bobs := ann.CreateItem("mine", ""), bob.CreateItem("bob's", "")
 	ct.RunBadRequests(t, ann, ct.BadRequests(own.ID, bobs.ID, 1<<20, 3))
-	if strings.Contains(up.stderr.String(), `"level":"error"`) {
-		t.Errorf("bad input logged errors:\n%s", up.stderr)
+	if strings.Contains(up.Stderr.String(), `"level":"error"`) {
+		t.Errorf("bad input logged errors:\n%s", up.Stderr)
 	}
-	if code := up.signal(t, syscall.SIGTERM); code != 0 {
+	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("up exited %d, want 0", code)
 	}
 }
@@ -133,22 +133,22 @@ func TestUpHTTPListen(t *testing.T) {
 	if url == "http://"+taken || !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatalf("up serves %s; want a free port, not the taken %s", url, taken)
 	}
-	if !strings.Contains(up.stderr.String(), "jetfleet: WARNING: "+taken+" is taken, so the web node listens on "+url+"/ instead") {
-		t.Errorf("no plain warning on stderr:\n%s", up.stderr)
+	if !strings.Contains(up.Stderr.String(), "jetfleet: WARNING: "+taken+" is taken, so the web node listens on "+url+"/ instead") {
+		t.Errorf("no plain warning on stderr:\n%s", up.Stderr)
 	}
 	resp, err := http.Get(url + "/up")
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s/up: %v %v", url, resp, err)
 	}
 	resp.Body.Close()
-	if code := up.signal(t, syscall.SIGTERM); code != 0 {
+	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("up exited %d, want 0", code)
 	}
 
 	r := runJF(t, t.TempDir(), testEnv(), "", "up", "--listen", taken, "--nats-listen", "127.0.0.1:0")
 	want := "jetfleet up: start http: cannot listen for HTTP on " + taken + " (--listen)"
-	if r.code != 1 || !strings.Contains(r.stderr, want) {
-		t.Fatalf("exit %d, want 1 with %q; stderr:\n%s", r.code, want, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, want) {
+		t.Fatalf("exit %d, want 1 with %q; stderr:\n%s", r.Code, want, r.Stderr)
 	}
 }
 
@@ -157,6 +157,6 @@ func startUpDefaultHTTP(t *testing.T, env []string) (*proc, string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	up := startProc(t, dir, env, "up", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0]), "--no-workers")
-	up.waitFor(t, "jetfleet is up", 60*time.Second)
+	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 	return up, dir, printedURL(t, up)
 }

@@ -52,7 +52,7 @@ func TestUpThenDispatchFromTheSameDirectory(t *testing.T) {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 	up := startProc(t, dir, testEnv(), "up", "--nats-listen", addr, "--no-workers")
-	up.waitFor(t, "jetfleet is up", 60*time.Second)
+	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 
 	url := readURLFile(t, dir)
 	if url != "nats://"+addr {
@@ -64,29 +64,29 @@ func TestUpThenDispatchFromTheSameDirectory(t *testing.T) {
 	js := assertTopology(t, url, "high", "default", "emails")
 
 	r := runJF(t, dir, testEnv(), "", "dispatch", "emails", "send-welcome-email", `{"user_id":7}`, "--tries", "3")
-	if r.code != 0 {
-		t.Fatalf("dispatch exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("dispatch exit %d: %s", r.Code, r.Stderr)
 	}
-	id := strings.TrimSpace(r.stdout)
+	id := strings.TrimSpace(r.Stdout)
 	if id == "" || strings.Contains(id, "\n") {
-		t.Fatalf("dispatch printed %q, want one job ID", r.stdout)
+		t.Fatalf("dispatch printed %q, want one job ID", r.Stdout)
 	}
 	assertStoredJob(t, js, "jobs.emails.send-welcome-email", `{"user_id":7}`, map[string]string{
 		"Nats-Msg-Id": id, "Jetfleet-Tries": "3",
 	})
 
-	if code := up.signal(t, syscall.SIGTERM); code != 0 {
-		t.Fatalf("up exited %d after SIGTERM, want 0; stderr:\n%s", code, up.stderr)
+	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("up exited %d after SIGTERM, want 0; stderr:\n%s", code, up.Stderr)
 	}
-	if !strings.Contains(up.stderr.String(), "jetfleet stopped") {
-		t.Fatalf("up did not log its shutdown:\n%s", up.stderr)
+	if !strings.Contains(up.Stderr.String(), "jetfleet stopped") {
+		t.Fatalf("up did not log its shutdown:\n%s", up.Stderr)
 	}
 
 	again := startProc(t, dir, testEnv(), "up", "--nats-listen", addr, "--no-workers")
-	again.waitFor(t, "jetfleet is up", 60*time.Second)
+	again.WaitFor(t, "jetfleet is up", 60*time.Second)
 	_, js = natstest.Connect(t, readURLFile(t, dir))
 	assertStoredJob(t, js, "jobs.emails.send-welcome-email", `{"user_id":7}`, map[string]string{"Nats-Msg-Id": id, "Jetfleet-Tries": "3"})
-	if code := again.signal(t, syscall.SIGINT); code != 0 {
+	if code := again.Signal(t, syscall.SIGINT); code != 0 {
 		t.Fatalf("up exited %d after SIGINT, want 0", code)
 	}
 }
@@ -151,13 +151,13 @@ func TestUpFallsBackWhenTheDefaultPortIsTaken(t *testing.T) {
 	dir := t.TempDir()
 	taken := occupy(t)
 	up := startProc(t, dir, testEnv("JETFLEET_NATS_DEFAULT_LISTEN="+taken), "up", "--no-workers")
-	up.waitFor(t, "jetfleet is up", 60*time.Second)
+	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 
 	url := readURLFile(t, dir)
 	if url == "nats://"+taken || !strings.HasPrefix(url, "nats://127.0.0.1:") {
 		t.Fatalf("nats.url = %q; want another port on 127.0.0.1 than the taken %s", url, taken)
 	}
-	stderr := up.stderr.String()
+	stderr := up.Stderr.String()
 	for _, want := range []string{
 		`"level":"warn"`,
 		taken + " is taken",
@@ -169,11 +169,11 @@ func TestUpFallsBackWhenTheDefaultPortIsTaken(t *testing.T) {
 	}
 	js := assertTopology(t, url, "high", "default", "emails")
 	r := runJF(t, dir, testEnv(), "", "dispatch", "default", "ping", `{}`, "--id", "ping-1")
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "ping-1" {
-		t.Fatalf("dispatch: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "ping-1" {
+		t.Fatalf("dispatch: exit %d, stdout %q, stderr %s", r.Code, r.Stdout, r.Stderr)
 	}
 	assertStoredJob(t, js, "jobs.default.ping", `{}`, map[string]string{"Nats-Msg-Id": "ping-1"})
-	if code := up.signal(t, syscall.SIGTERM); code != 0 {
+	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("up exited %d after SIGTERM, want 0", code)
 	}
 }
@@ -184,12 +184,12 @@ func TestUpExplicitListenTakenFails(t *testing.T) {
 	dir := t.TempDir()
 	taken := occupy(t)
 	r := runJF(t, dir, testEnv(), "", "up", "--nats-listen", taken)
-	if r.code != 1 {
-		t.Fatalf("exit %d, want 1; stderr:\n%s", r.code, r.stderr)
+	if r.Code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", r.Code, r.Stderr)
 	}
 	want := "jetfleet up: start nats: cannot listen for NATS clients on " + taken + " (--nats-listen)"
-	if !strings.Contains(r.stderr, want) {
-		t.Fatalf("stderr lacks %q:\n%s", want, r.stderr)
+	if !strings.Contains(r.Stderr, want) {
+		t.Fatalf("stderr lacks %q:\n%s", want, r.Stderr)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data", "nats.url")); !os.IsNotExist(err) {
 		t.Fatalf("nats.url written after a failed start: %v", err)
@@ -202,9 +202,9 @@ func TestUpUsesNATSURL(t *testing.T) {
 	dir := t.TempDir()
 	srv := natstest.Start(t)
 	up := startProc(t, dir, testEnv("NATS_URL="+srv.ClientURL()), "up", "--queues", "high,reports")
-	up.waitFor(t, "jetfleet is up", 60*time.Second)
-	if !strings.Contains(up.stderr.String(), "none embedded") {
-		t.Errorf("up did not say it embeds nothing:\n%s", up.stderr)
+	up.WaitFor(t, "jetfleet is up", 60*time.Second)
+	if !strings.Contains(up.Stderr.String(), "none embedded") {
+		t.Errorf("up did not say it embeds nothing:\n%s", up.Stderr)
 	}
 	assertTopology(t, srv.ClientURL(), "high", "reports")
 	for _, embedded := range []string{"nats", "nats.url"} { // the SQLite read model is still there
@@ -212,7 +212,7 @@ func TestUpUsesNATSURL(t *testing.T) {
 			t.Errorf("up with NATS_URL created data/%s: %v", embedded, err)
 		}
 	}
-	if code := up.signal(t, syscall.SIGTERM); code != 0 {
+	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("up exited %d after SIGTERM, want 0", code)
 	}
 }
@@ -223,20 +223,20 @@ func TestNATSSingleNode(t *testing.T) {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 	n := startProc(t, dir, testEnv(), "nats", "--listen", addr, "--sync-interval", "always")
-	n.waitFor(t, "NATS server ready with JetStream", 60*time.Second)
+	n.WaitFor(t, "NATS server ready with JetStream", 60*time.Second)
 	if url := readURLFile(t, dir); url != "nats://"+addr {
 		t.Fatalf("nats.url = %q, want nats://%s", url, addr)
 	}
-	if !strings.Contains(n.stderr.String(), `"sync":"always (fsync every write)"`) {
-		t.Errorf("the sync policy is not logged:\n%s", n.stderr)
+	if !strings.Contains(n.Stderr.String(), `"sync":"always (fsync every write)"`) {
+		t.Errorf("the sync policy is not logged:\n%s", n.Stderr)
 	}
 	r := runJF(t, dir, testEnv(), "", "dispatch", "default", "ping", `{"n":1}`, "--id", "p1")
-	if r.code != 0 {
-		t.Fatalf("dispatch: exit %d: %s", r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("dispatch: exit %d: %s", r.Code, r.Stderr)
 	}
 	_, js := natstest.Connect(t, "nats://"+addr)
 	assertStoredJob(t, js, "jobs.default.ping", `{"n":1}`, map[string]string{"Nats-Msg-Id": "p1"})
-	if code := n.signal(t, syscall.SIGTERM); code != 0 {
+	if code := n.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("nats exited %d after SIGTERM, want 0", code)
 	}
 }

@@ -47,7 +47,7 @@ func newFleet(t *testing.T) *fleet {
 
 func (f *fleet) startWorker(extraEnv []string, args ...string) *proc {
 	p := startProc(f.t, f.dir, append(append([]string(nil), f.env...), extraEnv...), append([]string{"work"}, args...)...)
-	p.waitFor(f.t, "worker started", 20*time.Second)
+	p.WaitFor(f.t, "worker started", 20*time.Second)
 	f.all = append(f.all, p)
 	return p
 }
@@ -56,7 +56,7 @@ func (f *fleet) startWorker(extraEnv []string, args ...string) *proc {
 func (f *fleet) succeeded() map[string]int {
 	ids := map[string]int{}
 	for _, p := range f.all {
-		sc := bufio.NewScanner(strings.NewReader(p.stderr.String()))
+		sc := bufio.NewScanner(strings.NewReader(p.Stderr.String()))
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			var line struct {
@@ -130,10 +130,10 @@ func TestFleetLosesNothingWhenWorkersAreKilled(t *testing.T) {
 			continue
 		}
 		i := rand.IntN(len(live))
-		if err := live[i].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := live[i].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		<-live[i].done
+		<-live[i].Done
 		kills++
 		live[i] = f.startWorker(nil, args...)
 	}
@@ -173,12 +173,12 @@ func TestKillDuringLastAttemptReachesDLQOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.waitFor(t, `"message":"job started"`, 10*time.Second)
+	a.WaitFor(t, `"message":"job started"`, 10*time.Second)
 	killed := time.Now()
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := a.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-a.done
+	<-a.Done
 	// Two processes racing for the stranded job must still store one letter.
 	f.startWorker(nil, args...)
 	f.startWorker(nil, args...)
@@ -216,12 +216,12 @@ func TestWorkDrainsOnSIGTERM(t *testing.T) {
 	args := []string{"--concurrency", "2", "--ack-wait", "60s"}
 	a := f.startWorker([]string{"LOG_LEVEL=debug"}, args...)
 	eventually(t, 10*time.Second, "two jobs running", func() error {
-		if n := strings.Count(a.stderr.String(), `"message":"job started"`); n != 2 {
+		if n := strings.Count(a.Stderr.String(), `"message":"job started"`); n != 2 {
 			return fmt.Errorf("%d started", n)
 		}
 		return nil
 	})
-	if code := a.signal(t, syscall.SIGTERM); code != 0 {
+	if code := a.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("worker exited %d after SIGTERM, want 0", code)
 	}
 	if n := len(f.succeeded()); n != 2 {
@@ -248,9 +248,9 @@ func TestIdleWorkerUsesAlmostNoCPU(t *testing.T) {
 	f := newFleet(t)
 	p := f.startWorker(nil, "--queue", "high,default,emails")
 	time.Sleep(time.Second)
-	before := cpuTime(t, p.cmd.Process.Pid)
+	before := cpuTime(t, p.Cmd.Process.Pid)
 	time.Sleep(5 * time.Second)
-	used := cpuTime(t, p.cmd.Process.Pid) - before
+	used := cpuTime(t, p.Cmd.Process.Pid) - before
 	share := used.Seconds() / 5
 	t.Logf("idle worker used %s of CPU in 5s (%.2f%% of a core)", used, share*100)
 	if share >= 0.02 {

@@ -1,0 +1,84 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog/migrations"
+	"github.com/jetfleet/jetfleet/node"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// App is the catalog as a jetfleet service, for node.Main (the catalog's
+// own binary) and `jetfleet up`: its routes, its jobs, its schema and its
+// queues. Settings the node does not know come from the environment
+// (ConfigFromEnv); cfg's non-zero fields win over them.
+func App(cfg Config) node.App {
+	var cat *Catalog
+	return node.App{
+		Name:       "catalog",
+		Migrations: migrations.FS,
+		Queues:     []string{ImagesQueue, "default", EmailsQueue},
+		Init: func(ctx context.Context, s *node.Services) error {
+			env, err := ConfigFromEnv(s.Getenv)
+			if err != nil {
+				return err
+			}
+			c := merge(cfg, env)
+			if c.ImageReplicas == 0 {
+				c.ImageReplicas = s.Bus.Replicas
+			}
+			c.Bus = s.Bus
+			c.Logger = s.Logger.With().Str("component", "catalog").Logger()
+			cat, err = New(ctx, s.JetStream, s.DB, c)
+			return err
+		},
+		Routes: func(s *node.Services, mux *http.ServeMux) { cat.Routes(mux, s.Sessions) },
+		Jobs:   func(_ *node.Services, w *workers.Worker) { cat.RegisterJobs(w) },
+	}
+}
+
+// merge fills the zero fields of cfg from env.
+func merge(cfg, env Config) Config {
+	if cfg.ImageReplicas == 0 {
+		cfg.ImageReplicas = env.ImageReplicas
+	}
+	if cfg.MaxUploadBytes == 0 {
+		cfg.MaxUploadBytes = env.MaxUploadBytes
+	}
+	if cfg.MaxFiles == 0 {
+		cfg.MaxFiles = env.MaxFiles
+	}
+	return cfg
+}
+
+// ConfigFromEnv reads the catalog's own settings: JETFLEET_IMAGE_REPLICAS
+// (the image bucket's replicas when it is created; default the node's),
+// JETFLEET_MAX_UPLOAD_MB (default 32) and JETFLEET_MAX_UPLOAD_FILES
+// (default 10). Unset settings stay zero.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	var cfg Config
+	var mb int
+	for _, s := range []struct {
+		key string
+		dst *int
+	}{
+		{"JETFLEET_IMAGE_REPLICAS", &cfg.ImageReplicas},
+		{"JETFLEET_MAX_UPLOAD_MB", &mb},
+		{"JETFLEET_MAX_UPLOAD_FILES", &cfg.MaxFiles},
+	} {
+		v := getenv(s.key)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return Config{}, fmt.Errorf("catalog: %s=%q is not a whole number of at least 1", s.key, v)
+		}
+		*s.dst = n
+	}
+	cfg.MaxUploadBytes = int64(mb) << 20
+	return cfg, nil
+}

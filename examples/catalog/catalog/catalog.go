@@ -1,0 +1,183 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/readmodel"
+	"github.com/jetfleet/jetfleet/sessions"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// Queues the catalog dispatches to.
+const (
+	// ImagesQueue runs process-item-images: a user waits for the thumbnails.
+	ImagesQueue = "high"
+	// EmailsQueue runs send-welcome-email.
+	EmailsQueue = "emails"
+)
+
+// Config holds the catalog's settings. Every zero value means the default
+// written beside it.
+type Config struct {
+	// ImageBucket is the NATS Object Store bucket holding the originals and
+	// the thumbnails; New creates it when missing. Default "item_images".
+	ImageBucket string
+	// ImageReplicas is the bucket's replica count when New creates it: 1 on
+	// a single node, 3 in a three-node cluster. Default 1.
+	ImageReplicas int
+	// MaxUploadBytes caps one upload request (all its files). Default 32 MiB.
+	MaxUploadBytes int64
+	// MaxFiles caps the files of one upload request. Default 10.
+	MaxFiles int
+	// ThumbnailWidths are the widths of the thumbnails made of each image,
+	// in pixels; an image narrower than a width is not enlarged. Default
+	// 160 and 640.
+	ThumbnailWidths []int
+	// Bus configures the dispatcher (the JOBS stream must exist).
+	Bus bus.Config
+	// Logger receives the errors the API answers with a 500, and the jobs'
+	// progress. The zero value logs nothing.
+	Logger zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.ImageBucket == "" {
+		c.ImageBucket = "item_images"
+	}
+	if c.ImageReplicas == 0 {
+		c.ImageReplicas = 1
+	}
+	if c.MaxUploadBytes == 0 {
+		c.MaxUploadBytes = 32 << 20
+	}
+	if c.MaxFiles == 0 {
+		c.MaxFiles = 10
+	}
+	if len(c.ThumbnailWidths) == 0 {
+		c.ThumbnailWidths = []int{160, 640}
+	}
+	return c
+}
+
+// Catalog is the application: its HTTP routes for web nodes (Routes) and
+// its job handlers for worker processes (RegisterJobs). It is safe for
+// concurrent use and keeps no state of its own beyond its connections.
+type Catalog struct {
+	cfg    Config
+	db     *readmodel.DB
+	images jetstream.ObjectStore
+	jobs   *bus.Dispatcher
+	pages  *template.Template
+	log    zerolog.Logger
+}
+
+// New returns the catalog on db (migrated with the migrations package) and
+// js, creating the image bucket when it does not exist.
+func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Config) (*Catalog, error) {
+	cfg = cfg.withDefaults()
+	for _, w := range cfg.ThumbnailWidths {
+		if w < 1 || w > 4096 {
+			return nil, fmt.Errorf("catalog: ThumbnailWidths: %d is not between 1 and 4096", w)
+		}
+	}
+	images, err := imageBucket(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	d, err := bus.NewDispatcher(js, cfg.Bus)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger}, nil
+}
+
+// imageBucket opens the Object Store bucket, creating it when missing, and
+// makes its reads go to the stream leader (see readFromLeader).
+func imageBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.ObjectStore, error) {
+	_, err := js.ObjectStore(ctx, cfg.ImageBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      cfg.ImageBucket,
+			Description: "jetfleet catalog: item images and thumbnails",
+			Replicas:    cfg.ImageReplicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil // another node created it meanwhile
+		}
+	}
+	if err == nil {
+		err = readFromLeader(ctx, js, "OBJ_"+cfg.ImageBucket)
+	}
+	var obs jetstream.ObjectStore
+	if err == nil {
+		obs, err = js.ObjectStore(ctx, cfg.ImageBucket) // sees the stream's settings as they are now
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog: object store %q: %w", cfg.ImageBucket, err)
+	}
+	return obs, nil
+}
+
+// readFromLeader turns off direct gets on a bucket's stream. nats.go
+// creates Object Store buckets with direct gets on, which any replica
+// answers, and a follower a moment behind the leader answers "not found"
+// for an object stored a moment ago: a worker would then fail an upload
+// the web node had just accepted. Without direct gets, reads go to the
+// stream leader, which has every acknowledged write.
+func readFromLeader(ctx context.Context, js jetstream.JetStream, stream string) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return nil
+	}
+	cfg.AllowDirect = false
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
+}
+
+// Limits of the request bodies other than uploads.
+const formLimit = 64 << 10
+
+// Routes registers the catalog's routes on mux, each in a causal-read
+// scope (see the package documentation). Serve mux inside sm's session
+// middleware, as package node does; sm also checks the CSRF tokens.
+func (c *Catalog) Routes(mux *http.ServeMux, sm *sessions.Manager) {
+	page := func(h handlerFunc) http.Handler { return web(formLimit, c.page(h)) }
+	api := func(h handlerFunc) http.Handler { return web(formLimit, c.api(h)) }
+	protected := func(h handlerFunc) http.Handler { return web(formLimit, sm.CSRF(c.api(h))) }
+
+	mux.Handle("POST /login", api(c.login)) // no CSRF token: see the package documentation
+	mux.Handle("POST /logout", protected(c.logout))
+	mux.Handle("GET /me", api(c.me))
+	mux.Handle("POST /items", protected(c.createItem))
+	mux.Handle("GET /items", api(c.listItems))
+	mux.Handle("GET /items/{id}", api(c.getItem))
+	// The upload checks the CSRF token itself while it streams the files.
+	mux.Handle("POST /items/{id}/images", web(c.cfg.MaxUploadBytes, c.api(c.uploadImages)))
+	mux.Handle("GET /items/{id}/images/{name}", api(c.serveImage))
+	mux.Handle("GET /{$}", page(c.homePage))
+	mux.Handle("GET /view/items/{id}", page(c.itemPage))
+}
+
+// RegisterJobs registers the catalog's job handlers (send-welcome-email,
+// process-item-images) on w, so the worker processes them.
+func (c *Catalog) RegisterJobs(w *workers.Worker) {
+	workers.Register(w, c.sendWelcomeEmail)
+	workers.Register(w, c.processItemImages, workers.HandlerTimeout(5*time.Minute))
+}

@@ -1,0 +1,454 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/leaderless"
+	"github.com/jetfleet/jetfleet/sessions"
+)
+
+// Image is one uploaded image of an item, as the API shows it.
+type Image struct {
+	Name string `json:"name"`
+	// Status is "processing" until the worker has made the thumbnails,
+	// then "ready", or "failed" with Error saying why.
+	Status      string `json:"status"`
+	Error       string `json:"error,omitempty"`
+	Width       int    `json:"width,omitempty"`
+	Height      int    `json:"height,omitempty"`
+	ContentType string `json:"content_type,omitempty"`
+	URL         string `json:"url"`
+	// Thumbnails are the resized copies, narrowest first.
+	Thumbnails []Thumbnail `json:"thumbnails"`
+}
+
+// Thumbnail is one resized copy of an image; Size is its ?size= value.
+type Thumbnail struct {
+	Size   int    `json:"size"`
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+	URL    string `json:"url"`
+}
+
+// imageRow is a row of item_images: size 0 is the original.
+type imageRow struct {
+	Name        string `db:"name"`
+	Size        int    `db:"size"`
+	ObjectName  string `db:"object_name"`
+	Width       int    `db:"width"`
+	Height      int    `db:"height"`
+	ContentType string `db:"content_type"`
+	Error       string `db:"error"`
+}
+
+// itemImages returns the images of item id with their thumbnails.
+func (c *Catalog) itemImages(ctx context.Context, id int64) ([]Image, error) {
+	var rows []imageRow
+	err := c.db.Select(ctx, &rows, "SELECT name, size, object_name, width, height, content_type, error FROM item_images WHERE item_id = ? ORDER BY id, size", id)
+	if err != nil {
+		return nil, err
+	}
+	images := []Image{}
+	index := map[string]int{}
+	for _, row := range rows {
+		url := fmt.Sprintf("/items/%d/images/%s", id, row.Name)
+		if row.Size == 0 {
+			index[row.Name] = len(images)
+			images = append(images, Image{Name: row.Name, Status: "processing", Error: row.Error, Width: row.Width,
+				Height: row.Height, ContentType: row.ContentType, URL: url, Thumbnails: []Thumbnail{}})
+			continue
+		}
+		if i, ok := index[row.Name]; ok {
+			images[i].Thumbnails = append(images[i].Thumbnails, Thumbnail{Size: row.Size, Width: row.Width, Height: row.Height, URL: url + "?size=" + strconv.Itoa(row.Size)})
+		}
+	}
+	for i := range images {
+		switch {
+		case images[i].Error != "":
+			images[i].Status = "failed"
+		case images[i].Width > 0:
+			images[i].Status = "ready"
+		}
+	}
+	return images, nil
+}
+
+// ownItem checks that the request's user owns item id: a 404 when it
+// does not exist, a 403 when someone else owns it.
+func (c *Catalog) ownItem(r *http.Request, id int64) error {
+	u, err := currentUser(r)
+	if err != nil {
+		return err
+	}
+	owner, err := c.itemOwner(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if owner.ID != u.ID {
+		return fail(http.StatusForbidden, "item %d belongs to %s: only its owner can add images", id, owner.Name)
+	}
+	return nil
+}
+
+// itemOwner returns the owner of item id, or a 404.
+func (c *Catalog) itemOwner(ctx context.Context, id int64) (User, error) {
+	var owner User
+	err := c.db.Get(ctx, &owner, "SELECT u.id, u.name FROM items i JOIN users u ON u.id = i.user_id WHERE i.id = ?", id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return owner, fail(http.StatusNotFound, "item %d does not exist", id)
+	}
+	return owner, err
+}
+
+// uploadImages is POST /items/{id}/images, multipart with the files in the
+// field "images". Each file is read into memory (a request holds at most
+// MaxUploadBytes) and stored in the Object Store, retried through a leader
+// election; the node keeps nothing on disk. The files are recorded as
+// "processing", and process-item-images is dispatched on the high queue:
+// 202 with the job's ID.
+func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if err := c.ownItem(r, id); err != nil {
+		return err
+	}
+	refs, err := c.receiveFiles(r, id)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if err := c.recordUploads(ctx, id, refs); err != nil {
+		c.deleteObjects(ctx, refs)
+		return err
+	}
+	jobID, err := c.jobs.Dispatch(ctx, ProcessItemImages{ItemID: id, Images: refs}, bus.OnQueue(ImagesQueue))
+	if err != nil {
+		c.markFailed(ctx, id, refs, "not queued for processing: "+err.Error())
+		return fmt.Errorf("dispatch process-item-images: %w", err)
+	}
+	if wantsHTML(r) {
+		http.Redirect(w, r, fmt.Sprintf("/view/items/%d", id), http.StatusSeeOther)
+		return nil
+	}
+	names := make([]string, len(refs))
+	for i, ref := range refs {
+		names[i] = ref.Name
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"job_id": jobID, "item_id": id, "images": names, "item_url": fmt.Sprintf("/items/%d", id)})
+	return nil
+}
+
+// receiveFiles streams the request's files into the Object Store. On any
+// failure the objects it stored are deleted again.
+func (c *Catalog) receiveFiles(r *http.Request, id int64) (refs []ImageRef, err error) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, fail(http.StatusBadRequest, "send the images as multipart/form-data in the field \"images\" (%v)", err)
+	}
+	defer func() {
+		if err != nil {
+			c.deleteObjects(context.WithoutCancel(r.Context()), refs)
+			refs = nil
+		}
+	}()
+	csrfOK := checkCSRF(r, r.Header.Get(sessions.CSRFHeader))
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return refs, badMultipart(err)
+		}
+		switch part.FormName() {
+		case sessions.CSRFField:
+			tok, _ := io.ReadAll(io.LimitReader(part, 256))
+			csrfOK = csrfOK || checkCSRF(r, string(tok))
+		case "images":
+			if !csrfOK {
+				return refs, fail(sessions.StatusPageExpired, "no valid CSRF token: send it in the %s header or in a %s field before the files", sessions.CSRFHeader, sessions.CSRFField)
+			}
+			if part.FileName() == "" { // a browser's empty file input
+				continue
+			}
+			if len(refs) == c.cfg.MaxFiles {
+				return refs, fail(http.StatusBadRequest, "too many files: at most %d per upload", c.cfg.MaxFiles)
+			}
+			ref, err := c.storeFile(r.Context(), id, part, refs)
+			if err != nil {
+				return refs, err
+			}
+			refs = append(refs, ref)
+		default:
+			return refs, fail(http.StatusBadRequest, "unexpected field %q: send the files in the field \"images\"", part.FormName())
+		}
+	}
+	if len(refs) == 0 {
+		return nil, fail(http.StatusBadRequest, "no files: send one or more in the multipart field \"images\"")
+	}
+	return refs, nil
+}
+
+// storeFile streams one part into the Object Store under a name that no
+// earlier file of the request has.
+func (c *Catalog) storeFile(ctx context.Context, id int64, p *multipart.Part, earlier []ImageRef) (ImageRef, error) {
+	base := cleanName(p.FileName())
+	name := base
+	for n := 2; slices.ContainsFunc(earlier, func(e ImageRef) bool { return e.Name == name }); n++ {
+		ext := path.Ext(base)
+		name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(base, ext), n, ext)
+	}
+	ref := ImageRef{Name: name, Object: objectName(id, name, 0)}
+	data, err := io.ReadAll(p)
+	if err != nil { // the client's side: too large, broken off, malformed
+		return ref, badMultipart(err)
+	}
+	if len(data) == 0 {
+		return ref, fail(http.StatusBadRequest, "file %s is empty", p.FileName())
+	}
+	meta := jetstream.ObjectMeta{Name: ref.Object, Headers: nats.Header{"Filename": {p.FileName()}}}
+	if err := c.putObject(ctx, meta, data); err != nil { // the Object Store's side
+		return ref, fmt.Errorf("store %s in the object store: %w", ref.Object, err)
+	}
+	return ref, nil
+}
+
+// storeTimeout bounds one read or write of the Object Store. A request
+// whose answer was lost (its server died) would otherwise wait as long as
+// the whole job or HTTP request may take. Uploads retry a failed Put for up
+// to putRetry while the bucket's stream has no leader: in a cluster, for a
+// few seconds after its server dies.
+const (
+	storeTimeout = 10 * time.Second
+	putRetry     = 15 * time.Second
+	putRetryWait = 250 * time.Millisecond
+)
+
+// putObject stores data under meta. The file is held in memory (a request
+// is at most MaxUploadBytes) so that a Put cut off by a leader election
+// can be made again: the client's request is not lost to a moment of the
+// cluster's.
+func (c *Catalog) putObject(ctx context.Context, meta jetstream.ObjectMeta, data []byte) error {
+	stop := time.Now().Add(putRetry)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		_, err := c.images.Put(pctx, meta, bytes.NewReader(data))
+		cancel()
+		if err == nil || !leaderless.Is(err) || time.Now().After(stop) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(putRetryWait):
+		}
+	}
+}
+
+// badMultipart answers a body that broke off or is malformed.
+func badMultipart(err error) error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return errTooLarge(tooBig.Limit)
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fail(http.StatusBadRequest, "the multipart body cannot be read: %v", err)
+}
+
+// checkCSRF compares tok with the session's CSRF token in constant time.
+func checkCSRF(r *http.Request, tok string) bool {
+	want := sessions.CSRFToken(r.Context())
+	return tok != "" && want != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(want)) == 1
+}
+
+// recordUploads records each upload as a "processing" original, replacing
+// an earlier image of the same name with its thumbnails.
+func (c *Catalog) recordUploads(ctx context.Context, id int64, refs []ImageRef) error {
+	return retryDeadlocks(ctx, func() error { return c.recordUploadsOnce(ctx, id, refs) })
+}
+
+// retryDeadlocks runs tx, a transaction, and runs it again, a few times,
+// when InnoDB picked it as a deadlock victim: concurrent uploads and
+// thumbnails of other items lock neighbouring index gaps.
+func retryDeadlocks(ctx context.Context, tx func() error) error {
+	var err error
+	for attempt := range 5 {
+		if err = tx(); !isDeadlock(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// isDeadlock reports whether err is MySQL/MariaDB's "Deadlock found when
+// trying to get lock" (1213), after which the transaction can be retried.
+func isDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1213
+}
+
+func (c *Catalog) recordUploadsOnce(ctx context.Context, id int64, refs []ImageRef) error {
+	return c.db.Tx(ctx, func(tx *sqlx.Tx) error {
+		for _, ref := range refs {
+			// DELETE only what exists: a DELETE that finds nothing locks the
+			// gap after the newest item, where other uploads insert.
+			var n int
+			if err := tx.GetContext(ctx, &n, "SELECT COUNT(*) FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
+				return err
+			}
+			if n > 0 {
+				if _, err := tx.ExecContext(ctx, "DELETE FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO item_images (item_id, name, size, object_name) VALUES (?, ?, 0, ?)", id, ref.Name, ref.Object); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// markFailed records why refs cannot be processed.
+func (c *Catalog) markFailed(ctx context.Context, id int64, refs []ImageRef, reason string) {
+	for _, ref := range refs {
+		if _, err := c.db.Exec(ctx, "UPDATE item_images SET error = ? WHERE item_id = ? AND name = ? AND size = 0", truncate(reason, 1000), id, ref.Name); err != nil {
+			c.log.Error().Err(err).Int64("item_id", id).Str("image", ref.Name).Msg("cannot record an image's failure")
+		}
+	}
+}
+
+func (c *Catalog) deleteObjects(ctx context.Context, refs []ImageRef) {
+	for _, ref := range refs {
+		if err := c.images.Delete(ctx, ref.Object); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			c.log.Warn().Err(err).Str("object", ref.Object).Msg("cannot delete an abandoned upload")
+		}
+	}
+}
+
+// serveImage is GET /items/{id}/images/{name}?size=N: it streams the
+// original (size 0, the default) or a thumbnail from the Object Store.
+func (c *Catalog) serveImage(w http.ResponseWriter, r *http.Request) error {
+	if _, err := currentUser(r); err != nil {
+		return err
+	}
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	size, err := queryInt(r, "size", 0, 0, 4096)
+	if err != nil {
+		return err
+	}
+	if size != 0 && !slices.Contains(c.cfg.ThumbnailWidths, int(size)) {
+		return fail(http.StatusBadRequest, "size=%d: want 0 (the original) or one of the thumbnail sizes %v", size, c.cfg.ThumbnailWidths)
+	}
+	var row imageRow
+	err = c.db.Get(r.Context(), &row, "SELECT name, size, object_name, width, height, content_type, error FROM item_images WHERE item_id = ? AND name = ? AND size = ?", id, name, size)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := c.itemOwner(r.Context(), id); err != nil {
+			return err
+		}
+		return fail(http.StatusNotFound, "item %d has no image %q of size %d (thumbnails appear when the worker has made them)", id, name, size)
+	}
+	if err != nil {
+		return err
+	}
+	return c.streamObject(w, r, row)
+}
+
+// streamObject copies a stored image to w. Only a type the worker checked
+// by decoding is served inline; anything else is a download, so an uploaded
+// HTML file can never run as a page of this site.
+func (c *Catalog) streamObject(w http.ResponseWriter, r *http.Request, row imageRow) error {
+	obj, err := c.images.Get(r.Context(), row.ObjectName)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fail(http.StatusNotFound, "image %q is gone from the object store", row.Name)
+	}
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	info, err := obj.Info()
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "private, max-age=60")
+	h.Set("Content-Length", strconv.FormatUint(info.Size, 10))
+	if row.ContentType == "image/jpeg" || row.ContentType == "image/png" {
+		h.Set("Content-Type", row.ContentType)
+	} else {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Disposition", "attachment")
+	}
+	if r.Method != http.MethodHead {
+		io.Copy(w, obj) // a failure now can only cut the response short
+	}
+	return nil
+}
+
+// objectName is where an image's rendition is stored: size 0 is the original.
+func objectName(itemID int64, name string, size int) string {
+	return fmt.Sprintf("items/%d/%s/%d", itemID, name, size)
+}
+
+// cleanName turns an uploaded file's name into a URL-safe image name:
+// letters, digits, '.', '_' and '-' only, at most 100 bytes.
+func cleanName(filename string) string {
+	base := path.Base(strings.ReplaceAll(filename, `\`, "/"))
+	var b strings.Builder
+	for _, r := range base {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	s := strings.Trim(b.String(), ".-")
+	if len(s) > 100 {
+		s = strings.Trim(s[len(s)-100:], ".-")
+	}
+	if s == "" {
+		s = "image"
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,145 @@
+package node
+
+// Settings the way Laravel users expect them: from the environment, with a
+// .env file in the working directory filling in what the environment
+// leaves unset, and from there into NATS connection options.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultNATSURL is where jetfleet looks for NATS when nothing says otherwise.
+const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// URLFile is the file, inside the data directory, where `jetfleet up` and
+// `jetfleet nats` record the client URL of the server they started.
+const URLFile = "nats.url"
+
+// LoadDotEnv sets, from the KEY=VALUE lines of path, every variable that the
+// process environment does not set already. A missing file is not an error.
+// Lines may be blank, comments (#), or prefixed with "export"; values may be
+// wrapped in single or double quotes.
+func LoadDotEnv(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("nats.url: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		key, val, ok, err := parseDotEnvLine(sc.Text())
+		if err != nil {
+			return fmt.Errorf("%s line %d: %w", path, n, err)
+		}
+		if !ok {
+			continue
+		}
+		if _, set := os.LookupEnv(key); !set {
+			if err := os.Setenv(key, val); err != nil {
+				return fmt.Errorf("%s line %d: %w", path, n, err)
+			}
+		}
+	}
+	return sc.Err()
+}
+
+func parseDotEnvLine(line string) (key, val string, ok bool, err error) {
+	line = strings.TrimSpace(line)
+	if line == "" || strings.HasPrefix(line, "#") {
+		return "", "", false, nil
+	}
+	line = strings.TrimPrefix(line, "export ")
+	key, val, found := strings.Cut(line, "=")
+	key = strings.TrimSpace(key)
+	if !found || key == "" || strings.ContainsAny(key, " \t") {
+		return "", "", false, fmt.Errorf("want KEY=VALUE, got %q", line)
+	}
+	val = strings.TrimSpace(val)
+	if len(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[len(val)-1] == val[0] {
+		val = val[1 : len(val)-1]
+	} else if i := strings.Index(val, " #"); i >= 0 {
+		val = strings.TrimSpace(val[:i])
+	}
+	return key, val, true, nil
+}
+
+// NATSURL is the server to connect to: NATS_URL when set, else the URL that
+// `jetfleet up` wrote to dataDir/nats.url, else DefaultNATSURL.
+func NATSURL(getenv func(string) string, dataDir string) string {
+	if u := getenv("NATS_URL"); u != "" {
+		return u
+	}
+	if b, err := os.ReadFile(filepath.Join(dataDir, URLFile)); err == nil {
+		if u := strings.TrimSpace(string(b)); u != "" {
+			return u
+		}
+	}
+	return DefaultNATSURL
+}
+
+// WriteNATSURL records url in dataDir/nats.url for later commands.
+func WriteNATSURL(dataDir, url string) error {
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("nats.url: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dataDir, URLFile), []byte(url+"\n"), 0o644); err != nil {
+		return fmt.Errorf("nats.url: %w", err)
+	}
+	return nil
+}
+
+// NATSOptions turns NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS and
+// NATS_TLS_CA (plus NATS_TLS_CERT/NATS_TLS_KEY) into connection options.
+func NATSOptions(getenv func(string) string, name string) []nats.Option {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+	}
+	if u := getenv("NATS_USER"); u != "" {
+		opts = append(opts, nats.UserInfo(u, getenv("NATS_PASSWORD")))
+	}
+	if tok := getenv("NATS_TOKEN"); tok != "" {
+		opts = append(opts, nats.Token(tok))
+	}
+	if creds := getenv("NATS_CREDS"); creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	if ca := getenv("NATS_TLS_CA"); ca != "" {
+		opts = append(opts, nats.RootCAs(ca))
+	}
+	if cert, key := getenv("NATS_TLS_CERT"), getenv("NATS_TLS_KEY"); cert != "" && key != "" {
+		opts = append(opts, nats.ClientCert(cert, key))
+	}
+	return opts
+}
+
+// ConnectNATS connects to NATSURL with NATSOptions. The error names the URL
+// tried, so "NATS unreachable" always says where.
+func ConnectNATS(getenv func(string) string, dataDir, name string) (*nats.Conn, jetstream.JetStream, error) {
+	url := NATSURL(getenv, dataDir)
+	nc, err := nats.Connect(url, NATSOptions(getenv, name)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (set NATS_URL, or run `jetfleet up` in this directory)", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream on %s: %w", url, err)
+	}
+	return nc, js, nil
+}

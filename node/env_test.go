@@ -1,0 +1,38 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestLoadDotEnvFillsOnlyUnsetVariables(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".env")
+	content := "# comment\n\nexport JF_TEST_A=one\nJF_TEST_B=\"two words\"\nJF_TEST_C=three # trailing\nJF_TEST_SET=from-file\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("JF_TEST_SET", "from-env")
+	for _, k := range []string{"JF_TEST_A", "JF_TEST_B", "JF_TEST_C"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	if err := LoadDotEnv(path); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"JF_TEST_A": "one", "JF_TEST_B": "two words", "JF_TEST_C": "three", "JF_TEST_SET": "from-env"}
+	for k, v := range want {
+		if got := os.Getenv(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if err := LoadDotEnv(filepath.Join(t.TempDir(), "missing")); err != nil {
+		t.Errorf("a missing .env is not an error: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("NOT A LINE\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := LoadDotEnv(path); err == nil {
+		t.Error("a malformed line was accepted")
+	}
+}

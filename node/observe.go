@@ -1,0 +1,110 @@
+package node
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/dashboard"
+	"github.com/jetfleet/jetfleet/healthz"
+	"github.com/jetfleet/jetfleet/metrics"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// observability is one process's metrics registry and the families the
+// node's parts feed.
+type observability struct {
+	reg      *prometheus.Registry
+	jobs     *metrics.Jobs
+	sessions *metrics.Sessions
+	reads    *metrics.DBReads
+}
+
+func newObservability() (*observability, error) {
+	o := &observability{reg: metrics.NewRegistry()}
+	var err error
+	if o.jobs, err = metrics.NewJobs(o.reg); err != nil {
+		return nil, err
+	}
+	if o.sessions, err = metrics.NewSessions(o.reg); err != nil {
+		return nil, err
+	}
+	if o.reads, err = metrics.NewDBReads(o.reg); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// instrumentWorkers measures every job of a worker made from cfg and
+// publishes its throughput samples for the dashboard until ctx ends; stop
+// waits for the last sample.
+func (n *Node) instrumentWorkers(ctx context.Context, cfg *workers.Config) (stop func()) {
+	log := n.cfg.Logger
+	sampler := metrics.NewSampler(n.s.JetStream, metrics.SamplerConfig{Replicas: cfg.Bus.Replicas, OnError: func(err error) {
+		log.Warn().Err(err).Msg("throughput sample not published: the dashboard's chart misses a point")
+	}})
+	cfg.Middleware = append(cfg.Middleware, n.obs.jobs.Middleware())
+	cfg.OnOutcome = metrics.Outcomes(n.obs.jobs.Outcome, sampler.Observe)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sampler.Run(sctx)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// mountWeb adds /metrics and the dashboard to a web node's mux and returns
+// handler measured by the HTTP metrics.
+func (n *Node) mountWeb(mux *http.ServeMux, handler http.Handler, health *healthz.Health, openDashboard bool) (http.Handler, error) {
+	in, err := bus.NewInspector(n.s.JetStream, n.s.Bus)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := metrics.NewQueueCollector(n.obs.reg, in, metrics.QueueConfig{}); err != nil {
+		return nil, err
+	}
+	if n.s.DB != nil {
+		if err := metrics.RegisterDBMembers(n.obs.reg, n.s.DB.Members); err != nil {
+			return nil, err
+		}
+	}
+	httpm, err := metrics.NewHTTP(n.obs.reg, metrics.HTTPConfig{Draining: health.Draining})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("GET /metrics", metrics.Handler(n.obs.reg))
+	if err := n.mountDashboard(mux, openDashboard); err != nil {
+		return nil, err
+	}
+	return httpm.Middleware(handler), nil
+}
+
+// mountDashboard serves /jetfleet: with the JETFLEET_DASHBOARD_*
+// credentials when set, open when asked and none are set, else 404.
+func (n *Node) mountDashboard(mux *http.ServeMux, open bool) error {
+	cfg, err := dashboard.ConfigFromEnv(n.cfg.Getenv)
+	if err != nil {
+		return err
+	}
+	cfg.Open = open && cfg.Token == "" && cfg.User == ""
+	cfg.Bus = n.s.Bus
+	cfg.Logger = n.cfg.Logger.With().Str("component", "dashboard").Logger()
+	dash, err := dashboard.New(n.s.JetStream, cfg)
+	if err != nil {
+		return err
+	}
+	dash.Routes(mux)
+	log := n.cfg.Logger
+	switch {
+	case cfg.Open:
+		log.Info().Str("path", dash.Prefix()).Msg("dashboard open without credentials; set JETFLEET_DASHBOARD_TOKEN to require one")
+	case dash.Enabled():
+		log.Info().Str("path", dash.Prefix()).Msg("dashboard served to holders of the JETFLEET_DASHBOARD_* credentials")
+	default:
+		log.Info().Msg("dashboard off (404): set JETFLEET_DASHBOARD_TOKEN or JETFLEET_DASHBOARD_USER and _PASSWORD to serve it")
+	}
+	return nil
+}

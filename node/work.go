@@ -1,0 +1,79 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jetfleet/jetfleet/metrics"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// WorkConfig configures a worker process.
+type WorkConfig struct {
+	// Worker is the worker's configuration (queues, concurrency, tries,
+	// timeouts, backoff, drain). Empty Queues: App.Queues, else
+	// ["default"]. Bus is the node's (Services.Bus) but for a Bus.AckWait
+	// set here; Logger is the node's unless set.
+	Worker workers.Config
+	// NoDiagnostics leaves out jetfleet's diagnostic kinds (jetfleet-noop,
+	// jetfleet-sleep, jetfleet-fail), which `jetfleet dispatch` uses to
+	// smoke-test a deployment.
+	NoDiagnostics bool
+	// MetricsListener, when set, serves Prometheus /metrics there.
+	MetricsListener net.Listener
+}
+
+// Work runs a worker process of the app's jobs until ctx ends or a stop
+// condition of the worker is met, then drains (see workers.Worker.Run).
+func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
+	wcfg := cfg.Worker
+	if len(wcfg.Queues) == 0 {
+		wcfg.Queues = n.app.queues()
+	}
+	wcfg.Bus = n.s.Bus
+	if cfg.Worker.Bus.AckWait != 0 {
+		wcfg.Bus.AckWait = cfg.Worker.Bus.AckWait
+	}
+	if wcfg.Logger == nil {
+		l := n.cfg.Logger
+		wcfg.Logger = &l
+	}
+	if cfg.MetricsListener != nil {
+		stop := n.serveMetrics(cfg.MetricsListener)
+		defer stop()
+	}
+	stopSamples := n.instrumentWorkers(ctx, &wcfg) // metrics and the dashboard's samples
+	defer stopSamples()
+	w := workers.New(n.s.JetStream, wcfg)
+	if !cfg.NoDiagnostics {
+		workers.RegisterDiagnostics(w)
+	}
+	if n.app.Jobs != nil {
+		n.app.Jobs(&n.s, w)
+	}
+	return w.Run(ctx)
+}
+
+// serveMetrics serves /metrics alone on ln until stop is called.
+func (n *Node) serveMetrics(ln net.Listener) (stop func()) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(n.obs.reg))
+	srv := n.httpServer(mux)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.cfg.Logger.Error().Err(err).Msg("metrics server failed")
+		}
+	}()
+	n.cfg.Logger.Info().Str("metrics_url", HTTPURL(ln.Addr())+"metrics").Msg("serving Prometheus metrics")
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-stopped
+	}
+}
