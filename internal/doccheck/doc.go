@@ -1,7 +1,9 @@
 // Package doccheck holds the tests that keep the documentation honest: every
 // ```go block in README.md and docs/*.md must compile against the module's
-// packages as they are, and every relative link and #anchor in those files
-// must lead somewhere. It has no code of its own; run it with
+// packages as they are (TestGoSnippets), and every relative link and
+// #anchor in those files must lead somewhere, with every page of docs/
+// linking back to the README (TestLinks). It has no code of its own; run
+// it with
 //
 //	go test ./internal/doccheck
 //
