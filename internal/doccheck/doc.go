@@ -17,7 +17,8 @@
 //
 //   - Lines at the outermost level that start a func declaration (not a
 //     func literal), a type declaration or an import stay at package level;
-//     everything else, in order, becomes the body of one function.
+//     everything else, in order, becomes the body of one function, which
+//     returns an error (so `if err != nil { return err }` works).
 //   - The fragment sees these variables, so it can use them without
 //     declaring them: ctx context.Context, js jetstream.JetStream,
 //     nc *nats.Conn, db *readmodel.DB, mux *http.ServeMux, app http.Handler

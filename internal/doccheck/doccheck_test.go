@@ -139,8 +139,9 @@ func checkBlocks(t *testing.T, root string, blocks []*block) []result {
 func hint(b *block) string {
 	how := "It is a whole file (it has a package clause) and is compiled as written."
 	if !b.whole {
-		how = "It is a fragment: it sees ctx, js, nc, db, mux, app and r, and gets imports by package name\n" +
-			"(autoImports in internal/doccheck/doccheck_test.go; other packages need an import line in the block)."
+		how = "It is a fragment: its statements run in a func returning error, it sees ctx, js, nc, db, mux, app and r,\n" +
+			"and it gets imports by package name (autoImports in internal/doccheck/doccheck_test.go;\n" +
+			"other packages need an import line in the block, or in a <!-- doccheck --> comment before it)."
 	}
 	return how + "\nIf an exported name changed, update the block in the markdown file to the new API;\n" +
 		"internal/doccheck/doc.go describes the convention. The source as type-checked:"
@@ -493,9 +494,11 @@ func (b *block) wrap(names []string) string {
 	src.WriteString(imports.String())
 	src.WriteString("//line " + wrapperName + ":1:1\n" + givens)
 	src.WriteString(decls.String())
-	src.WriteString("//line " + wrapperName + ":1:1\nfunc _() {\n")
+	// The body's function returns an error, so that a fragment may say
+	// `if err != nil { return err }` as a reader's code would.
+	src.WriteString("//line " + wrapperName + ":1:1\nfunc _() error {\n")
 	src.WriteString(body.String())
-	src.WriteString("//line " + wrapperName + ":1:1\n}\n")
+	src.WriteString("//line " + wrapperName + ":1:1\nreturn nil\n}\n")
 	return src.String()
 }
 
@@ -642,7 +645,8 @@ func chunks(code string) []chunk {
 
 // exportData runs `go list -export -deps` on the import paths in the
 // module and returns each package's export data file. It needs no
-// network: modules come from the module cache (GOPROXY=off).
+// network: modules come from the module cache (GOPROXY=off), and only
+// the module's go.mod counts (GOWORK=off).
 func exportData(t *testing.T, root string, paths map[string]bool) map[string]string {
 	t.Helper()
 	args := []string{"list", "-e", "-export", "-deps", "-json=ImportPath,Export,Error"}
@@ -652,7 +656,7 @@ func exportData(t *testing.T, root string, paths map[string]bool) map[string]str
 	sort.Strings(args[5:])
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=readonly")
+	cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=readonly", "GOWORK=off")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

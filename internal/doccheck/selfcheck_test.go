@@ -25,7 +25,7 @@ const sample = "# Page\n" + // 1
 	"- a list item:\n" + // 15
 	"\n" + // 16
 	"  ```go\n" + // 17
-	"  x := 1 // declared and not used: fine in a fragment\n" + // 18
+	"  x, err := 1, error(nil); if err != nil { return err } // x unused: fine in a fragment\n" + // 18
 	"  ```\n" + // 19
 	"\n" + // 20
 	"```go\n" + // 21
@@ -55,7 +55,7 @@ func TestParseMarkdown(t *testing.T) {
 	if b := blocks[0]; b.hidden != "type Thing struct{}\n" || b.hiddenLine != 8 {
 		t.Errorf("hidden code %q at line %d, want the type at line 8", b.hidden, b.hiddenLine)
 	}
-	if b := blocks[1]; !strings.HasPrefix(b.code, "x := 1") || b.hidden != "" {
+	if b := blocks[1]; !strings.HasPrefix(b.code, "x, err := 1") || b.hidden != "" {
 		t.Errorf("indented block: code %q, hidden %q", b.code, b.hidden)
 	}
 	if !blocks[2].whole || blocks[0].whole {
