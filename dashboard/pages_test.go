@@ -2,7 +2,6 @@ package dashboard_test
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -142,6 +141,6 @@ func stats(t *testing.T, e *env, queue string) bus.QueueStats {
 			return q
 		}
 	}
-	t.Fatal(fmt.Sprintf("no queue %s", queue))
+	t.Fatalf("no queue %s", queue)
 	return bus.QueueStats{}
 }
