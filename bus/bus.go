@@ -11,12 +11,16 @@
 // bus imports nats.go only, never nats-server.
 package bus
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/jetfleet/jetfleet/internal/wire"
+)
 
 // ErrInvalid is wrapped by every error about bad input: a bad queue or kind
 // name, a body that is not JSON, a body over the server's max payload, tries
 // below 1. The message names the field and the rule.
-var ErrInvalid = errors.New("invalid job")
+var ErrInvalid = wire.ErrInvalid
 
 // ErrNotAcknowledged is wrapped when JetStream did not confirm that it
 // stored a job. Such a job may or may not be stored; dispatching it again

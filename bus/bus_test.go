@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 type welcomeEmail struct {
@@ -41,7 +42,7 @@ func setup(t *testing.T, cfg bus.Config, queues ...string) (jetstream.JetStream,
 // fetchOne pulls one message from queue's consumer within wait, or nil.
 func fetchOne(t *testing.T, js jetstream.JetStream, queue string, wait time.Duration) jetstream.Msg {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName(queue))
+	c, err := js.Consumer(context.Background(), bus.JobsStream, wire.ConsumerName(queue))
 	if err != nil {
 		t.Fatalf("consumer %s: %v", queue, err)
 	}
@@ -322,7 +323,7 @@ func TestEnsureQueuesNeverRewritesAnExistingTopology(t *testing.T) {
 	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
 		t.Fatalf("a worker's default settings changed DLQ MaxAge to %s", got)
 	}
-	if _, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName("default")); err != nil {
+	if _, err := js.Consumer(ctx, bus.JobsStream, wire.ConsumerName("default")); err != nil {
 		t.Fatalf("consumer not created: %v", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // QueueBusySubject is where Monitor's callers publish a QueueBusyEvent for
@@ -35,7 +37,7 @@ func ParseQueueLimits(spec string, defaultMax uint64, maxWait time.Duration) ([]
 			continue
 		}
 		name, n, hasMax := strings.Cut(part, ":")
-		if err := ValidateName("queue", name); err != nil {
+		if err := wire.ValidateName("queue", name); err != nil {
 			return nil, err
 		}
 		l := QueueLimit{Queue: name, Max: defaultMax, MaxWait: maxWait}
@@ -76,7 +78,7 @@ func (in *Inspector) Monitor(ctx context.Context, limits []QueueLimit) ([]QueueS
 	for _, l := range limits {
 		var found bool
 		for _, ci := range infos {
-			if ci.Name != ConsumerName(l.Queue) {
+			if ci.Name != wire.ConsumerName(l.Queue) {
 				continue
 			}
 			found = true

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -49,7 +50,7 @@ func testNodeLoss(t *testing.T, victim string) {
 	if err := bus.ProvisionQueues(ctx, admin, cfg, "default"); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := admin.Consumer(ctx, bus.JobsStream, bus.ConsumerName("default"))
+	cons, err := admin.Consumer(ctx, bus.JobsStream, wire.ConsumerName("default"))
 	if err != nil {
 		t.Fatal(err)
 	}

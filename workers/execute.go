@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // run is one job delivery in this process, from fetch to its final ack,
@@ -225,7 +226,10 @@ func (l *loop) beat() {
 func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := bus.DeadLetter(ctx, l.w.js, job, bus.Failure{Reason: reason, Attempts: attempts})
+	err := wire.PublishDeadLetter(ctx, l.w.js, wire.DeadLetter{
+		ID: job.ID, Queue: job.Queue, Kind: job.Kind, Seq: job.Seq, Header: job.Header, Body: job.Body,
+		Reason: reason, Attempts: attempts,
+	})
 	if err != nil {
 		r.log.Error().Err(err).Msg("could not dead-letter job; it will be delivered again")
 		r.finish(func() error { return r.msg.NakWithDelay(5 * time.Second) }, "dead-letter failed")

@@ -1,6 +1,6 @@
 package workers
 
-import "github.com/jetfleet/jetfleet/bus"
+import "github.com/jetfleet/jetfleet/internal/wire"
 
 // Outcome is what became of one delivery of a job, once settled with the
 // server: an ack, nak or term sent (like nats.go's Ack, not confirmed one
@@ -42,7 +42,7 @@ func (l *loop) settled(subject string) func(outcome string) {
 	if hook == nil {
 		return count
 	}
-	queue, kind, _ := bus.ParseJobSubject(subject)
+	queue, kind, _ := wire.ParseJobSubject(subject)
 	return func(outcome string) {
 		count(outcome)
 		if o, ok := outcomes[outcome]; ok {

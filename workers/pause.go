@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // pauses tracks which of the worker's queues are paused. It follows the
@@ -33,7 +34,7 @@ const initialPausesWait = 10 * time.Second
 // the fetch loop (wake), so a resumed queue is fetched from at once. The
 // watch ends with ctx.
 func watchPauses(ctx context.Context, js jetstream.JetStream, cfg bus.Config, queues []string, wake chan<- struct{}, log zerolog.Logger) (*pauses, error) {
-	kv, err := bus.EnsureBucket(ctx, js, bus.PauseBucketConfig(cfg))
+	kv, err := wire.EnsureBucket(ctx, js, wire.PauseBucketConfig(cfg.Replicas))
 	if err != nil {
 		return nil, fmt.Errorf("workers: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // The worker's presence record: every Config.PresenceInterval it writes a
@@ -93,7 +94,7 @@ var keyUnsafe = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
 // bucket is logged, not fatal: it costs the statistics, never a job.
 func (l *loop) startPresence(ctx context.Context) (stop func()) {
 	w := l.w
-	kv, err := bus.EnsureBucket(ctx, w.js, bus.WorkersBucketConfig(w.cfg.Bus))
+	kv, err := wire.EnsureBucket(ctx, w.js, wire.WorkersBucketConfig(w.cfg.Bus.Replicas))
 	if err != nil {
 		w.log.Warn().Err(err).Msg("no worker presence record: queue stats will not list this worker")
 		return func() {}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // puller takes ready jobs from one queue's consumer without waiting, over
@@ -31,7 +32,7 @@ type puller struct {
 const pullWait = 5 * time.Second
 
 func newPuller(js jetstream.JetStream, queue string) (*puller, error) {
-	p := &puller{nc: js.Conn(), subject: bus.APIPrefix(js) + "CONSUMER.MSG.NEXT." + bus.JobsStream + "." + bus.ConsumerName(queue)}
+	p := &puller{nc: js.Conn(), subject: wire.APIPrefix(js) + "CONSUMER.MSG.NEXT." + bus.JobsStream + "." + wire.ConsumerName(queue)}
 	return p, p.subscribe()
 }
 

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 type queue struct {
@@ -26,7 +26,7 @@ func parseQueues(specs []string) (qs []queue, weighted bool, err error) {
 				return nil, false, fmt.Errorf("workers: queue %q: weight %q is not an integer ≥ 1", spec, w)
 			}
 		}
-		if err := bus.ValidateName("queue", name); err != nil {
+		if err := wire.ValidateName("queue", name); err != nil {
 			return nil, false, fmt.Errorf("workers: %w", err)
 		}
 		if seen[name] {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // probeWait is how long an idle worker's wake-up probe stays parked on a
@@ -99,7 +100,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
 	for _, name := range names {
-		c, err := w.js.Consumer(ctx, bus.JobsStream, bus.ConsumerName(name))
+		c, err := w.js.Consumer(ctx, bus.JobsStream, wire.ConsumerName(name))
 		if err != nil {
 			return nil, fmt.Errorf("workers: consumer for queue %s: %w", name, err)
 		}

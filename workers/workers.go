@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // Config holds a worker's settings. The zero value of each field means its
@@ -73,7 +74,8 @@ type Config struct {
 	Logger *zerolog.Logger
 	// PresenceInterval is how often the worker writes its presence record
 	// (queues, running jobs, counts) to bus.WorkersBucket for `jetfleet
-	// queue stats`. Default 5s; at most bus.MaxPresenceInterval (10s).
+	// queue stats`. Default 5s; at most 10s, so that the record outlives two missed writes
+	// (bus.WorkerRecordTTL is 30s).
 	PresenceInterval time.Duration
 }
 
@@ -96,7 +98,7 @@ func (c Config) withDefaults() Config {
 	if c.PresenceInterval <= 0 {
 		c.PresenceInterval = 5 * time.Second
 	}
-	c.PresenceInterval = min(c.PresenceInterval, bus.MaxPresenceInterval)
+	c.PresenceInterval = min(c.PresenceInterval, wire.MaxPresenceInterval)
 	if c.Logger == nil {
 		nop := zerolog.Nop()
 		c.Logger = &nop
@@ -162,7 +164,7 @@ func New(js jetstream.JetStream, cfg Config) *Worker {
 func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) error, opts ...HandlerOption) {
 	var zero T
 	kind := zero.Kind()
-	if err := bus.ValidateName("kind", kind); err != nil {
+	if err := wire.ValidateName("kind", kind); err != nil {
 		panic(fmt.Sprintf("workers: Register: %v", err))
 	}
 	if _, dup := w.handlers[kind]; dup {

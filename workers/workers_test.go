@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -273,7 +274,7 @@ func TestDeadLetters(t *testing.T) {
 			t.Errorf("unexpected dead letter %s", id)
 			continue
 		}
-		reason := bus.DecodeHeaderText(m.Header.Get(bus.HeaderError))
+		reason := wire.DecodeHeaderText(m.Header.Get(bus.HeaderError))
 		if got := m.Header.Get(bus.HeaderAttempts); got != w.attempts {
 			t.Errorf("%s: attempts %s, want %s", reason, got, w.attempts)
 		}
@@ -312,7 +313,7 @@ func TestTimeoutEndsTheAttempt(t *testing.T) {
 	start(t, w)
 	dispatch(t, e, workers.Sleep{MS: 60_000}, bus.Tries(1), bus.Timeout(300*time.Millisecond))
 	waitFor(t, 10*time.Second, "the timed-out job in DLQ", func() bool { return natstest.StreamMsgs(t, e.js, bus.DLQStream) == 1 })
-	reason := bus.DecodeHeaderText(deadLetters(t, e.js)[0].Header.Get(bus.HeaderError))
+	reason := wire.DecodeHeaderText(deadLetters(t, e.js)[0].Header.Get(bus.HeaderError))
 	if !strings.Contains(reason, "job timed out after 300ms") {
 		t.Fatalf("reason = %q", reason)
 	}
@@ -365,7 +366,7 @@ func TestDrainFinishesRunningJobsAndLeavesTheRest(t *testing.T) {
 		t.Fatalf("after the drain JOBS holds %d jobs, want the 4 never started", n)
 	}
 	// The unstarted jobs are ready for another worker at once.
-	c, _ := e.js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName("default"))
+	c, _ := e.js.Consumer(context.Background(), bus.JobsStream, wire.ConsumerName("default"))
 	batch, err := c.FetchNoWait(10)
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +398,7 @@ func TestDrainHandsBackWhatCannotFinish(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := e.js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName("default"))
+	c, _ := e.js.Consumer(context.Background(), bus.JobsStream, wire.ConsumerName("default"))
 	batch, _ := c.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
 	m, ok := <-batch.Messages()
 	if !ok {
@@ -421,7 +422,7 @@ func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := dispatch(t, e, workers.Noop{}, bus.Tries(1))
-	c, _ := e.js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName("default"))
+	c, _ := e.js.Consumer(context.Background(), bus.JobsStream, wire.ConsumerName("default"))
 	batch, _ := c.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
 	if _, ok := <-batch.Messages(); !ok {
 		t.Fatal("could not take the job")
@@ -432,7 +433,7 @@ func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
 	start(t, w)
 	waitFor(t, 10*time.Second, "the abandoned job in DLQ", func() bool { return natstest.StreamMsgs(t, e.js, bus.DLQStream) == 1 })
 	dl := deadLetters(t, e.js)[0]
-	if dl.Header.Get(bus.HeaderJobID) != id || !strings.Contains(bus.DecodeHeaderText(dl.Header.Get(bus.HeaderError)), "interrupted during its last attempt") {
+	if dl.Header.Get(bus.HeaderJobID) != id || !strings.Contains(wire.DecodeHeaderText(dl.Header.Get(bus.HeaderError)), "interrupted during its last attempt") {
 		t.Fatalf("dead letter %v", dl.Header)
 	}
 	if len(rec.snapshot()) != 0 {

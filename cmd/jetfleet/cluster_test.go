@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 type clusterCheck struct {
@@ -121,7 +122,7 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName("default")); err != nil {
+	if _, err := js.Consumer(ctx, bus.JobsStream, wire.ConsumerName("default")); err != nil {
 		t.Fatalf("up did not provision the default queue's consumer: %v", err)
 	}
 	leader := info.Cluster.Leader

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/config"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // maxStdinBody bounds what `dispatch -` reads; the server's max_payload
@@ -57,14 +58,14 @@ func (f *jobFlags) options() ([]bus.Option, error) {
 		opts = append(opts, bus.Tries(f.tries))
 	}
 	if f.timeout != "" {
-		d, err := bus.ParseDuration(f.timeout)
+		d, err := wire.ParseDuration(f.timeout)
 		if err != nil || d <= 0 {
 			return nil, fmt.Errorf("--timeout %q: want a positive duration like 90s", f.timeout)
 		}
 		opts = append(opts, bus.Timeout(d))
 	}
 	if f.backoff != "" {
-		delays, err := bus.ParseBackoff(f.backoff)
+		delays, err := wire.ParseBackoff(f.backoff)
 		if err != nil {
 			return nil, fmt.Errorf("--backoff: %w", err)
 		}
@@ -74,7 +75,7 @@ func (f *jobFlags) options() ([]bus.Option, error) {
 		return nil, errors.New("--delay and --at both set: choose one")
 	}
 	if f.delay != "" {
-		d, err := bus.ParseDuration(f.delay)
+		d, err := wire.ParseDuration(f.delay)
 		if err != nil || d <= 0 {
 			return nil, fmt.Errorf("--delay %q: want a positive duration like 10s", f.delay)
 		}
@@ -164,10 +165,10 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 		return errUsage
 	}
 	queue, kind := pos[0], pos[1]
-	if err := bus.ValidateName("queue", queue); err != nil {
+	if err := wire.ValidateName("queue", queue); err != nil {
 		return err
 	}
-	if err := bus.ValidateName("kind", kind); err != nil {
+	if err := wire.ValidateName("kind", kind); err != nil {
 		return err
 	}
 	opts, err := jf.options()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -95,7 +96,8 @@ func (f *fleet) successes() map[string][]int {
 func (f *fleet) storeDeadLetter(id, queue, kind, reason string, seq uint64) {
 	f.t.Helper()
 	job := &bus.Job{ID: id, Queue: queue, Kind: kind, Body: []byte(`{}`), Header: nats.Header{}, Seq: seq}
-	if err := bus.DeadLetter(context.Background(), f.js, job, bus.Failure{Reason: reason, Attempts: 3}); err != nil {
+	dl := wire.DeadLetter{ID: job.ID, Queue: job.Queue, Kind: job.Kind, Seq: job.Seq, Header: job.Header, Body: job.Body, Reason: reason, Attempts: 3}
+	if err := wire.PublishDeadLetter(context.Background(), f.js, dl); err != nil {
 		f.t.Fatal(err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/config"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 const scheduleUsage = `Usage: jetfleet schedule <add|ls|rm> ...
@@ -70,7 +71,7 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 	}
 	name, spec, queue, kind := pos[0], pos[1], pos[2], pos[3]
 	for _, c := range []struct{ what, v string }{{"schedule", name}, {"queue", queue}, {"kind", kind}} {
-		if err := bus.ValidateName(c.what, c.v); err != nil {
+		if err := wire.ValidateName(c.what, c.v); err != nil {
 			return err
 		}
 	}
@@ -145,7 +146,7 @@ func scheduleList(ctx context.Context, a *app, args []string) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSPEC\tTARGET\tSETTINGS\tBODY")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Spec, bus.JobSubject(s.Queue, s.Kind), settings(s), s.Body)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Spec, wire.JobSubject(s.Queue, s.Kind), settings(s), s.Body)
 	}
 	return tw.Flush()
 }
@@ -179,7 +180,7 @@ func scheduleRemove(ctx context.Context, a *app, args []string) error {
 		return errUsage
 	}
 	name := pos[0]
-	if err := bus.ValidateName("schedule", name); err != nil {
+	if err := wire.ValidateName("schedule", name); err != nil {
 		return err
 	}
 	d, closeFn, found, err := scheduleDispatcher(ctx, a, *dataDir)

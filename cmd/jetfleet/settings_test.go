@@ -8,6 +8,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // TestUpKeepsTheConfiguredTopology: up provisions the retention, dedupe
@@ -28,7 +29,7 @@ func TestUpKeepsTheConfiguredTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName("high"))
+	cons, err := js.Consumer(ctx, bus.JobsStream, wire.ConsumerName("high"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/jetfleet/jetfleet/internal/catalog"
 	"github.com/jetfleet/jetfleet/internal/config"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/internal/wire"
 	"github.com/jetfleet/jetfleet/readmodel"
 )
 
@@ -156,7 +157,7 @@ func runUp(ctx context.Context, a *app, args []string) error {
 		return fmt.Errorf("--replicas %d: must be at least 1", opts.replicas)
 	}
 	for _, q := range opts.queues {
-		if err := bus.ValidateName("queue", q); err != nil {
+		if err := wire.ValidateName("queue", q); err != nil {
 			return fmt.Errorf("--queues: %w", err)
 		}
 	}

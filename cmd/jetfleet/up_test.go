@@ -16,6 +16,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 )
 
 // assertTopology checks that the server at url holds JOBS, DLQ and one
@@ -36,8 +37,8 @@ func assertTopology(t *testing.T, url string, queues ...string) jetstream.JetStr
 		consumers = append(consumers, n)
 	}
 	for _, q := range queues {
-		if !slices.Contains(consumers, bus.ConsumerName(q)) {
-			t.Errorf("consumer %s missing; have %v", bus.ConsumerName(q), consumers)
+		if !slices.Contains(consumers, wire.ConsumerName(q)) {
+			t.Errorf("consumer %s missing; have %v", wire.ConsumerName(q), consumers)
 		}
 	}
 	return js

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/catalog"
+	"github.com/jetfleet/jetfleet/internal/wire"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -47,7 +48,7 @@ func runWork(ctx context.Context, a *app, args []string) error {
 		Bus: bus.Config{AckWait: *ackWait}, Logger: &a.log,
 	}
 	if *backoff != "" {
-		if cfg.Backoff, err = bus.ParseBackoff(*backoff); err != nil {
+		if cfg.Backoff, err = wire.ParseBackoff(*backoff); err != nil {
 			return fmt.Errorf("--backoff: %w", err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/wire"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -87,7 +88,7 @@ func (f *fleet) deadLettered() map[string]string {
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		out[m.Header.Get(bus.HeaderJobID)] = bus.DecodeHeaderText(m.Header.Get(bus.HeaderError))
+		out[m.Header.Get(bus.HeaderJobID)] = wire.DecodeHeaderText(m.Header.Get(bus.HeaderError))
 	}
 	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/wire"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -93,7 +94,7 @@ func Run(ctx context.Context, js jetstream.JetStream, opts Options) (Report, err
 }
 
 func rawStreamConfig() jetstream.StreamConfig {
-	sc := bus.JobsStreamConfig(bus.Config{})
+	sc := wire.JobsStreamConfig(wire.Topology{})
 	sc.Name, sc.Subjects = rawStream, []string{"benchraw.>"}
 	return sc
 }
