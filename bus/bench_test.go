@@ -192,9 +192,9 @@ func BenchmarkAsync(b *testing.B) {
 			}
 		}
 	}
-	jobs := make([]bus.Params, benchBatch)
+	jobs := make([]bus.DispatchManyParams, benchBatch)
 	for i := range jobs {
-		jobs[i] = bus.Params{Args: args}
+		jobs[i] = bus.DispatchManyParams{Args: args}
 	}
 	viaBus := func(b *testing.B) {
 		if _, err := d.DispatchMany(ctx, jobs...); err != nil {

@@ -217,9 +217,9 @@ func TestDispatchManyStoresEveryJob(t *testing.T) {
 // that each got its own ID and JOBS holds exactly n messages.
 func dispatchManyStoresAll(t *testing.T, js jetstream.JetStream, d *bus.Dispatcher, n int) {
 	t.Helper()
-	jobs := make([]bus.Params, n)
+	jobs := make([]bus.DispatchManyParams, n)
 	for i := range jobs {
-		jobs[i] = bus.Params{Args: welcomeEmail{UserID: int64(i)}}
+		jobs[i] = bus.DispatchManyParams{Args: welcomeEmail{UserID: int64(i)}}
 	}
 	ids, err := d.DispatchMany(context.Background(), jobs...)
 	if err != nil {
@@ -241,9 +241,9 @@ func TestDispatchManyReportsPerJobErrors(t *testing.T) {
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	ids, err := d.DispatchMany(ctx,
-		bus.Params{Args: welcomeEmail{UserID: 1}},
-		bus.Params{Args: welcomeEmail{UserID: 2}, Opts: []bus.Option{bus.OnQueue("Bad Queue")}},
-		bus.Params{Args: welcomeEmail{UserID: 3}},
+		bus.DispatchManyParams{Args: welcomeEmail{UserID: 1}},
+		bus.DispatchManyParams{Args: welcomeEmail{UserID: 2}, Opts: []bus.Option{bus.OnQueue("Bad Queue")}},
+		bus.DispatchManyParams{Args: welcomeEmail{UserID: 3}},
 	)
 	var be *bus.BatchError
 	if !errors.As(err, &be) || be.Failed != 1 || be.Errs[1] == nil || be.Errs[0] != nil || be.Errs[2] != nil {

@@ -96,9 +96,12 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	return id, d.publishJob(ctx, msg)
 }
 
-// Params is one job of a DispatchMany batch.
-type Params struct {
+// DispatchManyParams is one job of a DispatchMany batch: what Dispatch
+// takes as its arguments and options.
+type DispatchManyParams struct {
+	// Args are the job's typed arguments.
 	Args Args
+	// Opts are the job's dispatch options, as Dispatch takes them.
 	Opts []Option
 }
 
@@ -130,7 +133,7 @@ func (e *BatchError) Unwrap() []error { return e.Errs }
 // stalls on that limit, the oldest acknowledgements of the batch are awaited
 // and the publish is tried again (a stalled publish was never sent, so this
 // stores nothing twice).
-func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...Params) ([]string, error) {
+func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParams) ([]string, error) {
 	ids := make([]string, len(jobs))
 	errs := make([]error, len(jobs))
 	futures := make([]jetstream.PubAckFuture, len(jobs))

@@ -172,10 +172,10 @@ func TestStrictPriority(t *testing.T) {
 
 func TestWeightedQueuesAllProgress(t *testing.T) {
 	e := newEnv(t, bus.Config{})
-	var jobs []bus.Params
+	var jobs []bus.DispatchManyParams
 	for _, q := range []string{"high", "default", "low"} {
 		for i := range 250 {
-			jobs = append(jobs, bus.Params{Args: record{Queue: q, N: i}, Opts: []bus.Option{bus.OnQueue(q)}})
+			jobs = append(jobs, bus.DispatchManyParams{Args: record{Queue: q, N: i}, Opts: []bus.Option{bus.OnQueue(q)}})
 		}
 	}
 	if _, err := e.d.DispatchMany(context.Background(), jobs...); err != nil {

@@ -178,10 +178,10 @@ func runJetfleet(ctx context.Context, js jetstream.JetStream, o Options) (Side, 
 func timeDispatchMany(ctx context.Context, d *bus.Dispatcher, js jetstream.JetStream, n int) (float64, error) {
 	began := time.Now()
 	for sent := 0; sent < n; {
-		batch := make([]bus.Params, min(1000, n-sent))
+		batch := make([]bus.DispatchManyParams, min(1000, n-sent))
 		now := time.Now().UnixNano()
 		for i := range batch {
-			batch[i] = bus.Params{Args: benchJob{SentNS: now}}
+			batch[i] = bus.DispatchManyParams{Args: benchJob{SentNS: now}}
 		}
 		if _, err := d.DispatchMany(ctx, batch...); err != nil {
 			return 0, err
