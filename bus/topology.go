@@ -83,7 +83,10 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 // EnsureQueues creates the JOBS and DLQ streams when they are missing, but
 // never changes existing ones (so a worker started with default settings
 // cannot undo an operator's R3 topology), then creates or updates each
-// queue's consumer.
+// queue's consumer. It is what a process that uses the topology without
+// owning its settings calls at start (workers do; so may a service that
+// dispatches before any worker ran); the deployment step that owns the
+// settings calls ProvisionQueues.
 func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
 	for _, sc := range []jetstream.StreamConfig{wire.JobsStreamConfig(cfg.topology()), wire.DLQStreamConfig(cfg.topology())} {
 		_, err := js.Stream(ctx, sc.Name)
