@@ -88,7 +88,7 @@ func (s *system) startWorkers(ctx context.Context) error {
 	}
 	busCfg.Replicas = s.opts.replicas
 	wcfg := workers.Config{
-		Queues: s.opts.queues, Grace: s.opts.grace, Bus: busCfg, Logger: &s.log,
+		Queues: s.opts.queues, Grace: s.opts.grace, Bus: busCfg, Logger: s.log,
 	}
 	stopSamples := s.a.obs.instrumentWorkers(ctx, s.a, s.js, &wcfg) // metrics and the dashboard's samples
 	w := workers.New(s.js, wcfg)

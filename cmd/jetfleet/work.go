@@ -45,7 +45,7 @@ func runWork(ctx context.Context, a *app, args []string) error {
 	cfg := workers.Config{
 		Queues: splitList(*queues), Concurrency: *concurrency, Tries: *tries, Timeout: *timeout,
 		Grace: *grace, MaxJobs: *maxJobs, MaxTime: *maxTime, StopWhenEmpty: *stopWhenEmpty,
-		Bus: bus.Config{AckWait: *ackWait}, Logger: &a.log,
+		Bus: bus.Config{AckWait: *ackWait}, Logger: a.log,
 	}
 	if *backoff != "" {
 		if cfg.Backoff, err = wire.ParseBackoff(*backoff); err != nil {
