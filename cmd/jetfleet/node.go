@@ -60,9 +60,7 @@ func newWebNode(ctx context.Context, a *app, nc *nats.Conn, js jetstream.JetStre
 	if scfg.Replicas == 0 {
 		scfg.Replicas = o.replicas
 	}
-	scfg.ErrorLog = func(r *http.Request, err error) {
-		a.log.Warn().Err(err).Str("path", r.URL.Path).Msg("session")
-	}
+	scfg.Logger = a.log.With().Str("component", "sessions").Logger()
 	a.obs.instrumentSessions(&scfg)
 	sm, err := sessions.NewContext(ctx, js, scfg)
 	if err != nil {
