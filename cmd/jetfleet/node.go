@@ -142,8 +142,7 @@ func drainOptions(a *app, delay, grace time.Duration) healthz.DrainOptions {
 	if delay == 0 {
 		delay = -1
 	}
-	l := a.log.With().Str("component", "drain").Logger()
-	return healthz.DrainOptions{DrainDelay: delay, Grace: grace, Logf: func(f string, args ...any) { l.Info().Msgf(f, args...) }}
+	return healthz.DrainOptions{DrainDelay: delay, Grace: grace, Logger: a.log.With().Str("component", "drain").Logger()}
 }
 
 // httpURL is the URL a browser on this machine uses to reach addr.
