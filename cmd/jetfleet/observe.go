@@ -74,9 +74,7 @@ func (o *observability) instrumentReadModel(cfg *readmodel.Config) {
 // publishing its throughput samples for the dashboard until ctx ends; stop
 // waits for the last sample. Samples are published even without metrics.
 func (o *observability) instrumentWorkers(ctx context.Context, a *app, js jetstream.JetStream, cfg *workers.Config) (stop func()) {
-	sampler := metrics.NewSampler(js, metrics.SamplerConfig{Replicas: cfg.Bus.Replicas, OnError: func(err error) {
-		a.log.Warn().Err(err).Msg("throughput sample not published: the dashboard's chart misses a point")
-	}})
+	sampler := metrics.NewSampler(js, metrics.SamplerConfig{Replicas: cfg.Bus.Replicas, Logger: a.log})
 	cfg.OnOutcome = sampler.Observe
 	if o != nil {
 		cfg.Middleware = append(cfg.Middleware, o.jobs.Middleware())
