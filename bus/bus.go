@@ -1,7 +1,10 @@
 // Package bus is jetfleet's job bus on NATS JetStream: the topology (the
-// JOBS work-queue stream, one durable consumer per queue, the DLQ stream),
-// the job envelope of the public wire contract, the Dispatcher that enqueues
-// jobs from Go, periodic schedules, and dead-lettering.
+// JOBS work-queue stream, one durable consumer per queue, the DLQ stream
+// of dead letters), the names and the job envelope of the public wire
+// contract, the Dispatcher that enqueues jobs from Go and registers
+// periodic schedules, and the Inspector that operators use for failed
+// jobs, statistics, the monitor and pausing queues. The workers package
+// runs the jobs.
 //
 // A job is a message on jobs.<queue>.<kind> whose body is the job's
 // arguments as JSON. Any language can enqueue one with a plain publish; the
