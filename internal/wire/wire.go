@@ -1,9 +1,9 @@
 // Package wire holds the helpers of jetfleet's wire contract that only the
 // module itself needs: subject and consumer names, header encodings, the
 // stream, consumer and bucket configurations, bucket creation, the raw
-// JetStream API prefix and dead-lettering. bus, workers, metrics, the
-// dashboard and the command build on it; users see the contract through
-// bus's exported constants, types and calls.
+// JetStream API prefix and dead-lettering. bus, workers, the command and
+// tests build on it; users see the contract through bus's exported
+// constants, types and calls.
 //
 // wire must not import bus (bus imports wire). The names of the contract
 // that both need (stream names, subject prefixes, header names, bucket
