@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // The benchmarks put each bus call beside a raw nats.go JetStream publish of
@@ -62,7 +63,7 @@ func benchSetup(b *testing.B) (jetstream.JetStream, *bus.Dispatcher, benchJob, [
 // subject, body and job-ID header.
 func rawMsg(body []byte) *nats.Msg {
 	return &nats.Msg{
-		Subject: bus.JobSubject("default", benchJob{}.Kind()),
+		Subject: wire.JobSubject("default", benchJob{}.Kind()),
 		Header:  nats.Header{bus.HeaderMsgID: []string{nuid.Next()}},
 		Data:    body,
 	}
@@ -191,9 +192,9 @@ func BenchmarkAsync(b *testing.B) {
 			}
 		}
 	}
-	jobs := make([]bus.Params, benchBatch)
+	jobs := make([]bus.DispatchManyParams, benchBatch)
 	for i := range jobs {
-		jobs[i] = bus.Params{Args: args}
+		jobs[i] = bus.DispatchManyParams{Args: args}
 	}
 	viaBus := func(b *testing.B) {
 		if _, err := d.DispatchMany(ctx, jobs...); err != nil {

@@ -1,7 +1,10 @@
 // Package bus is jetfleet's job bus on NATS JetStream: the topology (the
-// JOBS work-queue stream, one durable consumer per queue, the DLQ stream),
-// the job envelope of the public wire contract, the Dispatcher that enqueues
-// jobs from Go, periodic schedules, and dead-lettering.
+// JOBS work-queue stream, one durable consumer per queue, the DLQ stream
+// of dead letters), the names and the job envelope of the public wire
+// contract, the Dispatcher that enqueues jobs from Go and registers
+// periodic schedules, and the Inspector that operators use for failed
+// jobs, statistics, the monitor and pausing queues. The workers package
+// runs the jobs.
 //
 // A job is a message on jobs.<queue>.<kind> whose body is the job's
 // arguments as JSON. Any language can enqueue one with a plain publish; the
@@ -11,12 +14,16 @@
 // bus imports nats.go only, never nats-server.
 package bus
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
+)
 
 // ErrInvalid is wrapped by every error about bad input: a bad queue or kind
 // name, a body that is not JSON, a body over the server's max payload, tries
 // below 1. The message names the field and the rule.
-var ErrInvalid = errors.New("invalid job")
+var ErrInvalid = wire.ErrInvalid
 
 // ErrNotAcknowledged is wrapped when JetStream did not confirm that it
 // stored a job. Such a job may or may not be stored; dispatching it again

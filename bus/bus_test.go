@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 type welcomeEmail struct {
@@ -41,7 +42,7 @@ func setup(t *testing.T, cfg bus.Config, queues ...string) (jetstream.JetStream,
 // fetchOne pulls one message from queue's consumer within wait, or nil.
 func fetchOne(t *testing.T, js jetstream.JetStream, queue string, wait time.Duration) jetstream.Msg {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName(queue))
+	c, err := js.Consumer(context.Background(), bus.JobsStream, wire.ConsumerName(queue))
 	if err != nil {
 		t.Fatalf("consumer %s: %v", queue, err)
 	}
@@ -216,9 +217,9 @@ func TestDispatchManyStoresEveryJob(t *testing.T) {
 // that each got its own ID and JOBS holds exactly n messages.
 func dispatchManyStoresAll(t *testing.T, js jetstream.JetStream, d *bus.Dispatcher, n int) {
 	t.Helper()
-	jobs := make([]bus.Params, n)
+	jobs := make([]bus.DispatchManyParams, n)
 	for i := range jobs {
-		jobs[i] = bus.Params{Args: welcomeEmail{UserID: int64(i)}}
+		jobs[i] = bus.DispatchManyParams{Args: welcomeEmail{UserID: int64(i)}}
 	}
 	ids, err := d.DispatchMany(context.Background(), jobs...)
 	if err != nil {
@@ -240,9 +241,9 @@ func TestDispatchManyReportsPerJobErrors(t *testing.T) {
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	ids, err := d.DispatchMany(ctx,
-		bus.Params{Args: welcomeEmail{UserID: 1}},
-		bus.Params{Args: welcomeEmail{UserID: 2}, Opts: []bus.Option{bus.OnQueue("Bad Queue")}},
-		bus.Params{Args: welcomeEmail{UserID: 3}},
+		bus.DispatchManyParams{Args: welcomeEmail{UserID: 1}},
+		bus.DispatchManyParams{Args: welcomeEmail{UserID: 2}, Opts: []bus.Option{bus.OnQueue("Bad Queue")}},
+		bus.DispatchManyParams{Args: welcomeEmail{UserID: 3}},
 	)
 	var be *bus.BatchError
 	if !errors.As(err, &be) || be.Failed != 1 || be.Errs[1] == nil || be.Errs[0] != nil || be.Errs[2] != nil {
@@ -322,7 +323,7 @@ func TestEnsureQueuesNeverRewritesAnExistingTopology(t *testing.T) {
 	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
 		t.Fatalf("a worker's default settings changed DLQ MaxAge to %s", got)
 	}
-	if _, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName("default")); err != nil {
+	if _, err := js.Consumer(ctx, bus.JobsStream, wire.ConsumerName("default")); err != nil {
 		t.Fatalf("consumer not created: %v", err)
 	}
 }

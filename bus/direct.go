@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // This file holds the few JetStream API calls that nats.go does not wrap:
@@ -28,20 +29,6 @@ type directGetRequest struct {
 	NoHeaders bool       `json:"no_hdr,omitempty"`
 }
 
-// APIPrefix is the JetStream API prefix js uses ("$JS.API." by default,
-// "$JS.<domain>.API." with a domain), for API calls nats.go does not wrap.
-func APIPrefix(js jetstream.JetStream) string {
-	o := js.Options()
-	switch {
-	case o.Domain != "":
-		return "$JS." + o.Domain + ".API."
-	case o.APIPrefix != "":
-		return strings.TrimSuffix(o.APIPrefix, ".") + "."
-	default:
-		return jetstream.DefaultAPIPrefix
-	}
-}
-
 // directGet sends one direct get and returns the first reply. A 404 reply
 // is jetstream.ErrMsgNotFound.
 func directGet(ctx context.Context, js jetstream.JetStream, stream string, req directGetRequest) (*nats.Msg, error) {
@@ -51,7 +38,7 @@ func directGet(ctx context.Context, js jetstream.JetStream, stream string, req d
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	msg, err := js.Conn().RequestWithContext(ctx, APIPrefix(js)+"DIRECT.GET."+stream, body)
+	msg, err := js.Conn().RequestWithContext(ctx, wire.APIPrefix(js)+"DIRECT.GET."+stream, body)
 	if err != nil {
 		return nil, fmt.Errorf("bus: direct get on %s: %w", stream, err)
 	}
@@ -123,7 +110,7 @@ func purge(ctx context.Context, js jetstream.JetStream, stream string, req purge
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	msg, err := js.Conn().RequestWithContext(ctx, APIPrefix(js)+"STREAM.PURGE."+stream, body)
+	msg, err := js.Conn().RequestWithContext(ctx, wire.APIPrefix(js)+"STREAM.PURGE."+stream, body)
 	if err != nil {
 		return 0, fmt.Errorf("bus: purge %s: %w", stream, err)
 	}

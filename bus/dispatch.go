@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // Args is a job's typed arguments. Kind names the handler that runs it
@@ -68,7 +70,7 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 		return nil, errors.New("bus: NewDispatcher needs a JetStream context")
 	}
 	cfg = cfg.withDefaults()
-	if err := ValidateName("queue", cfg.DefaultQueue); err != nil {
+	if err := wire.ValidateName("queue", cfg.DefaultQueue); err != nil {
 		return nil, fmt.Errorf("bus: Config.DefaultQueue: %w", err)
 	}
 	return &Dispatcher{js: js, cfg: cfg}, nil
@@ -94,9 +96,12 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	return id, d.publishJob(ctx, msg)
 }
 
-// Params is one job of a DispatchMany batch.
-type Params struct {
+// DispatchManyParams is one job of a DispatchMany batch: what Dispatch
+// takes as its arguments and options.
+type DispatchManyParams struct {
+	// Args are the job's typed arguments.
 	Args Args
+	// Opts are the job's dispatch options, as Dispatch takes them.
 	Opts []Option
 }
 
@@ -128,7 +133,7 @@ func (e *BatchError) Unwrap() []error { return e.Errs }
 // stalls on that limit, the oldest acknowledgements of the batch are awaited
 // and the publish is tried again (a stalled publish was never sent, so this
 // stores nothing twice).
-func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...Params) ([]string, error) {
+func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParams) ([]string, error) {
 	ids := make([]string, len(jobs))
 	errs := make([]error, len(jobs))
 	futures := make([]jetstream.PubAckFuture, len(jobs))
@@ -232,7 +237,7 @@ func (d *Dispatcher) buildMsg(kind string, body []byte, opts []Option, checkJSON
 		o.id = nuid.Next()
 	}
 	// HeaderMsgID is already in canonical form, so no Header.Set is needed.
-	msg := &nats.Msg{Subject: JobSubject(o.queue, kind), Header: nats.Header{HeaderMsgID: []string{o.id}}, Data: body}
+	msg := &nats.Msg{Subject: wire.JobSubject(o.queue, kind), Header: nats.Header{HeaderMsgID: []string{o.id}}, Data: body}
 	o.setSettings(msg.Header)
 	if at := o.readyAt(); !at.IsZero() {
 		scheduleAt(msg, o.queue, o.id, at)
@@ -270,17 +275,17 @@ func (o *options) validate(kind string, body []byte, checkJSON bool) error {
 	return nil
 }
 
-// validateName is ValidateName with a fast path for the valid names of the
+// validateName is wire.ValidateName with a fast path for the valid names of the
 // dispatch hot path: a byte loop instead of the regular expression, which
 // still writes the error of an invalid name.
 func validateName(what, name string) error {
 	if name == "" || len(name) > 64 {
-		return ValidateName(what, name)
+		return wire.ValidateName(what, name)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return ValidateName(what, name)
+			return wire.ValidateName(what, name)
 		}
 	}
 	return nil
@@ -294,7 +299,7 @@ func (o *options) setSettings(h nats.Header) {
 		h.Set(HeaderTimeout, o.timeout.String())
 	}
 	if len(o.backoff) > 0 {
-		h.Set(HeaderBackoff, FormatBackoff(o.backoff))
+		h.Set(HeaderBackoff, wire.FormatBackoff(o.backoff))
 	}
 }
 
@@ -311,21 +316,11 @@ func (o *options) readyAt() time.Time {
 // checkSize refuses a job JetStream would reject for size, naming the limit.
 func (d *Dispatcher) checkSize(msg *nats.Msg) error {
 	limit := d.js.Conn().MaxPayload()
-	size := int64(len(msg.Data)) + headerSize(msg.Header)
+	size := int64(len(msg.Data)) + wire.HeaderSize(msg.Header)
 	if limit > 0 && size > limit {
 		return fmt.Errorf("%w: job is %d bytes (body %d plus headers); the NATS server's max_payload is %d bytes", ErrInvalid, size, len(msg.Data), limit)
 	}
 	return nil
-}
-
-func headerSize(h nats.Header) int64 {
-	n := int64(len("NATS/1.0\r\n\r\n"))
-	for k, vs := range h {
-		for _, v := range vs {
-			n += int64(len(k) + len(": \r\n") + len(v))
-		}
-	}
-	return n
 }
 
 // noLeaderRetry bounds how long a publish keeps trying while no server
@@ -380,7 +375,7 @@ func (d *Dispatcher) dispatched(msg *nats.Msg) {
 	if target := msg.Header.Get(headerScheduleTarget); target != "" {
 		subject = target
 	}
-	if queue, kind, err := ParseJobSubject(subject); err == nil {
+	if queue, kind, err := wire.ParseJobSubject(subject); err == nil {
 		d.cfg.OnDispatched(queue, kind)
 	}
 }

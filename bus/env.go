@@ -3,6 +3,8 @@ package bus
 import (
 	"fmt"
 	"time"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // ConfigFromEnv reads the topology settings an operator may change from
@@ -29,7 +31,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if v == "" {
 			continue
 		}
-		d, err := ParseDuration(v)
+		d, err := wire.ParseDuration(v)
 		if err != nil || d < 0 {
 			return Config{}, fmt.Errorf("bus: %s=%q is not a duration like 90s or 2h (or whole seconds): %w", s.key, v, ErrInvalid)
 		}

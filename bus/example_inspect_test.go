@@ -2,21 +2,21 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/workers"
 )
 
 // An operator's view of failed jobs: list them, then put one back on its
-// queue. The job is dead-lettered here by hand, as a worker does after its
-// last attempt.
+// queue. The job here fails its only try in a worker.
 func ExampleInspector() {
 	store, err := os.MkdirTemp("", "jetfleet-example-")
 	if err != nil {
@@ -40,19 +40,17 @@ func ExampleInspector() {
 	}
 
 	d, _ := bus.NewDispatcher(js, bus.Config{})
-	if _, err := d.DispatchJSON(ctx, "send-welcome-email", []byte(`{"user_id":7}`), bus.JobID("welcome-7")); err != nil {
+	if _, err := d.DispatchJSON(ctx, "send-welcome-email", []byte(`{"user_id":7}`), bus.JobID("welcome-7"), bus.Tries(1)); err != nil {
 		log.Fatal(err)
 	}
-	c, _ := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName("default"))
-	m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
+	// A worker runs the job; its only try fails, so it is dead-lettered.
+	w := workers.New(js, workers.Config{StopWhenEmpty: true})
+	workers.Register(w, func(ctx context.Context, job *workers.Job[welcomeEmail]) error {
+		return errors.New("smtp: connection refused")
+	})
+	if err := w.Run(ctx); err != nil {
 		log.Fatal(err)
 	}
-	job, _ := bus.ParseJob(m)
-	if err := bus.DeadLetter(ctx, js, job, bus.Failure{Reason: "smtp: connection refused", Attempts: 3}); err != nil {
-		log.Fatal(err)
-	}
-	_ = m.Term()
 
 	in, _ := bus.NewInspector(js, bus.Config{})
 	failed, err := in.FailedJobs(ctx, bus.FailedFilter{Queue: "default", Limit: 50})
@@ -65,6 +63,6 @@ func ExampleInspector() {
 	n, err := in.Retry(ctx, "welcome-7")
 	fmt.Println("retried:", n, err)
 	// Output:
-	// welcome-7 default send-welcome-email 3 smtp: connection refused
+	// welcome-7 default send-welcome-email 1 smtp: connection refused
 	// retried: 1 <nil>
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // ErrUnknownJob is wrapped when no failed job has the given ID.
@@ -84,13 +86,13 @@ func (f FailedFilter) subject() (string, error) {
 	}
 	q, k := "*", "*"
 	if f.Queue != "" {
-		if err := ValidateName("queue", f.Queue); err != nil {
+		if err := wire.ValidateName("queue", f.Queue); err != nil {
 			return "", err
 		}
 		q = f.Queue
 	}
 	if f.Kind != "" {
-		if err := ValidateName("kind", f.Kind); err != nil {
+		if err := wire.ValidateName("kind", f.Kind); err != nil {
 			return "", err
 		}
 		k = f.Kind
@@ -211,7 +213,7 @@ func lastFailed(ctx context.Context, s jetstream.Stream, id string) (*FailedJob,
 	if id == "" {
 		return nil, fmt.Errorf("%w: the job ID is empty", ErrInvalid)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, DLQFilterForID(id))
+	m, err := s.GetLastMsgForSubject(ctx, wire.DLQFilterForID(id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, fmt.Errorf("%w: %q (see `jetfleet queue failed` for the IDs)", ErrUnknownJob, id)
 	}
@@ -256,7 +258,7 @@ func failedFromMsg(m *jetstream.RawStreamMsg) *FailedJob {
 	if fj.ID == "" && len(parts) == 4 {
 		fj.ID = parts[3]
 	}
-	fj.Error = DecodeHeaderText(h.Get(HeaderError))
+	fj.Error = wire.DecodeHeaderText(h.Get(HeaderError))
 	fj.Attempts, _ = strconv.Atoi(h.Get(HeaderAttempts))
 	fj.FailedAt = m.Time
 	if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderFailedAt)); err == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // bigDLQ is the size of the dead-letter backlog of the scale test and
@@ -20,7 +21,7 @@ const bigDLQ = 100_000
 
 func bigID(i int) string { return fmt.Sprintf("job-%06d", i) }
 
-// fillDLQ stores n dead letters shaped as bus.DeadLetter writes them, over
+// fillDLQ stores n dead letters shaped as workers dead-letter them (wire.PublishDeadLetter), over
 // three queues and two kinds, oldest first (bigID(0) is the oldest), with
 // asynchronous publishes.
 func fillDLQ(tb testing.TB, js jetstream.JetStream, n int) {
@@ -38,7 +39,7 @@ func fillDLQ(tb testing.TB, js jetstream.JetStream, n int) {
 		h.Set(bus.HeaderFailedAt, now)
 		h.Set(bus.HeaderError, `upstream said 503\n  at resize (images.go:42)`)
 		msg := &nats.Msg{
-			Subject: bus.DLQSubject(queues[i%3], kinds[i%2], id),
+			Subject: wire.DLQSubject(queues[i%3], kinds[i%2], id),
 			Header:  h,
 			Data:    []byte(`{"item_id":` + strconv.Itoa(i) + `,"paths":["a.jpg","b.jpg"]}`),
 		}
@@ -152,7 +153,7 @@ func BenchmarkInspector100kDLQ(b *testing.B) {
 			b.Fatal(err)
 		}
 		for b.Loop() {
-			if _, err := s.GetLastMsgForSubject(ctx, bus.DLQSubject("high", "send-welcome-email", bigID(0))); err != nil {
+			if _, err := s.GetLastMsgForSubject(ctx, wire.DLQSubject("high", "send-welcome-email", bigID(0))); err != nil {
 				b.Fatal(err)
 			}
 		}

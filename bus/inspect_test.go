@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 type resizeImage struct {
@@ -36,7 +38,7 @@ func failJob(t *testing.T, js jetstream.JetStream, d *bus.Dispatcher, queue stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.DeadLetter(ctx, js, job, bus.Failure{Reason: reason, Attempts: 3}); err != nil {
+	if err := deadLetter(ctx, js, job, reason, 3); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Term(); err != nil {
@@ -158,7 +160,7 @@ func TestRetryPutsTheJobBackAndRemovesTheDeadLetter(t *testing.T) {
 	}
 	assertHeaders(t, m.Headers(), map[string][]string{
 		"Jetfleet-Job-Id":  {id},
-		"Nats-Msg-Id":      {bus.RetryMsgID(id, fj.Seq)},
+		"Nats-Msg-Id":      {id + ":retry:" + strconv.FormatUint(fj.Seq, 10)},
 		"Jetfleet-Tries":   {"4"},
 		"Jetfleet-Timeout": {"1m0s"},
 	})
@@ -303,4 +305,12 @@ func TestFlushKeepsYoungerFailures(t *testing.T) {
 	if n := natstest.StreamMsgs(t, js, bus.DLQStream); n != 0 {
 		t.Fatalf("DLQ holds %d after flushing all", n)
 	}
+}
+
+// deadLetter stores job in DLQ as a worker does after its last attempt.
+func deadLetter(ctx context.Context, js jetstream.JetStream, job *bus.Job, reason string, attempts int) error {
+	return wire.PublishDeadLetter(ctx, js, wire.DeadLetter{
+		ID: job.ID, Queue: job.Queue, Kind: job.Kind, Seq: job.Seq, Header: job.Header, Body: job.Body,
+		Reason: reason, Attempts: attempts,
+	})
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // Job is one delivery of a job as a worker sees it: the envelope of the wire
@@ -51,7 +53,7 @@ func ParseJob(msg jetstream.Msg) (*Job, error) {
 		EnqueuedAt: meta.Timestamp,
 	}
 	j.ID = jobID(j.Header, j.Seq)
-	if j.Queue, j.Kind, err = ParseJobSubject(msg.Subject()); err != nil {
+	if j.Queue, j.Kind, err = wire.ParseJobSubject(msg.Subject()); err != nil {
 		return j, err
 	}
 	return j, j.parseSettings()
@@ -75,12 +77,12 @@ func (j *Job) parseSettings() error {
 		}
 	}
 	if v := j.Header.Get(HeaderTimeout); v != "" {
-		if j.Timeout, err = ParseDuration(v); err != nil || j.Timeout <= 0 {
+		if j.Timeout, err = wire.ParseDuration(v); err != nil || j.Timeout <= 0 {
 			return fmt.Errorf("%w: header %s=%q is not a positive duration like 90s or 90", ErrInvalid, HeaderTimeout, v)
 		}
 	}
 	if v := j.Header.Get(HeaderBackoff); v != "" {
-		if j.Backoff, err = ParseBackoff(v); err != nil {
+		if j.Backoff, err = wire.ParseBackoff(v); err != nil {
 			return fmt.Errorf("%w: header %s: %v", ErrInvalid, HeaderBackoff, err)
 		}
 	}
@@ -93,35 +95,4 @@ func parseTries(v string) (int, error) {
 		return 0, fmt.Errorf("%q is not an integer ≥ 1", v)
 	}
 	return n, nil
-}
-
-// ParseDuration reads a Go duration ("1m30s") or a number of seconds ("90").
-func ParseDuration(v string) (time.Duration, error) {
-	v = strings.TrimSpace(v)
-	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		return time.Duration(n * float64(time.Second)), nil
-	}
-	return time.ParseDuration(v)
-}
-
-// ParseBackoff reads a comma-separated list of durations ("1s,10s,60s").
-func ParseBackoff(v string) ([]time.Duration, error) {
-	var out []time.Duration
-	for _, p := range strings.Split(v, ",") {
-		d, err := ParseDuration(p)
-		if err != nil || d < 0 {
-			return nil, fmt.Errorf("%q is not a list of durations like 1s,10s,60s", v)
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-// FormatBackoff writes delays in the Jetfleet-Backoff header's form.
-func FormatBackoff(delays []time.Duration) string {
-	parts := make([]string, len(delays))
-	for i, d := range delays {
-		parts[i] = d.String()
-	}
-	return strings.Join(parts, ",")
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // QueueBusySubject is where Monitor's callers publish a QueueBusyEvent for
@@ -20,8 +22,12 @@ const QueueBusySubject = "jetfleet.events.queue.busy"
 // jobs are ready, or (MaxWait > 0) when the oldest ready job has waited
 // longer than MaxWait.
 type QueueLimit struct {
-	Queue   string
-	Max     uint64
+	// Queue is the queue's name.
+	Queue string
+	// Max is the most ready jobs that are still OK.
+	Max uint64
+	// MaxWait, when positive, is the longest wait of the oldest ready job
+	// that is still OK.
 	MaxWait time.Duration
 }
 
@@ -35,7 +41,7 @@ func ParseQueueLimits(spec string, defaultMax uint64, maxWait time.Duration) ([]
 			continue
 		}
 		name, n, hasMax := strings.Cut(part, ":")
-		if err := ValidateName("queue", name); err != nil {
+		if err := wire.ValidateName("queue", name); err != nil {
 			return nil, err
 		}
 		l := QueueLimit{Queue: name, Max: defaultMax, MaxWait: maxWait}
@@ -54,40 +60,43 @@ func ParseQueueLimits(spec string, defaultMax uint64, maxWait time.Duration) ([]
 	return out, nil
 }
 
-// QueueStatus is one row of the monitor.
-type QueueStatus struct {
+// MonitorRow is one queue's result of Monitor: its limit, the counts it
+// was checked on (named as in QueueStats) and the verdict.
+type MonitorRow struct {
 	QueueLimit
-	// Size is how many jobs are ready; OldestWait how long the oldest waited.
-	Size       uint64
-	OldestWait time.Duration
-	// Alert is true when Size is over Max or OldestWait over MaxWait.
+	// Ready is how many jobs wait for a worker (QueueStats.Ready).
+	Ready uint64
+	// OldestReady is how long the oldest ready job has waited; 0 when none
+	// (QueueStats.OldestReady).
+	OldestReady time.Duration
+	// Alert is true when Ready is over Max or OldestReady over MaxWait.
 	Alert bool
 }
 
 // Monitor checks each queue against its limit, as Laravel's queue:monitor
 // does. An unknown queue is an error wrapping ErrUnknownQueue.
-func (in *Inspector) Monitor(ctx context.Context, limits []QueueLimit) ([]QueueStatus, error) {
+func (in *Inspector) Monitor(ctx context.Context, limits []QueueLimit) ([]MonitorRow, error) {
 	infos, err := in.consumers(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	var out []QueueStatus
+	var out []MonitorRow
 	for _, l := range limits {
 		var found bool
 		for _, ci := range infos {
-			if ci.Name != ConsumerName(l.Queue) {
+			if ci.Name != wire.ConsumerName(l.Queue) {
 				continue
 			}
 			found = true
-			st := QueueStatus{QueueLimit: l, Size: ci.NumPending}
-			if st.Size > 0 {
-				if st.OldestWait, err = in.oldestReady(ctx, ci, now); err != nil {
+			row := MonitorRow{QueueLimit: l, Ready: ci.NumPending}
+			if row.Ready > 0 {
+				if row.OldestReady, err = in.oldestReady(ctx, ci, now); err != nil {
 					return nil, err
 				}
 			}
-			st.Alert = st.Size > l.Max || l.MaxWait > 0 && st.OldestWait > l.MaxWait
-			out = append(out, st)
+			row.Alert = row.Ready > l.Max || l.MaxWait > 0 && row.OldestReady > l.MaxWait
+			out = append(out, row)
 		}
 		if !found {
 			return nil, in.knownQueue(ctx, l.Queue)
@@ -96,31 +105,34 @@ func (in *Inspector) Monitor(ctx context.Context, limits []QueueLimit) ([]QueueS
 	return out, nil
 }
 
-// QueueBusyEvent is the JSON published on QueueBusySubject.
+// QueueBusyEvent is the JSON published on QueueBusySubject: a MonitorRow
+// in ALERT.
 type QueueBusyEvent struct {
+	// Queue is the queue's name.
 	Queue string `json:"queue"`
-	// Size is the number of ready jobs; Max the limit it went over.
-	Size uint64 `json:"size"`
-	Max  uint64 `json:"max"`
-	// OldestWait and MaxWait are in seconds; MaxWait is 0 when not set.
-	OldestWait float64 `json:"oldest_wait"`
-	MaxWait    float64 `json:"max_wait"`
+	// Ready is the number of ready jobs; Max the limit it is checked on.
+	Ready uint64 `json:"ready"`
+	Max   uint64 `json:"max"`
+	// OldestReady is how long the oldest ready job has waited, MaxWait its
+	// limit (0 when not set); both in seconds.
+	OldestReady float64 `json:"oldest_ready"`
+	MaxWait     float64 `json:"max_wait"`
 	// At is when the monitor saw it (RFC 3339).
 	At time.Time `json:"at"`
 }
 
-// PublishBusy publishes a QueueBusyEvent for each status in ALERT and
+// PublishBusy publishes a QueueBusyEvent for each row in ALERT and
 // returns how many it published. The events are flushed to the server
 // before it returns.
-func PublishBusy(ctx context.Context, nc *nats.Conn, statuses []QueueStatus) (int, error) {
+func PublishBusy(ctx context.Context, nc *nats.Conn, rows []MonitorRow) (int, error) {
 	n := 0
-	for _, st := range statuses {
-		if !st.Alert {
+	for _, row := range rows {
+		if !row.Alert {
 			continue
 		}
 		ev := QueueBusyEvent{
-			Queue: st.Queue, Size: st.Size, Max: st.Max,
-			OldestWait: st.OldestWait.Seconds(), MaxWait: st.MaxWait.Seconds(), At: time.Now().UTC(),
+			Queue: row.Queue, Ready: row.Ready, Max: row.Max,
+			OldestReady: row.OldestReady.Seconds(), MaxWait: row.MaxWait.Seconds(), At: time.Now().UTC(),
 		}
 		b, err := json.Marshal(ev)
 		if err != nil {

@@ -36,8 +36,8 @@ func TestOnDispatchedSeesEveryStoredJob(t *testing.T) {
 		t.Fatal("invalid JSON was dispatched")
 	}
 	_, err := d.DispatchMany(ctx,
-		bus.Params{Args: resizeImage{ItemID: 2}, Opts: []bus.Option{bus.OnQueue("images")}},
-		bus.Params{Args: resizeImage{ItemID: 3}, Opts: []bus.Option{bus.OnQueue("Bad Queue")}},
+		bus.DispatchManyParams{Args: resizeImage{ItemID: 2}, Opts: []bus.Option{bus.OnQueue("images")}},
+		bus.DispatchManyParams{Args: resizeImage{ItemID: 3}, Opts: []bus.Option{bus.OnQueue("Bad Queue")}},
 	)
 	if err == nil {
 		t.Fatal("a batch with an invalid queue reported no error")

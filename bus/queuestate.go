@@ -1,13 +1,6 @@
 package bus
 
-import (
-	"context"
-	"errors"
-	"fmt"
-	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
-)
+import "time"
 
 // Key-value buckets of the wire contract. Both are plain NATS KV buckets, so
 // `nats kv ls jetfleet_queues` and `nats kv get jetfleet_workers <key>` show
@@ -26,10 +19,6 @@ const (
 	// WorkerRecordTTL is WorkersBucket's MaxAge: a worker that has not
 	// written its record for this long is gone from the list.
 	WorkerRecordTTL = 30 * time.Second
-	// MaxPresenceInterval is the longest interval between a worker's
-	// record writes that keeps a live worker's record inside
-	// WorkerRecordTTL with room for two missed writes.
-	MaxPresenceInterval = 10 * time.Second
 )
 
 // WorkerRecord is what a worker process publishes about itself in
@@ -66,55 +55,4 @@ type JobCounts struct {
 	ProcessedLastMinute uint64 `json:"processed_1m"`
 	RetriedLastMinute   uint64 `json:"retried_1m"`
 	FailedLastMinute    uint64 `json:"failed_1m"`
-}
-
-// PauseBucketConfig is the PauseBucket as cfg describes it: file storage
-// (a pause survives restarts) with one value per key.
-func PauseBucketConfig(cfg Config) jetstream.KeyValueConfig {
-	cfg = cfg.withDefaults()
-	return jetstream.KeyValueConfig{
-		Bucket:      PauseBucket,
-		Description: "jetfleet paused queues: key = queue, value \"paused\"",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}
-}
-
-// WorkersBucketConfig is the WorkersBucket as cfg describes it: in memory
-// (it is rewritten every few seconds) with WorkerRecordTTL as MaxAge.
-func WorkersBucketConfig(cfg Config) jetstream.KeyValueConfig {
-	cfg = cfg.withDefaults()
-	return jetstream.KeyValueConfig{
-		Bucket:      WorkersBucket,
-		Description: "jetfleet worker processes and their job counts, one key per process",
-		History:     1,
-		TTL:         WorkerRecordTTL,
-		Storage:     jetstream.MemoryStorage,
-		Replicas:    cfg.Replicas,
-	}
-}
-
-// EnsureBucket returns the bucket kc names, creating it from kc when it is
-// missing. An existing bucket is used as it is, never updated, so an
-// operator's settings survive (as EnsureQueues does for streams). A
-// cluster's "insufficient resources" (503), answered for a moment after it
-// forms, is retried for up to 30 seconds.
-func EnsureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	var kv jetstream.KeyValue
-	err := untilSettled(ctx, func() error {
-		var err error
-		if kv, err = js.KeyValue(ctx, kc.Bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return err
-		}
-		kv, err = js.CreateKeyValue(ctx, kc)
-		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return errRetry // another process created it in between: look it up again
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
-	}
-	return kv, nil
 }

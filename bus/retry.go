@@ -4,31 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // dlqOnlyHeaders describe a failure; a retried job does not carry them.
 var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, HeaderOrigin}
 
-// RetryMsgID is the dedupe ID (Nats-Msg-Id) of the job a retry of the dead
-// letter at DLQ sequence dlqSeq publishes. It is the same on every retry of
-// that dead letter, so a retry that stopped after publishing and is run
-// again stores the job once, within JOBS' duplicate window.
-func RetryMsgID(id string, dlqSeq uint64) string {
-	return id + ":retry:" + strconv.FormatUint(dlqSeq, 10)
-}
-
 // Retry puts the failed jobs with ids back on their queues and returns how
 // many it retried. Each gets its original body and headers (less the
-// failure headers), Jetfleet-Job-Id = its ID and a new dedupe ID
-// (RetryMsgID), so it starts again from attempt 1. Only after JetStream has
-// acknowledged the job is the dead letter removed: a retry interrupted in
-// between leaves the dead letter in DLQ, and retrying it again within the
-// duplicate window (default 2 minutes) stores nothing new and removes it.
+// failure headers), Jetfleet-Job-Id = its ID and a new dedupe ID,
+// Nats-Msg-Id = "<id>:retry:<DLQ sequence>" (the same on every retry of
+// that dead letter), so it starts again from attempt 1. Only after
+// JetStream has acknowledged the job is the dead letter removed: a retry
+// interrupted in between leaves the dead letter in DLQ, and retrying it
+// again within the duplicate window (default 2 minutes) stores nothing new
+// and removes it.
 // IDs it could not retry (unknown: ErrUnknownJob) are reported together
 // in the error; the others are still retried.
 func (in *Inspector) Retry(ctx context.Context, ids ...string) (int, error) {
@@ -89,14 +84,14 @@ func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) 
 // retryOne republishes fj, waits for the PubAck, then removes fj (and any
 // older dead letter of the same job ID on the same subject) from DLQ.
 func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob) error {
-	if err := ValidateName("queue", fj.Queue); err != nil {
+	if err := wire.ValidateName("queue", fj.Queue); err != nil {
 		return fmt.Errorf("bus: retry %q: dead letter %s has no valid queue: %w", fj.ID, fj.Subject, err)
 	}
-	if err := ValidateName("kind", fj.Kind); err != nil {
+	if err := wire.ValidateName("kind", fj.Kind); err != nil {
 		return fmt.Errorf("bus: retry %q: dead letter %s has no valid kind: %w", fj.ID, fj.Subject, err)
 	}
 	if _, err := in.js.PublishMsg(ctx, retryMsg(fj)); err != nil {
-		return fmt.Errorf("%w: retry %q on %s: %w", ErrNotAcknowledged, fj.ID, JobSubject(fj.Queue, fj.Kind), err)
+		return fmt.Errorf("%w: retry %q on %s: %w", ErrNotAcknowledged, fj.ID, wire.JobSubject(fj.Queue, fj.Kind), err)
 	}
 	if in.afterRepublish != nil {
 		if err := in.afterRepublish(fj); err != nil {
@@ -119,8 +114,8 @@ func retryMsg(fj *FailedJob) *nats.Msg {
 		h[k] = append([]string(nil), vs...)
 	}
 	h.Set(HeaderJobID, fj.ID)
-	h.Set(HeaderMsgID, RetryMsgID(fj.ID, fj.Seq))
-	return &nats.Msg{Subject: JobSubject(fj.Queue, fj.Kind), Header: h, Data: fj.Body}
+	h.Set(HeaderMsgID, wire.RetryMsgID(fj.ID, fj.Seq))
+	return &nats.Msg{Subject: wire.JobSubject(fj.Queue, fj.Kind), Header: h, Data: fj.Body}
 }
 
 func isDLQOnly(k string) bool {

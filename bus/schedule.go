@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // JetStream's message-scheduler headers (ADR-51, nats-server 2.12+).
@@ -24,7 +26,7 @@ const (
 // the job ID also travels in Jetfleet-Job-Id.
 func scheduleAt(msg *nats.Msg, queue, id string, t time.Time) {
 	target := msg.Subject
-	msg.Subject = SchedulePrefix + ".delay." + queue + "." + IDToken(id)
+	msg.Subject = wire.DelaySubject(queue, id)
 	msg.Header.Set(HeaderJobID, id)
 	msg.Header.Set(headerSchedule, "@at "+t.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(headerScheduleTarget, target)
@@ -73,7 +75,7 @@ func (d *Dispatcher) ScheduleJSON(ctx context.Context, name, spec, kind string, 
 }
 
 func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.Msg) error {
-	if err := ValidateName("schedule", name); err != nil {
+	if err := wire.ValidateName("schedule", name); err != nil {
 		return err
 	}
 	if msg.Header.Get(headerSchedule) != "" {
@@ -166,7 +168,7 @@ func scheduleFromMsg(m *jetstream.RawStreamMsg) Schedule {
 		Body:   m.Data,
 		Header: nats.Header{},
 	}
-	sc.Queue, sc.Kind, _ = ParseJobSubject(m.Header.Get(headerScheduleTarget))
+	sc.Queue, sc.Kind, _ = wire.ParseJobSubject(m.Header.Get(headerScheduleTarget))
 	for _, h := range []string{HeaderTries, HeaderTimeout, HeaderBackoff} {
 		if v := m.Header.Get(h); v != "" {
 			sc.Header.Set(h, v)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // QueueStats is the state of one queue.
@@ -59,7 +61,7 @@ func (in *Inspector) Queues(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, ci := range infos {
-		out = append(out, strings.TrimPrefix(ci.Name, "q-"))
+		out = append(out, strings.TrimPrefix(ci.Name, wire.ConsumerPrefix))
 	}
 	return out, nil
 }
@@ -73,7 +75,7 @@ func (in *Inspector) consumers(ctx context.Context) ([]*jetstream.ConsumerInfo, 
 	var out []*jetstream.ConsumerInfo
 	l := s.ListConsumers(ctx)
 	for ci := range l.Info() {
-		if q, ok := strings.CutPrefix(ci.Name, "q-"); ok && ValidateName("queue", q) == nil {
+		if q, ok := strings.CutPrefix(ci.Name, wire.ConsumerPrefix); ok && wire.ValidateName("queue", q) == nil {
 			out = append(out, ci)
 		}
 	}
@@ -120,7 +122,7 @@ func (in *Inspector) Stats(ctx context.Context) (*Stats, error) {
 }
 
 func (in *Inspector) queueStats(ctx context.Context, ci *jetstream.ConsumerInfo, now time.Time) (QueueStats, error) {
-	q := strings.TrimPrefix(ci.Name, "q-")
+	q := strings.TrimPrefix(ci.Name, wire.ConsumerPrefix)
 	qs := QueueStats{Queue: q, Ready: ci.NumPending, InFlight: uint64(ci.NumAckPending)}
 	var err error
 	if qs.Delayed, err = countSubject(ctx, in.js, JobsStream, SchedulePrefix+".delay."+q+".>"); err != nil {
@@ -229,13 +231,13 @@ func (in *Inspector) pauseBucket(ctx context.Context, queue string) (jetstream.K
 	if err := in.knownQueue(ctx, queue); err != nil {
 		return nil, err
 	}
-	return EnsureBucket(ctx, in.js, PauseBucketConfig(in.cfg))
+	return wire.EnsureBucket(ctx, in.js, wire.PauseBucketConfig(in.cfg.Replicas))
 }
 
 // knownQueue returns an error wrapping ErrUnknownQueue, listing the known
 // queues, when queue has no consumer on JOBS.
 func (in *Inspector) knownQueue(ctx context.Context, queue string) error {
-	if err := ValidateName("queue", queue); err != nil {
+	if err := wire.ValidateName("queue", queue); err != nil {
 		return err
 	}
 	known, err := in.Queues(ctx)

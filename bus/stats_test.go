@@ -108,8 +108,8 @@ func TestMonitorAlertsAndPublishesEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sts) != 2 || !sts[0].Alert || sts[0].Size != 3 || sts[0].Max != 2 || sts[0].OldestWait <= 0 ||
-		sts[1].Alert || sts[1].Size != 0 || sts[1].Max != 10 {
+	if len(sts) != 2 || !sts[0].Alert || sts[0].Ready != 3 || sts[0].Max != 2 || sts[0].OldestReady <= 0 ||
+		sts[1].Alert || sts[1].Ready != 0 || sts[1].Max != 10 {
 		t.Fatalf("monitor = %+v", sts)
 	}
 
@@ -128,11 +128,11 @@ func TestMonitorAlertsAndPublishesEvents(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Queue != "high" || ev.Size != 3 || ev.Max != 2 || ev.OldestWait <= 0 {
+	if ev.Queue != "high" || ev.Ready != 3 || ev.Max != 2 || ev.OldestReady <= 0 {
 		t.Fatalf("event = %s", m.Data)
 	}
 
-	// Waiting too long is an alert too, whatever the size.
+	// Waiting too long is an alert too, however few jobs are ready.
 	waited, _ := bus.ParseQueueLimits("high:100", 0, time.Nanosecond)
 	if sts, err := in.Monitor(ctx, waited); err != nil || !sts[0].Alert {
 		t.Fatalf("max wait: %+v, %v", sts, err)

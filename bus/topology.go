@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
 // Config holds the settings of the jetfleet topology and the dispatcher. Every
@@ -39,85 +41,21 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Replicas <= 0 {
-		c.Replicas = 1
-	}
-	if c.DuplicateWindow <= 0 {
-		c.DuplicateWindow = 2 * time.Minute
-	}
-	if c.FailedRetention <= 0 {
-		c.FailedRetention = 7 * 24 * time.Hour
-	}
-	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
-	}
 	if c.DefaultQueue == "" {
 		c.DefaultQueue = "default"
 	}
 	return c
 }
 
-func (c Config) storage() jetstream.StorageType {
-	if c.MemoryStorage {
-		return jetstream.MemoryStorage
-	}
-	return jetstream.FileStorage
-}
-
-// JobsStreamConfig is the JOBS stream as cfg describes it.
-func JobsStreamConfig(cfg Config) jetstream.StreamConfig {
-	cfg = cfg.withDefaults()
-	return jetstream.StreamConfig{
-		Name:              JobsStream,
-		Description:       "jetfleet jobs: jobs.<queue>.<kind>; delayed and periodic jobs under schedules.>",
-		Subjects:          []string{JobsPrefix + ".>", SchedulePrefix + ".>"},
-		Retention:         jetstream.WorkQueuePolicy,
-		Storage:           cfg.storage(),
-		Replicas:          cfg.Replicas,
-		Duplicates:        cfg.DuplicateWindow,
-		AllowMsgSchedules: true,
-		AllowRollup:       true,
-		AllowDirect:       true,
-	}
-}
-
-// DLQStreamConfig is the DLQ stream as cfg describes it.
-func DLQStreamConfig(cfg Config) jetstream.StreamConfig {
-	cfg = cfg.withDefaults()
-	dup := cfg.DuplicateWindow
-	if dup > cfg.FailedRetention {
-		dup = cfg.FailedRetention
-	}
-	return jetstream.StreamConfig{
-		Name:        DLQStream,
-		Description: "jetfleet dead letters: dlq.<queue>.<kind>.<job id>",
-		Subjects:    []string{DLQPrefix + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     cfg.storage(),
-		Replicas:    cfg.Replicas,
-		Duplicates:  dup,
-		MaxAge:      cfg.FailedRetention,
-		AllowDirect: true,
-	}
-}
-
-// QueueConsumerConfig is the durable pull consumer shared by all workers of
-// queue. MaxDeliver is unlimited on purpose: workers compare each delivery
-// count with the job's own tries and dead-letter a job that has used them
-// all, even when the worker of its last attempt was killed (see DESIGN.md).
-// Its replica count follows the stream's.
-func QueueConsumerConfig(cfg Config, queue string) jetstream.ConsumerConfig {
-	cfg = cfg.withDefaults()
-	return jetstream.ConsumerConfig{
-		Durable:       ConsumerName(queue),
-		Description:   "jetfleet workers of queue " + queue,
-		FilterSubject: QueueFilter(queue),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 100_000,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		// Replicas 0: the consumer has as many replicas as the stream.
+// topology is the part of c that shapes streams, consumers and buckets;
+// wire applies the defaults documented above.
+func (c Config) topology() wire.Topology {
+	return wire.Topology{
+		Replicas:        c.Replicas,
+		MemoryStorage:   c.MemoryStorage,
+		DuplicateWindow: c.DuplicateWindow,
+		FailedRetention: c.FailedRetention,
+		AckWait:         c.AckWait,
 	}
 }
 
@@ -126,7 +64,7 @@ func QueueConsumerConfig(cfg Config, queue string) jetstream.ConsumerConfig {
 // changed setting updates the stream in place. Settings JetStream cannot
 // change in place (storage type) are reported as an error naming them.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	for _, sc := range []jetstream.StreamConfig{JobsStreamConfig(cfg), DLQStreamConfig(cfg)} {
+	for _, sc := range []jetstream.StreamConfig{wire.JobsStreamConfig(cfg.topology()), wire.DLQStreamConfig(cfg.topology())} {
 		if err := ensureStream(ctx, js, sc); err != nil {
 			return err
 		}
@@ -145,9 +83,12 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 // EnsureQueues creates the JOBS and DLQ streams when they are missing, but
 // never changes existing ones (so a worker started with default settings
 // cannot undo an operator's R3 topology), then creates or updates each
-// queue's consumer.
+// queue's consumer. It is what a process that uses the topology without
+// owning its settings calls at start (workers do; so may a service that
+// dispatches before any worker ran); the deployment step that owns the
+// settings calls ProvisionQueues.
 func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
-	for _, sc := range []jetstream.StreamConfig{JobsStreamConfig(cfg), DLQStreamConfig(cfg)} {
+	for _, sc := range []jetstream.StreamConfig{wire.JobsStreamConfig(cfg.topology()), wire.DLQStreamConfig(cfg.topology())} {
 		_, err := js.Stream(ctx, sc.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = ensureStream(ctx, js, sc)
@@ -157,10 +98,10 @@ func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queue
 		}
 	}
 	for _, q := range queues {
-		if err := ValidateName("queue", q); err != nil {
+		if err := wire.ValidateName("queue", q); err != nil {
 			return err
 		}
-		if err := ensureConsumer(ctx, js, QueueConsumerConfig(cfg, q)); err != nil {
+		if err := ensureConsumer(ctx, js, wire.QueueConsumerConfig(cfg.topology(), q)); err != nil {
 			return err
 		}
 	}
@@ -168,9 +109,9 @@ func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queue
 }
 
 // ensureConsumer creates or updates a queue's consumer, retrying while a
-// cluster settles (untilSettled).
+// cluster settles (wire.UntilSettled).
 func ensureConsumer(ctx context.Context, js jetstream.JetStream, cc jetstream.ConsumerConfig) error {
-	err := untilSettled(ctx, func() error {
+	err := wire.UntilSettled(ctx, func() error {
 		_, err := js.CreateOrUpdateConsumer(ctx, JobsStream, cc)
 		return err
 	})
@@ -181,7 +122,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, cc jetstream.Co
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
-	return untilSettled(ctx, func() error { return tryEnsureStream(ctx, js, want) })
+	return wire.UntilSettled(ctx, func() error { return tryEnsureStream(ctx, js, want) })
 }
 
 func tryEnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
@@ -189,7 +130,7 @@ func tryEnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateStream(ctx, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return errRetry
+			return wire.ErrRetry
 		}
 		if err != nil {
 			return fmt.Errorf("bus: create stream %s: %w", want.Name, err)

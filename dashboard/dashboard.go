@@ -57,7 +57,8 @@ type Config struct {
 	// Bus holds the settings of the buckets the dashboard may create
 	// (pausing a queue creates the pause bucket).
 	Bus bus.Config
-	// Logger receives errors the pages show. Default: no logging.
+	// Logger receives the errors the pages show, and failed actions, at
+	// warn or error level. The zero value logs nothing.
 	Logger zerolog.Logger
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/healthz"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
@@ -104,7 +105,7 @@ func ExampleHealth_Serve() {
 		log.Fatal(err)
 	}
 	srv := &http.Server{Handler: h.Track(mux)}
-	if err := h.Serve(ctx, srv, ln, healthz.DrainOptions{Logf: log.Printf}); err != nil {
+	if err := h.Serve(ctx, srv, ln, healthz.DrainOptions{Logger: zerolog.New(os.Stderr)}); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // DrainOptions times the drain sequence of Serve. The zero value is the
@@ -24,8 +26,11 @@ type DrainOptions struct {
 	// Grace is how long http.Server.Shutdown waits for in-flight requests
 	// once the listener is closed. Zero or negative: 30s.
 	Grace time.Duration
-	// Logf, when set, receives one line at each step of the drain.
-	Logf func(format string, args ...any)
+	// Logger receives each step of the drain at info level: its start
+	// (requests in flight, the delay before the listener closes), the
+	// shutdown (requests in flight, the grace) and its end. The zero value
+	// logs nothing.
+	Logger zerolog.Logger
 }
 
 func (o DrainOptions) withDefaults() DrainOptions {
@@ -37,9 +42,6 @@ func (o DrainOptions) withDefaults() DrainOptions {
 	}
 	if o.Grace <= 0 {
 		o.Grace = 30 * time.Second
-	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
 	}
 	return o
 }
@@ -72,7 +74,8 @@ func (h *Health) Serve(ctx context.Context, srv *http.Server, ln net.Listener, o
 	case <-ctx.Done():
 	}
 	h.Drain()
-	opts.Logf("healthz: draining: /up answers 503, requests in flight: %d, closing the listener in %s", h.InFlight(), opts.DrainDelay)
+	opts.Logger.Info().Int("in_flight", h.InFlight()).Str("drain_delay", opts.DrainDelay.String()).
+		Msgf("healthz: draining: /up answers 503, requests in flight: %d, closing the listener in %s", h.InFlight(), opts.DrainDelay)
 	delay := time.NewTimer(opts.DrainDelay)
 	defer delay.Stop()
 	select {
@@ -80,7 +83,8 @@ func (h *Health) Serve(ctx context.Context, srv *http.Server, ln net.Listener, o
 		return serveError(err)
 	case <-delay.C:
 	}
-	opts.Logf("healthz: shutting down: requests in flight: %d, grace %s", h.InFlight(), opts.Grace)
+	opts.Logger.Info().Int("in_flight", h.InFlight()).Str("grace", opts.Grace.String()).
+		Msgf("healthz: shutting down: requests in flight: %d, grace %s", h.InFlight(), opts.Grace)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.Grace)
 	defer cancel()
 	err := srv.Shutdown(sctx)
@@ -90,7 +94,7 @@ func (h *Health) Serve(ctx context.Context, srv *http.Server, ln net.Listener, o
 		srv.Close()
 		return fmt.Errorf("healthz: shutdown: grace of %s ran out with %d request(s) in flight: %w", opts.Grace, left, err)
 	}
-	opts.Logf("healthz: drained")
+	opts.Logger.Info().Msg("healthz: drained")
 	return nil
 }
 

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/jetfleet/jetfleet/healthz"
+	"github.com/jetfleet/jetfleet/internal/logtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
@@ -24,6 +27,7 @@ type drainServer struct {
 	entered chan struct{} // one value per /slow request that started
 	release chan struct{} // closing it lets /slow requests finish
 	served  chan error    // Serve's result
+	logs    *logtest.Recorder
 }
 
 func startDrainServer(t *testing.T, ctx context.Context, h *healthz.Health, opts healthz.DrainOptions) *drainServer {
@@ -44,7 +48,9 @@ func startDrainServer(t *testing.T, ctx context.Context, h *healthz.Health, opts
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	d.base, d.srv = "http://"+ln.Addr().String(), &http.Server{Handler: h.Track(mux)}
-	opts.Logf = t.Logf
+	var log zerolog.Logger
+	log, d.logs = logtest.New()
+	opts.Logger = log.Output(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), d.logs))
 	go func() { d.served <- h.Serve(ctx, d.srv, ln, opts) }()
 	return d
 }
@@ -141,6 +147,16 @@ func TestServeDrainsGracefully(t *testing.T) {
 	}
 	if _, err := http.Get(d.base + "/hello"); err == nil {
 		t.Error("the listener still accepts after Serve returned")
+	}
+	steps := d.logs.Entries()
+	if len(steps) != 3 || steps[0]["in_flight"] != 1.0 || steps[0].Str("drain_delay") != "2s" ||
+		steps[1]["in_flight"] != 1.0 || steps[1].Str("grace") != "30s" || steps[2].Str("message") != "healthz: drained" {
+		t.Fatalf("drain logged %v, want its three steps", steps)
+	}
+	for _, s := range steps {
+		if s.Str("level") != "info" {
+			t.Errorf("drain step %q logged at %q, want info", s.Str("message"), s.Str("level"))
+		}
 	}
 }
 

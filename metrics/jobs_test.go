@@ -34,7 +34,7 @@ func TestJobCountersMoveByExactlyTheWorkDone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	jobs := []bus.Params{{Args: workers.Fail{}}, {Args: workers.Fail{}}}
+	jobs := []bus.DispatchManyParams{{Args: workers.Fail{}}, {Args: workers.Fail{}}}
 	if _, err := d.DispatchMany(ctx, jobs...); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/workers"
 )
@@ -74,9 +75,9 @@ type SamplerConfig struct {
 	Interval time.Duration
 	// Replicas of SamplesStream when the Sampler creates it. Default 1.
 	Replicas int
-	// OnError, when set, is told about each failure to create the stream
-	// or publish a sample. Default: failures are dropped.
-	OnError func(error)
+	// Logger receives each failure to create the stream or publish a
+	// sample, at warn level. The zero value logs nothing.
+	Logger zerolog.Logger
 }
 
 // Sampler counts a worker process's job outcomes (Observe, as
@@ -125,8 +126,8 @@ func (s *Sampler) Observe(queue, _ string, o workers.Outcome) {
 // Run publishes a sample now, every Interval, and once more when ctx
 // ends, then returns. It creates SamplesStream first when it is missing.
 // A failure (the stream cannot be created, a publish is not acknowledged)
-// costs the chart a point, never a job: it is passed to
-// SamplerConfig.OnError and the next tick tries again.
+// costs the chart a point, never a job: it is logged to
+// SamplerConfig.Logger and the next tick tries again.
 func (s *Sampler) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
@@ -151,10 +152,10 @@ func (s *Sampler) Run(ctx context.Context) {
 	}
 }
 
-// report passes err to OnError unless it is nil or the run is ending.
+// report logs err unless it is nil or the run is ending.
 func (s *Sampler) report(err error) error {
-	if err != nil && s.cfg.OnError != nil && !errors.Is(err, context.Canceled) {
-		s.cfg.OnError(err)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.cfg.Logger.Warn().Err(err).Msg("metrics: throughput sample not published: the dashboard's chart misses a point")
 	}
 	return err
 }

@@ -2,10 +2,14 @@ package metrics_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/logtest"
 	"github.com/jetfleet/jetfleet/metrics"
 	"github.com/jetfleet/jetfleet/workers"
 )
@@ -16,8 +20,8 @@ import (
 func TestSamplerFeedsThroughput(t *testing.T) {
 	e := newEnv(t, "default")
 	ctx, cancel := context.WithCancel(context.Background())
-	failures := make(chan error, 100)
-	s := metrics.NewSampler(e.js, metrics.SamplerConfig{Interval: 50 * time.Millisecond, OnError: func(err error) { failures <- err }})
+	log, failures := logtest.New()
+	s := metrics.NewSampler(e.js, metrics.SamplerConfig{Interval: 50 * time.Millisecond, Logger: log})
 	sampled := make(chan struct{})
 	go func() { defer close(sampled); s.Run(ctx) }()
 	w := workers.New(e.js, workers.Config{Tries: 1, OnOutcome: metrics.Outcomes(e.jobs.Outcome, s.Observe)})
@@ -52,8 +56,8 @@ func TestSamplerFeedsThroughput(t *testing.T) {
 	}
 	cancel()
 	<-sampled
-	if len(failures) > 0 {
-		t.Fatalf("Sampler.Run failed: %v", <-failures)
+	if logged := failures.Entries(); len(logged) > 0 {
+		t.Fatalf("Sampler.Run logged failures: %v", logged)
 	}
 	info, err := e.js.Stream(context.Background(), metrics.SamplesStream)
 	if err != nil {
@@ -62,6 +66,37 @@ func TestSamplerFeedsThroughput(t *testing.T) {
 	if cfg := info.CachedInfo().Config; cfg.MaxAge != metrics.SamplesMaxAge || cfg.Subjects[0] != "jetfleet.samples.>" {
 		t.Errorf("stream config: MaxAge %s, subjects %v", cfg.MaxAge, cfg.Subjects)
 	}
+}
+
+// TestSamplerLogsFailuresAtWarn: a Sampler that cannot create its stream
+// (another stream holds its subjects) says so at warn on every tick, and
+// keeps trying.
+func TestSamplerLogsFailuresAtWarn(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{metrics.SamplesPrefix + ".>"}}); err != nil {
+		t.Fatal(err)
+	}
+	log, rec := logtest.New()
+	s := metrics.NewSampler(e.js, metrics.SamplerConfig{Interval: 50 * time.Millisecond, Logger: log})
+	sampled := make(chan struct{})
+	go func() { defer close(sampled); s.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec.Entries()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s the Sampler logged %v, want a warning per tick", rec.Entries())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-sampled
+	for _, l := range rec.Entries() {
+		if l.Str("level") != "warn" || !strings.Contains(l.Str("error"), "overlap") {
+			t.Fatalf("logged %v, want a warning naming the subject overlap", l)
+		}
+	}
+	t.Logf("logged: %s: %s", rec.Entries()[0].Str("message"), rec.Entries()[0].Str("error"))
 }
 
 // TestThroughputDiffsEachWorker: consecutive samples of each worker are

@@ -41,10 +41,7 @@ func newObservability() (*observability, error) {
 // publishes its throughput samples for the dashboard until ctx ends; stop
 // waits for the last sample.
 func (n *Node) instrumentWorkers(ctx context.Context, cfg *workers.Config) (stop func()) {
-	log := n.cfg.Logger
-	sampler := metrics.NewSampler(n.s.JetStream, metrics.SamplerConfig{Replicas: cfg.Bus.Replicas, OnError: func(err error) {
-		log.Warn().Err(err).Msg("throughput sample not published: the dashboard's chart misses a point")
-	}})
+	sampler := metrics.NewSampler(n.s.JetStream, metrics.SamplerConfig{Replicas: cfg.Bus.Replicas, Logger: n.cfg.Logger})
 	cfg.Middleware = append(cfg.Middleware, n.obs.jobs.Middleware())
 	cfg.OnOutcome = metrics.Outcomes(n.obs.jobs.Outcome, sampler.Observe)
 	sctx, cancel := context.WithCancel(ctx)

@@ -122,10 +122,7 @@ func (n *Node) openSessions(ctx context.Context) (*sessions.Manager, error) {
 		return nil, err
 	}
 	scfg.Replicas = cmp.Or(scfg.Replicas, n.cfg.Replicas)
-	log := n.cfg.Logger
-	scfg.ErrorLog = func(r *http.Request, err error) {
-		log.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("session")
-	}
+	scfg.Logger = n.cfg.Logger.With().Str("component", "sessions").Logger()
 	scfg.Observe = n.obs.sessions.Observe
 	sm, err := sessions.NewContext(ctx, n.s.JetStream, scfg)
 	if err != nil {
@@ -182,8 +179,7 @@ func (n *Node) httpServer(h http.Handler) *http.Server {
 
 // drainOptions turns the node's timing into healthz's.
 func (n *Node) drainOptions(cfg ServeConfig) healthz.DrainOptions {
-	l := n.cfg.Logger.With().Str("component", "drain").Logger()
-	return healthz.DrainOptions{DrainDelay: cfg.DrainDelay, Grace: cfg.Grace, Logf: func(f string, args ...any) { l.Info().Msgf(f, args...) }}
+	return healthz.DrainOptions{DrainDelay: cfg.DrainDelay, Grace: cfg.Grace, Logger: n.cfg.Logger.With().Str("component", "drain").Logger()}
 }
 
 // serveAgent serves the HAProxy agent check on ln when it is set. The

@@ -16,7 +16,7 @@ type WorkConfig struct {
 	// Worker is the worker's configuration (queues, concurrency, tries,
 	// timeouts, backoff, drain). Empty Queues: App.Queues, else
 	// ["default"]. Bus is the node's (Services.Bus) but for a Bus.AckWait
-	// set here; Logger is the node's unless set.
+	// set here; it logs through the node's logger.
 	Worker workers.Config
 	// NoDiagnostics leaves out jetfleet's diagnostic kinds (jetfleet-noop,
 	// jetfleet-sleep, jetfleet-fail), which `jetfleet dispatch` uses to
@@ -37,10 +37,7 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	if cfg.Worker.Bus.AckWait != 0 {
 		wcfg.Bus.AckWait = cfg.Worker.Bus.AckWait
 	}
-	if wcfg.Logger == nil {
-		l := n.cfg.Logger
-		wcfg.Logger = &l
-	}
+	wcfg.Logger = n.cfg.Logger
 	if cfg.MetricsListener != nil {
 		stop := n.serveMetrics(cfg.MetricsListener)
 		defer stop()

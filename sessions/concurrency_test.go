@@ -2,13 +2,13 @@ package sessions_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 
+	"github.com/jetfleet/jetfleet/internal/logtest"
 	"github.com/jetfleet/jetfleet/sessions"
 )
 
@@ -73,13 +73,8 @@ func TestConcurrentRequestsOnTwoNodesKeepChangesToDifferentKeys(t *testing.T) {
 }
 
 func TestDestroyWinsOverASlowerConcurrentSave(t *testing.T) {
-	var logged []error
-	var mu sync.Mutex
-	e := newEnv(t, sessions.Config{ErrorLog: func(_ *http.Request, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		logged = append(logged, err)
-	}})
+	log, rec := logtest.New()
+	e := newEnv(t, sessions.Config{Logger: log})
 	slowNode := e.node()
 	for range 50 {
 		c := login(t, e)
@@ -96,10 +91,15 @@ func TestDestroyWinsOverASlowerConcurrentSave(t *testing.T) {
 			t.Fatalf("destroyed session came back: keys %v", keys)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(logged) != 50 || !errors.Is(logged[0], sessions.ErrSessionGone) {
-		t.Errorf("ErrorLog got %d errors (first %v), want 50 × ErrSessionGone", len(logged), logged)
+	logged := rec.Entries()
+	for _, e := range logged {
+		if e.Str("level") != "warn" || e.Str("error") != sessions.ErrSessionGone.Error() ||
+			e.Str("method") != http.MethodGet || e.Str("path") != "/" {
+			t.Fatalf("log entry %v, want a warning with ErrSessionGone, the method and the path", e)
+		}
+	}
+	if len(logged) != 50 {
+		t.Errorf("Logger got %d entries, want 50 × ErrSessionGone", len(logged))
 	}
 }
 

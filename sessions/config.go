@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/jetfleet/jetfleet/sessions/internal/bucket"
 )
 
@@ -57,11 +59,11 @@ type Config struct {
 	// payload. Default: 503 with Retry-After for ErrUnavailable, 500
 	// otherwise, with a plain-text message naming the cause.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
-	// ErrorLog is told about every error the middleware handles, including
-	// those it does not answer with an error page (changes discarded
-	// because the session was destroyed concurrently, ErrSessionGone).
-	// Default: nothing is logged.
-	ErrorLog func(r *http.Request, err error)
+	// Logger receives every error the middleware handles, at warn level
+	// with the request's method and path, including those it does not
+	// answer with an error page (changes discarded because the session was
+	// destroyed concurrently, ErrSessionGone). The zero value logs nothing.
+	Logger zerolog.Logger
 	// StoreTimeout bounds each load and each save, including the retries
 	// made while the bucket elects a leader (each attempt gets at most 2s).
 	// Default 10 seconds: a leader election after a server dies takes a

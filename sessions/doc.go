@@ -43,7 +43,7 @@
 //     read, never a newer one;
 //   - Destroy wins: a request that loaded the session before a concurrent
 //     Destroy and saves after it discards its changes (ErrSessionGone, to
-//     Config.ErrorLog) and never recreates the session. The same holds for
+//     Config.Logger) and never recreates the session. The same holds for
 //     saves through the old token after RenewToken; a save to the old
 //     token that lands before the renew completes is carried over.
 //

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetfleet/jetfleet/internal/logtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/sessions"
 )
@@ -100,25 +101,23 @@ func TestWhenTheClusterLosesQuorumRequestsGet503(t *testing.T) {
 }
 
 func TestOversizedSessionFailsAndLeavesThePreviousStateIntact(t *testing.T) {
-	var mu sync.Mutex
-	var saveErr error
-	e := newEnv(t, sessions.Config{ErrorLog: func(_ *http.Request, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		saveErr = err
-	}}, natstest.Options{MaxPayload: 4096})
+	log, rec := logtest.New()
+	e := newEnv(t, sessions.Config{Logger: log}, natstest.Options{MaxPayload: 4096})
 	c := newClient()
 	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "small", "kept")) })
 	w := c.run(e.sm, func(ctx context.Context) {
 		must(t, sessions.Put(ctx, "big", strings.Repeat("x", 8000)))
 		must(t, sessions.Put(ctx, "small", "overwritten"))
 	})
-	mu.Lock()
-	err := saveErr
-	mu.Unlock()
-	if w.Code != http.StatusInternalServerError || !errors.Is(err, sessions.ErrTooLarge) ||
-		!strings.Contains(err.Error(), "max_payload is 4096 bytes") {
-		t.Fatalf("oversized save: %d %q, error %v; want 500 and ErrTooLarge naming the 4096-byte limit", w.Code, w.Body, err)
+	logged := rec.Entries()
+	if len(logged) != 1 {
+		t.Fatalf("logged %v, want one entry", logged)
+	}
+	err := logged[0].Str("error")
+	if w.Code != http.StatusInternalServerError || !strings.HasPrefix(err, sessions.ErrTooLarge.Error()) ||
+		!strings.Contains(err, "max_payload is 4096 bytes") || logged[0].Str("level") != "warn" ||
+		logged[0].Str("message") != "sessions: session not saved" || logged[0].Str("method") != http.MethodGet {
+		t.Fatalf("oversized save: %d %q, logged %v; want 500 and a warning of ErrTooLarge naming the 4096-byte limit", w.Code, w.Body, logged[0])
 	}
 	t.Logf("error: %v", err)
 	c.run(e.sm, func(ctx context.Context) {

@@ -119,10 +119,9 @@ func (m *Manager) connected() error {
 
 func (m *Manager) now() time.Time { return m.cfg.Now() }
 
-func (m *Manager) log(r *http.Request, err error) {
-	if m.cfg.ErrorLog != nil {
-		m.cfg.ErrorLog(r, err)
-	}
+// log reports an error the middleware handled for r to Config.Logger.
+func (m *Manager) log(r *http.Request, msg string, err error) {
+	m.cfg.Logger.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg(msg)
 }
 
 func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {

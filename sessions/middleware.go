@@ -27,7 +27,7 @@ func (m *Manager) Middleware(next http.Handler) http.Handler {
 		w.Header().Add("Vary", "Cookie")
 		st, err := m.begin(r)
 		if err != nil {
-			m.log(r, err)
+			m.log(r, "sessions: session not loaded", err)
 			if !m.cfg.FailOpen {
 				m.cfg.ErrorHandler(w, r, err)
 				return
@@ -85,11 +85,11 @@ func (w *sessionWriter) commit() bool {
 	// anyway, bounded by StoreTimeout.
 	act, err := w.st.commit(context.WithoutCancel(w.r.Context()))
 	if errors.Is(err, ErrSessionGone) {
-		w.m.log(w.r, err)
+		w.m.log(w.r, "sessions: session changes discarded", err)
 		return true
 	}
 	if err != nil {
-		w.m.log(w.r, err)
+		w.m.log(w.r, "sessions: session not saved", err)
 		w.failed = true
 		clear(w.Header())
 		w.m.cfg.ErrorHandler(w.ResponseWriter, w.r, err)

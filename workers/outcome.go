@@ -1,6 +1,6 @@
 package workers
 
-import "github.com/jetfleet/jetfleet/bus"
+import "strings"
 
 // Outcome is what became of one delivery of a job, once settled with the
 // server: an ack, nak or term sent (like nats.go's Ack, not confirmed one
@@ -42,11 +42,21 @@ func (l *loop) settled(subject string) func(outcome string) {
 	if hook == nil {
 		return count
 	}
-	queue, kind, _ := bus.ParseJobSubject(subject)
+	queue, kind := subjectNames(subject)
 	return func(outcome string) {
 		count(outcome)
 		if o, ok := outcomes[outcome]; ok {
 			hook(queue, kind, o)
 		}
 	}
+}
+
+// subjectNames is the queue and kind of a job subject, jobs.<queue>.<kind>
+// (the consumer's filter guarantees the shape; "" when it is not).
+func subjectNames(subject string) (queue, kind string) {
+	parts := strings.SplitN(subject, ".", 3)
+	if len(parts) != 3 {
+		return "", ""
+	}
+	return parts[1], parts[2]
 }

@@ -33,7 +33,7 @@ const initialPausesWait = 10 * time.Second
 // the fetch loop (wake), so a resumed queue is fetched from at once. The
 // watch ends with ctx.
 func watchPauses(ctx context.Context, js jetstream.JetStream, cfg bus.Config, queues []string, wake chan<- struct{}, log zerolog.Logger) (*pauses, error) {
-	kv, err := bus.EnsureBucket(ctx, js, bus.PauseBucketConfig(cfg))
+	kv, err := bus.OpenPauseBucket(ctx, js, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("workers: %w", err)
 	}

@@ -43,7 +43,7 @@ func TestPausedQueueIsSkippedUntilResumed(t *testing.T) {
 	logs := &logBuffer{}
 	log := zerolog.New(logs)
 	rec := &recorder{}
-	w := workers.New(e.js, workers.Config{Queues: []string{"high", "default"}, Concurrency: 2, Logger: &log})
+	w := workers.New(e.js, workers.Config{Queues: []string{"high", "default"}, Concurrency: 2, Logger: log})
 	workers.Register(w, func(ctx context.Context, j *workers.Job[record]) error {
 		rec.add(j.Job, j.Args.N)
 		return nil

@@ -93,7 +93,7 @@ var keyUnsafe = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
 // bucket is logged, not fatal: it costs the statistics, never a job.
 func (l *loop) startPresence(ctx context.Context) (stop func()) {
 	w := l.w
-	kv, err := bus.EnsureBucket(ctx, w.js, bus.WorkersBucketConfig(w.cfg.Bus))
+	kv, err := bus.OpenWorkersBucket(ctx, w.js, w.cfg.Bus)
 	if err != nil {
 		w.log.Warn().Err(err).Msg("no worker presence record: queue stats will not list this worker")
 		return func() {}

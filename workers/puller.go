@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,7 +32,7 @@ type puller struct {
 const pullWait = 5 * time.Second
 
 func newPuller(js jetstream.JetStream, queue string) (*puller, error) {
-	p := &puller{nc: js.Conn(), subject: bus.APIPrefix(js) + "CONSUMER.MSG.NEXT." + bus.JobsStream + "." + bus.ConsumerName(queue)}
+	p := &puller{nc: js.Conn(), subject: apiPrefix(js) + "CONSUMER.MSG.NEXT." + bus.JobsStream + "." + bus.ConsumerName(queue)}
 	return p, p.subscribe()
 }
 
@@ -157,4 +158,19 @@ func (w wireMsg) Metadata() (*jetstream.MsgMetadata, error) {
 		Consumer:     md.Consumer,
 		Domain:       md.Domain,
 	}, nil
+}
+
+// apiPrefix is the JetStream API prefix js uses ("$JS.API." by default,
+// "$JS.<domain>.API." with a domain), for the pull requests nats.go does
+// not make the way the puller needs.
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	default:
+		return jetstream.DefaultAPIPrefix
+	}
 }

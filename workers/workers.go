@@ -69,11 +69,15 @@ type Config struct {
 	// dead-lettered). It runs on the job's goroutine: keep it quick; it
 	// must be safe for concurrent use. Default: nil.
 	OnOutcome func(queue, kind string, o Outcome)
-	// Logger receives job-level logs. Default: no logging.
-	Logger *zerolog.Logger
+	// Logger receives the worker's logs: start and stop, pauses, fetch and
+	// presence failures, and each job's outcome (succeeded at info, retried
+	// at warn, dead-lettered at error) with its ID, queue, kind and attempt.
+	// The zero value logs nothing.
+	Logger zerolog.Logger
 	// PresenceInterval is how often the worker writes its presence record
 	// (queues, running jobs, counts) to bus.WorkersBucket for `jetfleet
-	// queue stats`. Default 5s; at most bus.MaxPresenceInterval (10s).
+	// queue stats`. Default 5s; at most 10s, so that the record outlives two missed writes
+	// (bus.WorkerRecordTTL is 30s).
 	PresenceInterval time.Duration
 }
 
@@ -97,10 +101,6 @@ func (c Config) withDefaults() Config {
 		c.PresenceInterval = 5 * time.Second
 	}
 	c.PresenceInterval = min(c.PresenceInterval, bus.MaxPresenceInterval)
-	if c.Logger == nil {
-		nop := zerolog.Nop()
-		c.Logger = &nop
-	}
 	return c
 }
 
@@ -152,7 +152,7 @@ type Worker struct {
 // is reported by Run.
 func New(js jetstream.JetStream, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
-	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: *cfg.Logger}
+	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger}
 }
 
 // Register adds fn as the handler of T's kind. A body that does not decode

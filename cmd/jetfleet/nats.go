@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/jetfleet/jetfleet/internal/natsembed"
 	"github.com/jetfleet/jetfleet/node"
 )
@@ -92,23 +90,6 @@ func warnFallback(a *app, wanted, url, flagName string) {
 		wanted, url, node.URLFile, url, flagName)
 }
 
-// natsLogf routes the embedded server's log lines into the zerolog logger:
-// errors and warnings at their level, notices at notice.
-func natsLogf(log zerolog.Logger, notice zerolog.Level) func(format string, args ...any) {
-	log = log.With().Str("component", "nats-server").Logger()
-	return func(format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		switch {
-		case strings.HasPrefix(msg, "fatal: "), strings.HasPrefix(msg, "error: "):
-			log.Error().Msg(strings.SplitN(msg, ": ", 2)[1])
-		case strings.HasPrefix(msg, "warning: "):
-			log.Warn().Msg(strings.TrimPrefix(msg, "warning: "))
-		default:
-			log.WithLevel(notice).Msg(msg)
-		}
-	}
-}
-
 // absPath is path made absolute for log lines, or path when that fails.
 func absPath(path string) string {
 	if abs, err := filepath.Abs(path); err == nil {
@@ -157,7 +138,7 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 		ConfigFile:    *configFile,
 		SyncInterval:  sync.interval,
 		SyncAlways:    sync.always,
-		Logf:          natsLogf(a.log, zerolog.InfoLevel),
+		Logger:        a.log.With().Str("component", "nats-server").Logger(),
 	}
 	if len(cfg.Routes) > 0 && cfg.ClusterListen == "" {
 		return errors.New("--routes needs --cluster-listen: a node joins a cluster through its own route address")

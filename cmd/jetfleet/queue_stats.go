@@ -193,15 +193,15 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 	}
 }
 
-func printMonitor(w io.Writer, sts []bus.QueueStatus) {
+func printMonitor(w io.Writer, sts []bus.MonitorRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "QUEUE\tSIZE\tMAX\tOLDEST WAIT\tSTATUS")
+	fmt.Fprintln(tw, "QUEUE\tREADY\tMAX\tOLDEST\tSTATUS")
 	for _, st := range sts {
 		status := "OK"
 		if st.Alert {
 			status = "ALERT"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", st.Queue, st.Size, st.Max, age(st.OldestWait), status)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", st.Queue, st.Ready, st.Max, age(st.OldestReady), status)
 	}
 	tw.Flush()
 }

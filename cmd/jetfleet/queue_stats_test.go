@@ -70,7 +70,7 @@ func TestQueueMonitorAlertsPublishesAndExits(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev["queue"] != "high" || ev["size"] != 3.0 || ev["max"] != 2.0 || ev["oldest_wait"].(float64) <= 0 {
+	if ev["queue"] != "high" || ev["ready"] != 3.0 || ev["max"] != 2.0 || ev["oldest_ready"].(float64) <= 0 {
 		t.Fatalf("event = %s", m.Data)
 	}
 	if extra, err := sub.NextMsg(200 * time.Millisecond); err == nil {

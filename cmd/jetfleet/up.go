@@ -204,7 +204,8 @@ func (s *system) startNATS(ctx context.Context) error {
 		StoreDir:     filepath.Join(s.opts.dataDir, "nats"),
 		SyncInterval: s.opts.sync.interval,
 		SyncAlways:   s.opts.sync.always,
-		Logf:         natsLogf(s.log, zerolog.DebugLevel),
+		Logger:       s.log.With().Str("component", "nats-server").Logger(),
+		QuietNotices: true,
 	})
 	if err != nil {
 		return err

@@ -92,15 +92,28 @@ func Run(ctx context.Context, js jetstream.JetStream, opts Options) (Report, err
 	return r, nil
 }
 
-func rawStreamConfig() jetstream.StreamConfig {
-	sc := bus.JobsStreamConfig(bus.Config{})
+// rawStreamConfig is the JOBS stream's configuration as bus provisions it
+// (provisioning it first), renamed for the raw baseline.
+func rawStreamConfig(ctx context.Context, js jetstream.JetStream) (jetstream.StreamConfig, error) {
+	if err := bus.Provision(ctx, js, bus.Config{}); err != nil {
+		return jetstream.StreamConfig{}, err
+	}
+	s, err := js.Stream(ctx, bus.JobsStream)
+	if err != nil {
+		return jetstream.StreamConfig{}, err
+	}
+	sc := s.CachedInfo().Config
 	sc.Name, sc.Subjects = rawStream, []string{"benchraw.>"}
-	return sc
+	return sc, nil
 }
 
 func runRaw(ctx context.Context, js jetstream.JetStream, o Options) (Side, error) {
 	var s Side
-	if _, err := js.CreateOrUpdateStream(ctx, rawStreamConfig()); err != nil {
+	sc, err := rawStreamConfig(ctx, js)
+	if err != nil {
+		return s, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 		return s, err
 	}
 	defer js.DeleteStream(context.WithoutCancel(ctx), rawStream)
@@ -177,10 +190,10 @@ func runJetfleet(ctx context.Context, js jetstream.JetStream, o Options) (Side, 
 func timeDispatchMany(ctx context.Context, d *bus.Dispatcher, js jetstream.JetStream, n int) (float64, error) {
 	began := time.Now()
 	for sent := 0; sent < n; {
-		batch := make([]bus.Params, min(1000, n-sent))
+		batch := make([]bus.DispatchManyParams, min(1000, n-sent))
 		now := time.Now().UnixNano()
 		for i := range batch {
-			batch[i] = bus.Params{Args: benchJob{SentNS: now}}
+			batch[i] = bus.DispatchManyParams{Args: benchJob{SentNS: now}}
 		}
 		if _, err := d.DispatchMany(ctx, batch...); err != nil {
 			return 0, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
 )
 
 // Config describes one embedded server. The zero value is a single node with
@@ -52,8 +53,14 @@ type Config struct {
 	// the server's own parser; the other fields then override what it sets
 	// only where they are non-zero.
 	ConfigFile string
-	// Logf, when set, receives the server's notices and errors.
-	Logf func(format string, args ...any)
+	// Logger receives the server's log: errors at error level (fatal ones
+	// too), warnings at warn, notices at info (at debug with
+	// QuietNotices); its debug and trace lines are dropped. The zero value
+	// logs nothing.
+	Logger zerolog.Logger
+	// QuietNotices logs the server's notices (its startup banner, routes
+	// joining, ...) at debug instead of info.
+	QuietNotices bool
 }
 
 // Server is a running embedded NATS server.
@@ -72,9 +79,11 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: new server: %w", err)
 	}
-	if cfg.Logf != nil {
-		srv.SetLoggerV2(logAdapter(cfg.Logf), false, false, false)
+	notice := zerolog.InfoLevel
+	if cfg.QuietNotices {
+		notice = zerolog.DebugLevel
 	}
+	srv.SetLoggerV2(logAdapter{log: cfg.Logger, notice: notice}, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
@@ -213,11 +222,16 @@ func (s *Server) Shutdown() {
 // Running reports whether the server still accepts clients.
 func (s *Server) Running() bool { return s.srv.Running() }
 
-type logAdapter func(format string, args ...any)
+// logAdapter is the server's logger interface on a zerolog.Logger. A
+// fatal line is logged at error level: it must not exit the process.
+type logAdapter struct {
+	log    zerolog.Logger
+	notice zerolog.Level
+}
 
-func (l logAdapter) Noticef(format string, v ...any) { l(format, v...) }
-func (l logAdapter) Warnf(format string, v ...any)   { l("warning: "+format, v...) }
-func (l logAdapter) Fatalf(format string, v ...any)  { l("fatal: "+format, v...) }
-func (l logAdapter) Errorf(format string, v ...any)  { l("error: "+format, v...) }
-func (l logAdapter) Debugf(string, ...any)           {}
-func (l logAdapter) Tracef(string, ...any)           {}
+func (a logAdapter) Noticef(format string, v ...any) { a.log.WithLevel(a.notice).Msgf(format, v...) }
+func (a logAdapter) Warnf(format string, v ...any)   { a.log.Warn().Msgf(format, v...) }
+func (a logAdapter) Fatalf(format string, v ...any)  { a.log.Error().Msgf(format, v...) }
+func (a logAdapter) Errorf(format string, v ...any)  { a.log.Error().Msgf(format, v...) }
+func (a logAdapter) Debugf(string, ...any)           {}
+func (a logAdapter) Tracef(string, ...any)           {}

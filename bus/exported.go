@@ -1,0 +1,75 @@
+package bus
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
+)
+
+// The parts of the wire contract that programs of their own (workers,
+// tools, producers and consumers written with nats.go) call: names,
+// durations as the headers carry them, dead-lettering and the buckets.
+
+// MaxPresenceInterval is the longest interval between a worker's record
+// writes to WorkersBucket that keeps a live worker's record inside
+// WorkerRecordTTL with room for two missed writes.
+const MaxPresenceInterval = wire.MaxPresenceInterval
+
+// ConsumerName is the durable consumer all workers of queue share,
+// "q-<queue>": `nats consumer info JOBS q-default` shows its backlog.
+func ConsumerName(queue string) string { return wire.ConsumerName(queue) }
+
+// JobSubject is the subject a job of kind is published to on queue,
+// jobs.<queue>.<kind>, for programs that publish jobs with nats.go itself.
+func JobSubject(queue, kind string) string { return wire.JobSubject(queue, kind) }
+
+// ValidateName checks a queue, kind or schedule name against the wire
+// contract's rule ([a-z0-9_-], 1 to 64 bytes). what ("queue", "kind")
+// names it in the error, which wraps ErrInvalid.
+func ValidateName(what, name string) error { return wire.ValidateName(what, name) }
+
+// ParseDuration reads a duration as the Jetfleet-Timeout header carries
+// it: a Go duration ("1m30s") or seconds ("90").
+func ParseDuration(v string) (time.Duration, error) { return wire.ParseDuration(v) }
+
+// ParseBackoff reads retry delays as the Jetfleet-Backoff header carries
+// them: durations separated by commas ("1s,10s,60s").
+func ParseBackoff(v string) ([]time.Duration, error) { return wire.ParseBackoff(v) }
+
+// Failure says why and when a job is being dead-lettered.
+type Failure struct {
+	// Reason is the error text; it may span lines (a panic's stack).
+	Reason string
+	// Attempts is how many times the job ran (0 when it never could run).
+	Attempts int
+	// At is when it failed for good; default now.
+	At time.Time
+}
+
+// DeadLetter stores job in the DLQ stream with its original body and
+// headers plus Jetfleet-Error, -Attempts, -Failed-At, -Job-Id and -Origin,
+// and waits for JetStream's acknowledgement, for a program that consumes
+// jobs itself. Only after it returns nil may the caller remove the
+// original (Term). Its Nats-Msg-Id is "JOBS:<seq>", so doing it twice, or
+// from two processes at once, stores one dead letter.
+func DeadLetter(ctx context.Context, js jetstream.JetStream, job *Job, f Failure) error {
+	return wire.PublishDeadLetter(ctx, js, wire.DeadLetter{
+		ID: job.ID, Queue: job.Queue, Kind: job.Kind, Seq: job.Seq, Header: job.Header, Body: job.Body,
+		Reason: f.Reason, Attempts: f.Attempts, At: f.At,
+	})
+}
+
+// OpenPauseBucket returns PauseBucket, creating it as cfg says when it is
+// missing (an existing bucket is used as it is).
+func OpenPauseBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
+	return wire.EnsureBucket(ctx, js, wire.PauseBucketConfig(cfg.Replicas))
+}
+
+// OpenWorkersBucket returns WorkersBucket, creating it as cfg says when it
+// is missing (an existing bucket is used as it is).
+func OpenWorkersBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
+	return wire.EnsureBucket(ctx, js, wire.WorkersBucketConfig(cfg.Replicas))
+}

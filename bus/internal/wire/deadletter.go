@@ -1,0 +1,79 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxErrorHeader caps the Jetfleet-Error header; a stack trace fits.
+const maxErrorHeader = 16 << 10
+
+// DeadLetter is a job being dead-lettered: the fields of the delivery it
+// came from (bus.Job's) and why it failed.
+type DeadLetter struct {
+	// ID, Queue and Kind are the job's; an invalid queue or kind is stored
+	// as "unknown".
+	ID, Queue, Kind string
+	// Seq is the job's sequence in JOBS.
+	Seq uint64
+	// Header and Body are the job's as delivered.
+	Header nats.Header
+	Body   []byte
+	// Reason is the error text; it may span lines (a panic's stack).
+	Reason string
+	// Attempts is how many times the job ran (0 when it never could run).
+	Attempts int
+	// At is when it failed for good; default now.
+	At time.Time
+}
+
+// PublishDeadLetter stores dl in the DLQ stream with the job's body and
+// headers plus Jetfleet-Error, -Attempts, -Failed-At, -Job-Id and -Origin,
+// and waits for JetStream's acknowledgement. Only after it returns nil may
+// the caller remove the original (Term). Its Nats-Msg-Id is "JOBS:<seq>",
+// so doing it twice, or from two processes at once, stores one dead letter.
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, dl DeadLetter) error {
+	msg := deadLetterMsg(dl, js.Conn().MaxPayload())
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("bus: dead-letter job %s (%s): %w", dl.ID, Origin(dl.Seq), err)
+	}
+	return nil
+}
+
+// Origin is a job's place in JOBS as the Jetfleet-Origin header gives it:
+// "JOBS:<seq>".
+func Origin(seq uint64) string { return jobsStream + ":" + strconv.FormatUint(seq, 10) }
+
+func deadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
+	if dl.At.IsZero() {
+		dl.At = time.Now()
+	}
+	h := nats.Header{}
+	for k, vs := range dl.Header {
+		if !strings.HasPrefix(k, "Nats-") {
+			h[k] = append([]string(nil), vs...)
+		}
+	}
+	h.Set(headerMsgID, Origin(dl.Seq))
+	h.Set(headerJobID, dl.ID)
+	h.Set(headerOrigin, Origin(dl.Seq))
+	h.Set(headerAttempts, strconv.Itoa(dl.Attempts))
+	h.Set(headerFailedAt, dl.At.UTC().Format(time.RFC3339Nano))
+	room := maxPayload - int64(len(dl.Body)) - HeaderSize(h) - 64
+	h.Set(headerError, EncodeHeaderText(dl.Reason, int(min(room, maxErrorHeader))))
+	queue, kind := orUnknown(dl.Queue), orUnknown(dl.Kind)
+	return &nats.Msg{Subject: DLQSubject(queue, kind, dl.ID), Header: h, Data: dl.Body}
+}
+
+func orUnknown(name string) string {
+	if ValidateName("name", name) != nil {
+		return "unknown"
+	}
+	return name
+}

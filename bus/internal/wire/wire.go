@@ -1,0 +1,142 @@
+// Package wire holds the helpers of jetfleet's wire contract that only the
+// module itself needs: subject and consumer names, header encodings, the
+// stream, consumer and bucket configurations, bucket creation, the raw
+// JetStream API prefix and dead-lettering. bus, workers, the command and
+// tests build on it; users see the contract through bus's exported
+// constants, types and calls.
+//
+// wire must not import bus (bus imports wire). The names of the contract
+// that both need (stream names, subject prefixes, header names, bucket
+// names) are exported by bus for users and repeated here unexported; the
+// tests of this package check that both agree.
+package wire
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The names of the wire contract wire uses. bus exports each under the
+// same name, capitalised, with its documentation; they must agree.
+const (
+	jobsStream     = "JOBS"
+	dlqStream      = "DLQ"
+	jobsPrefix     = "jobs"
+	dlqPrefix      = "dlq"
+	schedulePrefix = "schedules"
+
+	headerMsgID    = "Nats-Msg-Id"
+	headerJobID    = "Jetfleet-Job-Id"
+	headerError    = "Jetfleet-Error"
+	headerAttempts = "Jetfleet-Attempts"
+	headerFailedAt = "Jetfleet-Failed-At"
+	headerOrigin   = "Jetfleet-Origin"
+
+	pauseBucket     = "jetfleet_queues"
+	workersBucket   = "jetfleet_workers"
+	workerRecordTTL = 30 * time.Second
+)
+
+// MaxPresenceInterval is the longest interval between a worker's record
+// writes in the workers bucket that keeps a live worker's record inside
+// its 30 s expiry (bus.WorkerRecordTTL) with room for two missed writes.
+const MaxPresenceInterval = 10 * time.Second
+
+// ErrInvalid is wrapped by every error about bad input. bus exports it as
+// bus.ErrInvalid; it lives here so that the checks of this package wrap the
+// very value callers of bus compare with errors.Is.
+var ErrInvalid = errors.New("invalid job")
+
+var nameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
+
+// ValidateName checks a queue, kind or schedule name against the wire
+// contract's rule: [a-z0-9_-]+, at most 64 characters. what is "queue",
+// "kind" or "schedule", for the error message, which wraps ErrInvalid.
+func ValidateName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s name is empty", ErrInvalid, what)
+	}
+	if len(name) > 64 {
+		return fmt.Errorf("%w: %s name %q is longer than 64 characters", ErrInvalid, what, name)
+	}
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: %s name %q may only use a-z, 0-9, _ and -", ErrInvalid, what, name)
+	}
+	return nil
+}
+
+// JobSubject is the subject a job of kind is published to on queue:
+// jobs.<queue>.<kind>.
+func JobSubject(queue, kind string) string {
+	return jobsPrefix + "." + queue + "." + kind
+}
+
+// QueueFilter is the subject filter of queue's consumer: jobs.<queue>.>.
+func QueueFilter(queue string) string { return jobsPrefix + "." + queue + ".>" }
+
+// ConsumerPrefix starts the name of every queue's durable consumer on JOBS.
+const ConsumerPrefix = "q-"
+
+// ConsumerName is the durable consumer all workers of queue share: q-<queue>.
+func ConsumerName(queue string) string { return ConsumerPrefix + queue }
+
+// DLQSubject is where a dead job of queue and kind with id is kept:
+// dlq.<queue>.<kind>.<IDToken(id)>. The ID is the last token so that one
+// dead letter is found by subject, without a scan of the stream.
+func DLQSubject(queue, kind, id string) string {
+	return dlqPrefix + "." + queue + "." + kind + "." + IDToken(id)
+}
+
+// DLQFilterForID matches the dead letter of job id in any queue and kind.
+func DLQFilterForID(id string) string { return dlqPrefix + ".*.*." + IDToken(id) }
+
+// DelaySubject is where a job of queue with id waits for its time:
+// schedules.delay.<queue>.<IDToken(id)>.
+func DelaySubject(queue, id string) string {
+	return schedulePrefix + ".delay." + queue + "." + IDToken(id)
+}
+
+// IDToken turns a job ID into one subject token: the ID itself when it is a
+// valid token (no '.', '*', '>', spaces or control characters, at most 128
+// bytes), else "h-" and the base64url of the first 18 bytes of its SHA-256.
+func IDToken(id string) string {
+	if id != "" && len(id) <= 128 && !strings.ContainsFunc(id, badTokenRune) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "h-" + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+func badTokenRune(r rune) bool {
+	return r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f
+}
+
+// ParseJobSubject splits jobs.<queue>.<kind> into queue and kind. A subject
+// of another shape or with an invalid name is an error wrapping ErrInvalid.
+func ParseJobSubject(subject string) (queue, kind string, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 3 || parts[0] != jobsPrefix {
+		return "", "", fmt.Errorf("%w: subject %q is not jobs.<queue>.<kind>", ErrInvalid, subject)
+	}
+	if err := ValidateName("queue", parts[1]); err != nil {
+		return "", "", err
+	}
+	if err := ValidateName("kind", parts[2]); err != nil {
+		return "", "", err
+	}
+	return parts[1], parts[2], nil
+}
+
+// RetryMsgID is the dedupe ID (Nats-Msg-Id) of the job a retry of the dead
+// letter at DLQ sequence dlqSeq publishes. It is the same on every retry of
+// that dead letter, so a retry that stopped after publishing and is run
+// again stores the job once, within JOBS' duplicate window.
+func RetryMsgID(id string, dlqSeq uint64) string {
+	return id + ":retry:" + strconv.FormatUint(dlqSeq, 10)
+}
