@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"fmt"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,9 +27,10 @@ func TestClusterScriptShellcheck(t *testing.T) {
 // workers and HAProxy from the shipped files and prints the balancer's URL;
 // the balancer answers /up; a web node killed with SIGKILL costs no request
 // through the balancer and comes back with run.sh restart; run.sh stop
-// stops every process and run.sh down removes the state. Skipped with
-// -short (it builds the binary, static as deploy/Dockerfile builds it, and
-// runs 11 processes for about 30s).
+// stops every process and run.sh down removes the state. The web nodes and
+// workers run the service's binary (the catalog demo), NATS jetfleet's.
+// Skipped with -short (it builds both binaries, static as deploy/Dockerfile
+// builds them, and runs 11 processes for about 30s).
 func TestClusterScript(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the whole topology takes about 30s")
@@ -44,20 +46,24 @@ func TestClusterScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Remove(state) // run.sh creates it
-	// The binary as deploy/Dockerfile builds it: static.
-	bin := filepath.Join(t.TempDir(), "jetfleet")
-	benv, bargs := dockerfileBuild(t)
-	bargs = append(bargs, "-o", bin, "../cmd/jetfleet")
-	if out, err := run(t, 10*time.Minute, benv, "go", bargs...); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(bargs, " "), err, out)
-	}
-	if !isStatic(t, bin) {
-		t.Fatalf("go %s built a dynamically linked binary; the Dockerfile's image has no C library", strings.Join(bargs, " "))
+	// The binaries as deploy/Dockerfile builds them: static.
+	bins := t.TempDir()
+	bin, appBin := filepath.Join(bins, "jetfleet"), filepath.Join(bins, "catalog")
+	for _, b := range []struct{ out, pkg string }{{"jetfleet", "./cmd/jetfleet"}, {"catalog", "./examples/catalog"}} {
+		benv, bargs := dockerfileBuild(t, b.out, b.pkg)
+		bargs = append(bargs, "-o", filepath.Join(bins, b.out), "."+b.pkg)
+		if out, err := run(t, 10*time.Minute, benv, "go", bargs...); err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(bargs, " "), err, out)
+		}
+		if !isStatic(t, filepath.Join(bins, b.out)) {
+			t.Fatalf("go %s built a dynamically linked binary; the Dockerfile's image has no C library", strings.Join(bargs, " "))
+		}
 	}
 	p := freePorts(t, 18)
 	env := []string{
 		"JETFLEET_CLUSTER_DIR=" + state,
 		"JETFLEET_BIN=" + bin,
+		"JETFLEET_APP_BIN=" + appBin,
 		fmt.Sprintf("JETFLEET_CLUSTER_NATS_PORTS=%d %d %d", p[0], p[1], p[2]),
 		fmt.Sprintf("JETFLEET_CLUSTER_ROUTE_PORTS=%d %d %d", p[3], p[4], p[5]),
 		fmt.Sprintf("JETFLEET_CLUSTER_NATS_MONITOR_PORTS=%d %d %d", p[6], p[7], p[8]),
@@ -96,6 +102,28 @@ func TestClusterScript(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	if code, _, err := get(client, http.MethodGet, lb+"up"); err != nil || code != 200 {
 		t.Fatalf("balancer /up: %d %v", code, err)
+	}
+	// The web nodes serve the service's routes (jetfleet's own serve has
+	// none): the catalog's login (a session in NATS KV) and its item list,
+	// read from MariaDB, through the balancer.
+	if !strings.Contains(out, "(catalog serve)") || !strings.Contains(out, "2 x catalog work") {
+		t.Errorf("run.sh start does not name the service's binary for the web nodes and workers:\n%s", out)
+	}
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := &http.Client{Timeout: 10 * time.Second, Jar: jar}
+	resp, err := user.Post(lb+"login", "application/json", strings.NewReader(`{"name":"deploy-test"}`))
+	if err != nil {
+		t.Fatalf("POST /login through the balancer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /login through the balancer: %s", resp.Status)
+	}
+	if code, body, err := get(user, http.MethodGet, lb+"items"); err != nil || code != 200 {
+		t.Fatalf("GET /items through the balancer, logged in: %d %v\n%.300s", code, err, body)
 	}
 
 	if out, err := script(time.Minute, "kill", "web2", "KILL"); err != nil {

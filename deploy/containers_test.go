@@ -53,7 +53,8 @@ func TestComposeConfig(t *testing.T) {
 // ports, flags, paths and stop times (Dockerfile, compose, Kubernetes).
 func TestUntestedFilesAgree(t *testing.T) {
 	df := readFile(t, dockerfile)
-	for _, want := range []string{"CGO_ENABLED=0 go build", "USER 65532", "/etc/jetfleet/nats", "ENTRYPOINT [\"/usr/local/bin/jetfleet\"]"} {
+	for _, want := range []string{"CGO_ENABLED=0 go build", "USER 65532", "/etc/jetfleet/nats",
+		"COPY --from=build /out/jetfleet /out/catalog /usr/local/bin/", "ENTRYPOINT [\"/usr/local/bin/catalog\"]"} {
 		if !strings.Contains(df, want) {
 			t.Errorf("%s lacks %q", dockerfile, want)
 		}
@@ -73,8 +74,21 @@ func TestUntestedFilesAgree(t *testing.T) {
 			t.Errorf("%s lacks %q", composeFile, want)
 		}
 	}
+	// NATS runs jetfleet's binary; migrate, the web nodes and the workers run
+	// the service's (the image's entrypoint, named explicitly).
+	if n := strings.Count(compose, "entrypoint: [/usr/local/bin/jetfleet]"); n != 1 {
+		t.Errorf("%s: %d entrypoints of jetfleet, want 1 (the NATS nodes' anchor)", composeFile, n)
+	}
+	if n := strings.Count(compose, "entrypoint: [/usr/local/bin/catalog]"); n != 3 {
+		t.Errorf("%s: %d entrypoints of the service's binary, want 3 (migrate, web, worker)", composeFile, n)
+	}
 
 	web := readFile(t, "k8s/web.yaml")
+	for _, f := range []string{"k8s/web.yaml", "k8s/worker.yaml"} {
+		if !strings.Contains(readFile(t, f), "command: [/usr/local/bin/catalog]") {
+			t.Errorf("%s does not run the service's binary, /usr/local/bin/catalog", f)
+		}
+	}
 	tgps := intField(t, "k8s/web.yaml", web, `terminationGracePeriodSeconds: (\d+)`)
 	sleep := intField(t, "k8s/web.yaml", web, `sleep: \{seconds: (\d+)\}`)
 	grace := flagDuration(t, "k8s/web.yaml", web, "grace")
@@ -114,12 +128,14 @@ func intField(t *testing.T, name, text, pattern string) int {
 }
 
 // dockerfileBuild returns the go build arguments of the Dockerfile's RUN
-// line and its environment (CGO_ENABLED=0).
-func dockerfileBuild(t *testing.T) (env []string, args []string) {
+// line that builds /out/<out> from package pkg (./cmd/jetfleet,
+// ./examples/catalog), up to -o, and its environment (CGO_ENABLED=0).
+func dockerfileBuild(t *testing.T, out, pkg string) (env []string, args []string) {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0) go (build .*) -o /out/jetfleet \./cmd/jetfleet$`).FindStringSubmatch(readFile(t, dockerfile))
+	line := `(?m)^RUN (CGO_ENABLED=0) go (build .*) -o /out/` + regexp.QuoteMeta(out) + ` ` + regexp.QuoteMeta(pkg) + `$`
+	m := regexp.MustCompile(line).FindStringSubmatch(readFile(t, dockerfile))
 	if m == nil {
-		t.Fatalf("%s: no RUN CGO_ENABLED=0 go build ... -o /out/jetfleet ./cmd/jetfleet line", dockerfile)
+		t.Fatalf("%s: no RUN CGO_ENABLED=0 go build ... -o /out/%s %s line", dockerfile, out, pkg)
 	}
 	for _, f := range strings.Fields(m[2]) {
 		args = append(args, strings.ReplaceAll(f, `"`, ""))

@@ -143,7 +143,7 @@ func startHAProxy(t *testing.T, bin string, nodes []*node) (string, string) {
 }
 
 // HAProxy running the shipped haproxy.cfg in front of three real web nodes
-// (healthz's /up, agent port and drain, as `jetfleet serve` runs them):
+// (healthz's /up, agent port and drain, as package node's `serve` runs them):
 //   - round robin reaches every node;
 //   - a GET whose connection closes with no response is retried on another
 //     node, a POST is not (it may have been processed): 502;

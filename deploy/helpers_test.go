@@ -84,9 +84,9 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// node is a real web node as `jetfleet serve` builds one from the healthz
-// package: /up, /livez and /readyz, the drain on shutdown, and an HAProxy
-// agent-check port. Its other routes answer with the node's name.
+// node is a real web node as package node's `serve` builds one from the
+// healthz package: /up, /livez and /readyz, the drain on shutdown, and an
+// HAProxy agent-check port. Its other routes answer with the node's name.
 type node struct {
 	name      string
 	addr      string // host:port of HTTP

@@ -57,9 +57,10 @@ func interpreter(t *testing.T, script string) string {
 
 // Supervisor's own parser loads jetfleet-worker.conf (included from a
 // supervisord.conf, as /etc/supervisor/conf.d/*.conf is): numprocs
-// processes named jetfleet-worker_00.., each `jetfleet work` exec'd by the
-// shell that reads the environment file, stopped with TERM and given
-// stopwaitsecs above --grace before KILL, restarted whatever their exit.
+// processes named jetfleet-worker_00.., each the service's `work` (the
+// catalog demo's binary, /usr/local/bin/catalog) exec'd by the shell that
+// reads the environment file, stopped with TERM and given stopwaitsecs
+// above --grace before KILL, restarted whatever their exit.
 func TestSupervisorConfig(t *testing.T) {
 	supervisord := tool(t, "supervisord", "supervisor")
 	abs, err := filepath.Abs(supervisorConf)
@@ -92,8 +93,8 @@ func TestSupervisorConfig(t *testing.T) {
 		if want := fmt.Sprintf("jetfleet-worker_%02d", i); p.Name != want || p.Group != "jetfleet-worker" {
 			t.Errorf("%s: named %s in group %s, want %s in jetfleet-worker", where, p.Name, p.Group, want)
 		}
-		if !strings.Contains(p.Command, "exec /usr/local/bin/jetfleet work ") || !strings.Contains(p.Command, ". /etc/jetfleet/jetfleet.env") {
-			t.Errorf("%s: command %q, want the environment file read and jetfleet work exec'd", where, p.Command)
+		if !strings.Contains(p.Command, "exec /usr/local/bin/catalog work ") || !strings.Contains(p.Command, ". /etc/jetfleet/jetfleet.env") {
+			t.Errorf("%s: command %q, want the environment file read and catalog work exec'd", where, p.Command)
 		}
 		grace := flagDuration(t, where, p.Command, "grace")
 		if p.Stopsignal != 15 || time.Duration(p.Stopwaitsecs)*time.Second <= grace {

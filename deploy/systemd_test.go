@@ -17,8 +17,9 @@ var units = []struct{ file, instance string }{
 
 // systemdRoot lays out a root directory for systemd-analyze --root: the
 // host's unit directory (the targets the units name), the shipped units in
-// /etc/systemd/system, and an executable at /usr/local/bin/jetfleet, the
-// path the units run.
+// /etc/systemd/system, and executables at /usr/local/bin/jetfleet (the NATS
+// unit) and /usr/local/bin/catalog (the service's binary: web and worker),
+// the paths the units run.
 func systemdRoot(t *testing.T) string {
 	t.Helper()
 	hostUnits := "/usr/lib/systemd/system"
@@ -34,8 +35,10 @@ func systemdRoot(t *testing.T) string {
 	if out, err := run(t, time.Minute, nil, "cp", "-a", hostUnits, filepath.Join(root, "usr/lib/systemd")); err != nil {
 		t.Fatalf("copy %s: %v\n%s", hostUnits, err, out)
 	}
-	if err := os.WriteFile(filepath.Join(root, "usr/local/bin/jetfleet"), []byte("#!/bin/sh\n"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, bin := range []string{"jetfleet", "catalog"} {
+		if err := os.WriteFile(filepath.Join(root, "usr/local/bin", bin), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, u := range units {
 		dst := filepath.Join(root, "etc/systemd/system", filepath.Base(u.file))

@@ -73,8 +73,10 @@ func requireTools(t *testing.T) {
 	}
 }
 
-// startCluster builds the binary and runs run.sh start with workers
-// worker processes; run.sh down runs at cleanup.
+// startCluster builds jetfleet (NATS, provisioning) and the service's
+// binary, the catalog (migrate, web nodes, workers), as a team deploys its
+// own node-built binary, and runs run.sh start with workers worker
+// processes; run.sh down runs at cleanup.
 func startCluster(t *testing.T, workers int) *cluster {
 	requireTools(t)
 	state, err := os.MkdirTemp("", "jfe")
@@ -82,15 +84,19 @@ func startCluster(t *testing.T, workers int) *cluster {
 		t.Fatal(err)
 	}
 	os.Remove(state)
-	bin := filepath.Join(t.TempDir(), "jetfleet")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/jetfleet").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bins := t.TempDir()
+	bin, appBin := filepath.Join(bins, "jetfleet"), filepath.Join(bins, "catalog")
+	for out, pkg := range map[string]string{bin: "../cmd/jetfleet", appBin: "../examples/catalog"} {
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
 	}
 	p := freePorts(t, 19)
 	c := &cluster{t: t, state: state}
 	c.env = []string{
 		"JETFLEET_CLUSTER_DIR=" + state,
 		"JETFLEET_BIN=" + bin,
+		"JETFLEET_APP_BIN=" + appBin,
 		fmt.Sprintf("JETFLEET_CLUSTER_WORKERS=%d", workers),
 		fmt.Sprintf("JETFLEET_CLUSTER_NATS_PORTS=%d %d %d", p[0], p[1], p[2]),
 		fmt.Sprintf("JETFLEET_CLUSTER_ROUTE_PORTS=%d %d %d", p[3], p[4], p[5]),

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The whole jetfleet topology on loopback, from the built binary and the
-# shipped deploy/ files: 3 `jetfleet nats` nodes (deploy/nats, ports
-# rewritten), a MariaDB primary and replica (deploy/mariadb), `jetfleet
-# migrate`, 3 `jetfleet serve`, 2 `jetfleet work`, and HAProxy with
+# The whole jetfleet topology on loopback, from two binaries and the
+# shipped deploy/ files, deployed the way a team deploys its own service:
+#   - jetfleet, for what is jetfleet's own: 3 `jetfleet nats` nodes
+#     (deploy/nats, ports rewritten) and the one-off provisioning of the R3
+#     streams and buckets (`jetfleet up --replicas 3`);
+#   - the service's binary, built with package node (default: the catalog
+#     demo from ./examples/catalog): its `migrate`, then 3 web nodes
+#     (`catalog serve`) and 2 workers (`catalog work`);
+# plus a MariaDB primary and replica (deploy/mariadb) and HAProxy with
 # deploy/haproxy/haproxy.cfg. `task cluster` runs `run.sh up`;
 # `task cluster:down` runs `run.sh down`.
 #
@@ -23,9 +28,13 @@
 # $STATE/cluster.env (URLs, passwords, ports; `set -a; . cluster.env`).
 #
 # Settings (environment):
-#   JETFLEET_CLUSTER_DIR    state: binary, configs, data, logs, pids
+#   JETFLEET_CLUSTER_DIR    state: binaries, configs, data, logs, pids
 #                           (default ./data/cluster in the repository)
 #   JETFLEET_BIN            a jetfleet binary to use instead of building one
+#                           (from ./cmd/jetfleet): nats and provisioning
+#   JETFLEET_APP_BIN        the service's binary (a main calling node.Main)
+#                           to use instead of building the catalog demo from
+#                           ./examples/catalog: migrate, serve and work
 #   JETFLEET_CLUSTER_WORKERS              worker processes (default 2)
 #   JETFLEET_CLUSTER_NATS_PORTS           default "4232 4233 4234"
 #   JETFLEET_CLUSTER_ROUTE_PORTS          default "6232 6233 6234"
@@ -249,9 +258,23 @@ prepare() {
 		cp "$JETFLEET_BIN" "$BIN"
 	else
 		need go:golang
-		log "building jetfleet"
+		log "building jetfleet (./cmd/jetfleet)"
 		(cd "$ROOT" && go build -o "$BIN" ./cmd/jetfleet)
 	fi
+	# The service's binary keeps its name (in ps, in the logs) in a directory
+	# of its own, so one named jetfleet does not overwrite the other.
+	mkdir -p "$STATE/bin/app"
+	if [ -n "${JETFLEET_APP_BIN:-}" ]; then
+		[ -x "$JETFLEET_APP_BIN" ] || die "JETFLEET_APP_BIN=$JETFLEET_APP_BIN is not an executable"
+		APP_BIN=$STATE/bin/app/$(basename "$JETFLEET_APP_BIN")
+		cp "$JETFLEET_APP_BIN" "$APP_BIN"
+	else
+		need go:golang
+		APP_BIN=$STATE/bin/app/catalog
+		log "building the service: the catalog demo (./examples/catalog)"
+		(cd "$ROOT" && go build -o "$APP_BIN" ./examples/catalog)
+	fi
+	APP=$(basename "$APP_BIN")
 
 	local nats_url="" i
 	for i in 0 1 2; do nats_url+="${nats_url:+,}nats://127.0.0.1:${NATS_PORTS[$i]}"; done
@@ -349,12 +372,12 @@ write_launchers() {
 	mapfile -t args < <(mariadbd_args replica "${DB_PORTS[1]}")
 	write_launcher db-replica "${args[@]}"
 	for i in 0 1 2; do
-		write_launcher "web$((i + 1))" "$BIN" serve --listen "127.0.0.1:${WEB_PORTS[$i]}" \
+		write_launcher "web$((i + 1))" "$APP_BIN" serve --listen "127.0.0.1:${WEB_PORTS[$i]}" \
 			--agent-listen "127.0.0.1:${AGENT_PORTS[$i]}" --drain-delay "$DRAIN_DELAY" --grace "$GRACE" \
 			--data "$STATE/jetfleet"
 	done
 	for ((n = 1; n <= WORKERS; n++)); do
-		write_launcher "worker$n" "$BIN" work --queue "$QUEUES" --tries 3 --concurrency 16 --grace "$GRACE"
+		write_launcher "worker$n" "$APP_BIN" work --queue "$QUEUES" --tries 3 --concurrency 16 --grace "$GRACE"
 	done
 	write_launcher haproxy "$(command -v haproxy || echo /usr/sbin/haproxy)" -f "$DEPLOY/haproxy/haproxy.cfg"
 }
@@ -434,12 +457,13 @@ start_nats() {
 	done
 }
 
-# provision: the R3 topology. `jetfleet work` and `serve` create what is
-# missing with 1 replica and never change what exists, so JOBS, DLQ, the
+# provision: the R3 topology. The service's `work` and `serve` create what
+# is missing with 1 replica and never change what exists, so JOBS, DLQ, the
 # session, image, paused-queue and worker buckets are created first, as R3,
-# by `jetfleet up --replicas 3` against the cluster (with its workers: they
-# create the last two), which is stopped once it is up. It logs "job bus
-# provisioned" only once every replica has caught up.
+# by `jetfleet up --replicas 3` against the cluster (it runs the catalog demo
+# with its workers: they create the image bucket and the last two), which is
+# stopped once it is up. It logs "job bus provisioned" only once every
+# replica has caught up.
 provision() {
 	log "provisioning R3 streams and buckets: jetfleet up --replicas 3"
 	local logf=$STATE/logs/provision.log
@@ -477,14 +501,14 @@ start_all() {
 	trap on_start_exit EXIT
 	start_nats
 	start_mariadb
-	log "jetfleet migrate"
-	(cd "$STATE" && "$BIN" migrate) >>"$STATE/logs/migrate.log" 2>&1 || {
+	log "$APP migrate"
+	(cd "$STATE" && "$APP_BIN" migrate) >>"$STATE/logs/migrate.log" 2>&1 || {
 		tail -n 20 "$STATE/logs/migrate.log" >&2
-		die "jetfleet migrate failed"
+		die "$APP migrate failed"
 	}
 	sync_replica
 	provision
-	log "web nodes: 3 jetfleet serve (ports ${WEB_PORTS[*]}), workers: $WORKERS jetfleet work"
+	log "web nodes: 3 $APP serve (ports ${WEB_PORTS[*]}), workers: $WORKERS $APP work"
 	local n i
 	for n in 1 2 3; do start_proc "web$n"; done
 	for ((n = 1; n <= WORKERS; n++)); do start_proc "worker$n"; done
@@ -516,10 +540,10 @@ summary() {
 		jetfleet cluster is up. Balancer (HAProxy): $JETFLEET_LB_URL
 
 		  HAProxy stats   $JETFLEET_LB_STATS_URL
-		  web nodes       ${JETFLEET_WEB_URLS//,/ }
+		  web nodes       ${JETFLEET_WEB_URLS//,/ } ($APP serve)
 		  NATS            ${NATS_URL//,/ } (3-node JetStream, R3 streams)
 		  MariaDB         primary $DB_WRITE_HOST, replica $DB_READ_HOST
-		  workers         $WORKERS x jetfleet work --queue $QUEUES
+		  workers         $WORKERS x $APP work --queue $QUEUES
 		  state and logs  $STATE
 
 		Use it from another shell (the passwords are in cluster.env):
