@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 // The benchmarks put each bus call beside a raw nats.go JetStream publish of

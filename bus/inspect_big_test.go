@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 // bigDLQ is the size of the dead-letter backlog of the scale test and

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 type resizeImage struct {

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 // The names wire repeats unexported must be bus's: checked through what
