@@ -113,6 +113,21 @@ func dispatch(t *testing.T, e *env, args bus.Args, opts ...bus.Option) string {
 	return id
 }
 
+// consumerInfo is the server's current state of queue's consumer.
+func consumerInfo(t *testing.T, js jetstream.JetStream, queue string) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx := context.Background()
+	c, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName(queue))
+	if err != nil {
+		t.Fatalf("consumer of %s: %v", queue, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatalf("consumer of %s: %v", queue, err)
+	}
+	return info
+}
+
 // deadLetters returns every message in DLQ, oldest first.
 func deadLetters(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
@@ -209,7 +224,12 @@ func TestRetryThenSuccessWithBackoff(t *testing.T) {
 	backoff := []time.Duration{500 * time.Millisecond, time.Second}
 	dispatch(t, e, workers.Fail{Times: 2}, bus.Tries(3), bus.Backoff(backoff...))
 	waitFor(t, 15*time.Second, "the job to succeed", func() bool { return natstest.StreamMsgs(t, e.js, bus.JobsStream) == 0 })
-	time.Sleep(1500 * time.Millisecond) // a 4th run would have come by now
+	// The success was acked: the work queue removed the job, so no further
+	// run can come. The consumer delivered it exactly three times.
+	if info := consumerInfo(t, e.js, "default"); info.Delivered.Consumer != 3 || info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Fatalf("consumer delivered %d times with %d awaiting ack and %d pending, want 3, 0, 0",
+			info.Delivered.Consumer, info.NumAckPending, info.NumPending)
+	}
 	runs := rec.snapshot()
 	if len(runs) != 3 {
 		t.Fatalf("job ran %d times, want exactly 3", len(runs))
@@ -340,7 +360,18 @@ func TestIdleWorkerWakesForNewAndDelayedJobs(t *testing.T) {
 	w := workers.New(e.js, workers.Config{Queues: []string{"high", "default"}, Middleware: []workers.Middleware{recordRuns(rec)}})
 	workers.RegisterDiagnostics(w)
 	start(t, w)
-	time.Sleep(300 * time.Millisecond) // let it go idle with its probes parked
+	// Idle: each queue's consumer (which Run creates) holds the worker's
+	// parked probe.
+	for _, q := range []string{"high", "default"} {
+		waitFor(t, 10*time.Second, "the worker's probe parked on "+q, func() bool {
+			c, err := e.js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName(q))
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(context.Background())
+			return err == nil && info.NumWaiting > 0
+		})
+	}
 	dispatch(t, e, workers.Noop{}, bus.OnQueue("default"))
 	// The probe is renewed only every 30s: a run within 5s shows the wake-up works.
 	waitFor(t, 5*time.Second, "the new job to run", func() bool { return len(rec.snapshot()) == 1 })
