@@ -3,6 +3,7 @@ package healthz_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -24,11 +25,12 @@ type drainServer struct {
 	entered chan struct{} // one value per /slow request that started
 	release chan struct{} // closing it lets /slow requests finish
 	served  chan error    // Serve's result
+	logs    chan string   // the drain's log lines, in order
 }
 
 func startDrainServer(t *testing.T, ctx context.Context, h *healthz.Health, opts healthz.DrainOptions) *drainServer {
 	t.Helper()
-	d := &drainServer{h: h, entered: make(chan struct{}, 1), release: make(chan struct{}), served: make(chan error, 1)}
+	d := &drainServer{h: h, entered: make(chan struct{}, 1), release: make(chan struct{}), served: make(chan error, 1), logs: make(chan string, 16)}
 	t.Cleanup(func() {
 		d.unblock()
 		d.srv.Close()
@@ -44,9 +46,32 @@ func startDrainServer(t *testing.T, ctx context.Context, h *healthz.Health, opts
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	d.base, d.srv = "http://"+ln.Addr().String(), &http.Server{Handler: h.Track(mux)}
-	opts.Logf = t.Logf
+	opts.Logf = func(format string, args ...any) {
+		line := fmt.Sprintf(format, args...)
+		t.Log(line)
+		select {
+		case d.logs <- line:
+		default:
+		}
+	}
 	go func() { d.served <- h.Serve(ctx, d.srv, ln, opts) }()
 	return d
+}
+
+// waitLog waits for the drain's log line that starts with prefix.
+func (d *drainServer) waitLog(t *testing.T, prefix string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case line := <-d.logs:
+			if strings.HasPrefix(line, prefix) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no log line %q within 10s", prefix)
+		}
+	}
 }
 
 func (d *drainServer) unblock() {
@@ -164,8 +189,11 @@ func TestServeKeepsIdleConnectionsUntilShutdown(t *testing.T) {
 	})
 
 	stop() // the SIGTERM
-	waitFor(t, 2*time.Second, "the node draining", h.Draining)
-	time.Sleep(100 * time.Millisecond) // a closed idle connection would now be noticed by the transport
+	// Serve has begun the drain and moved on to its delay: a close of idle
+	// connections at the drain's start is behind us. Had the connection
+	// been closed, the transport would not reuse it (or would retry the
+	// GET on a new one), and GotConn would say so.
+	d.waitLog(t, "healthz: draining")
 	var reused bool
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
 	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, d.base+"/hello", nil)
