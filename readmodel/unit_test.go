@@ -96,6 +96,42 @@ func TestIsPlainRead(t *testing.T) {
 		"":                    false,
 		"  -- only a comment": false,
 		"CALL proc()":         false,
+		// Every first keyword the doc lists, in any case.
+		"EXPLAIN SELECT 1":          true,
+		"describe items":            true,
+		"DESC items":                true,
+		"VALUES (1), (2)":           true,
+		"TABLE items":               true,
+		"sElEcT 1":                  true,
+		"# mysql comment\nSELECT 1": true,
+		"/* a */ /* b */ SELECT 1":  true,
+		// Write keywords anywhere outside quotes and comments.
+		"SELECT * FROM t LOCK IN SHARE MODE":             false,
+		"REPLACE INTO t VALUES (1)":                      false,
+		"SELECT 1; DELETE FROM t":                        false,
+		"SELECT * FROM t WHERE a = 1 /* x */ FOR update": false,
+		"EXPLAIN UPDATE t SET a = 1":                     false,
+		"SHOW CREATE TABLE t":                            true,
+		// Quotes, escapes and comments hide words, and only they do.
+		"SELECT 'it''s for update' FROM t":          true,
+		`SELECT 'it\'s for update' FROM t`:          true,
+		`SELECT "a ""delete"" b" FROM t`:            true,
+		"SELECT 1 -- for update\n":                  true,
+		"SELECT 1 # delete\n":                       true,
+		"SELECT 1 /* insert */":                     true,
+		"SELECT 1 /* unterminated for update":       true,
+		"SELECT 'unterminated for update":           true,
+		"SELECT a-1 FROM t FOR UPDATE":              false,
+		"SELECT `for` FROM t WHERE x = 1 FOR SHARE": false,
+		// Identifiers that merely contain a keyword.
+		"SELECT lock_id, shared, updates, $delete FROM t": true,
+		"SELECT délete FROM t":                            true,
+		// Not a read, or not a statement.
+		"SET @a = 1":      false,
+		"BEGIN":           false,
+		"(DELETE FROM t)": false,
+		"'SELECT'":        false,
+		"1":               false,
 	} {
 		if got := isPlainRead(q); got != want {
 			t.Errorf("isPlainRead(%q) = %v, want %v", q, got, want)
