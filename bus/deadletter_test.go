@@ -13,6 +13,7 @@ import (
 )
 
 func TestDeadLetterCarriesEveryHeaderAndIsStoredOnce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	id, err := d.Dispatch(ctx, welcomeEmail{UserID: 9}, bus.Tries(2), bus.Timeout(time.Minute))
@@ -67,6 +68,7 @@ func TestDeadLetterCarriesEveryHeaderAndIsStoredOnce(t *testing.T) {
 }
 
 func TestHeaderTextRoundTripsAndTruncates(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{"", "plain", "a\nb", `back\slash`, `\n literal`, "crlf\r\nend"} {
 		want := strings.ReplaceAll(s, "\r\n", "\n")
 		if got := bus.DecodeHeaderText(bus.EncodeHeaderText(s, 1<<10)); got != want {

@@ -63,6 +63,7 @@ func ids(jobs []*bus.FailedJob) []string {
 }
 
 func TestFailedJobsListsNewestFirstAndFilters(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high", "default")
 	in := newInspector(t, js)
@@ -106,6 +107,7 @@ func TestFailedJobsListsNewestFirstAndFilters(t *testing.T) {
 }
 
 func TestFailedJobByIDHasEverything(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high")
 	in := newInspector(t, js)
@@ -138,6 +140,7 @@ func TestFailedJobByIDHasEverything(t *testing.T) {
 }
 
 func TestRetryPutsTheJobBackAndRemovesTheDeadLetter(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high", "default")
 	in := newInspector(t, js)
@@ -178,6 +181,7 @@ func TestRetryPutsTheJobBackAndRemovesTheDeadLetter(t *testing.T) {
 }
 
 func TestRetryAllByQueueAndKind(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high", "default")
 	in := newInspector(t, js)
@@ -211,6 +215,7 @@ func TestRetryAllByQueueAndKind(t *testing.T) {
 // letter (a crash) must leave a state where the job runs once and the next
 // retry stores nothing new and removes the dead letter.
 func TestInterruptedRetryIsTidiedByTheNextRetry(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high")
 	id := failJob(t, js, d, "high", welcomeEmail{UserID: 7}, "boom")
@@ -262,6 +267,7 @@ func TestInterruptedRetryIsTidiedByTheNextRetry(t *testing.T) {
 }
 
 func TestForgetRemovesExactlyOne(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high")
 	in := newInspector(t, js)

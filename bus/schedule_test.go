@@ -15,6 +15,7 @@ import (
 )
 
 func TestDelayedJobIsNotReadyEarly(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	start := time.Now()
@@ -43,6 +44,7 @@ func TestDelayedJobIsNotReadyEarly(t *testing.T) {
 }
 
 func TestDelayedDispatchDedupes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	for range 2 {
@@ -56,6 +58,7 @@ func TestDelayedDispatchDedupes(t *testing.T) {
 }
 
 func TestPeriodicJobFiresAndReRegisteringReplacesIt(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	if err := d.Schedule(ctx, "tick", "@every 1s", welcomeEmail{UserID: 1}); err != nil {
@@ -154,6 +157,7 @@ func scheduleMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 }
 
 func TestScheduleValidation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	_, d := setup(t, bus.Config{})
 	for spec, want := range map[string]string{

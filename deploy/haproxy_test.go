@@ -35,6 +35,7 @@ func haproxyEnv(nodes []*node, lbPort, statsPort int, socket string) []string {
 // are set, with no warning, and fails without them: a server address is
 // never silently left empty.
 func TestHAProxyConfigCheck(t *testing.T) {
+	t.Parallel()
 	bin := tool(t, "haproxy", "haproxy")
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	env := []string{

@@ -213,6 +213,7 @@ func TestServeKeepsIdleConnectionsUntilShutdown(t *testing.T) {
 }
 
 func TestServeGivesUpAfterGrace(t *testing.T) {
+	t.Parallel()
 	h := healthz.New(healthz.Config{})
 	ctx, stop := context.WithCancel(context.Background())
 	d := startDrainServer(t, ctx, h, healthz.DrainOptions{DrainDelay: -1, Grace: 200 * time.Millisecond})
@@ -233,6 +234,7 @@ func TestServeGivesUpAfterGrace(t *testing.T) {
 }
 
 func TestServeReportsAListenerFailure(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	ln.Close()

@@ -100,6 +100,7 @@ func TestWhenTheClusterLosesQuorumRequestsGet503(t *testing.T) {
 }
 
 func TestOversizedSessionFailsAndLeavesThePreviousStateIntact(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var saveErr error
 	e := newEnv(t, sessions.Config{ErrorLog: func(_ *http.Request, err error) {

@@ -35,6 +35,7 @@ func (b *logBuffer) count(s string) int {
 }
 
 func TestPausedQueueIsSkippedUntilResumed(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, bus.Config{})
 	in, err := bus.NewInspector(e.js, bus.Config{})
@@ -87,6 +88,7 @@ func TestPausedQueueIsSkippedUntilResumed(t *testing.T) {
 }
 
 func TestWorkerStartedWhilePausedTakesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, bus.Config{})
 	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "default"); err != nil {
@@ -123,6 +125,7 @@ func TestWorkerStartedWhilePausedTakesNothing(t *testing.T) {
 }
 
 func TestPresenceRecordCountsJobsAndGoesAway(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, bus.Config{})
 	in, _ := bus.NewInspector(e.js, bus.Config{})

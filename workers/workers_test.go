@@ -152,6 +152,7 @@ func deadLetters(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg
 }
 
 func TestStrictPriority(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	for i := range 100 {
 		dispatch(t, e, record{Queue: "default", N: i}, bus.OnQueue("default"))
@@ -185,6 +186,7 @@ func TestStrictPriority(t *testing.T) {
 }
 
 func TestWeightedQueuesAllProgress(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	var jobs []bus.Params
 	for _, q := range []string{"high", "default", "low"} {
@@ -216,6 +218,7 @@ func TestWeightedQueuesAllProgress(t *testing.T) {
 }
 
 func TestRetryThenSuccessWithBackoff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Middleware: []workers.Middleware{recordRuns(rec)}})
@@ -257,6 +260,7 @@ func recordRuns(rec *recorder) workers.Middleware {
 }
 
 func TestDeadLetters(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Middleware: []workers.Middleware{recordRuns(rec)}, Backoff: []time.Duration{50 * time.Millisecond}})
@@ -326,6 +330,7 @@ func TestDeadLetters(t *testing.T) {
 }
 
 func TestTimeoutEndsTheAttempt(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	w := workers.New(e.js, workers.Config{})
 	workers.RegisterDiagnostics(w)
@@ -339,6 +344,7 @@ func TestTimeoutEndsTheAttempt(t *testing.T) {
 }
 
 func TestLongJobStaysOwnedPastAckWait(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{AckWait: 2 * time.Second})
 	rec := &recorder{}
 	cfg := workers.Config{Concurrency: 4, Bus: bus.Config{AckWait: 2 * time.Second}, Middleware: []workers.Middleware{recordRuns(rec)}}
@@ -355,6 +361,7 @@ func TestLongJobStaysOwnedPastAckWait(t *testing.T) {
 }
 
 func TestIdleWorkerWakesForNewAndDelayedJobs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Queues: []string{"high", "default"}, Middleware: []workers.Middleware{recordRuns(rec)}})
@@ -414,6 +421,7 @@ func TestDrainFinishesRunningJobsAndLeavesTheRest(t *testing.T) {
 }
 
 func TestDrainHandsBackWhatCannotFinish(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	started := make(chan struct{}, 1)
 	w := workers.New(e.js, workers.Config{Grace: 300 * time.Millisecond})
@@ -443,6 +451,7 @@ func TestDrainHandsBackWhatCannotFinish(t *testing.T) {
 }
 
 func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
+	t.Parallel()
 	// What a worker killed during a job's last attempt leaves behind: a
 	// delivery that was never settled. Simulate it by fetching and
 	// abandoning the job with a short AckWait, then start a real worker.
@@ -472,6 +481,7 @@ func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
 }
 
 func TestJobSettingsBeatWorkerDefaults(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Tries: 5, Backoff: []time.Duration{10 * time.Millisecond}, Middleware: []workers.Middleware{recordRuns(rec)}})
@@ -489,6 +499,7 @@ func TestJobSettingsBeatWorkerDefaults(t *testing.T) {
 }
 
 func TestBadQueueListIsAnError(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	for _, qs := range [][]string{{"High"}, {"a", "a"}, {"a:0"}, {"a:x"}} {
 		err := workers.New(e.js, workers.Config{Queues: qs}).Run(context.Background())
