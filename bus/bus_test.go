@@ -57,6 +57,7 @@ func fetchOne(t *testing.T, js jetstream.JetStream, queue string, wait time.Dura
 }
 
 func TestPlainPublishIsAJob(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, _ := setup(t, bus.Config{}, "default")
 	// What another language does: a bare publish, no headers.
@@ -84,6 +85,7 @@ func TestPlainPublishIsAJob(t *testing.T) {
 }
 
 func TestDispatchSetsExactlyTheContractHeaders(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high", "default")
 	id, err := d.Dispatch(ctx, welcomeEmail{UserID: 7}, bus.OnQueue("high"), bus.Tries(5),
@@ -139,6 +141,7 @@ func assertHeaders(t *testing.T, got, want nats.Header) {
 }
 
 func TestDispatchValidation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	srv := natstest.Start(t, natstest.Options{MaxPayload: 4096})
 	_, js := natstest.Connect(t, srv.ClientURL())
@@ -183,6 +186,7 @@ func TestDispatchValidation(t *testing.T) {
 }
 
 func TestDispatchWithoutStreamIsAnError(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	d, _ := bus.NewDispatcher(js, bus.Config{})
@@ -195,6 +199,7 @@ func TestDispatchWithoutStreamIsAnError(t *testing.T) {
 }
 
 func TestDedupeWithinWindow(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	for range 3 {
@@ -209,6 +214,7 @@ func TestDedupeWithinWindow(t *testing.T) {
 }
 
 func TestDispatchManyStoresEveryJob(t *testing.T) {
+	t.Parallel()
 	js, d := setup(t, bus.Config{}, "default")
 	dispatchManyStoresAll(t, js, d, 10_000)
 }
@@ -238,6 +244,7 @@ func dispatchManyStoresAll(t *testing.T, js jetstream.JetStream, d *bus.Dispatch
 }
 
 func TestDispatchManyReportsPerJobErrors(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	ids, err := d.DispatchMany(ctx,
@@ -258,6 +265,7 @@ func TestDispatchManyReportsPerJobErrors(t *testing.T) {
 }
 
 func TestConcurrentProvisioningMakesOneTopology(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -294,6 +302,7 @@ func TestConcurrentProvisioningMakesOneTopology(t *testing.T) {
 }
 
 func TestProvisionUpdatesChangedSettings(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, _ := setup(t, bus.Config{})
 	if err := bus.Provision(ctx, js, bus.Config{FailedRetention: time.Hour, DuplicateWindow: time.Minute}); err != nil {
@@ -314,6 +323,7 @@ func TestProvisionUpdatesChangedSettings(t *testing.T) {
 }
 
 func TestEnsureQueuesNeverRewritesAnExistingTopology(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, _ := setup(t, bus.Config{FailedRetention: time.Hour})
 	if err := bus.EnsureQueues(ctx, js, bus.Config{}, "default"); err != nil {

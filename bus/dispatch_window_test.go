@@ -22,6 +22,7 @@ import (
 // (200 ms), is sent in a sliding window: every job is stored once and none
 // is reported failed.
 func TestDispatchManyLargerThanTheAsyncWindow(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	srv := natstest.Start(t)
 	slow := slowLink(t, strings.TrimPrefix(srv.ClientURL(), "nats://"), 300*time.Millisecond)

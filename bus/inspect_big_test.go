@@ -82,6 +82,7 @@ func bigSetup(tb testing.TB) (jetstream.JetStream, *bus.Inspector) {
 // With 100,000 jobs in DLQ, show and retry of the oldest work (the
 // benchmark below reports how long they take; tests never assert speed).
 func TestOldestOf100kFailedJobs(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("fills DLQ with 100,000 dead letters")
 	}

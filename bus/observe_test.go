@@ -14,6 +14,7 @@ import (
 // job and each stored job of a DispatchMany are reported with their queue
 // and kind; an invalid job, which is not stored, is not.
 func TestOnDispatchedSeesEveryStoredJob(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var got []string
 	cfg := bus.Config{OnDispatched: func(queue, kind string) {
@@ -53,6 +54,7 @@ func TestOnDispatchedSeesEveryStoredJob(t *testing.T) {
 // TestFailedSinceCountsRecentDeadLetters: dead letters stored before a
 // moment are left out; retried ones have left DLQ and are not counted.
 func TestFailedSinceCountsRecentDeadLetters(t *testing.T) {
+	t.Parallel()
 	js, d := setup(t, bus.Config{}, "default", "images")
 	in := newInspector(t, js)
 	ctx := context.Background()

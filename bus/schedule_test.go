@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 )
 
 func TestDelayedJobIsNotReadyEarly(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	start := time.Now()
@@ -42,6 +44,7 @@ func TestDelayedJobIsNotReadyEarly(t *testing.T) {
 }
 
 func TestDelayedDispatchDedupes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	for range 2 {
@@ -55,15 +58,18 @@ func TestDelayedDispatchDedupes(t *testing.T) {
 }
 
 func TestPeriodicJobFiresAndReRegisteringReplacesIt(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "default")
 	if err := d.Schedule(ctx, "tick", "@every 1s", welcomeEmail{UserID: 1}); err != nil {
 		t.Fatalf("schedule: %v", err)
 	}
-	if n := countFor(t, js, "default", 3500*time.Millisecond); n < 2 {
-		t.Fatalf("periodic job fired %d times in 3.5s, want at least 2", n)
+	for i := range 2 {
+		if m := nextJob(t, js, 5*time.Second); m == nil || string(m.Data()) != `{"user_id":1}` {
+			t.Fatalf("run %d of the periodic job: %v", i+1, m)
+		}
 	}
-	// Register the same name twice more: still one schedule.
+	// Register the same name twice more: still one schedule, the last one.
 	for i := range 2 {
 		if err := d.Schedule(ctx, "tick", "@every 1s", welcomeEmail{UserID: int64(10 + i)}); err != nil {
 			t.Fatalf("re-register: %v", err)
@@ -76,21 +82,82 @@ func TestPeriodicJobFiresAndReRegisteringReplacesIt(t *testing.T) {
 	if s := scheds[0]; s.Name != "tick" || s.Spec != "@every 1s" || s.Queue != "default" || s.Kind != "send-welcome-email" || string(s.Body) != `{"user_id":11}` {
 		t.Fatalf("schedule = %+v", s)
 	}
-	drain(t, js, "default")
-	// A doubled or tripled schedule would fire 2-3 times a second.
-	if n := countFor(t, js, "default", 4*time.Second); n < 2 || n > 5 {
-		t.Fatalf("after re-registering, %d runs in 4s, want one schedule's 3-5", n)
+	if n := scheduleMsgs(t, js); n != 1 {
+		t.Fatalf("JOBS holds %d schedule messages, want the one the scheduler fires from", n)
 	}
+	// Runs come in stream order: once the replacement has fired, a left-over
+	// schedule (user 1 or 10) would show between its runs.
+	var after []string
+	for len(after) < 3 {
+		m := nextJob(t, js, 5*time.Second)
+		if m == nil {
+			t.Fatalf("runs after re-registering: %q, then none within 5s", after)
+		}
+		if body := string(m.Data()); len(after) > 0 || body == `{"user_id":11}` {
+			after = append(after, body)
+		}
+	}
+	if slices.ContainsFunc(after, func(b string) bool { return b != `{"user_id":11}` }) {
+		t.Fatalf("runs after the replacement fired: %q, want only user 11's", after)
+	}
+
 	if err := d.Unschedule(ctx, "tick"); err != nil {
 		t.Fatal(err)
 	}
+	if scheds, err := d.Schedules(ctx); err != nil || len(scheds) != 0 || scheduleMsgs(t, js) != 0 {
+		t.Fatalf("after Unschedule: schedules %+v, %v, %d schedule messages; want none", scheds, err, scheduleMsgs(t, js))
+	}
 	drain(t, js, "default")
-	if n := countFor(t, js, "default", 2500*time.Millisecond); n != 0 {
-		t.Fatalf("unscheduled job still fired %d times", n)
+	// A sentinel the same scheduler fires 2s from now, two periods of the
+	// schedule: a schedule still there would fire before it.
+	if _, err := d.Dispatch(ctx, welcomeEmail{UserID: 99}, bus.Delay(2*time.Second), bus.JobID("sentinel")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m := nextJob(t, js, 10*time.Second)
+		if m == nil {
+			t.Fatal("the delayed sentinel never came")
+		}
+		if m.Headers().Get(bus.HeaderJobID) == "sentinel" {
+			break
+		}
+		t.Fatalf("the unscheduled job still fired: %s", m.Data())
 	}
 }
 
+// nextJob fetches and acks the next job of the default queue, or returns
+// nil after wait.
+func nextJob(t *testing.T, js jetstream.JetStream, wait time.Duration) jetstream.Msg {
+	t.Helper()
+	m := fetchOne(t, js, "default", wait)
+	if m != nil {
+		if err := m.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+// scheduleMsgs is how many periodic schedules JOBS holds.
+func scheduleMsgs(t *testing.T, js jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), bus.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(bus.SchedulePrefix+".every.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
 func TestScheduleValidation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	_, d := setup(t, bus.Config{})
 	for spec, want := range map[string]string{
@@ -113,21 +180,6 @@ func TestScheduleValidation(t *testing.T) {
 	if err := d.Schedule(ctx, "nightly", "30 2 * * *", welcomeEmail{}); err != nil {
 		t.Errorf("5-field cron refused: %v", err)
 	}
-}
-
-// countFor fetches and acks jobs of queue for d and returns how many came.
-func countFor(t *testing.T, js jetstream.JetStream, queue string, d time.Duration) int {
-	t.Helper()
-	n := 0
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		if m := fetchOne(t, js, queue, 200*time.Millisecond); m != nil {
-			n++
-			if err := m.Ack(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return n
 }
 
 func drain(t *testing.T, js jetstream.JetStream, queue string) {

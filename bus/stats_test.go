@@ -13,6 +13,7 @@ import (
 )
 
 func TestStatsCountsEachQueue(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, d := setup(t, bus.Config{}, "high", "default")
 	in := newInspector(t, js)
@@ -55,6 +56,7 @@ func TestStatsCountsEachQueue(t *testing.T) {
 }
 
 func TestPauseAndResumeAreKeptInKV(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	js, _ := setup(t, bus.Config{}, "high", "default")
 	in := newInspector(t, js)
@@ -87,6 +89,7 @@ func TestPauseAndResumeAreKeptInKV(t *testing.T) {
 }
 
 func TestMonitorAlertsAndPublishesEvents(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	srv := natstest.Start(t)
 	nc, js := natstest.Connect(t, srv.ClientURL())

@@ -15,6 +15,7 @@ const clusterScript = "cluster/run.sh"
 
 // shellcheck finds nothing in deploy/cluster/run.sh (`task cluster`).
 func TestClusterScriptShellcheck(t *testing.T) {
+	t.Parallel()
 	bin := tool(t, "shellcheck", "shellcheck")
 	out, err := run(t, time.Minute, nil, bin, "--shell=bash", "--severity=style", clusterScript)
 	if err != nil {

@@ -34,6 +34,7 @@ func composeCommand(t *testing.T) []string {
 // unknown key is refused, so the validation is live. (Nothing is started:
 // no container engine here.)
 func TestComposeConfig(t *testing.T) {
+	t.Parallel()
 	cmd := composeCommand(t)
 	check := func(file string) (string, error) {
 		args := append(cmd[1:], "--project-directory", "compose", "--env-file", "compose/example.env", "-f", file, "config", "-q")
@@ -52,6 +53,7 @@ func TestComposeConfig(t *testing.T) {
 // The files that no tool here can run agree with the tested ones: the same
 // ports, flags, paths and stop times (Dockerfile, compose, Kubernetes).
 func TestUntestedFilesAgree(t *testing.T) {
+	t.Parallel()
 	df := readFile(t, dockerfile)
 	for _, want := range []string{"CGO_ENABLED=0 go build", "USER 65532", "/etc/jetfleet/nats",
 		"COPY --from=build /out/jetfleet /out/catalog /usr/local/bin/", "ENTRYPOINT [\"/usr/local/bin/catalog\"]"} {

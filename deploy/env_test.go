@@ -42,6 +42,7 @@ func parseEnvFile(t *testing.T, path string) (map[string]string, []string) {
 // sh (as the Supervisor program sources it), and sets only variables that
 // jetfleet's code or the NATS configs read: a misspelt name fails here.
 func TestEnvExample(t *testing.T) {
+	t.Parallel()
 	vars, keys := parseEnvFile(t, envExample)
 	getenv := func(k string) string { return vars[k] }
 	db, err := readmodel.ConfigFromEnv(getenv)

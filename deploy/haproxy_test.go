@@ -35,6 +35,7 @@ func haproxyEnv(nodes []*node, lbPort, statsPort int, socket string) []string {
 // are set, with no warning, and fails without them: a server address is
 // never silently left empty.
 func TestHAProxyConfigCheck(t *testing.T) {
+	t.Parallel()
 	bin := tool(t, "haproxy", "haproxy")
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	env := []string{
@@ -63,6 +64,17 @@ func TestHAProxyConfigCheck(t *testing.T) {
 // haproxyStats asks HAProxy's runtime API for the state of each server of
 // the jetfleet_web backend: its status (UP, DOWN, DRAIN, ...) and weight.
 func haproxyStats(socket string) (map[string][2]string, error) {
+	rows, err := haproxyServers(socket)
+	states := map[string][2]string{}
+	for name, row := range rows {
+		states[name] = [2]string{row["status"], row["weight"]}
+	}
+	return states, err
+}
+
+// haproxyServers is the "show stat" row of each server of the jetfleet_web
+// backend, by column name.
+func haproxyServers(socket string) (map[string]map[string]string, error) {
 	c, err := net.DialTimeout("unix", socket, 2*time.Second)
 	if err != nil {
 		return nil, err
@@ -75,7 +87,7 @@ func haproxyStats(socket string) (map[string][2]string, error) {
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	var cols []string
-	states := map[string][2]string{}
+	rows := map[string]map[string]string{}
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "# ") {
@@ -90,9 +102,9 @@ func haproxyStats(socket string) (map[string][2]string, error) {
 		for i, name := range cols {
 			row[name] = f[i]
 		}
-		states[f[1]] = [2]string{row["status"], row["weight"]}
+		rows[f[1]] = row
 	}
-	return states, sc.Err()
+	return rows, sc.Err()
 }
 
 // startHAProxy runs the shipped haproxy.cfg for real in front of nodes and
@@ -198,10 +210,12 @@ func TestHAProxyBalancesDrainsAndRetries(t *testing.T) {
 
 	t.Run("drain loses no request", func(t *testing.T) {
 		web2 := nodes[1]
-		var sent, failed atomic.Int64
+		var sent, answered, failed atomic.Int64
 		var firstFailure atomic.Value
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
+		stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+		defer stopLoad() // also when the test fails early
 		for range 4 {
 			wg.Go(func() {
 				c := &http.Client{Timeout: 15 * time.Second}
@@ -220,11 +234,12 @@ func TestHAProxyBalancesDrainsAndRetries(t *testing.T) {
 						failed.Add(1)
 						firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %d %v", method, code, err))
 					}
+					answered.Add(1)
 					time.Sleep(5 * time.Millisecond)
 				}
 			})
 		}
-		time.Sleep(300 * time.Millisecond)
+		waitUntil(t, 10*time.Second, "the load to run", func() bool { return answered.Load() >= 20 })
 		began := time.Now()
 		web2.stop() // SIGTERM: /up 503 and agent "drain" at once
 		var outAfter time.Duration
@@ -237,9 +252,9 @@ func TestHAProxyBalancesDrainsAndRetries(t *testing.T) {
 		if err := <-web2.done; err != nil {
 			t.Errorf("web2's drain: %v", err)
 		}
-		time.Sleep(time.Second) // requests after the listener closed
-		close(stop)
-		wg.Wait()
+		closed := answered.Load()
+		waitUntil(t, 10*time.Second, "requests after web2's listener closed", func() bool { return answered.Load() >= closed+40 })
+		stopLoad()
 		if outAfter == 0 {
 			t.Errorf("HAProxy still sent traffic to web2 (UP, weight > 0) when its drain delay of %s ended", drainDelay)
 		} else {
@@ -253,8 +268,16 @@ func TestHAProxyBalancesDrainsAndRetries(t *testing.T) {
 
 	t.Run("crash loses no request", func(t *testing.T) {
 		web3 := nodes[2]
+		if rows, err := haproxyServers(sock); err == nil {
+			t.Logf("web3 before the crash: idle %s, safe %s, used %s connections", rows["web3"]["idle_conn_cur"], rows["web3"]["safe_conn_cur"], rows["web3"]["used_conn_cur"])
+		}
 		web3.crash()
-		time.Sleep(200 * time.Millisecond) // HAProxy drops its idle connections to web3
+		// HAProxy keeps idle connections to each server for reuse; it drops
+		// web3's once it sees them closed.
+		waitUntil(t, 10*time.Second, "HAProxy to drop its idle connections to web3", func() bool {
+			rows, err := haproxyServers(sock)
+			return err == nil && rows["web3"]["idle_conn_cur"] == "0" && rows["web3"]["safe_conn_cur"] == "0"
+		})
 		for i := range 30 {
 			method := http.MethodGet
 			if i%3 == 0 {

@@ -54,6 +54,7 @@ http {
 // The shipped jetfleet.conf, included in the http block, passes `nginx -t`,
 // and says that open-source nginx has no active health checks.
 func TestNginxConfigCheck(t *testing.T) {
+	t.Parallel()
 	bin := tool(t, "nginx", "nginx")
 	prefix, main := nginxPrefix(t, nginxConf)
 	out, err := run(t, 30*time.Second, nil, bin, "-t", "-e", "stderr", "-p", prefix+"/", "-c", main)

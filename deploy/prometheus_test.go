@@ -11,6 +11,7 @@ import (
 // (prometheus/alerts_test.yml): each alert fires on the series it is
 // meant for, after its `for`, and not on the others.
 func TestPrometheusRules(t *testing.T) {
+	t.Parallel()
 	promtool := tool(t, "promtool", "prometheus")
 	for _, args := range [][]string{
 		{"check", "rules", "prometheus/alerts.yml"},

@@ -62,6 +62,7 @@ func interpreter(t *testing.T, script string) string {
 // reads the environment file, stopped with TERM and given stopwaitsecs
 // above --grace before KILL, restarted whatever their exit.
 func TestSupervisorConfig(t *testing.T) {
+	t.Parallel()
 	supervisord := tool(t, "supervisord", "supervisor")
 	abs, err := filepath.Abs(supervisorConf)
 	if err != nil {

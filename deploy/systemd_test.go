@@ -54,6 +54,7 @@ func systemdRoot(t *testing.T) string {
 // the test), and `systemd-analyze security` rates each one's exposure at
 // 2.0 or less on its 0-10 scale.
 func TestSystemdUnitsVerify(t *testing.T) {
+	t.Parallel()
 	bin := tool(t, "systemd-analyze", "systemd")
 	root := systemdRoot(t)
 	args := []string{"verify", "--root=" + root}
@@ -117,6 +118,7 @@ func flagDuration(t *testing.T, where, cmd, name string) time.Duration {
 // waits TimeoutStopSec, which must exceed --drain-delay plus --grace (web)
 // or --grace (worker); units restart always and share the hardening.
 func TestSystemdUnitsStopInTime(t *testing.T) {
+	t.Parallel()
 	for _, u := range units {
 		text := readFile(t, u.file)
 		stop, err := time.ParseDuration(unitValue(text, "TimeoutStopSec"))

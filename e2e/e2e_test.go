@@ -753,11 +753,15 @@ func (c *cluster) explainStranded(t *testing.T, js jetstream.JetStream, stats *b
 		t.Logf("worker %s pid %d: running %d of %d, counts %+v", w.Host, w.PID, w.Running, w.Concurrency, w.Counts)
 	}
 	for _, name := range []string{"worker1", "worker2"} {
-		if c.running(name) {
-			_, _ = c.script(10*time.Second, "kill", name, "QUIT")
+		if !c.running(name) {
+			continue
+		}
+		_, _ = c.script(10*time.Second, "kill", name, "QUIT")
+		// The runtime exits once it has written the goroutine dump.
+		if !waitFor(10*time.Second, func() bool { return !c.running(name) }) {
+			t.Logf("%s still running 10s after SIGQUIT: its goroutine dump may be incomplete", name)
 		}
 	}
-	time.Sleep(time.Second) // the goroutine dumps reach the logs
 }
 
 // logLines returns up to n lines holding want from the logs of the

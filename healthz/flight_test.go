@@ -17,6 +17,7 @@ import (
 // causes exactly one run of each check; the next storm, inside the cache
 // period, causes none.
 func TestProbeStormRunsEachCheckOncePerCachePeriod(t *testing.T) {
+	t.Parallel()
 	const probes = 1000
 	ns := natstest.Start(t)
 	nc, js := natstest.Connect(t, ns.ClientURL())
@@ -79,6 +80,7 @@ func TestProbeStormRunsEachCheckOncePerCachePeriod(t *testing.T) {
 // Without caching every sequential probe runs the check: the storm test's
 // single run comes from single flight and the cache, not from chance.
 func TestEachProbeRunsTheCheckWhenCachingIsOff(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	nc, js := natstest.Connect(t, ns.ClientURL())
 	var runs atomic.Int64

@@ -16,6 +16,7 @@ import (
 )
 
 func TestUpAnswersInEachFormat(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	nc, js := natstest.Connect(t, ns.ClientURL())
 	_, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "sessions"})
@@ -60,6 +61,7 @@ func TestUpAnswersInEachFormat(t *testing.T) {
 }
 
 func TestUpNegotiatesJSON(t *testing.T) {
+	t.Parallel()
 	h := healthz.New(healthz.Config{}, healthz.Check{Name: "noop", Run: func(context.Context) error { return nil }})
 	base := healthServer(t, h)
 	for _, tc := range []struct {
@@ -118,6 +120,7 @@ func TestCriticalFailureIsDownNonCriticalIsDegraded(t *testing.T) {
 // degraded while it has failed for less than that, down after, and a
 // success starts the count again.
 func TestDownAfterHoldsOffAShortOutage(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	_, js := natstest.Connect(t, ns.ClientURL())
 	h := healthz.New(healthz.Config{CacheFor: -1}, healthz.Check{Name: "sessions", Critical: true, DownAfter: 600 * time.Millisecond, Run: bucketCheck(js, "sessions")})
@@ -143,6 +146,7 @@ func TestDownAfterHoldsOffAShortOutage(t *testing.T) {
 }
 
 func TestCriticalCheckCanReportDegraded(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	_, js := natstest.Connect(t, ns.ClientURL())
 	primary := bucketCheck(js, "sessions")
@@ -159,6 +163,7 @@ func TestCriticalCheckCanReportDegraded(t *testing.T) {
 }
 
 func TestBadChecksFailVisibly(t *testing.T) {
+	t.Parallel()
 	ok := func(context.Context) error { return nil }
 	h := healthz.New(healthz.Config{},
 		healthz.Check{Name: "a", Critical: true},

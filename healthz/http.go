@@ -91,7 +91,7 @@ func format(r *http.Request) string {
 // text/html: JSON listed with a higher quality, or the same quality and
 // first.
 func acceptsJSON(accept string) bool {
-	if !strings.Contains(accept, "json") {
+	if !strings.Contains(strings.ToLower(accept), "json") { // media types are case-insensitive
 		return false
 	}
 	jsonQ, htmlQ, jsonAt, htmlAt := 0.0, 0.0, -1, -1

@@ -24,9 +24,10 @@ type drainServer struct {
 	h       *healthz.Health
 	srv     *http.Server
 	base    string
-	entered chan struct{} // one value per /slow request that started
-	release chan struct{} // closing it lets /slow requests finish
-	served  chan error    // Serve's result
+	entered chan struct{}    // one value per /slow request that started
+	release chan struct{}    // closing it lets /slow requests finish
+	ln      *net.TCPListener // the listener Serve runs on
+	served  chan error       // Serve's result
 	logs    *logtest.Recorder
 }
 
@@ -47,12 +48,29 @@ func startDrainServer(t *testing.T, ctx context.Context, h *healthz.Health, opts
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	d.base, d.srv = "http://"+ln.Addr().String(), &http.Server{Handler: h.Track(mux)}
+	d.ln, d.base, d.srv = ln.(*net.TCPListener), "http://"+ln.Addr().String(), &http.Server{Handler: h.Track(mux)}
 	var log zerolog.Logger
 	log, d.logs = logtest.New()
 	opts.Logger = log.Output(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), d.logs))
 	go func() { d.served <- h.Serve(ctx, d.srv, ln, opts) }()
 	return d
+}
+
+// waitLog waits for the drain's log line whose message starts with prefix.
+func (d *drainServer) waitLog(t *testing.T, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, e := range d.logs.Entries() {
+			if strings.HasPrefix(e.Str("message"), prefix) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line %q within 10s", prefix)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (d *drainServer) unblock() {
@@ -145,8 +163,13 @@ func TestServeDrainsGracefully(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after the last request")
 	}
-	if _, err := http.Get(d.base + "/hello"); err == nil {
-		t.Error("the listener still accepts after Serve returned")
+	// The listener itself, not its port (which another test may bind by now).
+	d.ln.SetDeadline(time.Now().Add(time.Second))
+	if c, err := d.ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("Accept after Serve returned = %v, want net.ErrClosed: the listener is still open", err)
 	}
 	steps := d.logs.Entries()
 	if len(steps) != 3 || steps[0]["in_flight"] != 1.0 || steps[0].Str("drain_delay") != "2s" ||
@@ -180,8 +203,11 @@ func TestServeKeepsIdleConnectionsUntilShutdown(t *testing.T) {
 	})
 
 	stop() // the SIGTERM
-	waitFor(t, 2*time.Second, "the node draining", h.Draining)
-	time.Sleep(100 * time.Millisecond) // a closed idle connection would now be noticed by the transport
+	// Serve has begun the drain and moved on to its delay: a close of idle
+	// connections at the drain's start is behind us. Had the connection
+	// been closed, the transport would not reuse it (or would retry the
+	// GET on a new one), and GotConn would say so.
+	d.waitLog(t, "healthz: draining")
 	var reused bool
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
 	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, d.base+"/hello", nil)
@@ -195,6 +221,7 @@ func TestServeKeepsIdleConnectionsUntilShutdown(t *testing.T) {
 }
 
 func TestServeGivesUpAfterGrace(t *testing.T) {
+	t.Parallel()
 	h := healthz.New(healthz.Config{})
 	ctx, stop := context.WithCancel(context.Background())
 	d := startDrainServer(t, ctx, h, healthz.DrainOptions{DrainDelay: -1, Grace: 200 * time.Millisecond})
@@ -215,6 +242,7 @@ func TestServeGivesUpAfterGrace(t *testing.T) {
 }
 
 func TestServeReportsAListenerFailure(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	ln.Close()

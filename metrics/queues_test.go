@@ -38,9 +38,21 @@ func TestQueueGaugesMatchTheInspector(t *testing.T) {
 	if err := in.Pause(ctx, "default"); err != nil {
 		t.Fatal(err)
 	}
-	st, err := in.Stats(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// The consumer's pending count follows the stored jobs a moment later:
+	// wait until the inspector sees them, so both reads see one state.
+	var st *bus.Stats
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, err = in.Stats(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Queues) == 2 && st.Queues[1].Queue == "high" && st.Queues[1].Ready == 3 && st.Queues[0].Delayed == 1 && st.Queues[0].Paused {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the inspector's stats never showed the jobs: %+v", st.Queues)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	f := e.scrape(t)
 	if got := f.Sum("jetfleet_queue_stats_success"); got != 1 {

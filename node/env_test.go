@@ -3,6 +3,7 @@ package node
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -34,5 +35,72 @@ func TestLoadDotEnvFillsOnlyUnsetVariables(t *testing.T) {
 	}
 	if err := LoadDotEnv(path); err == nil {
 		t.Error("a malformed line was accepted")
+	}
+}
+
+func TestParseDotEnvLine(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line, key, val string
+		ok             bool
+	}{
+		{"", "", "", false},
+		{"   ", "", "", false},
+		{"# a comment", "", "", false},
+		{"  # indented comment", "", "", false},
+		{"A=1", "A", "1", true},
+		{"  A = 1  ", "A", "1", true},
+		{"export A=1", "A", "1", true},
+		{"A=", "A", "", true},
+		{`A="two words"`, "A", "two words", true},
+		{`A='single'`, "A", "single", true},
+		{`A="keeps # inside quotes"`, "A", "keeps # inside quotes", true},
+		{"A=value # comment", "A", "value", true},
+		{"A=value#not-a-comment", "A", "value#not-a-comment", true},
+		{"A=x=y", "A", "x=y", true},
+		{`A="unbalanced`, "A", `"unbalanced`, true},
+		{`A="mixed'`, "A", `"mixed'`, true},
+		{`A=""`, "A", "", true},
+		{"DSN=user:pw@tcp(db:3306)/app?parseTime=true", "DSN", "user:pw@tcp(db:3306)/app?parseTime=true", true},
+	} {
+		key, val, ok, err := parseDotEnvLine(tc.line)
+		if err != nil || ok != tc.ok || key != tc.key || val != tc.val {
+			t.Errorf("parseDotEnvLine(%q) = %q, %q, %v, %v; want %q, %q, %v", tc.line, key, val, ok, err, tc.key, tc.val, tc.ok)
+		}
+	}
+	for _, bad := range []string{"NOT A LINE", "=value", "A B=1", "export", "A\t B=1"} {
+		if key, val, ok, err := parseDotEnvLine(bad); err == nil || !strings.Contains(err.Error(), "want KEY=VALUE") {
+			t.Errorf("parseDotEnvLine(%q) = %q, %q, %v, %v; want an error", bad, key, val, ok, err)
+		}
+	}
+}
+
+func TestNATSURLPrecedence(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	none := func(string) string { return "" }
+	set := func(k string) string {
+		if k == "NATS_URL" {
+			return "nats://from-env:4222"
+		}
+		return ""
+	}
+	if got := NATSURL(none, filepath.Join(dir, "missing")); got != DefaultNATSURL {
+		t.Errorf("no file, no variable: %q, want %q", got, DefaultNATSURL)
+	}
+	if err := os.WriteFile(filepath.Join(dir, URLFile), []byte(" \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := NATSURL(none, dir); got != DefaultNATSURL {
+		t.Errorf("blank file: %q, want %q", got, DefaultNATSURL)
+	}
+	if err := WriteNATSURL(filepath.Join(dir, "new", "data"), "nats://127.0.0.1:41234"); err != nil {
+		t.Fatal(err)
+	}
+	if got := NATSURL(none, filepath.Join(dir, "new", "data")); got != "nats://127.0.0.1:41234" {
+		t.Errorf("recorded: %q", got)
+	}
+	if got := NATSURL(set, filepath.Join(dir, "new", "data")); got != "nats://from-env:4222" {
+		t.Errorf("NATS_URL and a recorded URL: %q, want NATS_URL's", got)
 	}
 }

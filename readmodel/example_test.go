@@ -69,19 +69,41 @@ func ExampleMigrate() {
 	// [] <nil>
 }
 
-// Token and WithToken carry read-your-writes across requests and nodes (on
-// MariaDB; with SQLite there is one database and the token is empty).
+// Token and WithToken carry read-your-writes across requests and nodes: a
+// read with the token goes to a replica that has applied the write, or to
+// the primary. (With SQLite there is one database and the token is empty;
+// on MariaDB it is the write's GTID position.)
 func ExampleWithToken() {
+	dir, _ := os.MkdirTemp("", "readmodel-example")
+	defer os.RemoveAll(dir)
 	ctx := context.Background()
+	db, err := readmodel.Open(ctx, readmodel.Config{Database: filepath.Join(dir, "app.db")})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	if _, err := db.Exec(ctx, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"); err != nil {
+		fmt.Println(err)
+		return
+	}
+
 	// Request 1 writes in its Sticky scope, then keeps the token, e.g. in
-	// the user's session:
+	// the user's session.
 	req1 := readmodel.Sticky(ctx)
-	// ... db.Exec(req1, "INSERT ...") ...
+	if _, err := db.Exec(req1, "INSERT INTO items (name) VALUES (?)", "lamp"); err != nil {
+		fmt.Println(err)
+		return
+	}
 	tok := readmodel.Token(req1)
 
-	// Request 2, on any node: its reads see request 1's writes.
+	// Request 2, on any node: its reads see request 1's write.
 	req2 := readmodel.WithToken(ctx, tok)
-	_ = req2 // db.Get(req2, &item, "SELECT ...")
-	fmt.Printf("%q\n", tok)
-	// Output: ""
+	var name string
+	if err := db.Get(req2, &name, "SELECT name FROM items WHERE id = 1"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("token %q, read %s\n", tok, name)
+	// Output: token "", read lamp
 }

@@ -17,6 +17,7 @@ import (
 // against real servers in the other test files.
 
 func TestParseGTIDSet(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"", ""},
 		{"0-1-5", "0-1-5"},
@@ -37,6 +38,7 @@ func TestParseGTIDSet(t *testing.T) {
 }
 
 func TestGTIDReachedAndMerge(t *testing.T) {
+	t.Parallel()
 	g := func(s string) gtidSet {
 		set, err := parseGTIDSet(s)
 		if err != nil {
@@ -73,6 +75,7 @@ func TestGTIDReachedAndMerge(t *testing.T) {
 }
 
 func TestIsPlainRead(t *testing.T) {
+	t.Parallel()
 	for q, want := range map[string]bool{
 		"SELECT id FROM items WHERE id = ?":                                true,
 		"  select id from items":                                           true,
@@ -96,6 +99,42 @@ func TestIsPlainRead(t *testing.T) {
 		"":                    false,
 		"  -- only a comment": false,
 		"CALL proc()":         false,
+		// Every first keyword the doc lists, in any case.
+		"EXPLAIN SELECT 1":          true,
+		"describe items":            true,
+		"DESC items":                true,
+		"VALUES (1), (2)":           true,
+		"TABLE items":               true,
+		"sElEcT 1":                  true,
+		"# mysql comment\nSELECT 1": true,
+		"/* a */ /* b */ SELECT 1":  true,
+		// Write keywords anywhere outside quotes and comments.
+		"SELECT * FROM t LOCK IN SHARE MODE":             false,
+		"REPLACE INTO t VALUES (1)":                      false,
+		"SELECT 1; DELETE FROM t":                        false,
+		"SELECT * FROM t WHERE a = 1 /* x */ FOR update": false,
+		"EXPLAIN UPDATE t SET a = 1":                     false,
+		"SHOW CREATE TABLE t":                            true,
+		// Quotes, escapes and comments hide words, and only they do.
+		"SELECT 'it''s for update' FROM t":          true,
+		`SELECT 'it\'s for update' FROM t`:          true,
+		`SELECT "a ""delete"" b" FROM t`:            true,
+		"SELECT 1 -- for update\n":                  true,
+		"SELECT 1 # delete\n":                       true,
+		"SELECT 1 /* insert */":                     true,
+		"SELECT 1 /* unterminated for update":       true,
+		"SELECT 'unterminated for update":           true,
+		"SELECT a-1 FROM t FOR UPDATE":              false,
+		"SELECT `for` FROM t WHERE x = 1 FOR SHARE": false,
+		// Identifiers that merely contain a keyword.
+		"SELECT lock_id, shared, updates, $delete FROM t": true,
+		"SELECT délete FROM t":                            true,
+		// Not a read, or not a statement.
+		"SET @a = 1":      false,
+		"BEGIN":           false,
+		"(DELETE FROM t)": false,
+		"'SELECT'":        false,
+		"1":               false,
 	} {
 		if got := isPlainRead(q); got != want {
 			t.Errorf("isPlainRead(%q) = %v, want %v", q, got, want)
@@ -104,6 +143,7 @@ func TestIsPlainRead(t *testing.T) {
 }
 
 func TestSplitSQL(t *testing.T) {
+	t.Parallel()
 	script := `-- header; with a semicolon
 CREATE TABLE a (s TEXT DEFAULT 'x;y'); /* block; comment */
 INSERT INTO a VALUES ("q;""q"), ('it''s;');
@@ -122,6 +162,7 @@ CREATE INDEX i ON a (s)
 }
 
 func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	c, err := ConfigFromEnv(env(nil))
 	if err != nil {
@@ -159,6 +200,7 @@ func TestConfigFromEnv(t *testing.T) {
 }
 
 func TestMySQLDSN(t *testing.T) {
+	t.Parallel()
 	c := Config{Driver: DriverMySQL, Username: "u", Password: "p", Database: "app", DSNParams: "tls=skip-verify"}.withDefaults()
 	dsn, err := c.mysqlDSN("h:1")
 	if err != nil {
@@ -175,6 +217,7 @@ func TestMySQLDSN(t *testing.T) {
 }
 
 func TestJudge(t *testing.T) {
+	t.Parallel()
 	running := replStatus{found: true, ioRunning: "Yes", sqlRunning: "Yes", behind: sql.NullInt64{Valid: true}}
 	stopped := replStatus{found: true, ioRunning: "Yes", sqlRunning: "No"}
 	broken := replStatus{found: true, ioRunning: "Yes", sqlRunning: "No", sqlErrno: 1062, sqlError: "Duplicate entry"}
@@ -206,6 +249,7 @@ func TestJudge(t *testing.T) {
 }
 
 func TestGTIDLagHistory(t *testing.T) {
+	t.Parallel()
 	d := &DB{cfg: Config{MaxReplicaLag: 5 * time.Second, CheckInterval: time.Second}}
 	t0 := time.Now()
 	g := func(s string) gtidSet { set, _ := parseGTIDSet(s); return set }
@@ -234,6 +278,7 @@ func TestGTIDLagHistory(t *testing.T) {
 }
 
 func TestPickReplicaRoundRobin(t *testing.T) {
+	t.Parallel()
 	d := &DB{primary: &member{addr: "p"}}
 	for i := range 3 {
 		m := &member{addr: fmt.Sprint("r", i), role: RoleReplica}
@@ -260,6 +305,7 @@ func TestPickReplicaRoundRobin(t *testing.T) {
 }
 
 func TestErrorClassification(t *testing.T) {
+	t.Parallel()
 	m := &member{addr: "h:1", role: RolePrimary}
 	ro := wrapErr(m, &mysql.MySQLError{Number: 1290, Message: "The MariaDB server is running with the --read-only option"})
 	if !errors.Is(ro, ErrReadOnly) {

@@ -32,6 +32,7 @@ func paused(c *client, sm *sessions.Manager, fn func(ctx context.Context)) (proc
 }
 
 func TestConcurrentRequestsOnTwoNodesKeepChangesToDifferentKeys(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	nodeA, nodeB := e.sm, e.node()
 	c := login(t, e)
@@ -73,6 +74,7 @@ func TestConcurrentRequestsOnTwoNodesKeepChangesToDifferentKeys(t *testing.T) {
 }
 
 func TestDestroyWinsOverASlowerConcurrentSave(t *testing.T) {
+	t.Parallel()
 	log, rec := logtest.New()
 	e := newEnv(t, sessions.Config{Logger: log})
 	slowNode := e.node()
@@ -104,6 +106,7 @@ func TestDestroyWinsOverASlowerConcurrentSave(t *testing.T) {
 }
 
 func TestDestroyRacingASaveNeverLeavesTheSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	other := e.node()
 	for i := range 100 {
@@ -136,6 +139,7 @@ func TestDestroyRacingASaveNeverLeavesTheSession(t *testing.T) {
 }
 
 func TestSameKeyRaceLastSaveWins(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := login(t, e)
 	for _, order := range [][2]string{{"red", "blue"}, {"blue", "red"}} {
@@ -154,6 +158,7 @@ func TestSameKeyRaceLastSaveWins(t *testing.T) {
 }
 
 func TestPopLeavesAValueANewerRequestPut(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := login(t, e)
 	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "msg", "old")) })
@@ -173,6 +178,7 @@ func TestPopLeavesAValueANewerRequestPut(t *testing.T) {
 }
 
 func TestRenewTokenCarriesOverASaveThatLandedFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := login(t, e)
 	proceed, done := paused(c, e.node(), func(ctx context.Context) { must(t, sessions.RenewToken(ctx)) })

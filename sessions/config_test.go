@@ -18,6 +18,7 @@ func envOf(vars map[string]string) func(string) string {
 }
 
 func TestConfigFromEnvReadsLaravelNames(t *testing.T) {
+	t.Parallel()
 	cfg, err := sessions.ConfigFromEnv(envOf(map[string]string{
 		"SESSION_DRIVER": "nats", "SESSION_LIFETIME": "30", "SESSION_ABSOLUTE_LIFETIME": "8h",
 		"SESSION_EXPIRE_ON_CLOSE": "true", "SESSION_COOKIE": "app_session", "SESSION_SECURE_COOKIE": "1",
@@ -36,6 +37,7 @@ func TestConfigFromEnvReadsLaravelNames(t *testing.T) {
 }
 
 func TestConfigFromEnvUnsetLeavesZeroValuesForTheDefaults(t *testing.T) {
+	t.Parallel()
 	cfg, err := sessions.ConfigFromEnv(envOf(map[string]string{"SESSION_DOMAIN": "null"}))
 	must(t, err)
 	if cfg.IdleTimeout != 0 || cfg.Cookie != (sessions.CookieConfig{}) || cfg.Bucket != "" {
@@ -44,6 +46,7 @@ func TestConfigFromEnvUnsetLeavesZeroValuesForTheDefaults(t *testing.T) {
 }
 
 func TestConfigFromEnvRejectsBadValuesNamingTheVariable(t *testing.T) {
+	t.Parallel()
 	for vars, want := range map[[2]string]string{
 		{"SESSION_DRIVER", "redis"}:            `SESSION_DRIVER="redis": only "nats" is supported`,
 		{"SESSION_DRIVER", "cookie"}:           `SESSION_DRIVER="cookie"`,
@@ -62,6 +65,7 @@ func TestConfigFromEnvRejectsBadValuesNamingTheVariable(t *testing.T) {
 }
 
 func TestNewRejectsBadConfigNamingTheField(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	for want, cfg := range map[string]sessions.Config{
@@ -85,6 +89,7 @@ func TestNewRejectsBadConfigNamingTheField(t *testing.T) {
 }
 
 func TestNewBringsAnExistingBucketInLine(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	_, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "sessions", TTL: time.Hour}) // direct gets on, as nats.go makes it

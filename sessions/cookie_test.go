@@ -10,6 +10,7 @@ import (
 )
 
 func TestCookieAttributesExactly(t *testing.T) {
+	t.Parallel()
 	// The fake clock starts at 2030-01-02 03:04:05 UTC.
 	cases := []struct {
 		name string
@@ -61,6 +62,7 @@ func replaceToken(s, token string) string {
 }
 
 func TestCookieIsSetOnlyWhenTheTokenChanges(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := login(t, e)
 	w := c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "more", 2)) })
@@ -76,6 +78,7 @@ func TestCookieIsSetOnlyWhenTheTokenChanges(t *testing.T) {
 }
 
 func TestDestroyCookieExactly(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{Cookie: sessions.CookieConfig{Domain: "example.com", Secure: true}})
 	c := login(t, e)
 	w := c.run(e.sm, func(ctx context.Context) { must(t, sessions.Destroy(ctx)) })

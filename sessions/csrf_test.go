@@ -12,6 +12,7 @@ import (
 )
 
 func TestCSRFAcceptsTheSessionTokenAndRejectsEverythingElse(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	app := e.sm.Middleware(e.sm.CSRF(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "token="+sessions.CSRFToken(r.Context()))
@@ -63,6 +64,7 @@ func otherToken(t *testing.T, app http.Handler) string {
 }
 
 func TestCSRFRejectsAfterRenewAndWithoutASession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{CSRFFailureStatus: http.StatusForbidden})
 	app := e.sm.Middleware(e.sm.CSRF(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 	c := newClient()

@@ -23,6 +23,7 @@ func login(t testing.TB, e *env) *client {
 }
 
 func TestIdleTimeoutSlidesWithActivityAndEndsInactiveSessions(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{IdleTimeout: 10 * time.Minute})
 	c := login(t, e)
 	e.clock.Advance(6 * time.Minute)
@@ -40,6 +41,7 @@ func TestIdleTimeoutSlidesWithActivityAndEndsInactiveSessions(t *testing.T) {
 }
 
 func TestIdleTimeoutIsNeverLaterThanConfigured(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{IdleTimeout: 10 * time.Minute})
 	c := login(t, e)
 	// Requests inside the throttle window do not push the deadline, so the
@@ -57,6 +59,7 @@ func TestIdleTimeoutIsNeverLaterThanConfigured(t *testing.T) {
 }
 
 func TestAbsoluteTimeoutEndsEvenAnActiveSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{IdleTimeout: 10 * time.Minute, AbsoluteTimeout: 30 * time.Minute})
 	c := login(t, e)
 	for range 5 { // a request every 5 minutes up to minute 25
@@ -76,6 +79,7 @@ func TestAbsoluteTimeoutEndsEvenAnActiveSession(t *testing.T) {
 }
 
 func TestReadOnlyRequestsInsideTheThrottleWindowDoNotWrite(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{IdleTimeout: 10 * time.Minute}) // window: a tenth, 1 minute
 	c := login(t, e)
 	before := e.lastSeq()
@@ -100,6 +104,7 @@ func TestReadOnlyRequestsInsideTheThrottleWindowDoNotWrite(t *testing.T) {
 }
 
 func TestExpiredSessionsLeaveTheBucketWithoutASweeper(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{IdleTimeout: time.Second, Now: time.Now})
 	login(t, e)
 	if n := len(e.keys()); n != 1 {

@@ -142,6 +142,7 @@ func seedRecords() []*record {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, r := range seedRecords() {
 		back, err := decodeRecord(r.encode())
 		if err != nil || !sameRecord(r, back) {
@@ -151,6 +152,7 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRecordRejectsDamage(t *testing.T) {
+	t.Parallel()
 	good := seedRecords()[0].encode()
 	for name, b := range map[string][]byte{
 		"empty": {}, "wrong version": append([]byte{2}, good[1:]...), "truncated": good[:len(good)-1],

@@ -101,6 +101,7 @@ func TestWhenTheClusterLosesQuorumRequestsGet503(t *testing.T) {
 }
 
 func TestOversizedSessionFailsAndLeavesThePreviousStateIntact(t *testing.T) {
+	t.Parallel()
 	log, rec := logtest.New()
 	e := newEnv(t, sessions.Config{Logger: log}, natstest.Options{MaxPayload: 4096})
 	c := newClient()

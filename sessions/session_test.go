@@ -61,6 +61,7 @@ func everyValueType() map[string]any {
 }
 
 func TestRoundTripOfEveryValueType(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	must(t, sessions.Register[cart](e.sm, "cart"))
 	values := everyValueType()
@@ -108,6 +109,7 @@ func mapsKeys(m map[string]any) func(func(string) bool) {
 }
 
 func TestPutRejectsWhatItCannotStoreExactly(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	type role string
 	newClient().run(e.sm, func(ctx context.Context) {
@@ -126,6 +128,7 @@ func TestPutRejectsWhatItCannotStoreExactly(t *testing.T) {
 }
 
 func TestFlashIsReadableOnTheNextRequestOnly(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := newClient()
 	c.run(e.sm, func(ctx context.Context) {
@@ -151,6 +154,7 @@ func TestFlashIsReadableOnTheNextRequestOnly(t *testing.T) {
 }
 
 func TestRenewTokenChangesTokenAndOldOneNoLongerLoads(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := newClient()
 	var csrfBefore, csrfAfter string
@@ -186,6 +190,7 @@ func TestRenewTokenChangesTokenAndOldOneNoLongerLoads(t *testing.T) {
 }
 
 func TestDestroyRemovesTheKeyAndExpiresTheCookie(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := newClient()
 	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "user_id", 7)) })
@@ -206,6 +211,7 @@ func TestDestroyRemovesTheKeyAndExpiresTheCookie(t *testing.T) {
 }
 
 func TestDestroyThenPutStartsAFreshSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := newClient()
 	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "user_id", 7)) })
@@ -230,6 +236,7 @@ func hashOf(token string) string {
 }
 
 func TestBucketHoldsHashesNotTokens(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := newClient()
 	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "k", "v")) })
@@ -243,6 +250,7 @@ func TestBucketHoldsHashesNotTokens(t *testing.T) {
 }
 
 func TestUntrustedCookiesGetAFreshSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	victim := newClient()
 	victim.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "user_id", 1)) })
@@ -280,6 +288,7 @@ func flip(b byte) string {
 }
 
 func TestNoSessionWorkMeansNoCookieAndNoWrite(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	before := e.lastSeq()
 	c := newClient()
@@ -293,6 +302,7 @@ func TestNoSessionWorkMeansNoCookieAndNoWrite(t *testing.T) {
 }
 
 func TestChangesAfterTheResponseIsWrittenAreRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := newClient()
 	h := e.sm.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -312,6 +322,7 @@ func TestChangesAfterTheResponseIsWrittenAreRefused(t *testing.T) {
 }
 
 func TestValuesOfTypesUnknownToANodeSurviveItsSaves(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	must(t, sessions.Register[cart](e.sm, "cart"))
 	oldNode := e.node() // an older deploy: cart not registered
@@ -332,6 +343,7 @@ func TestValuesOfTypesUnknownToANodeSurviveItsSaves(t *testing.T) {
 }
 
 func TestFlushSavesTheSessionBeforeTheFirstBytes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := newClient()
 	h := e.sm.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

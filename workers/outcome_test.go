@@ -14,6 +14,7 @@ import (
 // reported retried then succeeded; a permanent failure and a job of an
 // unknown kind are dead-lettered; each with its queue and kind.
 func TestOnOutcomeReportsEachSettledDelivery(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	var mu sync.Mutex
 	var got []string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,7 @@ func (b *logBuffer) count(s string) int {
 }
 
 func TestPausedQueueIsSkippedUntilResumed(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, bus.Config{})
 	in, err := bus.NewInspector(e.js, bus.Config{})
@@ -62,23 +64,31 @@ func TestPausedQueueIsSkippedUntilResumed(t *testing.T) {
 		dispatch(t, e, record{Queue: "default", N: i}, bus.OnQueue("default"))
 	}
 	waitFor(t, 10*time.Second, "the default jobs", func() bool { return len(rec.snapshot()) == 3 })
-	time.Sleep(500 * time.Millisecond) // a high job taken by mistake would have run by now
+	// A later sentinel on default: the fetch round that took it asked the
+	// paused high queue first (strict order) and, with all high jobs ready
+	// by then, would have taken them.
+	dispatch(t, e, record{Queue: "default", N: 99}, bus.OnQueue("default"))
+	waitFor(t, 10*time.Second, "the sentinel job", func() bool { return len(rec.snapshot()) == 4 })
 	for _, r := range rec.snapshot() {
 		if r.queue != "default" {
 			t.Fatalf("a job of the paused queue ran: %+v", r)
 		}
 	}
+	if info := consumerInfo(t, e.js, "high"); info.Delivered.Consumer != 0 || info.NumPending != 3 {
+		t.Fatalf("the paused queue's consumer delivered %d jobs and holds %d, want 0 and 3", info.Delivered.Consumer, info.NumPending)
+	}
 
 	if err := in.Resume(ctx, "high"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the high jobs after resume", func() bool { return len(rec.snapshot()) == 6 })
+	waitFor(t, 5*time.Second, "the high jobs after resume", func() bool { return len(rec.snapshot()) == 7 })
 	if logs.count("queue resumed") != 1 {
 		t.Fatalf("resume not logged once:\n%s", logs.buf.String())
 	}
 }
 
 func TestWorkerStartedWhilePausedTakesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, bus.Config{})
 	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "default"); err != nil {
@@ -88,25 +98,34 @@ func TestWorkerStartedWhilePausedTakesNothing(t *testing.T) {
 	if err := in.Pause(ctx, "default"); err != nil {
 		t.Fatal(err)
 	}
-	dispatch(t, e, record{N: 1})
+	dispatch(t, e, record{Queue: "default", N: 1})
 	rec := &recorder{}
-	w := workers.New(e.js, workers.Config{})
+	w := workers.New(e.js, workers.Config{Queues: []string{"default", "low"}})
 	workers.Register(w, func(ctx context.Context, j *workers.Job[record]) error {
 		rec.add(j.Job, j.Args.N)
 		return nil
 	})
 	start(t, w)
-	time.Sleep(time.Second)
-	if n := len(rec.snapshot()); n != 0 {
-		t.Fatalf("%d jobs ran from a queue paused before the worker started", n)
+	// A sentinel on the lower queue: the fetch round that took it asked the
+	// paused default queue first (strict order), where a job was ready.
+	dispatch(t, e, record{Queue: "low", N: 2}, bus.OnQueue("low"))
+	waitFor(t, 10*time.Second, "the sentinel job", func() bool {
+		return slices.ContainsFunc(rec.snapshot(), func(r run) bool { return r.queue == "low" })
+	})
+	if runs := rec.snapshot(); len(runs) != 1 {
+		t.Fatalf("a job ran from a queue paused before the worker started: %+v", runs)
+	}
+	if info := consumerInfo(t, e.js, "default"); info.Delivered.Consumer != 0 || info.NumPending != 1 {
+		t.Fatalf("the paused queue's consumer delivered %d jobs and holds %d, want 0 and 1", info.Delivered.Consumer, info.NumPending)
 	}
 	if err := in.Resume(ctx, "default"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the job after resume", func() bool { return len(rec.snapshot()) == 1 })
+	waitFor(t, 5*time.Second, "the job after resume", func() bool { return len(rec.snapshot()) == 2 })
 }
 
 func TestPresenceRecordCountsJobsAndGoesAway(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, bus.Config{})
 	in, _ := bus.NewInspector(e.js, bus.Config{})

@@ -9,6 +9,7 @@ import (
 // job has run; then as many jobs as the slots finish within prefetchBudget,
 // capped at maxAhead; none for jobs longer than the budget.
 func TestPrefetchFollowsThePaceOfHandlers(t *testing.T) {
+	t.Parallel()
 	p := &pace{}
 	if n := p.prefetch(16); n != 0 {
 		t.Errorf("before any job: prefetch %d, want 0", n)

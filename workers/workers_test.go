@@ -113,6 +113,21 @@ func dispatch(t *testing.T, e *env, args bus.Args, opts ...bus.Option) string {
 	return id
 }
 
+// consumerInfo is the server's current state of queue's consumer.
+func consumerInfo(t *testing.T, js jetstream.JetStream, queue string) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx := context.Background()
+	c, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName(queue))
+	if err != nil {
+		t.Fatalf("consumer of %s: %v", queue, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatalf("consumer of %s: %v", queue, err)
+	}
+	return info
+}
+
 // deadLetters returns every message in DLQ, oldest first.
 func deadLetters(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
@@ -137,6 +152,7 @@ func deadLetters(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg
 }
 
 func TestStrictPriority(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	for i := range 100 {
 		dispatch(t, e, record{Queue: "default", N: i}, bus.OnQueue("default"))
@@ -170,6 +186,7 @@ func TestStrictPriority(t *testing.T) {
 }
 
 func TestWeightedQueuesAllProgress(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	var jobs []bus.DispatchManyParams
 	for _, q := range []string{"high", "default", "low"} {
@@ -201,6 +218,7 @@ func TestWeightedQueuesAllProgress(t *testing.T) {
 }
 
 func TestRetryThenSuccessWithBackoff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Middleware: []workers.Middleware{recordRuns(rec)}})
@@ -209,7 +227,12 @@ func TestRetryThenSuccessWithBackoff(t *testing.T) {
 	backoff := []time.Duration{500 * time.Millisecond, time.Second}
 	dispatch(t, e, workers.Fail{Times: 2}, bus.Tries(3), bus.Backoff(backoff...))
 	waitFor(t, 15*time.Second, "the job to succeed", func() bool { return natstest.StreamMsgs(t, e.js, bus.JobsStream) == 0 })
-	time.Sleep(1500 * time.Millisecond) // a 4th run would have come by now
+	// The success was acked: the work queue removed the job, so no further
+	// run can come. The consumer delivered it exactly three times.
+	if info := consumerInfo(t, e.js, "default"); info.Delivered.Consumer != 3 || info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Fatalf("consumer delivered %d times with %d awaiting ack and %d pending, want 3, 0, 0",
+			info.Delivered.Consumer, info.NumAckPending, info.NumPending)
+	}
 	runs := rec.snapshot()
 	if len(runs) != 3 {
 		t.Fatalf("job ran %d times, want exactly 3", len(runs))
@@ -237,6 +260,7 @@ func recordRuns(rec *recorder) workers.Middleware {
 }
 
 func TestDeadLetters(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Middleware: []workers.Middleware{recordRuns(rec)}, Backoff: []time.Duration{50 * time.Millisecond}})
@@ -306,6 +330,7 @@ func TestDeadLetters(t *testing.T) {
 }
 
 func TestTimeoutEndsTheAttempt(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	w := workers.New(e.js, workers.Config{})
 	workers.RegisterDiagnostics(w)
@@ -319,6 +344,7 @@ func TestTimeoutEndsTheAttempt(t *testing.T) {
 }
 
 func TestLongJobStaysOwnedPastAckWait(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{AckWait: 2 * time.Second})
 	rec := &recorder{}
 	cfg := workers.Config{Concurrency: 4, Bus: bus.Config{AckWait: 2 * time.Second}, Middleware: []workers.Middleware{recordRuns(rec)}}
@@ -335,12 +361,24 @@ func TestLongJobStaysOwnedPastAckWait(t *testing.T) {
 }
 
 func TestIdleWorkerWakesForNewAndDelayedJobs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Queues: []string{"high", "default"}, Middleware: []workers.Middleware{recordRuns(rec)}})
 	workers.RegisterDiagnostics(w)
 	start(t, w)
-	time.Sleep(300 * time.Millisecond) // let it go idle with its probes parked
+	// Idle: each queue's consumer (which Run creates) holds the worker's
+	// parked probe.
+	for _, q := range []string{"high", "default"} {
+		waitFor(t, 10*time.Second, "the worker's probe parked on "+q, func() bool {
+			c, err := e.js.Consumer(context.Background(), bus.JobsStream, bus.ConsumerName(q))
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(context.Background())
+			return err == nil && info.NumWaiting > 0
+		})
+	}
 	dispatch(t, e, workers.Noop{}, bus.OnQueue("default"))
 	// The probe is renewed only every 30s: a run within 5s shows the wake-up works.
 	waitFor(t, 5*time.Second, "the new job to run", func() bool { return len(rec.snapshot()) == 1 })
@@ -383,6 +421,7 @@ func TestDrainFinishesRunningJobsAndLeavesTheRest(t *testing.T) {
 }
 
 func TestDrainHandsBackWhatCannotFinish(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	started := make(chan struct{}, 1)
 	w := workers.New(e.js, workers.Config{Grace: 300 * time.Millisecond})
@@ -412,6 +451,7 @@ func TestDrainHandsBackWhatCannotFinish(t *testing.T) {
 }
 
 func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
+	t.Parallel()
 	// What a worker killed during a job's last attempt leaves behind: a
 	// delivery that was never settled. Simulate it by fetching and
 	// abandoning the job with a short AckWait, then start a real worker.
@@ -441,6 +481,7 @@ func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
 }
 
 func TestJobSettingsBeatWorkerDefaults(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	rec := &recorder{}
 	w := workers.New(e.js, workers.Config{Tries: 5, Backoff: []time.Duration{10 * time.Millisecond}, Middleware: []workers.Middleware{recordRuns(rec)}})
@@ -458,6 +499,7 @@ func TestJobSettingsBeatWorkerDefaults(t *testing.T) {
 }
 
 func TestBadQueueListIsAnError(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, bus.Config{})
 	for _, qs := range [][]string{{"High"}, {"a", "a"}, {"a:0"}, {"a:x"}} {
 		err := workers.New(e.js, workers.Config{Queues: qs}).Run(context.Background())

@@ -3,6 +3,8 @@ package mariadbtest_test
 import (
 	"context"
 	"database/sql"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +41,12 @@ func TestPair(t *testing.T) {
 
 	p.StopSQLThread(t)
 	mustExec(t, primary, "INSERT INTO t VALUES (2)")
-	time.Sleep(200 * time.Millisecond)
+	// The replica receives the insert (its IO thread reaches the primary's
+	// position) and, its SQL thread stopped, does not apply it.
+	waitReceived(t, primary, replica)
+	if st := slaveStatus(t, replica); st["Slave_SQL_Running"] != "No" || st["Slave_IO_Running"] != "Yes" {
+		t.Fatalf("after StopSQLThread: IO thread %q, SQL thread %q; want Yes and No", st["Slave_IO_Running"], st["Slave_SQL_Running"])
+	}
 	if n := count(t, replica); n != 1 {
 		t.Fatalf("with the SQL thread stopped the replica has %d rows, want 1", n)
 	}
@@ -104,4 +111,62 @@ func sync(t *testing.T, p *mariadbtest.Pair) {
 	if err := p.SyncReplica(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitReceived waits until the replica's IO thread has received everything
+// the primary has logged: Gtid_IO_Pos holds @@gtid_binlog_pos.
+func waitReceived(t *testing.T, primary, replica *sql.DB) {
+	t.Helper()
+	var want string
+	if err := primary.QueryRow("SELECT @@gtid_binlog_pos").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := slaveStatus(t, replica)["Gtid_IO_Pos"]
+		if gtidSet(got) == gtidSet(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica's IO thread is at %q, the primary at %q, after 30s", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// slaveStatus is the row of SHOW SLAVE STATUS, by column name.
+func slaveStatus(t *testing.T, db *sql.DB) map[string]string {
+	t.Helper()
+	rows, err := db.Query("SHOW SLAVE STATUS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rows.Next() {
+		t.Fatalf("SHOW SLAVE STATUS: no row (%v)", rows.Err())
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]string, len(cols))
+	for i, c := range cols {
+		out[c] = vals[i].String
+	}
+	return out
+}
+
+// gtidSet is a GTID list in a canonical order.
+func gtidSet(s string) string {
+	parts := strings.Split(strings.ReplaceAll(s, " ", ""), ",")
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }

@@ -126,9 +126,14 @@ func (s *Server) start(pickPort bool) error {
 func (s *Server) startOnce() error {
 	_ = os.Remove(s.Socket())
 	logStart, _ := os.Stat(s.errLogPath())
+	tmp, err := privateTmp(s.runDir)
+	if err != nil {
+		return err
+	}
 	args := append([]string{
 		"--defaults-file=" + s.cnf, // must come first
 		"--datadir=" + s.DataDir,
+		"--tmpdir=" + tmp,
 		"--port=" + strconv.Itoa(s.Port),
 		"--bind-address=127.0.0.1",
 		"--socket=" + s.Socket(),
@@ -225,11 +230,28 @@ func mariadbd() string {
 	return "/usr/sbin/mariadbd"
 }
 
+// privateTmp is the tmp directory beside a server's files. The default,
+// /tmp, is shared by every server on the machine, and the names of
+// MariaDB's temporary tables there are not unique across them: one run's
+// mariadb-install-db once lost its temporary table to another's.
+func privateTmp(dir string) (string, error) {
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return "", fmt.Errorf("mariadbtest: %w", err)
+	}
+	return tmp, nil
+}
+
 // installDB creates a fresh data directory in dir.
 func installDB(dir string) error {
+	tmp, err := privateTmp(filepath.Dir(dir))
+	if err != nil {
+		return err
+	}
 	args := append([]string{
 		"--no-defaults",
 		"--datadir=" + dir,
+		"--tmpdir=" + tmp,
 		"--user=root",
 		"--auth-root-authentication-method=normal",
 		"--skip-test-db",
