@@ -2,9 +2,11 @@ package wire
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 )
@@ -19,7 +21,21 @@ func EncodeHeaderText(s string, limit int) string {
 		limit = 64
 	}
 	if len(s) > limit {
-		s = s[:limit-16] + " …[truncated]"
+		s = cutText(s, limit-16) + " …[truncated]"
+	}
+	return s
+}
+
+// cutText is s cut to at most n bytes without splitting a UTF-8 character
+// or an escape (a backslash and what it escapes).
+func cutText(s string, n int) string {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	s = s[:n]
+	trailing := len(s) - len(strings.TrimRight(s, `\`))
+	if trailing%2 == 1 {
+		s = s[:len(s)-1]
 	}
 	return s
 }
@@ -50,6 +66,9 @@ func DecodeHeaderText(s string) string {
 func ParseDuration(v string) (time.Duration, error) {
 	v = strings.TrimSpace(v)
 	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		if math.IsNaN(n) || math.Abs(n) > math.MaxInt64/float64(time.Second) {
+			return 0, fmt.Errorf("%q is not a number of seconds a duration can hold", v)
+		}
 		return time.Duration(n * float64(time.Second)), nil
 	}
 	return time.ParseDuration(v)

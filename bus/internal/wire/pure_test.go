@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -246,5 +247,30 @@ func TestTopologyConfigs(t *testing.T) {
 	}
 	if w := wire.WorkersBucketConfig(1); w.Bucket != bus.WorkersBucket || w.Storage != jetstream.MemoryStorage || w.TTL != bus.WorkerRecordTTL || w.Replicas != 1 {
 		t.Errorf("workers bucket = %+v", w)
+	}
+}
+
+func TestEncodeHeaderTextCutsOnCharacterAndEscapeBoundaries(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{strings.Repeat("é", 100), strings.Repeat("a\n", 100), strings.Repeat(`\`, 200), "x" + strings.Repeat("日本", 60)} {
+		for limit := 64; limit < 90; limit++ {
+			got := wire.EncodeHeaderText(s, limit)
+			if !utf8.ValidString(got) || len(got) > limit {
+				t.Fatalf("EncodeHeaderText(%q…, %d) = %q: %d bytes, valid UTF-8 %v", s[:8], limit, got, len(got), utf8.ValidString(got))
+			}
+			body := strings.TrimSuffix(got, " …[truncated]")
+			if !strings.HasPrefix(s, wire.DecodeHeaderText(body)) {
+				t.Fatalf("EncodeHeaderText(%q…, %d) decodes to %q, not a prefix of the text", s[:8], limit, wire.DecodeHeaderText(body))
+			}
+		}
+	}
+}
+
+func TestParseDurationRefusesNonNumbers(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"NaN", "Inf", "-Inf", "1e10", "1e300"} {
+		if d, err := wire.ParseDuration(v); err == nil {
+			t.Errorf("ParseDuration(%q) = %s, want an error", v, d)
+		}
 	}
 }
