@@ -1,7 +1,7 @@
 package bus
 
-// Stream and subject names of the public wire contract (see the README's
-// "Wire contract" section). Any language can publish a job by sending its
+// Stream and subject names of the public wire contract
+// (docs/wire-contract.md). Any language can publish a job by sending its
 // JSON arguments to jobs.<queue>.<kind>; queue and kind names use
 // [a-z0-9_-] only and are at most 64 characters long. All workers of a
 // queue share one durable pull consumer on JobsStream, named q-<queue>.

@@ -54,8 +54,13 @@ func NewFlagSet(w io.Writer, prog, name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(prog+" "+name, flag.ContinueOnError)
 	fs.SetOutput(w)
 	fs.Usage = func() {
-		fmt.Fprintf(w, "Usage: %s %s\n\nFlags:\n", prog, synopsis)
-		fs.PrintDefaults()
+		fmt.Fprintf(w, "Usage: %s %s\n", prog, synopsis)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprint(w, "\nFlags:\n")
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }

@@ -103,8 +103,7 @@ const DefaultHTTPListen = ":8080"
 
 func runServe(ctx context.Context, app App, prog string, args []string, cfg Config) error {
 	fs := NewFlagSet(cfg.Stderr, prog, "serve", "serve [--listen :8080] [--drain-delay 5s] [--grace 30s] [--nats-down-after 15s] [--agent-listen addr] [--data ./data]\n\n"+
-		"Serves the app's routes, /up, /livez, /readyz, /metrics and the dashboard. NATS from NATS_URL (else <data>/nats.url),\n"+
-		"the database from DB_* (else SQLite at <data>/jetfleet.db; run `migrate` first), sessions from SESSION_*.")
+		serveSummary(app))
 	listen := fs.String("listen", cmp.Or(cfg.Getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), DefaultHTTPListen), "HTTP address")
 	drainDelay := fs.Duration("drain-delay", 5*time.Second, "after SIGTERM, how long /up answers 503 while requests are still served, so the balancer takes the node out (0: none)")
 	grace := fs.Duration("grace", 30*time.Second, "then, how long in-flight requests may take to finish")
@@ -137,6 +136,19 @@ func runServe(ctx context.Context, app App, prog string, args []string, cfg Conf
 	return n.Serve(ctx, scfg)
 }
 
+// serveSummary says what `serve` serves for app, for its usage.
+func serveSummary(app App) string {
+	what := "/up, /livez, /readyz, /metrics and the dashboard (with JETFLEET_DASHBOARD_* credentials)"
+	if app.Routes != nil {
+		what = "the app's routes (sessions from SESSION_*), " + what
+	}
+	s := "Serves " + what + ".\nNATS from NATS_URL (else <data>/nats.url)."
+	if app.Migrations != nil {
+		s += " The database from DB_* (else SQLite at <data>/jetfleet.db; run `migrate` first)."
+	}
+	return s
+}
+
 // noneIfZero maps a flag's 0 ("none") to the negative value the configs
 // read as none (their zero is the default).
 func noneIfZero(d time.Duration) time.Duration {
@@ -147,7 +159,8 @@ func noneIfZero(d time.Duration) time.Duration {
 }
 
 func runWork(ctx context.Context, app App, prog string, args []string, cfg Config) error {
-	fs := NewFlagSet(cfg.Stderr, prog, "work", "work [--queue high,default] [--concurrency 10] [--tries 3] [--timeout 60s] [--backoff 1s,10s,60s] [--grace 30s] [--max-jobs N] [--max-time 1h] [--stop-when-empty] [--metrics-listen :9464]")
+	fs := NewFlagSet(cfg.Stderr, prog, "work", "work [--queue high,default] [--concurrency 10] [--tries 3] [--timeout 60s] [--backoff 1s,10s,60s] [--grace 30s]\n"+
+		"     [--max-jobs N] [--max-time 1h] [--stop-when-empty] [--ack-wait 30s] [--no-diagnostics] [--metrics-listen :9464]")
 	envBus, err := bus.ConfigFromEnv(cfg.Getenv)
 	if err != nil {
 		return err

@@ -35,7 +35,7 @@ func LoadDotEnv(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("nats.url: %w", err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)

@@ -60,7 +60,7 @@ func (n *Node) Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	agentDone := n.serveAgent(ctx, health, cfg.AgentListener)
 	n.cfg.Logger.Info().Str("http_url", HTTPURL(cfg.Listener.Addr())).Str("nats_url", n.s.Conn.ConnectedUrlRedacted()).
-		Str("app", n.Name()).Dur("drain_delay", cfg.DrainDelay).Dur("grace", cfg.Grace).
+		Str("app", n.Name()).Str("drain_delay", drainDelayText(cfg.DrainDelay)).Str("grace", cmp.Or(cfg.Grace, 30*time.Second).String()).
 		Msg("web node serving its routes and /up")
 	err = health.Serve(ctx, n.httpServer(handler), cfg.Listener, n.drainOptions(cfg))
 	<-agentDone
@@ -68,6 +68,17 @@ func (n *Node) Serve(ctx context.Context, cfg ServeConfig) error {
 		n.cfg.Logger.Info().Msg("drained; stopped")
 	}
 	return err
+}
+
+// drainDelayText is ServeConfig.DrainDelay as the drain will use it.
+func drainDelayText(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "none"
+	case d == 0:
+		return "5s"
+	}
+	return d.String()
 }
 
 // webHandler builds the node's handler: sessions, the app's routes, the

@@ -35,7 +35,7 @@ type upOptions struct {
 	drainDelay    time.Duration
 	grace         time.Duration
 	// noWorkers runs no workers in the process (tests of the bus alone,
-	// or a fleet of `jetfleet work` processes elsewhere).
+	// or a fleet of the catalog's `work` processes elsewhere).
 	noWorkers bool
 }
 
@@ -118,7 +118,7 @@ func runUp(ctx context.Context, a *app, args []string) error {
 	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node; when not given and taken, a free port is used with a warning")
 	drainDelay := fs.Duration("drain-delay", 0, "on Ctrl-C, how long /up answers 503 before the listener closes (0: none; there is no balancer in front of up)")
 	grace := fs.Duration("grace", 30*time.Second, "on Ctrl-C, how long in-flight requests and running jobs may take to finish")
-	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (jobs wait for a jetfleet work process)")
+	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (the catalog's jobs wait for a `catalog work` process: go run ./examples/catalog work)")
 	listen := fs.String("nats-listen", natsDefaultListen(a.getenv), "client address of the embedded NATS server; when not given and taken, a free port is used with a warning")
 	dataDir := fs.String("data", a.dataDir, "data directory: NATS store under <data>/nats, client URL in <data>/nats.url, SQLite read model <data>/jetfleet.db")
 	syncFlag := fs.String("sync-interval", "", "fsync interval of the embedded file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")
