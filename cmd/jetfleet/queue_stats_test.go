@@ -130,15 +130,17 @@ func TestQueuePauseStopsEveryWorkerUntilResume(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(time.Second) // a high job started by mistake would have finished by now
+	// The high jobs were stored before the default ones, and every fetch
+	// asks high first: had a worker taken one, the server would count it
+	// delivered (in flight or gone), not ready.
+	if st := queueStats(f.stats(), "high"); !st.Paused || st.Ready != 6 || st.InFlight != 0 {
+		t.Fatalf("stats of the paused queue: %+v, want paused with 6 ready and none in flight", st)
+	}
 	ran := f.successes()
 	for _, id := range high {
 		if len(ran[id]) > 0 {
 			t.Fatalf("job %s of the paused queue ran", id)
 		}
-	}
-	if st := queueStats(f.stats(), "high"); !st.Paused || st.Ready != 6 {
-		t.Fatalf("stats of the paused queue: %+v", st)
 	}
 
 	if r := f.jf("queue:resume", "high"); r.Code != 0 || r.Stdout != "Queue high resumed.\n" {

@@ -246,7 +246,14 @@ func TestQueueRetryRunsJobsAgainFromAttemptOne(t *testing.T) {
 	if n := f.streamMsgs(bus.DLQStream); n != 0 {
 		t.Fatalf("DLQ still holds %d", n)
 	}
-	time.Sleep(500 * time.Millisecond) // a second run would show by now
+	// Acknowledged jobs leave the work queue: with JOBS empty, nothing is
+	// left that could run a second time.
+	eventually(t, 10*time.Second, "JOBS to be empty", func() error {
+		if n := f.streamMsgs(bus.JobsStream); n != 0 {
+			return fmt.Errorf("JOBS holds %d", n)
+		}
+		return nil
+	})
 	for _, id := range []string{d1, d2, h1, h2} {
 		if runs := f.successes()[id]; !slices.Equal(runs, []int{1}) {
 			t.Errorf("job %s succeeded on attempts %v, want once on attempt 1", id, runs)
