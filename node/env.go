@@ -129,17 +129,26 @@ func NATSOptions(getenv func(string) string, name string) []nats.Option {
 }
 
 // ConnectNATS connects to NATSURL with NATSOptions. The error names the URL
-// tried, so "NATS unreachable" always says where.
+// tried, so "NATS unreachable" always says where; no password or token
+// (in the URL, NATS_PASSWORD or NATS_TOKEN) appears in it.
 func ConnectNATS(getenv func(string) string, dataDir, name string) (*nats.Conn, jetstream.JetStream, error) {
 	url := NATSURL(getenv, dataDir)
+	secrets := natsSecrets(getenv, url)
 	nc, err := nats.Connect(url, NATSOptions(getenv, name)...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (set NATS_URL, or run `jetfleet up` in this directory)", url, err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (set NATS_URL, or run `jetfleet up` in this directory)", RedactURL(url), scrub(err, secrets...))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream on %s: %w", url, err)
+		return nil, nil, fmt.Errorf("jetstream on %s: %w", RedactURL(url), scrub(err, secrets...))
 	}
 	return nc, js, nil
+}
+
+// ConnectedURL is the URL nc is connected to, with its user information
+// hidden (RedactURL): nats.Conn.ConnectedUrlRedacted hides a password but
+// shows a token written as nats://TOKEN@host.
+func ConnectedURL(nc *nats.Conn) string {
+	return RedactURL(nc.ConnectedUrl())
 }

@@ -59,7 +59,7 @@ func (n *Node) Serve(ctx context.Context, cfg ServeConfig) error {
 		return err
 	}
 	agentDone := n.serveAgent(ctx, health, cfg.AgentListener)
-	n.cfg.Logger.Info().Str("http_url", HTTPURL(cfg.Listener.Addr())).Str("nats_url", n.s.Conn.ConnectedUrlRedacted()).
+	n.cfg.Logger.Info().Str("http_url", HTTPURL(cfg.Listener.Addr())).Str("nats_url", ConnectedURL(n.s.Conn)).
 		Str("app", n.Name()).Dur("drain_delay", cfg.DrainDelay).Dur("grace", cfg.Grace).
 		Msg("web node serving its routes and /up")
 	err = health.Serve(ctx, n.httpServer(handler), cfg.Listener, n.drainOptions(cfg))

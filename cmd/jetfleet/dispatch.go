@@ -127,7 +127,7 @@ func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, 
 	}
 	if err := bus.EnsureQueues(ctx, js, bus.Config{}); err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("NATS at %s: %w", nc.ConnectedUrlRedacted(), err)
+		return nil, nil, fmt.Errorf("NATS at %s: %w", node.ConnectedURL(nc), err)
 	}
 	return nc, js, nil
 }

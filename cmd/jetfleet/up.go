@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net/url"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -239,7 +237,7 @@ func (s *system) startNATS(ctx context.Context) error {
 // embedding one. nats.url is left alone: every command reads NATS_URL (from
 // the environment or .env) before it.
 func (s *system) connectExternal(env string) error {
-	s.natsURL = redactURLs(env)
+	s.natsURL = node.RedactURL(env)
 	if s.opts.listenSet || s.opts.sync != (syncPolicy{}) {
 		s.log.Warn().Msg("NATS_URL is set, so no server is embedded: --nats-listen and --sync-interval are ignored")
 	}
@@ -250,7 +248,7 @@ func (s *system) connectExternal(env string) error {
 	if err := s.useConn(nc); err != nil {
 		return err
 	}
-	s.log.Info().Str("nats_url", s.natsURL).Str("connected_to", nc.ConnectedUrlRedacted()).
+	s.log.Info().Str("nats_url", s.natsURL).Str("connected_to", node.ConnectedURL(nc)).
 		Msg("using the NATS server of NATS_URL; none embedded")
 	return nil
 }
@@ -337,15 +335,4 @@ func replicaState(ctx context.Context, js jetstream.JetStream, name string) (str
 		state += fmt.Sprintf(", %s current=%v", r.Name, r.Current)
 	}
 	return state, ok
-}
-
-// redactURLs hides the passwords of a comma-separated list of URLs.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
 }
