@@ -53,7 +53,9 @@ func Delay(d time.Duration) Option { return func(o *options) { o.delay = d } }
 // At makes the job ready only at t, using JetStream's scheduler.
 func At(t time.Time) Option { return func(o *options) { o.at = t } }
 
-// JobID sets the job's ID. Dispatching the same ID again within
+// JobID sets the job's ID: at most 256 bytes and no control character
+// (ValidateJobID); a dispatch with another is refused with an error
+// wrapping ErrInvalid. Dispatching the same ID again within
 // Config.DuplicateWindow stores nothing new (dedupe). Default: a random ID.
 func JobID(id string) Option { return func(o *options) { o.id = id } }
 
@@ -272,7 +274,7 @@ func (o *options) validate(kind string, body []byte, checkJSON bool) error {
 	if len(o.id) > 256 {
 		return fmt.Errorf("%w: job ID is %d bytes; the limit is 256", ErrInvalid, len(o.id))
 	}
-	return nil
+	return wire.ValidateJobID(o.id)
 }
 
 // validateName is wire.ValidateName with a fast path for the valid names of the

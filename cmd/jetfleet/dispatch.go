@@ -88,6 +88,9 @@ func (f *jobFlags) options() ([]bus.Option, error) {
 		opts = append(opts, bus.At(t))
 	}
 	if f.id != "" {
+		if err := bus.ValidateJobID(f.id); err != nil {
+			return nil, fmt.Errorf("--id: %w", err)
+		}
 		opts = append(opts, bus.JobID(f.id))
 	}
 	return opts, nil
