@@ -51,6 +51,7 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	if n.app.Jobs != nil {
 		n.app.Jobs(&n.s, w)
 	}
+	n.obs.jobs.LimitKinds(w.Kinds()) // a made-up kind adds no series
 	return w.Run(ctx)
 }
 
