@@ -117,7 +117,11 @@ func runServe(ctx context.Context, app App, prog string, args []string, cfg Conf
 	if *natsDown < 0 || *drainDelay < 0 || *grace <= 0 {
 		return fmt.Errorf("--nats-down-after and --drain-delay must be 0 or more and --grace more than 0 (got %s, %s and %s)", *natsDown, *drainDelay, *grace)
 	}
-	scfg := ServeConfig{DrainDelay: noneIfZero(*drainDelay), Grace: *grace, NATSDownAfter: noneIfZero(*natsDown)}
+	limits, err := HTTPLimitsFromEnv(cfg.Getenv)
+	if err != nil {
+		return err
+	}
+	scfg := ServeConfig{DrainDelay: noneIfZero(*drainDelay), Grace: *grace, NATSDownAfter: noneIfZero(*natsDown), HTTPLimits: limits}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen for HTTP on %s (--listen): %w", *listen, err)
@@ -158,6 +162,9 @@ func runWork(ctx context.Context, app App, prog string, args []string, cfg Confi
 	}
 	wcfg, err := wf.config()
 	if err != nil {
+		return err
+	}
+	if wcfg.MetricsLimits, err = HTTPLimitsFromEnv(cfg.Getenv); err != nil {
 		return err
 	}
 	if *wf.metricsListen != "" {

@@ -56,7 +56,12 @@ func (s *system) startHTTP(ctx context.Context) error {
 	if delay == 0 {
 		delay = -1 // none: there is no balancer in front of up
 	}
-	cfg := node.ServeConfig{Listener: ln, DrainDelay: delay, Grace: s.opts.grace, OpenDashboard: true}
+	limits, err := node.HTTPLimitsFromEnv(s.a.getenv)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	cfg := node.ServeConfig{Listener: ln, DrainDelay: delay, Grace: s.opts.grace, OpenDashboard: true, HTTPLimits: limits}
 	s.background(ctx, "http", func(ctx context.Context) error { return s.node.Serve(ctx, cfg) })
 	return nil
 }
