@@ -42,7 +42,8 @@ type ServeConfig struct {
 	// drain or down) until the node has drained.
 	AgentListener net.Listener
 	// OpenDashboard serves /jetfleet without credentials when none are
-	// configured (`jetfleet up`); otherwise it needs JETFLEET_DASHBOARD_*.
+	// configured and Listener is loopback-only (`jetfleet up`; see
+	// LoopbackOnly); otherwise the dashboard needs JETFLEET_DASHBOARD_*.
 	OpenDashboard bool
 	// HTTPLimits bound the server: read-header, read, write and idle
 	// timeouts and the cap on open connections (JETFLEET_HTTP_*, read by
@@ -104,7 +105,7 @@ func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health
 	if app != nil {
 		mux.Handle("/", app)
 	}
-	handler, err := n.mountWeb(mux, health.Track(mux), health, cfg.OpenDashboard)
+	handler, err := n.mountWeb(mux, health.Track(mux), health, cfg.OpenDashboard, cfg.Listener.Addr())
 	return health, handler, err
 }
 

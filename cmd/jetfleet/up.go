@@ -112,8 +112,8 @@ func (s *system) shutdown() {
 // runUp is `jetfleet up`: the whole system in one process on embedded
 // defaults, until ctx ends (SIGINT or SIGTERM), then a clean shutdown.
 func runUp(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "up", "up [--listen :8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers]")
-	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node; when not given and taken, a free port is used with a warning")
+	fs := newFlagSet(a, "up", "up [--listen 127.0.0.1:8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers]")
+	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node (loopback by default; on another address the dashboard needs JETFLEET_DASHBOARD_TOKEN); when not given and taken, a free port is used with a warning")
 	drainDelay := fs.Duration("drain-delay", 0, "on Ctrl-C, how long /up answers 503 before the listener closes (0: none; there is no balancer in front of up)")
 	grace := fs.Duration("grace", 30*time.Second, "on Ctrl-C, how long in-flight requests and running jobs may take to finish")
 	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (jobs wait for a jetfleet work process)")
