@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -285,24 +286,28 @@ func (s *system) startBus(ctx context.Context) error {
 }
 
 // waitForReplicas waits, for up to a minute, until every replica of JOBS
-// and DLQ is current. A stream just created or scaled up (R1 to R3) has
-// followers that are still catching up, and until they are, losing the
-// leader's node stops the stream (no follower can take over). Past the
-// minute it warns and goes on.
+// and DLQ, and of each queue's consumer, is current. A stream or consumer
+// just created or scaled up (R1 to R3) has followers that are still
+// catching up, and until they are, losing the leader's node stops it (no
+// follower can take over). Past the minute it warns and goes on.
 func (s *system) waitForReplicas(ctx context.Context) error {
 	if s.opts.replicas < 2 {
 		return nil
 	}
 	deadline := time.Now().Add(time.Minute)
-	for _, name := range []string{bus.JobsStream, bus.DLQStream} {
+	assets := []string{bus.JobsStream, bus.DLQStream}
+	for _, q := range s.opts.queues {
+		assets = append(assets, bus.ConsumerName(q))
+	}
+	for _, name := range assets {
 		for {
-			state, ok := replicaState(ctx, s.js, name)
+			state, ok := replicaState(ctx, s.js, name, s.opts.replicas)
 			if ok {
 				break
 			}
 			if time.Now().After(deadline) {
-				s.log.Warn().Str("stream", name).Str("replicas", state).
-					Msg("the stream's replicas are not all current yet; until they are, the cluster cannot lose a node without stopping it")
+				s.log.Warn().Str("asset", name).Str("replicas", state).
+					Msg("the replicas are not all current yet; until they are, the cluster cannot lose a node without stopping it")
 				break
 			}
 			select {
@@ -315,22 +320,34 @@ func (s *system) waitForReplicas(ctx context.Context) error {
 	return nil
 }
 
-// replicaState describes the replicas of stream name and reports whether it
-// has a leader and every replica is current.
-func replicaState(ctx context.Context, js jetstream.JetStream, name string) (string, bool) {
+// replicaState describes the replicas of the stream name, or of the
+// consumer name on JOBS when it is a queue's (q-<queue>), and reports
+// whether it has a leader and want replicas, all current. (A consumer made
+// while JOBS had one replica follows it to three some time after the
+// stream has scaled.)
+func replicaState(ctx context.Context, js jetstream.JetStream, name string, want int) (string, bool) {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st, err := js.Stream(c, name)
-	if err != nil {
-		return err.Error(), false
+	var cluster *jetstream.ClusterInfo
+	if strings.HasPrefix(name, bus.ConsumerName("")) {
+		cons, err := js.Consumer(c, bus.JobsStream, name)
+		if err != nil {
+			return err.Error(), false
+		}
+		cluster = cons.CachedInfo().Cluster
+	} else {
+		st, err := js.Stream(c, name)
+		if err != nil {
+			return err.Error(), false
+		}
+		cluster = st.CachedInfo().Cluster
 	}
-	info := st.CachedInfo()
-	if info.Cluster == nil {
+	if cluster == nil {
 		return "no cluster information", false
 	}
-	ok := info.Cluster.Leader != "" && len(info.Cluster.Replicas) >= info.Config.Replicas-1
-	state := "leader " + info.Cluster.Leader
-	for _, r := range info.Cluster.Replicas {
+	ok := cluster.Leader != "" && len(cluster.Replicas) >= want-1
+	state := "leader " + cluster.Leader
+	for _, r := range cluster.Replicas {
 		ok = ok && r.Current && !r.Offline
 		state += fmt.Sprintf(", %s current=%v", r.Name, r.Current)
 	}
