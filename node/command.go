@@ -24,7 +24,8 @@ import (
 //	<name> migrate  apply App.Migrations to the DB_* database
 //
 // Settings come from the environment and ./.env: NATS_URL (else the URL
-// `jetfleet up` wrote to ./data/nats.url), NATS_USER, NATS_PASSWORD,
+// `jetfleet up` wrote to ./data/nats.url, with the credentials of
+// ./data/nats.auth), NATS_USER, NATS_PASSWORD,
 // NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL and
 // LOG_FORMAT. SIGINT or SIGTERM drains the node; a second one exits at once.
 func Main(app App) {
@@ -75,7 +76,7 @@ func usage(w io.Writer, prog string) {
 	for _, c := range commandSummaries {
 		fmt.Fprintf(w, "  %-8s %s\n", c[0], c[1])
 	}
-	fmt.Fprintln(w, "\nSettings come from the environment and ./.env: NATS_URL (else ./data/nats.url), NATS_USER,")
+	fmt.Fprintln(w, "\nSettings come from the environment and ./.env: NATS_URL (else ./data/nats.url and nats.auth), NATS_USER,")
 	fmt.Fprintln(w, "NATS_PASSWORD, NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL, LOG_FORMAT.")
 }
 

@@ -36,6 +36,8 @@ type upOptions struct {
 	// noWorkers runs no workers in the process (tests of the bus alone,
 	// or a fleet of `jetfleet work` processes elsewhere).
 	noWorkers bool
+	// noAuth runs the embedded NATS server without credentials.
+	noAuth bool
 }
 
 // system is everything `up` runs in one process. Its parts start in order;
@@ -113,7 +115,7 @@ func (s *system) shutdown() {
 // runUp is `jetfleet up`: the whole system in one process on embedded
 // defaults, until ctx ends (SIGINT or SIGTERM), then a clean shutdown.
 func runUp(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "up", "up [--listen 127.0.0.1:8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers]")
+	fs := newFlagSet(a, "up", "up [--listen 127.0.0.1:8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers] [--no-auth]")
 	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node (loopback by default; on another address the dashboard needs JETFLEET_DASHBOARD_TOKEN); when not given and taken, a free port is used with a warning")
 	drainDelay := fs.Duration("drain-delay", 0, "on Ctrl-C, how long /up answers 503 before the listener closes (0: none; there is no balancer in front of up)")
 	grace := fs.Duration("grace", 30*time.Second, "on Ctrl-C, how long in-flight requests and running jobs may take to finish")
@@ -123,6 +125,7 @@ func runUp(ctx context.Context, a *app, args []string) error {
 	syncFlag := fs.String("sync-interval", "", "fsync interval of the embedded file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")
 	replicas := fs.Int("replicas", 1, "replicas of the JOBS and DLQ streams (3 when NATS_URL names a 3-node cluster)")
 	queues := fs.String("queues", "high,default,emails", "queues whose consumers are provisioned")
+	noAuth := fs.Bool("no-auth", false, "run the embedded NATS server without credentials (by default it requires those it generated in <data>/nats.auth, which commands run from this directory use)")
 	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -142,6 +145,7 @@ func runUp(ctx context.Context, a *app, args []string) error {
 		drainDelay:    *drainDelay,
 		grace:         *grace,
 		noWorkers:     *noWorkers,
+		noAuth:        *noAuth,
 	}
 	if opts.drainDelay < 0 || opts.grace <= 0 {
 		return fmt.Errorf("--drain-delay must be 0 or more and --grace more than 0 (got %s and %s)", opts.drainDelay, opts.grace)
@@ -197,8 +201,14 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	user, password, err := s.natsAuth()
+	if err != nil {
+		return err
+	}
 	srv, err := natsembed.Start(natsembed.Config{
 		Name:         "jetfleet",
+		User:         user,
+		Password:     password,
 		Listen:       listen,
 		StoreDir:     filepath.Join(s.opts.dataDir, "nats"),
 		SyncInterval: s.opts.sync.interval,
@@ -218,7 +228,7 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err := srv.JetStreamReady(30 * time.Second); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(s.natsURL, nats.Name("jetfleet up"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(s.natsURL, nats.Name("jetfleet up"), nats.MaxReconnects(-1), nats.UserInfo(user, password))
 	if err != nil {
 		return fmt.Errorf("connect to the embedded NATS server at %s: %w", s.natsURL, err)
 	}
@@ -229,9 +239,27 @@ func (s *system) startNATS(ctx context.Context) error {
 		return err
 	}
 	s.log.Info().Str("nats_url", s.natsURL).Str("store", absPath(srv.StoreDir())).Str("sync", s.opts.sync.String()).
-		Str("url_file", absPath(filepath.Join(s.opts.dataDir, node.URLFile))).
+		Str("url_file", absPath(filepath.Join(s.opts.dataDir, node.URLFile))).Bool("auth", user != "").
 		Msg("embedded NATS server with JetStream started")
 	return nil
+}
+
+// natsAuth is the user and password the embedded server requires: those
+// of <data>/nats.auth, generated on the first start; none with --no-auth.
+func (s *system) natsAuth() (user, password string, err error) {
+	authFile := absPath(filepath.Join(s.opts.dataDir, node.AuthFile))
+	if s.opts.noAuth {
+		s.log.Warn().Msg("--no-auth: the embedded NATS server accepts any client that reaches it, which can read and change every job and session")
+		return "", "", nil
+	}
+	user, password, created, err := node.LocalNATSAuth(s.opts.dataDir)
+	if err != nil {
+		return "", "", err
+	}
+	if created {
+		s.log.Info().Str("auth_file", authFile).Msg("generated the credentials of the embedded NATS server (mode 0600); commands run from this directory use them")
+	}
+	return user, password, nil
 }
 
 // connectExternal uses the NATS servers named by NATS_URL instead of
