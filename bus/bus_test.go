@@ -167,6 +167,12 @@ func TestDispatchValidation(t *testing.T) {
 		{"body over max payload", "k", big, nil, "the NATS server's max_payload is 4096 bytes"},
 		{"tries zero", "k", []byte(`{}`), []bus.Option{bus.Tries(0)}, "tries is 0; it must be at least 1"},
 		{"timeout negative", "k", []byte(`{}`), []bus.Option{bus.Timeout(-time.Second)}, "timeout is -1s"},
+		{"ID with a line break", "k", []byte(`{}`), []bus.Option{bus.JobID("a\nb")}, `job ID "a\nb" holds the control character U+000A at byte 1`},
+		{"ID with a tab", "k", []byte(`{}`), []bus.Option{bus.JobID("a\tb")}, `control character U+0009`},
+		{"ID with NUL", "k", []byte(`{}`), []bus.Option{bus.JobID("\x00")}, `control character U+0000 at byte 0`},
+		{"ID with DEL", "k", []byte(`{}`), []bus.Option{bus.JobID("a\x7f")}, `control character U+007F`},
+		{"ID with a C1 control", "k", []byte(`{}`), []bus.Option{bus.JobID("é\u0085")}, `control character U+0085 at byte 2`},
+		{"delayed job, ID with a line break", "k", []byte(`{}`), []bus.Option{bus.JobID("a\r\nb"), bus.Delay(time.Hour)}, `control character U+000D`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

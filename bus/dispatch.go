@@ -53,15 +53,23 @@ func Delay(d time.Duration) Option { return func(o *options) { o.delay = d } }
 // At makes the job ready only at t, using JetStream's scheduler.
 func At(t time.Time) Option { return func(o *options) { o.at = t } }
 
-// JobID sets the job's ID. Dispatching the same ID again within
+// JobID sets the job's ID: at most 256 bytes and no control character
+// (ValidateJobID); a dispatch with another is refused with an error
+// wrapping ErrInvalid. Dispatching the same ID again within
 // Config.DuplicateWindow stores nothing new (dedupe). Default: a random ID.
 func JobID(id string) Option { return func(o *options) { o.id = id } }
 
 // Dispatcher enqueues jobs. It is safe for concurrent use. The JOBS stream
 // must exist (Provision, or a running `jetfleet up` / `jetfleet work`).
+// The first time a Dispatcher sends a job to a queue, it creates the
+// queue's consumer when it is missing (one request per queue and process),
+// so a job sent to a queue no worker has served yet is still counted by
+// `jetfleet queue stats`, `queue monitor` and the dashboard.
 type Dispatcher struct {
 	js  jetstream.JetStream
 	cfg Config
+	// ensured are the queues whose consumer it made sure of.
+	ensured ensuredQueues
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.
@@ -144,6 +152,7 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 			errs[i] = err
 			continue
 		}
+		d.ensureQueueOf(ctx, msg)
 		ids[i] = id
 		for {
 			futures[i], err = d.js.PublishMsgAsync(msg)
@@ -272,7 +281,7 @@ func (o *options) validate(kind string, body []byte, checkJSON bool) error {
 	if len(o.id) > 256 {
 		return fmt.Errorf("%w: job ID is %d bytes; the limit is 256", ErrInvalid, len(o.id))
 	}
-	return nil
+	return wire.ValidateJobID(o.id)
 }
 
 // validateName is wire.ValidateName with a fast path for the valid names of the
@@ -358,6 +367,7 @@ func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
 // publishJob publishes a job's message and reports it to
 // Config.OnDispatched once stored.
 func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg) error {
+	d.ensureQueueOf(ctx, msg)
 	if err := d.publish(ctx, msg); err != nil {
 		return err
 	}
@@ -371,11 +381,7 @@ func (d *Dispatcher) dispatched(msg *nats.Msg) {
 	if d.cfg.OnDispatched == nil {
 		return
 	}
-	subject := msg.Subject
-	if target := msg.Header.Get(headerScheduleTarget); target != "" {
-		subject = target
-	}
-	if queue, kind, err := wire.ParseJobSubject(subject); err == nil {
+	if queue, kind, ok := jobTarget(msg); ok {
 		d.cfg.OnDispatched(queue, kind)
 	}
 }

@@ -36,10 +36,12 @@ type Job struct {
 	EnqueuedAt time.Time
 }
 
-// ParseJob decodes a delivered message. A bad subject or a malformed
-// Jetfleet-* header is an error wrapping ErrInvalid that names the header;
-// such a job can never run and belongs in the dead letters. The returned Job
-// is filled as far as parsing got, so it can still be dead-lettered.
+// ParseJob decodes a delivered message. A bad subject, a job ID with a
+// control character or a malformed Jetfleet-* header is an error wrapping
+// ErrInvalid that names the header; such a job can never run and belongs
+// in the dead letters. The returned Job is filled as far as parsing got, so
+// it can still be dead-lettered; a job whose ID is refused gets its JOBS
+// sequence as its ID, which can be printed and typed back.
 func ParseJob(msg jetstream.Msg) (*Job, error) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -52,21 +54,37 @@ func ParseJob(msg jetstream.Msg) (*Job, error) {
 		Seq:        meta.Sequence.Stream,
 		EnqueuedAt: meta.Timestamp,
 	}
-	j.ID = jobID(j.Header, j.Seq)
+	idErr := j.setID()
 	if j.Queue, j.Kind, err = wire.ParseJobSubject(msg.Subject()); err != nil {
 		return j, err
+	}
+	if idErr != nil {
+		return j, idErr
 	}
 	return j, j.parseSettings()
 }
 
-func jobID(h nats.Header, seq uint64) string {
+// setID sets j.ID from its headers, or to its sequence when it has no ID
+// or one the contract refuses (the error then says which header held it).
+func (j *Job) setID() error {
+	id, header := jobID(j.Header, j.Seq)
+	j.ID = id
+	if err := wire.ValidateJobID(id); err != nil {
+		j.ID = strconv.FormatUint(j.Seq, 10)
+		return fmt.Errorf("header %s: %w; the job is kept under its sequence %s", header, err, j.ID)
+	}
+	return nil
+}
+
+// jobID is the job's ID and the header it came from ("" for the sequence).
+func jobID(h nats.Header, seq uint64) (id, header string) {
 	if id := h.Get(HeaderJobID); id != "" {
-		return id
+		return id, HeaderJobID
 	}
 	if id := h.Get(HeaderMsgID); id != "" {
-		return id
+		return id, HeaderMsgID
 	}
-	return strconv.FormatUint(seq, 10)
+	return strconv.FormatUint(seq, 10), ""
 }
 
 func (j *Job) parseSettings() error {

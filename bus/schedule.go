@@ -91,6 +91,7 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	msg.Header.Set(headerSchedule, pattern)
 	msg.Header.Set(headerScheduleTarget, target)
 	msg.Header.Set(headerRollup, "sub")
+	d.ensureQueueOf(ctx, msg)
 	return d.publish(ctx, msg)
 }
 

@@ -7,8 +7,13 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"fmt"
+	"math"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Cookie names. Both are HttpOnly and scoped to the dashboard's prefix.
@@ -61,23 +66,47 @@ func (d *Dashboard) guard(next http.HandlerFunc) http.Handler {
 	})
 }
 
-// authorize checks the credentials and answers 401 (or the redirect that
-// drops ?token=) itself when it returns false.
+// authorize checks the credentials and answers 401, 429 (a client
+// locked out after repeated wrong guesses) or the redirect that drops
+// ?token= itself when it returns false.
 func (d *Dashboard) authorize(w http.ResponseWriter, r *http.Request) bool {
-	if scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
+	addr := clientKey(r)
+	if wait := d.guesses.lockedFor(addr); wait > 0 {
+		tooManyGuesses(w, wait)
+		return false
+	}
+	ok, presented := d.checkCredentials(w, r)
+	switch {
+	case ok:
+		d.guesses.right(addr)
+		return true
+	case presented == "":
+		d.unauthorized(w, "credentials required")
+	case presented == "redirected":
+		d.guesses.right(addr)
+	default:
+		d.wrongGuess(w, addr, presented)
+	}
+	return false
+}
+
+// checkCredentials reports whether r carries valid credentials and, when
+// not, what it presented: "" for nothing, "redirected" for a right
+// ?token= (answered with the redirect that drops it), else what was
+// wrong.
+func (d *Dashboard) checkCredentials(w http.ResponseWriter, r *http.Request) (ok bool, presented string) {
+	if scheme, cred, found := strings.Cut(r.Header.Get("Authorization"), " "); found {
 		switch {
 		case strings.EqualFold(scheme, "Bearer") && d.cfg.Token != "" && equal(cred, d.cfg.Token):
-			return true
+			return true, ""
 		case strings.EqualFold(scheme, "Basic") && d.basicOK(r):
-			return true
+			return true, ""
 		}
-		d.unauthorized(w, "wrong credentials")
-		return false
+		return false, "wrong credentials"
 	}
 	if tok, given := r.URL.Query()["token"]; given {
 		if d.cfg.Token == "" || len(tok) != 1 || !equal(tok[0], d.cfg.Token) {
-			d.unauthorized(w, "wrong token")
-			return false
+			return false, "wrong token"
 		}
 		d.setCookie(w, r, authCookie, d.authValue())
 		q := r.URL.Query()
@@ -85,13 +114,35 @@ func (d *Dashboard) authorize(w http.ResponseWriter, r *http.Request) bool {
 		u := *r.URL
 		u.RawQuery = q.Encode()
 		http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
-		return false
+		return false, "redirected"
 	}
-	if c, err := r.Cookie(authCookie); err == nil && d.cfg.Token != "" && equal(c.Value, d.authValue()) {
-		return true
+	if c, err := r.Cookie(authCookie); err == nil && d.cfg.Token != "" {
+		if equal(c.Value, d.authValue()) {
+			return true, ""
+		}
+		return false, "stale or forged login cookie"
 	}
-	d.unauthorized(w, "credentials required")
-	return false
+	return false, ""
+}
+
+// wrongGuess counts a wrong guess from addr: 401 while it is within its
+// free guesses, else 429 for the lockout it now serves.
+func (d *Dashboard) wrongGuess(w http.ResponseWriter, addr netip.Addr, why string) {
+	lockout := d.guesses.wrong(addr)
+	if lockout == 0 {
+		d.unauthorized(w, why)
+		return
+	}
+	d.cfg.Logger.Warn().Str("client", addr.String()).Dur("locked_out_for", lockout).
+		Msg("dashboard: repeated wrong credentials from this client; its attempts are refused for a while")
+	tooManyGuesses(w, lockout)
+}
+
+// tooManyGuesses answers 429 with the wait in Retry-After.
+func tooManyGuesses(w http.ResponseWriter, wait time.Duration) {
+	secs := int(math.Ceil(wait.Seconds()))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	http.Error(w, fmt.Sprintf("429 Too Many Requests: too many wrong credentials from your address; try again in %d s", secs), http.StatusTooManyRequests)
 }
 
 func (d *Dashboard) basicOK(r *http.Request) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -34,7 +35,7 @@ func TestWithoutCredentialsItIsNotThere(t *testing.T) {
 // and redirects to the same page without the token, which the cookie then
 // opens.
 func TestTokenAccess(t *testing.T) {
-	e := newEnv(t, dashboard.Config{Token: "s3cret-token"})
+	e := newEnv(t, dashboard.Config{Token: "s3cret-token-0123456789"})
 	c := browser(t)
 	code, _, resp := do(t, c, "GET", e.url+"/jetfleet", nil)
 	if code != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
@@ -46,15 +47,15 @@ func TestTokenAccess(t *testing.T) {
 	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet/failed?token=wrong", nil); code != http.StatusUnauthorized {
 		t.Errorf("wrong ?token=: %d, want 401", code)
 	}
-	if code, body, _ := do(t, c, "GET", e.url+"/jetfleet", nil, "Authorization", "Bearer s3cret-token"); code != 200 || !strings.Contains(body, "<h1>Overview</h1>") {
+	if code, body, _ := do(t, c, "GET", e.url+"/jetfleet", nil, "Authorization", "Bearer s3cret-token-0123456789"); code != 200 || !strings.Contains(body, "<h1>Overview</h1>") {
 		t.Errorf("right bearer token: %d", code)
 	}
-	code, _, resp = do(t, c, "GET", e.url+"/jetfleet/failed?queue=high&token=s3cret-token", nil)
+	code, _, resp = do(t, c, "GET", e.url+"/jetfleet/failed?queue=high&token=s3cret-token-0123456789", nil)
 	if code != http.StatusSeeOther || resp.Header.Get("Location") != "/jetfleet/failed?queue=high" {
 		t.Fatalf("right ?token=: %d to %q, want 303 to /jetfleet/failed?queue=high", code, resp.Header.Get("Location"))
 	}
 	for _, ck := range resp.Cookies() {
-		if strings.Contains(ck.Value, "s3cret-token") {
+		if strings.Contains(ck.Value, "s3cret-token-0123456789") {
 			t.Errorf("cookie %s holds the token itself", ck.Name)
 		}
 	}
@@ -66,7 +67,7 @@ func TestTokenAccess(t *testing.T) {
 // TestBasicAuthAccess: wrong basic credentials are 401 with a Basic
 // challenge (so a browser asks); the right ones are served.
 func TestBasicAuthAccess(t *testing.T) {
-	e := newEnv(t, dashboard.Config{User: "ops", Password: "pw"})
+	e := newEnv(t, dashboard.Config{User: "ops", Password: "pw-0123456789abcdef"})
 	c := browser(t)
 	req, _ := http.NewRequest("GET", e.url+"/jetfleet", nil)
 	req.SetBasicAuth("ops", "nope")
@@ -78,7 +79,7 @@ func TestBasicAuthAccess(t *testing.T) {
 	if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
 		t.Errorf("wrong password: %d, %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
-	req.SetBasicAuth("ops", "pw")
+	req.SetBasicAuth("ops", "pw-0123456789abcdef")
 	resp, err = c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -93,9 +94,9 @@ func TestBasicAuthAccess(t *testing.T) {
 // forged one, is 403 and changes nothing; with the page's token it pauses
 // the queue and redirects back with a notice.
 func TestPostNeedsCSRF(t *testing.T) {
-	e := newEnv(t, dashboard.Config{Token: "tok"})
+	e := newEnv(t, dashboard.Config{Token: "tok-0123456789abcdef"})
 	c := browser(t)
-	auth := []string{"Authorization", "Bearer tok"}
+	auth := []string{"Authorization", "Bearer tok-0123456789abcdef"}
 	pause := e.url + "/jetfleet/queues/default/pause"
 	if code, _, _ := do(t, c, "POST", pause, url.Values{}, auth...); code != http.StatusForbidden {
 		t.Errorf("POST without CSRF: %d, want 403", code)
@@ -144,5 +145,43 @@ func TestOpenModeStillNeedsCSRF(t *testing.T) {
 	}
 	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/queues/default/pause", url.Values{}); code != http.StatusForbidden {
 		t.Errorf("POST without CSRF: %d, want 403", code)
+	}
+}
+
+// TestShortSecretsAreRefused: a token or password under 16 characters is
+// a start-up error that names the setting and not the secret.
+func TestShortSecretsAreRefused(t *testing.T) {
+	for _, cfg := range []dashboard.Config{{Token: "short-tok3n"}, {User: "ops", Password: "short-passw0rd"}} {
+		_, err := dashboard.New(nil, cfg)
+		if err == nil || !strings.Contains(err.Error(), "at least 16") || strings.Contains(err.Error(), "short-") {
+			t.Errorf("New with a short secret: %v; want an error asking for 16 characters, without the secret", err)
+		}
+	}
+}
+
+// TestWrongGuessesAreSlowedDown: five wrong tokens from one address get
+// 401; the sixth locks the address out (429 with Retry-After), and while
+// it is locked out even the right token is refused unchecked. A request
+// with no credentials at all is no guess.
+func TestWrongGuessesAreSlowedDown(t *testing.T) {
+	const token = "right-token-0123456789"
+	e := newEnv(t, dashboard.Config{Token: token})
+	c := browser(t)
+	for range 3 {
+		if code, _, _ := do(t, c, "GET", e.url+"/jetfleet", nil); code != http.StatusUnauthorized {
+			t.Fatalf("no credentials: %d, want 401", code)
+		}
+	}
+	for i := range 5 {
+		if code, _, _ := do(t, c, "GET", e.url+"/jetfleet", nil, "Authorization", "Bearer guess-"+strconv.Itoa(i)); code != http.StatusUnauthorized {
+			t.Fatalf("wrong guess %d: %d, want 401", i+1, code)
+		}
+	}
+	code, _, resp := do(t, c, "GET", e.url+"/jetfleet?token=guess-6", nil)
+	if code != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("sixth wrong guess: %d, Retry-After %q; want 429 with Retry-After", code, resp.Header.Get("Retry-After"))
+	}
+	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet", nil, "Authorization", "Bearer "+token); code != http.StatusTooManyRequests {
+		t.Fatalf("the right token while locked out: %d, want 429", code)
 	}
 }

@@ -11,13 +11,18 @@
 // metrics.Sampler fills), so every node shows the same picture.
 //
 // Access: Config.Open serves it without credentials (`jetfleet up` on a
-// developer's machine). Otherwise it is served only when a token
+// developer's machine; package node opens it only on a loopback-only
+// listener). Otherwise it is served only when a token
 // (JETFLEET_DASHBOARD_TOKEN) or basic-auth credentials
 // (JETFLEET_DASHBOARD_USER and _PASSWORD) are configured, and answers 404
-// when none is. A token is accepted as "Authorization: Bearer <token>", or
-// once as ?token=<token>, which sets a cookie and redirects to the same page
-// without it. Wrong or missing credentials get 401. Every state-changing
-// action is a POST carrying a CSRF token (403 without it).
+// when none is; a token or password shorter than MinSecretLen characters
+// is refused by New. A token is accepted as "Authorization: Bearer
+// <token>", or once as ?token=<token>, which sets a cookie and redirects
+// to the same page without it. Wrong or missing credentials get 401; after
+// 5 wrong guesses from one client address (an IPv6 /64), each further one
+// locks that address out for twice as long as the last (1 s up to 15 min),
+// and its attempts get 429 with Retry-After, unchecked. Every
+// state-changing action is a POST carrying a CSRF token (403 without it).
 package dashboard
 
 import (
@@ -29,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -42,10 +48,11 @@ type Config struct {
 	// Prefix is where it is mounted, a path below "/". Default "/jetfleet".
 	Prefix string
 	// Token, when set, is accepted as a bearer token or ?token=
-	// (JETFLEET_DASHBOARD_TOKEN).
+	// (JETFLEET_DASHBOARD_TOKEN). At least MinSecretLen characters.
 	Token string
 	// User and Password, when User is set, are accepted as basic-auth
 	// credentials (JETFLEET_DASHBOARD_USER, JETFLEET_DASHBOARD_PASSWORD).
+	// The password has at least MinSecretLen characters.
 	User, Password string
 	// Open serves the dashboard without credentials. Use it only where
 	// the port is not reachable by others (`jetfleet up`).
@@ -87,6 +94,9 @@ type Dashboard struct {
 	// node configured alike accepts the others' tokens.
 	csrfKey []byte
 
+	// guesses slows down wrong credentials per client address.
+	guesses *guesses
+
 	chartMu sync.Mutex
 	chartAt time.Time
 	chart   []metrics.Bucket
@@ -110,6 +120,12 @@ func New(js jetstream.JetStream, cfg Config) (*Dashboard, error) {
 	if (cfg.User == "") != (cfg.Password == "") {
 		return nil, errors.New("dashboard: Config.User and Config.Password go together")
 	}
+	if err := checkSecret("Config.Token (JETFLEET_DASHBOARD_TOKEN)", cfg.Token); err != nil {
+		return nil, err
+	}
+	if err := checkSecret("Config.Password (JETFLEET_DASHBOARD_PASSWORD)", cfg.Password); err != nil {
+		return nil, err
+	}
 	in, err := bus.NewInspector(js, cfg.Bus)
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w", err)
@@ -118,9 +134,18 @@ func New(js jetstream.JetStream, cfg Config) (*Dashboard, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Dashboard{js: js, in: in, cfg: cfg, pages: pages}
+	d := &Dashboard{js: js, in: in, cfg: cfg, pages: pages, guesses: newGuesses(time.Now)}
 	d.csrfKey = csrfKey(cfg)
 	return d, nil
+}
+
+// checkSecret refuses a token or password (named by what) that is set
+// but shorter than MinSecretLen; the error never shows the secret.
+func checkSecret(what, secret string) error {
+	if n := utf8.RuneCountInString(secret); secret != "" && n < MinSecretLen {
+		return fmt.Errorf("dashboard: %s is %d characters; it must have at least %d (for example: openssl rand -base64 24)", what, n, MinSecretLen)
+	}
+	return nil
 }
 
 // csrfKey is derived from the credentials when there are any, else random

@@ -32,7 +32,7 @@ func ExampleDashboard_Routes() {
 		log.Fatal(err)
 	}
 
-	dash, err := dashboard.New(js, dashboard.Config{Token: "operator-token"}) // or dashboard.ConfigFromEnv(os.Getenv)
+	dash, err := dashboard.New(js, dashboard.Config{Token: "operator-token-0123456789"}) // or dashboard.ConfigFromEnv(os.Getenv)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func ExampleDashboard_Routes() {
 	web := httptest.NewServer(mux)
 	defer web.Close()
 
-	for _, auth := range []string{"", "Bearer wrong", "Bearer operator-token"} {
+	for _, auth := range []string{"", "Bearer wrong", "Bearer operator-token-0123456789"} {
 		req, _ := http.NewRequest("GET", web.URL+"/jetfleet", nil)
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
@@ -56,5 +56,5 @@ func ExampleDashboard_Routes() {
 	// Output:
 	// "": 401
 	// "Bearer wrong": 401
-	// "Bearer operator-token": 200
+	// "Bearer operator-token-0123456789": 200
 }

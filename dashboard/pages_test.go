@@ -144,3 +144,50 @@ func stats(t *testing.T, e *env, queue string) bus.QueueStats {
 	t.Fatalf("no queue %s", queue)
 	return bus.QueueStats{}
 }
+
+// TestEveryHTMLResponseIsLockedDown: every HTML response of the dashboard
+// (pages, live fragments, a job's page, a 404 below its prefix, a 401)
+// forbids framing, sniffing and referrers, and its Content-Security-Policy
+// allows only the scripts and styles carrying this response's own nonce,
+// which differs from one response to the next.
+func TestEveryHTMLResponseIsLockedDown(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Open: true})
+	e.deadLetter(t, "default", 1)
+	jobs, err := e.in.FailedJobs(context.Background(), bus.FailedFilter{})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("failed jobs: %v, %v", jobs, err)
+	}
+	closed := newEnv(t, dashboard.Config{Token: "a-token-of-16-chars-or-more"})
+	c := browser(t)
+	nonceRE := regexp.MustCompile(`script-src 'nonce-([A-Za-z0-9_-]+)'; style-src 'nonce-([A-Za-z0-9_-]+)'`)
+	tagRE := regexp.MustCompile(`<(script|style)\b[^>]*>`)
+	seen := map[string]bool{}
+	for _, u := range []string{
+		e.url + "/jetfleet", e.url + "/jetfleet/failed", e.url + "/jetfleet/failed/" + url.PathEscape(jobs[0].ID),
+		e.url + "/jetfleet/fragments/overview", e.url + "/jetfleet/fragments/failed", e.url + "/jetfleet/nothing-here",
+		closed.url + "/jetfleet",
+	} {
+		_, page, resp := do(t, c, "GET", u, nil)
+		h := resp.Header
+		for name, want := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"} {
+			if got := h.Get(name); got != want {
+				t.Errorf("%s: %s = %q, want %q", u, name, got, want)
+			}
+		}
+		csp := h.Get("Content-Security-Policy")
+		m := nonceRE.FindStringSubmatch(csp)
+		if m == nil || m[1] != m[2] || !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("%s: Content-Security-Policy %q", u, csp)
+			continue
+		}
+		if seen[m[1]] {
+			t.Errorf("%s: nonce %s used twice", u, m[1])
+		}
+		seen[m[1]] = true
+		for _, tag := range tagRE.FindAllString(page, -1) {
+			if !strings.Contains(tag, `nonce="`+m[1]+`"`) {
+				t.Errorf("%s: %s without this response's nonce", u, tag)
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,11 @@ const (
 	OutcomeSucceeded = "succeeded"
 	OutcomeFailed    = "failed"
 )
+
+// UnknownKind is the kind label of every job whose kind is not among those
+// given to Jobs.LimitKinds: a publisher cannot add a series per made-up
+// kind. It cannot be a real kind's name (those match [a-z0-9_-]+).
+const UnknownKind = "(unknown)"
 
 // durationBuckets span a few milliseconds to ten minutes, in seconds.
 var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
@@ -33,6 +39,8 @@ type Jobs struct {
 	handedBack   *prometheus.CounterVec
 	runTime      *prometheus.HistogramVec
 	waitTime     *prometheus.HistogramVec
+	// known holds the kinds LimitKinds allows as labels; nil: every kind.
+	known atomic.Pointer[map[string]struct{}]
 }
 
 // NewJobs creates the job metrics and registers them on reg.
@@ -61,9 +69,35 @@ func NewJobs(reg prometheus.Registerer) (*Jobs, error) {
 	return j, nil
 }
 
+// LimitKinds makes kinds (a worker's registered kinds, workers.Worker.Kinds)
+// the only kind label values: every other kind, such as one published raw
+// that no handler serves, is counted under UnknownKind, so the number of
+// series stays bounded whatever is published. Call it once the handlers
+// are registered; it is safe to call while the counters are fed. Without
+// it every kind is its own label value.
+func (j *Jobs) LimitKinds(kinds []string) {
+	set := make(map[string]struct{}, len(kinds))
+	for _, k := range kinds {
+		set[k] = struct{}{}
+	}
+	j.known.Store(&set)
+}
+
+// kindLabel is kind, or UnknownKind when LimitKinds does not allow it.
+func (j *Jobs) kindLabel(kind string) string {
+	known := j.known.Load()
+	if known == nil {
+		return kind
+	}
+	if _, ok := (*known)[kind]; ok {
+		return kind
+	}
+	return UnknownKind
+}
+
 // Dispatched counts one stored job; use it as bus.Config.OnDispatched.
 func (j *Jobs) Dispatched(queue, kind string) {
-	j.dispatched.WithLabelValues(queue, kind).Inc()
+	j.dispatched.WithLabelValues(queue, j.kindLabel(kind)).Inc()
 }
 
 // Middleware counts every attempt's start and end, its run time, and the
@@ -72,16 +106,17 @@ func (j *Jobs) Dispatched(queue, kind string) {
 func (j *Jobs) Middleware() workers.Middleware {
 	return func(next workers.HandlerFunc) workers.HandlerFunc {
 		return func(ctx context.Context, job *bus.Job) error {
-			j.started.WithLabelValues(job.Queue, job.Kind).Inc()
+			kind := j.kindLabel(job.Kind)
+			j.started.WithLabelValues(job.Queue, kind).Inc()
 			if job.Attempt <= 1 && !job.EnqueuedAt.IsZero() {
 				wait := max(time.Since(job.EnqueuedAt), 0)
-				j.waitTime.WithLabelValues(job.Queue, job.Kind).Observe(wait.Seconds())
+				j.waitTime.WithLabelValues(job.Queue, kind).Observe(wait.Seconds())
 			}
 			began := time.Now()
 			outcome := OutcomeFailed
 			defer func() {
-				j.runTime.WithLabelValues(job.Queue, job.Kind).Observe(time.Since(began).Seconds())
-				j.processed.WithLabelValues(job.Queue, job.Kind, outcome).Inc()
+				j.runTime.WithLabelValues(job.Queue, kind).Observe(time.Since(began).Seconds())
+				j.processed.WithLabelValues(job.Queue, kind, outcome).Inc()
 			}()
 			err := next(ctx, job)
 			if err == nil {
@@ -96,6 +131,7 @@ func (j *Jobs) Middleware() workers.Middleware {
 // use it as workers.Config.OnOutcome. Successes are already counted by
 // Middleware; retries, dead letters and hand-backs are counted here.
 func (j *Jobs) Outcome(queue, kind string, o workers.Outcome) {
+	kind = j.kindLabel(kind)
 	switch o {
 	case workers.Retried:
 		j.retried.WithLabelValues(queue, kind).Inc()

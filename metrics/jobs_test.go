@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -101,3 +102,25 @@ func TestPanickingHandlerCountsAsFailed(t *testing.T) {
 type panics struct{}
 
 func (panics) Kind() string { return "panics" }
+
+// TestLimitKindsBoundsTheKindLabel: after LimitKinds, a dead letter,
+// dispatch or attempt of any other kind is counted under UnknownKind; the
+// allowed kinds keep their own label.
+func TestLimitKindsBoundsTheKindLabel(t *testing.T) {
+	e := newEnv(t, "default")
+	e.jobs.LimitKinds([]string{"jetfleet-noop"})
+	for i := range 20 {
+		e.jobs.Outcome("default", "made-up-"+strconv.Itoa(i), workers.DeadLettered)
+		e.jobs.Dispatched("default", "made-up-"+strconv.Itoa(i))
+	}
+	e.jobs.Outcome("default", "jetfleet-noop", workers.Retried)
+	f := e.scrape(t)
+	for _, name := range []string{"jetfleet_jobs_dead_lettered_total", "jetfleet_jobs_dispatched_total"} {
+		if got := f.Labels(name, "kind"); len(got) != 1 || got[0] != metrics.UnknownKind || f.Sum(name) != 20 {
+			t.Errorf("%s: kinds %q, sum %v; want only %q, 20", name, got, f.Sum(name), metrics.UnknownKind)
+		}
+	}
+	if got := f.Sum("jetfleet_jobs_retried_total", "kind", "jetfleet-noop"); got != 1 {
+		t.Errorf("retries of jetfleet-noop = %v, want 1", got)
+	}
+}

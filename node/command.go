@@ -24,7 +24,8 @@ import (
 //	<name> migrate  apply App.Migrations to the DB_* database
 //
 // Settings come from the environment and ./.env: NATS_URL (else the URL
-// `jetfleet up` wrote to ./data/nats.url), NATS_USER, NATS_PASSWORD,
+// `jetfleet up` wrote to ./data/nats.url, with the credentials of
+// ./data/nats.auth), NATS_USER, NATS_PASSWORD,
 // NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL and
 // LOG_FORMAT. SIGINT or SIGTERM drains the node; a second one exits at once.
 func Main(app App) {
@@ -75,7 +76,7 @@ func usage(w io.Writer, prog string) {
 	for _, c := range commandSummaries {
 		fmt.Fprintf(w, "  %-8s %s\n", c[0], c[1])
 	}
-	fmt.Fprintln(w, "\nSettings come from the environment and ./.env: NATS_URL (else ./data/nats.url), NATS_USER,")
+	fmt.Fprintln(w, "\nSettings come from the environment and ./.env: NATS_URL (else ./data/nats.url and nats.auth), NATS_USER,")
 	fmt.Fprintln(w, "NATS_PASSWORD, NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL, LOG_FORMAT.")
 }
 
@@ -116,7 +117,11 @@ func runServe(ctx context.Context, app App, prog string, args []string, cfg Conf
 	if *natsDown < 0 || *drainDelay < 0 || *grace <= 0 {
 		return fmt.Errorf("--nats-down-after and --drain-delay must be 0 or more and --grace more than 0 (got %s, %s and %s)", *natsDown, *drainDelay, *grace)
 	}
-	scfg := ServeConfig{DrainDelay: noneIfZero(*drainDelay), Grace: *grace, NATSDownAfter: noneIfZero(*natsDown)}
+	limits, err := HTTPLimitsFromEnv(cfg.Getenv)
+	if err != nil {
+		return err
+	}
+	scfg := ServeConfig{DrainDelay: noneIfZero(*drainDelay), Grace: *grace, NATSDownAfter: noneIfZero(*natsDown), HTTPLimits: limits}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen for HTTP on %s (--listen): %w", *listen, err)
@@ -171,6 +176,9 @@ func runWork(ctx context.Context, app App, prog string, args []string, cfg Confi
 	}
 	wcfg, err := wf.config()
 	if err != nil {
+		return err
+	}
+	if wcfg.MetricsLimits, err = HTTPLimitsFromEnv(cfg.Getenv); err != nil {
 		return err
 	}
 	if *wf.metricsListen != "" {

@@ -21,7 +21,10 @@
 // `shop migrate` applies the app's schema to the DB_* database. NATS comes
 // from NATS_URL (with NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS,
 // NATS_TLS_*), else from the nats.url that `jetfleet up` writes in the data
-// directory. Logs are zerolog lines (LOG_LEVEL, LOG_FORMAT).
+// directory, with the credentials it generated beside it (nats.auth). HTTP
+// servers are bounded by JETFLEET_HTTP_* (HTTPLimits). No password or
+// token is ever printed: URLs are shown through RedactURL. Logs are
+// zerolog lines (LOG_LEVEL, LOG_FORMAT).
 //
 // Run the binary N times on M machines: web nodes hold no state (sessions
 // are in NATS), workers share each queue's durable consumer.

@@ -79,15 +79,21 @@ func parseDotEnvLine(line string) (key, val string, ok bool, err error) {
 // NATSURL is the server to connect to: NATS_URL when set, else the URL that
 // `jetfleet up` wrote to dataDir/nats.url, else DefaultNATSURL.
 func NATSURL(getenv func(string) string, dataDir string) string {
+	u, _ := natsURL(getenv, dataDir)
+	return u
+}
+
+// natsURL is NATSURL, and whether it came from dataDir/nats.url.
+func natsURL(getenv func(string) string, dataDir string) (url string, fromDataDir bool) {
 	if u := getenv("NATS_URL"); u != "" {
-		return u
+		return u, false
 	}
 	if b, err := os.ReadFile(filepath.Join(dataDir, URLFile)); err == nil {
 		if u := strings.TrimSpace(string(b)); u != "" {
-			return u
+			return u, true
 		}
 	}
-	return DefaultNATSURL
+	return DefaultNATSURL, false
 }
 
 // WriteNATSURL records url in dataDir/nats.url for later commands.
@@ -129,17 +135,37 @@ func NATSOptions(getenv func(string) string, name string) []nats.Option {
 }
 
 // ConnectNATS connects to NATSURL with NATSOptions. The error names the URL
-// tried, so "NATS unreachable" always says where.
+// tried, so "NATS unreachable" always says where; no password or token
+// (in the URL, NATS_PASSWORD or NATS_TOKEN) appears in it.
+//
+// When the URL is the one `jetfleet up` recorded in dataDir/nats.url and
+// no NATS credential is set (NATS_USER, NATS_TOKEN, NATS_CREDS), the
+// credentials `up` generated for its server are read from
+// dataDir/nats.auth (AuthFile).
 func ConnectNATS(getenv func(string) string, dataDir, name string) (*nats.Conn, jetstream.JetStream, error) {
-	url := NATSURL(getenv, dataDir)
+	url, fromDataDir := natsURL(getenv, dataDir)
+	if fromDataDir {
+		var err error
+		if getenv, err = withLocalAuth(getenv, dataDir); err != nil {
+			return nil, nil, err
+		}
+	}
+	secrets := natsSecrets(getenv, url)
 	nc, err := nats.Connect(url, NATSOptions(getenv, name)...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (set NATS_URL, or run `jetfleet up` in this directory)", url, err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (set NATS_URL, or run `jetfleet up` in this directory)", RedactURL(url), scrub(err, secrets...))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream on %s: %w", url, err)
+		return nil, nil, fmt.Errorf("jetstream on %s: %w", RedactURL(url), scrub(err, secrets...))
 	}
 	return nc, js, nil
+}
+
+// ConnectedURL is the URL nc is connected to, with its user information
+// hidden (RedactURL): nats.Conn.ConnectedUrlRedacted hides a password but
+// shows a token written as nats://TOKEN@host.
+func ConnectedURL(nc *nats.Conn) string {
+	return RedactURL(nc.ConnectedUrl())
 }

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +104,29 @@ func TestNATSURLPrecedence(t *testing.T) {
 	}
 	if got := NATSURL(set, filepath.Join(dir, "new", "data")); got != "nats://from-env:4222" {
 		t.Errorf("NATS_URL and a recorded URL: %q, want NATS_URL's", got)
+	}
+}
+
+// TestScrubHidesEverySecret: an error quoting a URL, a password or a
+// token, as written or percent-decoded, keeps its cause for errors.Is but
+// shows none of them.
+func TestScrubHidesEverySecret(t *testing.T) {
+	url := "nats://alice:p%40ss@h1:4222,nats://T0ken@h2:4222"
+	getenv := func(k string) string {
+		return map[string]string{"NATS_PASSWORD": "envPassword", "NATS_TOKEN": "envToken"}[k]
+	}
+	cause := os.ErrNotExist
+	err := fmt.Errorf("parse %q (password p@ss, envPassword, envToken): %w", url, cause)
+	got := scrub(err, natsSecrets(getenv, url)...)
+	for _, secret := range []string{"p%40ss", "p@ss", "T0ken", "envPassword", "envToken"} {
+		if strings.Contains(got.Error(), secret) {
+			t.Errorf("%q shows %q", got, secret)
+		}
+	}
+	if !errors.Is(got, cause) {
+		t.Errorf("%v lost its cause", got)
+	}
+	if plain := errors.New("no secret here"); scrub(plain, "s3cret") != plain {
+		t.Error("an error without secrets was wrapped")
 	}
 }

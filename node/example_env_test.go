@@ -29,3 +29,15 @@ func ExampleNATSURL() {
 	// nats://127.0.0.1:37191
 	// nats://nats.internal:4222
 }
+
+// RedactURL hides passwords and tokens in one URL or a list, as logs and
+// errors show them.
+func ExampleRedactURL() {
+	fmt.Println(node.RedactURL("nats://alice:s3cret@127.0.0.1:4222"))
+	fmt.Println(node.RedactURL("nats://Tok3n@n1:4222,nats://n2:4222"))
+	fmt.Println(node.RedactURL("tls://bob:not a url@n3:4222"))
+	// Output:
+	// nats://alice:xxxxx@127.0.0.1:4222
+	// nats://xxxxx@n1:4222,nats://n2:4222
+	// tls://bob:xxxxx@n3:4222
+}

@@ -96,7 +96,7 @@ func (n *Node) open(ctx context.Context) error {
 	// The streams are created when missing, never changed: a node started
 	// with defaults cannot undo an operator's R3 topology.
 	if err := bus.EnsureQueues(ctx, n.s.JetStream, n.s.Bus); err != nil {
-		return fmt.Errorf("NATS at %s: %w", n.s.Conn.ConnectedUrlRedacted(), err)
+		return fmt.Errorf("NATS at %s: %w", ConnectedURL(n.s.Conn), err)
 	}
 	if n.s.Dispatcher, err = bus.NewDispatcher(n.s.JetStream, n.s.Bus); err != nil {
 		return err
@@ -171,7 +171,9 @@ func OpenDB(ctx context.Context, getenv func(string) string, dataDir string, tun
 	if tune != nil {
 		tune(&cfg)
 	}
-	return readmodel.Open(ctx, cfg)
+	db, err := readmodel.Open(ctx, cfg)
+	return db, scrub(err, cfg.Password) // the driver's errors hold no password today; keep it so
+
 }
 
 // Services returns the node's connections, as the app's hooks see them.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,8 +55,8 @@ func (n *Node) instrumentWorkers(ctx context.Context, cfg *workers.Config) (stop
 }
 
 // mountWeb adds /metrics and the dashboard to a web node's mux and returns
-// handler measured by the HTTP metrics.
-func (n *Node) mountWeb(mux *http.ServeMux, handler http.Handler, health *healthz.Health, openDashboard bool) (http.Handler, error) {
+// handler measured by the HTTP metrics. addr is where the node listens.
+func (n *Node) mountWeb(mux *http.ServeMux, handler http.Handler, health *healthz.Health, openDashboard bool, addr net.Addr) (http.Handler, error) {
 	in, err := bus.NewInspector(n.s.JetStream, n.s.Bus)
 	if err != nil {
 		return nil, err
@@ -73,20 +74,23 @@ func (n *Node) mountWeb(mux *http.ServeMux, handler http.Handler, health *health
 		return nil, err
 	}
 	mux.Handle("GET /metrics", metrics.Handler(n.obs.reg))
-	if err := n.mountDashboard(mux, openDashboard); err != nil {
+	if err := n.mountDashboard(mux, openDashboard, addr); err != nil {
 		return nil, err
 	}
 	return httpm.Middleware(handler), nil
 }
 
 // mountDashboard serves /jetfleet: with the JETFLEET_DASHBOARD_*
-// credentials when set, open when asked and none are set, else 404.
-func (n *Node) mountDashboard(mux *http.ServeMux, open bool) error {
+// credentials when set; open when asked, none are set and the node listens
+// on loopback only (addr); else 404. The log says which, and why.
+func (n *Node) mountDashboard(mux *http.ServeMux, open bool, addr net.Addr) error {
 	cfg, err := dashboard.ConfigFromEnv(n.cfg.Getenv)
 	if err != nil {
 		return err
 	}
-	cfg.Open = open && cfg.Token == "" && cfg.User == ""
+	noCredentials := cfg.Token == "" && cfg.User == ""
+	local := LoopbackOnly(addr)
+	cfg.Open = open && noCredentials && local
 	cfg.Bus = n.s.Bus
 	cfg.Logger = n.cfg.Logger.With().Str("component", "dashboard").Logger()
 	dash, err := dashboard.New(n.s.JetStream, cfg)
@@ -97,11 +101,35 @@ func (n *Node) mountDashboard(mux *http.ServeMux, open bool) error {
 	log := n.cfg.Logger
 	switch {
 	case cfg.Open:
-		log.Info().Str("path", dash.Prefix()).Msg("dashboard open without credentials; set JETFLEET_DASHBOARD_TOKEN to require one")
+		log.Info().Str("path", dash.Prefix()).Str("listen", addr.String()).
+			Msg("dashboard open without credentials: the node listens on loopback only; set JETFLEET_DASHBOARD_TOKEN to require one")
 	case dash.Enabled():
 		log.Info().Str("path", dash.Prefix()).Msg("dashboard served to holders of the JETFLEET_DASHBOARD_* credentials")
+	case open && !local:
+		log.Warn().Str("listen", addr.String()).
+			Msgf("dashboard off (404): the node listens on %s, which other machines can reach, so the dashboard needs credentials: set JETFLEET_DASHBOARD_TOKEN (at least %d characters) or JETFLEET_DASHBOARD_USER and _PASSWORD", addr, dashboard.MinSecretLen)
 	default:
 		log.Info().Msg("dashboard off (404): set JETFLEET_DASHBOARD_TOKEN or JETFLEET_DASHBOARD_USER and _PASSWORD to serve it")
 	}
 	return nil
+}
+
+// LoopbackOnly reports whether a listener on addr can be reached from
+// this machine only: a loopback IP address (127.0.0.0/8, ::1) or a Unix
+// socket. An unspecified address (":8080", 0.0.0.0, ::) is not.
+func LoopbackOnly(addr net.Addr) bool {
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case *net.UnixAddr:
+		return true
+	case nil:
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

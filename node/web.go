@@ -42,8 +42,14 @@ type ServeConfig struct {
 	// drain or down) until the node has drained.
 	AgentListener net.Listener
 	// OpenDashboard serves /jetfleet without credentials when none are
-	// configured (`jetfleet up`); otherwise it needs JETFLEET_DASHBOARD_*.
+	// configured and Listener is loopback-only (`jetfleet up`; see
+	// LoopbackOnly); otherwise the dashboard needs JETFLEET_DASHBOARD_*.
 	OpenDashboard bool
+	// HTTPLimits bound the server: read-header, read, write and idle
+	// timeouts and the cap on open connections (JETFLEET_HTTP_*, read by
+	// the serve command with HTTPLimitsFromEnv). The zero value is the
+	// defaults.
+	HTTPLimits
 }
 
 // Serve runs a web node until ctx ends, then drains: the app's routes
@@ -59,10 +65,11 @@ func (n *Node) Serve(ctx context.Context, cfg ServeConfig) error {
 		return err
 	}
 	agentDone := n.serveAgent(ctx, health, cfg.AgentListener)
-	n.cfg.Logger.Info().Str("http_url", HTTPURL(cfg.Listener.Addr())).Str("nats_url", n.s.Conn.ConnectedUrlRedacted()).
+	n.cfg.Logger.Info().Str("http_url", HTTPURL(cfg.Listener.Addr())).Str("nats_url", ConnectedURL(n.s.Conn)).
 		Str("app", n.Name()).Str("drain_delay", drainDelayText(cfg.DrainDelay)).Str("grace", cmp.Or(cfg.Grace, 30*time.Second).String()).
 		Msg("web node serving its routes and /up")
-	err = health.Serve(ctx, n.httpServer(handler), cfg.Listener, n.drainOptions(cfg))
+	limits := cfg.HTTPLimits.withDefaults()
+	err = health.Serve(ctx, n.httpServer(handler, limits), limitConns(cfg.Listener, limits.MaxConns), n.drainOptions(cfg))
 	<-agentDone
 	if err == nil {
 		n.cfg.Logger.Info().Msg("drained; stopped")
@@ -109,7 +116,7 @@ func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health
 	if app != nil {
 		mux.Handle("/", app)
 	}
-	handler, err := n.mountWeb(mux, health.Track(mux), health, cfg.OpenDashboard)
+	handler, err := n.mountWeb(mux, health.Track(mux), health, cfg.OpenDashboard, cfg.Listener.Addr())
 	return health, handler, err
 }
 
@@ -178,14 +185,12 @@ func replicaHealth(members []readmodel.MemberState) error {
 		len(out), replicas, strings.Join(out, ", "), healthz.ErrDegraded)
 }
 
-// httpServer is the node's server, logging through the node's logger.
-func (n *Node) httpServer(h http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.New(n.cfg.Logger.With().Str("component", "http").Logger(), "", 0),
-	}
+// httpServer is a server of the node bounded by limits, logging through
+// the node's logger.
+func (n *Node) httpServer(h http.Handler, limits HTTPLimits) *http.Server {
+	srv := newHTTPServer(h, limits)
+	srv.ErrorLog = log.New(n.cfg.Logger.With().Str("component", "http").Logger(), "", 0)
+	return srv
 }
 
 // drainOptions turns the node's timing into healthz's.

@@ -24,6 +24,9 @@ type WorkConfig struct {
 	NoDiagnostics bool
 	// MetricsListener, when set, serves Prometheus /metrics there.
 	MetricsListener net.Listener
+	// MetricsLimits bound the metrics server as ServeConfig.HTTPLimits
+	// bound a web node's. The zero value is the defaults.
+	MetricsLimits HTTPLimits
 }
 
 // Work runs a worker process of the app's jobs until ctx ends or a stop
@@ -39,7 +42,7 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	}
 	wcfg.Logger = n.cfg.Logger
 	if cfg.MetricsListener != nil {
-		stop := n.serveMetrics(cfg.MetricsListener)
+		stop := n.serveMetrics(cfg.MetricsListener, cfg.MetricsLimits)
 		defer stop()
 	}
 	stopSamples := n.instrumentWorkers(ctx, &wcfg) // metrics and the dashboard's samples
@@ -51,14 +54,18 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	if n.app.Jobs != nil {
 		n.app.Jobs(&n.s, w)
 	}
+	n.obs.jobs.LimitKinds(w.Kinds()) // a made-up kind adds no series
 	return w.Run(ctx)
 }
 
-// serveMetrics serves /metrics alone on ln until stop is called.
-func (n *Node) serveMetrics(ln net.Listener) (stop func()) {
+// serveMetrics serves /metrics alone on ln, bounded by limits, until stop
+// is called.
+func (n *Node) serveMetrics(ln net.Listener, limits HTTPLimits) (stop func()) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(n.obs.reg))
-	srv := n.httpServer(mux)
+	limits = limits.withDefaults()
+	srv := n.httpServer(mux, limits)
+	ln = limitConns(ln, limits.MaxConns)
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)

@@ -3,6 +3,7 @@ package sessions
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,12 @@ type Config struct {
 	ExpireOnClose bool
 	// Cookie sets the cookie's name and attributes.
 	Cookie CookieConfig
+	// TrustedProxies are the addresses (prefixes) of the proxies whose
+	// X-Forwarded-Proto header is believed: a request that came from one
+	// of them with X-Forwarded-Proto: https counts as HTTPS for the
+	// cookie's automatic Secure attribute (SESSION_TRUSTED_PROXIES). The
+	// header of any other client is ignored. Default none.
+	TrustedProxies []netip.Prefix
 	// CSRFFailureStatus is the status the CSRF middleware answers with when
 	// a token is missing or wrong: 419 (Laravel's "Page Expired") or 403.
 	// Default 419.
@@ -90,9 +97,17 @@ type CookieConfig struct {
 	Domain string
 	// Path attribute (SESSION_PATH). Default "/".
 	Path string
-	// Secure sends the cookie over HTTPS only (SESSION_SECURE_COOKIE).
-	// Default false; set it in production.
+	// Secure sets the Secure attribute on every response
+	// (SESSION_SECURE_COOKIE=true), so browsers send the cookie over HTTPS
+	// only. When neither Secure nor NeverSecure is set (the default,
+	// SESSION_SECURE_COOKIE unset), the attribute is set automatically on
+	// responses to requests that came over TLS, or through a trusted proxy
+	// that says X-Forwarded-Proto: https (Config.TrustedProxies).
 	Secure bool
+	// NeverSecure leaves the Secure attribute off on every response, even
+	// over HTTPS (SESSION_SECURE_COOKIE=false). It cannot be combined with
+	// Secure.
+	NeverSecure bool
 	// SameSite attribute (SESSION_SAME_SITE). Default http.SameSiteLaxMode.
 	// SameSiteNoneMode requires Secure.
 	SameSite http.SameSite
@@ -160,6 +175,7 @@ func (c Config) validate() error {
 		{c.Cookie.SameSite < http.SameSiteDefaultMode || c.Cookie.SameSite > http.SameSiteNoneMode, fmt.Sprintf("Cookie.SameSite %d: not an http.SameSite mode", c.Cookie.SameSite)},
 		{c.Cookie.SameSite == http.SameSiteNoneMode && !c.Cookie.Secure, "Cookie.SameSite=None: browsers require Secure with it; set Cookie.Secure"},
 		{c.Cookie.Partitioned && !c.Cookie.Secure, "Cookie.Partitioned: browsers require Secure with it; set Cookie.Secure"},
+		{c.Cookie.Secure && c.Cookie.NeverSecure, "Cookie.Secure and Cookie.NeverSecure: choose one"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
@@ -180,7 +196,8 @@ func (c Config) validate() error {
 //	SESSION_ABSOLUTE_LIFETIME  absolute timeout in minutes (or a Go duration like 24h); default 24h
 //	SESSION_EXPIRE_ON_CLOSE    true: browser-session cookie; default false
 //	SESSION_COOKIE             cookie name; default jetfleet_session
-//	SESSION_SECURE_COOKIE      true: Secure attribute; default false
+//	SESSION_SECURE_COOKIE      true: Secure always; false: never; unset: when the request came over HTTPS
+//	SESSION_TRUSTED_PROXIES    proxies (CIDRs or IPs, comma-separated) whose X-Forwarded-Proto is believed
 //	SESSION_SAME_SITE          lax (default), strict or none
 //	SESSION_DOMAIN             Domain attribute; empty or "null" for host-only
 //	SESSION_PATH               Path attribute; default /
@@ -200,7 +217,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.IdleTimeout = e.minutes("SESSION_LIFETIME")
 	c.AbsoluteTimeout = e.minutes("SESSION_ABSOLUTE_LIFETIME")
 	c.ExpireOnClose = e.bool("SESSION_EXPIRE_ON_CLOSE")
-	c.Cookie.Secure = e.bool("SESSION_SECURE_COOKIE")
+	switch secure, set := e.optionalBool("SESSION_SECURE_COOKIE"); {
+	case set && secure:
+		c.Cookie.Secure = true
+	case set:
+		c.Cookie.NeverSecure = true
+	}
+	c.TrustedProxies = e.prefixes("SESSION_TRUSTED_PROXIES")
 	c.Cookie.Partitioned = e.bool("SESSION_PARTITIONED_COOKIE")
 	c.Cookie.SameSite = e.sameSite("SESSION_SAME_SITE")
 	c.Cookie.Name = getenv("SESSION_COOKIE")
@@ -244,15 +267,57 @@ func (e *envReader) minutes(key string) time.Duration {
 }
 
 func (e *envReader) bool(key string) bool {
+	v, _ := e.optionalBool(key)
+	return v
+}
+
+// optionalBool reads a boolean; set is false when the variable is empty
+// or "null" (Laravel's .env for "not set").
+func (e *envReader) optionalBool(key string) (v, set bool) {
 	switch v := strings.ToLower(strings.TrimSpace(e.getenv(key))); v {
-	case "", "0", "false", "no", "off", "null":
-		return false
+	case "", "null":
+		return false, false
+	case "0", "false", "no", "off":
+		return false, true
 	case "1", "true", "yes", "on":
-		return true
+		return true, true
 	default:
 		e.fail(key, v, "true or false")
-		return false
+		return false, false
 	}
+}
+
+// prefixes reads a comma-separated list of CIDR prefixes or single
+// addresses (a /32 or /128).
+func (e *envReader) prefixes(key string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, part := range strings.Split(e.getenv(key), ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		p, err := parsePrefix(part)
+		if err != nil {
+			e.fail(key, part, "CIDR prefixes or IP addresses, comma-separated (10.0.0.0/8,127.0.0.1)")
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// parsePrefix reads a CIDR prefix, or an address as the prefix of itself.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func (e *envReader) int(key string) int {

@@ -48,14 +48,15 @@ func TestConfigFromEnvUnsetLeavesZeroValuesForTheDefaults(t *testing.T) {
 func TestConfigFromEnvRejectsBadValuesNamingTheVariable(t *testing.T) {
 	t.Parallel()
 	for vars, want := range map[[2]string]string{
-		{"SESSION_DRIVER", "redis"}:            `SESSION_DRIVER="redis": only "nats" is supported`,
-		{"SESSION_DRIVER", "cookie"}:           `SESSION_DRIVER="cookie"`,
-		{"SESSION_LIFETIME", "soon"}:           `SESSION_LIFETIME="soon": want a positive number of minutes`,
-		{"SESSION_LIFETIME", "-5"}:             `SESSION_LIFETIME="-5"`,
-		{"SESSION_ABSOLUTE_LIFETIME", "1 day"}: `SESSION_ABSOLUTE_LIFETIME="1 day"`,
-		{"SESSION_SECURE_COOKIE", "maybe"}:     `SESSION_SECURE_COOKIE="maybe": want true or false`,
-		{"SESSION_SAME_SITE", "sometimes"}:     `SESSION_SAME_SITE="sometimes": want lax, strict or none`,
-		{"SESSION_REPLICAS", "three"}:          `SESSION_REPLICAS="three": want an integer`,
+		{"SESSION_DRIVER", "redis"}:                  `SESSION_DRIVER="redis": only "nats" is supported`,
+		{"SESSION_DRIVER", "cookie"}:                 `SESSION_DRIVER="cookie"`,
+		{"SESSION_LIFETIME", "soon"}:                 `SESSION_LIFETIME="soon": want a positive number of minutes`,
+		{"SESSION_LIFETIME", "-5"}:                   `SESSION_LIFETIME="-5"`,
+		{"SESSION_ABSOLUTE_LIFETIME", "1 day"}:       `SESSION_ABSOLUTE_LIFETIME="1 day"`,
+		{"SESSION_SECURE_COOKIE", "maybe"}:           `SESSION_SECURE_COOKIE="maybe": want true or false`,
+		{"SESSION_SAME_SITE", "sometimes"}:           `SESSION_SAME_SITE="sometimes": want lax, strict or none`,
+		{"SESSION_REPLICAS", "three"}:                `SESSION_REPLICAS="three": want an integer`,
+		{"SESSION_TRUSTED_PROXIES", "10.0.0.0/8,lb"}: `SESSION_TRUSTED_PROXIES="lb": want CIDR prefixes or IP addresses`,
 	} {
 		_, err := sessions.ConfigFromEnv(envOf(map[string]string{vars[0]: vars[1]}))
 		if !errors.Is(err, sessions.ErrConfig) || !strings.Contains(err.Error(), want) {

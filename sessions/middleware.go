@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -95,7 +97,7 @@ func (w *sessionWriter) commit() bool {
 		w.m.cfg.ErrorHandler(w.ResponseWriter, w.r, err)
 		return false
 	}
-	w.m.setCookie(w.Header(), act)
+	w.m.setCookie(w.Header(), w.r, act)
 	return true
 }
 
@@ -135,18 +137,18 @@ func (w *sessionWriter) Flush() {
 // Unwrap gives http.ResponseController the underlying writer.
 func (w *sessionWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-func (m *Manager) setCookie(h http.Header, act cookieAction) {
+func (m *Manager) setCookie(h http.Header, r *http.Request, act cookieAction) {
 	var c *http.Cookie
 	switch {
 	case act.token != "":
-		c = m.cookie(act.token)
+		c = m.cookie(r, act.token)
 		if !m.cfg.ExpireOnClose {
 			c.Expires = act.expires.UTC().Truncate(time.Second)
 			c.MaxAge = int(math.Ceil(act.expires.Sub(m.now()).Seconds()))
 			c.MaxAge = max(c.MaxAge, 1)
 		}
 	case act.clear:
-		c = m.cookie("")
+		c = m.cookie(r, "")
 		c.Expires, c.MaxAge = time.Unix(1, 0), -1
 	default:
 		return
@@ -155,8 +157,44 @@ func (m *Manager) setCookie(h http.Header, act cookieAction) {
 	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
 }
 
-func (m *Manager) cookie(value string) *http.Cookie {
+func (m *Manager) cookie(r *http.Request, value string) *http.Cookie {
 	cc := m.cfg.Cookie
 	return &http.Cookie{Name: cc.Name, Value: value, Path: cc.Path, Domain: cc.Domain,
-		Secure: cc.Secure, HttpOnly: true, SameSite: cc.SameSite, Partitioned: cc.Partitioned}
+		Secure: m.secure(r), HttpOnly: true, SameSite: cc.SameSite, Partitioned: cc.Partitioned}
+}
+
+// secure decides the cookie's Secure attribute for a response to r:
+// forced by Cookie.Secure or Cookie.NeverSecure, else set when r came
+// over TLS or from a trusted proxy saying X-Forwarded-Proto: https.
+func (m *Manager) secure(r *http.Request) bool {
+	switch cc := m.cfg.Cookie; {
+	case cc.Secure:
+		return true
+	case cc.NeverSecure:
+		return false
+	}
+	return r.TLS != nil || m.forwardedHTTPS(r)
+}
+
+// forwardedHTTPS reports whether r came from a trusted proxy whose
+// X-Forwarded-Proto (its first value, the scheme the client used) is https.
+func (m *Manager) forwardedHTTPS(r *http.Request) bool {
+	if len(m.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	if !strings.EqualFold(strings.TrimSpace(proto), "https") {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range m.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }

@@ -88,6 +88,9 @@ func (f *jobFlags) options() ([]bus.Option, error) {
 		opts = append(opts, bus.At(t))
 	}
 	if f.id != "" {
+		if err := bus.ValidateJobID(f.id); err != nil {
+			return nil, fmt.Errorf("--id: %w", err)
+		}
 		opts = append(opts, bus.JobID(f.id))
 	}
 	return opts, nil
@@ -127,7 +130,7 @@ func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, 
 	}
 	if err := bus.EnsureQueues(ctx, js, bus.Config{}); err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("NATS at %s: %w", nc.ConnectedUrlRedacted(), err)
+		return nil, nil, fmt.Errorf("NATS at %s: %w", node.ConnectedURL(nc), err)
 	}
 	return nc, js, nil
 }

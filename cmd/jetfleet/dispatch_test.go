@@ -61,6 +61,7 @@ func TestDispatchBadInput(t *testing.T) {
 		{"bad backoff", "", []string{"default", "k", "{}", "--backoff", "1s,x"}, 1, "--backoff: \"1s,x\" is not a list of durations"},
 		{"delay and at", "", []string{"default", "k", "{}", "--delay", "1s", "--at", "2030-01-01T00:00:00Z"}, 1, "--delay and --at both set"},
 		{"bad at", "", []string{"default", "k", "{}", "--at", "tomorrow"}, 1, `--at "tomorrow": want an RFC 3339 time`},
+		{"ID with a line break", "", []string{"default", "k", "{}", "--id", "a\nb"}, 1, `--id: invalid job: job ID "a\nb" holds the control character U+000A at byte 1`},
 		{"over max payload", "", []string{"default", "k", big}, 1, "the NATS server's max_payload is 4096 bytes"},
 		{"too few arguments", "", []string{"default", "k"}, 2, "want 3 arguments (queue, kind, body), got 2"},
 		{"unknown flag", "", []string{"default", "k", "{}", "--retries", "3"}, 2, "flag provided but not defined: -retries"},

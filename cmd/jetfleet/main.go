@@ -112,7 +112,7 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nSettings come from flags, the environment and ./.env (NATS_URL, NATS_USER, NATS_PASSWORD,")
 	fmt.Fprintln(w, "NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*). Without NATS_URL, commands connect to the server")
-	fmt.Fprintln(w, "whose URL `jetfleet up` wrote to ./data/nats.url.")
+	fmt.Fprintln(w, "whose URL `jetfleet up` wrote to ./data/nats.url, with the credentials it wrote to ./data/nats.auth.")
 }
 
 // newFlagSet makes a flag set whose usage names the command and its summary.

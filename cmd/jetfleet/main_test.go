@@ -13,7 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/internal/proctest"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // binary is the jetfleet binary built by TestMain, shared by every test of
@@ -67,4 +72,25 @@ func readURLFile(t *testing.T, dir string) string {
 		t.Fatalf("nats.url: %v", err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// connectUp connects to the NATS server of the `up` that ran in dir, with
+// the credentials it generated in dir/data/nats.auth.
+func connectUp(t *testing.T, dir string) jetstream.JetStream {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "data", node.AuthFile))
+	if err != nil {
+		t.Fatalf("nats.auth: %v", err)
+	}
+	var user, password string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "NATS_USER="); ok {
+			user = v
+		}
+		if v, ok := strings.CutPrefix(line, "NATS_PASSWORD="); ok {
+			password = v
+		}
+	}
+	_, js := natstest.Connect(t, readURLFile(t, dir), nats.UserInfo(user, password))
+	return js
 }

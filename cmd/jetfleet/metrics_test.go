@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jetfleet/jetfleet/bus"
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/internal/promtest"
+	"github.com/jetfleet/jetfleet/metrics"
+	"github.com/jetfleet/jetfleet/workers"
 )
 
 // TestWorkMetricsMoveByExactlyTheWork scrapes `jetfleet work
@@ -117,5 +122,38 @@ func TestUpMetricsFamilies(t *testing.T) {
 		if strings.Contains(route, "12345") || strings.Contains(route, "4711") {
 			t.Errorf("a raw path became a route label: %q", route)
 		}
+	}
+}
+
+// TestUnknownKindsShareOneLabel: jobs of kinds no handler serves, however
+// many kinds are made up, add one kind label value to a worker's metrics,
+// metrics.UnknownKind; the registered kinds keep their own.
+func TestUnknownKindsShareOneLabel(t *testing.T) {
+	f := newFleet(t)
+	port := natstest.FreePorts(t, 1)[0]
+	f.startWorker(nil, "--queue", "reports", "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", port))
+	for i := range 5 {
+		if _, err := f.d.DispatchJSON(context.Background(), fmt.Sprintf("made-up-%d", i), []byte(`{}`), bus.OnQueue("reports")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.dispatch("reports", workers.Fail{}, bus.Tries(1))
+	var fam promtest.Families
+	eventually(t, 60*time.Second, "6 dead letters on the worker's /metrics", func() (err error) {
+		if fam, err = promtest.Scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", port)); err != nil {
+			return err
+		}
+		if dead := fam.Sum("jetfleet_jobs_dead_lettered_total"); dead != 6 {
+			return fmt.Errorf("dead-lettered %v", dead)
+		}
+		return nil
+	})
+	kinds := fam.Labels("jetfleet_jobs_dead_lettered_total", "kind")
+	slices.Sort(kinds)
+	if want := []string{metrics.UnknownKind, "jetfleet-fail"}; !slices.Equal(kinds, want) {
+		t.Errorf("kind labels of dead letters = %q, want %q", kinds, want)
+	}
+	if got := fam.Sum("jetfleet_jobs_dead_lettered_total", "kind", metrics.UnknownKind); got != 5 {
+		t.Errorf("dead letters of unknown kinds = %v, want 5", got)
 	}
 }

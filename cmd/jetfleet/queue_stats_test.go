@@ -198,3 +198,20 @@ func TestQueueStatsCountsQueuesAndWorkers(t *testing.T) {
 		t.Fatalf("a stopped worker is still listed: %+v", st.Workers)
 	}
 }
+
+// TestDispatchToANewQueueIsVisible: `jetfleet dispatch` to a queue no
+// worker has served yet makes it a real queue: `queue stats` counts the
+// job with its age and `queue monitor newqueue:2` knows the queue.
+func TestDispatchToANewQueueIsVisible(t *testing.T) {
+	f := newFleet(t)
+	if r := f.jf("dispatch", "newqueue", "kind", "{}"); r.Code != 0 {
+		t.Fatalf("dispatch: exit %d: %s", r.Code, r.Stderr)
+	}
+	q := queueStats(f.stats(), "newqueue")
+	if q.Queue != "newqueue" || q.Ready != 1 || q.OldestReady <= 0 {
+		t.Fatalf("queue stats: newqueue = %+v, want 1 ready job with an age", q)
+	}
+	if r := f.jf("queue", "monitor", "newqueue:2"); r.Code != 0 || !strings.Contains(r.Stdout, "newqueue") {
+		t.Fatalf("queue monitor newqueue:2: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+}

@@ -106,7 +106,7 @@ func scheduleDispatcher(ctx context.Context, a *app, dataDir string) (d *bus.Dis
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, nil, false, nil
 		}
-		return nil, nil, false, fmt.Errorf("NATS at %s: %w", nc.ConnectedUrlRedacted(), err)
+		return nil, nil, false, fmt.Errorf("NATS at %s: %w", node.ConnectedURL(nc), err)
 	}
 	d, err = bus.NewDispatcher(js, bus.Config{})
 	if err != nil {

@@ -70,7 +70,7 @@ func TestServeDashboardAccess(t *testing.T) {
 		t.Errorf("/metrics on serve: %d", code)
 	}
 
-	node := serveNode(t, dir, testEnv("JETFLEET_DASHBOARD_TOKEN=ops-token"))
+	node := serveNode(t, dir, testEnv("JETFLEET_DASHBOARD_TOKEN=ops-token-0123456789"))
 	if code, _ := get(node + "/jetfleet"); code != http.StatusUnauthorized {
 		t.Errorf("no token: %d, want 401", code)
 	}
@@ -80,7 +80,7 @@ func TestServeDashboardAccess(t *testing.T) {
 	if code, _ := get(node + "/jetfleet?token=nope"); code != http.StatusUnauthorized {
 		t.Errorf("wrong ?token=: %d, want 401", code)
 	}
-	if code, _ := get(node + "/jetfleet?token=ops-token"); code != http.StatusSeeOther {
+	if code, _ := get(node + "/jetfleet?token=ops-token-0123456789"); code != http.StatusSeeOther {
 		t.Fatalf("right ?token=: %d, want 303", code)
 	}
 	code, page := get(node + "/jetfleet")

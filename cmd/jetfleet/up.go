@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -37,6 +36,8 @@ type upOptions struct {
 	// noWorkers runs no workers in the process (tests of the bus alone,
 	// or a fleet of the catalog's `work` processes elsewhere).
 	noWorkers bool
+	// noAuth runs the embedded NATS server without credentials.
+	noAuth bool
 }
 
 // system is everything `up` runs in one process. Its parts start in order;
@@ -114,8 +115,8 @@ func (s *system) shutdown() {
 // runUp is `jetfleet up`: the whole system in one process on embedded
 // defaults, until ctx ends (SIGINT or SIGTERM), then a clean shutdown.
 func runUp(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "up", "up [--listen :8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers]")
-	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node; when not given and taken, a free port is used with a warning")
+	fs := newFlagSet(a, "up", "up [--listen 127.0.0.1:8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers] [--no-auth]")
+	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node (loopback by default; on another address the dashboard needs JETFLEET_DASHBOARD_TOKEN); when not given and taken, a free port is used with a warning")
 	drainDelay := fs.Duration("drain-delay", 0, "on Ctrl-C, how long /up answers 503 before the listener closes (0: none; there is no balancer in front of up)")
 	grace := fs.Duration("grace", 30*time.Second, "on Ctrl-C, how long in-flight requests and running jobs may take to finish")
 	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (the catalog's jobs wait for a `catalog work` process: go run ./examples/catalog work)")
@@ -124,6 +125,7 @@ func runUp(ctx context.Context, a *app, args []string) error {
 	syncFlag := fs.String("sync-interval", "", "fsync interval of the embedded file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")
 	replicas := fs.Int("replicas", 1, "replicas of the JOBS and DLQ streams (3 when NATS_URL names a 3-node cluster)")
 	queues := fs.String("queues", "high,default,emails", "queues whose consumers are provisioned")
+	noAuth := fs.Bool("no-auth", false, "run the embedded NATS server without credentials (by default it requires those it generated in <data>/nats.auth, which commands run from this directory use)")
 	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -143,6 +145,7 @@ func runUp(ctx context.Context, a *app, args []string) error {
 		drainDelay:    *drainDelay,
 		grace:         *grace,
 		noWorkers:     *noWorkers,
+		noAuth:        *noAuth,
 	}
 	if opts.drainDelay < 0 || opts.grace <= 0 {
 		return fmt.Errorf("--drain-delay must be 0 or more and --grace more than 0 (got %s and %s)", opts.drainDelay, opts.grace)
@@ -198,8 +201,14 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	user, password, err := s.natsAuth()
+	if err != nil {
+		return err
+	}
 	srv, err := natsembed.Start(natsembed.Config{
 		Name:         "jetfleet",
+		User:         user,
+		Password:     password,
 		Listen:       listen,
 		StoreDir:     filepath.Join(s.opts.dataDir, "nats"),
 		SyncInterval: s.opts.sync.interval,
@@ -219,7 +228,7 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err := srv.JetStreamReady(30 * time.Second); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(s.natsURL, nats.Name("jetfleet up"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(s.natsURL, nats.Name("jetfleet up"), nats.MaxReconnects(-1), nats.UserInfo(user, password))
 	if err != nil {
 		return fmt.Errorf("connect to the embedded NATS server at %s: %w", s.natsURL, err)
 	}
@@ -230,16 +239,34 @@ func (s *system) startNATS(ctx context.Context) error {
 		return err
 	}
 	s.log.Info().Str("nats_url", s.natsURL).Str("store", absPath(srv.StoreDir())).Str("sync", s.opts.sync.String()).
-		Str("url_file", absPath(filepath.Join(s.opts.dataDir, node.URLFile))).
+		Str("url_file", absPath(filepath.Join(s.opts.dataDir, node.URLFile))).Bool("auth", user != "").
 		Msg("embedded NATS server with JetStream started")
 	return nil
+}
+
+// natsAuth is the user and password the embedded server requires: those
+// of <data>/nats.auth, generated on the first start; none with --no-auth.
+func (s *system) natsAuth() (user, password string, err error) {
+	authFile := absPath(filepath.Join(s.opts.dataDir, node.AuthFile))
+	if s.opts.noAuth {
+		s.log.Warn().Msg("--no-auth: the embedded NATS server accepts any client that reaches it, which can read and change every job and session")
+		return "", "", nil
+	}
+	user, password, created, err := node.LocalNATSAuth(s.opts.dataDir)
+	if err != nil {
+		return "", "", err
+	}
+	if created {
+		s.log.Info().Str("auth_file", authFile).Msg("generated the credentials of the embedded NATS server (mode 0600); commands run from this directory use them")
+	}
+	return user, password, nil
 }
 
 // connectExternal uses the NATS servers named by NATS_URL instead of
 // embedding one. nats.url is left alone: every command reads NATS_URL (from
 // the environment or .env) before it.
 func (s *system) connectExternal(env string) error {
-	s.natsURL = redactURLs(env)
+	s.natsURL = node.RedactURL(env)
 	if s.opts.listenSet || s.opts.sync != (syncPolicy{}) {
 		s.log.Warn().Msg("NATS_URL is set, so no server is embedded: --nats-listen and --sync-interval are ignored")
 	}
@@ -250,7 +277,7 @@ func (s *system) connectExternal(env string) error {
 	if err := s.useConn(nc); err != nil {
 		return err
 	}
-	s.log.Info().Str("nats_url", s.natsURL).Str("connected_to", nc.ConnectedUrlRedacted()).
+	s.log.Info().Str("nats_url", s.natsURL).Str("connected_to", node.ConnectedURL(nc)).
 		Msg("using the NATS server of NATS_URL; none embedded")
 	return nil
 }
@@ -287,24 +314,28 @@ func (s *system) startBus(ctx context.Context) error {
 }
 
 // waitForReplicas waits, for up to a minute, until every replica of JOBS
-// and DLQ is current. A stream just created or scaled up (R1 to R3) has
-// followers that are still catching up, and until they are, losing the
-// leader's node stops the stream (no follower can take over). Past the
-// minute it warns and goes on.
+// and DLQ, and of each queue's consumer, is current. A stream or consumer
+// just created or scaled up (R1 to R3) has followers that are still
+// catching up, and until they are, losing the leader's node stops it (no
+// follower can take over). Past the minute it warns and goes on.
 func (s *system) waitForReplicas(ctx context.Context) error {
 	if s.opts.replicas < 2 {
 		return nil
 	}
 	deadline := time.Now().Add(time.Minute)
-	for _, name := range []string{bus.JobsStream, bus.DLQStream} {
+	assets := []string{bus.JobsStream, bus.DLQStream}
+	for _, q := range s.opts.queues {
+		assets = append(assets, bus.ConsumerName(q))
+	}
+	for _, name := range assets {
 		for {
-			state, ok := replicaState(ctx, s.js, name)
+			state, ok := replicaState(ctx, s.js, name, s.opts.replicas)
 			if ok {
 				break
 			}
 			if time.Now().After(deadline) {
-				s.log.Warn().Str("stream", name).Str("replicas", state).
-					Msg("the stream's replicas are not all current yet; until they are, the cluster cannot lose a node without stopping it")
+				s.log.Warn().Str("asset", name).Str("replicas", state).
+					Msg("the replicas are not all current yet; until they are, the cluster cannot lose a node without stopping it")
 				break
 			}
 			select {
@@ -317,35 +348,36 @@ func (s *system) waitForReplicas(ctx context.Context) error {
 	return nil
 }
 
-// replicaState describes the replicas of stream name and reports whether it
-// has a leader and every replica is current.
-func replicaState(ctx context.Context, js jetstream.JetStream, name string) (string, bool) {
+// replicaState describes the replicas of the stream name, or of the
+// consumer name on JOBS when it is a queue's (q-<queue>), and reports
+// whether it has a leader and want replicas, all current. (A consumer made
+// while JOBS had one replica follows it to three some time after the
+// stream has scaled.)
+func replicaState(ctx context.Context, js jetstream.JetStream, name string, want int) (string, bool) {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st, err := js.Stream(c, name)
-	if err != nil {
-		return err.Error(), false
+	var cluster *jetstream.ClusterInfo
+	if strings.HasPrefix(name, bus.ConsumerName("")) {
+		cons, err := js.Consumer(c, bus.JobsStream, name)
+		if err != nil {
+			return err.Error(), false
+		}
+		cluster = cons.CachedInfo().Cluster
+	} else {
+		st, err := js.Stream(c, name)
+		if err != nil {
+			return err.Error(), false
+		}
+		cluster = st.CachedInfo().Cluster
 	}
-	info := st.CachedInfo()
-	if info.Cluster == nil {
+	if cluster == nil {
 		return "no cluster information", false
 	}
-	ok := info.Cluster.Leader != "" && len(info.Cluster.Replicas) >= info.Config.Replicas-1
-	state := "leader " + info.Cluster.Leader
-	for _, r := range info.Cluster.Replicas {
+	ok := cluster.Leader != "" && len(cluster.Replicas) >= want-1
+	state := "leader " + cluster.Leader
+	for _, r := range cluster.Replicas {
 		ok = ok && r.Current && !r.Offline
 		state += fmt.Sprintf(", %s current=%v", r.Name, r.Current)
 	}
 	return state, ok
-}
-
-// redactURLs hides the passwords of a comma-separated list of URLs.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -81,7 +81,7 @@ func TestUpCatalogEndToEnd(t *testing.T) {
 	if code != http.StatusAccepted {
 		t.Fatalf("upload notes.txt: %d %s", code, body)
 	}
-	_, js := natstest.Connect(t, readURLFile(t, dir))
+	js := connectUp(t, dir)
 	in, err := bus.NewInspector(js, bus.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,8 @@ func (s *system) startNode(ctx context.Context) error {
 }
 
 // startHTTP serves the catalog, /up, /metrics and the dashboard (open
-// without credentials unless some are set) until ctx ends, then drains.
+// without credentials on a loopback-only address unless some are set)
+// until ctx ends, then drains.
 // When the default address is taken it listens on a free port instead, and
 // says so.
 func (s *system) startHTTP(ctx context.Context) error {
@@ -56,7 +57,12 @@ func (s *system) startHTTP(ctx context.Context) error {
 	if delay == 0 {
 		delay = -1 // none: there is no balancer in front of up
 	}
-	cfg := node.ServeConfig{Listener: ln, DrainDelay: delay, Grace: s.opts.grace, OpenDashboard: true}
+	limits, err := node.HTTPLimitsFromEnv(s.a.getenv)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	cfg := node.ServeConfig{Listener: ln, DrainDelay: delay, Grace: s.opts.grace, OpenDashboard: true, HTTPLimits: limits}
 	s.background(ctx, "http", func(ctx context.Context) error { return s.node.Serve(ctx, cfg) })
 	return nil
 }
@@ -85,10 +91,11 @@ func (s *system) background(ctx context.Context, name string, run func(context.C
 	s.onStop(name, func() { <-done })
 }
 
-// defaultHTTPListen is the HTTP address of `up` when the user names none.
-// JETFLEET_HTTP_DEFAULT_LISTEN replaces it; it stays a default: `up` falls
-// back to a free port when it is taken.
-const defaultHTTPListen = ":8080"
+// defaultHTTPListen is the HTTP address of `up` when the user names none:
+// loopback, so that the open dashboard and the demo's password-less login
+// are not offered to the network. JETFLEET_HTTP_DEFAULT_LISTEN replaces
+// it; it stays a default: `up` falls back to a free port when it is taken.
+const defaultHTTPListen = "127.0.0.1:8080"
 
 // listenHTTP listens on addr. When the user did not choose addr (explicit
 // false) and it is taken, it listens on a free port of the same host

@@ -18,12 +18,12 @@ import (
 	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
-// assertTopology checks that the server at url holds JOBS, DLQ and one
-// consumer per queue.
-func assertTopology(t *testing.T, url string, queues ...string) jetstream.JetStream {
+// assertTopology checks that the server js reaches holds JOBS, DLQ and
+// one consumer per queue.
+func assertTopology(t *testing.T, js jetstream.JetStream, queues ...string) jetstream.JetStream {
 	t.Helper()
 	ctx := context.Background()
-	_, js := natstest.Connect(t, url)
+	url := js.Conn().ConnectedUrl()
 	s, err := js.Stream(ctx, bus.JobsStream)
 	if err != nil {
 		t.Fatalf("JOBS on %s: %v", url, err)
@@ -61,7 +61,7 @@ func TestUpThenDispatchFromTheSameDirectory(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "data", "nats", "jetstream")); err != nil {
 		t.Fatalf("JetStream store not under data/nats: %v", err)
 	}
-	js := assertTopology(t, url, "high", "default", "emails")
+	js := assertTopology(t, connectUp(t, dir), "high", "default", "emails")
 
 	r := runJF(t, dir, testEnv(), "", "dispatch", "emails", "send-welcome-email", `{"user_id":7}`, "--tries", "3")
 	if r.Code != 0 {
@@ -84,7 +84,7 @@ func TestUpThenDispatchFromTheSameDirectory(t *testing.T) {
 
 	again := startProc(t, dir, testEnv(), "up", "--nats-listen", addr, "--no-workers")
 	again.WaitFor(t, "jetfleet is up", 60*time.Second)
-	_, js = natstest.Connect(t, readURLFile(t, dir))
+	js = connectUp(t, dir)
 	assertStoredJob(t, js, "jobs.emails.send-welcome-email", `{"user_id":7}`, map[string]string{"Nats-Msg-Id": id, "Jetfleet-Tries": "3"})
 	if code := again.Signal(t, syscall.SIGINT); code != 0 {
 		t.Fatalf("up exited %d after SIGINT, want 0", code)
@@ -167,7 +167,7 @@ func TestUpFallsBackWhenTheDefaultPortIsTaken(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
-	js := assertTopology(t, url, "high", "default", "emails")
+	js := assertTopology(t, connectUp(t, dir), "high", "default", "emails")
 	r := runJF(t, dir, testEnv(), "", "dispatch", "default", "ping", `{}`, "--id", "ping-1")
 	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "ping-1" {
 		t.Fatalf("dispatch: exit %d, stdout %q, stderr %s", r.Code, r.Stdout, r.Stderr)
@@ -206,8 +206,9 @@ func TestUpUsesNATSURL(t *testing.T) {
 	if !strings.Contains(up.Stderr.String(), "none embedded") {
 		t.Errorf("up did not say it embeds nothing:\n%s", up.Stderr)
 	}
-	assertTopology(t, srv.ClientURL(), "high", "reports")
-	for _, embedded := range []string{"nats", "nats.url"} { // the SQLite read model is still there
+	_, js := natstest.Connect(t, srv.ClientURL())
+	assertTopology(t, js, "high", "reports")
+	for _, embedded := range []string{"nats", "nats.url", "nats.auth"} { // the SQLite read model is still there
 		if _, err := os.Stat(filepath.Join(dir, "data", embedded)); !os.IsNotExist(err) {
 			t.Errorf("up with NATS_URL created data/%s: %v", embedded, err)
 		}

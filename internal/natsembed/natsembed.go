@@ -46,6 +46,11 @@ type Config struct {
 	SyncInterval time.Duration
 	// SyncAlways fsyncs every write. See SyncInterval.
 	SyncAlways bool
+	// User and Password, when User is set, are the only credentials the
+	// server accepts from clients: a client without them, or with others,
+	// is refused ("Authorization Violation"). Routes and the system account
+	// are not affected. Default: no authentication.
+	User, Password string
 	// MaxPayload is the largest message the server accepts, in bytes.
 	// Default: the server's default (1 MiB).
 	MaxPayload int32
@@ -120,6 +125,9 @@ func (cfg Config) options() (*server.Options, error) {
 	}
 	if cfg.MaxPayload > 0 {
 		opts.MaxPayload = cfg.MaxPayload
+	}
+	if cfg.User != "" {
+		opts.Username, opts.Password = cfg.User, cfg.Password
 	}
 	if cfg.SyncInterval > 0 {
 		opts.SyncInterval = cfg.SyncInterval

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // The names of the wire contract wire uses. bus exports each under the
@@ -69,6 +70,20 @@ func ValidateName(what, name string) error {
 		return fmt.Errorf("%w: %s name %q may only use a-z, 0-9, _ and -", ErrInvalid, what, name)
 	}
 	return nil
+}
+
+// ValidateJobID checks a job ID against the wire contract's rule: no
+// control character (Unicode category Cc: U+0000 to U+001F, U+007F to
+// U+009F). Such an ID cannot be printed, typed back or stored faithfully
+// (NATS turns a line break in a header into a space). The error wraps
+// ErrInvalid.
+func ValidateJobID(id string) error {
+	i := strings.IndexFunc(id, unicode.IsControl)
+	if i < 0 {
+		return nil
+	}
+	r := []rune(id[i:])[0]
+	return fmt.Errorf("%w: job ID %q holds the control character %U at byte %d; a job ID may hold no control character", ErrInvalid, id, r, i)
 }
 
 // JobSubject is the subject a job of kind is published to on queue:
