@@ -1,0 +1,225 @@
+package catalog_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
+	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
+)
+
+// objects lists the names in the image bucket that start with prefix.
+func objects(t *testing.T, js jetstream.JetStream, prefix string) []string {
+	t.Helper()
+	ctx := context.Background()
+	obs, err := js.ObjectStore(ctx, "item_images")
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, info := range infos {
+		if strings.HasPrefix(info.Name, prefix) {
+			names = append(names, info.Name)
+		}
+	}
+	return names
+}
+
+// waitJobsDone waits until JOBS holds no job: every job was acked or
+// dead-lettered.
+func waitJobsDone(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := js.Stream(context.Background(), bus.JobsStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(context.Background())
+		if err == nil && info.State.Msgs == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("JOBS still holds jobs after 30s: %+v (%v)", info.State, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkServedAsRecorded fetches an image's original and checks that what
+// is served is what its type says: a body served as image/* decodes as
+// that format.
+func checkServedAsRecorded(t *testing.T, c *ct.Client, url string) *http.Response {
+	t.Helper()
+	resp, body := c.Do(http.MethodGet, url, nil, nil)
+	ctype := resp.Header.Get("Content-Type")
+	if resp.StatusCode == http.StatusOK && strings.HasPrefix(ctype, "image/") {
+		_, format, err := image.DecodeConfig(bytes.NewReader(body))
+		if err != nil || "image/"+format != ctype {
+			t.Fatalf("GET %s serves %.40q as %s (decodes as %q: %v)", url, body, ctype, format, err)
+		}
+	}
+	return resp
+}
+
+// TestReuploadNeverMixesVersions uploads a large PNG and, while the
+// worker is making its thumbnails (it has read the original and stored
+// the first thumbnail), a text file under the same name. Whatever order
+// the two jobs end in, the image must end as the later upload says
+// (failed: not an image) with nothing of the earlier one (no thumbnails,
+// no size), and GET must never serve the text as a PNG.
+func TestReuploadNeverMixesVersions(t *testing.T) {
+	a := startApp(t, false)
+	ctx := context.Background()
+	c := ct.NewClient(t, a.url)
+	c.Login("ann")
+	lamp := c.CreateItem("Lamp", "")
+	obs, err := a.js.ObjectStore(ctx, "item_images")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, err := obs.Watch(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Stop()
+	if code, body := c.Upload(lamp.ID, ct.File{Name: "a.png", Data: ct.PNG(2400, 2400)}); code != http.StatusAccepted {
+		t.Fatalf("upload the PNG: %d %s", code, body)
+	}
+	runWorker(t, a.js, a.cat)
+	waitThumbnail(t, watch, "a.png", "/160")
+	if code, body := c.Upload(lamp.ID, ct.File{Name: "a.png", Data: []byte("not a picture\n")}); code != http.StatusAccepted {
+		t.Fatalf("upload the text: %d %s", code, body)
+	}
+	waitJobsDone(t, a.js)
+
+	img, ok := ct.FindImage(c.Item(lamp.ID, http.StatusOK), "a.png")
+	if !ok || img.Status != "failed" || !strings.Contains(img.Error, "a.png is not a JPEG or PNG image") || len(img.Thumbnails) != 0 || img.Width != 0 || img.ContentType != "" {
+		t.Fatalf("after a text file replaced a PNG being processed, the image is %+v; want failed as not an image, with nothing of the PNG", img)
+	}
+	checkServedAsRecorded(t, c, img.URL)
+	if resp, _ := c.Do(http.MethodGet, img.URL+"?size=160", nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the earlier upload's thumbnail is still served: %d", resp.StatusCode)
+	}
+	if left := objects(t, a.js, fmt.Sprintf("items/%d/a.png/", lamp.ID)); len(left) != 0 {
+		t.Fatalf("the image failed, yet its objects are kept: %v", left)
+	}
+}
+
+// waitThumbnail waits until the object store reports a stored object of
+// image name whose object name ends in suffix.
+func waitThumbnail(t *testing.T, watch jetstream.ObjectWatcher, name, suffix string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case info := <-watch.Updates():
+			if info != nil && strings.Contains(info.Name, "/"+name+"/") && strings.HasSuffix(info.Name, suffix) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no object of %s ending in %s within 30s", name, suffix)
+		}
+	}
+}
+
+// TestDeadImageJobMarksImagesFailed: an image job that times out on its
+// only try is dead-lettered by the worker, not failed by the handler;
+// its images must still end "failed" with the reason, and their
+// originals must be removed.
+func TestDeadImageJobMarksImagesFailed(t *testing.T) {
+	a := startApp(t, false)
+	ctx := context.Background()
+	c := ct.NewClient(t, a.url)
+	c.Login("ann")
+	lamp := c.CreateItem("Lamp", "")
+	if code, body := c.Upload(lamp.ID, ct.File{Name: "a.png", Data: ct.PNG(1000, 1000)}); code != http.StatusAccepted {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	// The upload's job gets a 1 ms timeout and a single try, as a
+	// producer could have sent it.
+	s, err := a.js.Stream(ctx, bus.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := bus.JobSubject("high", "process-item-images")
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		t.Fatal(err)
+	}
+	h := nats.Header{bus.HeaderTimeout: {"1ms"}, bus.HeaderTries: {"1"}}
+	if _, err := a.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: m.Data}); err != nil {
+		t.Fatal(err)
+	}
+	runWorker(t, a.js, a.cat)
+	img := waitStatus(t, c, lamp.ID, "a.png", "failed")
+	if !strings.Contains(img.Error, "timed out after 1ms") {
+		t.Fatalf("the dead job's image says %q, want the reason it was dead-lettered", img.Error)
+	}
+	waitJobsDone(t, a.js)
+	if left := objects(t, a.js, fmt.Sprintf("items/%d/a.png/", lamp.ID)); len(left) != 0 {
+		t.Fatalf("the image failed, yet its objects are kept: %v", left)
+	}
+}
+
+// waitStatus polls the item until its image name has status, at most 30 s.
+func waitStatus(t *testing.T, c *ct.Client, itemID int64, name, status string) catalog.Image {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		img, _ := ct.FindImage(c.Item(itemID, http.StatusOK), name)
+		if img.Status == status {
+			return img
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("image %s of item %d is %+v after 30s, want %s", name, itemID, img, status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestFailedUploadLeavesNoOriginal: an upload that the worker refuses
+// (not an image) keeps its row, failed with the reason, but not its
+// bytes.
+func TestFailedUploadLeavesNoOriginal(t *testing.T) {
+	a := startApp(t, true)
+	c := ct.NewClient(t, a.url)
+	c.Login("ann")
+	lamp := c.CreateItem("Lamp", "")
+	if code, body := c.Upload(lamp.ID, ct.File{Name: "notes.txt", Data: []byte("not a picture\n")}, ct.File{Name: "ok.png", Data: ct.PNG(300, 200)}); code != http.StatusAccepted {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	c.WaitImages(lamp.ID, 30*time.Second, "notes.txt", "ok.png")
+	waitJobsDone(t, a.js)
+	if left := objects(t, a.js, fmt.Sprintf("items/%d/notes.txt/", lamp.ID)); len(left) != 0 {
+		t.Fatalf("notes.txt failed, yet its objects are kept: %v", left)
+	}
+	if kept := objects(t, a.js, fmt.Sprintf("items/%d/ok.png/", lamp.ID)); len(kept) != 3 {
+		t.Fatalf("ok.png is stored as %v, want the original and two thumbnails", kept)
+	}
+	img, _ := ct.FindImage(c.Item(lamp.ID, http.StatusOK), "notes.txt")
+	if resp := checkServedAsRecorded(t, c, img.URL); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET the failed upload's original: %d, want 404", resp.StatusCode)
+	}
+}
