@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
+	"github.com/jetfleet/jetfleet/readmodel"
 )
 
 // objects lists the names in the image bucket that start with prefix.
@@ -221,5 +223,26 @@ func TestFailedUploadLeavesNoOriginal(t *testing.T) {
 	img, _ := ct.FindImage(c.Item(lamp.ID, http.StatusOK), "notes.txt")
 	if resp := checkServedAsRecorded(t, c, img.URL); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET the failed upload's original: %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestUploadWithA2MBFileName: a file name of 2 MB, within the upload
+// limit, is refused with a 400 that says why, and the file sent before it
+// in the same request is not left behind.
+func TestUploadWithA2MBFileName(t *testing.T) {
+	a := startAppWith(t, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db")}, catalog.Config{MaxUploadBytes: 8 << 20}, false)
+	c := ct.NewClient(t, a.url)
+	c.Login("ann")
+	lamp := c.CreateItem("Lamp", "")
+	name := strings.Repeat("n", 2<<20) + ".png"
+	code, body := c.Upload(lamp.ID, ct.File{Name: "first.png", Data: ct.PNG(10, 10)}, ct.File{Name: name, Data: ct.PNG(10, 10)})
+	if code != http.StatusBadRequest || !strings.Contains(ct.ErrorOf(body), "file name is 2097156 bytes long: at most 255 are accepted") {
+		t.Fatalf("upload with a 2 MB file name: %d %.200s", code, body)
+	}
+	if left := objects(t, a.js, ""); len(left) != 0 {
+		t.Fatalf("the refused upload left objects behind: %v", left)
+	}
+	if it := c.Item(lamp.ID, http.StatusOK); len(it.Images) != 0 {
+		t.Fatalf("the refused upload left images: %+v", it.Images)
 	}
 }

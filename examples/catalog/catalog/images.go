@@ -185,13 +185,16 @@ func (c *Catalog) receiveFiles(r *http.Request, id int64) (refs []ImageRef, err 
 		}
 	}()
 	csrfOK := checkCSRF(r, r.Header.Get(sessions.CSRFHeader))
-	for {
+	for n := 1; ; n++ {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return refs, badMultipart(err)
+		}
+		if err := checkPartHeader(n, part); err != nil {
+			return refs, err
 		}
 		switch part.FormName() {
 		case sessions.CSRFField:
@@ -220,6 +223,32 @@ func (c *Catalog) receiveFiles(r *http.Request, id int64) (refs []ImageRef, err 
 		return nil, fail(http.StatusBadRequest, "no files: send one or more in the multipart field \"images\"")
 	}
 	return refs, nil
+}
+
+// Limits of a multipart part's header: a file name longer than file
+// systems allow, or a header longer than any browser sends, is refused
+// before anything of the part is stored.
+const (
+	maxFileName   = 255
+	maxPartHeader = 8 << 10
+)
+
+// checkPartHeader refuses the n-th part of an upload when its file name
+// or its header is too long.
+func checkPartHeader(n int, part *multipart.Part) error {
+	if l := len(part.FileName()); l > maxFileName {
+		return fail(http.StatusBadRequest, "file name is %d bytes long: at most %d are accepted", l, maxFileName)
+	}
+	size := 0
+	for k, vs := range part.Header {
+		for _, v := range vs {
+			size += len(k) + len(v) + 4 // "k: v\r\n"
+		}
+	}
+	if size > maxPartHeader {
+		return fail(http.StatusBadRequest, "the header of part %d is %d bytes: at most %s are accepted", n, size, byteSize(maxPartHeader))
+	}
+	return nil
 }
 
 // storeFile streams one part into the Object Store under a name that no
