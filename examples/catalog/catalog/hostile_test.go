@@ -226,6 +226,60 @@ func TestFailedUploadLeavesNoOriginal(t *testing.T) {
 	}
 }
 
+// TestPagesSendSecurityHeaders: every HTML response of the catalog (the
+// pages, a page's error, the API's error for a browser) forbids framing,
+// sniffing and referrers to other sites, and carries a Content-Security-
+// Policy that allows only the page's own nonce for its inline style.
+func TestPagesSendSecurityHeaders(t *testing.T) {
+	a := startApp(t, false)
+	c := ct.NewClient(t, a.url)
+	browser := http.Header{"Accept": {"text/html"}}
+	check := func(what string, resp *http.Response, body []byte) {
+		t.Helper()
+		h := resp.Header
+		csp := h.Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("%s: Content-Security-Policy %q lacks %q", what, csp, want)
+			}
+		}
+		if h.Get("X-Frame-Options") != "DENY" || h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Referrer-Policy") != "same-origin" {
+			t.Errorf("%s: X-Frame-Options %q, X-Content-Type-Options %q, Referrer-Policy %q", what, h.Get("X-Frame-Options"), h.Get("X-Content-Type-Options"), h.Get("Referrer-Policy"))
+		}
+		if strings.Contains(string(body), "<style") {
+			i := strings.Index(string(body), "<style nonce=\"")
+			if i < 0 {
+				t.Fatalf("%s: an inline style without a nonce:\n%s", what, body)
+			}
+			nonce, _, _ := strings.Cut(string(body[i+len("<style nonce=\""):]), "\"")
+			if len(nonce) < 16 || !strings.Contains(csp, "style-src 'nonce-"+nonce+"'") {
+				t.Errorf("%s: style nonce %q is not the policy's: %q", what, nonce, csp)
+			}
+		}
+	}
+	resp, body := c.Do(http.MethodGet, "/", nil, browser)
+	check("GET / (log in)", resp, body)
+	c.Login("ann")
+	resp, body = c.Do(http.MethodGet, "/", nil, browser)
+	check("GET / (items)", resp, body)
+	first := body
+	resp, body = c.Do(http.MethodGet, "/", nil, browser)
+	if bytes.Equal(first, body) {
+		t.Errorf("two page views have the same nonce")
+	}
+	lamp := c.CreateItem("Lamp", "")
+	resp, body = c.Do(http.MethodGet, fmt.Sprintf("/view/items/%d", lamp.ID), nil, browser)
+	check("the item page", resp, body)
+	resp, body = c.Do(http.MethodGet, "/view/items/999", nil, browser)
+	check("a missing item's page", resp, body)
+	resp, body = c.Do(http.MethodGet, "/items/abc", nil, browser)
+	check("an API error for a browser", resp, body)
+	resp, body = c.Do(http.MethodGet, "/items", nil, nil)
+	if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("GET /items (JSON): %v", resp.Header)
+	}
+}
+
 // TestUploadWithA2MBFileName: a file name of 2 MB, within the upload
 // limit, is refused with a 400 that says why, and the file sent before it
 // in the same request is not left behind.

@@ -457,7 +457,7 @@ func (c *Catalog) streamObject(w http.ResponseWriter, r *http.Request, row image
 		return err
 	}
 	h := w.Header()
-	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", basePolicy+"; sandbox") // should a browser render it anyway
 	h.Set("Cache-Control", "private, no-cache")
 	if row.Version != "" {
 		h.Set("ETag", etag)
