@@ -147,7 +147,7 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	took := time.Since(began)
 	l.pace.observe(took)
 	l.freeSlot(r)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if err != nil && timedOut(ctx) {
 		err = fmt.Errorf("job timed out after %s: %w", timeout, err)
 	}
 	switch {
@@ -164,6 +164,14 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 		r.log.Warn().Err(err).Dur("took", took).Dur("retry_in", delay).Int("tries", tries).Msg("job failed; will retry")
 		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "retry")
 	}
+}
+
+// timedOut reports whether ctx's deadline has passed. A handler can fail
+// of it (a connection's read deadline, set from ctx) a moment before the
+// context's own timer marks it done.
+func timedOut(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return errors.Is(ctx.Err(), context.DeadlineExceeded) || ok && !time.Now().Before(d)
 }
 
 func firstNonEmpty(lists ...[]time.Duration) []time.Duration {
@@ -253,8 +261,10 @@ func (l *loop) settleDeadLetter(r *run, job *bus.Job, reason string) {
 	r.finish(func() error { return r.msg.TermWithReason("dead-lettered") }, "dead-lettered")
 }
 
-// runDeadHooks runs the kind's dead-letter hook, then the worker's, under
-// the job's timeout, with heartbeats; a panic is an error.
+// runDeadHooks runs the kind's dead-letter hook, then the worker's, with
+// heartbeats, under the job's timeout or a minute, whichever is longer (a
+// job that timed out must not leave its hooks no time); a panic is an
+// error.
 func (l *loop) runDeadHooks(r *run, job *bus.Job, reason string) (err error) {
 	var hooks []deadHook
 	h := l.w.handlers[job.Kind]
@@ -267,7 +277,7 @@ func (l *loop) runDeadHooks(r *run, job *bus.Job, reason string) (err error) {
 	if len(hooks) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(l.jobCtx, l.timeoutFor(job))
+	ctx, cancel := context.WithTimeout(l.jobCtx, max(l.timeoutFor(job), minHookTimeout))
 	defer cancel()
 	r.busy.Store(true)
 	defer r.busy.Store(false)
@@ -283,6 +293,9 @@ func (l *loop) runDeadHooks(r *run, job *bus.Job, reason string) (err error) {
 	}
 	return nil
 }
+
+// minHookTimeout is the least time dead-letter hooks get.
+const minHookTimeout = time.Minute
 
 // resumeDeadLetter finishes a redelivered job whose dead letter DLQ holds
 // already (a hook failed, or the worker died between storing the letter

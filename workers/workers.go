@@ -27,8 +27,9 @@
 //     first, then Config.OnDeadLetter; the next one runs only when the
 //     previous one returned nil;
 //   - with reason, the text stored as the letter's Jetfleet-Error, and a
-//     context that ends at the job's timeout (or when a drain's grace
-//     runs out); heartbeats keep the job owned while they run;
+//     context that ends after the job's timeout or a minute, whichever is
+//     longer (or when a drain's grace runs out); heartbeats keep the job
+//     owned while they run;
 //   - at least once. When a hook returns an error (or panics), the job is
 //     handed back to its queue after its backoff; when the worker dies
 //     before the Term, the job is delivered again after AckWait. Either
