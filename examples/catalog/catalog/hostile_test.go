@@ -176,10 +176,18 @@ func TestDeadImageJobMarksImagesFailed(t *testing.T) {
 	}
 	runWorker(t, a.js, a.cat)
 	img := waitStatus(t, c, lamp.ID, "a.png", "failed")
-	if !strings.Contains(img.Error, "timed out after 1ms") {
-		t.Fatalf("the dead job's image says %q, want the reason it was dead-lettered", img.Error)
-	}
 	waitJobsDone(t, a.js)
+	in, err := bus.NewInspector(a.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := in.FailedJobs(ctx, bus.FailedFilter{Queue: "high", Kind: "process-item-images"})
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("dead letters: %v %+v", err, dead)
+	}
+	if reason, _, _ := strings.Cut(dead[0].Error, "\n"); img.Error != "not processed: "+reason || !strings.Contains(reason, "timed out after 1ms") {
+		t.Fatalf("the dead job's image says %q; the job was dead-lettered as %q", img.Error, dead[0].Error)
+	}
 	if left := objects(t, a.js, fmt.Sprintf("items/%d/a.png/", lamp.ID)); len(left) != 0 {
 		t.Fatalf("the image failed, yet its objects are kept: %v", left)
 	}

@@ -151,7 +151,7 @@ func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 		c.deleteObjects(context.WithoutCancel(ctx), refs)
 		return err
 	}
-	c.deleteObjectNames(ctx, replaced)
+	c.deleteObjectNames(context.WithoutCancel(ctx), replaced) // even if the client has gone
 	jobID, err := c.jobs.Dispatch(ctx, ProcessItemImages{ItemID: id, Images: refs}, bus.OnQueue(ImagesQueue))
 	if err != nil {
 		if ferr := c.failImages(context.WithoutCancel(ctx), id, refs, "not queued for processing: "+err.Error()); ferr != nil {

@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
+	"image"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -177,33 +177,23 @@ func (c *Catalog) processImage(ctx context.Context, itemID int64, ref ImageRef) 
 	return err
 }
 
-// makeThumbnails stores the thumbnails of work's image, widest first, each
-// made from the one before (a smaller source to scale: far less memory
-// than the original), and returns the rows to record and the objects
-// stored.
+// makeThumbnails stores the thumbnails of work's image and returns the
+// rows to record and the objects stored.
 func (c *Catalog) makeThumbnails(ctx context.Context, itemID int64, ref ImageRef, work *imageWork) ([]imageRow, []string, error) {
 	b := work.img.Bounds()
 	rows := []imageRow{{Name: ref.Name, Size: 0, Version: ref.Version, ObjectName: ref.Object, Width: b.Dx(), Height: b.Dy(), ContentType: "image/" + work.format}}
-	widths := slices.Sorted(slices.Values(c.cfg.ThumbnailWidths))
-	slices.Reverse(widths)
 	var stored []string
-	src := work.img
-	for _, width := range widths {
-		thumb := thumbnail(src, b, width)
-		data, err := encode(thumb, work.format)
-		if err != nil {
-			return nil, stored, err
-		}
+	err := renderThumbnails(work.img, work.format, c.cfg.ThumbnailWidths, func(width int, thumb image.Image, data []byte) error {
 		obj := objectName(itemID, ref.Name, ref.Version, width)
 		if err := c.putThumbnail(ctx, obj, data); err != nil {
-			return nil, stored, err
+			return err
 		}
 		stored = append(stored, obj)
 		tb := thumb.Bounds()
 		rows = append(rows, imageRow{Name: ref.Name, Size: width, Version: ref.Version, ObjectName: obj, Width: tb.Dx(), Height: tb.Dy(), ContentType: "image/" + work.format})
-		src = thumb
-	}
-	return rows, stored, nil
+		return nil
+	})
+	return rows, stored, err
 }
 
 // putThumbnail stores one thumbnail within storeTimeout.

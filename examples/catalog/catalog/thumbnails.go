@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/jpeg"
 	"image/png"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/image/draw"
@@ -138,6 +139,28 @@ func (c *Catalog) readOriginal(ctx context.Context, ref ImageRef) ([]byte, error
 
 // mib writes n bytes in MiB, rounded up.
 func mib(n int64) string { return fmt.Sprintf("%d MiB", (n+1<<20-1)>>20) }
+
+// renderThumbnails makes the thumbnails of img for widths, the widest
+// first from img and each other from the one before (a much smaller
+// source for the scaler's buffer than the original), encodes each in
+// format and hands it to put.
+func renderThumbnails(img image.Image, format string, widths []int, put func(width int, thumb image.Image, data []byte) error) error {
+	widths = slices.Sorted(slices.Values(widths))
+	slices.Reverse(widths)
+	orig, src := img.Bounds(), img
+	for _, width := range widths {
+		thumb := thumbnail(src, orig, width)
+		data, err := encode(thumb, format)
+		if err != nil {
+			return err
+		}
+		if err := put(width, thumb, data); err != nil {
+			return err
+		}
+		src = thumb
+	}
+	return nil
+}
 
 // thumbnail scales src to the thumbnail width pixels wide of an original
 // of bounds orig (src is the original or a larger thumbnail of it),

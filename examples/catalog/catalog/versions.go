@@ -101,7 +101,9 @@ func (c *Catalog) versionState(ctx context.Context, itemID int64, ref ImageRef) 
 // be processed, then deletes the objects of every version among refs that
 // is not ready (failed now or before, or replaced): a failed upload keeps
 // its row, to show why, but not its bytes. Refs an upload of item itemID
-// could not have made are skipped. Running it again does no harm.
+// could not have made are skipped. An error (the database's, the object
+// store's) leaves the rest undone; running it again finishes the work and
+// changes nothing else.
 func (c *Catalog) failImages(ctx context.Context, itemID int64, refs []ImageRef, reason string) error {
 	for _, ref := range refs {
 		if checkRef(itemID, ref) != nil {
@@ -116,20 +118,28 @@ func (c *Catalog) failImages(ctx context.Context, itemID int64, refs []ImageRef,
 		if err != nil {
 			return err
 		}
-		if state != stateReady {
-			c.deleteVersion(ctx, itemID, ref)
+		if state == stateReady {
+			continue
+		}
+		if err := c.deleteVersion(ctx, itemID, ref); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 // deleteVersion deletes the original and the thumbnails of ref's version.
-func (c *Catalog) deleteVersion(ctx context.Context, itemID int64, ref ImageRef) {
+func (c *Catalog) deleteVersion(ctx context.Context, itemID int64, ref ImageRef) error {
 	names := []string{objectName(itemID, ref.Name, ref.Version, 0)}
 	for _, w := range c.cfg.ThumbnailWidths {
 		names = append(names, objectName(itemID, ref.Name, ref.Version, w))
 	}
-	c.deleteObjectNames(ctx, names)
+	for _, name := range names {
+		if err := c.images.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("delete %s of failed image %s: %w", name, ref.Name, err)
+		}
+	}
+	return nil
 }
 
 // deleteObjectNames deletes objects, logging what cannot be deleted: an
