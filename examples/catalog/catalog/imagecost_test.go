@@ -89,7 +89,7 @@ func samples(w, h int) map[string]struct {
 		"CMYK JPEG":                 {ct.FlatJPEG(w, h, 4, false), "CMYK JPEG, 8 bytes per pixel"},
 		"progressive YCbCr JPEG":    {ct.FlatJPEG(w, h, 3, true), "progressive YCbCr JPEG, 15 bytes per pixel"},
 		"progressive CMYK JPEG":     {ct.FlatJPEG(w, h, 4, true), "progressive CMYK JPEG, 24 bytes per pixel"},
-		"declared PNG":    {ct.DeclaredPNG(3*w, 3*h), "8-bit RGBA PNG, 4 bytes per pixel"},
+		"declared PNG":              {ct.DeclaredPNG(3*w, 3*h), "8-bit RGBA PNG, 4 bytes per pixel"},
 	}
 }
 
