@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io/fs"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,7 +21,11 @@ import (
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog/migrations"
+	"github.com/jetfleet/jetfleet/internal/mariadbtest"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/readmodel"
+	"github.com/jetfleet/jetfleet/sessions"
 )
 
 // objects lists the names in the image bucket that start with prefix.
@@ -306,5 +313,110 @@ func TestUploadWithA2MBFileName(t *testing.T) {
 	}
 	if it := c.Item(lamp.ID, http.StatusOK); len(it.Images) != 0 {
 		t.Fatalf("the refused upload left images: %+v", it.Images)
+	}
+}
+
+// beforeVersions is the catalog's schema as it was before uploads had
+// versions (migrations 0001 and 0002).
+func beforeVersions(t *testing.T) fstest.MapFS {
+	t.Helper()
+	old := fstest.MapFS{}
+	for _, dialect := range []string{"sqlite", "mysql"} {
+		for _, name := range []string{"0001_init.sql", "0002_image_errors.sql"} {
+			data, err := fs.ReadFile(migrations.FS, dialect+"/"+name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old[dialect+"/"+name] = &fstest.MapFile{Data: data}
+		}
+	}
+	return old
+}
+
+// TestUploadsFromBeforeVersionsSurviveTheUpgrade: a database that holds an
+// upload made before versions (its row, its object under the old layout,
+// its job still queued) is migrated; the old job then makes the
+// thumbnails, GET serves the image, and a new upload of the same name
+// replaces it and deletes the old objects.
+func TestUploadsFromBeforeVersionsSurviveTheUpgrade(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		legacyUpgrade(t, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db")})
+	})
+	t.Run("mariadb", func(t *testing.T) {
+		if err := mariadbtest.Available(); err != nil {
+			t.Skip(err)
+		}
+		p := mariadbtest.Start(t)
+		legacyUpgrade(t, readmodel.Config{Driver: readmodel.DriverMySQL, WriteHost: p.Primary.Addr(),
+			Database: p.NewDatabase(t), Username: mariadbtest.AppUser, Password: p.Password})
+	})
+}
+
+func legacyUpgrade(t *testing.T, dbCfg readmodel.Config) {
+	ctx := context.Background()
+	db, err := readmodel.Open(ctx, dbCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := readmodel.Migrate(ctx, db, beforeVersions(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"INSERT INTO users (id, name) VALUES (1, 'ann')",
+		"INSERT INTO items (id, user_id, name, description) VALUES (1, 1, 'Lamp', '')",
+		"INSERT INTO item_images (item_id, name, size, object_name) VALUES (1, 'old.png', 0, 'items/1/old.png/0')",
+	} {
+		if _, err := db.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	applied, err := readmodel.Migrate(ctx, db, migrations.FS)
+	if err != nil || len(applied) != 1 {
+		t.Fatalf("upgrade applied %v (%v), want the versions migration", applied, err)
+	}
+
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	if err := bus.ProvisionQueues(ctx, js, bus.Config{}, catalog.ImagesQueue, catalog.EmailsQueue); err != nil {
+		t.Fatal(err)
+	}
+	cat, url := serveCatalog(t, js, db, sessions.Config{}, catalog.Config{})
+	obs, err := js.ObjectStore(ctx, "item_images")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutBytes(ctx, "items/1/old.png/0", ct.PNG(800, 600)); err != nil {
+		t.Fatal(err)
+	}
+	// The job as the catalog sent it before versions.
+	if _, err := js.Publish(ctx, bus.JobSubject("high", "process-item-images"), []byte(`{"item_id":1,"images":[{"name":"old.png","object":"items/1/old.png/0"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	runWorker(t, js, cat)
+	c := ct.NewClient(t, url)
+	c.Login("ann")
+	it := c.WaitImages(1, 30*time.Second, "old.png")
+	if img, _ := ct.FindImage(it, "old.png"); img.Status != "ready" || img.Version != "" || len(img.Thumbnails) != 2 {
+		t.Fatalf("the upload from before versions: %+v", img)
+	}
+	checkServedAsRecorded(t, c, "/items/1/images/old.png")
+	if got := objects(t, js, "items/1/old.png/"); strings.Join(slices.Sorted(slices.Values(got)), " ") != "items/1/old.png/0 items/1/old.png/160 items/1/old.png/640" {
+		t.Fatalf("objects of the old upload: %v", got)
+	}
+
+	if code, body := c.Upload(1, ct.File{Name: "old.png", Data: ct.JPEG(300, 200)}); code != http.StatusAccepted {
+		t.Fatalf("upload again: %d %s", code, body)
+	}
+	it = c.WaitImages(1, 30*time.Second, "old.png")
+	img, _ := ct.FindImage(it, "old.png")
+	if img.Status != "ready" || img.Version == "" || img.ContentType != "image/jpeg" || img.Width != 300 {
+		t.Fatalf("the new upload: %+v", img)
+	}
+	waitJobsDone(t, js)
+	for _, name := range objects(t, js, "items/1/old.png/") {
+		if !strings.HasPrefix(name, "items/1/old.png/"+img.Version+"/") {
+			t.Errorf("object %s of the replaced upload is left", name)
+		}
 	}
 }
