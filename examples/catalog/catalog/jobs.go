@@ -146,11 +146,19 @@ func (c *Catalog) checkImageJob(ctx context.Context, a ProcessItemImages) error 
 }
 
 // processImage makes and records the thumbnails of one version of an
-// original, unless that version is not "processing" any more.
+// original, unless that version is not "processing" any more. A version
+// uploaded again since has its objects deleted: an attempt cut short may
+// have stored thumbnails no row names.
 func (c *Catalog) processImage(ctx context.Context, itemID int64, ref ImageRef) error {
 	state, err := c.versionState(ctx, itemID, ref)
-	if err != nil || state != stateProcessing {
+	if err != nil {
 		return err
+	}
+	if state == stateGone {
+		return c.deleteVersion(ctx, itemID, ref)
+	}
+	if state != stateProcessing {
+		return nil
 	}
 	work, err := c.loadOriginal(ctx, ref)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
