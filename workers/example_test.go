@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -118,4 +119,35 @@ func ExampleWorker_Run() {
 	cancel() // drain
 	fmt.Println("ran order", order, "then stopped:", <-stopped)
 	// Output: ran order 1 then stopped: <nil>
+}
+
+// OnDeadLetter lets the application react when a job of a kind fails for
+// good, whichever way it ends in DLQ: here the order is marked failed.
+// The hook runs once DLQ holds the letter and before the job leaves its
+// queue; an error would hand the job back to run the hook again later.
+func ExampleOnDeadLetter() {
+	js, stop := exampleJetStream()
+	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	marked := make(chan string, 1)
+	w := workers.New(js, workers.Config{})
+	workers.Register(w, func(ctx context.Context, job *workers.Job[SendInvoice]) error {
+		panic("template missing") // a panic on the last try dead-letters the job too
+	}, workers.HandlerTries(1), workers.OnDeadLetter(func(ctx context.Context, job *workers.Job[SendInvoice], reason string) error {
+		marked <- fmt.Sprintf("order %d marked failed: %s", job.Args.Order, strings.SplitN(reason, "\n", 2)[0])
+		return nil // e.g. UPDATE orders SET status = 'failed' WHERE id = ?
+	}))
+	if err := bus.ProvisionQueues(ctx, js, bus.Config{}, "default"); err != nil {
+		log.Fatal(err)
+	}
+	d, _ := bus.NewDispatcher(js, bus.Config{})
+	d.Dispatch(ctx, SendInvoice{Order: 7})
+	stopped := make(chan error)
+	go func() { stopped <- w.Run(ctx) }()
+	fmt.Println(<-marked)
+	cancel()
+	<-stopped
+	// Output: order 7 marked failed: panic: template missing
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,6 +104,9 @@ func (l *loop) process(r *run) {
 		return
 	}
 	r.log = l.w.log.With().Str("job_id", job.ID).Str("queue", job.Queue).Str("kind", job.Kind).Int("attempt", job.Attempt).Logger()
+	if job.Attempt > 1 && l.resumeDeadLetter(r, job) {
+		return
+	}
 	if err != nil {
 		l.deadLetter(r, job, fmt.Sprintf("malformed job: %v", err), 0)
 		return
@@ -143,7 +147,7 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	took := time.Since(began)
 	l.pace.observe(took)
 	l.freeSlot(r)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if err != nil && timedOut(ctx) {
 		err = fmt.Errorf("job timed out after %s: %w", timeout, err)
 	}
 	switch {
@@ -160,6 +164,14 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 		r.log.Warn().Err(err).Dur("took", took).Dur("retry_in", delay).Int("tries", tries).Msg("job failed; will retry")
 		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "retry")
 	}
+}
+
+// timedOut reports whether ctx's deadline has passed. A handler can fail
+// of it (a connection's read deadline, set from ctx) a moment before the
+// context's own timer marks it done.
+func timedOut(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return errors.Is(ctx.Err(), context.DeadlineExceeded) || ok && !time.Now().Before(d)
 }
 
 func firstNonEmpty(lists ...[]time.Duration) []time.Duration {
@@ -219,9 +231,9 @@ func (l *loop) beat() {
 	}
 }
 
-// deadLetter stores the job in DLQ, waits for the server's ack, and only
-// then removes the original (Term). If storing fails, the job is left to be
-// delivered again, so it is never lost.
+// deadLetter stores the job in DLQ, waits for the server's ack, runs the
+// dead-letter hooks, and only then removes the original (Term). If storing
+// fails, the job is left to be delivered again, so it is never lost.
 func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -232,7 +244,101 @@ func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
 		return
 	}
 	r.log.Error().Str("reason", firstLine(reason)).Int("attempts", attempts).Msg("job dead-lettered")
+	l.settleDeadLetter(r, job, reason)
+}
+
+// settleDeadLetter runs the dead-letter hooks of a job whose letter DLQ
+// holds, then removes the original. A hook's failure hands the job back
+// instead, after its backoff: its next delivery runs the hooks again
+// (resumeDeadLetter).
+func (l *loop) settleDeadLetter(r *run, job *bus.Job, reason string) {
+	if err := l.runDeadHooks(r, job, reason); err != nil {
+		delay := retryDelay(l.backoffFor(job), job.Attempt)
+		r.log.Error().Err(err).Dur("retry_in", delay).Msg("dead-letter hook failed; the job will be delivered again to run it")
+		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "dead-letter hook failed")
+		return
+	}
 	r.finish(func() error { return r.msg.TermWithReason("dead-lettered") }, "dead-lettered")
+}
+
+// runDeadHooks runs the kind's dead-letter hook, then the worker's, with
+// heartbeats, under the job's timeout or a minute, whichever is longer (a
+// job that timed out must not leave its hooks no time); a panic is an
+// error.
+func (l *loop) runDeadHooks(r *run, job *bus.Job, reason string) (err error) {
+	var hooks []deadHook
+	h := l.w.handlers[job.Kind]
+	if h != nil && h.dead != nil {
+		hooks = append(hooks, h.dead)
+	}
+	if l.w.cfg.OnDeadLetter != nil {
+		hooks = append(hooks, l.w.cfg.OnDeadLetter)
+	}
+	if len(hooks) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(l.jobCtx, max(l.timeoutFor(job), minHookTimeout))
+	defer cancel()
+	r.busy.Store(true)
+	defer r.busy.Store(false)
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	for _, hook := range hooks {
+		if err := hook(ctx, job, reason); err != nil {
+			return fmt.Errorf("dead-letter hook: %w", err)
+		}
+	}
+	return nil
+}
+
+// minHookTimeout is the least time dead-letter hooks get.
+const minHookTimeout = time.Minute
+
+// resumeDeadLetter finishes a redelivered job whose dead letter DLQ holds
+// already (a hook failed, or the worker died between storing the letter
+// and removing the original): it runs the hooks again with the stored
+// reason instead of the handler. The letter is found by the job's ID and
+// must come from this very message (its origin is the job's JOBS
+// sequence): a retried dead letter is a new message and runs. It reports
+// whether it settled the job.
+func (l *loop) resumeDeadLetter(r *run, job *bus.Job) bool {
+	ctx, cancel := context.WithTimeout(l.jobCtx, 10*time.Second)
+	fj, err := l.dlq.FailedJob(ctx, job.ID)
+	cancel()
+	switch {
+	case errors.Is(err, bus.ErrUnknownJob), errors.Is(err, bus.ErrInvalid):
+		return false
+	case err != nil:
+		r.log.Warn().Err(err).Msg("cannot tell whether the job is dead-lettered already; it will be delivered again")
+		r.finish(func() error { return r.msg.NakWithDelay(5 * time.Second) }, "dead-letter lookup failed")
+		return true
+	case fj.Origin != bus.JobsStream+":"+strconv.FormatUint(job.Seq, 10):
+		return false
+	}
+	r.log.Warn().Str("reason", firstLine(fj.Error)).Msg("job is dead-lettered already; running its dead-letter hooks again")
+	l.settleDeadLetter(r, job, fj.Error)
+	return true
+}
+
+// timeoutFor is the job's timeout: its own, its kind's, the worker's.
+func (l *loop) timeoutFor(job *bus.Job) time.Duration {
+	var kind time.Duration
+	if h := l.w.handlers[job.Kind]; h != nil {
+		kind = h.timeout
+	}
+	return firstPositive(job.Timeout, kind, l.w.cfg.Timeout)
+}
+
+// backoffFor is the job's retry delays: its own, its kind's, the worker's.
+func (l *loop) backoffFor(job *bus.Job) []time.Duration {
+	var kind []time.Duration
+	if h := l.w.handlers[job.Kind]; h != nil {
+		kind = h.backoff
+	}
+	return firstNonEmpty(job.Backoff, kind, l.w.cfg.Backoff)
 }
 
 func firstLine(s string) string {

@@ -16,7 +16,9 @@ const (
 	// after its backoff.
 	Retried Outcome = "retried"
 	// DeadLettered: the job failed for good (tries used up, a permanent
-	// error, no handler, malformed) and is stored in DLQ.
+	// error, no handler, malformed) and is stored in DLQ, its dead-letter
+	// hooks have run, and the original is removed. A delivery whose hook
+	// failed is not reported: the job comes back to run it again.
 	DeadLettered Outcome = "dead_lettered"
 	// HandedBack: a drain gave the job back to the queue unfinished.
 	HandedBack Outcome = "handed_back"

@@ -39,9 +39,10 @@ type loop struct {
 	work   chan *run
 	wake   chan struct{} // a probe saw a ready job, or a queue was resumed (buffered, coalescing)
 	probes map[string]*probe
-	pauses *pauses // which queues are paused (pause.go)
-	tally  *tally  // settled jobs per queue, for the presence record (presence.go)
-	done   int     // jobs finished, for MaxJobs
+	pauses *pauses        // which queues are paused (pause.go)
+	dlq    *bus.Inspector // finds a redelivered job's dead letter (execute.go)
+	tally  *tally         // settled jobs per queue, for the presence record (presence.go)
+	done   int            // jobs finished, for MaxJobs
 
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
@@ -98,6 +99,10 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		inFlight: map[*run]struct{}{}, tally: newTally(),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
+	var err error
+	if l.dlq, err = bus.NewInspector(w.js, w.cfg.Bus); err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
 	for _, name := range names {
 		c, err := w.js.Consumer(ctx, bus.JobsStream, bus.ConsumerName(name))
 		if err != nil {
@@ -110,7 +115,6 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		l.ackWait = c.CachedInfo().Config.AckWait
 		l.probes[name] = newProbe(c, l.wake)
 	}
-	var err error
 	if l.pauses, err = watchPauses(ctx, w.js, w.cfg.Bus, names, l.wake, w.log); err != nil {
 		return nil, err
 	}

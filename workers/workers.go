@@ -10,6 +10,40 @@
 // or a lost acknowledgement, so handlers must be idempotent. Use the job's
 // ID (job.ID) as the idempotency key, for example as a unique key in the
 // table the job writes to.
+//
+// # Dead-letter hooks
+//
+// A job that fails for good goes to the DLQ stream, whatever the way: its
+// handler's error after its last try, Permanent, a panic or a timeout on
+// the last try, a body that does not decode, malformed headers, a kind no
+// handler of the worker takes, or a last attempt interrupted by a crash
+// (dead-lettered unrun on its next delivery). The application can react
+// to each with a hook: OnDeadLetter, a HandlerOption, for one kind with
+// its arguments decoded, and Config.OnDeadLetter for every job of the
+// worker, with the raw bus.Job. They run:
+//
+//   - after the DLQ stream has acknowledged the dead letter, and before
+//     the original is removed from its queue (Term). The kind's hook runs
+//     first, then Config.OnDeadLetter; the next one runs only when the
+//     previous one returned nil;
+//   - with reason, the text stored as the letter's Jetfleet-Error, and a
+//     context that ends after the job's timeout or a minute, whichever is
+//     longer (or when a drain's grace runs out); heartbeats keep the job
+//     owned while they run;
+//   - at least once. When a hook returns an error (or panics), the job is
+//     handed back to its queue after its backoff; when the worker dies
+//     before the Term, the job is delivered again after AckWait. Either
+//     way its next delivery finds its dead letter in DLQ (one direct get by
+//     the job's ID, matched by its JOBS sequence), runs the hooks again
+//     with the stored reason, and does not run the handler again; the dead
+//     letter is not stored twice. Hooks must therefore be idempotent, and
+//     a hook that always fails keeps its job coming back, with its backoff,
+//     until it succeeds.
+//
+// A body that does not decode gives the kind's hook what json.Unmarshal
+// could fill (nothing for a syntax error); job.Body holds the raw bytes.
+// A message without JetStream metadata is terminated without a dead
+// letter and without hooks.
 package workers
 
 import (
@@ -74,6 +108,14 @@ type Config struct {
 	// at warn, dead-lettered at error) with its ID, queue, kind and attempt.
 	// The zero value logs nothing.
 	Logger zerolog.Logger
+	// OnDeadLetter, when set, runs for every job this worker dead-letters,
+	// of any kind, including kinds it has no handler for and jobs whose
+	// subject or headers do not parse: after the kind's own hook
+	// (OnDeadLetter handler option), once DLQ holds the letter and before
+	// the original is removed. An error hands the job back to run the
+	// hooks again later. See "Dead-letter hooks" in the package
+	// documentation. It must be safe for concurrent use. Default: nil.
+	OnDeadLetter func(ctx context.Context, job *bus.Job, reason string) error
 	// PresenceInterval is how often the worker writes its presence record
 	// (queues, running jobs, counts) to bus.WorkersBucket for `jetfleet
 	// queue stats`. Default 5s; at most 10s, so that the record outlives two missed writes
@@ -131,11 +173,38 @@ func HandlerBackoff(delays ...time.Duration) HandlerOption {
 	return func(h *handler) { h.backoff = delays }
 }
 
+// OnDeadLetter sets fn as the hook run when a job of T's kind is
+// dead-lettered, whatever the reason (see "Dead-letter hooks" in the
+// package documentation): once DLQ holds the letter and before the
+// original is removed; at least once; an error hands the job back to run
+// the hook again later. job.Args holds what the body decodes to: when the
+// body does not decode into T (the reason then says so), the fields that
+// could be filled, job.Body the raw bytes. Give it to Register for the
+// same T; Register panics when T's kind is another's.
+func OnDeadLetter[T bus.Args](fn func(ctx context.Context, job *Job[T], reason string) error) HandlerOption {
+	var zero T
+	return func(h *handler) {
+		h.deadKind = zero.Kind()
+		h.dead = func(ctx context.Context, j *bus.Job, reason string) error {
+			job := &Job[T]{Job: j}
+			_ = json.Unmarshal(j.Body, &job.Args) // a body that does not decode gives what it can
+			return fn(ctx, job, reason)
+		}
+	}
+}
+
+// deadHook is a dead-letter hook on the raw job.
+type deadHook func(ctx context.Context, job *bus.Job, reason string) error
+
 type handler struct {
 	run     HandlerFunc
 	tries   int
 	timeout time.Duration
 	backoff []time.Duration
+	// dead is the kind's dead-letter hook, set by OnDeadLetter for the
+	// kind deadKind.
+	dead     deadHook
+	deadKind string
 }
 
 // Worker takes jobs from its queues and runs the registered handlers.
@@ -171,6 +240,9 @@ func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) e
 	h := &handler{run: decodeAndRun(fn)}
 	for _, o := range opts {
 		o(h)
+	}
+	if h.dead != nil && h.deadKind != kind {
+		panic(fmt.Sprintf("workers: Register: OnDeadLetter for kind %q given to the handler of kind %q", h.deadKind, kind))
 	}
 	w.handlers[kind] = h
 }

@@ -51,16 +51,20 @@ func merge(cfg, env Config) Config {
 	if cfg.MaxFiles == 0 {
 		cfg.MaxFiles = env.MaxFiles
 	}
+	if cfg.ImageMemory == 0 {
+		cfg.ImageMemory = env.ImageMemory
+	}
 	return cfg
 }
 
 // ConfigFromEnv reads the catalog's own settings: JETFLEET_IMAGE_REPLICAS
 // (the image bucket's replicas when it is created; default the node's),
-// JETFLEET_MAX_UPLOAD_MB (default 32) and JETFLEET_MAX_UPLOAD_FILES
-// (default 10). Unset settings stay zero.
+// JETFLEET_MAX_UPLOAD_MB (default 32), JETFLEET_MAX_UPLOAD_FILES
+// (default 10) and JETFLEET_IMAGE_MEMORY_MB (a worker's memory budget for
+// image work, Config.ImageMemory; default 256). Unset settings stay zero.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
-	var mb int
+	var mb, memoryMB int
 	for _, s := range []struct {
 		key string
 		dst *int
@@ -68,6 +72,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"JETFLEET_IMAGE_REPLICAS", &cfg.ImageReplicas},
 		{"JETFLEET_MAX_UPLOAD_MB", &mb},
 		{"JETFLEET_MAX_UPLOAD_FILES", &cfg.MaxFiles},
+		{"JETFLEET_IMAGE_MEMORY_MB", &memoryMB},
 	} {
 		v := getenv(s.key)
 		if v == "" {
@@ -80,5 +85,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		*s.dst = n
 	}
 	cfg.MaxUploadBytes = int64(mb) << 20
+	cfg.ImageMemory = int64(memoryMB) << 20
 	return cfg, nil
 }

@@ -28,4 +28,7 @@ func TestCatalogBadInput(t *testing.T) {
 	if it := ann.Item(own.ID, http.StatusOK); len(it.Images) != 0 {
 		t.Fatalf("item %d has images after refused uploads: %+v", own.ID, it.Images)
 	}
+	if left := objects(t, a.js, ""); len(left) != 0 {
+		t.Fatalf("refused uploads left objects behind: %v", left)
+	}
 }

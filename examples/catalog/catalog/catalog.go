@@ -38,6 +38,18 @@ type Config struct {
 	MaxUploadBytes int64
 	// MaxFiles caps the files of one upload request. Default 10.
 	MaxFiles int
+	// ImageMemory is the memory budget, in bytes, of a worker process's
+	// image work, shared by all its image jobs: each one works out from
+	// the file's header what decoding the image and making its thumbnails
+	// will allocate (the decoded image at the bytes per pixel of its color
+	// model, the decoder's and the scaler's buffers, the encoded
+	// thumbnails), takes that from the budget before it allocates, and
+	// waits while other jobs hold it. An image that needs more than the
+	// whole budget fails for good with a reason giving its sizes. The rest
+	// of the process (the Go runtime, connections, garbage not yet
+	// collected) comes on top: see the package documentation. Default
+	// 256 MiB.
+	ImageMemory int64
 	// ThumbnailWidths are the widths of the thumbnails made of each image,
 	// in pixels; an image narrower than a width is not enlarged. Default
 	// 160 and 640.
@@ -62,6 +74,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxFiles == 0 {
 		c.MaxFiles = 10
 	}
+	if c.ImageMemory == 0 {
+		c.ImageMemory = 256 << 20
+	}
 	if len(c.ThumbnailWidths) == 0 {
 		c.ThumbnailWidths = []int{160, 640}
 	}
@@ -78,12 +93,16 @@ type Catalog struct {
 	jobs   *bus.Dispatcher
 	pages  *template.Template
 	log    zerolog.Logger
+	budget *memoryBudget // of image work (thumbnails.go)
 }
 
 // New returns the catalog on db (migrated with the migrations package) and
 // js, creating the image bucket when it does not exist.
 func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Config) (*Catalog, error) {
 	cfg = cfg.withDefaults()
+	if cfg.ImageMemory < 1<<20 {
+		return nil, fmt.Errorf("catalog: ImageMemory: %d bytes is less than 1 MiB", cfg.ImageMemory)
+	}
 	for _, w := range cfg.ThumbnailWidths {
 		if w < 1 || w > 4096 {
 			return nil, fmt.Errorf("catalog: ThumbnailWidths: %d is not between 1 and 4096", w)
@@ -101,7 +120,7 @@ func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Conf
 	if err != nil {
 		return nil, err
 	}
-	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger}, nil
+	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory)}, nil
 }
 
 // imageBucket opens the Object Store bucket, creating it when missing, and
@@ -176,8 +195,10 @@ func (c *Catalog) Routes(mux *http.ServeMux, sm *sessions.Manager) {
 }
 
 // RegisterJobs registers the catalog's job handlers (send-welcome-email,
-// process-item-images) on w, so the worker processes them.
+// process-item-images) on w, so the worker processes them, with
+// process-item-images' dead-letter hook, which marks the images of a dead
+// job failed.
 func (c *Catalog) RegisterJobs(w *workers.Worker) {
 	workers.Register(w, c.sendWelcomeEmail)
-	workers.Register(w, c.processItemImages, workers.HandlerTimeout(5*time.Minute))
+	workers.Register(w, c.processItemImages, workers.HandlerTimeout(5*time.Minute), workers.OnDeadLetter(c.imageJobDead))
 }

@@ -55,6 +55,42 @@
 // # Jobs
 //
 // Handlers are idempotent, as at-least-once delivery requires: a welcome
-// email is written to the outbox once per user, and processing an image again
-// overwrites the same objects and rows.
+// email is written to the outbox once per user, and an image job that runs
+// again finds its images done (or failed) and leaves them as they are.
+//
+// Every upload of an image is a version of its own: its own objects
+// (items/<item>/<name>/<version>/<size>), its own row, and a job that names
+// that version. A later upload of the same name replaces the row and
+// deletes the earlier version's objects; the earlier job, if it still
+// runs, finds its version gone and drops what it made. So an item shows,
+// and GET serves, one upload at a time, with the type its worker found by
+// decoding it.
+//
+// No image stays "processing": an image that can never be processed (not
+// a JPEG or PNG, too large, damaged) is marked failed by the job, and a job
+// that ends in the dead letters any other way (its tries used up, a
+// timeout, a panic, a worker killed during its last attempt) has its
+// images marked failed by its dead-letter hook (workers.OnDeadLetter),
+// with the reason. A failed image keeps its row, to show why, but not its
+// bytes: its objects are deleted, as are those of an upload refused while
+// it was being received.
+//
+// # Worker memory
+//
+// Image work in a worker process shares one memory budget
+// (Config.ImageMemory, JETFLEET_IMAGE_MEMORY_MB, default 256 MiB). Before
+// it decodes anything, a job works out from the file's header what
+// decoding it and making its thumbnails will allocate: the decoded image
+// at the bytes per pixel of its color model (16-bit RGBA: 8; CMYK JPEG: 8,
+// with the planes it is converted from; progressive JPEG: 4 more per
+// component for its coefficients; paletted PNG: 1; an interlaced PNG
+// twice), the scaler's buffers and the encoded thumbnails. An image that
+// needs more than the whole budget fails for good with a reason giving
+// its pixels, the memory it would take and the budget; otherwise the job
+// waits until the budget has room. The rest of the process comes on top:
+// about 20 MiB idle, plus garbage the Go collector has not reclaimed yet
+// (with a 64 MiB budget, peaks measured about 45 MiB above it). Give a
+// worker's container room for both, and set GOMEMLIMIT under its limit so
+// the collector runs before the kernel kills: in a 512 MiB container, the
+// default 256 MiB budget with GOMEMLIMIT=400MiB.
 package catalog

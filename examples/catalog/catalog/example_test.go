@@ -85,3 +85,17 @@ func Example() {
 	// login: 200 OK created: true
 	// create: 201 Created /items/1
 }
+
+// ConfigFromEnv reads the catalog's own settings, among them a worker's
+// memory budget for image work; a bad value is an error naming it.
+func ExampleConfigFromEnv() {
+	env := map[string]string{"JETFLEET_IMAGE_MEMORY_MB": "512", "JETFLEET_MAX_UPLOAD_MB": "8"}
+	cfg, err := catalog.ConfigFromEnv(func(k string) string { return env[k] })
+	fmt.Println(cfg.ImageMemory>>20, cfg.MaxUploadBytes>>20, err)
+	env["JETFLEET_IMAGE_MEMORY_MB"] = "lots"
+	_, err = catalog.ConfigFromEnv(func(k string) string { return env[k] })
+	fmt.Println(err)
+	// Output:
+	// 512 8 <nil>
+	// catalog: JETFLEET_IMAGE_MEMORY_MB="lots" is not a whole number of at least 1
+}

@@ -38,6 +38,12 @@ func startApp(t testing.TB, withWorker bool) *app {
 // startAppOn is startApp on the database of dbCfg.
 func startAppOn(t testing.TB, dbCfg readmodel.Config, withWorker bool) *app {
 	t.Helper()
+	return startAppWith(t, dbCfg, catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3}, withWorker)
+}
+
+// startAppWith is startAppOn with the catalog's settings cfg.
+func startAppWith(t testing.TB, dbCfg readmodel.Config, cfg catalog.Config, withWorker bool) *app {
+	t.Helper()
 	ctx := context.Background()
 	srv := natstest.Start(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
@@ -45,7 +51,7 @@ func startAppOn(t testing.TB, dbCfg readmodel.Config, withWorker bool) *app {
 		t.Fatal(err)
 	}
 	db := openDB(t, dbCfg)
-	cat, url := serveCatalog(t, js, db, sessions.Config{}, catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3})
+	cat, url := serveCatalog(t, js, db, sessions.Config{}, cfg)
 	if withWorker {
 		runWorker(t, js, cat)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/leaderless"
+	"github.com/jetfleet/jetfleet/node"
 	"github.com/jetfleet/jetfleet/sessions"
 )
 
@@ -36,7 +37,10 @@ type Image struct {
 	Width       int    `json:"width,omitempty"`
 	Height      int    `json:"height,omitempty"`
 	ContentType string `json:"content_type,omitempty"`
-	URL         string `json:"url"`
+	// Version identifies the upload the image shows: each upload of a
+	// name is a new version ("" for uploads made before versions).
+	Version string `json:"version,omitempty"`
+	URL     string `json:"url"`
 	// Thumbnails are the resized copies, narrowest first.
 	Thumbnails []Thumbnail `json:"thumbnails"`
 }
@@ -49,10 +53,12 @@ type Thumbnail struct {
 	URL    string `json:"url"`
 }
 
-// imageRow is a row of item_images: size 0 is the original.
+// imageRow is a row of item_images: size 0 is the original. Every row of
+// a name belongs to one upload, its version.
 type imageRow struct {
 	Name        string `db:"name"`
 	Size        int    `db:"size"`
+	Version     string `db:"version"`
 	ObjectName  string `db:"object_name"`
 	Width       int    `db:"width"`
 	Height      int    `db:"height"`
@@ -63,7 +69,7 @@ type imageRow struct {
 // itemImages returns the images of item id with their thumbnails.
 func (c *Catalog) itemImages(ctx context.Context, id int64) ([]Image, error) {
 	var rows []imageRow
-	err := c.db.Select(ctx, &rows, "SELECT name, size, object_name, width, height, content_type, error FROM item_images WHERE item_id = ? ORDER BY id, size", id)
+	err := c.db.Select(ctx, &rows, "SELECT name, size, version, object_name, width, height, content_type, error FROM item_images WHERE item_id = ? ORDER BY id, size", id)
 	if err != nil {
 		return nil, err
 	}
@@ -74,14 +80,15 @@ func (c *Catalog) itemImages(ctx context.Context, id int64) ([]Image, error) {
 		if row.Size == 0 {
 			index[row.Name] = len(images)
 			images = append(images, Image{Name: row.Name, Status: "processing", Error: row.Error, Width: row.Width,
-				Height: row.Height, ContentType: row.ContentType, URL: url, Thumbnails: []Thumbnail{}})
+				Height: row.Height, ContentType: row.ContentType, Version: row.Version, URL: url, Thumbnails: []Thumbnail{}})
 			continue
 		}
-		if i, ok := index[row.Name]; ok {
+		if i, ok := index[row.Name]; ok && images[i].Version == row.Version {
 			images[i].Thumbnails = append(images[i].Thumbnails, Thumbnail{Size: row.Size, Width: row.Width, Height: row.Height, URL: url + "?size=" + strconv.Itoa(row.Size)})
 		}
 	}
 	for i := range images {
+		slices.SortFunc(images[i].Thumbnails, func(a, b Thumbnail) int { return a.Size - b.Size })
 		switch {
 		case images[i].Error != "":
 			images[i].Status = "failed"
@@ -121,11 +128,19 @@ func (c *Catalog) itemOwner(ctx context.Context, id int64) (User, error) {
 
 // uploadImages is POST /items/{id}/images, multipart with the files in the
 // field "images". Each file is read into memory (a request holds at most
-// MaxUploadBytes) and stored in the Object Store, retried through a leader
-// election; the node keeps nothing on disk. The files are recorded as
-// "processing", and process-item-images is dispatched on the high queue:
-// 202 with the job's ID.
+// MaxUploadBytes) and stored in the Object Store as a new version of its
+// name, retried through a leader election; the node keeps nothing on
+// disk. The files are recorded as "processing", replacing earlier
+// versions of the same names (whose objects are then deleted), and
+// process-item-images is dispatched on the high queue: 202 with the
+// job's ID.
 func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
+	// The node's read timeout covers an ordinary request; an upload of up
+	// to MaxUploadBytes gets time for its size (a server that cannot
+	// extend deadlines keeps its own, which is no reason to refuse).
+	if err := node.AllowUpload(w, r, c.cfg.MaxUploadBytes); err != nil {
+		c.log.Debug().Err(err).Msg("upload keeps the server's read and write deadlines")
+	}
 	id, err := pathID(r, "id")
 	if err != nil {
 		return err
@@ -138,13 +153,17 @@ func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	if err := c.recordUploads(ctx, id, refs); err != nil {
-		c.deleteObjects(ctx, refs)
+	replaced, err := c.recordUploads(ctx, id, refs)
+	if err != nil {
+		c.deleteObjects(context.WithoutCancel(ctx), refs)
 		return err
 	}
+	c.deleteObjectNames(context.WithoutCancel(ctx), replaced) // even if the client has gone
 	jobID, err := c.jobs.Dispatch(ctx, ProcessItemImages{ItemID: id, Images: refs}, bus.OnQueue(ImagesQueue))
 	if err != nil {
-		c.markFailed(ctx, id, refs, "not queued for processing: "+err.Error())
+		if ferr := c.failImages(context.WithoutCancel(ctx), id, refs, "not queued for processing: "+err.Error()); ferr != nil {
+			c.log.Error().Err(ferr).Int64("item_id", id).Msg("cannot record that images were not queued")
+		}
 		return fmt.Errorf("dispatch process-item-images: %w", err)
 	}
 	if wantsHTML(r) {
@@ -173,13 +192,16 @@ func (c *Catalog) receiveFiles(r *http.Request, id int64) (refs []ImageRef, err 
 		}
 	}()
 	csrfOK := checkCSRF(r, r.Header.Get(sessions.CSRFHeader))
-	for {
+	for n := 1; ; n++ {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return refs, badMultipart(err)
+		}
+		if err := checkPartHeader(n, part); err != nil {
+			return refs, err
 		}
 		switch part.FormName() {
 		case sessions.CSRFField:
@@ -210,6 +232,32 @@ func (c *Catalog) receiveFiles(r *http.Request, id int64) (refs []ImageRef, err 
 	return refs, nil
 }
 
+// Limits of a multipart part's header: a file name longer than file
+// systems allow, or a header longer than any browser sends, is refused
+// before anything of the part is stored.
+const (
+	maxFileName   = 255
+	maxPartHeader = 8 << 10
+)
+
+// checkPartHeader refuses the n-th part of an upload when its file name
+// or its header is too long.
+func checkPartHeader(n int, part *multipart.Part) error {
+	if l := len(part.FileName()); l > maxFileName {
+		return fail(http.StatusBadRequest, "file name is %d bytes long: at most %d are accepted", l, maxFileName)
+	}
+	size := 0
+	for k, vs := range part.Header {
+		for _, v := range vs {
+			size += len(k) + len(v) + 4 // "k: v\r\n"
+		}
+	}
+	if size > maxPartHeader {
+		return fail(http.StatusBadRequest, "the header of part %d is %d bytes: at most %s are accepted", n, size, byteSize(maxPartHeader))
+	}
+	return nil
+}
+
 // storeFile streams one part into the Object Store under a name that no
 // earlier file of the request has.
 func (c *Catalog) storeFile(ctx context.Context, id int64, p *multipart.Part, earlier []ImageRef) (ImageRef, error) {
@@ -219,7 +267,8 @@ func (c *Catalog) storeFile(ctx context.Context, id int64, p *multipart.Part, ea
 		ext := path.Ext(base)
 		name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(base, ext), n, ext)
 	}
-	ref := ImageRef{Name: name, Object: objectName(id, name, 0)}
+	version := newVersion()
+	ref := ImageRef{Name: name, Version: version, Object: objectName(id, name, version, 0)}
 	data, err := io.ReadAll(p)
 	if err != nil { // the client's side: too large, broken off, malformed
 		return ref, badMultipart(err)
@@ -284,10 +333,16 @@ func checkCSRF(r *http.Request, tok string) bool {
 	return tok != "" && want != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(want)) == 1
 }
 
-// recordUploads records each upload as a "processing" original, replacing
-// an earlier image of the same name with its thumbnails.
-func (c *Catalog) recordUploads(ctx context.Context, id int64, refs []ImageRef) error {
-	return retryDeadlocks(ctx, func() error { return c.recordUploadsOnce(ctx, id, refs) })
+// recordUploads records each upload as a "processing" original of its
+// version, replacing the rows of an earlier version of the same name, and
+// returns the objects of the versions it replaced, for the caller to
+// delete once the rows are committed.
+func (c *Catalog) recordUploads(ctx context.Context, id int64, refs []ImageRef) (replaced []string, err error) {
+	err = retryDeadlocks(ctx, func() error {
+		replaced, err = c.recordUploadsOnce(ctx, id, refs)
+		return err
+	})
+	return replaced, err
 }
 
 // retryDeadlocks runs tx, a transaction, and runs it again, a few times,
@@ -315,43 +370,38 @@ func isDeadlock(err error) bool {
 	return errors.As(err, &me) && me.Number == 1213
 }
 
-func (c *Catalog) recordUploadsOnce(ctx context.Context, id int64, refs []ImageRef) error {
-	return c.db.Tx(ctx, func(tx *sqlx.Tx) error {
+func (c *Catalog) recordUploadsOnce(ctx context.Context, id int64, refs []ImageRef) ([]string, error) {
+	var replaced []string
+	err := c.db.Tx(ctx, func(tx *sqlx.Tx) error {
 		for _, ref := range refs {
 			// DELETE only what exists: a DELETE that finds nothing locks the
 			// gap after the newest item, where other uploads insert.
-			var n int
-			if err := tx.GetContext(ctx, &n, "SELECT COUNT(*) FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
+			var old []string
+			if err := tx.SelectContext(ctx, &old, "SELECT object_name FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
 				return err
 			}
-			if n > 0 {
+			if len(old) > 0 {
 				if _, err := tx.ExecContext(ctx, "DELETE FROM item_images WHERE item_id = ? AND name = ?", id, ref.Name); err != nil {
 					return err
 				}
 			}
-			if _, err := tx.ExecContext(ctx, "INSERT INTO item_images (item_id, name, size, object_name) VALUES (?, ?, 0, ?)", id, ref.Name, ref.Object); err != nil {
+			replaced = append(replaced, old...)
+			if _, err := tx.ExecContext(ctx, "INSERT INTO item_images (item_id, name, size, version, object_name) VALUES (?, ?, 0, ?, ?)", id, ref.Name, ref.Version, ref.Object); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	return replaced, err
 }
 
-// markFailed records why refs cannot be processed.
-func (c *Catalog) markFailed(ctx context.Context, id int64, refs []ImageRef, reason string) {
-	for _, ref := range refs {
-		if _, err := c.db.Exec(ctx, "UPDATE item_images SET error = ? WHERE item_id = ? AND name = ? AND size = 0", truncate(reason, 1000), id, ref.Name); err != nil {
-			c.log.Error().Err(err).Int64("item_id", id).Str("image", ref.Name).Msg("cannot record an image's failure")
-		}
-	}
-}
-
+// deleteObjects deletes the objects of refs, an upload given up.
 func (c *Catalog) deleteObjects(ctx context.Context, refs []ImageRef) {
-	for _, ref := range refs {
-		if err := c.images.Delete(ctx, ref.Object); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			c.log.Warn().Err(err).Str("object", ref.Object).Msg("cannot delete an abandoned upload")
-		}
+	names := make([]string, len(refs))
+	for i, ref := range refs {
+		names[i] = ref.Object
 	}
+	c.deleteObjectNames(ctx, names)
 }
 
 // serveImage is GET /items/{id}/images/{name}?size=N: it streams the
@@ -373,7 +423,7 @@ func (c *Catalog) serveImage(w http.ResponseWriter, r *http.Request) error {
 		return fail(http.StatusBadRequest, "size=%d: want 0 (the original) or one of the thumbnail sizes %v", size, c.cfg.ThumbnailWidths)
 	}
 	var row imageRow
-	err = c.db.Get(r.Context(), &row, "SELECT name, size, object_name, width, height, content_type, error FROM item_images WHERE item_id = ? AND name = ? AND size = ?", id, name, size)
+	err = c.db.Get(r.Context(), &row, "SELECT i.name, i.size, i.version, i.object_name, i.width, i.height, i.content_type, o.error FROM item_images i JOIN item_images o ON o.item_id = i.item_id AND o.name = i.name AND o.size = 0 WHERE i.item_id = ? AND i.name = ? AND i.size = ?", id, name, size)
 	if errors.Is(err, sql.ErrNoRows) {
 		if _, err := c.itemOwner(r.Context(), id); err != nil {
 			return err
@@ -383,13 +433,24 @@ func (c *Catalog) serveImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if row.Error != "" {
+		return fail(http.StatusNotFound, "image %q could not be processed, and is not kept: %s", name, row.Error)
+	}
 	return c.streamObject(w, r, row)
 }
 
 // streamObject copies a stored image to w. Only a type the worker checked
-// by decoding is served inline; anything else is a download, so an uploaded
-// HTML file can never run as a page of this site.
+// by decoding this very version is served inline; anything else is a
+// download, so an uploaded HTML file can never run as a page of this site.
+// The ETag names the version, the size and the type the worker found: a
+// client revalidates (no-cache) and gets a new upload as soon as there is
+// one.
 func (c *Catalog) streamObject(w http.ResponseWriter, r *http.Request, row imageRow) error {
+	etag := fmt.Sprintf(`"%s-%d-%s"`, row.Version, row.Size, strings.TrimPrefix(row.ContentType, "image/"))
+	if row.Version != "" && r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
 	obj, err := c.images.Get(r.Context(), row.ObjectName)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fail(http.StatusNotFound, "image %q is gone from the object store", row.Name)
@@ -403,8 +464,11 @@ func (c *Catalog) streamObject(w http.ResponseWriter, r *http.Request, row image
 		return err
 	}
 	h := w.Header()
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "private, max-age=60")
+	h.Set("Content-Security-Policy", basePolicy+"; sandbox") // should a browser render it anyway
+	h.Set("Cache-Control", "private, no-cache")
+	if row.Version != "" {
+		h.Set("ETag", etag)
+	}
 	h.Set("Content-Length", strconv.FormatUint(info.Size, 10))
 	if row.ContentType == "image/jpeg" || row.ContentType == "image/png" {
 		h.Set("Content-Type", row.ContentType)
@@ -416,11 +480,6 @@ func (c *Catalog) streamObject(w http.ResponseWriter, r *http.Request, row image
 		io.Copy(w, obj) // a failure now can only cut the response short
 	}
 	return nil
-}
-
-// objectName is where an image's rendition is stored: size 0 is the original.
-func objectName(itemID int64, name string, size int) string {
-	return fmt.Sprintf("items/%d/%s/%d", itemID, name, size)
 }
 
 // cleanName turns an uploaded file's name into a URL-safe image name:
@@ -444,11 +503,4 @@ func cleanName(filename string) string {
 		s = "image"
 	}
 	return s
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

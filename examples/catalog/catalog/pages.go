@@ -2,7 +2,9 @@ package catalog
 
 import (
 	"bytes"
+	"crypto/rand"
 	"embed"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -24,6 +26,9 @@ func parsePages() (*template.Template, error) {
 
 // pageData is what every page template gets.
 type pageData struct {
+	// Nonce is the page's Content-Security-Policy nonce, which its inline
+	// style carries; render sets it.
+	Nonce   string
 	Title   string
 	User    User
 	CSRF    string
@@ -77,13 +82,23 @@ func (c *Catalog) itemPage(w http.ResponseWriter, r *http.Request) error {
 }
 
 // render executes a page template into a buffer first, so a template error
-// is a clean 500 and not half a page.
+// is a clean 500 and not half a page. Each page gets a fresh nonce for its
+// inline style, and a Content-Security-Policy that allows that style only.
 func (c *Catalog) render(w http.ResponseWriter, name string, d pageData) error {
+	d.Nonce = newNonce()
 	var buf bytes.Buffer
 	if err := c.pages.ExecuteTemplate(&buf, name, d); err != nil {
 		return err
 	}
+	w.Header().Set("Content-Security-Policy", pagePolicy(d.Nonce))
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_, err := buf.WriteTo(w)
 	return err
+}
+
+// newNonce returns a Content-Security-Policy nonce: 128 random bits.
+func newNonce() string {
+	b := make([]byte, 16)
+	rand.Read(b) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b)
 }

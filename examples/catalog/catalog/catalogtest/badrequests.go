@@ -45,6 +45,7 @@ func BadRequests(own, bobs, maxUpload int64, maxFiles int) []BadRequest {
 		tooMany[i] = png
 	}
 	ownImages := fmt.Sprintf("/items/%d/images", own)
+	longName := strings.Repeat("n", int(maxUpload/2)) + ".png"
 	return []BadRequest{
 		{Name: "login without a body", Method: "POST", Path: "/login", Status: 415, Message: "send a JSON body"},
 		{Name: "login as text", Method: "POST", Path: "/login", Body: func() (io.Reader, string) { return strings.NewReader("ann"), "text/plain" }, Status: 415, Message: "text/plain is not accepted"},
@@ -84,6 +85,11 @@ func BadRequests(own, bobs, maxUpload int64, maxFiles int) []BadRequest {
 			b, ctype := UploadBody(png, File{Name: "big.png", Data: tooBig})
 			return io.MultiReader(b), ctype // no Content-Length: the limit trips while streaming
 		}, Status: 413, Message: limit},
+		{Name: "upload a long file name", Method: "POST", Path: ownImages, Body: upload(png, File{Name: longName, Data: PNG(10, 10)}), Status: 400, Message: fmt.Sprintf("file name is %d bytes long: at most 255 are accepted", len(longName))},
+		{Name: "upload a long part header", Method: "POST", Path: ownImages, Body: func() (io.Reader, string) {
+			junk := strings.Repeat("j", 100<<10)
+			return strings.NewReader("--b\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.png\"\r\nX-Junk: " + junk + "\r\n\r\nx\r\n--b--\r\n"), "multipart/form-data; boundary=b"
+		}, Status: 400, Message: "the header of part 1 is 102"},
 		{Name: "upload without CSRF", Method: "POST", Path: ownImages, Body: upload(png), NoCSRF: true, Status: 419, Message: "no valid CSRF token"},
 		{Name: "upload a wrong field", Method: "POST", Path: ownImages, Body: func() (io.Reader, string) {
 			return strings.NewReader("--b\r\nContent-Disposition: form-data; name=\"pics\"; filename=\"a.png\"\r\n\r\nx\r\n--b--\r\n"), "multipart/form-data; boundary=b"

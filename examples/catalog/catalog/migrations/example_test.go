@@ -11,5 +11,5 @@ import (
 func Example() {
 	files, _ := fs.Glob(migrations.FS, "*/*.sql")
 	fmt.Println(files)
-	// Output: [mysql/0001_init.sql mysql/0002_image_errors.sql sqlite/0001_init.sql sqlite/0002_image_errors.sql]
+	// Output: [mysql/0001_init.sql mysql/0002_image_errors.sql mysql/0003_image_versions.sql sqlite/0001_init.sql sqlite/0002_image_errors.sql sqlite/0003_image_versions.sql]
 }
