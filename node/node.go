@@ -144,6 +144,7 @@ func (n *Node) openDB(ctx context.Context) error {
 	}
 	n.s.DB = db
 	n.onClose(func() { db.Close() })
+	n.cfg.Logger.Info().Str("db", db.Driver()).Str("where", dbWhere(db, n.cfg)).Msg("read model ready")
 	if !n.cfg.Migrate {
 		return nil
 	}
@@ -155,6 +156,20 @@ func (n *Node) openDB(ctx context.Context) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
+}
+
+// dbWhere says which database db is, for the log: the SQLite file, or the
+// database on the primary.
+func dbWhere(db *readmodel.DB, cfg Config) string {
+	if db.Driver() == readmodel.DriverSQLite {
+		cfgDB, _ := readmodel.ConfigFromEnv(cfg.Getenv)
+		path := cmp.Or(cfgDB.Database, filepath.Join(cfg.DataDir, "jetfleet.db"))
+		if abs, err := filepath.Abs(path); err == nil {
+			return abs
+		}
+		return path
+	}
+	return cfg.Getenv("DB_DATABASE") + " on " + db.Members()[0].Addr
 }
 
 // OpenDB opens the read model the DB_* settings name; SQLite's file

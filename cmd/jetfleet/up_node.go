@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"path/filepath"
 
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	"github.com/jetfleet/jetfleet/node"
-	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -28,12 +26,6 @@ func (s *system) startNode(ctx context.Context) error {
 	}
 	s.node = n
 	s.onStop("node", n.Close)
-	db := n.Services().DB
-	where := absPath(filepath.Join(s.opts.dataDir, "jetfleet.db"))
-	if db.Driver() != readmodel.DriverSQLite {
-		where = s.a.getenv("DB_DATABASE") + " on " + db.Members()[0].Addr
-	}
-	s.log.Info().Str("db", db.Driver()).Str("where", where).Msg("read model ready")
 	return nil
 }
 
