@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
@@ -60,8 +61,9 @@ func JobID(id string) Option { return func(o *options) { o.id = id } }
 // Dispatcher enqueues jobs. It is safe for concurrent use. The JOBS stream
 // must exist (Provision, or a running `jetfleet up` / `jetfleet work`).
 type Dispatcher struct {
-	js  jetstream.JetStream
-	cfg Config
+	js     jetstream.JetStream
+	cfg    Config
+	tracer trace.Tracer // nil: tracing off (trace.go)
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.
@@ -73,7 +75,7 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 	if err := wire.ValidateName("queue", cfg.DefaultQueue); err != nil {
 		return nil, fmt.Errorf("bus: Config.DefaultQueue: %w", err)
 	}
-	return &Dispatcher{js: js, cfg: cfg}, nil
+	return &Dispatcher{js: js, cfg: cfg, tracer: tracerFor(cfg.TracerProvider)}, nil
 }
 
 // Dispatch enqueues args as a job and returns its ID once JetStream has
@@ -83,7 +85,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (s
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishJob(ctx, msg)
+	return id, d.publishTraced(ctx, msg, id)
 }
 
 // DispatchJSON enqueues a job of kind whose arguments are already JSON, as
@@ -93,7 +95,7 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishJob(ctx, msg)
+	return id, d.publishTraced(ctx, msg, id)
 }
 
 // DispatchManyParams is one job of a DispatchMany batch: what Dispatch
@@ -138,8 +140,12 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 	errs := make([]error, len(jobs))
 	futures := make([]jetstream.PubAckFuture, len(jobs))
 	awaited := 0 // every future before this index has been awaited
+	ctx, span := d.startBatch(ctx, len(jobs))
 	for i, p := range jobs {
 		msg, id, err := d.encode(p.Args, p.Opts)
+		if err == nil {
+			err = d.injectBatch(ctx, msg)
+		}
 		if err != nil {
 			errs[i] = err
 			continue
@@ -166,7 +172,9 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 			d.dispatched(f.Msg())
 		}
 	}
-	return ids, batchError(errs)
+	err := batchError(errs)
+	endSpan(span, err)
+	return ids, err
 }
 
 // awaitOldest awaits the first outstanding future in futures[from:until],
@@ -353,6 +361,20 @@ func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
 		case <-time.After(noLeaderRetryWait):
 		}
 	}
+}
+
+// publishTraced publishes a job's message inside its dispatch span.
+func (d *Dispatcher) publishTraced(ctx context.Context, msg *nats.Msg, id string) error {
+	span, err := d.startDispatch(ctx, msg, id)
+	if err != nil {
+		return err
+	}
+	if span != nil {
+		ctx = trace.ContextWithSpan(ctx, span)
+	}
+	err = d.publishJob(ctx, msg)
+	endSpan(span, err)
+	return err
 }
 
 // publishJob publishes a job's message and reports it to
