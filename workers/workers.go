@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus"
 )
@@ -79,6 +80,11 @@ type Config struct {
 	// queue stats`. Default 5s; at most 10s, so that the record outlives two missed writes
 	// (bus.WorkerRecordTTL is 30s).
 	PresenceInterval time.Duration
+	// TracerProvider starts the span of each job attempt, a child of the
+	// job's traceparent (tracing.go). Default: the OpenTelemetry global
+	// provider, a no-op unless the program sets one; with the no-op
+	// provider no span is started.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -146,13 +152,14 @@ type Worker struct {
 	weighted bool
 	handlers map[string]*handler
 	log      zerolog.Logger
+	tracer   trace.Tracer // nil: tracing off (tracing.go)
 }
 
 // New returns a worker; register handlers, then call Run. A bad queue list
 // is reported by Run.
 func New(js jetstream.JetStream, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
-	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger}
+	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger, tracer: tracerFor(cfg.TracerProvider)}
 }
 
 // Register adds fn as the handler of T's kind. A body that does not decode
