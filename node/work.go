@@ -38,6 +38,9 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 		wcfg.Bus.AckWait = cfg.Worker.Bus.AckWait
 	}
 	wcfg.Logger = n.cfg.Logger
+	if wcfg.TracerProvider == nil {
+		wcfg.TracerProvider = n.s.TracerProvider
+	}
 	if cfg.MetricsListener != nil {
 		stop := n.serveMetrics(cfg.MetricsListener)
 		defer stop()

@@ -86,7 +86,7 @@ func (c *Catalog) processItemImages(ctx context.Context, job *workers.Job[Proces
 		if err != nil {
 			return fmt.Errorf("image %s of item %d: %w", ref.Name, a.ItemID, err)
 		}
-		c.log.Info().Int64("item_id", a.ItemID).Str("image", ref.Name).Str("job_id", job.ID).Msg("thumbnails made")
+		c.log.Info().Ctx(ctx).Int64("item_id", a.ItemID).Str("image", ref.Name).Str("job_id", job.ID).Msg("thumbnails made")
 	}
 	if len(bad) > 0 {
 		return workers.Permanent(errors.New(strings.Join(bad, "; ")))
