@@ -38,14 +38,14 @@ func Build(pkg, name string) (bin string, cleanup func(), err error) {
 }
 
 // Env is the test process's environment without any setting jetfleet
-// reads (NATS_*, JETFLEET_*, LOG_*, DB_*, SESSION_*), with JSON logs, plus
-// extra KEY=VALUE entries.
+// reads (NATS_*, JETFLEET_*, LOG_*, DB_*, SESSION_*, OTEL_*), with JSON
+// logs, plus extra KEY=VALUE entries.
 func Env(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		key, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(key, "NATS_") || strings.HasPrefix(key, "JETFLEET_") || strings.HasPrefix(key, "LOG_") ||
-			strings.HasPrefix(key, "DB_") || strings.HasPrefix(key, "SESSION_") {
+			strings.HasPrefix(key, "DB_") || strings.HasPrefix(key, "SESSION_") || strings.HasPrefix(key, "OTEL_") {
 			continue
 		}
 		env = append(env, kv)
