@@ -25,12 +25,18 @@ import (
 // temporary directory and returns the binary's path and a cleanup. It is
 // meant for TestMain, so it reports errors instead of failing a test.
 func Build(pkg, name string) (bin string, cleanup func(), err error) {
+	return BuildWith(pkg, name)
+}
+
+// BuildWith is Build with more `go build` flags ("-tags", "x").
+func BuildWith(pkg, name string, flags ...string) (bin string, cleanup func(), err error) {
 	dir, err := os.MkdirTemp("", "jetfleet-bin-")
 	if err != nil {
 		return "", nil, err
 	}
 	bin = filepath.Join(dir, name)
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+	args := append(append([]string{"build", "-o", bin}, flags...), pkg)
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}
