@@ -369,9 +369,6 @@ func (d *Dispatcher) publishTraced(ctx context.Context, msg *nats.Msg, id string
 	if err != nil {
 		return err
 	}
-	if span != nil {
-		ctx = trace.ContextWithSpan(ctx, span)
-	}
 	err = d.publishJob(ctx, msg)
 	endSpan(span, err)
 	return err

@@ -130,9 +130,12 @@ func (d *Dispatcher) startDispatch(ctx context.Context, msg *nats.Msg, id string
 		InjectTrace(ctx, msg.Header)
 		return nil, d.checkSize(msg)
 	}
-	queue, kind, subject := jobTarget(msg)
-	ctx, span := d.tracer.Start(ctx, "dispatch "+kind, trace.WithSpanKind(trace.SpanKindProducer))
+	// The span is named once it is known to be recorded: a dropped one
+	// costs no name, no attributes.
+	ctx, span := d.tracer.Start(ctx, "dispatch", trace.WithSpanKind(trace.SpanKindProducer))
 	if span.IsRecording() {
+		queue, kind, subject := jobTarget(msg)
+		span.SetName("dispatch " + kind)
 		span.SetAttributes(
 			attribute.String("messaging.system", "jetfleet"),
 			attribute.String("messaging.operation.name", "dispatch"),

@@ -40,9 +40,14 @@ func (t *tracing) wrapHTTP(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		ctx := r.Context()
+		if len(r.Header["Traceparent"]) > 0 { // the server canonicalizes header names
+			ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
+		}
+		ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path))
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		r = r.WithContext(ctx)
 		defer endServerSpan(span, r, sw)
@@ -53,6 +58,15 @@ func (t *tracing) wrapHTTP(next http.Handler) http.Handler {
 // endServerSpan names the span after the route the mux matched and
 // records the status; a 5xx marks it failed.
 func endServerSpan(span trace.Span, r *http.Request, sw *statusWriter) {
+	if p := recover(); p != nil {
+		span.SetStatus(codes.Error, "panic")
+		span.End()
+		panic(p)
+	}
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	if r.Pattern != "" {
 		route := r.Pattern
 		if method, path, ok := strings.Cut(route, " "); ok && !strings.Contains(method, "/") {
@@ -67,11 +81,6 @@ func endServerSpan(span trace.Span, r *http.Request, sw *statusWriter) {
 	span.SetAttributes(attribute.Int("http.response.status_code", code))
 	if code >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(code))
-	}
-	if p := recover(); p != nil {
-		span.SetStatus(codes.Error, "panic")
-		span.End()
-		panic(p)
 	}
 	span.End()
 }

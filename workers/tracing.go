@@ -58,8 +58,9 @@ func (l *loop) traceAttempt(r *run, job *bus.Job) {
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}), trace.WithNewRoot())
 		}
 	}
-	ctx, span := t.Start(parent, "process "+job.Kind, opts...)
+	ctx, span := t.Start(parent, "process", opts...) // named below when recorded: a dropped span costs no name
 	if span.IsRecording() {
+		span.SetName("process " + job.Kind)
 		span.SetAttributes(
 			attribute.String("messaging.system", "jetfleet"),
 			attribute.String("messaging.operation.name", "process"),
