@@ -43,7 +43,8 @@ const (
 const TracerName = "github.com/jetfleet/jetfleet"
 
 // Attribute keys of jetfleet's job spans (beside OpenTelemetry's
-// messaging.* keys).
+// messaging.* keys: a dispatch has the job ID as messaging.message.id and
+// its subject, jobs.<queue>.<kind>, as messaging.destination.name).
 const (
 	AttrQueue   = attribute.Key("jetfleet.queue")
 	AttrKind    = attribute.Key("jetfleet.job.kind")
@@ -139,10 +140,9 @@ func (d *Dispatcher) startDispatch(ctx context.Context, msg *nats.Msg, id string
 		span.SetAttributes(
 			attribute.String("messaging.system", "jetfleet"),
 			attribute.String("messaging.operation.name", "dispatch"),
-			attribute.String("messaging.operation.type", "send"),
 			attribute.String("messaging.destination.name", subject),
 			attribute.String("messaging.message.id", id),
-			AttrQueue.String(queue), AttrKind.String(kind), AttrJobID.String(id))
+			AttrQueue.String(queue))
 		if at := msg.Header.Get(headerSchedule); at != "" {
 			span.SetAttributes(attribute.String("jetfleet.job.ready_at", strings.TrimPrefix(at, "@at ")))
 		}

@@ -48,15 +48,15 @@ func newTracing(cfg Config, service string) (*tracing, error) {
 		_, off := cfg.TracerProvider.(noop.TracerProvider)
 		return &tracing{tp: cfg.TracerProvider, on: !off, shutdown: func(context.Context) error { return nil }}, nil
 	}
-	s, err := ParseOTelEnv(cfg.Getenv)
+	s, err := parseOTelEnv(cfg.Getenv)
 	if err != nil || !s.On {
 		return offTracing(), err
 	}
 	return s.start(service, cfg.Logger)
 }
 
-// OTelSettings are the OTEL_* environment variables a node reads, parsed.
-type OTelSettings struct {
+// otelSettings are the OTEL_* environment variables a node reads, parsed.
+type otelSettings struct {
 	// On is true when spans are exported: an OTLP endpoint is set (or
 	// OTEL_TRACES_EXPORTER=otlp) and neither OTEL_SDK_DISABLED=true nor
 	// OTEL_TRACES_EXPORTER=none says otherwise.
@@ -78,15 +78,15 @@ type OTelSettings struct {
 	ServiceName string
 	// Resource holds OTEL_RESOURCE_ATTRIBUTES.
 	Resource []attribute.KeyValue
-	// Batch holds the OTEL_BSP_* settings of the batch span processor.
-	Batch []sdktrace.BatchSpanProcessorOption
+	// Batch holds the OTEL_BSP_* settings of the span batcher.
+	Batch batchSettings
 }
 
-// ParseOTelEnv reads the OTEL_* settings through getenv. A setting it
+// parseOTelEnv reads the OTEL_* settings through getenv. A setting it
 // cannot honour (OTLP over gRPC, an unknown sampler) is an error naming
 // the variable, so that tracing is never silently off.
-func ParseOTelEnv(getenv func(string) string) (OTelSettings, error) {
-	var s OTelSettings
+func parseOTelEnv(getenv func(string) string) (otelSettings, error) {
+	var s otelSettings
 	on, err := otelOn(getenv)
 	if err != nil || !on {
 		return s, err
@@ -95,7 +95,7 @@ func ParseOTelEnv(getenv func(string) string) (OTelSettings, error) {
 	steps := []func(func(string) string) error{s.parseEndpoint, s.parseExport, s.parseSampler, s.parseResource, s.parseBatch}
 	for _, step := range steps {
 		if err := step(getenv); err != nil {
-			return OTelSettings{}, err
+			return otelSettings{}, err
 		}
 	}
 	return s, nil
@@ -119,7 +119,7 @@ func otelOn(getenv func(string) string) (bool, error) {
 }
 
 // parseEndpoint reads the traces URL and checks the protocol.
-func (s *OTelSettings) parseEndpoint(getenv func(string) string) error {
+func (s *otelSettings) parseEndpoint(getenv func(string) string) error {
 	proto := firstSet(getenv, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 	if proto != "" && proto != "http/protobuf" {
 		return fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%q: jetfleet exports OTLP over HTTP only: set http/protobuf and the collector's HTTP port (4318)", proto)
@@ -137,7 +137,7 @@ func (s *OTelSettings) parseEndpoint(getenv func(string) string) error {
 }
 
 // parseExport reads the headers, timeout and compression of exports.
-func (s *OTelSettings) parseExport(getenv func(string) string) error {
+func (s *otelSettings) parseExport(getenv func(string) string) error {
 	var err error
 	if s.Headers, err = parseOTelList("OTEL_EXPORTER_OTLP_HEADERS", firstSet(getenv, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")); err != nil {
 		return err
@@ -161,7 +161,7 @@ func (s *OTelSettings) parseExport(getenv func(string) string) error {
 
 // parseSampler reads OTEL_TRACES_SAMPLER and its argument; the default is
 // parentbased_always_on, as the specification says.
-func (s *OTelSettings) parseSampler(getenv func(string) string) error {
+func (s *otelSettings) parseSampler(getenv func(string) string) error {
 	name := cmp.Or(strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER"))), "parentbased_always_on")
 	arg := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER_ARG"))
 	ratio := 1.0
@@ -189,7 +189,7 @@ func (s *OTelSettings) parseSampler(getenv func(string) string) error {
 }
 
 // parseResource reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
-func (s *OTelSettings) parseResource(getenv func(string) string) error {
+func (s *otelSettings) parseResource(getenv func(string) string) error {
 	attrs, err := parseOTelList("OTEL_RESOURCE_ATTRIBUTES", getenv("OTEL_RESOURCE_ATTRIBUTES"))
 	if err != nil {
 		return err
@@ -206,19 +206,18 @@ func (s *OTelSettings) parseResource(getenv func(string) string) error {
 }
 
 // parseBatch reads the OTEL_BSP_* settings (milliseconds and counts).
-func (s *OTelSettings) parseBatch(getenv func(string) string) error {
+func (s *otelSettings) parseBatch(getenv func(string) string) error {
+	s.Batch = defaultBatchSettings()
+	ms := func(d *time.Duration) func(int) { return func(n int) { *d = time.Duration(n) * time.Millisecond } }
+	count := func(c *int) func(int) { return func(n int) { *c = n } }
 	settings := []struct {
 		name string
-		opt  func(int) sdktrace.BatchSpanProcessorOption
+		set  func(int)
 	}{
-		{"OTEL_BSP_SCHEDULE_DELAY", func(n int) sdktrace.BatchSpanProcessorOption {
-			return sdktrace.WithBatchTimeout(time.Duration(n) * time.Millisecond)
-		}},
-		{"OTEL_BSP_EXPORT_TIMEOUT", func(n int) sdktrace.BatchSpanProcessorOption {
-			return sdktrace.WithExportTimeout(time.Duration(n) * time.Millisecond)
-		}},
-		{"OTEL_BSP_MAX_QUEUE_SIZE", sdktrace.WithMaxQueueSize},
-		{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", sdktrace.WithMaxExportBatchSize},
+		{"OTEL_BSP_SCHEDULE_DELAY", ms(&s.Batch.delay)},
+		{"OTEL_BSP_EXPORT_TIMEOUT", ms(&s.Batch.timeout)},
+		{"OTEL_BSP_MAX_QUEUE_SIZE", count(&s.Batch.maxQueue)},
+		{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", count(&s.Batch.maxBatch)},
 	}
 	for _, st := range settings {
 		v := strings.TrimSpace(getenv(st.name))
@@ -229,7 +228,7 @@ func (s *OTelSettings) parseBatch(getenv func(string) string) error {
 		if err != nil || n <= 0 {
 			return fmt.Errorf("%s=%q is not a positive whole number", st.name, v)
 		}
-		s.Batch = append(s.Batch, st.opt(n))
+		st.set(n)
 	}
 	return nil
 }
@@ -263,9 +262,9 @@ func firstSet(getenv func(string) string, names ...string) string {
 	return ""
 }
 
-// start makes the SDK provider: a batch span processor exporting over
-// OTLP/HTTP, the sampler, and a resource naming the service and process.
-func (s OTelSettings) start(service string, log zerolog.Logger) (*tracing, error) {
+// start makes the SDK provider: a span batcher exporting over OTLP/HTTP,
+// the sampler, and a resource naming the service and process.
+func (s otelSettings) start(service string, log zerolog.Logger) (*tracing, error) {
 	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(s.Endpoint), otlptracehttp.WithHeaders(s.Headers)}
 	if s.Timeout > 0 {
 		opts = append(opts, otlptracehttp.WithTimeout(s.Timeout))
@@ -279,7 +278,7 @@ func (s OTelSettings) start(service string, log zerolog.Logger) (*tracing, error
 	}
 	service = cmp.Or(s.ServiceName, service)
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(&loggingExporter{SpanExporter: exp, log: log, endpoint: s.Endpoint}, s.Batch...),
+		sdktrace.WithSpanProcessor(newSpanBatcher(&loggingExporter{SpanExporter: exp, log: log, endpoint: s.Endpoint}, s.Batch, log)),
 		sdktrace.WithSampler(s.Sampler),
 		sdktrace.WithResource(s.resource(service)))
 	log.Info().Str("otlp_endpoint", s.Endpoint).Str("service", service).Str("sampler", s.SamplerName).
@@ -288,7 +287,7 @@ func (s OTelSettings) start(service string, log zerolog.Logger) (*tracing, error
 }
 
 // resource names the service and this process.
-func (s OTelSettings) resource(service string) *resource.Resource {
+func (s otelSettings) resource(service string) *resource.Resource {
 	host, _ := os.Hostname()
 	attrs := append([]attribute.KeyValue{
 		attribute.String("service.name", service),

@@ -12,7 +12,6 @@ package workers
 
 import (
 	"context"
-	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -64,13 +63,8 @@ func (l *loop) traceAttempt(r *run, job *bus.Job) {
 		span.SetAttributes(
 			attribute.String("messaging.system", "jetfleet"),
 			attribute.String("messaging.operation.name", "process"),
-			attribute.String("messaging.operation.type", "process"),
-			attribute.String("messaging.destination.name", bus.JobSubject(job.Queue, job.Kind)),
-			attribute.String("messaging.consumer.group.name", bus.ConsumerName(job.Queue)),
-			attribute.String("messaging.message.id", job.ID),
 			bus.AttrQueue.String(job.Queue), bus.AttrKind.String(job.Kind), bus.AttrJobID.String(job.ID),
-			bus.AttrAttempt.Int(job.Attempt),
-			attribute.Float64("jetfleet.job.wait_seconds", max(time.Since(job.EnqueuedAt), 0).Seconds()))
+			bus.AttrAttempt.Int(job.Attempt))
 	}
 	if sc := span.SpanContext(); sc.IsSampled() {
 		r.log = r.log.With().Str("trace_id", sc.TraceID().String()).Str("span_id", sc.SpanID().String()).Logger()

@@ -92,10 +92,10 @@ func TestAttemptsAreChildrenOfTheirDispatch(t *testing.T) {
 
 	dispatches := map[string]sdktrace.ReadOnlySpan{}
 	for _, s := range tr.ended(t, "dispatch jetfleet-fail", 1) {
-		dispatches[attr(s, "jetfleet.job.id")] = s
+		dispatches[attr(s, "messaging.message.id")] = s
 	}
 	for _, s := range tr.ended(t, "dispatch jetfleet-noop", 1) {
-		dispatches[attr(s, "jetfleet.job.id")] = s
+		dispatches[attr(s, "messaging.message.id")] = s
 	}
 	for _, id := range []string{failID, delayedID} {
 		d := dispatches[id]

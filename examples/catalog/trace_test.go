@@ -142,7 +142,7 @@ func TestTraceOfAnUploadCrossesServeAndWork(t *testing.T) {
 		t.Errorf("the attempt's parent is %q, want the dispatch %s", attempt.Parent(), dispatch.SpanID)
 	}
 	for tag, want := range map[string]string{"jetfleet.queue": "high", "jetfleet.job.kind": "process-item-images",
-		"jetfleet.job.attempt": "1", "jetfleet.job.outcome": "succeeded", "jetfleet.job.id": dispatch.Tag("jetfleet.job.id")} {
+		"jetfleet.job.attempt": "1", "jetfleet.job.outcome": "succeeded", "jetfleet.job.id": dispatch.Tag("messaging.message.id")} {
 		if got := attempt.Tag(tag); got != want || got == "" {
 			t.Errorf("attempt span: %s = %q, want %q", tag, got, want)
 		}

@@ -30,22 +30,42 @@ const Version = "v1.76.0"
 // BinaryName is the file the binary is built to, in GOPATH/bin.
 const BinaryName = "jaeger-" + Version
 
+// path is where the binary is looked for: $JETFLEET_JAEGER_BIN, else
+// GOPATH/bin/jaeger-v1.76.0.
+func path() (string, error) {
+	if bin := os.Getenv("JETFLEET_JAEGER_BIN"); bin != "" {
+		return bin, nil
+	}
+	out, err := exec.Command("go", "env", "GOPATH").Output()
+	if err != nil {
+		return "", fmt.Errorf("cannot find GOPATH (%w); set JETFLEET_JAEGER_BIN", err)
+	}
+	gopath := strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0]
+	return filepath.Join(gopath, "bin", BinaryName), nil
+}
+
+// Built reports whether the binary is there already, for a benchmark that
+// uses Jaeger when it can but would rather not build it.
+func Built() bool {
+	bin, err := path()
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(bin)
+	return err == nil
+}
+
 // Binary returns the Jaeger binary: $JETFLEET_JAEGER_BIN, else
 // GOPATH/bin/jaeger-v1.76.0, built there from tools/jaeger when missing
 // (several minutes the first time). It skips the test when it cannot be
 // built (no module proxy, no disk).
 func Binary(t testing.TB) string {
 	t.Helper()
-	if bin := os.Getenv("JETFLEET_JAEGER_BIN"); bin != "" {
-		return bin
-	}
-	out, err := exec.Command("go", "env", "GOPATH").Output()
+	bin, err := path()
 	if err != nil {
-		t.Skipf("Jaeger: cannot find GOPATH (%v); set JETFLEET_JAEGER_BIN", err)
+		t.Skipf("Jaeger: %v", err)
 	}
-	gopath := strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0]
-	bin := filepath.Join(gopath, "bin", BinaryName)
-	if _, err := os.Stat(bin); err == nil {
+	if _, err := os.Stat(bin); err == nil || os.Getenv("JETFLEET_JAEGER_BIN") != "" {
 		return bin
 	}
 	t.Logf("building Jaeger %s into %s from tools/jaeger (a few minutes, once)", Version, bin)
