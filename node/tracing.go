@@ -184,7 +184,10 @@ func (s *otelSettings) parseSampler(getenv func(string) string) error {
 	if !ok {
 		return fmt.Errorf("OTEL_TRACES_SAMPLER=%q: want always_on, always_off, traceidratio or their parentbased_ forms", name)
 	}
-	s.Sampler, s.SamplerName = sampler, sampler.Description()
+	s.Sampler, s.SamplerName = sampler, name
+	if strings.HasSuffix(name, "traceidratio") {
+		s.SamplerName += " " + strconv.FormatFloat(ratio, 'g', -1, 64)
+	}
 	return nil
 }
 
