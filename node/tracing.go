@@ -78,8 +78,8 @@ type otelSettings struct {
 	ServiceName string
 	// Resource holds OTEL_RESOURCE_ATTRIBUTES.
 	Resource []attribute.KeyValue
-	// Batch holds the OTEL_BSP_* settings of the span batcher.
-	Batch batchSettings
+	// Batch holds the OTEL_BSP_* settings of the batch span processor.
+	Batch []sdktrace.BatchSpanProcessorOption
 }
 
 // parseOTelEnv reads the OTEL_* settings through getenv. A setting it
@@ -210,17 +210,17 @@ func (s *otelSettings) parseResource(getenv func(string) string) error {
 
 // parseBatch reads the OTEL_BSP_* settings (milliseconds and counts).
 func (s *otelSettings) parseBatch(getenv func(string) string) error {
-	s.Batch = defaultBatchSettings()
-	ms := func(d *time.Duration) func(int) { return func(n int) { *d = time.Duration(n) * time.Millisecond } }
-	count := func(c *int) func(int) { return func(n int) { *c = n } }
+	ms := func(opt func(time.Duration) sdktrace.BatchSpanProcessorOption) func(int) sdktrace.BatchSpanProcessorOption {
+		return func(n int) sdktrace.BatchSpanProcessorOption { return opt(time.Duration(n) * time.Millisecond) }
+	}
 	settings := []struct {
 		name string
-		set  func(int)
+		opt  func(int) sdktrace.BatchSpanProcessorOption
 	}{
-		{"OTEL_BSP_SCHEDULE_DELAY", ms(&s.Batch.delay)},
-		{"OTEL_BSP_EXPORT_TIMEOUT", ms(&s.Batch.timeout)},
-		{"OTEL_BSP_MAX_QUEUE_SIZE", count(&s.Batch.maxQueue)},
-		{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", count(&s.Batch.maxBatch)},
+		{"OTEL_BSP_SCHEDULE_DELAY", ms(sdktrace.WithBatchTimeout)},
+		{"OTEL_BSP_EXPORT_TIMEOUT", ms(sdktrace.WithExportTimeout)},
+		{"OTEL_BSP_MAX_QUEUE_SIZE", sdktrace.WithMaxQueueSize},
+		{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", sdktrace.WithMaxExportBatchSize},
 	}
 	for _, st := range settings {
 		v := strings.TrimSpace(getenv(st.name))
@@ -231,7 +231,7 @@ func (s *otelSettings) parseBatch(getenv func(string) string) error {
 		if err != nil || n <= 0 {
 			return fmt.Errorf("%s=%q is not a positive whole number", st.name, v)
 		}
-		st.set(n)
+		s.Batch = append(s.Batch, st.opt(n))
 	}
 	return nil
 }
@@ -265,8 +265,8 @@ func firstSet(getenv func(string) string, names ...string) string {
 	return ""
 }
 
-// start makes the SDK provider: a span batcher exporting over OTLP/HTTP,
-// the sampler, and a resource naming the service and process.
+// start makes the SDK provider: a batch span processor exporting over
+// OTLP/HTTP, the sampler, and a resource naming the service and process.
 func (s otelSettings) start(service string, log zerolog.Logger) (*tracing, error) {
 	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(s.Endpoint), otlptracehttp.WithHeaders(s.Headers)}
 	if s.Timeout > 0 {
@@ -281,7 +281,7 @@ func (s otelSettings) start(service string, log zerolog.Logger) (*tracing, error
 	}
 	service = cmp.Or(s.ServiceName, service)
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithSpanProcessor(newSpanBatcher(&loggingExporter{SpanExporter: exp, log: log, endpoint: s.Endpoint}, s.Batch, log)),
+		sdktrace.WithBatcher(&loggingExporter{SpanExporter: exp, log: log, endpoint: s.Endpoint}, s.Batch...),
 		sdktrace.WithSampler(s.Sampler),
 		sdktrace.WithResource(s.resource(service)))
 	log.Info().Str("otlp_endpoint", s.Endpoint).Str("service", service).Str("sampler", s.SamplerName).
