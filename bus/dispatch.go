@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
@@ -66,8 +67,9 @@ func JobID(id string) Option { return func(o *options) { o.id = id } }
 // so a job sent to a queue no worker has served yet is still counted by
 // `jetfleet queue stats`, `queue monitor` and the dashboard.
 type Dispatcher struct {
-	js  jetstream.JetStream
-	cfg Config
+	js     jetstream.JetStream
+	cfg    Config
+	tracer trace.Tracer // nil: tracing off (trace.go)
 	// ensured are the queues whose consumer it made sure of.
 	ensured ensuredQueues
 }
@@ -81,7 +83,7 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 	if err := wire.ValidateName("queue", cfg.DefaultQueue); err != nil {
 		return nil, fmt.Errorf("bus: Config.DefaultQueue: %w", err)
 	}
-	return &Dispatcher{js: js, cfg: cfg}, nil
+	return &Dispatcher{js: js, cfg: cfg, tracer: tracerFor(cfg.TracerProvider)}, nil
 }
 
 // Dispatch enqueues args as a job and returns its ID once JetStream has
@@ -91,7 +93,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (s
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishJob(ctx, msg)
+	return id, d.publishTraced(ctx, msg, id)
 }
 
 // DispatchJSON enqueues a job of kind whose arguments are already JSON, as
@@ -101,7 +103,7 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishJob(ctx, msg)
+	return id, d.publishTraced(ctx, msg, id)
 }
 
 // DispatchManyParams is one job of a DispatchMany batch: what Dispatch
@@ -146,8 +148,12 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 	errs := make([]error, len(jobs))
 	futures := make([]jetstream.PubAckFuture, len(jobs))
 	awaited := 0 // every future before this index has been awaited
+	ctx, span := d.startBatch(ctx, len(jobs))
 	for i, p := range jobs {
 		msg, id, err := d.encode(p.Args, p.Opts)
+		if err == nil {
+			err = d.injectBatch(ctx, msg)
+		}
 		if err != nil {
 			errs[i] = err
 			continue
@@ -175,7 +181,9 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 			d.dispatched(f.Msg())
 		}
 	}
-	return ids, batchError(errs)
+	err := batchError(errs)
+	endSpan(span, err)
+	return ids, err
 }
 
 // awaitOldest awaits the first outstanding future in futures[from:until],
@@ -362,6 +370,17 @@ func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
 		case <-time.After(noLeaderRetryWait):
 		}
 	}
+}
+
+// publishTraced publishes a job's message inside its dispatch span.
+func (d *Dispatcher) publishTraced(ctx context.Context, msg *nats.Msg, id string) error {
+	span, err := d.startDispatch(ctx, msg, id)
+	if err != nil {
+		return err
+	}
+	err = d.publishJob(ctx, msg)
+	endSpan(span, err)
+	return err
 }
 
 // publishJob publishes a job's message and reports it to

@@ -72,10 +72,15 @@ func (d *Dispatcher) ensureQueueOf(ctx context.Context, msg *nats.Msg) {
 // jobs.<queue>.<kind>, or from its schedule target when it is delayed or
 // periodic.
 func jobTarget(msg *nats.Msg) (queue, kind string, ok bool) {
-	subject := msg.Subject
-	if target := msg.Header.Get(headerScheduleTarget); target != "" {
-		subject = target
-	}
-	queue, kind, err := wire.ParseJobSubject(subject)
+	queue, kind, err := wire.ParseJobSubject(targetSubject(msg))
 	return queue, kind, err == nil
+}
+
+// targetSubject is the subject a job message is for: its own, or a delayed
+// or periodic job's schedule target.
+func targetSubject(msg *nats.Msg) string {
+	if target := msg.Header.Get(headerScheduleTarget); target != "" {
+		return target
+	}
+	return msg.Subject
 }

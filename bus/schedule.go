@@ -92,7 +92,10 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	msg.Header.Set(headerScheduleTarget, target)
 	msg.Header.Set(headerRollup, "sub")
 	d.ensureQueueOf(ctx, msg)
-	return d.publish(ctx, msg)
+	span := d.startSchedule(ctx, name, msg)
+	err = d.publish(ctx, msg)
+	endSpan(span, err)
+	return err
 }
 
 // schedulePattern checks spec and returns the server's form of it: cron

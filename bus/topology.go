@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
@@ -38,6 +39,12 @@ type Config struct {
 	// job of DispatchMany; not Schedule), with the job's queue and kind, for
 	// metrics. It must be quick and safe for concurrent use. Default: nil.
 	OnDispatched func(queue, kind string)
+	// TracerProvider starts the spans of dispatches and schedules and the
+	// traceparent they write into jobs (bus/trace.go). Default: the
+	// OpenTelemetry global provider, a no-op unless the program sets one;
+	// with a no-op provider a dispatch starts no span and only passes on
+	// the caller's trace.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {

@@ -30,9 +30,12 @@ var shipped = []struct {
 	{"compose/example.env", []string{"TestComposeConfig"}, "docker-compose"},
 	{"compose/mariadb-grants.sql", nil, ""}, // not run: no container engine
 	{"haproxy/haproxy.cfg", []string{"TestHAProxyConfigCheck", "TestHAProxyBalancesDrainsAndRetries"}, "haproxy"},
-	{"k8s/nats-values.yaml", []string{"TestUntestedFilesAgree"}, ""},
+	{"k8s/keda-nats-jetstream.yaml", []string{"TestKEDAScaledObjects"}, "yaml.NewDecoder"},
+	{"k8s/keda-prometheus.yaml", []string{"TestKEDAScaledObjects"}, "yaml.NewDecoder"},
+	{"k8s/nats-values.yaml", []string{"TestUntestedFilesAgree", "TestKEDAScaledObjects"}, ""},
 	{"k8s/web.yaml", []string{"TestUntestedFilesAgree"}, ""},
-	{"k8s/worker.yaml", []string{"TestUntestedFilesAgree"}, ""},
+	{"k8s/worker.yaml", []string{"TestUntestedFilesAgree", "TestKEDAScaledObjects"}, "yaml.NewDecoder"},
+	{"k8s/workers-per-queue.yaml", []string{"TestKEDAScaledObjects"}, "yaml.NewDecoder"},
 	{"mariadb/README.md", nil, ""}, // documentation
 	{"mariadb/primary.cnf", []string{"internal/mariadbtest.TestPair"}, "mariadbd"},
 	{"mariadb/replica.cnf", []string{"internal/mariadbtest.TestPair"}, "mariadbd"},

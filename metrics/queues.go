@@ -18,13 +18,17 @@ type QueueConfig struct {
 	CacheFor time.Duration
 	// Timeout bounds one read of the queue stats. Default 5s.
 	Timeout time.Duration
+	// DueWithin is the horizon of jetfleet_queue_delayed_due_soon_jobs:
+	// delayed jobs whose time comes within it. Default 1 minute.
+	DueWithin time.Duration
 }
 
 // QueueCollector is a prometheus.Collector of per-queue gauges read from
 // JetStream with bus.Inspector.Stats: ready, in flight, scheduled (delayed),
 // failed (in DLQ), the oldest ready job's age, paused, and live workers per
-// queue, plus the number of live workers. A read is a handful of requests
-// per queue and is cached for CacheFor. When the read fails, only
+// queue, plus the number of live workers, and the delayed jobs that come
+// due within DueWithin (duesoon.go). A read is a handful of requests per
+// queue and is cached for CacheFor. When the read fails, only
 // jetfleet_queue_stats_success (0) is exposed: no stale values.
 //
 // Every node that registers one reports the same fleet-wide values, so
@@ -33,13 +37,15 @@ type QueueCollector struct {
 	in  *bus.Inspector
 	cfg QueueConfig
 
-	mu   sync.Mutex
-	at   time.Time
-	last *bus.Stats
-	err  error
+	mu      sync.Mutex
+	at      time.Time
+	last    *bus.Stats
+	dueSoon map[string]int
+	err     error
+	index   dueIndex
 
 	ready, inFlight, scheduled, failed, oldest, paused, workers *prometheus.Desc
-	fleet, success                                              *prometheus.Desc
+	fleet, success, due                                         *prometheus.Desc
 }
 
 // NewQueueCollector creates a QueueCollector reading through in and
@@ -50,6 +56,9 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.DueWithin <= 0 {
+		cfg.DueWithin = time.Minute
 	}
 	q := []string{"queue"}
 	desc := func(name, help string, labels []string) *prometheus.Desc {
@@ -66,6 +75,7 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 		workers:   desc("jetfleet_queue_workers", "Live worker processes taking jobs from the queue.", q),
 		fleet:     desc("jetfleet_workers", "Live worker processes (records in jetfleet_workers).", nil),
 		success:   desc("jetfleet_queue_stats_success", "1 when the last read of the queue stats from JetStream worked.", nil),
+		due:       desc("jetfleet_queue_delayed_due_soon_jobs", "Delayed jobs whose time comes within the next minute (QueueConfig.DueWithin).", q),
 	}
 	if err := register(reg, c); err != nil {
 		return nil, err
@@ -75,14 +85,14 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 
 // Describe implements prometheus.Collector.
 func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success} {
+	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.due} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.stats()
+	st, due, err := c.stats()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0)
 		return
@@ -100,23 +110,27 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.oldest, q.OldestReady.Seconds(), q.Queue)
 		gauge(c.paused, boolFloat(q.Paused), q.Queue)
 		gauge(c.workers, float64(q.Workers), q.Queue)
+		gauge(c.due, float64(due[q.Queue]), q.Queue)
 	}
 }
 
 // stats returns the cached stats, reading them again once CacheFor has
 // passed. Concurrent scrapes wait for one read.
-func (c *QueueCollector) stats() (*bus.Stats, error) {
+func (c *QueueCollector) stats() (*bus.Stats, map[string]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.at.IsZero() && time.Since(c.at) < c.cfg.CacheFor {
-		return c.last, c.err
+		return c.last, c.dueSoon, c.err
 	}
 	// Collect has no context: the read is bounded by Timeout instead.
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 	defer cancel()
 	c.last, c.err = c.in.Stats(ctx)
+	if c.err == nil {
+		c.dueSoon, c.err = c.index.refresh(ctx, c.in, time.Now(), c.cfg.DueWithin)
+	}
 	c.at = time.Now()
-	return c.last, c.err
+	return c.last, c.dueSoon, c.err
 }
 
 func boolFloat(b bool) float64 {

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/healthz"
@@ -70,6 +71,12 @@ type Services struct {
 	Getenv func(string) string
 	// DataDir holds nats.url and the default SQLite file.
 	DataDir string
+	// TracerProvider is the node's trace provider, from the OTEL_*
+	// settings: the app's own spans join the node's traces through it. It
+	// is a no-op provider when tracing is off. The node sets no global
+	// provider: an app whose libraries use OpenTelemetry's global one calls
+	// otel.SetTracerProvider(s.TracerProvider) in Init.
+	TracerProvider trace.TracerProvider
 }
 
 // queues is App.Queues, or ["default"].

@@ -165,7 +165,8 @@ func noneIfZero(d time.Duration) time.Duration {
 
 func runWork(ctx context.Context, app App, prog string, args []string, cfg Config) error {
 	fs := NewFlagSet(cfg.Stderr, prog, "work", "work [--queue high,default] [--concurrency 10] [--tries 3] [--timeout 60s] [--backoff 1s,10s,60s] [--grace 30s]\n"+
-		"     [--max-jobs N] [--max-time 1h] [--stop-when-empty] [--ack-wait 30s] [--no-diagnostics] [--metrics-listen :9464]")
+		"     [--max-jobs N] [--max-time 1h] [--stop-when-empty] [--ack-wait 30s] [--no-diagnostics] [--metrics-listen :9464]\n"+
+		"     [--health-listen 127.0.0.1:9465] [--stuck-after 1m]")
 	envBus, err := bus.ConfigFromEnv(cfg.Getenv)
 	if err != nil {
 		return err
@@ -186,6 +187,9 @@ func runWork(ctx context.Context, app App, prog string, args []string, cfg Confi
 			return fmt.Errorf("cannot listen for metrics on %s (--metrics-listen): %w", *wf.metricsListen, err)
 		}
 	}
+	if err := wf.listenHealth(&wcfg); err != nil {
+		return err
+	}
 	n, err := Open(ctx, app, cfg)
 	if err != nil {
 		return err
@@ -197,8 +201,10 @@ func runWork(ctx context.Context, app App, prog string, args []string, cfg Confi
 // workFlagValues are the flags of `work`.
 type workFlagValues struct {
 	queues, backoff, metricsListen   *string
+	healthListen                     *string
 	concurrency, tries, maxJobs      *int
 	timeout, grace, maxTime, ackWait *time.Duration
+	stuckAfter                       *time.Duration
 	stopWhenEmpty, noDiagnostics     *bool
 }
 
@@ -216,6 +222,8 @@ func workFlags(fs *flag.FlagSet, app App, envBus bus.Config) workFlagValues {
 		ackWait:       fs.Duration("ack-wait", cmp.Or(envBus.AckWait, 30*time.Second), "how long the server waits for a heartbeat before redelivering a job; set the same on every worker of a queue"),
 		noDiagnostics: fs.Bool("no-diagnostics", false, "do not register jetfleet-noop, jetfleet-sleep and jetfleet-fail"),
 		metricsListen: fs.String("metrics-listen", "", "address to serve Prometheus /metrics on, e.g. :9464; off when empty"),
+		healthListen:  fs.String("health-listen", "", "address to serve /livez and /readyz on; a bare port or :port is loopback (give 0.0.0.0:9465 for a kubelet); the --metrics-listen address shares its server; off when empty"),
+		stuckAfter:    fs.Duration("stuck-after", workers.DefaultStuckAfter, "how long one turn of the fetch loop may take before /livez reports it stuck"),
 	}
 }
 
@@ -223,8 +231,11 @@ func (f workFlagValues) config() (WorkConfig, error) {
 	cfg := WorkConfig{NoDiagnostics: *f.noDiagnostics, Worker: workers.Config{
 		Queues: SplitList(*f.queues), Concurrency: *f.concurrency, Tries: *f.tries, Timeout: *f.timeout,
 		Grace: *f.grace, MaxJobs: *f.maxJobs, MaxTime: *f.maxTime, StopWhenEmpty: *f.stopWhenEmpty,
-		Bus: bus.Config{AckWait: *f.ackWait},
+		Bus: bus.Config{AckWait: *f.ackWait}, StuckAfter: *f.stuckAfter,
 	}}
+	if *f.stuckAfter <= 0 {
+		return cfg, fmt.Errorf("--stuck-after must be more than 0 (got %s)", *f.stuckAfter)
+	}
 	if *f.backoff != "" {
 		var err error
 		if cfg.Worker.Backoff, err = bus.ParseBackoff(*f.backoff); err != nil {
@@ -232,6 +243,38 @@ func (f workFlagValues) config() (WorkConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// listenHealth opens --health-listen, or shares the --metrics-listen
+// listener when the two name the same address.
+func (f workFlagValues) listenHealth(cfg *WorkConfig) error {
+	addr := *f.healthListen
+	switch {
+	case addr == "":
+		return nil
+	case addr == *f.metricsListen:
+		cfg.HealthListener = cfg.MetricsListener
+		return nil
+	}
+	ln, err := net.Listen("tcp", LoopbackDefault(addr))
+	if err != nil {
+		return fmt.Errorf("cannot listen for the probes on %s (--health-listen): %w", LoopbackDefault(addr), err)
+	}
+	cfg.HealthListener = ln
+	return nil
+}
+
+// LoopbackDefault is addr with 127.0.0.1 as its host when it names only a
+// port ("9465" or ":9465"): listeners that are loopback unless told
+// otherwise (--health-listen, `jetfleet nats --monitor-listen`).
+func LoopbackDefault(addr string) string {
+	if !strings.Contains(addr, ":") {
+		return net.JoinHostPort("127.0.0.1", addr)
+	}
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
 
 func runMigrate(ctx context.Context, app App, prog string, args []string, cfg Config) error {

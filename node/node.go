@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/readmodel"
@@ -39,6 +40,10 @@ type Config struct {
 	// Stdout and Stderr are where commands print. Default os.Stdout and
 	// os.Stderr.
 	Stdout, Stderr io.Writer
+	// TracerProvider, when set, is the provider of the node's spans
+	// instead of one made from the OTEL_* settings (tracing.go); the node
+	// does not shut it down. Default: from OTEL_*, off when they are unset.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -63,6 +68,7 @@ type Node struct {
 	cfg Config
 	s   Services
 	obs *observability
+	tr  *tracing
 	// closers undo what Open made, in reverse order.
 	closers []func()
 }
@@ -85,11 +91,15 @@ func (n *Node) open(ctx context.Context) error {
 	if n.obs, err = newObservability(); err != nil {
 		return err
 	}
+	if err := n.openTracing(); err != nil {
+		return err
+	}
 	if n.s.Bus, err = bus.ConfigFromEnv(n.cfg.Getenv); err != nil {
 		return err
 	}
 	n.s.Bus.Replicas = n.cfg.Replicas
 	n.s.Bus.OnDispatched = n.obs.jobs.Dispatched
+	n.s.Bus.TracerProvider = n.s.TracerProvider
 	if err := n.connect(); err != nil {
 		return err
 	}
@@ -138,6 +148,7 @@ func (n *Node) openDB(ctx context.Context) error {
 	db, err := OpenDB(ctx, n.cfg.Getenv, n.cfg.DataDir, func(c *readmodel.Config) {
 		c.Logger = n.cfg.Logger
 		c.ObserveRead = n.obs.reads.ObserveRead
+		c.TracerProvider = n.s.TracerProvider
 	})
 	if err != nil {
 		return err

@@ -117,7 +117,7 @@ func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health
 		mux.Handle("/", app)
 	}
 	handler, err := n.mountWeb(mux, health.Track(mux), health, cfg.OpenDashboard, cfg.Listener.Addr())
-	return health, handler, err
+	return health, n.tr.wrapHTTP(handler), err
 }
 
 // withPattern serves h with the outer request's Pattern set to the route
@@ -142,6 +142,7 @@ func (n *Node) openSessions(ctx context.Context) (*sessions.Manager, error) {
 	scfg.Replicas = cmp.Or(scfg.Replicas, n.cfg.Replicas)
 	scfg.Logger = n.cfg.Logger.With().Str("component", "sessions").Logger()
 	scfg.Observe = n.obs.sessions.Observe
+	scfg.TracerProvider = n.s.TracerProvider
 	sm, err := sessions.NewContext(ctx, n.s.JetStream, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)

@@ -2,12 +2,8 @@ package node
 
 import (
 	"context"
-	"errors"
 	"net"
-	"net/http"
-	"time"
 
-	"github.com/jetfleet/jetfleet/metrics"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -27,6 +23,12 @@ type WorkConfig struct {
 	// MetricsLimits bound the metrics server as ServeConfig.HTTPLimits
 	// bound a web node's. The zero value is the defaults.
 	MetricsLimits HTTPLimits
+	// HealthListener, when set, serves the worker's probes there: /livez
+	// (503 once a turn of the fetch loop has taken longer than
+	// Worker.StuckAfter) and /readyz (503 while NATS is unreachable or a
+	// queue's consumer does not answer). It may be MetricsListener: one
+	// server then serves both.
+	HealthListener net.Listener
 }
 
 // Work runs a worker process of the app's jobs until ctx ends or a stop
@@ -41,9 +43,8 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 		wcfg.Bus.AckWait = cfg.Worker.Bus.AckWait
 	}
 	wcfg.Logger = n.cfg.Logger
-	if cfg.MetricsListener != nil {
-		stop := n.serveMetrics(cfg.MetricsListener, cfg.MetricsLimits)
-		defer stop()
+	if wcfg.TracerProvider == nil {
+		wcfg.TracerProvider = n.s.TracerProvider
 	}
 	stopSamples := n.instrumentWorkers(ctx, &wcfg) // metrics and the dashboard's samples
 	defer stopSamples()
@@ -54,30 +55,8 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	if n.app.Jobs != nil {
 		n.app.Jobs(&n.s, w)
 	}
-	n.obs.jobs.LimitKinds(w.Kinds()) // a made-up kind adds no series
+	n.obs.jobs.LimitKinds(w.Kinds())     // a made-up kind adds no series
+	stopServers := n.workServers(cfg, w) // /metrics and the probes
+	defer stopServers()
 	return w.Run(ctx)
-}
-
-// serveMetrics serves /metrics alone on ln, bounded by limits, until stop
-// is called.
-func (n *Node) serveMetrics(ln net.Listener, limits HTTPLimits) (stop func()) {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics.Handler(n.obs.reg))
-	limits = limits.withDefaults()
-	srv := n.httpServer(mux, limits)
-	ln = limitConns(ln, limits.MaxConns)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.cfg.Logger.Error().Err(err).Msg("metrics server failed")
-		}
-	}()
-	n.cfg.Logger.Info().Str("metrics_url", HTTPURL(ln.Addr())+"metrics").Msg("serving Prometheus metrics")
-	return func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-stopped
-	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Drivers accepted in Config.Driver (and DB_CONNECTION).
@@ -85,6 +86,12 @@ type Config struct {
 	// scope, token fallback...), for metrics. It must be quick and safe for
 	// concurrent use. Default: nil.
 	ObserveRead func(target Role, why ReadReason)
+
+	// TracerProvider starts a span for every query (tracing.go): its
+	// statement, never its arguments, and for a read the target and
+	// reason ObserveRead gets. Default: the OpenTelemetry global provider,
+	// a no-op unless the program sets one.
+	TracerProvider trace.TracerProvider
 
 	// Logger receives pool changes (a replica leaving or joining) and
 	// warnings. The zero value logs nothing.

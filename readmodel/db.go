@@ -13,6 +13,7 @@ import (
 	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	_ "modernc.org/sqlite" // the "sqlite" driver
 )
 
@@ -41,6 +42,7 @@ type DB struct {
 	kick    chan struct{}
 	cancel  context.CancelFunc
 	done    chan struct{}
+	tracer  trace.Tracer // nil: tracing off (tracing.go)
 }
 
 // member is one server (or the SQLite file).
@@ -68,7 +70,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	d := &DB{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	d := &DB{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), tracer: tracerFor(cfg.TracerProvider)}
 	var err error
 	if cfg.Driver == DriverSQLite {
 		err = d.openSQLite(ctx)
@@ -253,10 +255,13 @@ func truncate(dest any) {
 
 // read runs fn on the member chosen for the read and, if the member failed
 // (not the statement), once more on another one.
-func (d *DB) read(ctx context.Context, query string, fn func(*member) error) error {
+func (d *DB) read(ctx context.Context, query string, fn func(*member) error) (err error) {
+	span := d.startQuery(ctx, query)
+	defer func() { span.end(err) }()
 	m, why := d.reader(ctx, query)
+	span.routed(m, why)
 	d.observeRead(m, why)
-	err := fn(m)
+	err = fn(m)
 	// A read meant for the primary (sticky, marked, locking, or no replica
 	// in the pool) stays there: database/sql already retried a bad
 	// connection, and a replica could miss the writes it must see.
@@ -272,6 +277,7 @@ func (d *DB) read(ctx context.Context, query string, fn func(*member) error) err
 	}
 	d.log.Debug().Str("failed", m.addr).Str("retry", alt.addr).Err(err).Msg("readmodel: read retried on another member")
 	d.observeRead(alt, ReadRetried)
+	span.retried(m, alt, err)
 	return wrapErr(alt, fn(alt))
 }
 
@@ -402,7 +408,7 @@ type execer interface {
 // wraps ErrReadOnly.
 func (d *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := d.write(ctx, func(e execer) (err error) {
+	err := d.write(ctx, query, func(e execer) (err error) {
 		res, err = e.ExecContext(ctx, query, args...)
 		return err
 	})
@@ -426,7 +432,7 @@ func (d *DB) NamedExec(ctx context.Context, query string, arg any) (sql.Result, 
 // like Exec.
 func (d *DB) Tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	var fnErr error
-	err := d.write(ctx, func(e execer) error {
+	err := d.write(ctx, "", func(e execer) error {
 		tx, err := e.BeginTxx(ctx, nil)
 		if err != nil {
 			return err
@@ -449,9 +455,13 @@ func (d *DB) Tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return err
 }
 
-// write runs fn on the primary and records it in ctx's scope.
-func (d *DB) write(ctx context.Context, fn func(execer) error) error {
+// write runs fn on the primary and records it in ctx's scope; query names
+// its span ("" for a transaction).
+func (d *DB) write(ctx context.Context, query string, fn func(execer) error) (err error) {
+	span := d.startQuery(ctx, query)
+	defer func() { span.end(err) }()
 	p := d.primary
+	span.routed(p, "")
 	if p.readOnly.Load() {
 		return fmt.Errorf("readmodel: refusing to write to %s: its @@read_only is ON (is DB_WRITE_HOST a replica?): %w", p.addr, ErrReadOnly)
 	}

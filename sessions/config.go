@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/sessions/internal/bucket"
 )
@@ -83,6 +84,10 @@ type Config struct {
 	// saves, conflicts, store errors), for metrics. It must be quick and
 	// safe for concurrent use. Default: nil.
 	Observe func(Event)
+	// TracerProvider starts the spans of session loads, saves and deletes
+	// (tracing.go). Default: the OpenTelemetry global provider, a no-op
+	// unless the program sets one.
+	TracerProvider trace.TracerProvider
 	// Now is the clock used for deadlines. Default time.Now. Tests set it
 	// to move time forward.
 	Now func() time.Time

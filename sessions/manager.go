@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/sessions/internal/bucket"
 )
@@ -50,6 +51,8 @@ type Manager struct {
 	nc    *nats.Conn
 	kv    jetstream.KeyValue
 	types *registry
+	// tracer starts the store's spans; nil when tracing is off (tracing.go).
+	tracer trace.Tracer
 }
 
 // setupTimeout bounds New.
@@ -85,7 +88,7 @@ func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manag
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	return &Manager{cfg: cfg, nc: js.Conn(), kv: kv, types: newRegistry()}, nil
+	return &Manager{cfg: cfg, nc: js.Conn(), kv: kv, types: newRegistry(), tracer: tracerFor(cfg.TracerProvider)}, nil
 }
 
 // Register lets m store values of type T under name, encoded as JSON

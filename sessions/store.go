@@ -15,9 +15,11 @@ import (
 // load returns the live record stored under key, or nil when there is none:
 // never issued, destroyed, expired, or unreadable. Only failures to reach
 // the store are errors.
-func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error) {
+func (m *Manager) load(ctx context.Context, key string) (rec *record, rev uint64, err error) {
+	ctx, span := m.startSpan(ctx, "load")
+	defer func() { span.found(rec != nil); span.end(err) }()
 	var e jetstream.KeyValueEntry
-	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
+	err = m.untilAnswered(ctx, func(ctx context.Context) (err error) {
 		e, err = m.kv.Get(ctx, key)
 		return err
 	})
@@ -29,8 +31,8 @@ func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error)
 	if err != nil {
 		return nil, 0, nil
 	}
-	rec, err := decodeRecord(e.Value())
-	if err != nil || rec.expired(m.now()) {
+	rec, derr := decodeRecord(e.Value())
+	if derr != nil || rec.expired(m.now()) {
 		return nil, 0, nil
 	}
 	return rec, e.Revision(), nil
@@ -38,10 +40,12 @@ func (m *Manager) load(ctx context.Context, key string) (*record, uint64, error)
 
 // write stores rec under key if the key is still at revision rev (0: the
 // key must not exist). It reports a conflict as jetstream.ErrKeyRevisionMismatch.
-func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64) (uint64, error) {
+func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64) (_ uint64, err error) {
+	ctx, span := m.startSpan(ctx, "save")
+	defer func() { span.end(err) }()
 	data := rec.encode()
 	var newRev uint64
-	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
+	err = m.untilAnswered(ctx, func(ctx context.Context) (err error) {
 		newRev, err = m.kv.Update(ctx, key, data, rev)
 		return err
 	})
@@ -62,12 +66,14 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 }
 
 // remove deletes key; with rev > 0 only if the key is still at rev.
-func (m *Manager) remove(ctx context.Context, key string, rev uint64) error {
+func (m *Manager) remove(ctx context.Context, key string, rev uint64) (err error) {
+	ctx, span := m.startSpan(ctx, "delete")
+	defer func() { span.end(err) }()
 	var opts []jetstream.KVDeleteOpt
 	if rev > 0 {
 		opts = append(opts, jetstream.LastRevision(rev))
 	}
-	err := m.untilAnswered(ctx, func(ctx context.Context) error { return m.kv.Delete(ctx, key, opts...) })
+	err = m.untilAnswered(ctx, func(ctx context.Context) error { return m.kv.Delete(ctx, key, opts...) })
 	if err == nil || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		if err != nil {
 			m.observe(EventConflict)

@@ -29,11 +29,14 @@ type run struct {
 	log      zerolog.Logger
 	// settled, when set, is told each outcome settled with the server.
 	settled func(outcome string)
+	trace   attemptSpan // the attempt's span (tracing.go)
 }
 
 func (r *run) finish(settle func() error, outcome string) {
 	r.once.Do(func() {
-		if err := settle(); err != nil {
+		err := settle()
+		r.trace.end(outcome, err)
+		if err != nil {
 			r.log.Error().Err(err).Str("outcome", outcome).Msg("could not settle job with the server; it will be delivered again after AckWait")
 			return
 		}
@@ -104,6 +107,7 @@ func (l *loop) process(r *run) {
 		return
 	}
 	r.log = l.w.log.With().Str("job_id", job.ID).Str("queue", job.Queue).Str("kind", job.Kind).Int("attempt", job.Attempt).Logger()
+	l.traceAttempt(r, job)
 	if job.Attempt > 1 && l.resumeDeadLetter(r, job) {
 		return
 	}
@@ -137,13 +141,14 @@ func firstPositive[T int | time.Duration](vs ...T) T {
 // keep the job owned past AckWait, and settles the outcome.
 func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	timeout := firstPositive(job.Timeout, h.timeout, l.w.cfg.Timeout)
-	ctx, cancel := context.WithTimeout(l.jobCtx, timeout)
+	ctx, cancel := context.WithTimeout(r.trace.context(l.jobCtx), timeout)
 	defer cancel()
 	began := time.Now()
 	r.log.Debug().Msg("job started")
 	r.busy.Store(true)
 	err := l.invoke(ctx, h, job)
 	r.busy.Store(false)
+	r.trace.failed(err)
 	took := time.Since(began)
 	l.pace.observe(took)
 	l.freeSlot(r)

@@ -63,6 +63,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.health.running(l.queueNames())
+	defer w.health.stopped()
 	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).
 		Strs("kinds", w.Kinds()).Msg("worker started")
 	defer l.pauses.stop()
@@ -136,7 +138,10 @@ func (w *Worker) stopDeadline() <-chan time.Time {
 func (l *loop) fetchLoop(ctx context.Context, stopAt <-chan time.Time) {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
+	defer l.w.health.endTurn()
 	for ctx.Err() == nil && !l.reachedMaxJobs() {
+		l.w.health.beginTurn()
+		debugTurnHook()
 		held := int(l.held.Load())
 		ahead := l.pace.prefetch(l.w.cfg.Concurrency)
 		if free := l.fetchable(l.w.cfg.Concurrency + ahead - held); free > 0 && (held == 0 || free >= refillAt(ahead, l.w.cfg.Concurrency)) {
@@ -149,6 +154,7 @@ func (l *loop) fetchLoop(ctx context.Context, stopAt <-chan time.Time) {
 			}
 			l.armProbes(probeCtx)
 		}
+		l.w.health.endTurn()
 		select {
 		case <-ctx.Done():
 		case <-stopAt:

@@ -56,6 +56,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus"
 )
@@ -121,6 +122,16 @@ type Config struct {
 	// queue stats`. Default 5s; at most 10s, so that the record outlives two missed writes
 	// (bus.WorkerRecordTTL is 30s).
 	PresenceInterval time.Duration
+	// StuckAfter is how long one turn of the fetch loop (pulling ready
+	// jobs and handing them to the job goroutines, normally milliseconds)
+	// may take before Live reports the loop stuck. Default
+	// DefaultStuckAfter (1 minute).
+	StuckAfter time.Duration
+	// TracerProvider starts the span of each job attempt, a child of the
+	// job's traceparent (tracing.go). Default: the OpenTelemetry global
+	// provider, a no-op unless the program sets one; with the no-op
+	// provider no span is started.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -143,6 +154,9 @@ func (c Config) withDefaults() Config {
 		c.PresenceInterval = 5 * time.Second
 	}
 	c.PresenceInterval = min(c.PresenceInterval, bus.MaxPresenceInterval)
+	if c.StuckAfter <= 0 {
+		c.StuckAfter = DefaultStuckAfter
+	}
 	return c
 }
 
@@ -215,13 +229,15 @@ type Worker struct {
 	weighted bool
 	handlers map[string]*handler
 	log      zerolog.Logger
+	tracer   trace.Tracer // nil: tracing off (tracing.go)
+	health   health       // for Live and Ready (health.go)
 }
 
 // New returns a worker; register handlers, then call Run. A bad queue list
 // is reported by Run.
 func New(js jetstream.JetStream, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
-	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger}
+	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger, tracer: tracerFor(cfg.TracerProvider)}
 }
 
 // Register adds fn as the handler of T's kind. A body that does not decode

@@ -108,7 +108,7 @@ func absPath(path string) string {
 // NATS_URL; the node logs its URL for that.
 func runNATS(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "nats", "nats [--name n1] [--listen 127.0.0.1:4222] [--store DIR] "+
-		"[--cluster-listen HOST:PORT --routes nats://HOST:PORT,...] [--cluster-name NAME] [--config FILE] [--sync-interval 2m|always]")
+		"[--cluster-listen HOST:PORT --routes nats://HOST:PORT,...] [--cluster-name NAME] [--config FILE] [--sync-interval 2m|always] [--monitor-listen 8222]")
 	name := fs.String("name", "", "server name, unique in the cluster (required with --cluster-listen)")
 	listen := fs.String("listen", natsDefaultListen(a.getenv), "client address host:port; when not given and taken, a free port is used with a warning")
 	store := fs.String("store", "", "JetStream store directory (default <data>/nats)")
@@ -118,6 +118,7 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 	routes := fs.String("routes", "", "comma-separated route URLs of the other nodes (nats://127.0.0.1:6223,...)")
 	configFile := fs.String("config", "", "a nats-server configuration file; flags given explicitly override it")
 	syncFlag := fs.String("sync-interval", "", "fsync interval of the file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")
+	monitor := fs.String("monitor-listen", "", "serve the NATS monitoring endpoint (/varz, /jsz: what KEDA's nats-jetstream scaler reads) there, without authentication; a bare port or :port is loopback; off when empty")
 	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -139,6 +140,9 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 		SyncInterval:  sync.interval,
 		SyncAlways:    sync.always,
 		Logger:        a.log.With().Str("component", "nats-server").Logger(),
+	}
+	if *monitor != "" {
+		cfg.MonitorListen = node.LoopbackDefault(*monitor)
 	}
 	if len(cfg.Routes) > 0 && cfg.ClusterListen == "" {
 		return errors.New("--routes needs --cluster-listen: a node joins a cluster through its own route address")
@@ -169,6 +173,9 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 		warnFallback(a, *listen, url, "listen")
 	}
 	ev := a.log.Info().Str("name", srv.Name()).Str("nats_url", url).Str("store", absPath(srv.StoreDir())).Str("sync", sync.String())
+	if m := srv.MonitorURL(); m != "" {
+		ev.Str("monitor_url", m)
+	}
 	if addr, ok := clusterAddr(srv); ok {
 		ev.Str("cluster_listen", addr).Strs("routes", cfg.Routes).Msg("NATS node started; waiting for the cluster")
 		go waitForCluster(ctx, a, srv)

@@ -54,6 +54,12 @@ type Config struct {
 	// MaxPayload is the largest message the server accepts, in bytes.
 	// Default: the server's default (1 MiB).
 	MaxPayload int32
+	// MonitorListen, when set, serves the server's HTTP monitoring
+	// endpoint there (host:port; port 0 picks a free one): /varz, /jsz,
+	// /healthz..., what KEDA's nats-jetstream scaler and Prometheus
+	// exporters read. It has no authentication: keep it on loopback or a
+	// private network. Empty: off (unless ConfigFile turns it on).
+	MonitorListen string
 	// ConfigFile, when set, is a nats-server configuration file parsed by
 	// the server's own parser; the other fields then override what it sets
 	// only where they are non-zero.
@@ -140,6 +146,13 @@ func (cfg Config) options() (*server.Options, error) {
 			return nil, err
 		}
 	}
+	if cfg.MonitorListen != "" {
+		host, port, err := SplitHostPort(cfg.MonitorListen)
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: monitor listen: %w", err)
+		}
+		opts.HTTPHost, opts.HTTPPort = host, port
+	}
 	return opts, nil
 }
 
@@ -201,6 +214,16 @@ func (s *Server) ClusterAddr() net.Addr {
 		return a
 	}
 	return nil // a nil *net.TCPAddr would be a non-nil interface
+}
+
+// MonitorURL is the base URL of the monitoring endpoint with the port
+// actually bound ("http://127.0.0.1:8222"), or "" when it is off.
+func (s *Server) MonitorURL() string {
+	addr := s.srv.MonitorAddr()
+	if addr == nil {
+		return ""
+	}
+	return "http://" + addr.String()
 }
 
 // JetStreamReady waits until JetStream is enabled and, in a cluster, has a

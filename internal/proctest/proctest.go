@@ -25,12 +25,18 @@ import (
 // temporary directory and returns the binary's path and a cleanup. It is
 // meant for TestMain, so it reports errors instead of failing a test.
 func Build(pkg, name string) (bin string, cleanup func(), err error) {
+	return BuildWith(pkg, name)
+}
+
+// BuildWith is Build with more `go build` flags ("-tags", "x").
+func BuildWith(pkg, name string, flags ...string) (bin string, cleanup func(), err error) {
 	dir, err := os.MkdirTemp("", "jetfleet-bin-")
 	if err != nil {
 		return "", nil, err
 	}
 	bin = filepath.Join(dir, name)
-	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+	args := append(append([]string{"build", "-o", bin}, flags...), pkg)
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}
@@ -38,14 +44,14 @@ func Build(pkg, name string) (bin string, cleanup func(), err error) {
 }
 
 // Env is the test process's environment without any setting jetfleet
-// reads (NATS_*, JETFLEET_*, LOG_*, DB_*, SESSION_*), with JSON logs, plus
-// extra KEY=VALUE entries.
+// reads (NATS_*, JETFLEET_*, LOG_*, DB_*, SESSION_*, OTEL_*), with JSON
+// logs, plus extra KEY=VALUE entries.
 func Env(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		key, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(key, "NATS_") || strings.HasPrefix(key, "JETFLEET_") || strings.HasPrefix(key, "LOG_") ||
-			strings.HasPrefix(key, "DB_") || strings.HasPrefix(key, "SESSION_") {
+			strings.HasPrefix(key, "DB_") || strings.HasPrefix(key, "SESSION_") || strings.HasPrefix(key, "OTEL_") {
 			continue
 		}
 		env = append(env, kv)

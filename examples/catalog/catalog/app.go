@@ -32,6 +32,7 @@ func App(cfg Config) node.App {
 			}
 			c.Bus = s.Bus
 			c.Logger = s.Logger.With().Str("component", "catalog").Logger()
+			c.TracerProvider = s.TracerProvider
 			cat, err = New(ctx, s.JetStream, s.DB, c)
 			return err
 		},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/readmodel"
@@ -59,6 +60,9 @@ type Config struct {
 	// Logger receives the errors the API answers with a 500, and the jobs'
 	// progress. The zero value logs nothing.
 	Logger zerolog.Logger
+	// TracerProvider traces the Object Store calls (objtrace.go). Default
+	// nil: none.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -120,6 +124,7 @@ func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Conf
 	if err != nil {
 		return nil, err
 	}
+	images = traceObjects(images, cfg.ImageBucket, cfg.TracerProvider)
 	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory)}, nil
 }
 

@@ -180,7 +180,7 @@ func (c *Catalog) processImage(ctx context.Context, itemID int64, ref ImageRef) 
 		return nil
 	}
 	if err == nil {
-		c.log.Info().Int64("item_id", itemID).Str("image", ref.Name).Str("version", ref.Version).Msg("thumbnails made")
+		c.log.Info().Ctx(ctx).Int64("item_id", itemID).Str("image", ref.Name).Str("version", ref.Version).Msg("thumbnails made")
 	}
 	return err
 }

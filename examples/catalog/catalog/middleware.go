@@ -163,7 +163,7 @@ func (c *Catalog) answerError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &tooBig):
 		he = errTooLarge(tooBig.Limit).(*httpError)
 	default:
-		c.log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
+		c.log.Error().Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
 		he = &httpError{status: http.StatusInternalServerError, msg: "internal error; the server log has the details"}
 	}
 	writeError(w, r, he)

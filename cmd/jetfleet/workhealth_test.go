@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/proctest"
+)
+
+// probe is GET url: its status and body, or an error.
+func probe(url string) (int, string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// waitProbe polls url until it answers want.
+func waitProbe(t *testing.T, url string, want int, what string) string {
+	t.Helper()
+	var body string
+	eventually(t, 30*time.Second, what, func() error {
+		code, b, err := probe(url)
+		if err != nil {
+			return err
+		}
+		if body = b; code != want {
+			return fmt.Errorf("%s: %d %s", url, code, strings.TrimSpace(b))
+		}
+		return nil
+	})
+	return body
+}
+
+// TestWorkerProbes runs `jetfleet work --health-listen` built with
+// -tags jetfleet_debughooks, whose fetch loop blocks on a FIFO named by
+// JETFLEET_DEBUG_BLOCK_FETCH until the test writes to it: /livez fails
+// while the loop is stuck (--stuck-after 1s) and passes once it runs
+// again; /readyz fails while the NATS server is down and passes once it is
+// back on the same port and store; /metrics shares the probes' server when
+// --metrics-listen names the same address.
+func TestWorkerProbes(t *testing.T) {
+	t.Parallel()
+	bin, cleanup, err := proctest.BuildWith(".", "jetfleet-debughooks", "-tags", "jetfleet_debughooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	natsCfg := natsembed.Config{Listen: fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0]), StoreDir: t.TempDir()}
+	srv, err := natsembed.Start(natsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	fifo := filepath.Join(t.TempDir(), "block-fetch")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
+	p := proctest.Start(t, bin, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_DEBUG_BLOCK_FETCH="+fifo),
+		"work", "--health-listen", addr, "--metrics-listen", addr, "--stuck-after", "1s")
+	p.WaitFor(t, "worker started", 30*time.Second)
+	base := "http://" + addr
+
+	body := waitProbe(t, base+"/livez", http.StatusServiceUnavailable, "/livez fails while the fetch loop is blocked")
+	if !strings.Contains(body, "fetch loop is stuck") {
+		t.Errorf("/livez while stuck: %q", body)
+	}
+	if code, _, err := probe(base + "/readyz"); err != nil || code != http.StatusOK {
+		t.Errorf("/readyz while the loop is stuck but NATS is fine: %d %v", code, err)
+	}
+	if err := os.WriteFile(fifo, []byte("go"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitProbe(t, base+"/livez", http.StatusOK, "/livez passes once the loop runs again")
+	if code, body, err := probe(base + "/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics on the shared server: %d %v", code, err)
+	}
+
+	srv.Shutdown()
+	waitProbe(t, base+"/readyz", http.StatusServiceUnavailable, "/readyz fails with NATS down")
+	if srv, err = natsembed.Start(natsCfg); err != nil {
+		t.Fatal(err)
+	}
+	waitProbe(t, base+"/readyz", http.StatusOK, "/readyz passes once NATS is back")
+}

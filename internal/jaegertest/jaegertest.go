@@ -1,0 +1,286 @@
+// Package jaegertest runs a real Jaeger (v2, github.com/jaegertracing/jaeger
+// cmd/jaeger) for tests: its OTLP/HTTP receiver and its query API on
+// loopback ports of their own, traces kept in memory. The binary is built
+// from the separate tools module tools/jaeger (so jetfleet's go.mod does
+// not carry Jaeger's dependencies) into GOPATH/bin once and reused; .ci/run
+// builds it before the tests. A test skips, saying why, only when the
+// binary cannot be built.
+package jaegertest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/proctest"
+)
+
+// Version is the Jaeger release the tools module pins.
+const Version = "v1.76.0"
+
+// BinaryName is the file the binary is built to, in GOPATH/bin.
+const BinaryName = "jaeger-" + Version
+
+// path is where the binary is looked for: $JETFLEET_JAEGER_BIN, else
+// GOPATH/bin/jaeger-v1.76.0.
+func path() (string, error) {
+	if bin := os.Getenv("JETFLEET_JAEGER_BIN"); bin != "" {
+		return bin, nil
+	}
+	out, err := exec.Command("go", "env", "GOPATH").Output()
+	if err != nil {
+		return "", fmt.Errorf("cannot find GOPATH (%w); set JETFLEET_JAEGER_BIN", err)
+	}
+	gopath := strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0]
+	return filepath.Join(gopath, "bin", BinaryName), nil
+}
+
+// Built reports whether the binary is there already, for a benchmark that
+// uses Jaeger when it can but would rather not build it.
+func Built() bool {
+	bin, err := path()
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(bin)
+	return err == nil
+}
+
+// Binary returns the Jaeger binary: $JETFLEET_JAEGER_BIN, else
+// GOPATH/bin/jaeger-v1.76.0, built there from tools/jaeger when missing
+// (several minutes the first time). It skips the test when it cannot be
+// built (no module proxy, no disk).
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin, err := path()
+	if err != nil {
+		t.Skipf("Jaeger: %v", err)
+	}
+	if _, err := os.Stat(bin); err == nil || os.Getenv("JETFLEET_JAEGER_BIN") != "" {
+		return bin
+	}
+	t.Logf("building Jaeger %s into %s from tools/jaeger (a few minutes, once)", Version, bin)
+	if err := build(bin); err != nil {
+		t.Skipf("Jaeger %s could not be built, so this test cannot run: %v", Version, err)
+	}
+	return bin
+}
+
+// build compiles cmd/jaeger of the tools module to a temporary file and
+// renames it into place, so that a concurrent build never leaves half a
+// binary at bin.
+func build(bin string) error {
+	_, self, _, _ := runtime.Caller(0)
+	tools := filepath.Join(filepath.Dir(self), "..", "..", "tools", "jaeger")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d", bin, os.Getpid())
+	cmd := exec.Command("go", "build", "-o", tmp, "github.com/jaegertracing/jaeger/cmd/jaeger")
+	cmd.Dir = tools
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("go build in %s: %w\n%s", tools, err, out)
+	}
+	return os.Rename(tmp, bin)
+}
+
+// Jaeger is a running Jaeger.
+type Jaeger struct {
+	// OTLPEndpoint is the base URL of its OTLP/HTTP receiver, the value of
+	// OTEL_EXPORTER_OTLP_ENDPOINT.
+	OTLPEndpoint string
+	// QueryURL is the base URL of its UI and HTTP query API.
+	QueryURL string
+	proc     *proctest.Proc
+}
+
+// config is an all-in-one Jaeger: OTLP/HTTP in, memory storage, the query
+// API; every port given, none of the defaults (4318, 16686, 8888...) used.
+const config = `service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: 127.0.0.1:%d
+    grpc:
+      endpoint: 127.0.0.1:%d
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:%d
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+`
+
+// Start runs Jaeger until the test ends and waits until its query API
+// answers.
+func Start(t testing.TB) *Jaeger {
+	t.Helper()
+	bin := Binary(t)
+	ports := natstest.FreePorts(t, 3)
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "jaeger.yaml")
+	if err := os.WriteFile(cfgFile, fmt.Appendf(nil, config, ports[0], ports[1], ports[2]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j := &Jaeger{
+		QueryURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		OTLPEndpoint: fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
+	}
+	j.proc = proctest.Start(t, bin, dir, os.Environ(), "--config", cfgFile)
+	proctest.Eventually(t, 60*time.Second, "Jaeger's query API answers", func() error {
+		select {
+		case <-j.proc.Done:
+			t.Fatalf("Jaeger exited: %v\n%s", j.proc.Cmd.ProcessState, j.proc.Stderr)
+		default:
+		}
+		_, err := j.Services()
+		return err
+	})
+	return j
+}
+
+// Trace is a trace as Jaeger's HTTP API returns it.
+type Trace struct {
+	TraceID   string             `json:"traceID"`
+	Spans     []Span             `json:"spans"`
+	Processes map[string]Process `json:"processes"`
+}
+
+// Span is one span of a Trace.
+type Span struct {
+	TraceID       string      `json:"traceID"`
+	SpanID        string      `json:"spanID"`
+	OperationName string      `json:"operationName"`
+	References    []Reference `json:"references"`
+	Tags          []KeyValue  `json:"tags"`
+	ProcessID     string      `json:"processID"`
+	StartTime     int64       `json:"startTime"`
+}
+
+// Reference is a span's parent (CHILD_OF) or link (FOLLOWS_FROM).
+type Reference struct {
+	RefType string `json:"refType"`
+	TraceID string `json:"traceID"`
+	SpanID  string `json:"spanID"`
+}
+
+// KeyValue is a tag.
+type KeyValue struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
+// Process is the resource of a span: its service and tags.
+type Process struct {
+	ServiceName string     `json:"serviceName"`
+	Tags        []KeyValue `json:"tags"`
+}
+
+// Tag returns the span's tag key as text ("" when missing).
+func (s Span) Tag(key string) string {
+	for _, kv := range s.Tags {
+		if kv.Key == key {
+			return fmt.Sprint(kv.Value)
+		}
+	}
+	return ""
+}
+
+// Parent is the span's CHILD_OF reference, "" for a root.
+func (s Span) Parent() string {
+	for _, r := range s.References {
+		if r.RefType == "CHILD_OF" {
+			return r.SpanID
+		}
+	}
+	return ""
+}
+
+// Named returns the trace's spans named op.
+func (tr Trace) Named(op string) []Span {
+	var out []Span
+	for _, s := range tr.Spans {
+		if s.OperationName == op {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Services lists the services Jaeger has spans of.
+func (j *Jaeger) Services() ([]string, error) {
+	var resp struct {
+		Data []string `json:"data"`
+	}
+	return resp.Data, j.get("/api/services", &resp)
+}
+
+// Trace returns the trace with id.
+func (j *Jaeger) Trace(id string) (Trace, error) {
+	var resp struct {
+		Data []Trace `json:"data"`
+	}
+	if err := j.get("/api/traces/"+url.PathEscape(id), &resp); err != nil {
+		return Trace{}, err
+	}
+	if len(resp.Data) != 1 {
+		return Trace{}, fmt.Errorf("trace %s: %d traces in the answer", id, len(resp.Data))
+	}
+	return resp.Data[0], nil
+}
+
+// Find returns the recent traces of service that hold a span named
+// operation.
+func (j *Jaeger) Find(service, operation string) ([]Trace, error) {
+	var resp struct {
+		Data []Trace `json:"data"`
+	}
+	q := url.Values{"service": {service}, "operation": {operation}, "limit": {"100"}, "lookback": {"1h"}}
+	return resp.Data, j.get("/api/traces?"+q.Encode(), &resp)
+}
+
+func (j *Jaeger) get(path string, out any) error {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(j.QueryURL + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
