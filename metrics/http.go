@@ -66,17 +66,14 @@ func (h *HTTP) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.inFlight.Inc()
 		began := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &StatusWriter{ResponseWriter: w}
 		defer func() {
 			h.inFlight.Dec()
 			route := r.Pattern
 			if route == "" {
 				route = routeUnmatched
 			}
-			code := sw.code
-			if code == 0 {
-				code = http.StatusOK
-			}
+			code := sw.Status()
 			h.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 			h.duration.WithLabelValues(route).Observe(time.Since(began).Seconds())
 		}()
@@ -84,14 +81,16 @@ func (h *HTTP) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter records the status code a handler writes.
-type statusWriter struct {
+// StatusWriter records the status code a handler writes, for middleware
+// that measures or traces responses. Wrap a ResponseWriter, serve, then read
+// Status.
+type StatusWriter struct {
 	http.ResponseWriter
 	code int
 }
 
 // WriteHeader records the first final status and passes it on.
-func (w *statusWriter) WriteHeader(code int) {
+func (w *StatusWriter) WriteHeader(code int) {
 	if w.code == 0 && code >= 200 {
 		w.code = code
 	}
@@ -99,7 +98,7 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 // Write records an implicit 200 and passes the bytes on.
-func (w *statusWriter) Write(b []byte) (int, error) {
+func (w *StatusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
@@ -107,12 +106,20 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 // Flush passes flushes on for streaming handlers.
-func (w *statusWriter) Flush() {
+func (w *StatusWriter) Flush() {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	http.NewResponseController(w.ResponseWriter).Flush()
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Status is the status code written, 200 when the handler wrote none.
+func (w *StatusWriter) Status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}

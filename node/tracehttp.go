@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/metrics"
 )
 
 // isUntraced reports the paths a web node serves without a span: probes a
@@ -48,7 +49,7 @@ func (t *tracing) wrapHTTP(next http.Handler) http.Handler {
 		if span.IsRecording() {
 			span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path))
 		}
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &metrics.StatusWriter{ResponseWriter: w}
 		r = r.WithContext(ctx)
 		defer endServerSpan(span, r, sw)
 		next.ServeHTTP(sw, r)
@@ -57,7 +58,7 @@ func (t *tracing) wrapHTTP(next http.Handler) http.Handler {
 
 // endServerSpan names the span after the route the mux matched and
 // records the status; a 5xx marks it failed.
-func endServerSpan(span trace.Span, r *http.Request, sw *statusWriter) {
+func endServerSpan(span trace.Span, r *http.Request, sw *metrics.StatusWriter) {
 	if p := recover(); p != nil {
 		span.SetStatus(codes.Error, "panic")
 		span.End()
@@ -77,50 +78,12 @@ func endServerSpan(span trace.Span, r *http.Request, sw *statusWriter) {
 		}
 		span.SetAttributes(attribute.String("http.route", route))
 	}
-	code := sw.status()
+	code := sw.Status()
 	span.SetAttributes(attribute.Int("http.response.status_code", code))
 	if code >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(code))
 	}
 	span.End()
-}
-
-// statusWriter records the status code a handler writes.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 && code >= 200 {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Flush passes flushes on for streaming handlers.
-func (w *statusWriter) Flush() {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	_ = http.NewResponseController(w.ResponseWriter).Flush()
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
 }
 
 // TraceHook is a zerolog hook that adds trace_id and span_id to every line

@@ -6,7 +6,6 @@ package main
 // (often on 4222): every server address they use is one they picked.
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,17 +24,7 @@ import (
 // the package.
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := proctest.Build(".", "jetfleet")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "TestMain:", err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, ".", "jetfleet", &binary) }
 
 // testEnv is proctest.Env: no jetfleet setting of the test process.
 func testEnv(extra ...string) []string { return proctest.Env(extra...) }

@@ -12,7 +12,6 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -32,17 +31,7 @@ import (
 // binary is the catalog binary built by TestMain.
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := proctest.Build(".", "catalog")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "TestMain:", err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, ".", "catalog", &binary) }
 
 // webFarm is what `catalog serve` nodes stand on in these tests: a NATS
 // server in the test process that can be stopped and started again on the

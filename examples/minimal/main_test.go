@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,17 +19,7 @@ import (
 // binary is the minimal example built by TestMain.
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := proctest.Build(".", "minimal")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "TestMain:", err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, ".", "minimal", &binary) }
 
 // TestMinimalServesSessionsAndRunsAJob runs the example as a user would:
 // `minimal serve` and `minimal work` on one NATS server. /up reports NATS

@@ -43,6 +43,21 @@ func BuildWith(pkg, name string, flags ...string) (bin string, cleanup func(), e
 	return bin, func() { os.RemoveAll(dir) }, nil
 }
 
+// Main is a TestMain for a package whose tests run its own binary: it
+// builds pkg as name, stores the binary's path in *bin, runs the tests,
+// removes the binary and exits with the tests' status.
+func Main(m *testing.M, pkg, name string, bin *string) {
+	path, cleanup, err := Build(pkg, name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "TestMain:", err)
+		os.Exit(1)
+	}
+	*bin = path
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
 // Env is the test process's environment without any setting jetfleet
 // reads (NATS_*, JETFLEET_*, LOG_*, DB_*, SESSION_*, OTEL_*), with JSON
 // logs, plus extra KEY=VALUE entries.
