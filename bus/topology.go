@@ -33,6 +33,19 @@ type Config struct {
 	AckWait time.Duration
 	// DefaultQueue is where Dispatch puts jobs without OnQueue. Default "default".
 	DefaultQueue string
+	// CompletedRetention is how long the history keeps finished jobs
+	// (succeeded, cancelled) and every other record: the MaxAge of
+	// HistoryStream (Laravel Horizon keeps completed jobs an hour). Dead
+	// letters stay in DLQ for FailedRetention. Default 1 hour.
+	CompletedRetention time.Duration
+	// HistoryMaxBytes bounds HistoryStream in bytes; past it the oldest
+	// records go first. Default 256 MiB (about 700,000 jobs).
+	HistoryMaxBytes int64
+	// NoHistory turns the job history off: workers write no records, the
+	// Dispatcher indexes no tags, and HistoryStream is not created. Jobs
+	// waiting, delayed, running and dead are still found by ID; finished
+	// ones are not. Default false: history on.
+	NoHistory bool
 	// OnDispatched, when set, is called by a Dispatcher once for every job
 	// JetStream acknowledged storing (Dispatch, DispatchJSON and each stored
 	// job of DispatchMany; not Schedule), with the job's queue and kind, for
@@ -56,15 +69,29 @@ func (c Config) topology() wire.Topology {
 		DuplicateWindow: c.DuplicateWindow,
 		FailedRetention: c.FailedRetention,
 		AckWait:         c.AckWait,
+
+		CompletedRetention: c.CompletedRetention,
+		HistoryMaxBytes:    c.HistoryMaxBytes,
 	}
 }
 
-// Provision creates or updates the JOBS and DLQ streams. It is idempotent and
+// streams are the stream configurations c provisions: JOBS, DLQ and,
+// unless NoHistory, HistoryStream.
+func (c Config) streams() []jetstream.StreamConfig {
+	out := []jetstream.StreamConfig{wire.JobsStreamConfig(c.topology()), wire.DLQStreamConfig(c.topology())}
+	if !c.NoHistory {
+		out = append(out, wire.HistoryStreamConfig(c.topology()))
+	}
+	return out
+}
+
+// Provision creates or updates the JOBS, DLQ and HistoryStream streams
+// (not HistoryStream with NoHistory). It is idempotent and
 // safe when many processes run it at once against an empty server; a
 // changed setting updates the stream in place. Settings JetStream cannot
 // change in place (storage type) are reported as an error naming them.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	for _, sc := range []jetstream.StreamConfig{wire.JobsStreamConfig(cfg.topology()), wire.DLQStreamConfig(cfg.topology())} {
+	for _, sc := range cfg.streams() {
 		if err := ensureStream(ctx, js, sc); err != nil {
 			return err
 		}
@@ -80,7 +107,8 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 	return EnsureQueues(ctx, js, cfg, queues...)
 }
 
-// EnsureQueues creates the JOBS and DLQ streams when they are missing, but
+// EnsureQueues creates the JOBS, DLQ and HistoryStream streams (not
+// HistoryStream with NoHistory) when they are missing, but
 // never changes existing ones (so a worker started with default settings
 // cannot undo an operator's R3 topology), then creates or updates each
 // queue's consumer. It is what a process that uses the topology without
@@ -88,7 +116,7 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 // dispatches before any worker ran); the deployment step that owns the
 // settings calls ProvisionQueues.
 func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
-	for _, sc := range []jetstream.StreamConfig{wire.JobsStreamConfig(cfg.topology()), wire.DLQStreamConfig(cfg.topology())} {
+	for _, sc := range cfg.streams() {
 		_, err := js.Stream(ctx, sc.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = ensureStream(ctx, js, sc)
@@ -164,5 +192,11 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.AllowMsgSchedules == want.AllowMsgSchedules &&
 		have.AllowRollup == want.AllowRollup &&
 		have.AllowDirect == want.AllowDirect &&
+		limitEqual(have.MaxBytes, want.MaxBytes) &&
+		limitEqual(have.MaxMsgsPerSubject, want.MaxMsgsPerSubject) &&
+		have.Discard == want.Discard &&
 		slices.Equal(have.Subjects, want.Subjects)
 }
+
+// limitEqual compares two stream limits, where 0 and -1 both mean none.
+func limitEqual(a, b int64) bool { return max(a, 0) == max(b, 0) }

@@ -49,13 +49,16 @@ func TestValidateName(t *testing.T) {
 func TestSubjectsAndNames(t *testing.T) {
 	t.Parallel()
 	for got, want := range map[string]string{
-		wire.JobSubject("high", "resize"):      "jobs.high.resize",
-		wire.QueueFilter("high"):               "jobs.high.>",
-		wire.ConsumerName("high"):              "q-high",
-		wire.DLQSubject("high", "resize", "7"): "dlq.high.resize.7",
-		wire.DLQFilterForID("7"):               "dlq.*.*.7",
-		wire.DLQFilterForID("a.b"):             "dlq.*.*." + wire.IDToken("a.b"),
-		wire.RetryMsgID("welcome-7", 42):       "welcome-7:retry:42",
+		wire.JobSubject("high", "resize"):        "jobs.high.resize",
+		wire.QueueFilter("high"):                 "jobs.high.>",
+		wire.ConsumerName("high"):                "q-high",
+		wire.DLQSubject("high", "resize", "7"):   "dlq.high.resize.7",
+		wire.DLQFilterForID("7"):                 "dlq.*.*.7",
+		wire.JobIDSubject("high", "resize", "7"): "jobs.high.resize.7",
+		wire.JobFilterForID("a.b"):               "jobs.*.*." + wire.IDToken("a.b"),
+		wire.DelayFilterForID("7"):               "schedules.delay.*.7",
+		wire.DLQFilterForID("a.b"):               "dlq.*.*." + wire.IDToken("a.b"),
+		wire.RetryMsgID("welcome-7", 42):         "welcome-7:retry:42",
 	} {
 		if got != want {
 			t.Errorf("got %q, want %q", got, want)
@@ -92,9 +95,13 @@ func TestParseJobSubject(t *testing.T) {
 	if q, k, err := wire.ParseJobSubject("jobs.high.resize-image"); q != "high" || k != "resize-image" || err != nil {
 		t.Errorf("ParseJobSubject = %q, %q, %v", q, k, err)
 	}
+	if q, k, err := wire.ParseJobSubject("jobs.high.resize-image.order-42"); q != "high" || k != "resize-image" || err != nil {
+		t.Errorf("ParseJobSubject with an ID token = %q, %q, %v", q, k, err)
+	}
 	for subject, want := range map[string]string{
 		"jobs.high":            "is not jobs.<queue>.<kind>",
-		"jobs.high.a.b":        "is not jobs.<queue>.<kind>",
+		"jobs.high.a.b.c":      "is not jobs.<queue>.<kind>",
+		"jobs.high.a.":         "is not jobs.<queue>.<kind>",
 		"dlq.high.resize":      "is not jobs.<queue>.<kind>",
 		"":                     "is not jobs.<queue>.<kind>",
 		"jobs.High.resize":     `queue name "High"`,

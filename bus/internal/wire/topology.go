@@ -24,6 +24,10 @@ type Topology struct {
 	FailedRetention time.Duration
 	// AckWait is the queue consumers' AckWait. Default 30 seconds.
 	AckWait time.Duration
+	// CompletedRetention is the history stream's MaxAge. Default 1 hour.
+	CompletedRetention time.Duration
+	// HistoryMaxBytes is the history stream's MaxBytes. Default 256 MiB.
+	HistoryMaxBytes int64
 }
 
 func (t Topology) withDefaults() Topology {
@@ -36,6 +40,12 @@ func (t Topology) withDefaults() Topology {
 	}
 	if t.AckWait <= 0 {
 		t.AckWait = 30 * time.Second
+	}
+	if t.CompletedRetention <= 0 {
+		t.CompletedRetention = DefaultCompletedRetention
+	}
+	if t.HistoryMaxBytes <= 0 {
+		t.HistoryMaxBytes = DefaultHistoryMaxBytes
 	}
 	return t
 }

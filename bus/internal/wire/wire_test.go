@@ -182,7 +182,7 @@ func TestParseJobSubjectAndBackoff(t *testing.T) {
 	if q, k, err := wire.ParseJobSubject("jobs.high.resize-image"); err != nil || q != "high" || k != "resize-image" {
 		t.Errorf("ParseJobSubject = %q, %q, %v", q, k, err)
 	}
-	for _, bad := range []string{"jobs.high", "dlq.high.k", "jobs.High.k", "jobs.high.k.x"} {
+	for _, bad := range []string{"jobs.high", "dlq.high.k", "jobs.High.k", "jobs.high.k.x.y"} {
 		if _, _, err := wire.ParseJobSubject(bad); !errors.Is(err, bus.ErrInvalid) {
 			t.Errorf("ParseJobSubject(%q) = %v, want an ErrInvalid", bad, err)
 		}
