@@ -195,6 +195,7 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		limitEqual(have.MaxBytes, want.MaxBytes) &&
 		limitEqual(have.MaxMsgsPerSubject, want.MaxMsgsPerSubject) &&
 		have.Discard == want.Discard &&
+		have.PersistMode == want.PersistMode &&
 		slices.Equal(have.Subjects, want.Subjects)
 }
 

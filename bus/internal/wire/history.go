@@ -93,9 +93,20 @@ const QueueCancelFilter = queueCancel + ".*"
 // describes it: limits retention, one message per subject (a job's latest
 // record replaces the one before), CompletedRetention as MaxAge and
 // HistoryMaxBytes as MaxBytes, discarding the oldest records first.
+//
+// On a single file-storage replica it uses the asynchronous persist mode
+// (nats-server 2.12+): the server batches its writes to disk instead of
+// one write per record, which is most of what a record costs; a server
+// crash may lose the last records, never a job. Replicated streams flush
+// asynchronously anyway (the Raft log holds the writes).
 func HistoryStreamConfig(t Topology) jetstream.StreamConfig {
 	t = t.withDefaults()
+	persist := jetstream.DefaultPersistMode
+	if t.Replicas == 1 && !t.MemoryStorage {
+		persist = jetstream.AsyncPersistMode
+	}
 	return jetstream.StreamConfig{
+		PersistMode:       persist,
 		Name:              historyStream,
 		Description:       "jetfleet job history: jetfleet.status.<queue>.<kind>.<job id> (the latest record of each job) and jetfleet.tags.<tag>.<job id>",
 		Subjects:          []string{statusPrefix + ".>", tagsPrefix + ".>"},
