@@ -42,7 +42,7 @@ func (in *Inspector) Cancel(ctx context.Context, id string) (*JobStatus, error) 
 		return nil, err
 	}
 	if st.State.Finished() {
-		return st, fmt.Errorf("%w: job %q %s at %s; there is nothing to cancel", ErrJobFinished, id, st.State, st.At.UTC().Format(time.RFC3339))
+		return st, fmt.Errorf("%w: %q %s at %s; there is nothing to cancel", ErrJobFinished, id, st.State, st.At.UTC().Format(time.RFC3339))
 	}
 	return st, in.cancelJob(ctx, st, st.State == JobRunning)
 }
