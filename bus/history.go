@@ -1,7 +1,9 @@
 package bus
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
@@ -443,4 +446,29 @@ func ParseTags(h nats.Header) []string {
 		return nil
 	}
 	return strings.Split(v, ",")
+}
+
+// HistoryStats is the size of HistoryStream.
+type HistoryStats struct {
+	// Messages counts the records and the tag index entries.
+	Messages uint64 `json:"messages"`
+	// Bytes is what they take; MaxBytes the stream's limit.
+	Bytes    uint64 `json:"bytes"`
+	MaxBytes int64  `json:"max_bytes"`
+	// Retention is the stream's MaxAge.
+	Retention time.Duration `json:"retention_ns"`
+}
+
+// History returns the size of HistoryStream with one stream info request;
+// nil when there is no history (Config.NoHistory, or not provisioned).
+func (in *Inspector) History(ctx context.Context) (*HistoryStats, error) {
+	s, err := in.js.Stream(ctx, HistoryStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: stream %s: %w", HistoryStream, err)
+	}
+	info := s.CachedInfo()
+	return &HistoryStats{Messages: info.State.Msgs, Bytes: info.State.Bytes, MaxBytes: info.Config.MaxBytes, Retention: info.Config.MaxAge}, nil
 }

@@ -23,7 +23,9 @@ type QueueConfig struct {
 // QueueCollector is a prometheus.Collector of per-queue gauges read from
 // JetStream with bus.Inspector.Stats: ready, in flight, scheduled (delayed),
 // failed (in DLQ), the oldest ready job's age, paused, and live workers per
-// queue, plus the number of live workers. A read is a handful of requests
+// queue, plus the number of live workers, and the size of the job history
+// (jetfleet_history_bytes, _messages, _max_bytes; absent when the history
+// is off). A read is a handful of requests
 // per queue and is cached for CacheFor. When the read fails, only
 // jetfleet_queue_stats_success (0) is exposed: no stale values.
 //
@@ -33,13 +35,15 @@ type QueueCollector struct {
 	in  *bus.Inspector
 	cfg QueueConfig
 
-	mu   sync.Mutex
-	at   time.Time
-	last *bus.Stats
-	err  error
+	mu      sync.Mutex
+	at      time.Time
+	last    *bus.Stats
+	history *bus.HistoryStats
+	err     error
 
 	ready, inFlight, scheduled, failed, oldest, paused, workers *prometheus.Desc
 	fleet, success                                              *prometheus.Desc
+	historyBytes, historyMessages, historyMaxBytes              *prometheus.Desc
 }
 
 // NewQueueCollector creates a QueueCollector reading through in and
@@ -66,6 +70,10 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 		workers:   desc("jetfleet_queue_workers", "Live worker processes taking jobs from the queue.", q),
 		fleet:     desc("jetfleet_workers", "Live worker processes (records in jetfleet_workers).", nil),
 		success:   desc("jetfleet_queue_stats_success", "1 when the last read of the queue stats from JetStream worked.", nil),
+
+		historyBytes:    desc("jetfleet_history_bytes", "Bytes the job history (stream JETFLEET_HISTORY) takes.", nil),
+		historyMessages: desc("jetfleet_history_messages", "Job records and tag index entries in the job history.", nil),
+		historyMaxBytes: desc("jetfleet_history_max_bytes", "The job history's size limit (its MaxBytes).", nil),
 	}
 	if err := register(reg, c); err != nil {
 		return nil, err
@@ -75,19 +83,24 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 
 // Describe implements prometheus.Collector.
 func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success} {
+	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.historyBytes, c.historyMessages, c.historyMaxBytes} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.stats()
+	st, hist, err := c.stats()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1)
+	if hist != nil {
+		ch <- prometheus.MustNewConstMetric(c.historyBytes, prometheus.GaugeValue, float64(hist.Bytes))
+		ch <- prometheus.MustNewConstMetric(c.historyMessages, prometheus.GaugeValue, float64(hist.Messages))
+		ch <- prometheus.MustNewConstMetric(c.historyMaxBytes, prometheus.GaugeValue, float64(hist.MaxBytes))
+	}
 	ch <- prometheus.MustNewConstMetric(c.fleet, prometheus.GaugeValue, float64(len(st.Workers)))
 	gauge := func(d *prometheus.Desc, v float64, queue string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, queue)
@@ -105,18 +118,21 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 
 // stats returns the cached stats, reading them again once CacheFor has
 // passed. Concurrent scrapes wait for one read.
-func (c *QueueCollector) stats() (*bus.Stats, error) {
+func (c *QueueCollector) stats() (*bus.Stats, *bus.HistoryStats, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.at.IsZero() && time.Since(c.at) < c.cfg.CacheFor {
-		return c.last, c.err
+		return c.last, c.history, c.err
 	}
 	// Collect has no context: the read is bounded by Timeout instead.
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 	defer cancel()
 	c.last, c.err = c.in.Stats(ctx)
+	if c.err == nil {
+		c.history, c.err = c.in.History(ctx)
+	}
 	c.at = time.Now()
-	return c.last, c.err
+	return c.last, c.history, c.err
 }
 
 func boolFloat(b bool) float64 {
