@@ -20,8 +20,9 @@ import (
 // per-job write is needed.
 
 // RunTimeBounds are the upper bounds, in seconds, of the run-time
-// histogram of KindCounts (the last bucket holds the longer ones).
-var RunTimeBounds = durationBuckets
+// histogram of KindCounts (the last bucket holds the longer ones): from
+// 100 µs, for quick jobs, to ten minutes.
+var RunTimeBounds = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
 // KindCounts are a worker's cumulative outcomes of one job kind and the
 // run times of its attempts: RunTime[i] attempts took at most

@@ -14,7 +14,9 @@ type Noop struct{}
 func (Noop) Kind() string { return "jetfleet-noop" }
 
 // Sleep is the jetfleet-sleep diagnostic job: it sleeps MS milliseconds
-// (or until its context ends) and succeeds.
+// (or until its context ends), reporting its progress every tenth of the
+// time (at most once a second), and succeeds with the result
+// {"slept_ms": MS}.
 type Sleep struct {
 	MS int `json:"ms"`
 }
@@ -45,13 +47,22 @@ func RegisterDiagnostics(w *Worker) {
 }
 
 func runSleep(ctx context.Context, job *Job[Sleep]) error {
-	t := time.NewTimer(time.Duration(job.Args.MS) * time.Millisecond)
+	total := time.Duration(job.Args.MS) * time.Millisecond
+	t := time.NewTimer(total)
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("sleep of %dms cut short: %w", job.Args.MS, ctx.Err())
+	tick := time.NewTicker(min(max(total/10, time.Millisecond), time.Second))
+	defer tick.Stop()
+	began := time.Now()
+	for {
+		select {
+		case <-t.C:
+			return job.SetResult(map[string]int{"slept_ms": job.Args.MS})
+		case <-tick.C:
+			slept := time.Since(began)
+			_ = job.Progress(ctx, min(float64(slept)/float64(total), 1), fmt.Sprintf("slept %s of %s", slept.Round(time.Second), total))
+		case <-ctx.Done():
+			return fmt.Errorf("sleep of %dms cut short: %w", job.Args.MS, ctx.Err())
+		}
 	}
 }
 
