@@ -135,7 +135,7 @@ var funcs = template.FuncMap{
 		}
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	},
-	"in":      inOrAgo,
+	"in": inOrAgo,
 }
 
 // runTime is a job's run time, rounded to what a reader needs.
