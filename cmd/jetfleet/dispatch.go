@@ -133,7 +133,12 @@ func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := bus.EnsureQueues(ctx, js, bus.Config{}); err != nil {
+	cfg, err := bus.ConfigFromEnv(a.getenv) // JETFLEET_HISTORY=off: no history stream
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	if err := bus.EnsureQueues(ctx, js, cfg); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("NATS at %s: %w", nc.ConnectedUrlRedacted(), err)
 	}
@@ -147,7 +152,8 @@ func openDispatcher(ctx context.Context, a *app, dataDir, name string) (*bus.Dis
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := bus.NewDispatcher(js, bus.Config{})
+	cfg, _ := bus.ConfigFromEnv(a.getenv) // connectBus checked it
+	d, err := bus.NewDispatcher(js, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
