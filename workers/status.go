@@ -122,13 +122,19 @@ func (t *tracker) end(jr *jobRun) {
 		delete(t.running, jr.token)
 	}
 	t.mu.Unlock()
+	jr.stopProgress()
+	jr.cancel(nil)
+}
+
+// stopProgress ends the progress writes: none is written after it, so
+// none can follow the final record.
+func (jr *jobRun) stopProgress() {
 	jr.mu.Lock()
 	jr.ended = true
 	if jr.timer != nil {
 		jr.timer.Stop()
 	}
 	jr.mu.Unlock()
-	jr.cancel(nil)
 }
 
 // wasCancelled reports whether the attempt was cancelled.
@@ -150,6 +156,13 @@ func (jr *jobRun) cancelRun() bool {
 
 // record is the attempt's record in state, with what the worker knows.
 func (jr *jobRun) record(state bus.JobState, now time.Time) *bus.JobStatus {
+	jr.mu.Lock()
+	defer jr.mu.Unlock()
+	return jr.recordLocked(state, now)
+}
+
+// recordLocked is record with jr.mu held.
+func (jr *jobRun) recordLocked(state bus.JobState, now time.Time) *bus.JobStatus {
 	j := jr.job
 	st := &bus.JobStatus{
 		ID: j.ID, Queue: j.Queue, Kind: j.Kind, State: state, At: now, Seq: j.Seq,
@@ -159,19 +172,18 @@ func (jr *jobRun) record(state bus.JobState, now time.Time) *bus.JobStatus {
 	if len(j.Body) > bus.MaxRecordBody {
 		st.Body, st.BodyBytes = nil, len(j.Body)
 	}
-	jr.mu.Lock()
 	if jr.progress != nil {
 		p := *jr.progress
 		st.Progress = &p
 	}
 	st.Result = jr.result
-	jr.mu.Unlock()
 	return st
 }
 
 // finished writes the attempt's final record: succeeded, retrying (with
 // the next attempt's time) or cancelled.
 func (jr *jobRun) finished(state bus.JobState, took time.Duration, err error, retryIn time.Duration) {
+	jr.stopProgress()
 	if !jr.t.history {
 		return
 	}
@@ -227,8 +239,8 @@ func (jr *jobRun) setProgress(done float64, message string) error {
 		return nil
 	}
 	jr.lastWrite = now
+	jr.t.publish(jr.recordLocked(bus.JobRunning, now)) // under jr.mu: never after the final record
 	jr.mu.Unlock()
-	jr.t.publish(jr.record(bus.JobRunning, now))
 	return nil
 }
 
@@ -241,8 +253,8 @@ func (jr *jobRun) flushProgress() {
 		return
 	}
 	jr.lastWrite = now
+	jr.t.publish(jr.recordLocked(bus.JobRunning, now)) // under jr.mu: never after the final record
 	jr.mu.Unlock()
-	jr.t.publish(jr.record(bus.JobRunning, now))
 }
 
 func cutMessage(s string) string {
