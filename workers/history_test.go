@@ -65,7 +65,7 @@ func TestProgressFloodIsRateLimited(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // the subscription's own delivery
+	time.Sleep(100 * time.Millisecond)                      // the subscription's own delivery
 	allowed := 1 + int64(took/bus.ProgressInterval) + 1 + 1 // first write, one per interval, the last flush, the final record
 	t.Logf("100000 Progress calls in %s made %d writes (at most %d allowed)", took.Round(time.Millisecond), writes.Load(), allowed)
 	if got := writes.Load(); got > allowed || got < 2 {
