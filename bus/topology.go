@@ -75,12 +75,14 @@ func (c Config) topology() wire.Topology {
 	}
 }
 
-// streams are the stream configurations c provisions: JOBS, DLQ and,
-// unless NoHistory, HistoryStream.
-func (c Config) streams() []jetstream.StreamConfig {
-	out := []jetstream.StreamConfig{wire.JobsStreamConfig(c.topology()), wire.DLQStreamConfig(c.topology())}
+// streams are the stream configurations c provisions on the server js
+// is connected to: JOBS, DLQ and, unless NoHistory, HistoryStream.
+func (c Config) streams(js jetstream.JetStream) []jetstream.StreamConfig {
+	t := c.topology()
+	t.Clustered = js.Conn().ConnectedClusterName() != ""
+	out := []jetstream.StreamConfig{wire.JobsStreamConfig(t), wire.DLQStreamConfig(t)}
 	if !c.NoHistory {
-		out = append(out, wire.HistoryStreamConfig(c.topology()))
+		out = append(out, wire.HistoryStreamConfig(t))
 	}
 	return out
 }
@@ -91,7 +93,7 @@ func (c Config) streams() []jetstream.StreamConfig {
 // changed setting updates the stream in place. Settings JetStream cannot
 // change in place (storage type) are reported as an error naming them.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	for _, sc := range cfg.streams() {
+	for _, sc := range cfg.streams(js) {
 		if err := ensureStream(ctx, js, sc); err != nil {
 			return err
 		}
@@ -116,7 +118,7 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 // dispatches before any worker ran); the deployment step that owns the
 // settings calls ProvisionQueues.
 func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
-	for _, sc := range cfg.streams() {
+	for _, sc := range cfg.streams(js) {
 		_, err := js.Stream(ctx, sc.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = ensureStream(ctx, js, sc)
@@ -169,6 +171,15 @@ func tryEnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream
 		return fmt.Errorf("bus: stream %s: %w", want.Name, err)
 	}
 	have := s.CachedInfo().Config
+	if have.PersistMode != want.PersistMode {
+		// JetStream cannot change the persist mode in place: keep the
+		// stream's, unless it is the asynchronous one, which replicated
+		// streams cannot use.
+		if want.Replicas > 1 && have.PersistMode == jetstream.AsyncPersistMode {
+			return fmt.Errorf("bus: stream %s was created on a standalone server with the asynchronous persist mode, which a stream of %d replicas cannot use, and JetStream cannot change it in place (delete the stream: it holds only the job history, and the next start creates it again)", want.Name, want.Replicas)
+		}
+		want.PersistMode = have.PersistMode
+	}
 	if streamMatches(have, want) {
 		return nil
 	}

@@ -94,15 +94,17 @@ const QueueCancelFilter = queueCancel + ".*"
 // record replaces the one before), CompletedRetention as MaxAge and
 // HistoryMaxBytes as MaxBytes, discarding the oldest records first.
 //
-// On a single file-storage replica it uses the asynchronous persist mode
-// (nats-server 2.12+): the server batches its writes to disk instead of
-// one write per record, which is most of what a record costs; a server
-// crash may lose the last records, never a job. Replicated streams flush
-// asynchronously anyway (the Raft log holds the writes).
+// On a standalone server it uses the asynchronous persist mode
+// (nats-server 2.12+, file storage, one replica): the server batches its
+// writes to disk instead of one write per record, which is most of what a
+// record costs; a server crash may lose the last records, never a job.
+// Replicated streams flush asynchronously anyway (the Raft log holds the
+// writes). In a cluster a stream of one replica keeps the default mode,
+// since JetStream cannot change the mode in place and it may be scaled up.
 func HistoryStreamConfig(t Topology) jetstream.StreamConfig {
 	t = t.withDefaults()
 	persist := jetstream.DefaultPersistMode
-	if t.Replicas == 1 && !t.MemoryStorage {
+	if t.Replicas == 1 && !t.MemoryStorage && !t.Clustered {
 		persist = jetstream.AsyncPersistMode
 	}
 	return jetstream.StreamConfig{

@@ -28,6 +28,9 @@ type Topology struct {
 	CompletedRetention time.Duration
 	// HistoryMaxBytes is the history stream's MaxBytes. Default 256 MiB.
 	HistoryMaxBytes int64
+	// Clustered says the server is part of a cluster, where a stream of
+	// one replica may later be scaled up.
+	Clustered bool
 }
 
 func (t Topology) withDefaults() Topology {
