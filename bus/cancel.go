@@ -51,19 +51,23 @@ func (in *Inspector) Cancel(ctx context.Context, id string) (*JobStatus, error) 
 // The workers hear first: one that already holds the job unstarted then
 // refuses it whenever it gets to it.
 func (in *Inspector) cancelJob(ctx context.Context, st *JobStatus, wait bool) error {
-	if err := in.signalCancel(ctx, st, wait); err != nil {
+	answered, err := in.signalCancel(ctx, st, wait)
+	if err != nil {
 		return err
 	}
 	if err := in.removeJob(ctx, st); err != nil {
 		return err
 	}
+	if answered {
+		return nil // the worker writes the job's record, with its run time, once its handler returns
+	}
 	return in.recordCancelled(ctx, st)
 }
 
 // signalCancel publishes the cancel of st on its control subject. With
-// wait, it waits for the worker running it to answer with its record and
-// sets st.Worker from it.
-func (in *Inspector) signalCancel(ctx context.Context, st *JobStatus, wait bool) error {
+// wait, it waits for the worker running it to answer with its record,
+// sets st.Worker from it and reports that it answered.
+func (in *Inspector) signalCancel(ctx context.Context, st *JobStatus, wait bool) (answered bool, err error) {
 	nc := in.js.Conn()
 	body, _ := json.Marshal(struct {
 		ID string `json:"id"`
@@ -78,22 +82,22 @@ func (in *Inspector) signalCancel(ctx context.Context, st *JobStatus, wait bool)
 			if json.Unmarshal(msg.Data, &run) == nil && run.Worker != "" {
 				st.Worker = run.Worker
 			}
-			return nil
+			return true, nil
 		}
 		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("bus: cancel job %s: %w", st.ID, err)
+			return false, fmt.Errorf("bus: cancel job %s: %w", st.ID, err)
 		}
-		return nil // it finished meanwhile, or its worker is unreachable: it is removed below
+		return false, nil // it finished meanwhile, or its worker is unreachable: it is removed below
 	}
 	if err := nc.Publish(subject, body); err != nil {
-		return fmt.Errorf("bus: cancel job %s: %w", st.ID, err)
+		return false, fmt.Errorf("bus: cancel job %s: %w", st.ID, err)
 	}
 	fctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 	if err := nc.FlushWithContext(fctx); err != nil {
-		return fmt.Errorf("bus: cancel job %s: %w", st.ID, err)
+		return false, fmt.Errorf("bus: cancel job %s: %w", st.ID, err)
 	}
-	return nil
+	return false, nil
 }
 
 // removeJob removes the job from JOBS: its schedule, when delayed, and its
