@@ -72,7 +72,11 @@ func sleepFor(ctx context.Context, ms int) error {
 			return nil
 		case <-tick.C:
 			slept := time.Since(began)
-			_ = Progress(ctx, min(float64(slept)/float64(total), 1), fmt.Sprintf("slept %s of %s", slept.Round(time.Second), total))
+			unit := time.Second
+			if total < time.Minute {
+				unit = 100 * time.Millisecond
+			}
+			_ = Progress(ctx, min(float64(slept)/float64(total), 1), fmt.Sprintf("slept %s of %s", slept.Round(unit), total))
 		case <-ctx.Done():
 			return fmt.Errorf("sleep of %dms cut short: %w", ms, ctx.Err())
 		}
