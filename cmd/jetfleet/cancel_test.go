@@ -253,3 +253,53 @@ func TestCancelQueuedJobUnderLoad(t *testing.T) {
 		t.Fatalf("queue job: %+v %s", st, msg)
 	}
 }
+
+// The job status recipes of the operations guide for the stock nats CLI,
+// each run as written: a finished job's record, a running job's answer
+// from its worker, a waiting job in JOBS, a tag's jobs, and a cancel
+// published from the shell stopping a running job.
+func TestJobStatusNatsCLIRecipes(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	var url string
+	for _, kv := range f.env {
+		if u, ok := strings.CutPrefix(kv, "NATS_URL="); ok {
+			url = u
+		}
+	}
+	n := newNatsCLI(t, url)
+	w := f.startWorker(nil, "--queue", "default")
+	done := f.dispatch("default", workers.Sleep{MS: 10}, bus.JobID("order-42"), bus.Tags("user:7"))
+	eventually(t, 10*time.Second, "order-42 succeeded", func() error {
+		if f.successes()[done] == nil {
+			return errString("not yet")
+		}
+		return nil
+	})
+	mustContain(t, "nats stream get JETFLEET_HISTORY --last-for", n.run("stream", "get", bus.HistoryStream, "--last-for", "jetfleet.status.*.*.order-42"),
+		"jetfleet.status.default.jetfleet-sleep.order-42", `"state":"succeeded"`, `"result":{"slept_ms":10}`)
+	mustContain(t, "nats stream subjects JETFLEET_HISTORY 'jetfleet.tags.user:7.*'", n.run("stream", "subjects", bus.HistoryStream, "jetfleet.tags.user:7.*"),
+		"jetfleet.tags.user:7.order-42")
+
+	running := f.dispatch("default", workers.Sleep{MS: 30_000}, bus.JobID("resize-7"))
+	eventually(t, 10*time.Second, "resize-7 running", func() error {
+		if st, _, ok := f.queueJob(running); !ok || st.State != bus.JobRunning {
+			return errString("not yet")
+		}
+		return nil
+	})
+	mustContain(t, "nats req jetfleet.jobs.locate.resize-7", n.run("req", "jetfleet.jobs.locate.resize-7", ""),
+		`"id":"resize-7"`, `"state":"running"`, fmt.Sprintf(":%d", w.Cmd.Process.Pid))
+	mustContain(t, "nats pub jetfleet.jobs.cancel.resize-7", n.run("pub", "jetfleet.jobs.cancel.resize-7", ""), `Published 0 bytes to "jetfleet.jobs.cancel.resize-7"`)
+	eventually(t, 10*time.Second, "resize-7 cancelled", func() error {
+		if st, _, ok := f.queueJob(running); !ok || st.State != bus.JobCancelled {
+			return errString("not yet")
+		}
+		return nil
+	})
+
+	f.ensureQueues("low") // a queue no worker serves
+	waiting := f.dispatch("low", workers.Noop{}, bus.JobID("wait-1"))
+	mustContain(t, "nats stream get JOBS --last-for", n.run("stream", "get", bus.JobsStream, "--last-for", "jobs.*.*."+waiting),
+		"on Subject jobs.low.jetfleet-noop.wait-1")
+}
