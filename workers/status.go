@@ -109,8 +109,7 @@ func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.C
 	cut, cutOK := t.cuts[job.Queue]
 	t.mu.Unlock()
 	if cancelled || cutOK && job.Seq <= cut.upTo {
-		jr.cancelled = true
-		jr.cancel(ErrCancelled)
+		jr.cancelRun()
 	}
 	return ctx, jr
 }
