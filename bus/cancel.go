@@ -168,11 +168,13 @@ type queueCancel struct {
 }
 
 // CancelQueue cancels every job of queue stored so far and returns how
-// many it removed: the workers cancel the running ones (a core NATS
-// message on jetfleet.queues.cancel.<queue> with the last JOBS sequence),
-// and the waiting, retrying and delayed ones are recorded as cancelled
-// and removed with two purges. Jobs dispatched afterwards are not
-// touched. It reads each job it removes once, to record it.
+// many: it reads each of them once (ready, running or waiting for a
+// retry on jobs.<queue>.>, delayed on schedules.delay.<queue>.*, up to
+// the last JOBS sequence), records it as cancelled, tells the workers
+// (a core NATS message on jetfleet.queues.cancel.<queue> with that
+// sequence: they stop such jobs running and refuse those they hold), and
+// removes them with two purges. Jobs dispatched afterwards are not
+// touched.
 func (in *Inspector) CancelQueue(ctx context.Context, queue string) (int, error) {
 	if err := in.knownQueue(ctx, queue); err != nil {
 		return 0, err
@@ -182,38 +184,37 @@ func (in *Inspector) CancelQueue(ctx context.Context, queue string) (int, error)
 		return 0, err
 	}
 	last := s.CachedInfo().State.LastSeq
+	filters := []string{wire.QueueFilter(queue), SchedulePrefix + ".delay." + queue + ".*"}
+	n, err := in.recordQueue(ctx, filters, last)
+	if err != nil {
+		return 0, err
+	}
 	nc := in.js.Conn()
 	body, _ := json.Marshal(queueCancel{UpToSeq: last})
 	if err := nc.Publish(wire.QueueCancelSubject(queue), body); err != nil {
 		return 0, fmt.Errorf("bus: cancel queue %s: %w", queue, err)
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	fctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
 		return 0, fmt.Errorf("bus: cancel queue %s: %w", queue, err)
 	}
-	filters := []string{wire.QueueFilter(queue), SchedulePrefix + ".delay." + queue + ".*"}
-	if err := in.recordQueue(ctx, filters, last); err != nil {
-		return 0, err
-	}
-	n := 0
 	for _, filter := range filters {
-		purged, err := purge(ctx, in.js, JobsStream, purgeRequest{Filter: filter, Seq: last + 1})
-		if err != nil {
+		if _, err := purge(ctx, in.js, JobsStream, purgeRequest{Filter: filter, Seq: last + 1}); err != nil {
 			return n, fmt.Errorf("bus: cancel queue %s: %w", queue, err)
 		}
-		n += int(purged)
 	}
 	return n, nil
 }
 
-// recordQueue writes a cancelled record for every message on filters up
-// to sequence last, with asynchronous publishes awaited a thousand at a
-// time.
-func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uint64) error {
-	if in.cfg.NoHistory {
-		return nil
-	}
+// recordQueue reads every message on filters up to sequence last,
+// writes a cancelled record for each (with asynchronous publishes awaited
+// a thousand at a time; none with NoHistory) and returns how many there
+// were.
+func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uint64) (int, error) {
 	w := &recordWriter{js: in.js}
 	now := time.Now()
+	n := 0
 	for _, filter := range filters {
 		for from := uint64(1); from <= last; {
 			next := uint64(0)
@@ -222,6 +223,10 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 					return false
 				}
 				next = m.Sequence + 1
+				n++
+				if in.cfg.NoHistory {
+					return true
+				}
 				st := statusFromJob(m)
 				st.State = JobReady
 				if m.Header.Get(headerSchedule) != "" {
@@ -231,7 +236,7 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 				return true
 			})
 			if err != nil {
-				return err
+				return n, err
 			}
 			if next == 0 {
 				break
@@ -239,7 +244,7 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 			from = next
 		}
 	}
-	return w.wait(ctx)
+	return n, w.wait(ctx)
 }
 
 // recordWriter publishes records asynchronously, awaiting them in

@@ -191,3 +191,56 @@ func assertBounded(t *testing.T, in *bus.Inspector, limit uint64) {
 		t.Fatalf("%s holds %d bytes, over its limit of %d", bus.HistoryStream, h.Bytes, limit)
 	}
 }
+
+// Bulk cancels: by queue, the running jobs are stopped and the waiting
+// and delayed ones removed, each recorded as cancelled; by tag, every
+// unfinished job of the tag.
+func TestCancelByQueueAndByTag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{MemoryStorage: true})
+	ctx := context.Background()
+	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "default", "other"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	w := workers.New(e.js, workers.Config{Queues: []string{"default"}, Concurrency: 2})
+	workers.RegisterDiagnostics(w)
+	start(t, w)
+	var ids []string
+	for range 5 {
+		ids = append(ids, dispatch(t, e, workers.Sleep{MS: 30_000}))
+	}
+	ids = append(ids, dispatch(t, e, workers.Noop{}, bus.Delay(time.Hour)))
+	waitFor(t, 10*time.Second, "two jobs running", func() bool {
+		running, err := in.Running(ctx)
+		return err == nil && len(running) == 2
+	})
+	n, err := in.CancelQueue(ctx, "default")
+	if err != nil || n != 6 { // two running, three waiting, one delayed
+		t.Fatalf("CancelQueue = %d, %v; want the 6 jobs", n, err)
+	}
+	waitFor(t, 10*time.Second, "every job of default cancelled", func() bool {
+		for _, id := range ids {
+			if st, err := in.Job(ctx, id); err != nil || st.State != bus.JobCancelled {
+				return false
+			}
+		}
+		return natstest.StreamMsgs(t, e.js, bus.JobsStream) == 0
+	})
+
+	var tagged []string
+	for range 3 {
+		tagged = append(tagged, dispatch(t, e, workers.Noop{}, bus.OnQueue("other"), bus.Tags("batch:9")))
+	}
+	if n, err := in.CancelTag(ctx, "batch:9"); err != nil || n != 3 {
+		t.Fatalf("CancelTag = %d, %v; want 3", n, err)
+	}
+	for _, id := range tagged {
+		if st, err := in.Job(ctx, id); err != nil || st.State != bus.JobCancelled {
+			t.Fatalf("job %s of the tag: %+v, %v", id, st, err)
+		}
+	}
+	if n := natstest.StreamMsgs(t, e.js, bus.JobsStream); n != 0 {
+		t.Fatalf("JOBS holds %d after the cancels", n)
+	}
+}

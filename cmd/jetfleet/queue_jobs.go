@@ -259,11 +259,16 @@ func runQueueCancel(ctx context.Context, a *app, name string, args []string) err
 	switch {
 	case *queue != "":
 		n, err := in.CancelQueue(ctx, *queue)
-		fmt.Fprintf(a.stdout, "Cancelled %d waiting or delayed %s of queue %s; its running jobs are told to stop.\n", n, plural(n, "job", "jobs"), *queue)
-		return err
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "Cancelled %d %s of queue %s (running ones are stopped, waiting and delayed ones removed).\n", n, plural(n, "job", "jobs"), *queue)
+		return nil
 	case *tag != "":
 		n, err := in.CancelTag(ctx, *tag)
-		fmt.Fprintf(a.stdout, "Cancelled %d %s tagged %s.\n", n, plural(n, "job", "jobs"), *tag)
+		if n > 0 || err == nil {
+			fmt.Fprintf(a.stdout, "Cancelled %d %s tagged %s.\n", n, plural(n, "job", "jobs"), *tag)
+		}
 		return err
 	}
 	var errs []error
