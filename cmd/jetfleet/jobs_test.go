@@ -109,8 +109,10 @@ func TestJobThroughEveryState(t *testing.T) {
 		t.Fatalf("pause: %s", r.Stderr)
 	}
 	// It fails its first two attempts and succeeds on the third; each
-	// attempt first sleeps 3 s, reporting progress.
-	id := f.dispatch("default", workers.Fail{Times: 2, MS: 3000}, bus.Delay(2*time.Second), bus.Tries(5), bus.Backoff(2*time.Second), bus.Tags("user:7"))
+	// attempt first sleeps 4 s, reporting progress. Each state lasts
+	// seconds (the delay 4 s, the retry's backoff 5 s), so a loaded machine
+	// still sees it.
+	id := f.dispatch("default", workers.Fail{Times: 2, MS: 4000}, bus.Delay(4*time.Second), bus.Tries(5), bus.Backoff(5*time.Second), bus.Tags("user:7"))
 	f.waitState(in, id, bus.JobDelayed, 10*time.Second, func(st *bus.JobStatus) error {
 		if st.ReadyAt.IsZero() || len(st.Tags) != 1 || st.Tags[0] != "user:7" {
 			return fmt.Errorf("ready at %v, tags %v", st.ReadyAt, st.Tags)
@@ -154,14 +156,14 @@ func TestJobThroughEveryState(t *testing.T) {
 		}
 		return nil
 	})
-	f.waitState(in, id, bus.JobRetrying, 20*time.Second, func(st *bus.JobStatus) error {
+	f.waitState(in, id, bus.JobRetrying, 30*time.Second, func(st *bus.JobStatus) error {
 		if st.Attempt != 2 || st.NextAttemptAt.IsZero() || !strings.Contains(st.Error, "attempt 2 fails") {
 			return fmt.Errorf("attempt %d, next at %v, error %q", st.Attempt, st.NextAttemptAt, st.Error)
 		}
 		return nil
 	})
 	done := f.waitState(in, id, bus.JobSucceeded, 30*time.Second, func(st *bus.JobStatus) error {
-		if st.Attempt != 3 || st.RunTime < 3*time.Second || compact(st.Result) != `{"attempts":3}` || st.FinishedAt.IsZero() {
+		if st.Attempt != 3 || st.RunTime < 4*time.Second || compact(st.Result) != `{"attempts":3}` || st.FinishedAt.IsZero() {
 			return fmt.Errorf("attempt %d, run time %s, result %s, finished %v", st.Attempt, st.RunTime, st.Result, st.FinishedAt)
 		}
 		return on(second)(st)
