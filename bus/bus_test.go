@@ -104,7 +104,7 @@ func TestDispatchSetsExactlyTheContractHeaders(t *testing.T) {
 		"Jetfleet-Backoff": {"1s,10s"},
 	}
 	assertHeaders(t, m.Headers(), want)
-	if m.Subject() != "jobs.high.send-welcome-email" || string(m.Data()) != `{"user_id":7}` {
+	if m.Subject() != "jobs.high.send-welcome-email."+id || string(m.Data()) != `{"user_id":7}` {
 		t.Fatalf("subject %q body %s", m.Subject(), m.Data())
 	}
 	job, err := bus.ParseJob(m)
@@ -294,8 +294,8 @@ func TestConcurrentProvisioningMakesOneTopology(t *testing.T) {
 	for n := range js.StreamNames(ctx).Name() {
 		names = append(names, n)
 	}
-	if len(names) != 2 {
-		t.Fatalf("streams = %v, want JOBS and DLQ", names)
+	if len(names) != 3 {
+		t.Fatalf("streams = %v, want JOBS, DLQ and %s", names, bus.HistoryStream)
 	}
 	s, _ := js.Stream(ctx, bus.JobsStream)
 	var consumers []string

@@ -23,6 +23,7 @@ import (
 // directGetRequest is the body of $JS.API.DIRECT.GET.<stream>.
 type directGetRequest struct {
 	Seq       uint64     `json:"seq,omitempty"`
+	LastFor   string     `json:"last_by_subj,omitempty"`
 	NextFor   string     `json:"next_by_subj,omitempty"`
 	Batch     int        `json:"batch,omitempty"`
 	StartTime *time.Time `json:"start_time,omitempty"`

@@ -34,6 +34,7 @@ type options struct {
 	backoff []time.Duration
 	at      time.Time
 	delay   time.Duration
+	tags    []string
 }
 
 // OnQueue puts the job on queue instead of Config.DefaultQueue.
@@ -176,6 +177,7 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 			errs[i] = d.awaitAck(ctx, futures[i])
 		}
 	}
+	d.indexTagsOfBatch(ctx, futures, errs)
 	for i, f := range futures {
 		if f != nil && errs[i] == nil {
 			d.dispatched(f.Msg())
@@ -254,7 +256,7 @@ func (d *Dispatcher) buildMsg(kind string, body []byte, opts []Option, checkJSON
 		o.id = nuid.Next()
 	}
 	// HeaderMsgID is already in canonical form, so no Header.Set is needed.
-	msg := &nats.Msg{Subject: wire.JobSubject(o.queue, kind), Header: nats.Header{HeaderMsgID: []string{o.id}}, Data: body}
+	msg := &nats.Msg{Subject: wire.JobIDSubject(o.queue, kind, o.id), Header: nats.Header{HeaderMsgID: []string{o.id}}, Data: body}
 	o.setSettings(msg.Header)
 	if at := o.readyAt(); !at.IsZero() {
 		scheduleAt(msg, o.queue, o.id, at)
@@ -289,7 +291,10 @@ func (o *options) validate(kind string, body []byte, checkJSON bool) error {
 	if len(o.id) > 256 {
 		return fmt.Errorf("%w: job ID is %d bytes; the limit is 256", ErrInvalid, len(o.id))
 	}
-	return wire.ValidateJobID(o.id)
+	if err := wire.ValidateJobID(o.id); err != nil {
+		return err
+	}
+	return o.validateTags()
 }
 
 // validateName is wire.ValidateName with a fast path for the valid names of the
@@ -318,6 +323,7 @@ func (o *options) setSettings(h nats.Header) {
 	if len(o.backoff) > 0 {
 		h.Set(HeaderBackoff, wire.FormatBackoff(o.backoff))
 	}
+	o.setTags(h)
 }
 
 func (o *options) readyAt() time.Time {
@@ -388,6 +394,9 @@ func (d *Dispatcher) publishTraced(ctx context.Context, msg *nats.Msg, id string
 func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg) error {
 	d.ensureQueueOf(ctx, msg)
 	if err := d.publish(ctx, msg); err != nil {
+		return err
+	}
+	if err := d.indexTags(ctx, msg); err != nil {
 		return err
 	}
 	d.dispatched(msg)

@@ -2,6 +2,8 @@ package bus
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
@@ -14,11 +16,17 @@ import (
 //	JETFLEET_FAILED_RETENTION  how long dead letters are kept (default 168h)
 //	JETFLEET_DUPLICATE_WINDOW  dedupe window of job IDs (default 2m)
 //	JETFLEET_ACK_WAIT          redelivery wait of the queue consumers (default 30s)
+//	JETFLEET_COMPLETED_RETENTION  how long the history keeps finished jobs (default 1h)
+//	JETFLEET_HISTORY_MAX_BYTES    the history's size limit in bytes (default 268435456, 256 MiB)
+//	JETFLEET_HISTORY           "off" turns the job history off (default on)
 //
-// Values are Go durations ("90s", "2h") or whole seconds ("90"). Unset
+// Durations are Go durations ("90s", "2h") or whole seconds ("90"). Unset
 // settings stay zero, which Config reads as their defaults.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
+	if err := historyFromEnv(getenv, &cfg); err != nil {
+		return Config{}, err
+	}
 	for _, s := range []struct {
 		key string
 		dst *time.Duration
@@ -26,6 +34,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"JETFLEET_FAILED_RETENTION", &cfg.FailedRetention},
 		{"JETFLEET_DUPLICATE_WINDOW", &cfg.DuplicateWindow},
 		{"JETFLEET_ACK_WAIT", &cfg.AckWait},
+		{"JETFLEET_COMPLETED_RETENTION", &cfg.CompletedRetention},
 	} {
 		v := getenv(s.key)
 		if v == "" {
@@ -38,4 +47,23 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		*s.dst = d
 	}
 	return cfg, nil
+}
+
+// historyFromEnv reads JETFLEET_HISTORY and JETFLEET_HISTORY_MAX_BYTES.
+func historyFromEnv(getenv func(string) string, cfg *Config) error {
+	switch v := strings.ToLower(strings.TrimSpace(getenv("JETFLEET_HISTORY"))); v {
+	case "", "on", "true", "1":
+	case "off", "false", "0":
+		cfg.NoHistory = true
+	default:
+		return fmt.Errorf("bus: JETFLEET_HISTORY=%q: want on or off: %w", v, ErrInvalid)
+	}
+	if v := strings.TrimSpace(getenv("JETFLEET_HISTORY_MAX_BYTES")); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bus: JETFLEET_HISTORY_MAX_BYTES=%q is not a positive number of bytes: %w", v, ErrInvalid)
+		}
+		cfg.HistoryMaxBytes = n
+	}
+	return nil
 }

@@ -81,7 +81,8 @@ func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) 
 	return n, err
 }
 
-// retryOne republishes fj, waits for the PubAck, then removes fj (and any
+// retryOne republishes fj (on jobs.<queue>.<kind>.<id>, so that the waiting
+// job is found by ID), waits for the PubAck, then removes fj (and any
 // older dead letter of the same job ID on the same subject) from DLQ.
 func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob) error {
 	if err := wire.ValidateName("queue", fj.Queue); err != nil {
@@ -115,7 +116,7 @@ func retryMsg(fj *FailedJob) *nats.Msg {
 	}
 	h.Set(HeaderJobID, fj.ID)
 	h.Set(HeaderMsgID, wire.RetryMsgID(fj.ID, fj.Seq))
-	return &nats.Msg{Subject: wire.JobSubject(fj.Queue, fj.Kind), Header: h, Data: fj.Body}
+	return &nats.Msg{Subject: wire.JobIDSubject(fj.Queue, fj.Kind, fj.ID), Header: h, Data: fj.Body}
 }
 
 func isDLQOnly(k string) bool {

@@ -34,6 +34,19 @@ type Config struct {
 	AckWait time.Duration
 	// DefaultQueue is where Dispatch puts jobs without OnQueue. Default "default".
 	DefaultQueue string
+	// CompletedRetention is how long the history keeps finished jobs
+	// (succeeded, cancelled) and every other record: the MaxAge of
+	// HistoryStream (Laravel Horizon keeps completed jobs an hour). Dead
+	// letters stay in DLQ for FailedRetention. Default 1 hour.
+	CompletedRetention time.Duration
+	// HistoryMaxBytes bounds HistoryStream in bytes; past it the oldest
+	// records go first. Default 256 MiB (about 700,000 jobs).
+	HistoryMaxBytes int64
+	// NoHistory turns the job history off: workers write no records, the
+	// Dispatcher indexes no tags, and HistoryStream is not created. Jobs
+	// waiting, delayed, running and dead are still found by ID; finished
+	// ones are not. Default false: history on.
+	NoHistory bool
 	// OnDispatched, when set, is called by a Dispatcher once for every job
 	// JetStream acknowledged storing (Dispatch, DispatchJSON and each stored
 	// job of DispatchMany; not Schedule), with the job's queue and kind, for
@@ -63,15 +76,31 @@ func (c Config) topology() wire.Topology {
 		DuplicateWindow: c.DuplicateWindow,
 		FailedRetention: c.FailedRetention,
 		AckWait:         c.AckWait,
+
+		CompletedRetention: c.CompletedRetention,
+		HistoryMaxBytes:    c.HistoryMaxBytes,
 	}
 }
 
-// Provision creates or updates the JOBS and DLQ streams. It is idempotent and
+// streams are the stream configurations c provisions on the server js
+// is connected to: JOBS, DLQ and, unless NoHistory, HistoryStream.
+func (c Config) streams(js jetstream.JetStream) []jetstream.StreamConfig {
+	t := c.topology()
+	t.Clustered = js.Conn().ConnectedClusterName() != ""
+	out := []jetstream.StreamConfig{wire.JobsStreamConfig(t), wire.DLQStreamConfig(t)}
+	if !c.NoHistory {
+		out = append(out, wire.HistoryStreamConfig(t))
+	}
+	return out
+}
+
+// Provision creates or updates the JOBS, DLQ and HistoryStream streams
+// (not HistoryStream with NoHistory). It is idempotent and
 // safe when many processes run it at once against an empty server; a
 // changed setting updates the stream in place. Settings JetStream cannot
 // change in place (storage type) are reported as an error naming them.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	for _, sc := range []jetstream.StreamConfig{wire.JobsStreamConfig(cfg.topology()), wire.DLQStreamConfig(cfg.topology())} {
+	for _, sc := range cfg.streams(js) {
 		if err := ensureStream(ctx, js, sc); err != nil {
 			return err
 		}
@@ -87,7 +116,8 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 	return EnsureQueues(ctx, js, cfg, queues...)
 }
 
-// EnsureQueues creates the JOBS and DLQ streams when they are missing, but
+// EnsureQueues creates the JOBS, DLQ and HistoryStream streams (not
+// HistoryStream with NoHistory) when they are missing, but
 // never changes existing ones (so a worker started with default settings
 // cannot undo an operator's R3 topology), then creates or updates each
 // queue's consumer. It is what a process that uses the topology without
@@ -95,7 +125,7 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 // dispatches before any worker ran); the deployment step that owns the
 // settings calls ProvisionQueues.
 func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
-	for _, sc := range []jetstream.StreamConfig{wire.JobsStreamConfig(cfg.topology()), wire.DLQStreamConfig(cfg.topology())} {
+	for _, sc := range cfg.streams(js) {
 		_, err := js.Stream(ctx, sc.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = ensureStream(ctx, js, sc)
@@ -148,6 +178,15 @@ func tryEnsureStream(ctx context.Context, js jetstream.JetStream, want jetstream
 		return fmt.Errorf("bus: stream %s: %w", want.Name, err)
 	}
 	have := s.CachedInfo().Config
+	if have.PersistMode != want.PersistMode {
+		// JetStream cannot change the persist mode in place: keep the
+		// stream's, unless it is the asynchronous one, which replicated
+		// streams cannot use.
+		if want.Replicas > 1 && have.PersistMode == jetstream.AsyncPersistMode {
+			return fmt.Errorf("bus: stream %s was created on a standalone server with the asynchronous persist mode, which a stream of %d replicas cannot use, and JetStream cannot change it in place (delete the stream: it holds only the job history, and the next start creates it again)", want.Name, want.Replicas)
+		}
+		want.PersistMode = have.PersistMode
+	}
 	if streamMatches(have, want) {
 		return nil
 	}
@@ -171,5 +210,12 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.AllowMsgSchedules == want.AllowMsgSchedules &&
 		have.AllowRollup == want.AllowRollup &&
 		have.AllowDirect == want.AllowDirect &&
+		limitEqual(have.MaxBytes, want.MaxBytes) &&
+		limitEqual(have.MaxMsgsPerSubject, want.MaxMsgsPerSubject) &&
+		have.Discard == want.Discard &&
+		have.PersistMode == want.PersistMode &&
 		slices.Equal(have.Subjects, want.Subjects)
 }
+
+// limitEqual compares two stream limits, where 0 and -1 both mean none.
+func limitEqual(a, b int64) bool { return max(a, 0) == max(b, 0) }

@@ -1,8 +1,12 @@
 // Package dashboard is jetfleet's operations page, what Horizon is to
 // Laravel: at /jetfleet a web node shows jobs per minute, recent failures,
 // every queue (ready, in flight, oldest wait, paused) with pause and resume,
-// the live workers, a throughput chart of the last hour, and the failed
-// jobs with their detail, retry, forget and retry-all. Pages are rendered on
+// the live workers, a throughput chart of the last hour, the jobs by state
+// (recent, running, ready, delayed, retrying, succeeded, cancelled, dead;
+// by queue, kind and tag; by ID) with each job's progress, result, cancel
+// and retry, the job kinds of the last hour (jobs per minute, run-time
+// percentiles), and the failed jobs with their detail, retry, forget and
+// retry-all. Pages are rendered on
 // the server (the chart is inline SVG) and refresh their live part every few
 // seconds with a tiny inline script; there is no JavaScript build step.
 //
@@ -100,6 +104,10 @@ type Dashboard struct {
 	chartMu sync.Mutex
 	chartAt time.Time
 	chart   []metrics.Bucket
+
+	kindsMu sync.Mutex
+	kindsAt time.Time
+	kinds   []metrics.KindStat
 }
 
 // New returns the dashboard of the jetfleet system js reaches.
@@ -184,6 +192,14 @@ func (d *Dashboard) Routes(mux *http.ServeMux) {
 		"POST " + p + "/failed/retry-all":      d.postRetryAll,
 		"POST " + p + "/queues/{queue}/pause":  d.postPause,
 		"POST " + p + "/queues/{queue}/resume": d.postResume,
+		"GET " + p + "/jobs":                   d.serveJobs,
+		"GET " + p + "/fragments/jobs":         d.serveJobsFragment,
+		"GET " + p + "/jobs/{id}":              d.serveJobPage,
+		"GET " + p + "/fragments/jobs/{id}":    d.serveJobPageFragment,
+		"POST " + p + "/jobs/{id}/cancel":      d.postCancel,
+		"POST " + p + "/jobs/{id}/retry":       d.postJobRetry,
+		"GET " + p + "/kinds":                  d.serveKinds,
+		"GET " + p + "/fragments/kinds":        d.serveKindsFragment,
 		p + "/":                                http.NotFound,
 	}
 	for pattern, h := range routes {

@@ -196,5 +196,6 @@ func (d *Dashboard) postRetryAll(w http.ResponseWriter, r *http.Request) {
 // isBadInput reports errors caused by the request: an invalid name, an
 // unknown job or queue.
 func isBadInput(err error) bool {
-	return errors.Is(err, bus.ErrInvalid) || errors.Is(err, bus.ErrUnknownJob) || errors.Is(err, bus.ErrUnknownQueue)
+	return errors.Is(err, bus.ErrInvalid) || errors.Is(err, bus.ErrUnknownJob) || errors.Is(err, bus.ErrUnknownQueue) ||
+		errors.Is(err, bus.ErrJobNotFound) || errors.Is(err, bus.ErrJobFinished)
 }

@@ -23,7 +23,7 @@ type pageTemplate struct {
 
 // pageNames are the pages; each templates/<name>.html defines "content"
 // and, for live pages, "live".
-var pageNames = []string{"overview", "failed", "job"}
+var pageNames = []string{"overview", "failed", "job", "jobs", "jobpage", "kinds"}
 
 func parsePages() (map[string]*pageTemplate, error) {
 	out := map[string]*pageTemplate{}
@@ -87,6 +87,7 @@ var notices = map[string]string{
 	"forgotten": "Forgot %s failed job(s).",
 	"paused":    "Paused queue %s: workers take no new job from it.",
 	"resumed":   "Resumed queue %s.",
+	"cancelled": "Cancelled job %s: it will not run (again).",
 }
 
 func notice(q url.Values) string {
@@ -126,7 +127,36 @@ var funcs = template.FuncMap{
 		line, _, _ := strings.Cut(s, "\n")
 		return line
 	},
-	"add": func(a, b int) int { return a + b },
+	"add":     func(a, b int) int { return a + b },
+	"runtime": runTime,
+	"rate": func(v float64) string {
+		if v < 10 {
+			return strconv.FormatFloat(v, 'f', 2, 64)
+		}
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	},
+	"in": inOrAgo,
+}
+
+// runTime is a job's run time, rounded to what a reader needs.
+func runTime(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "—"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
+
+// inOrAgo is "in 5s" for a time to come, else as ago.
+func inOrAgo(now, t time.Time) string {
+	if t.After(now.Add(time.Second)) {
+		return "in " + age(t.Sub(now))
+	}
+	return ago(now, t)
 }
 
 // age is a short duration: 45s, 12m, 3h, 2d; "—" for zero.

@@ -37,6 +37,7 @@ type Jobs struct {
 	retried      *prometheus.CounterVec
 	deadLettered *prometheus.CounterVec
 	handedBack   *prometheus.CounterVec
+	cancelled    *prometheus.CounterVec
 	runTime      *prometheus.HistogramVec
 	waitTime     *prometheus.HistogramVec
 	// known holds the kinds LimitKinds allows as labels; nil: every kind.
@@ -59,10 +60,11 @@ func NewJobs(reg prometheus.Registerer) (*Jobs, error) {
 		retried:      counter("jetfleet_jobs_retried_total", "Failed attempts handed back to the queue for a retry after their backoff.", qk...),
 		deadLettered: counter("jetfleet_jobs_dead_lettered_total", "Jobs that failed for good and were stored in DLQ.", qk...),
 		handedBack:   counter("jetfleet_jobs_handed_back_total", "Jobs a drain handed back to the queue unfinished.", qk...),
+		cancelled:    counter("jetfleet_jobs_cancelled_total", "Jobs cancelled before or while this process's workers ran them; not retried, not dead-lettered.", qk...),
 		runTime:      histogram("jetfleet_job_run_duration_seconds", "Run time of job attempts."),
 		waitTime:     histogram("jetfleet_job_wait_duration_seconds", "Time from a job's dispatch (or its delay's end) to the start of its first attempt."),
 	}
-	err := register(reg, j.dispatched, j.started, j.processed, j.retried, j.deadLettered, j.handedBack, j.runTime, j.waitTime)
+	err := register(reg, j.dispatched, j.started, j.processed, j.retried, j.deadLettered, j.handedBack, j.cancelled, j.runTime, j.waitTime)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +131,8 @@ func (j *Jobs) Middleware() workers.Middleware {
 
 // Outcome counts what became of a delivery once the server confirmed it;
 // use it as workers.Config.OnOutcome. Successes are already counted by
-// Middleware; retries, dead letters and hand-backs are counted here.
+// Middleware; retries, dead letters, hand-backs and cancels are counted
+// here.
 func (j *Jobs) Outcome(queue, kind string, o workers.Outcome) {
 	kind = j.kindLabel(kind)
 	switch o {
@@ -139,6 +142,8 @@ func (j *Jobs) Outcome(queue, kind string, o workers.Outcome) {
 		j.deadLettered.WithLabelValues(queue, kind).Inc()
 	case workers.HandedBack:
 		j.handedBack.WithLabelValues(queue, kind).Inc()
+	case workers.Cancelled:
+		j.cancelled.WithLabelValues(queue, kind).Inc()
 	}
 }
 

@@ -124,3 +124,41 @@ func TestLimitKindsBoundsTheKindLabel(t *testing.T) {
 		t.Errorf("retries of jetfleet-noop = %v, want 1", got)
 	}
 }
+
+// TestCancelledJobIsCounted: a running job cancelled with the Inspector
+// moves jetfleet_jobs_cancelled_total, and nothing else but its start and
+// its failed attempt.
+func TestCancelledJobIsCounted(t *testing.T) {
+	e := newEnv(t, "default")
+	ctx := context.Background()
+	w := workers.New(e.js, workers.Config{Middleware: []workers.Middleware{e.jobs.Middleware()}, OnOutcome: e.jobs.Outcome})
+	workers.RegisterDiagnostics(w)
+	run(t, w)
+	d, _ := bus.NewDispatcher(e.js, bus.Config{})
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	id, err := d.Dispatch(ctx, workers.Sleep{MS: 30_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, err := in.Job(ctx, id); err == nil && st.State == bus.JobRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := in.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	f := e.waitFor(t, "one cancelled job", func(f promtest.Families) bool {
+		return f.Sum("jetfleet_jobs_cancelled_total", "queue", "default", "kind", "jetfleet-sleep") == 1
+	})
+	for name, want := range map[string]float64{"jetfleet_jobs_retried_total": 0, "jetfleet_jobs_dead_lettered_total": 0, "jetfleet_jobs_started_total": 1} {
+		if got := f.Sum(name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}

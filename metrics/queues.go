@@ -26,9 +26,11 @@ type QueueConfig struct {
 // QueueCollector is a prometheus.Collector of per-queue gauges read from
 // JetStream with bus.Inspector.Stats: ready, in flight, scheduled (delayed),
 // failed (in DLQ), the oldest ready job's age, paused, and live workers per
-// queue, plus the number of live workers, and the delayed jobs that come
-// due within DueWithin (duesoon.go). A read is a handful of requests per
-// queue and is cached for CacheFor. When the read fails, only
+// queue, plus the number of live workers, the delayed jobs that come due
+// within DueWithin (duesoon.go), and the size of the job history
+// (jetfleet_history_bytes, _messages, _max_bytes; absent when the history
+// is off). A read is a handful of requests per queue and is cached for
+// CacheFor. When the read fails, only
 // jetfleet_queue_stats_success (0) is exposed: no stale values.
 //
 // Every node that registers one reports the same fleet-wide values, so
@@ -41,11 +43,13 @@ type QueueCollector struct {
 	at      time.Time
 	last    *bus.Stats
 	dueSoon map[string]int
+	history *bus.HistoryStats
 	err     error
 	index   dueIndex
 
 	ready, inFlight, scheduled, failed, oldest, paused, workers *prometheus.Desc
 	fleet, success, due                                         *prometheus.Desc
+	historyBytes, historyMessages, historyMaxBytes              *prometheus.Desc
 }
 
 // NewQueueCollector creates a QueueCollector reading through in and
@@ -76,6 +80,10 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 		fleet:     desc("jetfleet_workers", "Live worker processes (records in jetfleet_workers).", nil),
 		success:   desc("jetfleet_queue_stats_success", "1 when the last read of the queue stats from JetStream worked.", nil),
 		due:       desc("jetfleet_queue_delayed_due_soon_jobs", "Delayed jobs whose time comes within the next minute (QueueConfig.DueWithin).", q),
+
+		historyBytes:    desc("jetfleet_history_bytes", "Bytes the job history (stream JETFLEET_HISTORY) takes.", nil),
+		historyMessages: desc("jetfleet_history_messages", "Job records and tag index entries in the job history.", nil),
+		historyMaxBytes: desc("jetfleet_history_max_bytes", "The job history's size limit (its MaxBytes).", nil),
 	}
 	if err := register(reg, c); err != nil {
 		return nil, err
@@ -85,19 +93,24 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 
 // Describe implements prometheus.Collector.
 func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.due} {
+	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.due, c.historyBytes, c.historyMessages, c.historyMaxBytes} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
-	st, due, err := c.stats()
+	st, due, hist, err := c.stats()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1)
+	if hist != nil {
+		ch <- prometheus.MustNewConstMetric(c.historyBytes, prometheus.GaugeValue, float64(hist.Bytes))
+		ch <- prometheus.MustNewConstMetric(c.historyMessages, prometheus.GaugeValue, float64(hist.Messages))
+		ch <- prometheus.MustNewConstMetric(c.historyMaxBytes, prometheus.GaugeValue, float64(hist.MaxBytes))
+	}
 	ch <- prometheus.MustNewConstMetric(c.fleet, prometheus.GaugeValue, float64(len(st.Workers)))
 	gauge := func(d *prometheus.Desc, v float64, queue string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, queue)
@@ -116,11 +129,11 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 
 // stats returns the cached stats, reading them again once CacheFor has
 // passed. Concurrent scrapes wait for one read.
-func (c *QueueCollector) stats() (*bus.Stats, map[string]int, error) {
+func (c *QueueCollector) stats() (*bus.Stats, map[string]int, *bus.HistoryStats, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.at.IsZero() && time.Since(c.at) < c.cfg.CacheFor {
-		return c.last, c.dueSoon, c.err
+		return c.last, c.dueSoon, c.history, c.err
 	}
 	// Collect has no context: the read is bounded by Timeout instead.
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
@@ -129,8 +142,11 @@ func (c *QueueCollector) stats() (*bus.Stats, map[string]int, error) {
 	if c.err == nil {
 		c.dueSoon, c.err = c.index.refresh(ctx, c.in, time.Now(), c.cfg.DueWithin)
 	}
+	if c.err == nil {
+		c.history, c.err = c.in.History(ctx)
+	}
 	c.at = time.Now()
-	return c.last, c.dueSoon, c.err
+	return c.last, c.dueSoon, c.history, c.err
 }
 
 func boolFloat(b bool) float64 {

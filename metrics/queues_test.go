@@ -81,6 +81,13 @@ func TestQueueGaugesMatchTheInspector(t *testing.T) {
 	if got := f.Sum("jetfleet_queue_oldest_ready_age_seconds", "queue", "high"); got < 0 {
 		t.Errorf("oldest ready age on high = %v", got)
 	}
+	h, err := in.History(ctx)
+	if err != nil || h == nil {
+		t.Fatalf("History = %+v, %v", h, err)
+	}
+	if got := f.Sum("jetfleet_history_max_bytes"); got != 256<<20 || f.Sum("jetfleet_history_messages") != float64(h.Messages) {
+		t.Errorf("history gauges: max bytes %v, messages %v; want 256 MiB and %d", got, f.Sum("jetfleet_history_messages"), h.Messages)
+	}
 
 	if _, err := d.Dispatch(ctx, workers.Noop{}, bus.OnQueue("high")); err != nil {
 		t.Fatal(err)

@@ -44,6 +44,9 @@ type Sample struct {
 	At time.Time `json:"at"`
 	// Queues holds the counts per queue since the process started.
 	Queues map[string]SampleCounts `json:"queues,omitempty"`
+	// Kinds holds the counts per job kind since the process started, with
+	// the run times of its attempts (kinds.go).
+	Kinds map[string]KindCounts `json:"kinds,omitempty"`
 }
 
 // SampleCounts are a worker's cumulative outcomes on one queue.
@@ -51,6 +54,7 @@ type SampleCounts struct {
 	Succeeded    uint64 `json:"succeeded"`
 	Retried      uint64 `json:"retried"`
 	DeadLettered uint64 `json:"dead_lettered"`
+	Cancelled    uint64 `json:"cancelled,omitempty"`
 }
 
 // SamplesStreamConfig is SamplesStream: memory storage, SamplesMaxAge,
@@ -91,6 +95,7 @@ type Sampler struct {
 
 	mu     sync.Mutex
 	counts map[string]SampleCounts
+	kinds  map[string]*KindCounts
 }
 
 var unsafeToken = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
@@ -102,14 +107,24 @@ func NewSampler(js jetstream.JetStream, cfg SamplerConfig) *Sampler {
 	}
 	host, _ := os.Hostname()
 	id := fmt.Sprintf("%s-%d-%s", unsafeToken.ReplaceAllString(host, "_"), os.Getpid(), nuid.Next()[16:])
-	return &Sampler{js: js, cfg: cfg, id: id, counts: map[string]SampleCounts{}}
+	return &Sampler{js: js, cfg: cfg, id: id, counts: map[string]SampleCounts{}, kinds: map[string]*KindCounts{}}
 }
 
-// Observe counts one outcome; use it as workers.Config.OnOutcome.
-func (s *Sampler) Observe(queue, _ string, o workers.Outcome) {
+// Observe counts one outcome, per queue and per kind; use it as
+// workers.Config.OnOutcome.
+func (s *Sampler) Observe(queue, kind string, o workers.Outcome) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.counts[queue]
+	if !c.add(o) {
+		return
+	}
+	s.counts[queue] = c
+	s.kind(kind).add(o)
+}
+
+// add counts o; false for an outcome the samples do not count.
+func (c *SampleCounts) add(o workers.Outcome) bool {
 	switch o {
 	case workers.Succeeded:
 		c.Succeeded++
@@ -117,10 +132,12 @@ func (s *Sampler) Observe(queue, _ string, o workers.Outcome) {
 		c.Retried++
 	case workers.DeadLettered:
 		c.DeadLettered++
+	case workers.Cancelled:
+		c.Cancelled++
 	default:
-		return
+		return false
 	}
-	s.counts[queue] = c
+	return true
 }
 
 // Run publishes a sample now, every Interval, and once more when ctx
@@ -166,6 +183,7 @@ func (s *Sampler) publish(ctx context.Context) error {
 	for q, c := range s.counts {
 		sample.Queues[q] = c
 	}
+	sample.Kinds = s.kindsSnapshot()
 	s.mu.Unlock()
 	data, err := json.Marshal(sample)
 	if err != nil {

@@ -43,7 +43,7 @@ func newObservability() (*observability, error) {
 // waits for the last sample.
 func (n *Node) instrumentWorkers(ctx context.Context, cfg *workers.Config) (stop func()) {
 	sampler := metrics.NewSampler(n.s.JetStream, metrics.SamplerConfig{Replicas: cfg.Bus.Replicas, Logger: n.cfg.Logger})
-	cfg.Middleware = append(cfg.Middleware, n.obs.jobs.Middleware())
+	cfg.Middleware = append(cfg.Middleware, n.obs.jobs.Middleware(), sampler.Middleware())
 	cfg.OnOutcome = metrics.Outcomes(n.obs.jobs.Outcome, sampler.Observe)
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -14,7 +14,9 @@ type Noop struct{}
 func (Noop) Kind() string { return "jetfleet-noop" }
 
 // Sleep is the jetfleet-sleep diagnostic job: it sleeps MS milliseconds
-// (or until its context ends) and succeeds.
+// (or until its context ends), reporting its progress every tenth of the
+// time (at most once a second), and succeeds with the result
+// {"slept_ms": MS}.
 type Sleep struct {
 	MS int `json:"ms"`
 }
@@ -23,13 +25,17 @@ type Sleep struct {
 func (Sleep) Kind() string { return "jetfleet-sleep" }
 
 // Fail is the jetfleet-fail diagnostic job. It fails its first Times
-// attempts, or every attempt until Until has passed, and then succeeds;
-// with neither set it always fails. Permanent makes each failure final.
+// attempts, or every attempt until Until has passed, and then succeeds
+// (with the result {"attempts": N}); with neither set it always fails.
+// Permanent makes each failure final. MS, when set, makes each attempt
+// first sleep that many milliseconds, reporting progress as
+// jetfleet-sleep does.
 type Fail struct {
 	Times     int       `json:"times,omitempty"`
 	Until     time.Time `json:"until,omitzero"`
 	Permanent bool      `json:"permanent,omitempty"`
 	Message   string    `json:"message,omitempty"`
+	MS        int       `json:"ms,omitempty"`
 }
 
 // Kind implements bus.Args.
@@ -45,23 +51,50 @@ func RegisterDiagnostics(w *Worker) {
 }
 
 func runSleep(ctx context.Context, job *Job[Sleep]) error {
-	t := time.NewTimer(time.Duration(job.Args.MS) * time.Millisecond)
+	if err := sleepFor(ctx, job.Args.MS); err != nil {
+		return err
+	}
+	return job.SetResult(map[string]int{"slept_ms": job.Args.MS})
+}
+
+// sleepFor sleeps ms milliseconds or until ctx ends, reporting progress
+// every tenth of the time (at most once a second).
+func sleepFor(ctx context.Context, ms int) error {
+	total := time.Duration(ms) * time.Millisecond
+	t := time.NewTimer(total)
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("sleep of %dms cut short: %w", job.Args.MS, ctx.Err())
+	tick := time.NewTicker(min(max(total/10, time.Millisecond), time.Second))
+	defer tick.Stop()
+	began := time.Now()
+	for {
+		select {
+		case <-t.C:
+			return nil
+		case <-tick.C:
+			slept := time.Since(began)
+			unit := time.Second
+			if total < time.Minute {
+				unit = 100 * time.Millisecond
+			}
+			_ = Progress(ctx, min(float64(slept)/float64(total), 1), fmt.Sprintf("slept %s of %s", slept.Round(unit), total))
+		case <-ctx.Done():
+			return fmt.Errorf("sleep of %dms cut short: %w", ms, ctx.Err())
+		}
 	}
 }
 
-func runFail(_ context.Context, job *Job[Fail]) error {
+func runFail(ctx context.Context, job *Job[Fail]) error {
 	a := job.Args
+	if a.MS > 0 {
+		if err := sleepFor(ctx, a.MS); err != nil {
+			return err
+		}
+	}
 	failing := a.Times == 0 && a.Until.IsZero() ||
 		a.Times > 0 && job.Attempt <= a.Times ||
 		!a.Until.IsZero() && time.Now().Before(a.Until)
 	if !failing {
-		return nil
+		return job.SetResult(map[string]int{"attempts": job.Attempt})
 	}
 	msg := a.Message
 	if msg == "" {

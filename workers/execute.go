@@ -143,6 +143,13 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	timeout := firstPositive(job.Timeout, h.timeout, l.w.cfg.Timeout)
 	ctx, cancel := context.WithTimeout(r.trace.context(l.jobCtx), timeout)
 	defer cancel()
+	ctx, jr := l.status.begin(ctx, job, tries) // cancels and lookups reach the job (status.go)
+	defer l.status.end(jr)
+	if jr.wasCancelled() {
+		l.freeSlot(r)
+		l.cancelled(r, jr, 0, nil)
+		return
+	}
 	began := time.Now()
 	r.log.Debug().Msg("job started")
 	r.busy.Store(true)
@@ -159,6 +166,9 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	case err == nil:
 		r.log.Info().Dur("took", took).Msg("job succeeded")
 		r.finish(r.msg.Ack, "acked")
+		jr.finished(bus.JobSucceeded, took, nil, 0)
+	case jr.wasCancelled():
+		l.cancelled(r, jr, took, err)
 	case l.jobCtx.Err() != nil:
 		r.log.Warn().Err(err).Dur("took", took).Msg("job interrupted by shutdown; handed back")
 		r.finish(r.msg.Nak, "handed back")
@@ -168,6 +178,7 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 		delay := retryDelay(firstNonEmpty(job.Backoff, h.backoff, l.w.cfg.Backoff), job.Attempt)
 		r.log.Warn().Err(err).Dur("took", took).Dur("retry_in", delay).Int("tries", tries).Msg("job failed; will retry")
 		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "retry")
+		jr.finished(bus.JobRetrying, took, err, delay)
 	}
 }
 
@@ -177,6 +188,14 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 func timedOut(ctx context.Context) bool {
 	d, ok := ctx.Deadline()
 	return errors.Is(ctx.Err(), context.DeadlineExceeded) || ok && !time.Now().Before(d)
+}
+
+// cancelled ends a cancelled job: removed from JOBS (Term), not retried,
+// not dead-lettered, recorded as cancelled.
+func (l *loop) cancelled(r *run, jr *jobRun, took time.Duration, err error) {
+	r.log.Info().Dur("took", took).AnErr("handler_error", err).Msg("job cancelled")
+	r.finish(func() error { return r.msg.TermWithReason("cancelled") }, "cancelled")
+	jr.finished(bus.JobCancelled, took, err, 0)
 }
 
 func firstNonEmpty(lists ...[]time.Duration) []time.Duration {

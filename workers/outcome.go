@@ -22,6 +22,9 @@ const (
 	DeadLettered Outcome = "dead_lettered"
 	// HandedBack: a drain gave the job back to the queue unfinished.
 	HandedBack Outcome = "handed_back"
+	// Cancelled: the job was cancelled (bus.Inspector.Cancel) before or
+	// while it ran; it is removed, not retried and not dead-lettered.
+	Cancelled Outcome = "cancelled"
 )
 
 // outcomes maps the settle outcomes of execute.go to the public ones; the
@@ -33,6 +36,7 @@ var outcomes = map[string]Outcome{
 	"dead-lettered": DeadLettered,
 	"terminated":    DeadLettered,
 	"handed back":   HandedBack,
+	"cancelled":     Cancelled,
 }
 
 // settled returns what a run of the message on subject calls with each
@@ -54,10 +58,11 @@ func (l *loop) settled(subject string) func(outcome string) {
 }
 
 // subjectNames is the queue and kind of a job subject, jobs.<queue>.<kind>
-// (the consumer's filter guarantees the shape; "" when it is not).
+// or jobs.<queue>.<kind>.<id> (the consumer's filter guarantees the shape;
+// "" when it is not).
 func subjectNames(subject string) (queue, kind string) {
-	parts := strings.SplitN(subject, ".", 3)
-	if len(parts) != 3 {
+	parts := strings.SplitN(subject, ".", 4)
+	if len(parts) < 3 {
 		return "", ""
 	}
 	return parts[1], parts[2]

@@ -42,6 +42,7 @@ type loop struct {
 	pauses *pauses        // which queues are paused (pause.go)
 	dlq    *bus.Inspector // finds a redelivered job's dead letter (execute.go)
 	tally  *tally         // settled jobs per queue, for the presence record (presence.go)
+	status *tracker       // running jobs, cancels and job records (status.go)
 	done   int            // jobs finished, for MaxJobs
 
 	mu       sync.Mutex
@@ -68,6 +69,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).
 		Strs("kinds", w.Kinds()).Msg("worker started")
 	defer l.pauses.stop()
+	defer l.status.stop()
 	stopPresence := l.startPresence(ctx)
 	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
 	go l.heartbeats(beatCtx)
@@ -118,6 +120,11 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		l.probes[name] = newProbe(c, l.wake)
 	}
 	if l.pauses, err = watchPauses(ctx, w.js, w.cfg.Bus, names, l.wake, w.log); err != nil {
+		return nil, err
+	}
+	l.status = newTracker(w.js.Conn(), !w.cfg.Bus.NoHistory, w.log)
+	if err := l.status.listen(); err != nil {
+		l.pauses.stop()
 		return nil, err
 	}
 	return l, nil

@@ -171,6 +171,8 @@ type Job[T bus.Args] struct {
 	*bus.Job
 	// Args is the decoded body.
 	Args T
+
+	run *jobRun // the attempt, for Progress and SetResult
 }
 
 // HandlerOption sets a per-kind default.
@@ -265,7 +267,7 @@ func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) e
 
 func decodeAndRun[T bus.Args](fn func(context.Context, *Job[T]) error) HandlerFunc {
 	return func(ctx context.Context, j *bus.Job) error {
-		job := &Job[T]{Job: j}
+		job := &Job[T]{Job: j, run: runFrom(ctx)}
 		if err := json.Unmarshal(j.Body, &job.Args); err != nil {
 			return Permanent(fmt.Errorf("body does not decode into %T: %w", job.Args, err))
 		}

@@ -13,16 +13,18 @@ import (
 	"github.com/jetfleet/jetfleet/node"
 )
 
-// runBench is `jetfleet bench jobs`: jetfleet's job path beside a raw
-// JetStream baseline on a private embedded server (file storage in a
+// runBench is `jetfleet bench jobs`: jetfleet's job path, with the job
+// history on and off, beside a raw JetStream baseline on a private
+// embedded server (file storage in a
 // temporary directory), so the figures are comparable and nothing touches
 // a real deployment.
 func runBench(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "bench", "bench jobs [--n 100000] [--concurrency 16] [--rate 1000] [--latency-jobs 3000]")
+	fs := newFlagSet(a, "bench", "bench jobs [--n 100000] [--concurrency 16] [--rate 1000] [--latency-jobs 3000] [--rounds 3]")
 	n := fs.Int("n", 100_000, "jobs in the throughput runs")
 	concurrency := fs.Int("concurrency", 16, "worker concurrency (and the raw consumer's outstanding messages)")
 	rate := fs.Int("rate", 1000, "offered load of the latency runs, jobs per second")
 	latencyJobs := fs.Int("latency-jobs", 3000, "jobs sent in each latency run")
+	rounds := fs.Int("rounds", 3, "times jetfleet is measured with the job history off and on, alternately (medians are reported)")
 	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -51,7 +53,7 @@ func runBench(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	fmt.Fprintf(a.stderr, "benchmarking on an embedded server (file store in %s)...\n", dir)
-	r, err := jobbench.Run(ctx, js, jobbench.Options{N: *n, Concurrency: *concurrency, Rate: *rate, LatencyJobs: *latencyJobs})
+	r, err := jobbench.Run(ctx, js, jobbench.Options{N: *n, Concurrency: *concurrency, Rate: *rate, LatencyJobs: *latencyJobs, Rounds: *rounds})
 	if err != nil {
 		return err
 	}

@@ -27,8 +27,9 @@ type jobFlags struct {
 	tries   int
 	timeout string
 	backoff string
-	// delay, at and id exist for one-shot jobs only (dispatch).
+	// delay, at, id and tags exist for one-shot jobs only (dispatch).
 	delay, at, id string
+	tags          []string
 }
 
 // newJobFlags registers the job settings on fs; oneShot adds --delay, --at
@@ -42,6 +43,10 @@ func newJobFlags(fs *flag.FlagSet, oneShot bool) *jobFlags {
 		fs.StringVar(&f.delay, "delay", "", "make the job ready only after this duration, e.g. 10s")
 		fs.StringVar(&f.at, "at", "", "make the job ready only at this RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
 		fs.StringVar(&f.id, "id", "", "job ID; the same ID again within the duplicate window (2m) is stored once (default: random)")
+		fs.Func("tag", "tag the job, e.g. user:7 (repeat for more; `jetfleet queue jobs --tag user:7` lists them)", func(v string) error {
+			f.tags = append(f.tags, v)
+			return nil
+		})
 	}
 	return f
 }
@@ -93,6 +98,9 @@ func (f *jobFlags) options() ([]bus.Option, error) {
 		}
 		opts = append(opts, bus.JobID(f.id))
 	}
+	if len(f.tags) > 0 {
+		opts = append(opts, bus.Tags(f.tags...))
+	}
 	return opts, nil
 }
 
@@ -128,7 +136,12 @@ func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := bus.EnsureQueues(ctx, js, bus.Config{}); err != nil {
+	cfg, err := bus.ConfigFromEnv(a.getenv) // JETFLEET_HISTORY=off: no history stream
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	if err := bus.EnsureQueues(ctx, js, cfg); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("NATS at %s: %w", node.ConnectedURL(nc), err)
 	}
@@ -142,7 +155,8 @@ func openDispatcher(ctx context.Context, a *app, dataDir, name string) (*bus.Dis
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := bus.NewDispatcher(js, bus.Config{})
+	cfg, _ := bus.ConfigFromEnv(a.getenv) // connectBus checked it
+	d, err := bus.NewDispatcher(js, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -153,7 +167,7 @@ func openDispatcher(ctx context.Context, a *app, dataDir, name string) (*bus.Dis
 // runDispatch is `jetfleet dispatch <queue> <kind> <json|->`: it enqueues one
 // job and prints its ID on standard output.
 func runDispatch(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "dispatch", "dispatch <queue> <kind> <json|-> [--tries N] [--timeout D] [--backoff 1s,10s] [--delay D | --at RFC3339] [--id X]\n\n"+
+	fs := newFlagSet(a, "dispatch", "dispatch <queue> <kind> <json|-> [--tries N] [--timeout D] [--backoff 1s,10s] [--delay D | --at RFC3339] [--id X] [--tag T]...\n\n"+
 		"Enqueues one job on jobs.<queue>.<kind> and prints its ID. A body of - is read from standard input.")
 	jf := newJobFlags(fs, true)
 	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")

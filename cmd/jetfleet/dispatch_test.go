@@ -130,7 +130,7 @@ func TestDispatchDelayedGoesToTheScheduler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("delayed job not stored as a schedule: %v", err)
 	}
-	if m.Header.Get(bus.HeaderJobID) != "later-1" || m.Header.Get("Nats-Schedule-Target") != "jobs.default.remind" ||
+	if m.Header.Get(bus.HeaderJobID) != "later-1" || m.Header.Get("Nats-Schedule-Target") != "jobs.default.remind.later-1" ||
 		!strings.HasPrefix(m.Header.Get("Nats-Schedule"), "@at ") {
 		t.Fatalf("schedule headers = %v", m.Header)
 	}

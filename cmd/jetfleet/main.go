@@ -53,7 +53,7 @@ func commands() []command {
 		{name: "bench", summary: "measure jobs/s and latency beside a raw JetStream baseline", run: runBench},
 		{name: "work", aliases: []string{"queue:work"}, summary: "run a worker process of the diagnostic jobs (your jobs: your binary's `work`, package node)", run: runWork},
 		{name: "serve", summary: "run an operations web node: /up, /metrics and the dashboard, with a graceful drain", run: runServe},
-		{name: "queue", aliases: queueAliases(), summary: "failed jobs (failed/show/retry/forget/flush), stats, monitor, pause/resume", run: runQueue},
+		{name: "queue", aliases: queueAliases(), summary: "jobs by ID, recent jobs, cancel, clear; failed jobs (failed/show/retry/forget/flush), stats, monitor, pause/resume", run: runQueue},
 	}
 }
 

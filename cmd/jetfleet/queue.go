@@ -34,6 +34,11 @@ func queueCommands() []queueCommand {
 		{"monitor", "high:100,default:1000 [--max N] [--max-wait 60s] [--every 1m]", "alert on queues over their size or wait", runQueueMonitor},
 		{"pause", "<queue>", "workers stop taking jobs from a queue, fleet-wide", runQueuePause},
 		{"resume", "<queue>", "workers take jobs from a paused queue again", runQueueResume},
+		{"continue", "<queue>", "the same as resume (Laravel 11's name)", runQueueResume},
+		{"job", "<id> [--json]", "one job by ID in any state: delayed, ready, running, retrying, succeeded, dead, cancelled", runQueueJob},
+		{"jobs", "[--tag t] [--queue q] [--kind k] [--state s] [--limit 50] [--json]", "recent jobs, newest first", runQueueJobs},
+		{"cancel", "<id>... | --queue q | --tag t", "cancel jobs: waiting ones never run, running ones are stopped", runQueueCancel},
+		{"clear", "<queue> [--force]", "delete the jobs waiting on a queue (asks first)", runQueueClear},
 	}
 }
 
@@ -98,7 +103,12 @@ func inspector(ctx context.Context, a *app) (*bus.Inspector, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	in, err := bus.NewInspector(js, bus.Config{})
+	cfg, err := bus.ConfigFromEnv(a.getenv) // the history's settings, for cancels and messages
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	in, err := bus.NewInspector(js, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

@@ -308,7 +308,11 @@ func (s *system) startBus(ctx context.Context) error {
 	if err := s.waitForReplicas(ctx); err != nil {
 		return err
 	}
-	s.log.Info().Strs("streams", []string{bus.JobsStream, bus.DLQStream}).Int("replicas", s.opts.replicas).
+	streams := []string{bus.JobsStream, bus.DLQStream}
+	if !cfg.NoHistory {
+		streams = append(streams, bus.HistoryStream)
+	}
+	s.log.Info().Strs("streams", streams).Int("replicas", s.opts.replicas).
 		Strs("queues", s.opts.queues).Msg("job bus provisioned")
 	return nil
 }

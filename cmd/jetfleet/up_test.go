@@ -101,9 +101,10 @@ func directGetHeader(k string) bool {
 	return false
 }
 
-// assertStoredJob checks the last message on subject in JOBS: its body and
-// that its headers are exactly want (beside
-// those a direct get adds).
+// assertStoredJob checks the last job stored on subject
+// (jobs.<queue>.<kind>) in JOBS: that its own subject ends in its ID
+// (want's Nats-Msg-Id), its body, and that its headers are exactly want
+// (beside those a direct get adds).
 func assertStoredJob(t *testing.T, js jetstream.JetStream, subject, body string, want map[string]string) {
 	t.Helper()
 	ctx := context.Background()
@@ -111,9 +112,12 @@ func assertStoredJob(t *testing.T, js jetstream.JetStream, subject, body string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, subject)
+	m, err := s.GetLastMsgForSubject(ctx, subject+".*")
 	if err != nil {
-		t.Fatalf("no job on %s: %v", subject, err)
+		t.Fatalf("no job on %s.<id>: %v", subject, err)
+	}
+	if id := want[bus.HeaderMsgID]; m.Subject != subject+"."+id {
+		t.Errorf("job stored on %s, want %s.%s", m.Subject, subject, id)
 	}
 	if string(m.Data) != body {
 		t.Errorf("body on %s = %s, want %s", subject, m.Data, body)

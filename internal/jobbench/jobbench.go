@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -33,6 +34,11 @@ type Options struct {
 	Rate int
 	// LatencyJobs is how many jobs each latency run sends [3000].
 	LatencyJobs int
+	// Rounds is how many times jetfleet is measured with the job history
+	// off and on, alternately (off first, then on first, ...) [3]. The
+	// report gives the medians: on a shared machine one pair of runs says
+	// little.
+	Rounds int
 }
 
 func (o Options) withDefaults() Options {
@@ -48,6 +54,9 @@ func (o Options) withDefaults() Options {
 	if o.LatencyJobs <= 0 {
 		o.LatencyJobs = 3000
 	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
 	return o
 }
 
@@ -58,13 +67,28 @@ type Side struct {
 	LatencyP50   time.Duration
 	LatencyP99   time.Duration
 	LatencyCount int
+	// CPUPerJob is the process's CPU time (user and system, the embedded
+	// server's included) per job of the throughput runs.
+	CPUPerJob time.Duration
 }
 
 // Report is the result of Run.
 type Report struct {
-	Options  Options
+	Options Options
+	// Jetfleet is jetfleet as configured by default: job history on.
 	Jetfleet Side
-	Raw      Side
+	// NoHistory is jetfleet with the job history off (bus.Config.NoHistory).
+	NoHistory Side
+	Raw       Side
+	// HistoryRatio is what the job history costs: the median over the
+	// rounds of end-to-end throughput (dispatch and processing of the same
+	// jobs) with history on over the same with history off.
+	HistoryRatio float64
+	// HistoryCPURatio is the same by CPU time: the median of CPU per job
+	// with history off over CPU per job with history on.
+	HistoryCPURatio float64
+	// Ratios are the per-round ratios of HistoryRatio.
+	Ratios []float64
 }
 
 // benchJob is the no-op job whose body carries its send time.
@@ -86,10 +110,71 @@ func Run(ctx context.Context, js jetstream.JetStream, opts Options) (Report, err
 	if r.Raw, err = runRaw(ctx, js, opts); err != nil {
 		return r, fmt.Errorf("raw baseline: %w", err)
 	}
-	if r.Jetfleet, err = runJetfleet(ctx, js, opts); err != nil {
-		return r, fmt.Errorf("jetfleet: %w", err)
+	var on, off []Side
+	var cpuRatios []float64
+	for i := range opts.Rounds {
+		o := opts
+		if i > 0 {
+			o.LatencyJobs = 0 // latency once: it is not what the rounds are for
+		}
+		var sides [2]Side // off, on
+		for j := range 2 {
+			history := j == 1 != (i%2 == 1) // off first in even rounds, on first in odd ones
+			side, err := runJetfleet(ctx, js, o, bus.Config{NoHistory: !history})
+			if err != nil {
+				return r, fmt.Errorf("jetfleet (history %v): %w", history, err)
+			}
+			sides[b2i(history)] = side
+		}
+		off, on = append(off, sides[0]), append(on, sides[1])
+		r.Ratios = append(r.Ratios, endToEnd(sides[1], o.N)/endToEnd(sides[0], o.N))
+		cpuRatios = append(cpuRatios, float64(sides[0].CPUPerJob)/float64(sides[1].CPUPerJob))
 	}
+	r.NoHistory, r.Jetfleet = medianSide(off), medianSide(on)
+	r.HistoryRatio, r.HistoryCPURatio = median(r.Ratios), median(cpuRatios)
 	return r, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// endToEnd is the jobs per second of dispatching and then processing n
+// jobs, from a side's two rates.
+func endToEnd(s Side, n int) float64 {
+	return float64(n) / (float64(n)/s.PublishRate + float64(n)/s.ProcessRate)
+}
+
+func median(vs []float64) float64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// medianSide is the median of each figure of sides; the latency is the
+// first round's, the only one that measures it.
+func medianSide(sides []Side) Side {
+	pick := func(f func(Side) float64) float64 {
+		var vs []float64
+		for _, s := range sides {
+			vs = append(vs, f(s))
+		}
+		return median(vs)
+	}
+	out := sides[0]
+	out.PublishRate = pick(func(s Side) float64 { return s.PublishRate })
+	out.ProcessRate = pick(func(s Side) float64 { return s.ProcessRate })
+	out.CPUPerJob = time.Duration(pick(func(s Side) float64 { return float64(s.CPUPerJob) }))
+	return out
 }
 
 // rawStreamConfig is the JOBS stream's configuration as bus provisions it
@@ -152,21 +237,22 @@ func runRaw(ctx context.Context, js jetstream.JetStream, o Options) (Side, error
 	return s, err
 }
 
-func runJetfleet(ctx context.Context, js jetstream.JetStream, o Options) (Side, error) {
+func runJetfleet(ctx context.Context, js jetstream.JetStream, o Options, cfg bus.Config) (Side, error) {
 	var s Side
-	if err := bus.ProvisionQueues(ctx, js, bus.Config{}, "default"); err != nil {
+	if err := bus.ProvisionQueues(ctx, js, cfg, "default"); err != nil {
 		return s, err
 	}
-	d, err := bus.NewDispatcher(js, bus.Config{})
+	d, err := bus.NewDispatcher(js, cfg)
 	if err != nil {
 		return s, err
 	}
+	cpu := processCPU()
 	if s.PublishRate, err = timeDispatchMany(ctx, d, js, o.N); err != nil {
 		return s, err
 	}
 	lat := &latencies{}
 	consume := func(n int) (func(), error) {
-		w := workers.New(js, workers.Config{Concurrency: o.Concurrency, MaxJobs: n})
+		w := workers.New(js, workers.Config{Concurrency: o.Concurrency, MaxJobs: n, Bus: cfg})
 		workers.Register(w, func(_ context.Context, j *workers.Job[benchJob]) error {
 			lat.add(time.Since(time.Unix(0, j.Args.SentNS)))
 			return nil
@@ -178,6 +264,10 @@ func runJetfleet(ctx context.Context, js jetstream.JetStream, o Options) (Side, 
 	}
 	if s.ProcessRate, err = timeProcessing(ctx, o.N, lat, consume); err != nil {
 		return s, err
+	}
+	s.CPUPerJob = (processCPU() - cpu) / time.Duration(o.N)
+	if o.LatencyJobs == 0 {
+		return s, nil
 	}
 	s.LatencyP50, s.LatencyP99, s.LatencyCount, err = measureLatency(ctx, o, lat, consume, func(int) error {
 		_, err := d.Dispatch(ctx, benchJob{SentNS: time.Now().UnixNano()})
@@ -326,17 +416,25 @@ func (l *latencies) percentiles() (p50, p99 time.Duration) {
 // Print writes the report as an aligned table with jetfleet/raw ratios.
 func (r Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "no-op jobs: n=%d, concurrency=%d, latency at %d jobs/s offered\t\t\t\t\n", r.Options.N, r.Options.Concurrency, r.Options.Rate)
-	fmt.Fprintln(tw, "metric\tjetfleet\traw JetStream\tratio\t")
-	row := func(name string, a, b float64, unit string) {
-		fmt.Fprintf(tw, "%s\t%.0f %s\t%.0f %s\t%.2f\t\n", name, a, unit, b, unit, a/b)
+	fmt.Fprintf(tw, "no-op jobs: n=%d, concurrency=%d, latency at %d jobs/s offered\t\t\t\t\t\t\n", r.Options.N, r.Options.Concurrency, r.Options.Rate)
+	fmt.Fprintln(tw, "metric\tjetfleet\thistory off\traw JetStream\tjetfleet/raw\thistory on/off\t")
+	row := func(name string, a, off, b float64, unit string) {
+		fmt.Fprintf(tw, "%s\t%.0f %s\t%.0f %s\t%.0f %s\t%.2f\t%.2f\t\n", name, a, unit, off, unit, b, unit, a/b, a/off)
 	}
-	row("dispatch (async, acked)", r.Jetfleet.PublishRate, r.Raw.PublishRate, "/s")
-	row("processed end to end", r.Jetfleet.ProcessRate, r.Raw.ProcessRate, "/s")
-	lat := func(name string, a, b time.Duration) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t\n", name, a.Round(time.Microsecond), b.Round(time.Microsecond), float64(a)/float64(b))
+	row("dispatch (async, acked)", r.Jetfleet.PublishRate, r.NoHistory.PublishRate, r.Raw.PublishRate, "/s")
+	row("processed end to end", r.Jetfleet.ProcessRate, r.NoHistory.ProcessRate, r.Raw.ProcessRate, "/s")
+	lat := func(name string, a, off, b time.Duration) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%.2f\t\n", name, a.Round(time.Microsecond), off.Round(time.Microsecond), b.Round(time.Microsecond),
+			float64(a)/float64(b), float64(a)/float64(off))
 	}
-	lat("dispatch→start p50", r.Jetfleet.LatencyP50, r.Raw.LatencyP50)
-	lat("dispatch→start p99", r.Jetfleet.LatencyP99, r.Raw.LatencyP99)
+	lat("dispatch→start p50", r.Jetfleet.LatencyP50, r.NoHistory.LatencyP50, r.Raw.LatencyP50)
+	lat("dispatch→start p99", r.Jetfleet.LatencyP99, r.NoHistory.LatencyP99, r.Raw.LatencyP99)
 	tw.Flush()
+	ratios := make([]string, len(r.Ratios))
+	for i, v := range r.Ratios {
+		ratios[i] = fmt.Sprintf("%.2f", v)
+	}
+	fmt.Fprintf(w, "\njob history's cost (history on / off, %d rounds alternating, medians): dispatch + processing %.2f (rounds: %s); by CPU time per job %.2f (%s on, %s off)\n",
+		r.Options.Rounds, r.HistoryRatio, strings.Join(ratios, ", "), r.HistoryCPURatio,
+		r.Jetfleet.CPUPerJob.Round(100*time.Nanosecond), r.NoHistory.CPUPerJob.Round(100*time.Nanosecond))
 }

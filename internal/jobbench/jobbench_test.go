@@ -16,18 +16,21 @@ import (
 func TestRunMeasuresBothSides(t *testing.T) {
 	srv := natstest.Start(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
-	r, err := jobbench.Run(context.Background(), js, jobbench.Options{N: 500, Concurrency: 4, Rate: 500, LatencyJobs: 100})
+	r, err := jobbench.Run(context.Background(), js, jobbench.Options{N: 500, Concurrency: 4, Rate: 500, LatencyJobs: 100, Rounds: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, s := range map[string]jobbench.Side{"jetfleet": r.Jetfleet, "raw": r.Raw} {
+	for name, s := range map[string]jobbench.Side{"jetfleet": r.Jetfleet, "history off": r.NoHistory, "raw": r.Raw} {
 		if s.PublishRate <= 0 || s.ProcessRate <= 0 || s.LatencyCount != 100 || s.LatencyP99 < s.LatencyP50 || s.LatencyP50 <= 0 {
 			t.Errorf("%s side incomplete: %+v", name, s)
 		}
 	}
 	var out bytes.Buffer
 	r.Print(&out)
-	for _, want := range []string{"dispatch (async, acked)", "processed end to end", "dispatch→start p99", "raw JetStream"} {
+	if r.HistoryRatio <= 0 || len(r.Ratios) != 1 {
+		t.Errorf("no history ratio: %+v", r)
+	}
+	for _, want := range []string{"dispatch (async, acked)", "processed end to end", "dispatch→start p99", "raw JetStream", "history off", "job history's cost"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

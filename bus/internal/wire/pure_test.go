@@ -49,13 +49,16 @@ func TestValidateName(t *testing.T) {
 func TestSubjectsAndNames(t *testing.T) {
 	t.Parallel()
 	for got, want := range map[string]string{
-		wire.JobSubject("high", "resize"):      "jobs.high.resize",
-		wire.QueueFilter("high"):               "jobs.high.>",
-		wire.ConsumerName("high"):              "q-high",
-		wire.DLQSubject("high", "resize", "7"): "dlq.high.resize.7",
-		wire.DLQFilterForID("7"):               "dlq.*.*.7",
-		wire.DLQFilterForID("a.b"):             "dlq.*.*." + wire.IDToken("a.b"),
-		wire.RetryMsgID("welcome-7", 42):       "welcome-7:retry:42",
+		wire.JobSubject("high", "resize"):        "jobs.high.resize",
+		wire.QueueFilter("high"):                 "jobs.high.>",
+		wire.ConsumerName("high"):                "q-high",
+		wire.DLQSubject("high", "resize", "7"):   "dlq.high.resize.7",
+		wire.DLQFilterForID("7"):                 "dlq.*.*.7",
+		wire.JobIDSubject("high", "resize", "7"): "jobs.high.resize.7",
+		wire.JobFilterForID("a.b"):               "jobs.*.*." + wire.IDToken("a.b"),
+		wire.DelayFilterForID("7"):               "schedules.delay.*.7",
+		wire.DLQFilterForID("a.b"):               "dlq.*.*." + wire.IDToken("a.b"),
+		wire.RetryMsgID("welcome-7", 42):         "welcome-7:retry:42",
 	} {
 		if got != want {
 			t.Errorf("got %q, want %q", got, want)
@@ -92,9 +95,13 @@ func TestParseJobSubject(t *testing.T) {
 	if q, k, err := wire.ParseJobSubject("jobs.high.resize-image"); q != "high" || k != "resize-image" || err != nil {
 		t.Errorf("ParseJobSubject = %q, %q, %v", q, k, err)
 	}
+	if q, k, err := wire.ParseJobSubject("jobs.high.resize-image.order-42"); q != "high" || k != "resize-image" || err != nil {
+		t.Errorf("ParseJobSubject with an ID token = %q, %q, %v", q, k, err)
+	}
 	for subject, want := range map[string]string{
 		"jobs.high":            "is not jobs.<queue>.<kind>",
-		"jobs.high.a.b":        "is not jobs.<queue>.<kind>",
+		"jobs.high.a.b.c":      "is not jobs.<queue>.<kind>",
+		"jobs.high.a.":         "is not jobs.<queue>.<kind>",
 		"dlq.high.resize":      "is not jobs.<queue>.<kind>",
 		"":                     "is not jobs.<queue>.<kind>",
 		"jobs.High.resize":     `queue name "High"`,
@@ -272,5 +279,44 @@ func TestParseDurationRefusesNonNumbers(t *testing.T) {
 		if d, err := wire.ParseDuration(v); err == nil {
 			t.Errorf("ParseDuration(%q) = %s, want an error", v, d)
 		}
+	}
+}
+
+// Tags: at most MaxTags, each 1 to 64 bytes of printable ASCII without
+// space, '.', '*', '>' or ','; duplicates dropped.
+func TestValidateTags(t *testing.T) {
+	t.Parallel()
+	got, err := wire.ValidateTags([]string{"user:7", "order:42", "user:7", "App\\Models\\User:1", "tenant=acme/eu"})
+	if err != nil || !slices.Equal(got, []string{"user:7", "order:42", "App\\Models\\User:1", "tenant=acme/eu"}) {
+		t.Errorf("ValidateTags = %v, %v", got, err)
+	}
+	for _, bad := range [][]string{{""}, {"a b"}, {"a.b"}, {"a*"}, {"a>"}, {"a,b"}, {"é"}, {"tab\t"}, {strings.Repeat("x", 65)},
+		{"1", "2", "3", "4", "5", "6", "7", "8", "9"}} {
+		if _, err := wire.ValidateTags(bad); !errors.Is(err, wire.ErrInvalid) {
+			t.Errorf("ValidateTags(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	if _, err := wire.ValidateTags([]string{strings.Repeat("x", 64), "1", "2", "3", "4", "5", "6", "7"}); err != nil {
+		t.Errorf("8 tags of up to 64 bytes refused: %v", err)
+	}
+}
+
+// The history stream: one record per subject, bounded by age and bytes,
+// the asynchronous persist mode only where JetStream allows it.
+func TestHistoryStreamConfig(t *testing.T) {
+	t.Parallel()
+	h := wire.HistoryStreamConfig(wire.Topology{})
+	if h.Name != "JETFLEET_HISTORY" || !slices.Equal(h.Subjects, []string{"jetfleet.status.>", "jetfleet.tags.>"}) || h.MaxMsgsPerSubject != 1 ||
+		h.MaxAge != time.Hour || h.MaxBytes != 256<<20 || h.Discard != jetstream.DiscardOld || !h.AllowDirect ||
+		h.PersistMode != jetstream.AsyncPersistMode || h.Duplicates != 2*time.Minute {
+		t.Errorf("history stream from the zero Topology = %+v", h)
+	}
+	for _, top := range []wire.Topology{{Replicas: 3}, {MemoryStorage: true}, {Clustered: true}} {
+		if h := wire.HistoryStreamConfig(top); h.PersistMode != jetstream.DefaultPersistMode {
+			t.Errorf("history stream of %+v uses persist mode %v", top, h.PersistMode)
+		}
+	}
+	if h := wire.HistoryStreamConfig(wire.Topology{CompletedRetention: time.Second, HistoryMaxBytes: 1 << 20}); h.MaxAge != time.Second || h.Duplicates != time.Second || h.MaxBytes != 1<<20 {
+		t.Errorf("history stream with retention 1s = %+v", h)
 	}
 }

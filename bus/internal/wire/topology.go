@@ -24,6 +24,13 @@ type Topology struct {
 	FailedRetention time.Duration
 	// AckWait is the queue consumers' AckWait. Default 30 seconds.
 	AckWait time.Duration
+	// CompletedRetention is the history stream's MaxAge. Default 1 hour.
+	CompletedRetention time.Duration
+	// HistoryMaxBytes is the history stream's MaxBytes. Default 256 MiB.
+	HistoryMaxBytes int64
+	// Clustered says the server is part of a cluster, where a stream of
+	// one replica may later be scaled up.
+	Clustered bool
 }
 
 func (t Topology) withDefaults() Topology {
@@ -36,6 +43,12 @@ func (t Topology) withDefaults() Topology {
 	}
 	if t.AckWait <= 0 {
 		t.AckWait = 30 * time.Second
+	}
+	if t.CompletedRetention <= 0 {
+		t.CompletedRetention = DefaultCompletedRetention
+	}
+	if t.HistoryMaxBytes <= 0 {
+		t.HistoryMaxBytes = DefaultHistoryMaxBytes
 	}
 	return t
 }

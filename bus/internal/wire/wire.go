@@ -87,10 +87,26 @@ func ValidateJobID(id string) error {
 }
 
 // JobSubject is the subject a job of kind is published to on queue:
-// jobs.<queue>.<kind>.
+// jobs.<queue>.<kind>. Jobs published there are found by ID only once a
+// worker runs them; JobIDSubject makes a waiting job findable too.
 func JobSubject(queue, kind string) string {
 	return jobsPrefix + "." + queue + "." + kind
 }
+
+// JobIDSubject is the subject of the job id of kind on queue, as bus
+// publishes it: jobs.<queue>.<kind>.<IDToken(id)>. With the ID as the last
+// token a waiting job is found, and removed, by subject, without a scan.
+func JobIDSubject(queue, kind, id string) string {
+	return jobsPrefix + "." + queue + "." + kind + "." + IDToken(id)
+}
+
+// JobFilterForID matches the job id in JOBS, in any queue and kind:
+// jobs.*.*.<IDToken(id)>.
+func JobFilterForID(id string) string { return jobsPrefix + ".*.*." + IDToken(id) }
+
+// DelayFilterForID matches the delayed job id in any queue:
+// schedules.delay.*.<IDToken(id)>.
+func DelayFilterForID(id string) string { return schedulePrefix + ".delay.*." + IDToken(id) }
 
 // QueueFilter is the subject filter of queue's consumer: jobs.<queue>.>.
 func QueueFilter(queue string) string { return jobsPrefix + "." + queue + ".>" }
@@ -132,12 +148,13 @@ func badTokenRune(r rune) bool {
 	return r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f
 }
 
-// ParseJobSubject splits jobs.<queue>.<kind> into queue and kind. A subject
-// of another shape or with an invalid name is an error wrapping ErrInvalid.
+// ParseJobSubject splits jobs.<queue>.<kind> or jobs.<queue>.<kind>.<id
+// token> into queue and kind. A subject of another shape or with an
+// invalid name is an error wrapping ErrInvalid.
 func ParseJobSubject(subject string) (queue, kind string, err error) {
 	parts := strings.Split(subject, ".")
-	if len(parts) != 3 || parts[0] != jobsPrefix {
-		return "", "", fmt.Errorf("%w: subject %q is not jobs.<queue>.<kind>", ErrInvalid, subject)
+	if len(parts) != 3 && (len(parts) != 4 || parts[3] == "") || parts[0] != jobsPrefix {
+		return "", "", fmt.Errorf("%w: subject %q is not jobs.<queue>.<kind> or jobs.<queue>.<kind>.<id>", ErrInvalid, subject)
 	}
 	if err := ValidateName("queue", parts[1]); err != nil {
 		return "", "", err

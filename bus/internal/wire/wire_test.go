@@ -31,6 +31,14 @@ func TestWireAgreesWithBusContract(t *testing.T) {
 		{"workers bucket", wire.WorkersBucketConfig(0).Bucket, bus.WorkersBucket},
 		{"workers bucket TTL", wire.WorkersBucketConfig(0).TTL.String(), bus.WorkerRecordTTL.String()},
 		{"origin", wire.Origin(7), bus.JobsStream + ":7"},
+		{"history stream", wire.HistoryStreamConfig(wire.Topology{}).Name, bus.HistoryStream},
+		{"status subject", wire.StatusSubject("q", "k", "id"), bus.StatusPrefix + ".q.k.id"},
+		{"status subject of bus", bus.StatusSubject("q", "k", "a.b"), wire.StatusSubject("q", "k", "a.b")},
+		{"tag subject", wire.TagSubject("user:7", "id"), bus.TagsPrefix + ".user:7.id"},
+		{"cancel subject", wire.CancelSubject("id"), bus.CancelPrefix + ".id"},
+		{"locate subject", wire.LocateSubject("id"), bus.LocatePrefix + ".id"},
+		{"queue cancel subject", wire.QueueCancelSubject("q"), bus.QueueCancelPrefix + ".q"},
+		{"id token", bus.IDToken("a b"), wire.IDToken("a b")},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -182,7 +190,7 @@ func TestParseJobSubjectAndBackoff(t *testing.T) {
 	if q, k, err := wire.ParseJobSubject("jobs.high.resize-image"); err != nil || q != "high" || k != "resize-image" {
 		t.Errorf("ParseJobSubject = %q, %q, %v", q, k, err)
 	}
-	for _, bad := range []string{"jobs.high", "dlq.high.k", "jobs.High.k", "jobs.high.k.x"} {
+	for _, bad := range []string{"jobs.high", "dlq.high.k", "jobs.High.k", "jobs.high.k.x.y"} {
 		if _, _, err := wire.ParseJobSubject(bad); !errors.Is(err, bus.ErrInvalid) {
 			t.Errorf("ParseJobSubject(%q) = %v, want an ErrInvalid", bad, err)
 		}

@@ -169,16 +169,16 @@ func TestDeadImageJobMarksImagesFailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := bus.JobSubject("high", "process-item-images")
-	m, err := s.GetLastMsgForSubject(ctx, subject)
+	// Jobs are published on jobs.<queue>.<kind>.<id>.
+	m, err := s.GetLastMsgForSubject(ctx, bus.JobSubject("high", "process-item-images")+".>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(m.Subject)); err != nil {
 		t.Fatal(err)
 	}
 	h := nats.Header{bus.HeaderTimeout: {"1ms"}, bus.HeaderTries: {"1"}}
-	if _, err := a.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: m.Data}); err != nil {
+	if _, err := a.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Header: h, Data: m.Data}); err != nil {
 		t.Fatal(err)
 	}
 	runWorker(t, a.js, a.cat)

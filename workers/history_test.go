@@ -1,0 +1,246 @@
+package workers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// flood is a job whose handler reports its progress N times.
+type flood struct {
+	N int `json:"n"`
+}
+
+func (flood) Kind() string { return "flood" }
+
+// TestProgressFloodIsRateLimited is the issue's progress flood: a handler
+// calling Progress 100,000 times (spread over about 2.5 seconds) makes at
+// most one progress write per bus.ProgressInterval, plus the final record,
+// counted on the record's subject as the server receives them; the last
+// report is what the final record keeps, with the result.
+func TestProgressFloodIsRateLimited(t *testing.T) {
+	e := newEnv(t, bus.Config{MemoryStorage: true})
+	nc := e.js.Conn()
+	writes := make(chan *nats.Msg, 1000)
+	sub, err := nc.ChanSubscribe(bus.StatusPrefix+".>", writes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	var took time.Duration
+	w := workers.New(e.js, workers.Config{})
+	workers.Register(w, func(ctx context.Context, j *workers.Job[flood]) error {
+		began := time.Now()
+		for i := range j.Args.N {
+			if err := j.Progress(ctx, float64(i+1)/float64(j.Args.N), fmt.Sprintf("step %d", i+1)); err != nil {
+				return err
+			}
+			if i%4000 == 3999 {
+				time.Sleep(100 * time.Millisecond) // 25 pauses: the flood lasts about 2.5 s
+			}
+		}
+		took = time.Since(began)
+		return j.SetResult(map[string]int{"steps": j.Args.N})
+	})
+	stop := start(t, w)
+	id := dispatch(t, e, flood{N: 100_000})
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	var st *bus.JobStatus
+	waitFor(t, 30*time.Second, "the job to succeed", func() bool {
+		st, err = in.Job(context.Background(), id)
+		return err == nil && st.State == bus.JobSucceeded
+	})
+	if err := stop(); err != nil { // flushes the last writes
+		t.Fatal(err)
+	}
+	// The server sends the subscription every record before it answers
+	// this flush: the channel then holds them all.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	allowed := 1 + int(took/bus.ProgressInterval) + 1 + 1 // first write, one per interval, the last flush, the final record
+	got := len(writes)
+	t.Logf("100000 Progress calls in %s made %d writes (at most %d allowed)", took.Round(time.Millisecond), got, allowed)
+	if got > allowed || got < 2 {
+		t.Fatalf("%d record writes for 100000 Progress calls in %s; want 2 to %d", got, took, allowed)
+	}
+	if st.Progress == nil || st.Progress.Done != 1 || st.Progress.Message != "step 100000" || string(st.Result) != `{"steps":100000}` {
+		t.Fatalf("final record: progress %+v result %s", st.Progress, st.Result)
+	}
+	if err := workers.Progress(context.Background(), 0.5, ""); err == nil {
+		t.Error("Progress outside a job's context returned nil")
+	}
+}
+
+// big is a job whose result is too large.
+type big struct{}
+
+func (big) Kind() string { return "big" }
+
+// A result over bus.MaxResult is refused with a clear error, and the job
+// can still succeed without it.
+func TestResultOverTheLimitIsRefused(t *testing.T) {
+	e := newEnv(t, bus.Config{MemoryStorage: true})
+	var setErr atomic.Value
+	w := workers.New(e.js, workers.Config{})
+	workers.Register(w, func(ctx context.Context, j *workers.Job[big]) error {
+		setErr.Store(fmt.Sprint(j.SetResult(make([]byte, bus.MaxResult))))
+		if err := j.SetResult(make([]byte, bus.MaxResult)); !errors.Is(err, workers.ErrResultTooLarge) {
+			return fmt.Errorf("SetResult of a large result: %v", err)
+		}
+		return j.SetResult("small")
+	})
+	start(t, w)
+	id := dispatch(t, e, big{})
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	waitFor(t, 20*time.Second, "the job to succeed with its small result", func() bool {
+		st, err := in.Job(context.Background(), id)
+		return err == nil && st.State == bus.JobSucceeded && string(st.Result) == `"small"`
+	})
+	t.Logf("error: %s", setErr.Load())
+}
+
+// TestHistoryRetentionAndBoundedStorage is the issue's retention test:
+// succeeded jobs are found by ID until the retention ends and not after;
+// and with a byte limit the history stays within it under 200,000 jobs,
+// each with a tag, keeping the newest.
+func TestHistoryRetentionAndBoundedStorage(t *testing.T) {
+	t.Run("retention", func(t *testing.T) {
+		t.Parallel()
+		cfg := bus.Config{MemoryStorage: true, CompletedRetention: 2 * time.Second}
+		e := newEnv(t, cfg)
+		in, _ := bus.NewInspector(e.js, cfg)
+		w := workers.New(e.js, workers.Config{Bus: cfg})
+		workers.RegisterDiagnostics(w)
+		start(t, w)
+		id := dispatch(t, e, workers.Noop{}, bus.Tags("user:7"))
+		waitFor(t, 10*time.Second, "the job to succeed", func() bool {
+			st, err := in.Job(context.Background(), id)
+			return err == nil && st.State == bus.JobSucceeded
+		})
+		if jobs, err := in.Jobs(context.Background(), bus.JobFilter{Tag: "user:7"}); err != nil || len(jobs) != 1 {
+			t.Fatalf("jobs of tag user:7 = %v, %v; want the job", jobs, err)
+		}
+		waitFor(t, 10*time.Second, "the record to expire", func() bool {
+			_, err := in.Job(context.Background(), id)
+			return errors.Is(err, bus.ErrJobNotFound)
+		})
+		if n := natstest.StreamMsgs(t, e.js, bus.HistoryStream); n != 0 {
+			t.Fatalf("%s holds %d messages after the retention, want 0", bus.HistoryStream, n)
+		}
+	})
+	t.Run("bounded", func(t *testing.T) {
+		t.Parallel()
+		const n = 200_000
+		const limit = 8 << 20
+		cfg := bus.Config{MemoryStorage: true, HistoryMaxBytes: limit}
+		e := newEnv(t, cfg)
+		in, _ := bus.NewInspector(e.js, cfg)
+		w := workers.New(e.js, workers.Config{Bus: cfg, Concurrency: 32})
+		workers.RegisterDiagnostics(w)
+		start(t, w)
+		ctx := context.Background()
+		var ids []string
+		for sent := 0; sent < n; sent += 10_000 {
+			batch := make([]bus.DispatchManyParams, 10_000)
+			for i := range batch {
+				batch[i] = bus.DispatchManyParams{Args: workers.Noop{}, Opts: []bus.Option{bus.Tags(fmt.Sprintf("batch:%d", sent/10_000))}}
+			}
+			got, err := e.d.DispatchMany(ctx, batch...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, got...)
+			assertBounded(t, in, limit)
+		}
+		waitFor(t, 120*time.Second, "every job to run", func() bool {
+			assertBounded(t, in, limit)
+			return natstest.StreamMsgs(t, e.js, bus.JobsStream) == 0
+		})
+		// The newest job is found, succeeded; the oldest is gone.
+		var st *bus.JobStatus
+		waitFor(t, 10*time.Second, "the newest job's record", func() bool {
+			var err error
+			st, err = in.Job(ctx, ids[n-1])
+			return err == nil && st.State == bus.JobSucceeded
+		})
+		if _, err := in.Job(ctx, ids[0]); !errors.Is(err, bus.ErrJobNotFound) {
+			t.Fatalf("the oldest job: %v, want ErrJobNotFound (dropped to stay within %d bytes)", err, limit)
+		}
+		h, _ := in.History(ctx)
+		t.Logf("after %d jobs with a tag each: %s holds %d messages in %d bytes (limit %d)", n, bus.HistoryStream, h.Messages, h.Bytes, limit)
+	})
+}
+
+func assertBounded(t *testing.T, in *bus.Inspector, limit uint64) {
+	t.Helper()
+	h, err := in.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Bytes > limit {
+		t.Fatalf("%s holds %d bytes, over its limit of %d", bus.HistoryStream, h.Bytes, limit)
+	}
+}
+
+// Bulk cancels: by queue, the running jobs are stopped and the waiting
+// and delayed ones removed, each recorded as cancelled; by tag, every
+// unfinished job of the tag.
+func TestCancelByQueueAndByTag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{MemoryStorage: true})
+	ctx := context.Background()
+	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "default", "other"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	w := workers.New(e.js, workers.Config{Queues: []string{"default"}, Concurrency: 2})
+	workers.RegisterDiagnostics(w)
+	start(t, w)
+	var ids []string
+	for range 5 {
+		ids = append(ids, dispatch(t, e, workers.Sleep{MS: 30_000}))
+	}
+	ids = append(ids, dispatch(t, e, workers.Noop{}, bus.Delay(time.Hour)))
+	waitFor(t, 10*time.Second, "two jobs running", func() bool {
+		running, err := in.Running(ctx)
+		return err == nil && len(running) == 2
+	})
+	n, err := in.CancelQueue(ctx, "default")
+	if err != nil || n != 6 { // two running, three waiting, one delayed
+		t.Fatalf("CancelQueue = %d, %v; want the 6 jobs", n, err)
+	}
+	waitFor(t, 10*time.Second, "every job of default cancelled", func() bool {
+		for _, id := range ids {
+			if st, err := in.Job(ctx, id); err != nil || st.State != bus.JobCancelled {
+				return false
+			}
+		}
+		return natstest.StreamMsgs(t, e.js, bus.JobsStream) == 0
+	})
+
+	var tagged []string
+	for range 3 {
+		tagged = append(tagged, dispatch(t, e, workers.Noop{}, bus.OnQueue("other"), bus.Tags("batch:9")))
+	}
+	if n, err := in.CancelTag(ctx, "batch:9"); err != nil || n != 3 {
+		t.Fatalf("CancelTag = %d, %v; want 3", n, err)
+	}
+	for _, id := range tagged {
+		if st, err := in.Job(ctx, id); err != nil || st.State != bus.JobCancelled {
+			t.Fatalf("job %s of the tag: %+v, %v", id, st, err)
+		}
+	}
+	if n := natstest.StreamMsgs(t, e.js, bus.JobsStream); n != 0 {
+		t.Fatalf("JOBS holds %d after the cancels", n)
+	}
+}
