@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
@@ -38,6 +39,14 @@ type Config struct {
 	// job of DispatchMany; not Schedule), with the job's queue and kind, for
 	// metrics. It must be quick and safe for concurrent use. Default: nil.
 	OnDispatched func(queue, kind string)
+	// HeadersFromContext are called, in order, for every job a Dispatcher
+	// builds (Dispatch, DispatchJSON, DispatchMany, Prepare, batches and
+	// chains), with the dispatch's context, to add headers taken from it:
+	// readmodel.JobHeaders adds the causal token of the request's writes
+	// (HeaderCausalToken), and a tracer may add its trace context. They
+	// must not set Nats-* headers or the job's own settings, and must be
+	// quick and safe for concurrent use. Default: none.
+	HeadersFromContext []func(ctx context.Context, h nats.Header)
 }
 
 func (c Config) withDefaults() Config {
