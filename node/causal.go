@@ -48,13 +48,16 @@ func (n *Node) openOutbox() error {
 	return nil
 }
 
-// causalJobs is the worker middleware that runs each handler in a
-// readmodel scope starting from the job's causal token
+// CausalJobs is the worker middleware that `work` installs when the app
+// has a database (a program that runs its own workers.Worker adds it to
+// workers.Config.Middleware, and readmodel.JobHeaders to its dispatcher's
+// bus.Config.HeadersFromContext): it runs each handler in a readmodel
+// scope starting from the job's causal token
 // (bus.HeaderCausalToken), so that a job reads the writes of the request
 // that dispatched it, and records the scope's token back on the job when
 // the handler is done, so that what the job's completion dispatches (a
 // batch's callbacks, a chain's next step) reads its writes too.
-func causalJobs(next workers.HandlerFunc) workers.HandlerFunc {
+func CausalJobs(next workers.HandlerFunc) workers.HandlerFunc {
 	return func(ctx context.Context, job *bus.Job) error {
 		ctx = readmodel.JobContext(ctx, job.Header)
 		err := next(ctx, job)
