@@ -70,6 +70,8 @@ type Dispatcher struct {
 	cfg Config
 	// ensured are the queues whose consumer it made sure of.
 	ensured ensuredQueues
+	// batchReady: JOBS was made ready for batches (batch.go).
+	batchReady batchReady
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.

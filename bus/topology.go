@@ -47,11 +47,19 @@ type Config struct {
 	// must not set Nats-* headers or the job's own settings, and must be
 	// quick and safe for concurrent use. Default: none.
 	HeadersFromContext []func(ctx context.Context, h nats.Header)
+	// BatchRetention is how long the state of a batch or chain is kept in
+	// JOBS after its last change (each state message's Nats-TTL): the
+	// longest a batch may run, and how long a finished one stays visible
+	// to `jetfleet queue batch`. Default 7 days.
+	BatchRetention time.Duration
 }
 
 func (c Config) withDefaults() Config {
 	if c.DefaultQueue == "" {
 		c.DefaultQueue = "default"
+	}
+	if c.BatchRetention <= 0 {
+		c.BatchRetention = 7 * 24 * time.Hour
 	}
 	return c
 }
@@ -173,5 +181,7 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.AllowMsgSchedules == want.AllowMsgSchedules &&
 		have.AllowRollup == want.AllowRollup &&
 		have.AllowDirect == want.AllowDirect &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish &&
+		have.AllowMsgTTL == want.AllowMsgTTL &&
 		slices.Equal(have.Subjects, want.Subjects)
 }

@@ -117,6 +117,9 @@ func (l *loop) process(r *run) {
 		l.deadLetter(r, job, fmt.Sprintf("interrupted during its last attempt: delivered %d times with tries %d; the worker running it stopped or died before it finished", job.Attempt, tries), tries)
 		return
 	}
+	if l.skipCancelled(r, job) { // batch.go
+		return
+	}
 	l.execute(r, job, h, tries)
 }
 
@@ -149,7 +152,7 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	switch {
 	case err == nil:
 		r.log.Info().Dur("took", took).Msg("job succeeded")
-		r.finish(r.msg.Ack, "acked")
+		l.acked(r, job) // batch.go: a batch job is acked once its success is recorded
 	case l.jobCtx.Err() != nil:
 		r.log.Warn().Err(err).Dur("took", took).Msg("job interrupted by shutdown; handed back")
 		r.finish(r.msg.Nak, "handed back")
@@ -232,7 +235,7 @@ func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
 		return
 	}
 	r.log.Error().Str("reason", firstLine(reason)).Int("attempts", attempts).Msg("job dead-lettered")
-	r.finish(func() error { return r.msg.TermWithReason("dead-lettered") }, "dead-lettered")
+	l.terminated(r, job) // batch.go: a batch job is terminated once its failure is recorded
 }
 
 func firstLine(s string) string {

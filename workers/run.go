@@ -41,7 +41,9 @@ type loop struct {
 	probes map[string]*probe
 	pauses *pauses // which queues are paused (pause.go)
 	tally  *tally  // settled jobs per queue, for the presence record (presence.go)
-	done   int     // jobs finished, for MaxJobs
+	// batches records the outcomes of batch jobs before they are settled (batch.go).
+	batches *batchLog
+	done    int // jobs finished, for MaxJobs
 
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
@@ -62,6 +64,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.batches = newBatchLog(w.js, w.cfg.Bus, w.log)
 	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).
 		Strs("kinds", w.Kinds()).Msg("worker started")
 	defer l.pauses.stop()
@@ -73,6 +76,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	l.fetchLoop(ctx, w.stopDeadline())
 	l.drain()
+	l.batches.stop(w.cfg.Grace)
 	l.flushSettlements()
 	close(l.work)
 	l.closePullers()
@@ -96,6 +100,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		work:     make(chan *run, w.cfg.Concurrency+maxAhead),
 		inFlight: map[*run]struct{}{}, tally: newTally(),
+		batches: newBatchLog(w.js, w.cfg.Bus, w.log),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
 	for _, name := range names {
