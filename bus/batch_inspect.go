@@ -266,7 +266,7 @@ func (in *Inspector) BatchJobs(ctx context.Context, id string, limit int, states
 	return out, nil
 }
 
-// CancelBatch cancels batch id: workers skip its jobs that have not
+// CancelBatch cancels batch id (or the running step of chain id): workers skip its jobs that have not
 // started (recorded as skipped, never run), jobs already running finish,
 // then and catch are not dispatched, and finally is, once every job has
 // finished or been skipped. A finished batch cannot be cancelled
@@ -276,11 +276,26 @@ func (in *Inspector) CancelBatch(ctx context.Context, id string) error {
 		return err
 	}
 	st := &batchStore{js: in.js, cfg: in.cfg}
-	if err := st.cancel(ctx, id, "cancelled by an operator"); err != nil {
-		if errors.Is(err, ErrBatchFinished) || errors.Is(err, ErrUnknownBatch) {
-			return err
-		}
+	err := st.cancel(ctx, id, "cancelled by an operator")
+	if errors.Is(err, ErrUnknownBatch) && len(id) <= maxChainID {
+		return in.cancelChain(ctx, st, id)
+	}
+	if err != nil && !errors.Is(err, ErrBatchFinished) {
 		return fmt.Errorf("bus: cancel batch %s: %w", id, err)
 	}
-	return nil
+	return err
+}
+
+// cancelChain cancels the step of chain id that runs now: its pending
+// jobs are skipped and no later step is dispatched.
+func (in *Inspector) cancelChain(ctx context.Context, st *batchStore, id string) error {
+	steps, err := in.Chain(ctx, id)
+	if err != nil {
+		return fmt.Errorf("bus: cancel %s: %w", id, ErrUnknownBatch)
+	}
+	last := steps[len(steps)-1]
+	if last.Done() {
+		return fmt.Errorf("bus: cancel chain %s: %w", id, ErrBatchFinished)
+	}
+	return st.cancel(ctx, last.ID, "chain cancelled by an operator")
 }

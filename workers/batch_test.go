@@ -620,3 +620,96 @@ func TestBatchWorkerChild(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// chainRuns notes when each job of the chain tests ran.
+type chainRuns struct {
+	mu sync.Mutex
+	at map[int]time.Time
+}
+
+func (c *chainRuns) ran(n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.at[n]
+	return ok
+}
+
+// TestChainStopsAtFailure is the chain test: a chain of 3 whose
+// second step fails for good: the third never runs, catch runs once (and
+// finally once, then never).
+func TestChainStopsAtFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	cbs := newCallbackLog()
+	runs := &chainRuns{at: map[int]time.Time{}}
+	start(t, batchWorker(e, "default", 4, cbs, func(_ context.Context, j *workers.Job[batchJob]) error {
+		runs.mu.Lock()
+		runs.at[j.Args.N] = time.Now()
+		runs.mu.Unlock()
+		if j.Args.Fail {
+			return workers.Permanent(errors.New("step 2 fails for good"))
+		}
+		return nil
+	}))
+	id, err := e.d.Chain(ctx, bus.Steps(batchJob{N: 1}, batchJob{N: 2, Fail: true}, batchJob{N: 3}), allCallbacks()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cbs.wait(t, 30*time.Second, "catch and finally", func() bool {
+		return cbs.stored("catch", id) == 1 && cbs.stored("finally", id) == 1
+	})
+	waitIdle(t, e, "default")
+	if !runs.ran(1) || !runs.ran(2) || runs.ran(3) {
+		t.Fatalf("ran steps %v; want 1 and 2, never 3", runs.at)
+	}
+	if th, ca, fi := cbs.stored("then", id), cbs.stored("catch", id), cbs.stored("finally", id); th != 0 || ca != 1 || fi != 1 {
+		t.Fatalf("callbacks: then %d, catch %d, finally %d", th, ca, fi)
+	}
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	steps, err := in.Chain(ctx, id)
+	if err != nil || len(steps) != 2 || steps[0].State != bus.BatchSucceeded || steps[1].State != bus.BatchFailed || steps[1].Steps != 3 {
+		t.Fatalf("Chain = %+v, %v", steps, err)
+	}
+}
+
+// TestChainWithBatchStep: a chain whose middle step is a batch of 5 jobs:
+// the third step starts only after every job of the batch, which starts
+// only after the first step; then and finally run once.
+func TestChainWithBatchStep(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	cbs := newCallbackLog()
+	runs := &chainRuns{at: map[int]time.Time{}}
+	start(t, batchWorker(e, "default", 8, cbs, func(_ context.Context, j *workers.Job[batchJob]) error {
+		time.Sleep(time.Duration(j.Args.N%3) * 5 * time.Millisecond) // jobs of uneven length
+		runs.mu.Lock()
+		runs.at[j.Args.N] = time.Now()
+		runs.mu.Unlock()
+		return nil
+	}))
+	middle := make([]bus.DispatchManyParams, 5)
+	for i := range middle {
+		middle[i] = bus.DispatchManyParams{Args: batchJob{N: 10 + i}}
+	}
+	steps := []bus.Step{bus.StepJob(batchJob{N: 1}), bus.StepBatch(middle), bus.StepJob(batchJob{N: 2})}
+	id, err := e.d.Chain(ctx, steps, bus.Then(callbackJob{Name: "then"}), bus.Finally(callbackJob{Name: "finally"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cbs.wait(t, 30*time.Second, "then and finally", func() bool {
+		return cbs.stored("then", id) == 1 && cbs.stored("finally", id) == 1
+	})
+	waitIdle(t, e, "default")
+	runs.mu.Lock()
+	defer runs.mu.Unlock()
+	for i := 10; i < 15; i++ {
+		if !runs.at[1].Before(runs.at[i]) || !runs.at[i].Before(runs.at[2]) {
+			t.Fatalf("batch job %d ran at %v: not after step 1 (%v) and before step 3 (%v)", i, runs.at[i], runs.at[1], runs.at[2])
+		}
+	}
+	if th, fi := cbs.stored("then", id), cbs.stored("finally", id); th != 1 || fi != 1 {
+		t.Fatalf("then %d, finally %d", th, fi)
+	}
+}
