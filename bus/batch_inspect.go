@@ -196,10 +196,10 @@ func callbackOf(name string, m flowMsg, released bool) BatchCallback {
 }
 
 // Batches lists the batches JOBS holds (those changed within
-// Config.BatchRetention), newest first: their summaries from one direct
-// get of every batch's last summary, at most 1,024 (the server's cap on
-// such a get; an error past it), without the per-chunk counts of running
-// batches (Pending counts them as not finished). Batch gives one exactly.
+// Config.BatchRetention), newest first, with exact counts: one direct get
+// of every batch's last summary, at most 1,024 (the server's cap on such
+// a get; an error past it), and one of the chunks of each batch that has
+// not finished. The callbacks are not listed (Batch has them).
 func (in *Inspector) Batches(ctx context.Context) ([]BatchStatus, error) {
 	msgs, err := lastPerSubject(ctx, in.js, JobsStream, BatchPrefix+".*.sum")
 	if err != nil {
@@ -216,7 +216,13 @@ func (in *Inspector) Batches(ctx context.Context) ([]BatchStatus, error) {
 		}
 		subj := m.Header.Get("Nats-Subject")
 		id := strings.TrimSuffix(strings.TrimPrefix(subj, BatchPrefix+"."), ".sum")
-		out = append(out, batchStatus(&batchDef{ID: id}, &sum, nil))
+		var chunks map[int]chunk
+		if !sum.Finished {
+			if chunks, err = in.batchChunks(ctx, id); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, batchStatus(&batchDef{ID: id}, &sum, chunks))
 	}
 	slices.SortFunc(out, func(a, b BatchStatus) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	return out, nil

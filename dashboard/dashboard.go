@@ -30,6 +30,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -186,6 +187,7 @@ func (d *Dashboard) Routes(mux *http.ServeMux) {
 		"POST " + p + "/queues/{queue}/resume": d.postResume,
 		p + "/":                                http.NotFound,
 	}
+	maps.Copy(routes, d.batchRoutes(p)) // batches.go
 	for pattern, h := range routes {
 		mux.Handle(pattern, d.guard(h))
 	}

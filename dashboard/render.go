@@ -23,7 +23,7 @@ type pageTemplate struct {
 
 // pageNames are the pages; each templates/<name>.html defines "content"
 // and, for live pages, "live".
-var pageNames = []string{"overview", "failed", "job"}
+var pageNames = []string{"overview", "failed", "job", "batches", "batch"}
 
 func parsePages() (map[string]*pageTemplate, error) {
 	out := map[string]*pageTemplate{}
@@ -87,6 +87,7 @@ var notices = map[string]string{
 	"forgotten": "Forgot %s failed job(s).",
 	"paused":    "Paused queue %s: workers take no new job from it.",
 	"resumed":   "Resumed queue %s.",
+	"cancelled": "Cancelled batch %s: its pending jobs will be skipped; jobs already running finish.",
 }
 
 func notice(q url.Values) string {
@@ -127,6 +128,7 @@ var funcs = template.FuncMap{
 		return line
 	},
 	"add": func(a, b int) int { return a + b },
+	"sub": func(a, b int) int { return a - b },
 }
 
 // age is a short duration: 45s, 12m, 3h, 2d; "—" for zero.

@@ -24,7 +24,7 @@ type queueCommand struct {
 }
 
 func queueCommands() []queueCommand {
-	return []queueCommand{
+	return append([]queueCommand{
 		{"failed", "[--queue q] [--kind k] [--since 24h] [--limit 50] [--json]", "list failed jobs, newest first", runQueueFailed},
 		{"show", "<id> [--json]", "show one failed job whole: headers, body, full error", runQueueShow},
 		{"retry", "<id>... | all [--queue q] [--kind k] [--since 24h]", "put failed jobs back on their queues", runQueueRetry},
@@ -34,7 +34,7 @@ func queueCommands() []queueCommand {
 		{"monitor", "high:100,default:1000 [--max N] [--max-wait 60s] [--every 1m]", "alert on queues over their size or wait", runQueueMonitor},
 		{"pause", "<queue>", "workers stop taking jobs from a queue, fleet-wide", runQueuePause},
 		{"resume", "<queue>", "workers take jobs from a paused queue again", runQueueResume},
-	}
+	}, batchQueueCommands()...) // queue_batch.go
 }
 
 // queueAliases are the Laravel names of the subcommands (queue:failed...).
