@@ -151,14 +151,17 @@ func (r *BatchRecorder) evictLocked() {
 // jobs are skipped (recorded BatchJobSkipped without running). An unknown
 // batch is not cancelled.
 func (r *BatchRecorder) Cancelled(ctx context.Context, id string) (bool, error) {
-	r.listen()
-	b := r.entry(id)
 	r.mu.Lock()
-	if b.cancelled || time.Since(b.checkedAt) < cancelCheckEvery {
+	if r.sub == nil {
+		r.listenLocked()
+	}
+	b := r.batches[id]
+	if b != nil && (b.cancelled || time.Since(b.checkedAt) < cancelCheckEvery) {
 		defer r.mu.Unlock()
 		return b.cancelled, nil
 	}
 	r.mu.Unlock()
+	b = r.entry(id)
 	sum, _, err := r.st.sum(ctx, id)
 	if errors.Is(err, ErrUnknownBatch) {
 		sum, err = &batchSum{}, nil
@@ -173,13 +176,8 @@ func (r *BatchRecorder) Cancelled(ctx context.Context, id string) (bool, error) 
 	return b.cancelled, nil
 }
 
-// listen subscribes to cancel announcements once.
-func (r *BatchRecorder) listen() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.sub != nil {
-		return
-	}
+// listenLocked subscribes to cancel announcements; r.mu is held.
+func (r *BatchRecorder) listenLocked() {
 	sub, err := r.st.js.Conn().Subscribe(BatchCancelledSubject, func(m *nats.Msg) {
 		id := string(m.Data)
 		if ValidateBatchID(id) != nil {
