@@ -30,6 +30,7 @@ type batchLog struct {
 	mu      sync.Mutex
 	queue   []batchRecord
 	pending sync.WaitGroup // records handed over and not yet written
+	room    chan struct{}  // one token per record held: bounds the queue
 	wake    chan struct{}
 	stopped chan struct{}
 	done    chan struct{}
@@ -47,7 +48,7 @@ type batchRecord struct {
 
 func newBatchLog(js jetstream.JetStream, cfg bus.Config, log zerolog.Logger) *batchLog {
 	b := &batchLog{
-		rec: bus.NewBatchRecorder(js, cfg), log: log,
+		rec: bus.NewBatchRecorder(js, cfg), log: log, room: make(chan struct{}, maxBatchRecords),
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}), done: make(chan struct{}),
 	}
 	go b.loop()
@@ -70,8 +71,14 @@ func (b *batchLog) stop(grace time.Duration) {
 	b.rec.Close()
 }
 
+// maxBatchRecords bounds the outcomes waiting to be written: past it, a
+// job goroutine waits for room, so a log that cannot write (NATS trouble)
+// slows the worker down instead of holding ever more jobs.
+const maxBatchRecords = 10_000
+
 // add hands an outcome over to be written.
 func (b *batchLog) add(rec batchRecord) {
+	b.room <- struct{}{}
 	b.pending.Add(1)
 	b.mu.Lock()
 	b.queue = append(b.queue, rec)
@@ -132,6 +139,9 @@ func (b *batchLog) write(recs []batchRecord) {
 			b.log.Error().Err(err).Str("batch", id).Int("jobs", len(group)).Msg("could not record batch outcomes; the jobs will be delivered again")
 		}
 		b.pending.Add(-len(group))
+		for range group {
+			<-b.room
+		}
 	}
 }
 
