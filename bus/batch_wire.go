@@ -35,7 +35,11 @@ const (
 const (
 	errCodeWrongLastSeq    = 10071 // a compare-and-set lost: the subject moved on
 	errCodeAtomicDuplicate = 10201 // an atomic batch holds a Nats-Msg-Id already stored
+	errCodeAtomicInflight  = 10210 // too many atomic batches open on the stream (50) or server (1,000)
 )
+
+// errBusy is an atomic publish refused because too many were open at once.
+var errBusy = errors.New("bus: too many atomic publishes in flight")
 
 // errConflict is a compare-and-set that lost: the subject's last sequence
 // was not the expected one. The caller reads again and retries.
@@ -75,6 +79,8 @@ func requestPublish(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (uint64, 
 			return 0, fmt.Errorf("%w (%s)", errConflict, resp.Error.Description)
 		case errCodeAtomicDuplicate:
 			return 0, fmt.Errorf("%w (%s)", errDuplicate, resp.Error.Description)
+		case errCodeAtomicInflight:
+			return 0, fmt.Errorf("%w (%s)", errBusy, resp.Error.Description)
 		}
 		return 0, fmt.Errorf("bus: publish %s: %s (%d/%d)", msg.Subject, resp.Error.Description, resp.Error.Code, resp.Error.ErrCode)
 	}
@@ -82,14 +88,33 @@ func requestPublish(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (uint64, 
 }
 
 // publishAtomic stores msgs in one stream all together or not at all (an
-// atomic batch publish): every message but the last is sent without
-// waiting, the last commits and carries the one request. It returns the
-// sequence of the last message. The stream must allow atomic publish, and
-// the server caps a batch (1,000 messages by default).
+// atomic batch publish): the first message is a request, so that a batch
+// the server cannot open now (too many open at once: 50 per stream, 1,000
+// per server by default) is known at once and tried again, for up to
+// about 5 seconds; the others but the last are sent without waiting, and
+// the last commits. It returns the sequence of the last message. The
+// stream must allow atomic publish, and the server caps a batch (1,000
+// messages by default).
 func publishAtomic(ctx context.Context, nc *nats.Conn, msgs []*nats.Msg) (uint64, error) {
 	if len(msgs) == 1 {
 		return requestPublish(ctx, nc, msgs[0])
 	}
+	wait := 20 * time.Millisecond
+	for try := 0; ; try++ {
+		seq, err := publishAtomicOnce(ctx, nc, msgs)
+		if !errors.Is(err, errBusy) || try == 10 {
+			return seq, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+func publishAtomicOnce(ctx context.Context, nc *nats.Conn, msgs []*nats.Msg) (uint64, error) {
 	id := nuid.Next()
 	for i, m := range msgs {
 		if m.Header == nil {
@@ -97,15 +122,44 @@ func publishAtomic(ctx context.Context, nc *nats.Conn, msgs []*nats.Msg) (uint64
 		}
 		m.Header[headerBatchID] = []string{id}
 		m.Header[headerBatchSeq] = []string{strconv.Itoa(i + 1)}
-		if i == len(msgs)-1 {
+		delete(m.Header, headerBatchCommit)
+		switch i {
+		case len(msgs) - 1:
 			m.Header[headerBatchCommit] = []string{"1"}
 			return requestPublish(ctx, nc, m)
-		}
-		if err := nc.PublishMsg(m); err != nil {
-			return 0, fmt.Errorf("bus: atomic publish: %w", err)
+		case 0:
+			if err := openAtomic(ctx, nc, m); err != nil {
+				return 0, err
+			}
+		default:
+			if err := nc.PublishMsg(m); err != nil {
+				return 0, fmt.Errorf("bus: atomic publish: %w", err)
+			}
 		}
 	}
 	return 0, nil
+}
+
+// openAtomic sends the first message of an atomic batch as a request: the
+// server answers with an empty message once it holds it, or an error.
+func openAtomic(ctx context.Context, nc *nats.Conn, m *nats.Msg) error {
+	rctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	reply, err := nc.RequestMsgWithContext(rctx, m)
+	if err != nil {
+		return fmt.Errorf("bus: atomic publish %s: %w", m.Subject, err)
+	}
+	if len(reply.Data) == 0 {
+		return nil
+	}
+	var resp pubResponse
+	if err := json.Unmarshal(reply.Data, &resp); err != nil || resp.Error == nil {
+		return nil
+	}
+	if resp.Error.ErrCode == errCodeAtomicInflight {
+		return fmt.Errorf("%w (%s)", errBusy, resp.Error.Description)
+	}
+	return fmt.Errorf("bus: atomic publish %s: %s (%d/%d)", m.Subject, resp.Error.Description, resp.Error.Code, resp.Error.ErrCode)
 }
 
 // storedMsg is a message read back from a stream.
