@@ -73,6 +73,8 @@ type Dispatcher struct {
 	tracer trace.Tracer // nil: tracing off (trace.go)
 	// ensured are the queues whose consumer it made sure of.
 	ensured ensuredQueues
+	// batchReady: JOBS was made ready for batches (batch.go).
+	batchReady batchReady
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.
@@ -90,7 +92,7 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 // Dispatch enqueues args as a job and returns its ID once JetStream has
 // acknowledged storing it.
 func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (string, error) {
-	msg, id, err := d.encode(args, opts)
+	msg, id, err := d.encode(ctx, args, opts)
 	if err != nil {
 		return "", err
 	}
@@ -100,7 +102,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (s
 // DispatchJSON enqueues a job of kind whose arguments are already JSON, as
 // other languages and the CLI send them.
 func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte, opts ...Option) (string, error) {
-	msg, id, err := d.build(kind, body, opts)
+	msg, id, err := d.build(ctx, kind, body, opts)
 	if err != nil {
 		return "", err
 	}
@@ -147,20 +149,35 @@ func (e *BatchError) Unwrap() []error { return e.Errs }
 func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParams) ([]string, error) {
 	ids := make([]string, len(jobs))
 	errs := make([]error, len(jobs))
-	futures := make([]jetstream.PubAckFuture, len(jobs))
-	awaited := 0 // every future before this index has been awaited
+	msgs := make([]*nats.Msg, len(jobs))
 	ctx, span := d.startBatch(ctx, len(jobs))
 	for i, p := range jobs {
-		msg, id, err := d.encode(p.Args, p.Opts)
-		if err == nil {
-			err = d.injectBatch(ctx, msg)
+		msgs[i], ids[i], errs[i] = d.encode(ctx, p.Args, p.Opts)
+		if errs[i] == nil {
+			errs[i] = d.injectBatch(ctx, msgs[i])
 		}
-		if err != nil {
-			errs[i] = err
+		if errs[i] != nil {
+			msgs[i], ids[i] = nil, ""
+		}
+	}
+	d.publishAll(ctx, msgs, errs)
+	err := batchError(errs)
+	endSpan(span, err)
+	return ids, err
+}
+
+// publishAll publishes msgs (nil ones are skipped) with asynchronous
+// publishes in a sliding window, indexes the tags of those stored, and
+// records each one's outcome in errs, which is aligned with msgs.
+func (d *Dispatcher) publishAll(ctx context.Context, msgs []*nats.Msg, errs []error) {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	awaited := 0 // every future before this index has been awaited
+	for i, msg := range msgs {
+		if msg == nil {
 			continue
 		}
 		d.ensureQueueOf(ctx, msg)
-		ids[i] = id
+		var err error
 		for {
 			futures[i], err = d.js.PublishMsgAsync(msg)
 			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || awaited >= i {
@@ -183,9 +200,6 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 			d.dispatched(f.Msg())
 		}
 	}
-	err := batchError(errs)
-	endSpan(span, err)
-	return ids, err
 }
 
 // awaitOldest awaits the first outstanding future in futures[from:until],
@@ -225,7 +239,7 @@ func (d *Dispatcher) awaitAck(ctx context.Context, f jetstream.PubAckFuture) err
 	}
 }
 
-func (d *Dispatcher) encode(args Args, opts []Option) (*nats.Msg, string, error) {
+func (d *Dispatcher) encode(ctx context.Context, args Args, opts []Option) (*nats.Msg, string, error) {
 	if args == nil {
 		return nil, "", fmt.Errorf("%w: args are nil", ErrInvalid)
 	}
@@ -234,17 +248,17 @@ func (d *Dispatcher) encode(args Args, opts []Option) (*nats.Msg, string, error)
 		return nil, "", fmt.Errorf("%w: args of kind %q do not encode as JSON: %v", ErrInvalid, args.Kind(), err)
 	}
 	// json.Marshal returns valid JSON or an error, so it is not checked again.
-	return d.buildMsg(args.Kind(), body, opts, false)
+	return d.buildMsg(ctx, args.Kind(), body, opts, false)
 }
 
 // build makes the message of a job whose body came from outside as JSON.
-func (d *Dispatcher) build(kind string, body []byte, opts []Option) (*nats.Msg, string, error) {
-	return d.buildMsg(kind, body, opts, true)
+func (d *Dispatcher) build(ctx context.Context, kind string, body []byte, opts []Option) (*nats.Msg, string, error) {
+	return d.buildMsg(ctx, kind, body, opts, true)
 }
 
 // buildMsg validates a job and makes its message; checkJSON is false only
 // for bodies json.Marshal produced.
-func (d *Dispatcher) buildMsg(kind string, body []byte, opts []Option, checkJSON bool) (*nats.Msg, string, error) {
+func (d *Dispatcher) buildMsg(ctx context.Context, kind string, body []byte, opts []Option, checkJSON bool) (*nats.Msg, string, error) {
 	o := options{queue: d.cfg.DefaultQueue}
 	for _, opt := range opts {
 		opt(&o)
@@ -258,6 +272,7 @@ func (d *Dispatcher) buildMsg(kind string, body []byte, opts []Option, checkJSON
 	// HeaderMsgID is already in canonical form, so no Header.Set is needed.
 	msg := &nats.Msg{Subject: wire.JobIDSubject(o.queue, kind, o.id), Header: nats.Header{HeaderMsgID: []string{o.id}}, Data: body}
 	o.setSettings(msg.Header)
+	d.headersFromContext(ctx, msg.Header)
 	if at := o.readyAt(); !at.IsZero() {
 		scheduleAt(msg, o.queue, o.id, at)
 	}

@@ -58,7 +58,9 @@ func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args,
 	if args == nil {
 		return fmt.Errorf("%w: args are nil", ErrInvalid)
 	}
-	msg, _, err := d.encode(args, opts)
+	// Every run of a schedule is its own job: none carries the headers of
+	// the context that registered it (Config.HeadersFromContext).
+	msg, _, err := d.encode(context.Background(), args, opts)
 	if err != nil {
 		return err
 	}
@@ -67,7 +69,7 @@ func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args,
 
 // ScheduleJSON is Schedule for arguments that are already JSON.
 func (d *Dispatcher) ScheduleJSON(ctx context.Context, name, spec, kind string, body []byte, opts ...Option) error {
-	msg, _, err := d.build(kind, body, opts)
+	msg, _, err := d.build(context.Background(), kind, body, opts)
 	if err != nil {
 		return err
 	}

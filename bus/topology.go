@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
@@ -58,11 +59,27 @@ type Config struct {
 	// with a no-op provider a dispatch starts no span and only passes on
 	// the caller's trace.
 	TracerProvider trace.TracerProvider
+	// HeadersFromContext are called, in order, for every job a Dispatcher
+	// builds (Dispatch, DispatchJSON, DispatchMany, Prepare, batches and
+	// chains), with the dispatch's context, to add headers taken from it:
+	// readmodel.JobHeaders adds the causal token of the request's writes
+	// (HeaderCausalToken), and a tracer may add its trace context. They
+	// must not set Nats-* headers or the job's own settings, and must be
+	// quick and safe for concurrent use. Default: none.
+	HeadersFromContext []func(ctx context.Context, h nats.Header)
+	// BatchRetention is how long the state of a batch or chain is kept in
+	// JOBS after its last change (each state message's Nats-TTL): the
+	// longest a batch may run, and how long a finished one stays visible
+	// to `jetfleet queue batch`. Default 7 days.
+	BatchRetention time.Duration
 }
 
 func (c Config) withDefaults() Config {
 	if c.DefaultQueue == "" {
 		c.DefaultQueue = "default"
+	}
+	if c.BatchRetention <= 0 {
+		c.BatchRetention = 7 * 24 * time.Hour
 	}
 	return c
 }
@@ -214,6 +231,8 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		limitEqual(have.MaxMsgsPerSubject, want.MaxMsgsPerSubject) &&
 		have.Discard == want.Discard &&
 		have.PersistMode == want.PersistMode &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish &&
+		have.AllowMsgTTL == want.AllowMsgTTL &&
 		slices.Equal(have.Subjects, want.Subjects)
 }
 

@@ -34,6 +34,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -202,6 +203,7 @@ func (d *Dashboard) Routes(mux *http.ServeMux) {
 		"GET " + p + "/fragments/kinds":        d.serveKindsFragment,
 		p + "/":                                http.NotFound,
 	}
+	maps.Copy(routes, d.batchRoutes(p)) // batches.go
 	for pattern, h := range routes {
 		mux.Handle(pattern, d.guard(h))
 	}

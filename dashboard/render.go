@@ -23,7 +23,7 @@ type pageTemplate struct {
 
 // pageNames are the pages; each templates/<name>.html defines "content"
 // and, for live pages, "live".
-var pageNames = []string{"overview", "failed", "job", "jobs", "jobpage", "kinds"}
+var pageNames = []string{"overview", "failed", "job", "jobs", "jobpage", "kinds", "batches", "batch"}
 
 func parsePages() (map[string]*pageTemplate, error) {
 	out := map[string]*pageTemplate{}
@@ -83,11 +83,12 @@ func (d *Dashboard) render(w http.ResponseWriter, page string, v *view, fragment
 // notices are the outcomes an action redirects with (?done=...&n=...): codes,
 // not text, so a link cannot make the page say anything.
 var notices = map[string]string{
-	"retried":   "Retried %s job(s): back on their queues.",
-	"forgotten": "Forgot %s failed job(s).",
-	"paused":    "Paused queue %s: workers take no new job from it.",
-	"resumed":   "Resumed queue %s.",
-	"cancelled": "Cancelled job %s: it will not run (again).",
+	"retried":         "Retried %s job(s): back on their queues.",
+	"forgotten":       "Forgot %s failed job(s).",
+	"paused":          "Paused queue %s: workers take no new job from it.",
+	"resumed":         "Resumed queue %s.",
+	"cancelled":       "Cancelled job %s: it will not run (again).",
+	"batch-cancelled": "Cancelled batch %s: its pending jobs will be skipped; jobs already running finish.",
 }
 
 func notice(q url.Values) string {
@@ -128,6 +129,7 @@ var funcs = template.FuncMap{
 		return line
 	},
 	"add":     func(a, b int) int { return a + b },
+	"sub":     func(a, b int) int { return a - b },
 	"runtime": runTime,
 	"rate": func(v float64) string {
 		if v < 10 {

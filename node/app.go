@@ -62,6 +62,10 @@ type Services struct {
 	Dispatcher *bus.Dispatcher
 	// DB is the read model; nil when the app has no Migrations.
 	DB *readmodel.DB
+	// Outbox dispatches jobs after a transaction on DB commits
+	// (Outbox.Tx, then tx.Dispatch); every serve and work process relays
+	// what a dead process left in it. Nil when DB is.
+	Outbox *readmodel.Outbox
 	// Sessions is the session manager of a web node (SESSION_*); nil in a
 	// worker process and before Routes is called.
 	Sessions *sessions.Manager

@@ -279,7 +279,8 @@ func LoopbackDefault(addr string) string {
 
 func runMigrate(ctx context.Context, app App, prog string, args []string, cfg Config) error {
 	fs := NewFlagSet(cfg.Stderr, prog, "migrate", "migrate\n\n"+
-		"Applies the database schema that this binary embeds to the database named by DB_CONNECTION,\n"+
+		"Applies jetfleet's own tables (the job outbox) and the database schema that this binary embeds\n"+
+		"to the database named by DB_CONNECTION,\n"+
 		"DB_HOST/DB_WRITE_HOST, DB_PORT, DB_DATABASE, DB_USERNAME and DB_PASSWORD (default: SQLite\n"+
 		"at ./data/jetfleet.db). Safe to run from several processes at once.")
 	if err := ParseNoArgs(fs, args); err != nil {
@@ -293,7 +294,7 @@ func runMigrate(ctx context.Context, app App, prog string, args []string, cfg Co
 		return err
 	}
 	defer db.Close()
-	applied, err := readmodel.Migrate(ctx, db, app.Migrations)
+	applied, err := readmodel.MigrateAll(ctx, db, app.Migrations)
 	for _, name := range applied {
 		fmt.Fprintf(cfg.Stdout, "applied %s\n", name)
 	}

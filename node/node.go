@@ -71,6 +71,7 @@ type Node struct {
 	tr  *tracing
 	// closers undo what Open made, in reverse order.
 	closers []func()
+	relay   relay
 }
 
 // Open connects to NATS, opens the database when the app has migrations
@@ -100,6 +101,7 @@ func (n *Node) open(ctx context.Context) error {
 	n.s.Bus.Replicas = n.cfg.Replicas
 	n.s.Bus.OnDispatched = n.obs.jobs.Dispatched
 	n.s.Bus.TracerProvider = n.s.TracerProvider
+	n.s.Bus.HeadersFromContext = append(n.s.Bus.HeadersFromContext, readmodel.JobHeaders)
 	if err := n.connect(); err != nil {
 		return err
 	}
@@ -156,10 +158,13 @@ func (n *Node) openDB(ctx context.Context) error {
 	n.s.DB = db
 	n.onClose(func() { db.Close() })
 	n.cfg.Logger.Info().Str("db", db.Driver()).Str("where", dbWhere(db, n.cfg)).Msg("read model ready")
+	if err := n.openOutbox(); err != nil {
+		return err
+	}
 	if !n.cfg.Migrate {
 		return nil
 	}
-	applied, err := readmodel.Migrate(ctx, db, n.app.Migrations)
+	applied, err := readmodel.MigrateAll(ctx, db, n.app.Migrations)
 	if len(applied) > 0 {
 		n.cfg.Logger.Info().Strs("applied", applied).Msg("database schema migrated")
 	}

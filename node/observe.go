@@ -64,6 +64,9 @@ func (n *Node) mountWeb(mux *http.ServeMux, handler http.Handler, health *health
 	if _, err := metrics.NewQueueCollector(n.obs.reg, in, metrics.QueueConfig{}); err != nil {
 		return nil, err
 	}
+	if _, err := metrics.NewBatchCollector(n.obs.reg, in, metrics.QueueConfig{}); err != nil {
+		return nil, err
+	}
 	if n.s.DB != nil {
 		if err := metrics.RegisterDBMembers(n.obs.reg, n.s.DB.Members); err != nil {
 			return nil, err

@@ -64,6 +64,7 @@ func (n *Node) Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
+	n.startRelay(ctx)
 	agentDone := n.serveAgent(ctx, health, cfg.AgentListener)
 	n.cfg.Logger.Info().Str("http_url", HTTPURL(cfg.Listener.Addr())).Str("nats_url", ConnectedURL(n.s.Conn)).
 		Str("app", n.Name()).Str("drain_delay", drainDelayText(cfg.DrainDelay)).Str("grace", cmp.Or(cfg.Grace, 30*time.Second).String()).

@@ -48,6 +48,10 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	}
 	stopSamples := n.instrumentWorkers(ctx, &wcfg) // metrics and the dashboard's samples
 	defer stopSamples()
+	if n.s.DB != nil {
+		wcfg.Middleware = append(wcfg.Middleware, CausalJobs) // handlers read their dispatcher's writes
+		n.startRelay(ctx)
+	}
 	w := workers.New(n.s.JetStream, wcfg)
 	if !cfg.NoDiagnostics {
 		workers.RegisterDiagnostics(w)

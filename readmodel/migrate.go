@@ -37,15 +37,54 @@ type migration struct {
 // EXISTS). SQLite: everything runs in one BEGIN IMMEDIATE transaction, so a
 // failure applies nothing.
 func Migrate(ctx context.Context, db *DB, fsys fs.FS) ([]string, error) {
+	return migrate(ctx, db, source{fsys: fsys, table: appVersions})
+}
+
+// MigrateAll applies jetfleet's own tables (the outbox of MigrateOutbox)
+// and then the application's migrations in fsys (as Migrate does), under
+// one lock, so that of several processes running it at once exactly one
+// applies each file. jetfleet's files are named "jetfleet/<file>" in what
+// it returns. Package node's `migrate` runs it.
+func MigrateAll(ctx context.Context, db *DB, fsys fs.FS) ([]string, error) {
+	own, err := outboxSource()
+	if err != nil {
+		return nil, err
+	}
+	return migrate(ctx, db, own, source{fsys: fsys, table: appVersions})
+}
+
+// versionTable is where a set of migrations records what it applied: the
+// application's in schema_migrations, jetfleet's own (MigrateOutbox) in
+// jetfleet_schema_migrations, so their version numbers never collide.
+type versionTable string
+
+const (
+	appVersions      versionTable = "schema_migrations"
+	jetfleetVersions versionTable = "jetfleet_schema_migrations"
+)
+
+// source is one set of migrations: its files, where it records them, and
+// the prefix of their names in what Migrate returns.
+type source struct {
+	fsys   fs.FS
+	table  versionTable
+	prefix string
+	ms     []migration
+}
+
+func migrate(ctx context.Context, db *DB, sources ...source) ([]string, error) {
 	if db.primary.readOnly.Load() {
 		return nil, fmt.Errorf("readmodel: migrate: primary %s has @@read_only ON: %w", db.primary.addr, ErrReadOnly)
 	}
-	if fsys == nil {
-		return nil, errors.New("readmodel: migrate: no migrations (fsys is nil)")
-	}
-	ms, err := loadMigrations(fsys, db.Driver())
-	if err != nil {
-		return nil, err
+	for i := range sources {
+		if sources[i].fsys == nil {
+			return nil, errors.New("readmodel: migrate: no migrations (fsys is nil)")
+		}
+		ms, err := loadMigrations(sources[i].fsys, db.Driver())
+		if err != nil {
+			return nil, err
+		}
+		sources[i].ms = ms
 	}
 	c, err := db.Writer().Connx(ctx)
 	if err != nil {
@@ -54,11 +93,26 @@ func Migrate(ctx context.Context, db *DB, fsys fs.FS) ([]string, error) {
 	defer c.Close()
 	var applied []string
 	if db.Driver() == DriverSQLite {
-		applied, err = migrateSQLite(ctx, c, ms)
+		applied, err = migrateSQLite(ctx, c, sources)
 	} else {
-		applied, err = migrateMySQL(ctx, c, ms)
+		applied, err = migrateMySQL(ctx, c, sources)
 	}
 	return applied, wrapErr(db.primary, err)
+}
+
+// applyAll applies each source's pending migrations in turn.
+func applyAll(ctx context.Context, c *sqlx.Conn, dialect string, sources []source) ([]string, error) {
+	var applied []string
+	for _, src := range sources {
+		names, err := applyPending(ctx, c, src.table, dialect, src.ms)
+		for _, n := range names {
+			applied = append(applied, src.prefix+n)
+		}
+		if err != nil {
+			return applied, err
+		}
+	}
+	return applied, nil
 }
 
 // loadMigrations reads fsys/dialect/*.sql, sorted by version.
@@ -92,20 +146,24 @@ func loadMigrations(fsys fs.FS, dialect string) ([]migration, error) {
 	return ms, nil
 }
 
-const mysqlVersionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
-  version BIGINT NOT NULL PRIMARY KEY,
-  name VARCHAR(255) NOT NULL,
-  applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-)`
-
-const sqliteVersionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+// createVersionTable is the statement that creates table in dialect.
+func createVersionTable(table versionTable, dialect string) string {
+	if dialect == DriverSQLite {
+		return `CREATE TABLE IF NOT EXISTS ` + string(table) + ` (
   version INTEGER NOT NULL PRIMARY KEY,
   name TEXT NOT NULL,
   applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
 )`
+	}
+	return `CREATE TABLE IF NOT EXISTS ` + string(table) + ` (
+  version BIGINT NOT NULL PRIMARY KEY,
+  name VARCHAR(255) NOT NULL,
+  applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+)`
+}
 
-// migrateMySQL applies ms under a named lock held by connection c.
-func migrateMySQL(ctx context.Context, c *sqlx.Conn, ms []migration) (applied []string, err error) {
+// migrateMySQL applies the sources under a named lock held by connection c.
+func migrateMySQL(ctx context.Context, c *sqlx.Conn, sources []source) (applied []string, err error) {
 	const lock = "LEFT(CONCAT('schema_migrations.', IFNULL(DATABASE(), '')), 64)" // lock names are at most 64 characters
 	wait := 600.0
 	if dl, ok := ctx.Deadline(); ok {
@@ -122,12 +180,12 @@ func migrateMySQL(ctx context.Context, c *sqlx.Conn, ms []migration) (applied []
 		_, rerr := c.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK("+lock+")")
 		err = errors.Join(err, rerr)
 	}()
-	return applyPending(ctx, c, mysqlVersionTable, ms)
+	return applyAll(ctx, c, DriverMySQL, sources)
 }
 
 // migrateSQLite applies ms in one transaction that takes the database's
 // write lock first, waiting (busy timeout, then retries) for other writers.
-func migrateSQLite(ctx context.Context, c *sqlx.Conn, ms []migration) (applied []string, err error) {
+func migrateSQLite(ctx context.Context, c *sqlx.Conn, sources []source) (applied []string, err error) {
 	for {
 		_, err = c.ExecContext(ctx, "BEGIN IMMEDIATE")
 		if err == nil {
@@ -142,7 +200,7 @@ func migrateSQLite(ctx context.Context, c *sqlx.Conn, ms []migration) (applied [
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	applied, err = applyPending(ctx, c, sqliteVersionTable, ms)
+	applied, err = applyAll(ctx, c, DriverSQLite, sources)
 	if err != nil {
 		_, rerr := c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		return nil, errors.Join(err, rerr)
@@ -160,13 +218,13 @@ func isSQLiteBusy(err error) bool {
 
 // applyPending creates the version table if needed and applies, in order,
 // every migration it does not list.
-func applyPending(ctx context.Context, c *sqlx.Conn, versionTable string, ms []migration) ([]string, error) {
-	if _, err := c.ExecContext(ctx, versionTable); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
+func applyPending(ctx context.Context, c *sqlx.Conn, table versionTable, dialect string, ms []migration) ([]string, error) {
+	if _, err := c.ExecContext(ctx, createVersionTable(table, dialect)); err != nil {
+		return nil, fmt.Errorf("create %s: %w", table, err)
 	}
 	var done []int64
-	if err := c.SelectContext(ctx, &done, "SELECT version FROM schema_migrations"); err != nil {
-		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	if err := c.SelectContext(ctx, &done, "SELECT version FROM "+string(table)); err != nil {
+		return nil, fmt.Errorf("read %s: %w", table, err)
 	}
 	have := make(map[int64]bool, len(done))
 	for _, v := range done {
@@ -182,7 +240,7 @@ func applyPending(ctx context.Context, c *sqlx.Conn, versionTable string, ms []m
 				return applied, fmt.Errorf("migration %s, statement %d: %w", m.name, i+1, err)
 			}
 		}
-		if _, err := c.ExecContext(ctx, "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", m.version, m.name); err != nil {
+		if _, err := c.ExecContext(ctx, "INSERT INTO "+string(table)+" (version, name) VALUES (?, ?)", m.version, m.name); err != nil {
 			return applied, fmt.Errorf("record migration %s: %w", m.name, err)
 		}
 		applied = append(applied, m.name)

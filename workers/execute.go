@@ -125,6 +125,9 @@ func (l *loop) process(r *run) {
 		l.deadLetter(r, job, fmt.Sprintf("interrupted during its last attempt: delivered %d times with tries %d; the worker running it stopped or died before it finished", job.Attempt, tries), tries)
 		return
 	}
+	if l.skipCancelled(r, job) { // batch.go
+		return
+	}
 	l.execute(r, job, h, tries)
 }
 
@@ -165,7 +168,7 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	switch {
 	case err == nil:
 		r.log.Info().Dur("took", took).Msg("job succeeded")
-		r.finish(r.msg.Ack, "acked")
+		l.acked(r, job) // batch.go: a batch job is acked once its success is recorded
 		jr.finished(bus.JobSucceeded, took, nil, 0)
 	case jr.wasCancelled():
 		l.cancelled(r, jr, took, err)
@@ -282,7 +285,7 @@ func (l *loop) settleDeadLetter(r *run, job *bus.Job, reason string) {
 		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "dead-letter hook failed")
 		return
 	}
-	r.finish(func() error { return r.msg.TermWithReason("dead-lettered") }, "dead-lettered")
+	l.terminated(r, job) // batch.go: a batch job is terminated once its failure is recorded
 }
 
 // runDeadHooks runs the kind's dead-letter hook, then the worker's, with

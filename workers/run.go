@@ -43,7 +43,9 @@ type loop struct {
 	dlq    *bus.Inspector // finds a redelivered job's dead letter (execute.go)
 	tally  *tally         // settled jobs per queue, for the presence record (presence.go)
 	status *tracker       // running jobs, cancels and job records (status.go)
-	done   int            // jobs finished, for MaxJobs
+	// batches records the outcomes of batch jobs before they are settled (batch.go).
+	batches *batchLog
+	done    int // jobs finished, for MaxJobs
 
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
@@ -66,6 +68,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.health.running(l.queueNames())
 	defer w.health.stopped()
+	l.batches = newBatchLog(w.js, w.cfg.Bus, w.log)
 	w.log.Info().Strs("queues", w.cfg.Queues).Int("concurrency", w.cfg.Concurrency).
 		Strs("kinds", w.Kinds()).Msg("worker started")
 	defer l.pauses.stop()
@@ -78,6 +81,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	l.fetchLoop(ctx, w.stopDeadline())
 	l.drain()
+	l.batches.stop(w.cfg.Grace)
 	l.flushSettlements()
 	close(l.work)
 	l.closePullers()
@@ -101,6 +105,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		work:     make(chan *run, w.cfg.Concurrency+maxAhead),
 		inFlight: map[*run]struct{}{}, tally: newTally(),
+		batches: newBatchLog(w.js, w.cfg.Bus, w.log),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
 	var err error

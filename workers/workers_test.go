@@ -51,8 +51,9 @@ func (r *recorder) snapshot() []run {
 
 // env is a server, a JetStream context and a dispatcher for one test.
 type env struct {
-	js jetstream.JetStream
-	d  *bus.Dispatcher
+	js  jetstream.JetStream
+	d   *bus.Dispatcher
+	url string
 }
 
 func newEnv(t *testing.T, cfg bus.Config) *env {
@@ -66,7 +67,7 @@ func newEnv(t *testing.T, cfg bus.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{js: js, d: d}
+	return &env{js: js, d: d, url: srv.ClientURL()}
 }
 
 // start runs w until the test ends or the returned stop is called; stop

@@ -79,8 +79,20 @@ func TestJobsPageInBrowser(t *testing.T) {
 	}
 	save(t, ctx, "dashboard-job-succeeded.png")
 	// The job kinds of the last hour, once the workers' first samples are in.
-	do(t, ctx, "open the job kinds", chromedp.Navigate(base+"/kinds"))
-	waitJS(t, ctx, "jetfleet-sleep in the job kinds", `!!document.querySelector('tr[data-kind="jetfleet-sleep"]')`, 40*time.Second)
+	// Each try loads the page anew, so no poll runs across a navigation.
+	eventually(t, 40*time.Second, "jetfleet-sleep in the job kinds", func() error {
+		if _, err := chromedp.Run(ctx, chromedp.Navigate(base+"/kinds")); err != nil {
+			return err
+		}
+		found, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.querySelector('tr[data-kind="jetfleet-sleep"]')`))
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("no row for jetfleet-sleep yet")
+		}
+		return nil
+	})
 	save(t, ctx, "dashboard-kinds.png")
 }
 

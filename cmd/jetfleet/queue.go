@@ -24,7 +24,7 @@ type queueCommand struct {
 }
 
 func queueCommands() []queueCommand {
-	return []queueCommand{
+	return append([]queueCommand{
 		{"failed", "[--queue q] [--kind k] [--since 24h] [--limit 50] [--json]", "list failed jobs, newest first", runQueueFailed},
 		{"show", "<id> [--json]", "show one failed job whole: headers, body, full error", runQueueShow},
 		{"retry", "<id>... | all [--queue q] [--kind k] [--since 24h]", "put failed jobs back on their queues", runQueueRetry},
@@ -37,9 +37,9 @@ func queueCommands() []queueCommand {
 		{"continue", "<queue>", "the same as resume (Laravel 11's name)", runQueueResume},
 		{"job", "<id> [--json]", "one job by ID in any state: delayed, ready, running, retrying, succeeded, dead, cancelled", runQueueJob},
 		{"jobs", "[--tag t] [--queue q] [--kind k] [--state s] [--limit 50] [--json]", "recent jobs, newest first", runQueueJobs},
-		{"cancel", "<id>... | --queue q | --tag t", "cancel jobs: waiting ones never run, running ones are stopped", runQueueCancel},
+		{"cancel", "<id>... | --queue q | --tag t | --batch b", "cancel jobs: waiting ones never run, running ones are stopped", runQueueCancel},
 		{"clear", "<queue> [--force]", "delete the jobs waiting on a queue (asks first)", runQueueClear},
-	}
+	}, batchQueueCommands()...) // queue_batch.go
 }
 
 // queueAliases are the Laravel names of the subcommands (queue:failed...).

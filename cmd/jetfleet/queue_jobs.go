@@ -238,18 +238,19 @@ func runQueueCancel(ctx context.Context, a *app, name string, args []string) err
 	fs := queueFlagSet(a, name)
 	queue := fs.String("queue", "", "cancel every job of this queue stored so far (running, waiting, delayed)")
 	tag := fs.String("tag", "", "cancel every unfinished job with this tag")
-	ids, err := fs.parseArgs(args, 0, -1, "job IDs, or --queue, or --tag")
+	batch := fs.String("batch", "", "cancel a batch or a chain: its pending jobs never run")
+	ids, err := fs.parseArgs(args, 0, -1, "job IDs, or --queue, --tag or --batch")
 	if err != nil {
 		return err
 	}
 	bulk := 0
-	for _, set := range []bool{*queue != "", *tag != "", len(ids) > 0} {
+	for _, set := range []bool{*queue != "", *tag != "", *batch != "", len(ids) > 0} {
 		if set {
 			bulk++
 		}
 	}
 	if bulk != 1 {
-		return errors.New("give job IDs, or --queue, or --tag (one of them)")
+		return errors.New("give job IDs, or --queue, --tag or --batch (one of them)")
 	}
 	in, done, err := inspector(ctx, a)
 	if err != nil {
@@ -257,6 +258,8 @@ func runQueueCancel(ctx context.Context, a *app, name string, args []string) err
 	}
 	defer done()
 	switch {
+	case *batch != "":
+		return cancelBatch(ctx, a, in, *batch)
 	case *queue != "":
 		n, err := in.CancelQueue(ctx, *queue)
 		if err != nil {

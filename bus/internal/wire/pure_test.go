@@ -223,7 +223,7 @@ func TestEncodeHeaderTextExactly(t *testing.T) {
 func TestTopologyConfigs(t *testing.T) {
 	t.Parallel()
 	js := wire.JobsStreamConfig(wire.Topology{})
-	if js.Name != "JOBS" || !slices.Equal(js.Subjects, []string{"jobs.>", "schedules.>"}) || js.Retention != jetstream.WorkQueuePolicy ||
+	if js.Name != "JOBS" || !slices.Equal(js.Subjects, []string{"jobs.>", "schedules.>", "batches.>"}) || !js.AllowAtomicPublish || !js.AllowMsgTTL || js.Retention != jetstream.WorkQueuePolicy ||
 		js.Storage != jetstream.FileStorage || js.Replicas != 1 || js.Duplicates != 2*time.Minute || !js.AllowMsgSchedules || !js.AllowRollup || !js.AllowDirect {
 		t.Errorf("JOBS from the zero Config = %+v", js)
 	}

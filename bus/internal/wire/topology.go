@@ -63,13 +63,14 @@ func (t Topology) storage() jetstream.StorageType {
 }
 
 // JobsStreamConfig is the JOBS stream as t describes it: a work queue on
-// jobs.> and schedules.>, with JetStream's message scheduler and rollups.
+// jobs.>, schedules.> and batches.>, with JetStream's message scheduler,
+// rollups, atomic batch publish and per-message TTLs.
 func JobsStreamConfig(t Topology) jetstream.StreamConfig {
 	t = t.withDefaults()
 	return jetstream.StreamConfig{
 		Name:              jobsStream,
-		Description:       "jetfleet jobs: jobs.<queue>.<kind>; delayed and periodic jobs under schedules.>",
-		Subjects:          []string{jobsPrefix + ".>", schedulePrefix + ".>"},
+		Description:       "jetfleet jobs: jobs.<queue>.<kind>; delayed and periodic jobs under schedules.>; batches' state under batches.>",
+		Subjects:          []string{jobsPrefix + ".>", schedulePrefix + ".>", batchPrefix + ".>"},
 		Retention:         jetstream.WorkQueuePolicy,
 		Storage:           t.storage(),
 		Replicas:          t.Replicas,
@@ -77,6 +78,10 @@ func JobsStreamConfig(t Topology) jetstream.StreamConfig {
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
 		AllowDirect:       true,
+		// Batches: their jobs and state are stored together or not at
+		// all, and their state expires (Nats-TTL).
+		AllowAtomicPublish: true,
+		AllowMsgTTL:        true,
 	}
 }
 

@@ -31,6 +31,7 @@ const (
 	jobsPrefix     = "jobs"
 	dlqPrefix      = "dlq"
 	schedulePrefix = "schedules"
+	batchPrefix    = "batches"
 
 	headerMsgID    = "Nats-Msg-Id"
 	headerJobID    = "Jetfleet-Job-Id"

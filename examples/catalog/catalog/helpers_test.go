@@ -13,6 +13,7 @@ import (
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog/migrations"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/node"
 	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/sessions"
 	"github.com/jetfleet/jetfleet/workers"
@@ -80,6 +81,8 @@ func serveCatalog(t testing.TB, js jetstream.JetStream, db *readmodel.DB, scfg s
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As package node wires it: jobs carry the request's causal token.
+	cfg.Bus.HeadersFromContext = append(cfg.Bus.HeadersFromContext, readmodel.JobHeaders)
 	cat, err := catalog.New(context.Background(), js, db, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +97,8 @@ func serveCatalog(t testing.TB, js jetstream.JetStream, db *readmodel.DB, scfg s
 // runWorker runs a worker of the catalog's queues until the test ends.
 func runWorker(t testing.TB, js jetstream.JetStream, cat *catalog.Catalog) {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := workers.New(js, workers.Config{Queues: []string{catalog.ImagesQueue, catalog.EmailsQueue}, Concurrency: 2})
+	w := workers.New(js, workers.Config{Queues: []string{catalog.ImagesQueue, catalog.EmailsQueue}, Concurrency: 2,
+		Middleware: []workers.Middleware{node.CausalJobs}}) // handlers read through the job's causal token, as under node
 	cat.RegisterJobs(w)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

@@ -12,7 +12,6 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -57,8 +56,11 @@ type ImageRef struct {
 // outbox, unless it is there already (the job may run more than once).
 func (c *Catalog) sendWelcomeEmail(ctx context.Context, job *workers.Job[SendWelcomeEmail]) error {
 	var u User
-	// The user was created just before the job was dispatched: read the primary.
-	err := c.db.Get(readmodel.UsePrimary(ctx), &u, "SELECT id, name FROM users WHERE id = ?", job.Args.UserID)
+	// The user was created just before the job was dispatched, by the
+	// request whose causal token the job carries: this read goes to a
+	// replica that has the user, or to the primary (node's worker
+	// middleware, readmodel.JobContext).
+	err := c.db.Get(ctx, &u, "SELECT id, name FROM users WHERE id = ?", job.Args.UserID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return workers.Permanent(fmt.Errorf("user %d does not exist", job.Args.UserID))
 	}
@@ -135,7 +137,7 @@ func (c *Catalog) checkImageJob(ctx context.Context, a ProcessItemImages) error 
 			return workers.Permanent(err)
 		}
 	}
-	if _, err := c.itemOwner(readmodel.UsePrimary(ctx), a.ItemID); err != nil {
+	if _, err := c.itemOwner(ctx, a.ItemID); err != nil { // causal: sees the upload's request
 		var he *httpError
 		if errors.As(err, &he) {
 			return workers.Permanent(err)

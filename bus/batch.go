@@ -1,0 +1,811 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Batches (Laravel's Bus::batch, Sidekiq Pro batches): jobs dispatched
+// together whose progress is tracked, with callbacks that run exactly once
+// when all of them succeeded (then), on the first that failed for good
+// (catch), and when every one has finished either way (finally).
+//
+// A batch lives in the JOBS stream beside its jobs, under batches.<id>:
+//
+//	batches.<id>.def     its definition: name, options and the callback
+//	                     messages, written once
+//	batches.<id>.sum     its summary: total, the job count of each chunk,
+//	                     which chunks are done, whether it is sealed,
+//	                     cancelled, finished, and whether catch fired
+//	batches.<id>.c.<n>   chunk n: two bits per job (pending, succeeded,
+//	                     failed, skipped) for jobs n*4096 to n*4096+4095
+//
+// Every write of the summary or of a chunk is a compare-and-set
+// (Nats-Expected-Last-Subject-Sequence) that replaces the previous value
+// (Nats-Rollup: sub) and expires after Config.BatchRetention (Nats-TTL).
+// A job is recorded by setting its two bits, which is idempotent: a job run
+// twice, or recorded by a worker killed before its ack and then by another,
+// counts once. The change of the summary that finishes a batch (or first
+// sees a failure) is published in one atomic batch with the callback jobs
+// it releases: the callbacks are stored if and only if that change is, and
+// the compare-and-set lets exactly one writer make it.
+
+// BatchPrefix starts the subjects of batches' state in JobsStream:
+// batches.<id>.def, batches.<id>.sum and batches.<id>.c.<chunk>.
+const BatchPrefix = "batches"
+
+// Headers of batch jobs and callbacks (docs/wire-contract.md).
+const (
+	// HeaderBatch is the ID of the batch a job belongs to.
+	HeaderBatch = "Jetfleet-Batch"
+	// HeaderBatchIndex is the job's place in its batch: chunk*4096 +
+	// position in the chunk (BatchChunkSize).
+	HeaderBatchIndex = "Jetfleet-Batch-Index"
+	// HeaderCallbackOf is the ID of the batch whose callback a job is.
+	HeaderCallbackOf = "Jetfleet-Callback-Of"
+	// HeaderCallback says which callback a job is: then, catch or finally.
+	HeaderCallback = "Jetfleet-Callback"
+	// HeaderChain is the ID of the chain a step's jobs and callbacks
+	// belong to.
+	HeaderChain = "Jetfleet-Chain"
+)
+
+// BatchChunkSize is how many jobs one chunk subject of a batch records.
+const BatchChunkSize = 4096
+
+// MaxBatchJobs caps the jobs of one batch: 1,024 chunks.
+const MaxBatchJobs = 1024 * BatchChunkSize
+
+// BatchCancelledSubject is where a cancelled batch's ID is announced (core
+// NATS, not stored), so that workers skip its jobs at once.
+const BatchCancelledSubject = "jetfleet.events.batch.cancelled"
+
+// AtomicBatchLimit is the most messages one atomic publish may hold: the
+// default of nats-server's max_batch_size (JetStream limits). A batch of
+// at most AtomicBatchLimit-2 jobs is stored with its definition and
+// summary in one atomic publish.
+const AtomicBatchLimit = 1000
+
+// Errors callers of batches branch on.
+var (
+	// ErrUnknownBatch is wrapped when no batch has the given ID (or it
+	// expired).
+	ErrUnknownBatch = errors.New("no batch with this ID")
+	// ErrBatchFinished is wrapped when a batch cannot change because it
+	// has finished.
+	ErrBatchFinished = errors.New("the batch has finished")
+	// ErrBatchCancelled is wrapped when jobs are added to a cancelled batch.
+	ErrBatchCancelled = errors.New("the batch is cancelled")
+	// ErrBatchIncomplete is wrapped when a batch larger than one atomic
+	// publish could not be stored whole: it is cancelled, so its jobs
+	// already stored do not run (those already running finish).
+	ErrBatchIncomplete = errors.New("batch not stored whole; it is cancelled")
+)
+
+// Callback names, as HeaderCallback gives them.
+const (
+	CallbackThen    = "then"
+	CallbackCatch   = "catch"
+	CallbackFinally = "finally"
+)
+
+// BatchOption sets an option of a batch or a chain.
+type BatchOption func(*batchOptions)
+
+type callback struct {
+	name string
+	args Args
+	opts []Option
+}
+
+type batchOptions struct {
+	id            string
+	name          string
+	allowFailures bool
+	callbacks     []callback
+}
+
+// Then adds a job to dispatch, exactly once, when every job of the batch
+// succeeded (or finished, with AllowFailures). For a chain: after its last
+// step.
+func Then(args Args, opts ...Option) BatchOption {
+	return func(o *batchOptions) { o.callbacks = append(o.callbacks, callback{CallbackThen, args, opts}) }
+}
+
+// Catch adds a job to dispatch, exactly once, when the first job of the
+// batch fails for good (its tries used up, or a permanent error), unless
+// the batch allows failures. For a chain: when a step fails.
+func Catch(args Args, opts ...Option) BatchOption {
+	return func(o *batchOptions) { o.callbacks = append(o.callbacks, callback{CallbackCatch, args, opts}) }
+}
+
+// Finally adds a job to dispatch, exactly once, when every job of the
+// batch has finished, succeeded or failed (or was skipped by a cancel).
+// For a chain: when the chain ends, at its last step or at a failure.
+func Finally(args Args, opts ...Option) BatchOption {
+	return func(o *batchOptions) { o.callbacks = append(o.callbacks, callback{CallbackFinally, args, opts}) }
+}
+
+// AllowFailures makes failed jobs no reason for catch: then runs once
+// every job has finished, whatever failed. Refused for chains.
+func AllowFailures() BatchOption { return func(o *batchOptions) { o.allowFailures = true } }
+
+// BatchName names the batch in listings (at most 200 bytes).
+func BatchName(name string) BatchOption { return func(o *batchOptions) { o.name = name } }
+
+// BatchID sets the batch's (or chain's) ID instead of a random one:
+// [A-Za-z0-9_-], at most 64 bytes. Dispatching a batch with an ID that
+// exists already is refused, so a retried dispatch stores nothing twice.
+func BatchID(id string) BatchOption { return func(o *batchOptions) { o.id = id } }
+
+// ValidateBatchID checks a batch or chain ID: [A-Za-z0-9_-], 1 to 64 bytes.
+func ValidateBatchID(id string) error {
+	ok := id != "" && len(id) <= 64
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf("%w: batch ID %q: want 1 to 64 of A-Z, a-z, 0-9, _ and -", ErrInvalid, id)
+	}
+	return nil
+}
+
+// Batch is a dispatched batch.
+type Batch struct {
+	// ID identifies the batch: Inspector.Batch, `jetfleet queue batch <id>`.
+	ID string
+	// JobIDs are the IDs of its jobs, aligned with the jobs given: by
+	// default "<batch ID>-<index>".
+	JobIDs []string
+}
+
+// flowMsg is a message a batch publishes when one of its callbacks is
+// released: a callback job, or the definition, summary and jobs of a
+// chain's next step. Bodies are JSON (jobs' by contract).
+type flowMsg struct {
+	Subject string          `json:"subject"`
+	Header  nats.Header     `json:"header,omitempty"`
+	Body    json.RawMessage `json:"body"`
+}
+
+func (m flowMsg) msg() *nats.Msg {
+	h := make(nats.Header, len(m.Header)+4)
+	for k, v := range m.Header {
+		h[k] = slices.Clone(v)
+	}
+	return &nats.Msg{Subject: m.Subject, Header: h, Data: m.Body}
+}
+
+// batchDef is batches.<id>.def.
+type batchDef struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	AllowFailures bool      `json:"allow_failures,omitempty"`
+	Then          []flowMsg `json:"then,omitempty"`
+	Catch         []flowMsg `json:"catch,omitempty"`
+	Finally       []flowMsg `json:"finally,omitempty"`
+	// OnFailure is released with finally when the batch finished with a
+	// failure (and no AllowFailures) or cancelled: a chain's own finally.
+	OnFailure []flowMsg `json:"on_failure,omitempty"`
+	Chain     *chainRef `json:"chain,omitempty"`
+}
+
+// chainRef places a batch in a chain.
+type chainRef struct {
+	ID    string `json:"id"`
+	Step  int    `json:"step"`
+	Steps int    `json:"steps"`
+}
+
+// batchSum is batches.<id>.sum.
+type batchSum struct {
+	Name  string `json:"name,omitempty"`
+	Total int    `json:"total"`
+	// Chunks is the job count of each chunk; jobs added to a running
+	// batch start a new chunk.
+	Chunks []int `json:"chunks"`
+	// Done holds, per chunk, its counts once all its jobs finished.
+	Done         []*chunkCounts `json:"done"`
+	Sealed       bool           `json:"sealed"`
+	Cancelled    bool           `json:"cancelled,omitempty"`
+	CancelReason string         `json:"cancel_reason,omitempty"`
+	FailedSeen   bool           `json:"failed_seen,omitempty"`
+	CatchFired   bool           `json:"catch_fired,omitempty"`
+	Finished     bool           `json:"finished,omitempty"`
+	CreatedAt    time.Time      `json:"created_at"`
+	FinishedAt   time.Time      `json:"finished_at,omitzero"`
+}
+
+// chunkCounts are the outcomes of a chunk's jobs.
+type chunkCounts struct {
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Skipped   int `json:"skipped"`
+}
+
+func (s *batchSum) allDone() bool {
+	for i := range s.Chunks {
+		if i >= len(s.Done) || s.Done[i] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// doneCounts adds up the counts of the chunks that are done.
+func (s *batchSum) doneCounts() chunkCounts {
+	var c chunkCounts
+	for _, d := range s.Done {
+		if d != nil {
+			c.Succeeded += d.Succeeded
+			c.Failed += d.Failed
+			c.Skipped += d.Skipped
+		}
+	}
+	return c
+}
+
+// addChunks appends chunks for n jobs and returns the index of the first.
+func (s *batchSum) addChunks(n int) int {
+	first := len(s.Chunks) * BatchChunkSize
+	for n > 0 {
+		c := min(n, BatchChunkSize)
+		s.Chunks = append(s.Chunks, c)
+		s.Done = append(s.Done, nil)
+		n -= c
+	}
+	return first
+}
+
+// advance applies the transitions the summary allows now and returns the
+// callback messages they release, in order.
+func (s *batchSum) advance(def *batchDef) []flowMsg {
+	if s.Finished {
+		return nil
+	}
+	var out []flowMsg
+	if s.FailedSeen && !s.CatchFired && !def.AllowFailures && !s.Cancelled {
+		s.CatchFired = true
+		out = append(out, def.Catch...)
+	}
+	if s.Sealed && s.allDone() {
+		s.Finished, s.FinishedAt = true, time.Now().UTC()
+		if !s.Cancelled && (s.doneCounts().Failed == 0 || def.AllowFailures) {
+			out = append(out, def.Then...)
+		} else {
+			out = append(out, def.OnFailure...)
+		}
+		out = append(out, def.Finally...)
+	}
+	return out
+}
+
+func defSubject(id string) string          { return BatchPrefix + "." + id + ".def" }
+func sumSubject(id string) string          { return BatchPrefix + "." + id + ".sum" }
+func chunkSubject(id string, c int) string { return BatchPrefix + "." + id + ".c." + strconv.Itoa(c) }
+
+// ensureBatchStream makes sure JOBS can hold batches: the batches.>
+// subjects, atomic publish and per-message TTLs. A JOBS stream created by
+// an older jetfleet lacks them; they are added in place (nothing else
+// changes), once per process.
+func (d *Dispatcher) ensureBatchStream(ctx context.Context) error {
+	d.batchReady.mu.Lock()
+	defer d.batchReady.mu.Unlock()
+	if d.batchReady.ok {
+		return nil
+	}
+	if err := ensureBatchStream(ctx, d.js); err != nil {
+		return err
+	}
+	d.batchReady.ok = true
+	return nil
+}
+
+// batchReady remembers that JOBS is ready for batches.
+type batchReady struct {
+	mu sync.Mutex
+	ok bool
+}
+
+func ensureBatchStream(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, JobsStream)
+	if err != nil {
+		return fmt.Errorf("bus: batches need the %s stream: %w", JobsStream, err)
+	}
+	cfg := s.CachedInfo().Config
+	if slices.Contains(cfg.Subjects, BatchPrefix+".>") && cfg.AllowAtomicPublish && cfg.AllowMsgTTL {
+		return nil
+	}
+	if !slices.Contains(cfg.Subjects, BatchPrefix+".>") {
+		cfg.Subjects = append(cfg.Subjects, BatchPrefix+".>")
+	}
+	cfg.AllowAtomicPublish, cfg.AllowMsgTTL = true, true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("bus: enable batches on %s (subjects %s.>, atomic publish, message TTLs; nats-server 2.12 or later): %w", JobsStream, BatchPrefix, err)
+	}
+	return nil
+}
+
+// Batch dispatches jobs as one batch and returns its ID and its jobs' IDs.
+// The jobs may go to any queues, with any options; opts add callbacks
+// (Then, Catch, Finally) and options (AllowFailures, BatchName, BatchID).
+// Callbacks are ordinary jobs, run by whatever worker serves their queue.
+//
+// A batch of at most AtomicBatchLimit-2 (998) jobs is stored atomically
+// with its state: when Batch fails, nothing was stored and nothing runs.
+// A larger batch is stored in two steps: its state and first 998 jobs
+// atomically, then the others with asynchronous publishes, then it is
+// sealed (it can finish only once sealed). If that second step fails,
+// the batch is cancelled, so its jobs already stored are skipped (any that
+// already started finish), no callback runs, and the error wraps
+// ErrBatchIncomplete. A process killed in that second step leaves a batch
+// that never finishes (`jetfleet queue cancel --batch` ends it).
+func (d *Dispatcher) Batch(ctx context.Context, jobs []DispatchManyParams, opts ...BatchOption) (*Batch, error) {
+	var o batchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if len(jobs) == 0 {
+		return nil, fmt.Errorf("%w: a batch needs at least one job", ErrInvalid)
+	}
+	def, err := d.newBatchDef(ctx, &o, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.ensureBatchStream(ctx); err != nil {
+		return nil, err
+	}
+	set, err := d.batchJobs(ctx, def.ID, 0, jobs, "")
+	if err != nil {
+		return nil, err
+	}
+	head, rest := splitAtomic(set.msgs, AtomicBatchLimit-2)
+	sum := newSum(len(jobs), len(rest) == 0)
+	sum.Name = def.Name
+	first, err := d.createMsgs(def, sum)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := publishAtomic(ctx, d.js.Conn(), append(first, head...)); err != nil {
+		return nil, d.batchCreateError(def.ID, err)
+	}
+	d.dispatchedAll(head)
+	b := &Batch{ID: def.ID, JobIDs: set.ids}
+	if len(rest) == 0 {
+		return b, nil
+	}
+	errs := make([]error, len(rest))
+	d.publishAll(ctx, rest, errs)
+	if err := batchError(errs); err != nil {
+		cerr := d.cancelBatch(context.WithoutCancel(ctx), def.ID, "dispatch failed: "+err.Error())
+		return b, errors.Join(fmt.Errorf("bus: batch %s: %w: %w", def.ID, ErrBatchIncomplete, err), cerr)
+	}
+	st := &batchStore{js: d.js, cfg: d.cfg}
+	if _, err := st.updateSum(ctx, def.ID, nil, func(s *batchSum) bool {
+		if s.Sealed {
+			return false
+		}
+		s.Sealed = true
+		return true
+	}); err != nil {
+		return b, fmt.Errorf("bus: seal batch %s: %w", def.ID, err)
+	}
+	return b, nil
+}
+
+// newSum is the first summary of a batch of n jobs.
+func newSum(n int, sealed bool) *batchSum {
+	s := &batchSum{Sealed: sealed, CreatedAt: time.Now().UTC()}
+	s.addChunks(n)
+	s.Total = n
+	return s
+}
+
+// splitAtomic splits msgs after n.
+func splitAtomic(msgs []*nats.Msg, n int) (head, rest []*nats.Msg) {
+	if len(msgs) <= n {
+		return msgs, nil
+	}
+	return msgs[:n], msgs[n:]
+}
+
+// batchCreateError explains why an atomic creation failed.
+func (d *Dispatcher) batchCreateError(id string, err error) error {
+	switch {
+	case errors.Is(err, errConflict):
+		return fmt.Errorf("%w: batch %s exists already", ErrInvalid, id)
+	case errors.Is(err, errDuplicate):
+		return fmt.Errorf("%w: batch %s: a job ID of the batch was stored already within the duplicate window: %w", ErrInvalid, id, err)
+	}
+	return fmt.Errorf("%w: batch %s: %w", ErrNotAcknowledged, id, err)
+}
+
+// createMsgs are the messages that create a batch: its definition and
+// first summary, each stored only if its subject is empty.
+func (d *Dispatcher) createMsgs(def *batchDef, sum *batchSum) ([]*nats.Msg, error) {
+	defBody, err := json.Marshal(def)
+	if err != nil {
+		return nil, fmt.Errorf("bus: encode batch: %w", err)
+	}
+	sumBody, err := json.Marshal(sum)
+	if err != nil {
+		return nil, fmt.Errorf("bus: encode batch: %w", err)
+	}
+	ttl := d.cfg.BatchRetention
+	msgs := []*nats.Msg{
+		{Subject: defSubject(def.ID), Header: casHeader(0, ttl), Data: defBody},
+		{Subject: sumSubject(def.ID), Header: casHeader(0, ttl), Data: sumBody},
+	}
+	for _, m := range msgs {
+		if err := d.checkSize(m); err != nil {
+			return nil, fmt.Errorf("batch %s: its definition with the callbacks: %w", def.ID, err)
+		}
+	}
+	return msgs, nil
+}
+
+// newBatchDef checks the options and builds the definition, with its
+// callback jobs encoded now (with ctx's headers).
+func (d *Dispatcher) newBatchDef(ctx context.Context, o *batchOptions, chain *chainRef) (*batchDef, error) {
+	if o.id == "" {
+		o.id = nuid.Next()
+	}
+	if err := ValidateBatchID(o.id); err != nil {
+		return nil, err
+	}
+	if len(o.name) > 200 {
+		return nil, fmt.Errorf("%w: batch name is %d bytes; the limit is 200", ErrInvalid, len(o.name))
+	}
+	def := &batchDef{ID: o.id, Name: o.name, CreatedAt: time.Now().UTC(), AllowFailures: o.allowFailures, Chain: chain}
+	seen := map[string]int{}
+	for _, cb := range o.callbacks {
+		if cb.args == nil {
+			return nil, fmt.Errorf("%w: %s callback of batch %s has nil args", ErrInvalid, cb.name, o.id)
+		}
+		id := o.id + "-" + cb.name
+		if n := seen[cb.name]; n > 0 {
+			id += "-" + strconv.Itoa(n)
+		}
+		seen[cb.name]++
+		msg, _, err := d.encode(ctx, cb.args, append([]Option{JobID(id)}, cb.opts...))
+		if err != nil {
+			return nil, fmt.Errorf("%s callback of batch %s: %w", cb.name, o.id, err)
+		}
+		msg.Header.Set(HeaderCallbackOf, o.id)
+		msg.Header.Set(HeaderCallback, cb.name)
+		if chain != nil {
+			msg.Header.Set(HeaderChain, chain.ID)
+		}
+		fm := flowMsg{Subject: msg.Subject, Header: msg.Header, Body: msg.Data}
+		switch cb.name {
+		case CallbackThen:
+			def.Then = append(def.Then, fm)
+		case CallbackCatch:
+			def.Catch = append(def.Catch, fm)
+		default:
+			def.Finally = append(def.Finally, fm)
+		}
+	}
+	return def, nil
+}
+
+// jobSet is a batch's job messages and their IDs.
+type jobSet struct {
+	msgs []*nats.Msg
+	ids  []string
+}
+
+// batchJobs encodes jobs as members of batch id, from index first on.
+func (d *Dispatcher) batchJobs(ctx context.Context, id string, first int, jobs []DispatchManyParams, chain string) (jobSet, error) {
+	if first+len(jobs) > MaxBatchJobs {
+		return jobSet{}, fmt.Errorf("%w: batch %s would hold %d jobs; the limit is %d", ErrInvalid, id, first+len(jobs), MaxBatchJobs)
+	}
+	set := jobSet{msgs: make([]*nats.Msg, len(jobs)), ids: make([]string, len(jobs))}
+	for i, p := range jobs {
+		if p.Args == nil {
+			return jobSet{}, fmt.Errorf("%w: job %d of batch %s has nil args", ErrInvalid, i, id)
+		}
+		idx := strconv.Itoa(first + i)
+		msg, jobID, err := d.encode(ctx, p.Args, append([]Option{JobID(id + "-" + idx)}, p.Opts...))
+		if err != nil {
+			return jobSet{}, fmt.Errorf("job %d of batch %s: %w", i, id, err)
+		}
+		msg.Header[HeaderBatch] = []string{id}
+		msg.Header[HeaderBatchIndex] = []string{idx}
+		if chain != "" {
+			msg.Header[HeaderChain] = []string{chain}
+		}
+		set.msgs[i], set.ids[i] = msg, jobID
+	}
+	return set, nil
+}
+
+// dispatchedAll reports stored job messages to Config.OnDispatched and
+// makes their queues real queues.
+func (d *Dispatcher) dispatchedAll(msgs []*nats.Msg) {
+	for _, m := range msgs {
+		if !isBatchSubject(m.Subject) {
+			d.ensureQueueOf(context.Background(), m)
+			d.dispatched(m)
+		}
+	}
+}
+
+// AddToBatch dispatches more jobs into a running batch, which then waits
+// for them too, and returns their IDs. Each group of up to 999 jobs is
+// stored atomically with the batch's new total; a batch that has finished
+// or is cancelled takes none (ErrBatchFinished, ErrBatchCancelled).
+func (d *Dispatcher) AddToBatch(ctx context.Context, id string, jobs ...DispatchManyParams) ([]string, error) {
+	if err := ValidateBatchID(id); err != nil {
+		return nil, err
+	}
+	if err := d.ensureBatchStream(ctx); err != nil {
+		return nil, err
+	}
+	st := &batchStore{js: d.js, cfg: d.cfg}
+	var ids []string
+	for len(jobs) > 0 {
+		group := jobs[:min(len(jobs), AtomicBatchLimit-1)]
+		added, err := d.addGroup(ctx, st, id, group)
+		ids = append(ids, added...)
+		if err != nil {
+			return ids, err
+		}
+		jobs = jobs[len(group):]
+	}
+	return ids, nil
+}
+
+// addGroup stores jobs in batch id with the new summary, atomically,
+// retrying when the summary changed meanwhile.
+func (d *Dispatcher) addGroup(ctx context.Context, st *batchStore, id string, jobs []DispatchManyParams) ([]string, error) {
+	def, err := st.def(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	chain := ""
+	if def.Chain != nil {
+		chain = def.Chain.ID
+	}
+	for {
+		sum, seq, err := st.sum(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case sum.Finished:
+			return nil, fmt.Errorf("bus: batch %s: %w", id, ErrBatchFinished)
+		case sum.Cancelled:
+			return nil, fmt.Errorf("bus: batch %s: %w", id, ErrBatchCancelled)
+		}
+		first := sum.addChunks(len(jobs))
+		sum.Total += len(jobs)
+		set, err := d.batchJobs(ctx, id, first, jobs, chain)
+		if err != nil {
+			return nil, err
+		}
+		sumMsg, err := st.sumMsg(id, sum, seq)
+		if err != nil {
+			return nil, err
+		}
+		_, err = publishAtomic(ctx, d.js.Conn(), append([]*nats.Msg{sumMsg}, set.msgs...))
+		if errors.Is(err, errConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: add to batch %s: %w", ErrNotAcknowledged, id, err)
+		}
+		d.dispatchedAll(set.msgs)
+		return set.ids, nil
+	}
+}
+
+// cancelBatch marks batch id cancelled and announces it.
+func (d *Dispatcher) cancelBatch(ctx context.Context, id, reason string) error {
+	st := &batchStore{js: d.js, cfg: d.cfg}
+	return st.cancel(ctx, id, reason)
+}
+
+// batchStore reads and changes batches' state in JOBS.
+type batchStore struct {
+	js  jetstream.JetStream
+	cfg Config
+}
+
+// def reads a batch's definition.
+func (st *batchStore) def(ctx context.Context, id string) (*batchDef, error) {
+	m, err := lastOnSubject(ctx, st.js, JobsStream, defSubject(id))
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, fmt.Errorf("bus: batch %s: %w", id, ErrUnknownBatch)
+	}
+	var def batchDef
+	if err := json.Unmarshal(m.Data, &def); err != nil {
+		return nil, fmt.Errorf("bus: batch %s: bad definition: %w", id, err)
+	}
+	return &def, nil
+}
+
+// sum reads a batch's summary from the stream's leader, with its sequence.
+func (st *batchStore) sum(ctx context.Context, id string) (*batchSum, uint64, error) {
+	m, err := lastOnSubject(ctx, st.js, JobsStream, sumSubject(id))
+	if err != nil {
+		return nil, 0, err
+	}
+	if m == nil {
+		return nil, 0, fmt.Errorf("bus: batch %s: %w", id, ErrUnknownBatch)
+	}
+	var s batchSum
+	if err := json.Unmarshal(m.Data, &s); err != nil {
+		return nil, 0, fmt.Errorf("bus: batch %s: bad summary: %w", id, err)
+	}
+	for len(s.Done) < len(s.Chunks) {
+		s.Done = append(s.Done, nil)
+	}
+	return &s, m.Seq, nil
+}
+
+// sumMsg is the compare-and-set write of sum over the summary at seq.
+func (st *batchStore) sumMsg(id string, sum *batchSum, seq uint64) (*nats.Msg, error) {
+	body, err := json.Marshal(sum)
+	if err != nil {
+		return nil, fmt.Errorf("bus: encode batch summary: %w", err)
+	}
+	return &nats.Msg{Subject: sumSubject(id), Header: casHeader(seq, st.cfg.withDefaults().BatchRetention), Data: body}, nil
+}
+
+// maxCASTries bounds the compare-and-set retries of one change: each
+// retry means another writer changed the state meanwhile, so the change
+// always progresses; the bound only stops a broken server from looping.
+const maxCASTries = 1000
+
+// updateSum applies change to batch id's summary (read from the leader)
+// and the transitions it allows, and publishes the new summary atomically
+// with the callbacks those release, retrying on a concurrent change.
+// change returns false when it has nothing to change. def is read when
+// nil and needed. tokens are causal tokens stamped on released jobs. It
+// returns the summary as stored (or as found, when unchanged).
+func (st *batchStore) updateSum(ctx context.Context, id string, def *batchDef, change func(*batchSum) bool, tokens ...string) (*batchSum, error) {
+	for range maxCASTries {
+		sum, seq, err := st.sum(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		changed := change(sum)
+		if def == nil && !sum.Finished {
+			if def, err = st.def(ctx, id); err != nil {
+				return nil, err
+			}
+		}
+		var released []flowMsg
+		if def != nil {
+			released = sum.advance(def)
+		}
+		if !changed && len(released) == 0 {
+			return sum, nil
+		}
+		sumMsg, err := st.sumMsg(id, sum, seq)
+		if err != nil {
+			return nil, err
+		}
+		msgs := []*nats.Msg{sumMsg}
+		for _, f := range released {
+			m := f.msg()
+			stampTokens(m, tokens)
+			msgs = append(msgs, m)
+		}
+		_, err = publishAtomic(ctx, st.js.Conn(), msgs)
+		if errors.Is(err, errConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bus: batch %s: %w", id, err)
+		}
+		return sum, nil
+	}
+	return nil, fmt.Errorf("bus: batch %s: its summary kept changing under %d tries", id, maxCASTries)
+}
+
+// cancel marks batch id cancelled (its pending jobs are skipped) and
+// announces it on BatchCancelledSubject.
+func (st *batchStore) cancel(ctx context.Context, id, reason string) error {
+	var finished bool
+	_, err := st.updateSum(ctx, id, nil, func(s *batchSum) bool {
+		if s.Finished {
+			finished = true
+			return false
+		}
+		if s.Cancelled {
+			return false
+		}
+		s.Cancelled, s.CancelReason = true, reason
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if finished {
+		return fmt.Errorf("bus: cancel batch %s: %w", id, ErrBatchFinished)
+	}
+	if err := st.js.Conn().Publish(BatchCancelledSubject, []byte(id)); err != nil {
+		return fmt.Errorf("bus: announce the cancel of batch %s: %w", id, err)
+	}
+	return nil
+}
+
+// maxTokens bounds the causal tokens stamped on a released job.
+const maxTokens = 16
+
+// stampTokens adds tokens to a released job's causal token (a comma
+// separated list of positions; readers keep the highest per domain).
+func stampTokens(m *nats.Msg, tokens []string) {
+	if len(tokens) == 0 || isBatchSubject(m.Subject) {
+		return
+	}
+	var all []string
+	if have := m.Header.Get(HeaderCausalToken); have != "" {
+		all = strings.Split(have, ",")
+	}
+	for _, t := range tokens {
+		for _, p := range strings.Split(t, ",") {
+			if p = strings.TrimSpace(p); p != "" && !slices.Contains(all, p) {
+				all = append(all, p)
+			}
+		}
+	}
+	if len(all) > maxTokens {
+		all = all[len(all)-maxTokens:]
+	}
+	m.Header.Set(HeaderCausalToken, strings.Join(all, ","))
+}
+
+// chunk is a chunk's job states, two bits per job.
+type chunk []byte
+
+// Job states in a chunk.
+const (
+	statePending   = 0
+	stateSucceeded = 1
+	stateFailed    = 2
+	stateSkipped   = 3
+)
+
+func newChunk() chunk { return make(chunk, BatchChunkSize/4) }
+
+func (c chunk) get(i int) int { return int(c[i/4]>>(uint(i%4)*2)) & 3 }
+
+func (c chunk) set(i, state int) { c[i/4] |= byte(state&3) << (uint(i%4) * 2) }
+
+// counts counts the states of the chunk's first n jobs; done says whether
+// all n have one.
+func (c chunk) counts(n int) (cc chunkCounts, done bool) {
+	pending := 0
+	for i := range n {
+		switch c.get(i) {
+		case stateSucceeded:
+			cc.Succeeded++
+		case stateFailed:
+			cc.Failed++
+		case stateSkipped:
+			cc.Skipped++
+		default:
+			pending++
+		}
+	}
+	return cc, pending == 0
+}
