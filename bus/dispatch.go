@@ -33,6 +33,7 @@ type options struct {
 	backoff []time.Duration
 	at      time.Time
 	delay   time.Duration
+	unique  *uniqueSpec // Unique (unique.go)
 }
 
 // OnQueue puts the job on queue instead of Config.DefaultQueue.
@@ -60,8 +61,9 @@ func JobID(id string) Option { return func(o *options) { o.id = id } }
 // Dispatcher enqueues jobs. It is safe for concurrent use. The JOBS stream
 // must exist (Provision, or a running `jetfleet up` / `jetfleet work`).
 type Dispatcher struct {
-	js  jetstream.JetStream
-	cfg Config
+	js     jetstream.JetStream
+	cfg    Config
+	unique uniqueLocks // UniqueBucket, opened on the first unique dispatch
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.
@@ -77,13 +79,15 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 }
 
 // Dispatch enqueues args as a job and returns its ID once JetStream has
-// acknowledged storing it.
+// acknowledged storing it. With Unique, a key held by another job stores
+// nothing and fails with a *DuplicateError (errors.Is ErrDuplicate) that
+// names the holder.
 func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (string, error) {
 	msg, id, err := d.encode(args, opts)
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishJob(ctx, msg)
+	return id, d.publishJob(ctx, msg, id, opts)
 }
 
 // DispatchJSON enqueues a job of kind whose arguments are already JSON, as
@@ -93,7 +97,7 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishJob(ctx, msg)
+	return id, d.publishJob(ctx, msg, id, opts)
 }
 
 // DispatchManyParams is one job of a DispatchMany batch: what Dispatch
@@ -137,10 +141,15 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 	ids := make([]string, len(jobs))
 	errs := make([]error, len(jobs))
 	futures := make([]jetstream.PubAckFuture, len(jobs))
-	awaited := 0 // every future before this index has been awaited
+	unlocks := make([]func(error), len(jobs)) // unique keys taken (unique.go)
+	awaited := 0                              // every future before this index has been awaited
 	for i, p := range jobs {
 		msg, id, err := d.encode(p.Args, p.Opts)
 		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if unlocks[i], err = d.lockUnique(ctx, msg, id, p.Opts); err != nil {
 			errs[i] = err
 			continue
 		}
@@ -164,6 +173,11 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 	for i, f := range futures {
 		if f != nil && errs[i] == nil {
 			d.dispatched(f.Msg())
+		}
+	}
+	for i, unlock := range unlocks {
+		if unlock != nil {
+			unlock(errs[i])
 		}
 	}
 	return ids, batchError(errs)
@@ -355,10 +369,17 @@ func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
 	}
 }
 
-// publishJob publishes a job's message and reports it to
-// Config.OnDispatched once stored.
-func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg) error {
-	if err := d.publish(ctx, msg); err != nil {
+// publishJob takes the job's unique key when it has one (unique.go),
+// publishes the job's message and reports it to Config.OnDispatched once
+// stored.
+func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg, id string, opts []Option) error {
+	unlock, err := d.lockUnique(ctx, msg, id, opts)
+	if err != nil {
+		return err
+	}
+	err = d.publish(ctx, msg)
+	unlock(err)
+	if err != nil {
 		return err
 	}
 	d.dispatched(msg)

@@ -53,12 +53,15 @@ func scheduleSubject(name string) string { return SchedulePrefix + ".every." + n
 // publishes it on spec's rhythm, with no leader or timer loop in any
 // jetfleet process, and it survives restarts of all of them. Registering
 // the same name again replaces the schedule (a rollup of its subject); it
-// never doubles it. Delay and At options are refused.
+// never doubles it. Delay, At and Unique options are refused.
 func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args, opts ...Option) error {
 	if args == nil {
 		return fmt.Errorf("%w: args are nil", ErrInvalid)
 	}
 	msg, _, err := d.encode(args, opts)
+	if err == nil {
+		err = noUniqueSchedule(opts)
+	}
 	if err != nil {
 		return err
 	}
@@ -68,6 +71,9 @@ func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args,
 // ScheduleJSON is Schedule for arguments that are already JSON.
 func (d *Dispatcher) ScheduleJSON(ctx context.Context, name, spec, kind string, body []byte, opts ...Option) error {
 	msg, _, err := d.build(kind, body, opts)
+	if err == nil {
+		err = noUniqueSchedule(opts)
+	}
 	if err != nil {
 		return err
 	}
