@@ -28,6 +28,10 @@ type run struct {
 	log      zerolog.Logger
 	// settled, when set, is told each outcome settled with the server.
 	settled func(outcome string)
+	// adm holds the fleet-wide limits' slots the job runs under;
+	// limitFail says why its limit key is invalid (limits.go).
+	adm       *admission
+	limitFail string
 }
 
 func (r *run) finish(settle func() error, outcome string) {
@@ -52,6 +56,9 @@ func (l *loop) start(m jetstream.Msg) {
 	l.inFlight[r] = struct{}{}
 	l.mu.Unlock()
 	l.running.Add(1)
+	if l.limits.wait(r) { // a fleet-wide limit has no room now: it waits (limits.go)
+		return
+	}
 	l.work <- r
 }
 
@@ -78,6 +85,7 @@ func (l *loop) freeSlot(r *run) {
 		l.done++
 		l.held.Add(-1)
 		l.mu.Unlock()
+		l.limits.done(r) // its limits' slots go back (limits.go)
 		select {
 		case l.finished <- struct{}{}:
 		default:
@@ -117,6 +125,7 @@ func (l *loop) process(r *run) {
 		l.deadLetter(r, job, fmt.Sprintf("interrupted during its last attempt: delivered %d times with tries %d; the worker running it stopped or died before it finished", job.Attempt, tries), tries)
 		return
 	}
+	l.uniqueSeen(r, job) // renews its unique key's lease (release.go)
 	l.execute(r, job, h, tries)
 }
 
@@ -150,6 +159,9 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	case err == nil:
 		r.log.Info().Dur("took", took).Msg("job succeeded")
 		r.finish(r.msg.Ack, "acked")
+		l.uniqueDone(r, job) // frees its unique key (release.go)
+	case IsRelease(err):
+		l.released(r, job, err) // runs again later, using no try (release.go)
 	case l.jobCtx.Err() != nil:
 		r.log.Warn().Err(err).Dur("took", took).Msg("job interrupted by shutdown; handed back")
 		r.finish(r.msg.Nak, "handed back")
@@ -233,6 +245,7 @@ func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
 	}
 	r.log.Error().Str("reason", firstLine(reason)).Int("attempts", attempts).Msg("job dead-lettered")
 	r.finish(func() error { return r.msg.TermWithReason("dead-lettered") }, "dead-lettered")
+	l.uniqueDone(r, job) // frees its unique key (release.go)
 }
 
 func firstLine(s string) string {

@@ -20,6 +20,10 @@ const (
 	DeadLettered Outcome = "dead_lettered"
 	// HandedBack: a drain gave the job back to the queue unfinished.
 	HandedBack Outcome = "handed_back"
+	// Released: the job was stored again to run later without using a
+	// try: its handler returned Release, or a fleet-wide limit had no room
+	// for it in the worker (Config.MaxWaiting) or the worker stopped.
+	Released Outcome = "released"
 )
 
 // outcomes maps the settle outcomes of execute.go to the public ones; the
@@ -31,6 +35,7 @@ var outcomes = map[string]Outcome{
 	"dead-lettered": DeadLettered,
 	"terminated":    DeadLettered,
 	"handed back":   HandedBack,
+	"released":      Released,
 }
 
 // settled returns what a run of the message on subject calls with each

@@ -39,9 +39,11 @@ type loop struct {
 	work   chan *run
 	wake   chan struct{} // a probe saw a ready job, or a queue was resumed (buffered, coalescing)
 	probes map[string]*probe
-	pauses *pauses // which queues are paused (pause.go)
-	tally  *tally  // settled jobs per queue, for the presence record (presence.go)
-	done   int     // jobs finished, for MaxJobs
+	pauses *pauses  // which queues are paused (pause.go)
+	tally  *tally   // settled jobs per queue, for the presence record (presence.go)
+	done   int      // jobs finished, for MaxJobs
+	id     string   // this process's key in bus.WorkersBucket (presence.go)
+	limits *limiter // fleet-wide limits and the jobs waiting for them (limits.go); nil without limits
 
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
@@ -72,7 +74,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		go l.runJobs()
 	}
 	l.fetchLoop(ctx, w.stopDeadline())
+	l.limits.handBack()
 	l.drain()
+	l.limits.stop()
 	l.flushSettlements()
 	close(l.work)
 	l.closePullers()
@@ -95,7 +99,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		slots: make(chan struct{}, w.cfg.Concurrency), pace: &pace{},
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		work:     make(chan *run, w.cfg.Concurrency+maxAhead),
-		inFlight: map[*run]struct{}{}, tally: newTally(),
+		inFlight: map[*run]struct{}{}, tally: newTally(), id: workerID(),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
 	for _, name := range names {
@@ -112,6 +116,10 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 	}
 	var err error
 	if l.pauses, err = watchPauses(ctx, w.js, w.cfg.Bus, names, l.wake, w.log); err != nil {
+		return nil, err
+	}
+	if l.limits, err = startLimits(ctx, l, l.id); err != nil {
+		l.pauses.stop()
 		return nil, err
 	}
 	return l, nil
@@ -133,7 +141,7 @@ func (l *loop) fetchLoop(ctx context.Context, stopAt <-chan time.Time) {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	for ctx.Err() == nil && !l.reachedMaxJobs() {
-		held := int(l.held.Load())
+		held := int(l.held.Load()) - l.limits.waitingNow() // jobs waiting for a limit hold no run slot
 		ahead := l.pace.prefetch(l.w.cfg.Concurrency)
 		if free := l.fetchable(l.w.cfg.Concurrency + ahead - held); free > 0 && (held == 0 || free >= refillAt(ahead, l.w.cfg.Concurrency)) {
 			started := l.fetchAndStart(ctx, free)

@@ -79,6 +79,18 @@ type Config struct {
 	// queue stats`. Default 5s; at most 10s, so that the record outlives two missed writes
 	// (bus.WorkerRecordTTL is 30s).
 	PresenceInterval time.Duration
+	// SlotLease is how long a slot of a fleet-wide concurrency cap
+	// (MaxConcurrent, MaxConcurrentBy) outlives a worker that stops
+	// renewing it (it renews every third of it): a worker killed while
+	// holding slots loses them within this time. Leases are compared
+	// with the workers' clocks: keep them in sync (NTP). Default 15s; at
+	// least 1s.
+	SlotLease time.Duration
+	// MaxWaiting bounds the fetched jobs this process holds while they
+	// wait for a concurrency slot or a rate token; beyond it a job is
+	// released to come back about when its turn would come. Default
+	// 4×Concurrency, at least 100.
+	MaxWaiting int
 }
 
 func (c Config) withDefaults() Config {
@@ -136,6 +148,7 @@ type handler struct {
 	tries   int
 	timeout time.Duration
 	backoff []time.Duration
+	limits  []*limitSpec // fleet-wide limits (limits.go)
 }
 
 // Worker takes jobs from its queues and runs the registered handlers.
@@ -157,8 +170,10 @@ func New(js jetstream.JetStream, cfg Config) *Worker {
 
 // Register adds fn as the handler of T's kind. A body that does not decode
 // into T fails the job permanently with the decode error as the reason. It
-// panics when the kind is invalid or already registered, as http.Handle
-// does for a duplicate pattern: both are programming errors.
+// panics when the kind is invalid or already registered, or a limit option
+// is invalid (a limit below 1, a rate period under 1ms, a nil key
+// function, two caps), as http.Handle does for a duplicate pattern: all
+// are programming errors.
 func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) error, opts ...HandlerOption) {
 	var zero T
 	kind := zero.Kind()
@@ -171,6 +186,9 @@ func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) e
 	h := &handler{run: decodeAndRun(fn)}
 	for _, o := range opts {
 		o(h)
+	}
+	if err := h.checkLimits(kind); err != nil {
+		panic(err.Error())
 	}
 	w.handlers[kind] = h
 }

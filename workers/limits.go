@@ -1,0 +1,1124 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// Fleet-wide limits. A concurrency cap of n is n slot keys in
+// bus.LimitsBucket (c.<kind>.<key>.<i>); a job runs only while its worker
+// holds one, under a lease (Config.SlotLease) the worker renews every
+// third of it. A rate limit of n per period is n slot keys
+// (r.<kind>.<key>.<i>); each start takes one for a period. Taking a slot
+// is a compare-and-set on its revision, so two workers, on any nodes of a
+// cluster, never hold the same slot. Every worker watches the slot keys of
+// its limited kinds, so it knows which slots are free without asking: a
+// freed slot (a purge) or an expired one (the server's marker) wakes the
+// jobs waiting for it within milliseconds, and a lease or rate period that
+// ends is met by a timer set for that moment, never by a polling period.
+//
+// A fetched job that cannot run now waits in its worker, outside the run
+// slots (the worker keeps fetching and running other kinds and queues),
+// kept owned with heartbeats; it has not run, so it uses no try. Beyond
+// Config.MaxWaiting such jobs, a job is released (stored again to run
+// later, with the tries it used carried in Jetfleet-Tries-Used) for about
+// when its turn would come; a drain releases the waiting ones at once.
+
+// MaxConcurrent caps how many jobs of this kind run at once across every
+// worker process of the fleet, on every node of a NATS cluster. n must be
+// at least 1. A job over the cap waits without using a try and starts
+// within milliseconds of a slot being freed. Every worker registering the
+// kind must give the same n.
+func MaxConcurrent(n int) HandlerOption {
+	return func(h *handler) {
+		h.addLimit(&limitSpec{cap: true, n: n, what: fmt.Sprintf("MaxConcurrent(%d)", n)})
+	}
+}
+
+// MaxConcurrentBy caps, across the fleet, how many jobs of this kind with
+// the same key run at once: MaxConcurrentBy(1, userID) runs one job per
+// user at a time (Laravel's WithoutOverlapping), while jobs of different
+// users run in parallel. key gets the job with its decoded arguments and
+// must return 1 to bus.MaxKeyLen bytes without control characters; a job
+// whose key breaks that rule, or whose body does not decode into T, is
+// dead-lettered with the reason.
+func MaxConcurrentBy[T bus.Args](n int, key func(*Job[T]) string) HandlerOption {
+	return func(h *handler) {
+		h.addLimit(&limitSpec{cap: true, n: n, by: keyOf(key), what: fmt.Sprintf("MaxConcurrentBy(%d)", n)})
+	}
+}
+
+// RateLimit lets at most n jobs of this kind start in any period of per,
+// across the fleet (a sliding window: a burst of n, then one more each
+// time a start leaves the window). n must be at least 1 and per at least
+// a millisecond. A job over the limit waits without using a try and
+// starts when a start leaves the window. The window is measured with the
+// workers' clocks: keep them in sync (NTP).
+func RateLimit(n int, per time.Duration) HandlerOption {
+	return func(h *handler) {
+		h.addLimit(&limitSpec{n: n, per: per, what: fmt.Sprintf("RateLimit(%d, %s)", n, per)})
+	}
+}
+
+// RateLimitBy is RateLimit per key: at most n starts in any period of per
+// for the jobs whose key is the same. key follows MaxConcurrentBy's rules.
+func RateLimitBy[T bus.Args](n int, per time.Duration, key func(*Job[T]) string) HandlerOption {
+	return func(h *handler) {
+		h.addLimit(&limitSpec{n: n, per: per, by: keyOf(key), what: fmt.Sprintf("RateLimitBy(%d, %s)", n, per)})
+	}
+}
+
+// limitSpec is one limit of a kind, as registered.
+type limitSpec struct {
+	cap  bool          // a concurrency cap; else a rate limit
+	n    int           // slots
+	per  time.Duration // a rate limit's period
+	by   func(*bus.Job) (string, error)
+	what string // for messages
+	// avgRun is a moving average of how long the kind's jobs hold a cap's
+	// slot, in nanoseconds, to guess when a released job's turn comes.
+	avgRun atomic.Int64
+}
+
+func keyOf[T bus.Args](key func(*Job[T]) string) func(*bus.Job) (string, error) {
+	if key == nil {
+		return nil
+	}
+	return func(j *bus.Job) (k string, err error) {
+		job := &Job[T]{Job: j}
+		if err := json.Unmarshal(j.Body, &job.Args); err != nil {
+			return "", fmt.Errorf("body does not decode into %T: %w", job.Args, err)
+		}
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("the key function panicked: %v", p)
+			}
+		}()
+		k = key(job)
+		if err := bus.ValidateKey("limit key", k); err != nil {
+			return "", err
+		}
+		return k, nil
+	}
+}
+
+// addLimit records l on the handler; Register checks them (checkLimits).
+func (h *handler) addLimit(l *limitSpec) {
+	h.limits = append(h.limits, l)
+}
+
+// checkLimits reports the first bad limit of a handler of kind: Register
+// panics with it, naming the kind, the option and the rule.
+func (h *handler) checkLimits(kind string) error {
+	caps, rates := 0, 0
+	for _, l := range h.limits {
+		switch {
+		case l.n < 1:
+			return fmt.Errorf("workers: Register(%s): %s: the limit must be at least 1", kind, l.what)
+		case l.cap && l.by == nil && strings.HasPrefix(l.what, "MaxConcurrentBy"):
+			return fmt.Errorf("workers: Register(%s): %s: the key function is nil", kind, l.what)
+		case !l.cap && l.per < time.Millisecond:
+			return fmt.Errorf("workers: Register(%s): %s: the period must be at least 1ms", kind, l.what)
+		case !l.cap && l.by == nil && strings.HasPrefix(l.what, "RateLimitBy"):
+			return fmt.Errorf("workers: Register(%s): %s: the key function is nil", kind, l.what)
+		}
+		if l.cap {
+			caps++
+		} else {
+			rates++
+		}
+	}
+	if caps > 1 || rates > 1 {
+		return fmt.Errorf("workers: Register(%s): at most one concurrency cap (MaxConcurrent or MaxConcurrentBy) and one rate limit (RateLimit or RateLimitBy) per kind", kind)
+	}
+	// A cap is taken before a rate token: a token cannot be given back.
+	if len(h.limits) == 2 && !h.limits[0].cap {
+		h.limits[0], h.limits[1] = h.limits[1], h.limits[0]
+	}
+	return nil
+}
+
+const (
+	// defaultSlotLease is Config.SlotLease's default.
+	defaultSlotLease = 15 * time.Second
+	// idleLinger is how long a finished job's cap slot stays with its
+	// worker for the next job of the same key, when other slots are free.
+	idleLinger = time.Second
+	// contendedFor bounds how long a slot whose compare-and-set failed is
+	// skipped while the watch has not yet said who took it.
+	contendedFor = time.Second
+	// kvRetry is the wait after a failed call to the limits bucket (an
+	// election in a cluster) before trying again.
+	kvRetry = 250 * time.Millisecond
+	// kvTimeout bounds one call to the limits bucket.
+	kvTimeout = 5 * time.Second
+)
+
+// rateGuard is added to a rate token's period: a job starts a moment after
+// its token is taken (the compare-and-set's round trip, the hand-over to a
+// goroutine), and that moment varies, so without a guard two starts of
+// the same slot could land a little less than a period apart. It costs
+// 1% of the rate at most.
+func rateGuard(per time.Duration) time.Duration {
+	return min(per/100, 10*time.Millisecond)
+}
+
+// limiter holds one Run's view of its kinds' limits and the jobs that
+// wait for them.
+type limiter struct {
+	l      *loop
+	js     jetstream.JetStream
+	worker string
+	lease  time.Duration
+	room   int // Config.MaxWaiting
+	kinds  map[string][]*limitSpec
+	order  map[string]int // queue → priority (index in Config.Queues)
+
+	mu       sync.Mutex
+	gates    map[string]*gate // by prefix c.<kind>.<token>
+	queues   [][]*waiter      // waiting jobs per queue, by priority, oldest first
+	nWaiting atomic.Int64
+	byKind   map[[2]string]int // waiting jobs per queue and kind, for the presence record
+	retryAt  time.Time         // after a failed bucket call
+
+	wake      chan struct{}
+	admitted  chan *run
+	deferrals chan deferral
+	watch     jetstream.KeyWatcher
+	stopPump  context.CancelFunc // handBack: no more admissions
+	stopAll   context.CancelFunc // stop: no more renewals
+	pumped    chan struct{}      // closed when the pump has returned
+	draining  atomic.Bool        // the pump has stopped: finished jobs free their slots themselves
+	wg        sync.WaitGroup
+}
+
+// gate is one limit for one key: n slots and the local jobs that need it.
+type gate struct {
+	spec    *limitSpec
+	kind    string
+	prefix  string
+	slots   []slotView
+	waiters int       // local waiting jobs that need this gate
+	horizon time.Time // when the last job released for this gate is due
+}
+
+// slotView is what this worker knows of one slot key.
+type slotView struct {
+	rev       uint64    // its last revision (0: never seen)
+	until     time.Time // held until; zero when free (deleted, purged, expired)
+	worker    string
+	contended time.Time // a compare-and-set failed here: skip until the watch tells, or this time
+	mine      *holding  // this worker holds it (caps only)
+}
+
+// holding is a cap slot this worker holds: for a running job, or idle
+// since a job finished, kept a moment for the next one.
+type holding struct {
+	run       *run
+	idleSince time.Time
+}
+
+// waiter is a fetched job waiting for its limits.
+type waiter struct {
+	r     *run
+	job   *bus.Job
+	queue string
+	gates []*gate
+	fail  string // why it can never run (a bad key): dead-lettered at once
+}
+
+// admission is what an admitted job holds, freed when its handler is
+// done (done).
+type admission struct {
+	gates []*gate
+	slots []int // the cap slot held per gate; -1 for a rate token
+	began time.Time
+}
+
+// deferral is a waiting job to release for later.
+type deferral struct {
+	r     *run
+	job   *bus.Job
+	after time.Duration
+	why   string
+}
+
+// startLimits starts following the limits of the registered kinds, when
+// any has one: one KV watch over their slot keys, the goroutine that
+// admits waiting jobs, the one that renews leases and the ones that run
+// admitted jobs. It returns once the current slots are known. A worker
+// without limits gets nil, and every method of a nil limiter does nothing.
+func startLimits(ctx context.Context, l *loop, worker string) (*limiter, error) {
+	w := l.w
+	kinds := map[string][]*limitSpec{}
+	var filters []string
+	for kind, h := range w.handlers {
+		if len(h.limits) == 0 {
+			continue
+		}
+		kinds[kind] = h.limits
+		for _, s := range h.limits {
+			filters = append(filters, bus.LimitPrefix(s.cap, kind)+".>")
+		}
+	}
+	if len(kinds) == 0 {
+		return nil, nil
+	}
+	kv, err := bus.OpenLimitsBucket(ctx, w.js, w.cfg.Bus)
+	if err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
+	ls := &limiter{
+		l: l, js: w.js, worker: worker, lease: max(w.cfg.SlotLease, time.Second), room: w.cfg.MaxWaiting, kinds: kinds,
+		order: map[string]int{}, gates: map[string]*gate{}, queues: make([][]*waiter, len(w.queues)),
+		byKind: map[[2]string]int{}, wake: make(chan struct{}, 1), admitted: make(chan *run, w.cfg.Concurrency),
+		deferrals: make(chan deferral, 256), pumped: make(chan struct{}),
+	}
+	if w.cfg.SlotLease <= 0 {
+		ls.lease = defaultSlotLease
+	}
+	if ls.room <= 0 {
+		ls.room = max(100, 4*w.cfg.Concurrency)
+	}
+	for i, q := range w.queues {
+		ls.order[q.name] = i
+	}
+	if ls.watch, err = kv.WatchFiltered(context.WithoutCancel(ctx), filters); err != nil {
+		return nil, fmt.Errorf("workers: watch %s: %w", bus.LimitsBucket, err)
+	}
+	timeout := time.After(initialPausesWait)
+	for initial := true; initial; {
+		select {
+		case e, ok := <-ls.watch.Updates():
+			if !ok || e == nil {
+				initial = false
+				break
+			}
+			ls.mu.Lock()
+			ls.apply(e)
+			ls.mu.Unlock()
+		case <-timeout:
+			_ = ls.watch.Stop()
+			return nil, fmt.Errorf("workers: no reply from bucket %s within %s", bus.LimitsBucket, initialPausesWait)
+		}
+	}
+	actx, stopAll := context.WithCancel(context.WithoutCancel(ctx))
+	pctx, stopPump := context.WithCancel(actx)
+	ls.stopAll, ls.stopPump = stopAll, stopPump
+	ls.wg.Add(2)
+	go func() { defer ls.wg.Done(); ls.follow() }()
+	go func() { defer ls.wg.Done(); ls.renew(actx) }()
+	go func() { defer close(ls.pumped); ls.pump(pctx) }()
+	go ls.runDeferrals()
+	for range w.cfg.Concurrency {
+		go ls.runAdmitted()
+	}
+	return ls, nil
+}
+
+// wait takes a fetched job that has limits: it returns false when the job
+// may run now (it holds what it needs, in r.adm) or has no limits, and
+// true when it waits (it is then the limiter's until admitted or
+// released). It runs on the fetch loop: it only looks at the local view.
+func (ls *limiter) wait(r *run) bool {
+	if ls == nil {
+		return false
+	}
+	queue, kind := subjectNames(r.msg.Subject())
+	specs := ls.kinds[kind]
+	if specs == nil {
+		return false
+	}
+	job, err := bus.ParseJob(r.msg)
+	if err != nil {
+		return false // process dead-letters it
+	}
+	wt := &waiter{r: r, job: job, queue: queue}
+	tokens := make([]string, len(specs))
+	for i, s := range specs {
+		tokens[i] = bus.WholeKind
+		if s.by != nil {
+			key, err := s.by(job)
+			if err != nil {
+				wt.fail = fmt.Sprintf("%s: %v", s.what, err)
+				r.limitFail = wt.fail
+				break
+			}
+			tokens[i] = bus.KeyToken(key)
+		}
+	}
+	ls.mu.Lock()
+	if wt.fail == "" {
+		for i, s := range specs {
+			wt.gates = append(wt.gates, ls.gate(s, kind, tokens[i]))
+		}
+		if ls.takeIdle(wt, time.Now()) {
+			ls.mu.Unlock()
+			return false
+		}
+		if int(ls.nWaiting.Load()) >= ls.room {
+			after := ls.turn(wt.gates, time.Now())
+			ls.mu.Unlock()
+			ls.deferrals <- deferral{r: r, job: job, after: after, why: "waiting room full"}
+			return true
+		}
+	}
+	ls.enqueue(wt)
+	ls.mu.Unlock()
+	return true
+}
+
+// gate returns the gate of spec for token, creating it. mu is held.
+func (ls *limiter) gate(s *limitSpec, kind, token string) *gate {
+	prefix := bus.LimitPrefix(s.cap, kind) + "." + token
+	g := ls.gates[prefix]
+	if g == nil {
+		g = &gate{spec: s, kind: kind, prefix: prefix, slots: make([]slotView, s.n)}
+		ls.gates[prefix] = g
+	}
+	return g
+}
+
+// takeIdle gives wt the idle cap slots this worker holds for each of its
+// gates, when every gate has one and still has a free slot for others
+// (when a cap is full, a finished job's slot goes back to the bucket so
+// that every worker's waiting jobs get their turn). Rate gates have no
+// idle slots. mu is held.
+func (ls *limiter) takeIdle(wt *waiter, now time.Time) bool {
+	a := &admission{gates: wt.gates, slots: make([]int, len(wt.gates)), began: now}
+	for i, g := range wt.gates {
+		if !g.spec.cap || g.free(now, ls) == 0 {
+			return false
+		}
+		a.slots[i] = g.idle()
+		if a.slots[i] < 0 {
+			return false
+		}
+	}
+	for i, g := range wt.gates {
+		g.slots[a.slots[i]].mine.run = wt.r
+	}
+	wt.r.adm = a
+	return true
+}
+
+func (ls *limiter) enqueue(wt *waiter) {
+	i := ls.order[wt.queue]
+	ls.queues[i] = append(ls.queues[i], wt)
+	for _, g := range wt.gates {
+		g.waiters++
+	}
+	ls.byKind[[2]string{wt.queue, wt.job.Kind}]++
+	ls.nWaiting.Add(1)
+	ls.signal()
+}
+
+// dequeue removes wt from the waiting jobs. mu is held.
+func (ls *limiter) dequeue(wt *waiter) {
+	i := ls.order[wt.queue]
+	q := ls.queues[i]
+	for j, x := range q {
+		if x == wt {
+			ls.queues[i] = append(q[:j:j], q[j+1:]...)
+			break
+		}
+	}
+	for _, g := range wt.gates {
+		g.waiters--
+	}
+	k := [2]string{wt.queue, wt.job.Kind}
+	if ls.byKind[k]--; ls.byKind[k] <= 0 {
+		delete(ls.byKind, k)
+	}
+	ls.nWaiting.Add(-1)
+}
+
+func (ls *limiter) signal() {
+	select {
+	case ls.wake <- struct{}{}:
+	default:
+	}
+}
+
+// waitingNow is how many fetched jobs wait for a limit: the fetch loop
+// does not count them as held, so it keeps fetching other work.
+func (ls *limiter) waitingNow() int {
+	if ls == nil {
+		return 0
+	}
+	return int(ls.nWaiting.Load())
+}
+
+// waitingCounts is waitingNow per queue and kind, for the presence record.
+func (ls *limiter) waitingCounts() map[string]map[string]int {
+	if ls == nil {
+		return nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	out := map[string]map[string]int{}
+	for k, n := range ls.byKind {
+		if out[k[0]] == nil {
+			out[k[0]] = map[string]int{}
+		}
+		out[k[0]][k[1]] = n
+	}
+	return out
+}
+
+// free is how many slots of g nobody holds now. mu is held.
+func (g *gate) free(now time.Time, ls *limiter) int {
+	n := 0
+	for i := range g.slots {
+		if g.slots[i].isFree(now) {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *slotView) isFree(now time.Time) bool {
+	return s.mine == nil && !s.until.After(now)
+}
+
+func (s *slotView) usable(now time.Time) bool {
+	return s.isFree(now) && !s.contended.After(now)
+}
+
+// idle is the index of an idle cap slot this worker holds, or -1.
+func (g *gate) idle() int {
+	for i := range g.slots {
+		if m := g.slots[i].mine; m != nil && m.run == nil {
+			return i
+		}
+	}
+	return -1
+}
+
+// nextFree is when the first held slot of g is free by time (a lease or
+// rate period ends); zero when none will.
+func (g *gate) nextFree(now time.Time) time.Time {
+	var next time.Time
+	for i := range g.slots {
+		s := &g.slots[i]
+		t := s.until
+		if s.mine != nil || !t.After(now) {
+			t = s.contended // a contended free slot: look again when it times out
+			if !t.After(now) {
+				continue
+			}
+		}
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	return next
+}
+
+// turn guesses how long until a job needing gates would get its turn
+// here: behind the jobs already waiting and the ones released before it,
+// at the pace of the slowest gate (a rate limit's period per slot, or a
+// cap's average run per slot). It moves each gate's horizon, so the jobs
+// released one after another come back one after another. mu is held.
+func (ls *limiter) turn(gates []*gate, now time.Time) time.Duration {
+	var due time.Time
+	for _, g := range gates {
+		unit := g.spec.per
+		if g.spec.cap {
+			unit = time.Duration(g.spec.avgRun.Load())
+			if unit <= 0 {
+				unit = time.Second
+			}
+		}
+		step := unit / time.Duration(g.spec.n)
+		at := now.Add(time.Duration(g.waiters) * step)
+		if g.horizon.After(at) {
+			at = g.horizon
+		}
+		at = at.Add(step)
+		g.horizon = at
+		if at.After(due) {
+			due = at
+		}
+	}
+	after := due.Sub(now)
+	after += time.Duration(rand.Int64N(int64(after)/10 + 1)) // spread those released together
+	return min(max(after, 100*time.Millisecond), 10*time.Minute)
+}
+
+// apply updates the view with one entry of the watch. mu is held.
+func (ls *limiter) apply(e jetstream.KeyValueEntry) {
+	key := e.Key()
+	dot := strings.LastIndexByte(key, '.')
+	if dot < 0 {
+		return
+	}
+	i, err := strconv.Atoi(key[dot+1:])
+	prefix := key[:dot]
+	g := ls.gates[prefix]
+	if g == nil {
+		if e.Operation() != jetstream.KeyValuePut {
+			return
+		}
+		g = ls.gateFor(prefix)
+		if g == nil {
+			return
+		}
+	}
+	if err != nil || i < 0 || i >= len(g.slots) {
+		return // a slot of a larger n: another worker's setting
+	}
+	s := &g.slots[i]
+	if e.Revision() < s.rev {
+		return // older than what this worker wrote itself
+	}
+	s.rev, s.contended = e.Revision(), time.Time{}
+	if e.Operation() == jetstream.KeyValuePut {
+		var v bus.LimitSlot
+		_ = json.Unmarshal(e.Value(), &v)
+		s.until, s.worker = v.Until, v.Worker
+	} else {
+		s.until, s.worker = time.Time{}, ""
+	}
+	if s.mine != nil && s.worker != ls.worker {
+		ls.l.w.log.Warn().Str("slot", key).Msg("lost a concurrency slot: its lease ran out and another worker took it (renewals failed for a whole lease)")
+		s.mine = nil
+	}
+	if g.waiters > 0 {
+		ls.signal()
+	}
+	ls.prune(g)
+}
+
+// gateFor makes the gate of a slot key's prefix seen in the watch, when it
+// belongs to a registered limit. mu is held.
+func (ls *limiter) gateFor(prefix string) *gate {
+	parts := strings.SplitN(prefix, ".", 3)
+	if len(parts) != 3 {
+		return nil
+	}
+	for _, s := range ls.kinds[parts[1]] {
+		if (parts[0] == "c") == s.cap {
+			g := &gate{spec: s, kind: parts[1], prefix: prefix, slots: make([]slotView, s.n)}
+			ls.gates[prefix] = g
+			return g
+		}
+	}
+	return nil
+}
+
+// prune forgets a gate nobody here needs whose slots are all free and
+// unheld, so that the view of a per-key limit does not grow with every
+// key ever seen. mu is held.
+func (ls *limiter) prune(g *gate) {
+	if g.waiters > 0 {
+		return
+	}
+	for i := range g.slots {
+		if s := &g.slots[i]; s.mine != nil || !s.until.IsZero() {
+			return
+		}
+	}
+	delete(ls.gates, g.prefix)
+}
+
+// follow applies the watch's updates until it stops.
+func (ls *limiter) follow() {
+	for e := range ls.watch.Updates() {
+		if e == nil {
+			continue
+		}
+		ls.mu.Lock()
+		ls.apply(e)
+		ls.mu.Unlock()
+	}
+}
+
+// done gives back what a finished job held (called once per run, when its
+// run slot is freed): a rate token is spent; a cap slot becomes idle, and
+// the admitting goroutine decides whether it serves the next job here or
+// goes back to the bucket.
+func (ls *limiter) done(r *run) {
+	if ls == nil {
+		return
+	}
+	if a := r.adm; a != nil {
+		now := time.Now()
+		ls.mu.Lock()
+		for i, g := range a.gates {
+			if a.slots[i] < 0 {
+				continue
+			}
+			if m := g.slots[a.slots[i]].mine; m != nil && m.run == r {
+				m.run, m.idleSince = nil, now
+			}
+			observe(&g.spec.avgRun, now.Sub(a.began))
+		}
+		if ls.draining.Load() { // nobody admits jobs any more: free the slots now
+			ls.giveBack(context.Background(), now.Add(idleLinger), func(time.Time) {})
+		}
+		ls.mu.Unlock()
+		ls.signal()
+		return
+	}
+	if ls.nWaiting.Load() > 0 {
+		ls.signal() // a run slot is free for a waiting job
+	}
+}
+
+// observe adds d to a moving average (weight 1/8).
+func observe(avg *atomic.Int64, d time.Duration) {
+	for {
+		old := avg.Load()
+		next := int64(d)
+		if old > 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if avg.CompareAndSwap(old, max(next, 1)) {
+			return
+		}
+	}
+}
+
+// pump admits waiting jobs as their limits allow, oldest first within a
+// queue and queues in priority order, and gives idle cap slots back. It
+// sleeps until the watch, a finished job or a new waiting job wakes it,
+// or until the next moment a slot frees by time.
+func (ls *limiter) pump(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := ls.admit(ctx)
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), time.Millisecond)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ls.wake:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// admit makes one pass over the waiting jobs and the idle slots and
+// returns when it should run again by time (zero: only when woken).
+func (ls *limiter) admit(ctx context.Context) time.Time {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	now := time.Now()
+	var next time.Time
+	soon := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if now.Before(ls.retryAt) {
+		return ls.retryAt
+	}
+	blocked := map[*gate]bool{}
+	for qi := range ls.queues {
+		for i := 0; i < len(ls.queues[qi]); i++ {
+			wt := ls.queues[qi][i]
+			if ctx.Err() != nil {
+				return time.Time{}
+			}
+			if wt.fail == "" && !ls.ready(wt, now, blocked, soon) {
+				continue
+			}
+			if !ls.reserveRunSlot(ctx) {
+				return time.Time{}
+			}
+			if wt.fail == "" && !ls.claim(ctx, wt) {
+				<-ls.l.slots
+				now = time.Now()
+				if now.Before(ls.retryAt) {
+					return ls.retryAt
+				}
+				continue
+			}
+			ls.dequeue(wt) // the job stays in held: it was counted when fetched
+			i--
+			ls.admitted <- wt.r
+			now = time.Now()
+		}
+	}
+	ls.giveBack(ctx, now, soon)
+	return next
+}
+
+// ready reports whether every gate of wt has a slot for it now, marking
+// a gate that has none as blocked for the rest of the pass (the jobs
+// behind wt on that gate wait too: oldest first). mu is held.
+func (ls *limiter) ready(wt *waiter, now time.Time, blocked map[*gate]bool, soon func(time.Time)) bool {
+	for _, g := range wt.gates {
+		if blocked[g] {
+			return false
+		}
+		if g.spec.cap && g.idle() >= 0 && g.free(now, ls) > 0 {
+			continue
+		}
+		if g.usable(now) < 0 {
+			blocked[g] = true
+			soon(g.nextFree(now))
+			return false
+		}
+	}
+	return true
+}
+
+// usable is a free slot of g to try, picked at random so that workers
+// racing for the same gate seldom pick the same one; -1 when none.
+func (g *gate) usable(now time.Time) int {
+	start := rand.IntN(len(g.slots))
+	for j := range g.slots {
+		i := (start + j) % len(g.slots)
+		if g.slots[i].usable(now) {
+			return i
+		}
+	}
+	return -1
+}
+
+// reserveRunSlot takes one of the worker's run slots for a job about to be
+// admitted, waiting (in turn with the other jobs of the worker) for one to
+// be free. mu is held and released while it waits.
+func (ls *limiter) reserveRunSlot(ctx context.Context) bool {
+	select {
+	case ls.l.slots <- struct{}{}:
+		return true
+	default:
+	}
+	ls.mu.Unlock()
+	defer ls.mu.Lock()
+	select {
+	case ls.l.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// claim takes a slot of every gate of wt, in order (the cap before the
+// rate token, which cannot be given back). A cap slot this worker holds
+// idle is used as it is; any other is taken with a compare-and-set. On
+// failure, cap slots taken stay with this worker, idle. mu is held and
+// released during calls to the bucket.
+func (ls *limiter) claim(ctx context.Context, wt *waiter) bool {
+	a := &admission{gates: wt.gates, slots: make([]int, len(wt.gates))}
+	for gi, g := range wt.gates {
+		now := time.Now()
+		if g.spec.cap {
+			if i := g.idle(); i >= 0 && g.free(now, ls) > 0 {
+				g.slots[i].mine.run = wt.r
+				a.slots[gi] = i
+				continue
+			}
+		}
+		i, ok := ls.take(ctx, g, wt)
+		if !ok {
+			for k := range gi {
+				if a.slots[k] >= 0 {
+					if m := wt.gates[k].slots[a.slots[k]].mine; m != nil && m.run == wt.r {
+						m.run, m.idleSince = nil, time.Now()
+					}
+				}
+			}
+			return false
+		}
+		a.slots[gi] = i
+		if !g.spec.cap {
+			a.slots[gi] = -1
+		}
+	}
+	a.began = time.Now()
+	wt.r.adm = a
+	return true
+}
+
+// take claims one free slot of g for wt with a compare-and-set on its
+// revision, trying the free slots the view shows until one is taken or
+// none is left. mu is held and released during each call.
+func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
+	for {
+		now := time.Now()
+		i := g.usable(now)
+		if i < 0 {
+			return -1, false
+		}
+		s := &g.slots[i]
+		rev, wasMarker := s.rev, s.until.IsZero() && s.rev > 0
+		until := now.Add(ls.lease)
+		if !g.spec.cap {
+			until = now.Add(g.spec.per + rateGuard(g.spec.per))
+		}
+		slot := bus.LimitSlot{Until: until, Worker: ls.worker, JobID: wt.job.ID}
+		key := g.prefix + "." + strconv.Itoa(i)
+		ls.mu.Unlock()
+		newRev, err := ls.claimSlot(ctx, key, rev, slot)
+		if err != nil && wasMarker && errors.Is(err, jetstream.ErrKeyExists) {
+			newRev, err = ls.claimSlot(ctx, key, 0, slot) // the marker itself has expired
+		}
+		ls.mu.Lock()
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				ls.l.w.log.Warn().Err(err).Str("slot", key).Msg("limits bucket unavailable; waiting jobs try again shortly")
+				ls.retryAt = time.Now().Add(kvRetry)
+				return -1, false
+			}
+			if s.rev == rev {
+				s.contended = time.Now().Add(contendedFor)
+			}
+			continue
+		}
+		if newRev > s.rev {
+			s.rev, s.until, s.worker, s.contended = newRev, slot.Until, ls.worker, time.Time{}
+		}
+		if g.spec.cap {
+			s.mine = &holding{run: wt.r}
+		}
+		return i, true
+	}
+}
+
+func (ls *limiter) claimSlot(ctx context.Context, key string, rev uint64, slot bus.LimitSlot) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	return bus.ClaimLimitSlot(ctx, ls.js, key, rev, slot)
+}
+
+// giveBack returns idle cap slots to the bucket: at once when their cap
+// is full (a job waiting anywhere in the fleet gets its turn), else once
+// they have been idle for idleLinger. mu is held and released during
+// calls to the bucket.
+func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.Time)) {
+	type idle struct {
+		g   *gate
+		i   int
+		rev uint64
+	}
+	var free []idle
+	for _, g := range ls.gates {
+		if !g.spec.cap {
+			continue
+		}
+		for i := range g.slots {
+			m := g.slots[i].mine
+			if m == nil || m.run != nil {
+				continue
+			}
+			if g.free(now, ls) == 0 || now.Sub(m.idleSince) >= idleLinger {
+				free = append(free, idle{g, i, g.slots[i].rev})
+				continue
+			}
+			soon(m.idleSince.Add(idleLinger))
+		}
+	}
+	for _, f := range free {
+		s := &f.g.slots[f.i]
+		s.mine = nil
+		s.contended = now.Add(contendedFor) // taken again on the watch's word, like every other worker
+		key := f.g.prefix + "." + strconv.Itoa(f.i)
+		ls.mu.Unlock()
+		err := ls.freeSlot(ctx, key, f.rev)
+		ls.mu.Lock()
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			// Keep it (renewed, and freed again shortly) rather than leave
+			// it held in the bucket for a whole lease.
+			ls.l.w.log.Warn().Err(err).Str("slot", key).Msg("could not free a concurrency slot; trying again shortly")
+			if s.mine == nil && s.rev == f.rev {
+				s.mine, s.contended = &holding{idleSince: now.Add(-idleLinger)}, time.Time{}
+				ls.retryAt = time.Now().Add(kvRetry)
+			}
+		}
+	}
+}
+
+func (ls *limiter) freeSlot(ctx context.Context, key string, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	return bus.FreeLimitSlot(ctx, ls.js, key, rev)
+}
+
+// renew extends the lease of every cap slot this worker holds, every third
+// of the lease, so that a slot outlives its holder by at most one lease.
+func (ls *limiter) renew(ctx context.Context) {
+	t := time.NewTicker(ls.lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		type held struct {
+			key  string
+			g    *gate
+			i    int
+			rev  uint64
+			slot bus.LimitSlot
+		}
+		var all []held
+		now := time.Now()
+		ls.mu.Lock()
+		for _, g := range ls.gates {
+			for i := range g.slots {
+				s := &g.slots[i]
+				if s.mine == nil {
+					continue
+				}
+				slot := bus.LimitSlot{Until: now.Add(ls.lease), Worker: ls.worker}
+				if s.mine.run != nil {
+					slot.JobID = jobID(s.mine.run)
+				}
+				all = append(all, held{g.prefix + "." + strconv.Itoa(i), g, i, s.rev, slot})
+			}
+		}
+		ls.mu.Unlock()
+		for _, h := range all {
+			rev, err := ls.claimSlot(ctx, h.key, h.rev, h.slot)
+			ls.mu.Lock()
+			s := &h.g.slots[h.i]
+			switch {
+			case err == nil:
+				if rev > s.rev {
+					s.rev, s.until = rev, h.slot.Until
+				}
+			case errors.Is(err, jetstream.ErrKeyExists):
+				if s.mine != nil && s.rev == h.rev {
+					ls.l.w.log.Warn().Str("slot", h.key).Msg("lost a concurrency slot: another worker took it after its lease ran out")
+					s.mine = nil
+				}
+			case ctx.Err() == nil:
+				ls.l.w.log.Warn().Err(err).Str("slot", h.key).Msg("could not renew a concurrency slot's lease; trying again")
+			}
+			ls.mu.Unlock()
+		}
+	}
+}
+
+// jobID is the ID of a run's job, for a slot's value.
+func jobID(r *run) string {
+	if id := r.msg.Headers().Get(bus.HeaderJobID); id != "" {
+		return id
+	}
+	return r.msg.Headers().Get(bus.HeaderMsgID)
+}
+
+// runAdmitted runs admitted jobs: their run slot is already reserved.
+func (ls *limiter) runAdmitted() {
+	for r := range ls.admitted {
+		r.queued.Store(false)
+		if r.limitFail != "" {
+			ls.l.deadLetterUnrun(r, r.limitFail)
+		} else {
+			ls.l.process(r)
+		}
+		ls.l.release(r)
+	}
+}
+
+// runDeferrals releases the jobs the waiting room had no place for.
+func (ls *limiter) runDeferrals() {
+	for d := range ls.deferrals {
+		d.r.queued.Store(false)
+		ls.l.reschedule(d.r, d.job, d.after, d.why)
+		ls.forget(d.r)
+	}
+}
+
+// forget settles the bookkeeping of a fetched job that leaves the worker
+// without running (released): it held no run slot.
+func (ls *limiter) forget(r *run) {
+	r.slotOnce.Do(func() {
+		ls.l.mu.Lock()
+		ls.l.held.Add(-1)
+		ls.l.mu.Unlock()
+		select {
+		case ls.l.finished <- struct{}{}:
+		default:
+		}
+	})
+	ls.l.mu.Lock()
+	delete(ls.l.inFlight, r)
+	ls.l.mu.Unlock()
+	ls.l.running.Done()
+}
+
+// handBack ends admissions and releases every waiting job to run at once
+// elsewhere, without using a try: the drain's step for jobs that never
+// started.
+func (ls *limiter) handBack() {
+	if ls == nil {
+		return
+	}
+	ls.stopPump()
+	<-ls.pumped
+	ls.draining.Store(true)
+	ls.mu.Lock()
+	var all []*waiter
+	for _, q := range ls.queues {
+		all = append(all, q...)
+	}
+	for _, wt := range all {
+		ls.dequeue(wt)
+	}
+	ls.giveBack(context.Background(), time.Now().Add(idleLinger), func(time.Time) {})
+	ls.mu.Unlock()
+	for _, wt := range all {
+		if wt.fail != "" {
+			wt.r.queued.Store(false)
+			ls.l.deadLetterUnrun(wt.r, wt.fail)
+			ls.forget(wt.r)
+			continue
+		}
+		ls.deferrals <- deferral{r: wt.r, job: wt.job, after: 0, why: "worker stopping"}
+	}
+}
+
+// stop ends the limiter after the drain: the goroutines stop, and the cap
+// slots this worker still holds go back to the bucket.
+func (ls *limiter) stop() {
+	if ls == nil {
+		return
+	}
+	ls.stopPump()
+	<-ls.pumped
+	ls.stopAll()
+	_ = ls.watch.Stop()
+	ls.wg.Wait()
+	close(ls.admitted)
+	close(ls.deferrals)
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, g := range ls.gates {
+		for i := range g.slots {
+			if s := &g.slots[i]; s.mine != nil {
+				_ = bus.FreeLimitSlot(ctx, ls.js, g.prefix+"."+strconv.Itoa(i), s.rev)
+				s.mine = nil
+			}
+		}
+	}
+}
