@@ -79,13 +79,15 @@ func ClaimLimitSlot(ctx context.Context, js jetstream.JetStream, key string, rev
 	return rev, nil
 }
 
-// FreeLimitSlot removes key from LimitsBucket if its last revision is
-// rev. Another writer first is an error wrapping jetstream.ErrKeyExists.
-func FreeLimitSlot(ctx context.Context, js jetstream.JetStream, key string, rev uint64) error {
-	if err := wire.PurgeIfRevision(ctx, js, LimitsBucket, key, rev); err != nil {
-		return fmt.Errorf("bus: limit slot %s: %w", key, err)
+// FreeLimitSlot removes key from LimitsBucket if its last revision is rev
+// and returns the revision of the marker it leaves. Another writer first
+// is an error wrapping jetstream.ErrKeyExists.
+func FreeLimitSlot(ctx context.Context, js jetstream.JetStream, key string, rev uint64) (uint64, error) {
+	rev, err := wire.PurgeIfRevision(ctx, js, LimitsBucket, key, rev)
+	if err != nil {
+		return 0, fmt.Errorf("bus: limit slot %s: %w", key, err)
 	}
-	return nil
+	return rev, nil
 }
 
 // addWaiting adds one worker's jobs waiting for a limit, by kind, to qs.

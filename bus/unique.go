@@ -245,7 +245,7 @@ func (d *Dispatcher) unlockFailed(ctx context.Context, token string, rev uint64,
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = wire.PurgeIfRevision(ctx, d.js, UniqueBucket, token, rev)
+	_, _ = wire.PurgeIfRevision(ctx, d.js, UniqueBucket, token, rev)
 }
 
 // UnlockUnique frees the unique key of job (HeaderUnique) now that it is
@@ -263,7 +263,7 @@ func UnlockUnique(ctx context.Context, js jetstream.JetStream, job *Job) error {
 	if err != nil || lock == nil || lock.JobID != job.ID || !lock.UntilDone {
 		return err
 	}
-	if err := wire.PurgeIfRevision(ctx, js, UniqueBucket, token, e.Revision); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	if _, err := wire.PurgeIfRevision(ctx, js, UniqueBucket, token, e.Revision); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("bus: free unique key %q of job %s: %w", key, job.ID, err)
 	}
 	return nil

@@ -226,15 +226,19 @@ func GetLatest(ctx context.Context, js jetstream.JetStream, bucket, key string) 
 }
 
 // PurgeIfRevision removes key from bucket, leaving a marker that lives
-// MarkerTTL, only if the key's last revision is rev. A mismatch (another
-// writer came first) wraps jetstream.ErrKeyExists.
-func PurgeIfRevision(ctx context.Context, js jetstream.JetStream, bucket, key string, rev uint64) error {
+// MarkerTTL, only if the key's last revision is rev, and returns the
+// marker's revision. A mismatch (another writer came first) wraps
+// jetstream.ErrKeyExists.
+func PurgeIfRevision(ctx context.Context, js jetstream.JetStream, bucket, key string, rev uint64) (uint64, error) {
 	msg := &nats.Msg{Subject: "$KV." + bucket + "." + key, Header: nats.Header{}}
 	msg.Header.Set("KV-Operation", "PURGE")
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	_, err := js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(MarkerTTL), jetstream.WithRetryAttempts(0))
-	if err != nil && wrongLastSeq(err) {
-		return fmt.Errorf("%w: %s/%s is not at revision %d: %w", jetstream.ErrKeyExists, bucket, key, rev, err)
+	ack, err := js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(MarkerTTL), jetstream.WithRetryAttempts(0))
+	if err != nil {
+		if wrongLastSeq(err) {
+			return 0, fmt.Errorf("%w: %s/%s is not at revision %d: %w", jetstream.ErrKeyExists, bucket, key, rev, err)
+		}
+		return 0, err
 	}
-	return err
+	return ack.Sequence, nil
 }
