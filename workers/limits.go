@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -162,8 +164,14 @@ const (
 	// kvRetry is the wait after a failed call to the limits bucket (an
 	// election in a cluster) before trying again.
 	kvRetry = 250 * time.Millisecond
-	// kvTimeout bounds one call to the limits bucket.
-	kvTimeout = 5 * time.Second
+	// kvTimeout bounds one call to the limits bucket: they take
+	// milliseconds, and while a cluster elects a leader they are not
+	// answered at all, so waiting longer only stalls the worker's
+	// admissions.
+	kvTimeout = 2 * time.Second
+	// staleSlack is how late a renewal may be before the view is
+	// suspected of being stale.
+	staleSlack = time.Second
 )
 
 // rateGuard is added to a rate token's period: a job starts a moment after
@@ -192,7 +200,12 @@ type limiter struct {
 	nWaiting atomic.Int64
 	byKind   map[[2]string]int // waiting jobs per queue and kind, for the presence record
 	retryAt  time.Time         // after a failed bucket call
+	// lastResync is when checkStale last asked for the view to be read again.
+	lastResync time.Time
 
+	kv        jetstream.KeyValue
+	filters   []string    // the slot keys of the limited kinds
+	resync    atomic.Bool // a call to the bucket failed: read every slot again once it answers
 	wake      chan struct{}
 	admitted  chan *run
 	deferrals chan deferral
@@ -221,6 +234,7 @@ type slotView struct {
 	worker    string
 	contended time.Time // a compare-and-set failed here: skip until the watch tells, or this time
 	mine      *holding  // this worker holds it (caps only)
+	writing   bool      // a write of this worker (a claim or a release) is on its way
 }
 
 // holding is a cap slot this worker holds: for a running job, or idle
@@ -295,30 +309,23 @@ func startLimits(ctx context.Context, l *loop, worker string) (*limiter, error) 
 	for i, q := range w.queues {
 		ls.order[q.name] = i
 	}
-	if ls.watch, err = kv.WatchFiltered(context.WithoutCancel(ctx), filters); err != nil {
-		return nil, fmt.Errorf("workers: watch %s: %w", bus.LimitsBucket, err)
-	}
-	timeout := time.After(initialPausesWait)
-	for initial := true; initial; {
-		select {
-		case e, ok := <-ls.watch.Updates():
-			if !ok || e == nil {
-				initial = false
-				break
-			}
-			ls.mu.Lock()
-			ls.apply(e)
-			ls.mu.Unlock()
-		case <-timeout:
-			_ = ls.watch.Stop()
-			return nil, fmt.Errorf("workers: no reply from bucket %s within %s", bus.LimitsBucket, initialPausesWait)
-		}
+	ls.kv, ls.filters = kv, filters
+	if err := ls.rewatch(ctx); err != nil {
+		return nil, err
 	}
 	actx, stopAll := context.WithCancel(context.WithoutCancel(ctx))
 	pctx, stopPump := context.WithCancel(actx)
 	ls.stopAll, ls.stopPump = stopAll, stopPump
-	ls.wg.Add(2)
-	go func() { defer ls.wg.Done(); ls.follow() }()
+	// A reconnection may have missed slot changes: read them all again.
+	status := w.js.Conn().StatusChanged(nats.CONNECTED)
+	go func() {
+		for range status {
+			ls.resync.Store(true)
+			ls.signal()
+		}
+	}()
+	context.AfterFunc(actx, func() { w.js.Conn().RemoveStatusListener(status) })
+	ls.wg.Add(1)
 	go func() { defer ls.wg.Done(); ls.renew(actx) }()
 	go func() { defer close(ls.pumped); ls.pump(pctx) }()
 	go ls.runDeferrals()
@@ -409,6 +416,7 @@ func (ls *limiter) takeIdle(wt *waiter, now time.Time) bool {
 	}
 	for i, g := range wt.gates {
 		g.slots[a.slots[i]].mine.run = wt.r
+		ls.l.w.log.Debug().Str("slot", g.prefix+"."+strconv.Itoa(a.slots[i])).Uint64("rev", g.slots[a.slots[i]].rev).Str("job_id", wt.job.ID).Msg("limits: idle slot reused")
 	}
 	wt.r.adm = a
 	return true
@@ -539,7 +547,7 @@ func (ls *limiter) turn(gates []*gate, now time.Time) time.Duration {
 		if g.spec.cap {
 			unit = time.Duration(g.spec.avgRun.Load())
 			if unit <= 0 {
-				unit = time.Second
+				unit = firstPositive(time.Duration(ls.l.pace.avg.Load()), 100*time.Millisecond) // a guess: it is corrected when the job comes back
 			}
 		}
 		step := unit / time.Duration(g.spec.n)
@@ -596,6 +604,9 @@ func (ls *limiter) apply(e jetstream.KeyValueEntry) {
 		ls.l.w.log.Warn().Str("slot", key).Msg("lost a concurrency slot: its lease ran out and another worker took it (renewals failed for a whole lease)")
 		s.mine = nil
 	}
+	if g.spec.cap {
+		ls.adopt(s, time.Now())
+	}
 	if g.waiters > 0 {
 		ls.signal()
 	}
@@ -634,16 +645,76 @@ func (ls *limiter) prune(g *gate) {
 	delete(ls.gates, g.prefix)
 }
 
+// rewatch (re)starts the watch of the slot keys: it reads every current
+// slot, replaces the view with them (keeping what this worker holds),
+// and then follows the changes. It runs at start, and again after a call
+// to the bucket failed or the connection came back: in a cluster, the
+// node that served the watch may be the one that died, and the watch
+// would only notice after its heartbeats are missed (about 10 s).
+func (ls *limiter) rewatch(ctx context.Context) error {
+	w, err := ls.kv.WatchFiltered(context.WithoutCancel(ctx), slices.Clone(ls.filters)) // it rewrites the slice
+	if err != nil {
+		return fmt.Errorf("workers: watch %s: %w", bus.LimitsBucket, err)
+	}
+	var initial []jetstream.KeyValueEntry
+	timeout := time.After(initialPausesWait)
+	for done := false; !done; {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok || e == nil {
+				done = true
+				break
+			}
+			initial = append(initial, e)
+		case <-timeout:
+			_ = w.Stop()
+			return fmt.Errorf("workers: no reply from bucket %s within %s", bus.LimitsBucket, initialPausesWait)
+		}
+	}
+	ls.mu.Lock()
+	old := ls.watch
+	ls.watch = w
+	for _, g := range ls.gates {
+		for i := range g.slots {
+			s := &g.slots[i]
+			s.rev, s.until, s.worker, s.contended = 0, time.Time{}, "", time.Time{}
+			if s.mine != nil {
+				s.worker = ls.worker // until the bucket says otherwise
+			}
+		}
+	}
+	for _, e := range initial {
+		ls.apply(e)
+	}
+	ls.mu.Unlock()
+	if old != nil {
+		_ = old.Stop()
+	}
+	ls.signal()
+	ls.wg.Add(1)
+	go func() { defer ls.wg.Done(); ls.follow(w) }()
+	return nil
+}
+
 // follow applies the watch's updates until it stops.
-func (ls *limiter) follow() {
-	for e := range ls.watch.Updates() {
+func (ls *limiter) follow(w jetstream.KeyWatcher) {
+	for e := range w.Updates() {
 		if e == nil {
 			continue
 		}
 		ls.mu.Lock()
-		ls.apply(e)
+		if ls.watch == w {
+			ls.apply(e)
+		}
 		ls.mu.Unlock()
 	}
+}
+
+// troubled notes a failed call to the bucket: the next admissions wait a
+// moment, and the view is read again once the bucket answers.
+func (ls *limiter) troubled() {
+	ls.resync.Store(true)
+	ls.retryAt = time.Now().Add(kvRetry)
 }
 
 // done gives back what a finished job held (called once per run, when its
@@ -700,6 +771,19 @@ func (ls *limiter) pump(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if ls.resync.Load() && !time.Now().Before(ls.retryAfter()) {
+			ls.resync.Store(false)
+			err := ls.rewatch(ctx)
+			ls.l.w.log.Debug().Err(err).Msg("limits: read every slot again")
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				ls.mu.Lock()
+				ls.troubled()
+				ls.mu.Unlock()
+			}
+		}
 		next := ls.admit(ctx)
 		wait := time.Hour
 		if !next.IsZero() {
@@ -781,10 +865,45 @@ func (ls *limiter) ready(wt *waiter, now time.Time, blocked map[*gate]bool, soon
 		if g.usable(now) < 0 {
 			blocked[g] = true
 			soon(g.nextFree(now))
+			soon(ls.checkStale(g, now))
 			return false
 		}
 	}
 	return true
+}
+
+// checkStale looks for signs that the watch has stopped telling this
+// worker about g's slots (in a cluster, the node serving the watch may
+// have died; the watch itself notices only after missing heartbeats, about
+// 10 s): a cap slot held by another worker whose renewal is overdue (they
+// come every third of a lease; a dead holder's are overdue too), or a slot
+// whose compare-and-set failed and of which the watch said nothing since.
+// Either makes the view be read again, at most once per third of a lease.
+// It returns when to look again. mu is held.
+func (ls *limiter) checkStale(g *gate, now time.Time) time.Time {
+	var next time.Time
+	for i := range g.slots {
+		s := &g.slots[i]
+		due := s.contended
+		if g.spec.cap && s.mine == nil && s.until.After(now) {
+			due = s.until.Add(-ls.lease + ls.lease/3 + staleSlack)
+		}
+		if due.IsZero() {
+			continue
+		}
+		if !due.After(now) {
+			if now.Sub(ls.lastResync) >= ls.lease/3 {
+				ls.lastResync = now
+				ls.resync.Store(true)
+				ls.signal()
+			}
+			continue
+		}
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	return next
 }
 
 // usable is a free slot of g to try, picked at random so that workers
@@ -832,6 +951,7 @@ func (ls *limiter) claim(ctx context.Context, wt *waiter) bool {
 			if i := g.idle(); i >= 0 && g.free(now, ls) > 0 {
 				g.slots[i].mine.run = wt.r
 				a.slots[gi] = i
+				ls.l.w.log.Debug().Str("slot", g.prefix+"."+strconv.Itoa(i)).Uint64("rev", g.slots[i].rev).Str("job_id", wt.job.ID).Msg("limits: idle slot handed over")
 				continue
 			}
 		}
@@ -874,16 +994,18 @@ func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
 		}
 		slot := bus.LimitSlot{Until: until, Worker: ls.worker, JobID: wt.job.ID}
 		key := g.prefix + "." + strconv.Itoa(i)
+		s.writing = true
 		ls.mu.Unlock()
 		newRev, err := ls.claimSlot(ctx, key, rev, slot)
 		if err != nil && wasMarker && errors.Is(err, jetstream.ErrKeyExists) {
 			newRev, err = ls.claimSlot(ctx, key, 0, slot) // the marker itself has expired
 		}
 		ls.mu.Lock()
+		s.writing = false
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrKeyExists) {
 				ls.l.w.log.Warn().Err(err).Str("slot", key).Msg("limits bucket unavailable; waiting jobs try again shortly")
-				ls.retryAt = time.Now().Add(kvRetry)
+				ls.troubled()
 				return -1, false
 			}
 			if s.rev == rev {
@@ -897,6 +1019,7 @@ func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
 		if g.spec.cap {
 			s.mine = &holding{run: wt.r}
 		}
+		ls.l.w.log.Debug().Str("slot", key).Uint64("rev", newRev).Str("job_id", wt.job.ID).Msg("limits: slot taken")
 		return i, true
 	}
 }
@@ -936,25 +1059,49 @@ func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.T
 	}
 	for _, f := range free {
 		s := &f.g.slots[f.i]
-		s.mine = nil
+		if s.mine == nil || s.mine.run != nil || s.rev != f.rev {
+			continue // changed while mu was released for an earlier one
+		}
+		s.mine, s.writing = nil, true
 		s.contended = now.Add(contendedFor) // taken again on the watch's word, like every other worker
 		key := f.g.prefix + "." + strconv.Itoa(f.i)
 		ls.mu.Unlock()
-		err := ls.freeSlot(ctx, key, f.rev)
+		rev, err := ls.freeSlot(ctx, key, f.rev)
+		ls.l.w.log.Debug().Err(err).Str("slot", key).Uint64("rev", f.rev).Uint64("marker", rev).Msg("limits: slot given back")
 		ls.mu.Lock()
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			// Keep it (renewed, and freed again shortly) rather than leave
-			// it held in the bucket for a whole lease.
-			ls.l.w.log.Warn().Err(err).Str("slot", key).Msg("could not free a concurrency slot; trying again shortly")
-			if s.mine == nil && s.rev == f.rev {
-				s.mine, s.contended = &holding{idleSince: now.Add(-idleLinger)}, time.Time{}
-				ls.retryAt = time.Now().Add(kvRetry)
+		s.writing = false
+		switch {
+		case err == nil:
+			if rev > s.rev { // older news of this slot, still on its way, is ignored
+				s.rev, s.until, s.worker = rev, time.Time{}, ""
 			}
+		case errors.Is(err, jetstream.ErrKeyExists):
+			// Written since: by this worker's renewal (then it is still
+			// this worker's, and goes back on the next pass) or by
+			// another worker after the lease ran out.
+			ls.adopt(s, time.Now())
+		default:
+			// It may or may not be free: the view is read again, and if
+			// the slot is still this worker's it is adopted and given back.
+			ls.l.w.log.Warn().Err(err).Str("slot", key).Msg("could not free a concurrency slot; trying again shortly")
+			ls.troubled()
 		}
 	}
 }
 
-func (ls *limiter) freeSlot(ctx context.Context, key string, rev uint64) error {
+// adopt takes back as idle a cap slot the bucket says this worker holds
+// while this worker does not know it (a write whose answer timed out, or a
+// renewal that crossed a release), so that it is given back now rather
+// than held until its lease ends. mu is held.
+func (ls *limiter) adopt(s *slotView, now time.Time) {
+	if s.mine == nil && !s.writing && s.worker == ls.worker && s.until.After(now) {
+		ls.l.w.log.Debug().Uint64("rev", s.rev).Msg("limits: slot adopted")
+		s.mine = &holding{idleSince: now.Add(-idleLinger)}
+		ls.signal()
+	}
+}
+
+func (ls *limiter) freeSlot(ctx context.Context, key string, rev uint64) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	return bus.FreeLimitSlot(ctx, ls.js, key, rev)
@@ -1011,6 +1158,8 @@ func (ls *limiter) renew(ctx context.Context) {
 				}
 			case ctx.Err() == nil:
 				ls.l.w.log.Warn().Err(err).Str("slot", h.key).Msg("could not renew a concurrency slot's lease; trying again")
+				ls.troubled()
+				ls.signal()
 			}
 			ls.mu.Unlock()
 		}
@@ -1105,7 +1254,9 @@ func (ls *limiter) stop() {
 	ls.stopPump()
 	<-ls.pumped
 	ls.stopAll()
+	ls.mu.Lock()
 	_ = ls.watch.Stop()
+	ls.mu.Unlock()
 	ls.wg.Wait()
 	close(ls.admitted)
 	close(ls.deferrals)
@@ -1116,9 +1267,15 @@ func (ls *limiter) stop() {
 	for _, g := range ls.gates {
 		for i := range g.slots {
 			if s := &g.slots[i]; s.mine != nil {
-				_ = bus.FreeLimitSlot(ctx, ls.js, g.prefix+"."+strconv.Itoa(i), s.rev)
+				_, _ = bus.FreeLimitSlot(ctx, ls.js, g.prefix+"."+strconv.Itoa(i), s.rev)
 				s.mine = nil
 			}
 		}
 	}
+}
+
+func (ls *limiter) retryAfter() time.Time {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.retryAt
 }
