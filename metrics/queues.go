@@ -23,7 +23,8 @@ type QueueConfig struct {
 // QueueCollector is a prometheus.Collector of per-queue gauges read from
 // JetStream with bus.Inspector.Stats: ready, in flight, scheduled (delayed),
 // failed (in DLQ), the oldest ready job's age, paused, and live workers per
-// queue, plus the number of live workers. A read is a handful of requests
+// queue, jobs waiting for a fleet-wide limit per queue and kind (a kind
+// with none waiting has no series), plus the number of live workers. A read is a handful of requests
 // per queue and is cached for CacheFor. When the read fails, only
 // jetfleet_queue_stats_success (0) is exposed: no stale values.
 //
@@ -40,6 +41,7 @@ type QueueCollector struct {
 
 	ready, inFlight, scheduled, failed, oldest, paused, workers *prometheus.Desc
 	fleet, success                                              *prometheus.Desc
+	waiting                                                     *prometheus.Desc
 }
 
 // NewQueueCollector creates a QueueCollector reading through in and
@@ -65,6 +67,7 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 		paused:    desc("jetfleet_queue_paused", "1 while the queue is paused.", q),
 		workers:   desc("jetfleet_queue_workers", "Live worker processes taking jobs from the queue.", q),
 		fleet:     desc("jetfleet_workers", "Live worker processes (records in jetfleet_workers).", nil),
+		waiting:   desc("jetfleet_queue_waiting_jobs", "Jobs the live workers hold that wait for a slot of a concurrency cap or a token of a rate limit.", []string{"queue", "kind"}),
 		success:   desc("jetfleet_queue_stats_success", "1 when the last read of the queue stats from JetStream worked.", nil),
 	}
 	if err := register(reg, c); err != nil {
@@ -75,7 +78,7 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 
 // Describe implements prometheus.Collector.
 func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success} {
+	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.waiting} {
 		ch <- d
 	}
 }
@@ -100,6 +103,9 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.oldest, q.OldestReady.Seconds(), q.Queue)
 		gauge(c.paused, boolFloat(q.Paused), q.Queue)
 		gauge(c.workers, float64(q.Workers), q.Queue)
+		for kind, n := range q.WaitingKinds {
+			ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(n), q.Queue, kind)
+		}
 	}
 }
 
