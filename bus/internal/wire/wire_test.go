@@ -31,6 +31,9 @@ func TestWireAgreesWithBusContract(t *testing.T) {
 		{"workers bucket", wire.WorkersBucketConfig(0).Bucket, bus.WorkersBucket},
 		{"workers bucket TTL", wire.WorkersBucketConfig(0).TTL.String(), bus.WorkerRecordTTL.String()},
 		{"origin", wire.Origin(7), bus.JobsStream + ":7"},
+		{"unique bucket", wire.UniqueBucketConfig(0).Bucket, bus.UniqueBucket},
+		{"limits bucket", wire.LimitsBucketConfig(0).Bucket, bus.LimitsBucket},
+		{"max key length", strconv.Itoa(wire.MaxKeyLen), strconv.Itoa(bus.MaxKeyLen)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
