@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -102,4 +103,25 @@ func addWaiting(qs *QueueStats, byKind map[string]int) {
 		qs.WaitingKinds[kind] += uint64(n)
 		qs.Waiting += uint64(n)
 	}
+}
+
+// ReadLimitSlot reads key of LimitsBucket from the bucket's leader: its
+// last revision (0 when the key has no message) and its value (nil when it
+// was freed or expired).
+func ReadLimitSlot(ctx context.Context, js jetstream.JetStream, key string) (uint64, *LimitSlot, error) {
+	e, err := wire.GetLatest(ctx, js, LimitsBucket, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	if e.Deleted {
+		return e.Revision, nil, nil
+	}
+	var slot LimitSlot
+	if err := json.Unmarshal(e.Value, &slot); err != nil {
+		return e.Revision, nil, fmt.Errorf("bus: limit slot %s holds no slot: %w", key, err)
+	}
+	return e.Revision, &slot, nil
 }

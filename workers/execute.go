@@ -28,8 +28,10 @@ type run struct {
 	log      zerolog.Logger
 	// settled, when set, is told each outcome settled with the server.
 	settled func(outcome string)
-	// adm holds the fleet-wide limits' slots the job runs under;
-	// limitFail says why its limit key is invalid (limits.go).
+	// lim is the limits a job takes once it has a run slot; adm holds
+	// the slots it runs under; limitFail says why its limit key is
+	// invalid (limits.go).
+	lim       *waiter
 	adm       *admission
 	limitFail string
 }
@@ -68,6 +70,9 @@ func (l *loop) start(m jetstream.Msg) {
 func (l *loop) runJobs() {
 	for r := range l.work {
 		l.slots <- struct{}{}
+		if !l.limits.admitNow(r) { // a fleet-wide limit has no room after all: it waits (limits.go)
+			continue
+		}
 		r.queued.Store(false)
 		l.process(r)
 		l.release(r)

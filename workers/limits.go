@@ -195,10 +195,11 @@ type limiter struct {
 	order  map[string]int // queue → priority (index in Config.Queues)
 
 	mu       sync.Mutex
-	gates    map[string]*gate // by prefix c.<kind>.<token>
-	queues   [][]*waiter      // waiting jobs per queue, by priority, oldest first
-	nWaiting atomic.Int64
-	byKind   map[[2]string]int // waiting jobs per queue and kind, for the presence record
+	gates    map[string]*gate  // by prefix c.<kind>.<token>
+	queues   [][]*waiter       // waiting jobs per queue, by priority, oldest first
+	nWaiting atomic.Int64      // fetched jobs in the limiter's hands
+	nBlocked atomic.Int64      // those of them a limit holds back (not just a free run slot)
+	byKind   map[[2]string]int // blocked jobs per queue and kind, for the presence record
 	retryAt  time.Time         // after a failed bucket call
 	// lastResync is when checkStale last asked for the view to be read again.
 	lastResync time.Time
@@ -210,6 +211,7 @@ type limiter struct {
 	admitted  chan *run
 	deferrals chan deferral
 	watch     jetstream.KeyWatcher
+	ctx       context.Context    // ends with stop
 	stopPump  context.CancelFunc // handBack: no more admissions
 	stopAll   context.CancelFunc // stop: no more renewals
 	pumped    chan struct{}      // closed when the pump has returned
@@ -222,9 +224,9 @@ type gate struct {
 	spec    *limitSpec
 	kind    string
 	prefix  string
-	slots   []slotView
-	waiters int       // local waiting jobs that need this gate
-	horizon time.Time // when the last job released for this gate is due
+	slots   map[int]*slotView // the slots seen in use (or taken, freed, contended); the others are free
+	waiters int               // local waiting jobs that need this gate
+	horizon time.Time         // when the last job released for this gate is due
 }
 
 // slotView is what this worker knows of one slot key.
@@ -246,11 +248,16 @@ type holding struct {
 
 // waiter is a fetched job waiting for its limits.
 type waiter struct {
-	r     *run
-	job   *bus.Job
-	queue string
-	gates []*gate
-	fail  string // why it can never run (a bad key): dead-lettered at once
+	r           *run
+	job         *bus.Job // parsed when a key function needs it
+	queue, kind string
+	gates       []*gate
+	fail        string // why it can never run (a bad key): dead-lettered at once
+	// blocked: a limit holds it back. A waiting job whose limits have room
+	// only waits for a run slot, like a job fetched ahead, and counts as
+	// held by the fetch loop; a blocked one does not, so that the worker
+	// keeps fetching other work.
+	blocked bool
 }
 
 // admission is what an admitted job holds, freed when its handler is
@@ -264,7 +271,6 @@ type admission struct {
 // deferral is a waiting job to release for later.
 type deferral struct {
 	r     *run
-	job   *bus.Job
 	after time.Duration
 	why   string
 }
@@ -315,7 +321,7 @@ func startLimits(ctx context.Context, l *loop, worker string) (*limiter, error) 
 	}
 	actx, stopAll := context.WithCancel(context.WithoutCancel(ctx))
 	pctx, stopPump := context.WithCancel(actx)
-	ls.stopAll, ls.stopPump = stopAll, stopPump
+	ls.ctx, ls.stopAll, ls.stopPump = actx, stopAll, stopPump
 	// A reconnection may have missed slot changes: read them all again.
 	status := w.js.Conn().StatusChanged(nats.CONNECTED)
 	go func() {
@@ -335,10 +341,11 @@ func startLimits(ctx context.Context, l *loop, worker string) (*limiter, error) 
 	return ls, nil
 }
 
-// wait takes a fetched job that has limits: it returns false when the job
-// may run now (it holds what it needs, in r.adm) or has no limits, and
-// true when it waits (it is then the limiter's until admitted or
-// released). It runs on the fetch loop: it only looks at the local view.
+// wait takes a fetched job on the fetch loop, by the local view only. A
+// job without limits, or whose limits have room now, goes on like any
+// other (false): its job goroutine takes its slots once it has a run slot
+// (admitNow). A job a limit holds back waits (true): it is then the
+// limiter's until admitted or released.
 func (ls *limiter) wait(r *run) bool {
 	if ls == nil {
 		return false
@@ -348,37 +355,42 @@ func (ls *limiter) wait(r *run) bool {
 	if specs == nil {
 		return false
 	}
-	job, err := bus.ParseJob(r.msg)
-	if err != nil {
-		return false // process dead-letters it
-	}
-	wt := &waiter{r: r, job: job, queue: queue}
+	wt := &waiter{r: r, queue: queue, kind: kind}
 	tokens := make([]string, len(specs))
 	for i, s := range specs {
 		tokens[i] = bus.WholeKind
-		if s.by != nil {
-			key, err := s.by(job)
-			if err != nil {
-				wt.fail = fmt.Sprintf("%s: %v", s.what, err)
-				r.limitFail = wt.fail
-				break
-			}
-			tokens[i] = bus.KeyToken(key)
+		if s.by == nil {
+			continue
 		}
+		if wt.job == nil {
+			job, err := bus.ParseJob(r.msg)
+			if err != nil {
+				return false // process dead-letters it
+			}
+			wt.job = job
+		}
+		key, err := s.by(wt.job)
+		if err != nil {
+			wt.fail = fmt.Sprintf("%s: %v", s.what, err)
+			r.limitFail = wt.fail
+			break
+		}
+		tokens[i] = bus.KeyToken(key)
 	}
 	ls.mu.Lock()
 	if wt.fail == "" {
 		for i, s := range specs {
 			wt.gates = append(wt.gates, ls.gate(s, kind, tokens[i]))
 		}
-		if ls.takeIdle(wt, time.Now()) {
+		if ls.canRun(wt, time.Now()) {
+			r.lim = wt
 			ls.mu.Unlock()
 			return false
 		}
-		if int(ls.nWaiting.Load()) >= ls.room {
+		if int(ls.nBlocked.Load()) >= ls.room {
 			after := ls.turn(wt.gates, time.Now())
 			ls.mu.Unlock()
-			ls.deferrals <- deferral{r: r, job: job, after: after, why: "waiting room full"}
+			ls.deferrals <- deferral{r: r, after: after, why: "waiting room full"}
 			return true
 		}
 	}
@@ -387,39 +399,55 @@ func (ls *limiter) wait(r *run) bool {
 	return true
 }
 
+// admitNow takes the slots of a job that wait let through, now that it has
+// a run slot; it reports whether the job may run. When another worker took
+// the room first, the job gives its run slot back and waits like any job a
+// limit holds back (or, once the worker drains, is released).
+func (ls *limiter) admitNow(r *run) bool {
+	if ls == nil || r.lim == nil {
+		return true
+	}
+	wt := r.lim
+	r.lim = nil
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.claim(ls.ctx, wt) {
+		return true
+	}
+	<-ls.l.slots
+	if ls.draining.Load() {
+		ls.mu.Unlock()
+		ls.deferrals <- deferral{r: r, why: "worker stopping"}
+		ls.mu.Lock()
+		return false
+	}
+	ls.enqueue(wt)
+	return false
+}
+
 // gate returns the gate of spec for token, creating it. mu is held.
 func (ls *limiter) gate(s *limitSpec, kind, token string) *gate {
 	prefix := bus.LimitPrefix(s.cap, kind) + "." + token
 	g := ls.gates[prefix]
 	if g == nil {
-		g = &gate{spec: s, kind: kind, prefix: prefix, slots: make([]slotView, s.n)}
+		g = newGate(s, kind, prefix)
 		ls.gates[prefix] = g
 	}
 	return g
 }
 
-// takeIdle gives wt the idle cap slots this worker holds for each of its
-// gates, when every gate has one and still has a free slot for others
-// (when a cap is full, a finished job's slot goes back to the bucket so
-// that every worker's waiting jobs get their turn). Rate gates have no
-// idle slots. mu is held.
-func (ls *limiter) takeIdle(wt *waiter, now time.Time) bool {
-	a := &admission{gates: wt.gates, slots: make([]int, len(wt.gates)), began: now}
-	for i, g := range wt.gates {
-		if !g.spec.cap || g.free(now, ls) == 0 {
-			return false
-		}
-		a.slots[i] = g.idle()
-		if a.slots[i] < 0 {
-			return false
-		}
+func newGate(s *limitSpec, kind, prefix string) *gate {
+	return &gate{spec: s, kind: kind, prefix: prefix, slots: map[int]*slotView{}}
+}
+
+// slot is the view of slot i, made when it has none.
+func (g *gate) slot(i int) *slotView {
+	s := g.slots[i]
+	if s == nil {
+		s = &slotView{}
+		g.slots[i] = s
 	}
-	for i, g := range wt.gates {
-		g.slots[a.slots[i]].mine.run = wt.r
-		ls.l.w.log.Debug().Str("slot", g.prefix+"."+strconv.Itoa(a.slots[i])).Uint64("rev", g.slots[a.slots[i]].rev).Str("job_id", wt.job.ID).Msg("limits: idle slot reused")
-	}
-	wt.r.adm = a
-	return true
+	return s
 }
 
 func (ls *limiter) enqueue(wt *waiter) {
@@ -428,9 +456,48 @@ func (ls *limiter) enqueue(wt *waiter) {
 	for _, g := range wt.gates {
 		g.waiters++
 	}
-	ls.byKind[[2]string{wt.queue, wt.job.Kind}]++
 	ls.nWaiting.Add(1)
+	ls.setBlocked(wt, !ls.canRun(wt, time.Now()))
 	ls.signal()
+}
+
+// canRun reports whether every limit of wt has room for it now, by the
+// view (a job with an invalid key is never held back). mu is held.
+func (ls *limiter) canRun(wt *waiter, now time.Time) bool {
+	if wt.fail != "" {
+		return true
+	}
+	for _, g := range wt.gates {
+		if g.spec.cap && g.idle() >= 0 && g.free(now, ls) > 0 {
+			continue
+		}
+		if g.usable(now) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// setBlocked records whether a limit holds wt back. mu is held.
+func (ls *limiter) setBlocked(wt *waiter, b bool) {
+	if wt.blocked == b {
+		return
+	}
+	wt.blocked = b
+	k := [2]string{wt.queue, wt.kind}
+	if b {
+		ls.nBlocked.Add(1)
+		ls.byKind[k]++
+		select { // the fetch loop may fetch in its place
+		case ls.l.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	ls.nBlocked.Add(-1)
+	if ls.byKind[k]--; ls.byKind[k] <= 0 {
+		delete(ls.byKind, k)
+	}
 }
 
 // dequeue removes wt from the waiting jobs. mu is held.
@@ -446,10 +513,7 @@ func (ls *limiter) dequeue(wt *waiter) {
 	for _, g := range wt.gates {
 		g.waiters--
 	}
-	k := [2]string{wt.queue, wt.job.Kind}
-	if ls.byKind[k]--; ls.byKind[k] <= 0 {
-		delete(ls.byKind, k)
-	}
+	ls.setBlocked(wt, false)
 	ls.nWaiting.Add(-1)
 }
 
@@ -460,13 +524,13 @@ func (ls *limiter) signal() {
 	}
 }
 
-// waitingNow is how many fetched jobs wait for a limit: the fetch loop
+// waitingNow is how many fetched jobs a limit holds back: the fetch loop
 // does not count them as held, so it keeps fetching other work.
 func (ls *limiter) waitingNow() int {
 	if ls == nil {
 		return 0
 	}
-	return int(ls.nWaiting.Load())
+	return int(ls.nBlocked.Load())
 }
 
 // waitingCounts is waitingNow per queue and kind, for the presence record.
@@ -488,13 +552,13 @@ func (ls *limiter) waitingCounts() map[string]map[string]int {
 
 // free is how many slots of g nobody holds now. mu is held.
 func (g *gate) free(now time.Time, ls *limiter) int {
-	n := 0
-	for i := range g.slots {
-		if g.slots[i].isFree(now) {
-			n++
+	held := 0
+	for _, s := range g.slots {
+		if !s.isFree(now) {
+			held++
 		}
 	}
-	return n
+	return g.spec.n - held
 }
 
 func (s *slotView) isFree(now time.Time) bool {
@@ -507,8 +571,8 @@ func (s *slotView) usable(now time.Time) bool {
 
 // idle is the index of an idle cap slot this worker holds, or -1.
 func (g *gate) idle() int {
-	for i := range g.slots {
-		if m := g.slots[i].mine; m != nil && m.run == nil {
+	for i, s := range g.slots {
+		if m := s.mine; m != nil && m.run == nil {
 			return i
 		}
 	}
@@ -519,8 +583,7 @@ func (g *gate) idle() int {
 // rate period ends); zero when none will.
 func (g *gate) nextFree(now time.Time) time.Time {
 	var next time.Time
-	for i := range g.slots {
-		s := &g.slots[i]
+	for _, s := range g.slots {
 		t := s.until
 		if s.mine != nil || !t.After(now) {
 			t = s.contended // a contended free slot: look again when it times out
@@ -585,10 +648,10 @@ func (ls *limiter) apply(e jetstream.KeyValueEntry) {
 			return
 		}
 	}
-	if err != nil || i < 0 || i >= len(g.slots) {
+	if err != nil || i < 0 || i >= g.spec.n {
 		return // a slot of a larger n: another worker's setting
 	}
-	s := &g.slots[i]
+	s := g.slot(i)
 	if e.Revision() < s.rev {
 		return // older than what this worker wrote itself
 	}
@@ -622,7 +685,7 @@ func (ls *limiter) gateFor(prefix string) *gate {
 	}
 	for _, s := range ls.kinds[parts[1]] {
 		if (parts[0] == "c") == s.cap {
-			g := &gate{spec: s, kind: parts[1], prefix: prefix, slots: make([]slotView, s.n)}
+			g := newGate(s, parts[1], prefix)
 			ls.gates[prefix] = g
 			return g
 		}
@@ -637,8 +700,8 @@ func (ls *limiter) prune(g *gate) {
 	if g.waiters > 0 {
 		return
 	}
-	for i := range g.slots {
-		if s := &g.slots[i]; s.mine != nil || !s.until.IsZero() {
+	for _, s := range g.slots {
+		if s.mine != nil || s.writing || !s.until.IsZero() {
 			return
 		}
 	}
@@ -675,8 +738,7 @@ func (ls *limiter) rewatch(ctx context.Context) error {
 	old := ls.watch
 	ls.watch = w
 	for _, g := range ls.gates {
-		for i := range g.slots {
-			s := &g.slots[i]
+		for _, s := range g.slots {
 			s.rev, s.until, s.worker, s.contended = 0, time.Time{}, "", time.Time{}
 			if s.mine != nil {
 				s.worker = ls.worker // until the bucket says otherwise
@@ -732,7 +794,8 @@ func (ls *limiter) done(r *run) {
 			if a.slots[i] < 0 {
 				continue
 			}
-			if m := g.slots[a.slots[i]].mine; m != nil && m.run == r {
+			if s := g.slots[a.slots[i]]; s != nil && s.mine != nil && s.mine.run == r {
+				m := s.mine
 				m.run, m.idleSince = nil, now
 			}
 			observe(&g.spec.avgRun, now.Sub(a.began))
@@ -828,8 +891,10 @@ func (ls *limiter) admit(ctx context.Context) time.Time {
 				return time.Time{}
 			}
 			if wt.fail == "" && !ls.ready(wt, now, blocked, soon) {
+				ls.setBlocked(wt, true)
 				continue
 			}
+			ls.setBlocked(wt, false)
 			if !ls.reserveRunSlot(ctx) {
 				return time.Time{}
 			}
@@ -882,8 +947,7 @@ func (ls *limiter) ready(wt *waiter, now time.Time, blocked map[*gate]bool, soon
 // It returns when to look again. mu is held.
 func (ls *limiter) checkStale(g *gate, now time.Time) time.Time {
 	var next time.Time
-	for i := range g.slots {
-		s := &g.slots[i]
+	for _, s := range g.slots {
 		due := s.contended
 		if g.spec.cap && s.mine == nil && s.until.After(now) {
 			due = s.until.Add(-ls.lease + ls.lease/3 + staleSlack)
@@ -909,11 +973,26 @@ func (ls *limiter) checkStale(g *gate, now time.Time) time.Time {
 // usable is a free slot of g to try, picked at random so that workers
 // racing for the same gate seldom pick the same one; -1 when none.
 func (g *gate) usable(now time.Time) int {
-	start := rand.IntN(len(g.slots))
-	for j := range g.slots {
-		i := (start + j) % len(g.slots)
-		if g.slots[i].usable(now) {
+	n := g.spec.n
+	// Random probes find a free slot at once while few are taken, and
+	// spread the workers racing for a gate over different slots.
+	for range 8 {
+		i := rand.IntN(n)
+		if s := g.slots[i]; s == nil || s.usable(now) {
 			return i
+		}
+	}
+	for i, s := range g.slots {
+		if s.usable(now) {
+			return i
+		}
+	}
+	if len(g.slots) < n { // a slot never seen is free
+		start := rand.IntN(n)
+		for j := range n {
+			if i := (start + j) % n; g.slots[i] == nil {
+				return i
+			}
 		}
 	}
 	return -1
@@ -951,7 +1030,6 @@ func (ls *limiter) claim(ctx context.Context, wt *waiter) bool {
 			if i := g.idle(); i >= 0 && g.free(now, ls) > 0 {
 				g.slots[i].mine.run = wt.r
 				a.slots[gi] = i
-				ls.l.w.log.Debug().Str("slot", g.prefix+"."+strconv.Itoa(i)).Uint64("rev", g.slots[i].rev).Str("job_id", wt.job.ID).Msg("limits: idle slot handed over")
 				continue
 			}
 		}
@@ -986,19 +1064,22 @@ func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
 		if i < 0 {
 			return -1, false
 		}
-		s := &g.slots[i]
-		rev, wasMarker := s.rev, s.until.IsZero() && s.rev > 0
+		s := g.slot(i)
+		rev := s.rev
 		until := now.Add(ls.lease)
 		if !g.spec.cap {
 			until = now.Add(g.spec.per + rateGuard(g.spec.per))
 		}
-		slot := bus.LimitSlot{Until: until, Worker: ls.worker, JobID: wt.job.ID}
+		slot := bus.LimitSlot{Until: until, Worker: ls.worker, JobID: jobID(wt.r)}
 		key := g.prefix + "." + strconv.Itoa(i)
 		s.writing = true
 		ls.mu.Unlock()
 		newRev, err := ls.claimSlot(ctx, key, rev, slot)
-		if err != nil && wasMarker && errors.Is(err, jetstream.ErrKeyExists) {
-			newRev, err = ls.claimSlot(ctx, key, 0, slot) // the marker itself has expired
+		if err != nil && errors.Is(err, jetstream.ErrKeyExists) && s.until.IsZero() {
+			// The view says free at another revision: a marker it never
+			// saw (it may have forgotten the slot), or one that expired.
+			// Ask the leader, and take it if it is free there.
+			newRev, err = ls.claimFree(ctx, key, slot, err)
 		}
 		ls.mu.Lock()
 		s.writing = false
@@ -1019,9 +1100,21 @@ func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
 		if g.spec.cap {
 			s.mine = &holding{run: wt.r}
 		}
-		ls.l.w.log.Debug().Str("slot", key).Uint64("rev", newRev).Str("job_id", wt.job.ID).Msg("limits: slot taken")
+		ls.l.w.log.Debug().Str("slot", key).Uint64("rev", newRev).Str("job_id", jobID(wt.r)).Msg("limits: slot taken")
 		return i, true
 	}
+}
+
+// claimFree claims key at the revision its leader has, when the leader
+// says it is free; else it returns failed, the compare-and-set's error.
+func (ls *limiter) claimFree(ctx context.Context, key string, slot bus.LimitSlot, failed error) (uint64, error) {
+	rctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	rev, held, err := bus.ReadLimitSlot(rctx, ls.js, key)
+	cancel()
+	if err != nil || held != nil && held.Until.After(time.Now()) {
+		return 0, failed
+	}
+	return ls.claimSlot(ctx, key, rev, slot)
 }
 
 func (ls *limiter) claimSlot(ctx context.Context, key string, rev uint64, slot bus.LimitSlot) (uint64, error) {
@@ -1045,21 +1138,21 @@ func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.T
 		if !g.spec.cap {
 			continue
 		}
-		for i := range g.slots {
-			m := g.slots[i].mine
+		for i, s := range g.slots {
+			m := s.mine
 			if m == nil || m.run != nil {
 				continue
 			}
 			if g.free(now, ls) == 0 || now.Sub(m.idleSince) >= idleLinger {
-				free = append(free, idle{g, i, g.slots[i].rev})
+				free = append(free, idle{g, i, s.rev})
 				continue
 			}
 			soon(m.idleSince.Add(idleLinger))
 		}
 	}
 	for _, f := range free {
-		s := &f.g.slots[f.i]
-		if s.mine == nil || s.mine.run != nil || s.rev != f.rev {
+		s := f.g.slots[f.i]
+		if s == nil || s.mine == nil || s.mine.run != nil || s.rev != f.rev {
 			continue // changed while mu was released for an earlier one
 		}
 		s.mine, s.writing = nil, true
@@ -1120,8 +1213,7 @@ func (ls *limiter) renew(ctx context.Context) {
 		}
 		type held struct {
 			key  string
-			g    *gate
-			i    int
+			s    *slotView
 			rev  uint64
 			slot bus.LimitSlot
 		}
@@ -1129,8 +1221,7 @@ func (ls *limiter) renew(ctx context.Context) {
 		now := time.Now()
 		ls.mu.Lock()
 		for _, g := range ls.gates {
-			for i := range g.slots {
-				s := &g.slots[i]
+			for i, s := range g.slots {
 				if s.mine == nil {
 					continue
 				}
@@ -1138,14 +1229,14 @@ func (ls *limiter) renew(ctx context.Context) {
 				if s.mine.run != nil {
 					slot.JobID = jobID(s.mine.run)
 				}
-				all = append(all, held{g.prefix + "." + strconv.Itoa(i), g, i, s.rev, slot})
+				all = append(all, held{g.prefix + "." + strconv.Itoa(i), s, s.rev, slot})
 			}
 		}
 		ls.mu.Unlock()
 		for _, h := range all {
 			rev, err := ls.claimSlot(ctx, h.key, h.rev, h.slot)
 			ls.mu.Lock()
-			s := &h.g.slots[h.i]
+			s := h.s
 			switch {
 			case err == nil:
 				if rev > s.rev {
@@ -1191,7 +1282,11 @@ func (ls *limiter) runAdmitted() {
 func (ls *limiter) runDeferrals() {
 	for d := range ls.deferrals {
 		d.r.queued.Store(false)
-		ls.l.reschedule(d.r, d.job, d.after, d.why)
+		if job, err := bus.ParseJob(d.r.msg); err != nil {
+			ls.l.deadLetterUnrun(d.r, fmt.Sprintf("malformed job: %v", err))
+		} else {
+			ls.l.reschedule(d.r, job, d.after, d.why)
+		}
 		ls.forget(d.r)
 	}
 }
@@ -1241,7 +1336,7 @@ func (ls *limiter) handBack() {
 			ls.forget(wt.r)
 			continue
 		}
-		ls.deferrals <- deferral{r: wt.r, job: wt.job, after: 0, why: "worker stopping"}
+		ls.deferrals <- deferral{r: wt.r, why: "worker stopping"}
 	}
 }
 
@@ -1265,8 +1360,8 @@ func (ls *limiter) stop() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	for _, g := range ls.gates {
-		for i := range g.slots {
-			if s := &g.slots[i]; s.mine != nil {
+		for i, s := range g.slots {
+			if s.mine != nil {
 				_, _ = bus.FreeLimitSlot(ctx, ls.js, g.prefix+"."+strconv.Itoa(i), s.rev)
 				s.mine = nil
 			}

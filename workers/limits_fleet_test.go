@@ -167,16 +167,18 @@ func TestFleetMaxConcurrentBy(t *testing.T) {
 }
 
 // TestFleetRateLimit: RateLimit(10, 1s) on 3 worker processes for 30
-// seconds. No window of 950 ms holds more than 10 starts, and the 30
+// seconds. No window of 900 ms holds more than 10 starts, and the 30
 // seconds from the first start hold at least 270 (90% of the limit).
 //
-// The tolerance: a limit counts the tokens taken, and a job starts a
-// moment after its token (a compare-and-set and a hand-over, well under a
-// millisecond, but a GC pause can stretch it). Each token's period has a
-// guard of 1% (10 ms here), so a full 1-second window holds 11 starts only
-// when a start lags its token by more than the guard; windows 50 ms
-// shorter than the period absorb any such lag up to 60 ms. The largest
-// count of a full 1-second window is logged.
+// The tolerance: a limit counts the tokens taken, and a handler starts a
+// moment after its token (the compare-and-set's answer, then the call:
+// well under a millisecond on an idle machine, but on a loaded one the
+// goroutine may wait tens of milliseconds for a CPU, and a GC pause adds
+// to it). Each token's period has a guard of 1% (10 ms here), so a full
+// 1-second window holds more than 10 starts only when a start lags its
+// token by more than the guard; windows 100 ms shorter than the period
+// absorb lags up to 110 ms. The largest count of a full 1-second window
+// is logged.
 func TestFleetRateLimit(t *testing.T) {
 	url, d := fleetEnv(t, bus.Config{})
 	ps := startWorkers(t, 3, url, "HELPER_LIMIT=rate:10:1s", "HELPER_CONCURRENCY=8")
@@ -207,7 +209,7 @@ func TestFleetRateLimit(t *testing.T) {
 	for i, s := range starts {
 		n, full := 0, 0
 		for _, u := range starts[i:] {
-			if u.Sub(s) < 950*time.Millisecond {
+			if u.Sub(s) < 900*time.Millisecond {
 				n++
 			}
 			if u.Sub(s) < time.Second {
@@ -216,10 +218,10 @@ func TestFleetRateLimit(t *testing.T) {
 		}
 		most, mostFull = max(most, n), max(mostFull, full)
 	}
-	t.Logf("%d starts in 30s (limit 300; %.1f%%), per process %v; most in a 950ms window %d, in a 1s window %d",
+	t.Logf("%d starts in 30s (limit 300; %.1f%%), per process %v; most in a 900ms window %d, in a 1s window %d",
 		len(starts), float64(len(starts))/3, perProc, most, mostFull)
 	if most > 10 {
-		t.Errorf("a 950ms window holds %d starts, want at most 10", most)
+		t.Errorf("a 900ms window holds %d starts, want at most 10", most)
 	}
 	if len(starts) < 270 {
 		t.Errorf("%d starts in 30 seconds, want at least 270 (90%% of 10/s)", len(starts))
