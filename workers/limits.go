@@ -216,6 +216,7 @@ type limiter struct {
 	stopAll   context.CancelFunc // stop: no more renewals
 	pumped    chan struct{}      // closed when the pump has returned
 	draining  atomic.Bool        // the pump has stopped: finished jobs free their slots themselves
+	lingering atomic.Bool        // the pump's timer covers the idle slots kept for reuse
 	wg        sync.WaitGroup
 }
 
@@ -789,6 +790,7 @@ func (ls *limiter) done(r *run) {
 	}
 	if a := r.adm; a != nil {
 		now := time.Now()
+		full := false
 		ls.mu.Lock()
 		for i, g := range a.gates {
 			if a.slots[i] < 0 {
@@ -797,6 +799,7 @@ func (ls *limiter) done(r *run) {
 			if s := g.slots[a.slots[i]]; s != nil && s.mine != nil && s.mine.run == r {
 				m := s.mine
 				m.run, m.idleSince = nil, now
+				full = full || g.free(now, ls) == 0
 			}
 			observe(&g.spec.avgRun, now.Sub(a.began))
 		}
@@ -804,7 +807,13 @@ func (ls *limiter) done(r *run) {
 			ls.giveBack(context.Background(), now.Add(idleLinger), func(time.Time) {})
 		}
 		ls.mu.Unlock()
-		ls.signal()
+		// The admitting goroutine decides what the idle slot does: serve a
+		// waiting job, go back to the bucket (a full cap), or stay a
+		// moment for the next job. With slots to spare and nobody waiting,
+		// its timer already covers the last case: no need to wake it.
+		if full || ls.nWaiting.Load() > 0 || !ls.lingering.Load() {
+			ls.signal()
+		}
 		return
 	}
 	if ls.nWaiting.Load() > 0 {
@@ -1134,22 +1143,37 @@ func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.T
 		rev uint64
 	}
 	var free []idle
+	holds := false
 	for _, g := range ls.gates {
 		if !g.spec.cap {
 			continue
 		}
+		full := -1 // g.free, computed once per gate when needed
 		for i, s := range g.slots {
 			m := s.mine
-			if m == nil || m.run != nil {
+			if m == nil {
 				continue
 			}
-			if g.free(now, ls) == 0 || now.Sub(m.idleSince) >= idleLinger {
+			holds = true
+			if m.run != nil {
+				continue
+			}
+			if full < 0 {
+				full = g.free(now, ls)
+			}
+			if full == 0 || now.Sub(m.idleSince) >= idleLinger {
 				free = append(free, idle{g, i, s.rev})
 				continue
 			}
 			soon(m.idleSince.Add(idleLinger))
 		}
 	}
+	// While this worker holds cap slots, a sweep every idleLinger gives
+	// back those left idle, so a finished job need not wake the pump.
+	if holds {
+		soon(now.Add(idleLinger))
+	}
+	ls.lingering.Store(holds)
 	for _, f := range free {
 		s := f.g.slots[f.i]
 		if s == nil || s.mine == nil || s.mine.run != nil || s.rev != f.rev {
