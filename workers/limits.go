@@ -89,6 +89,9 @@ type limitSpec struct {
 	per  time.Duration // a rate limit's period
 	by   func(*bus.Job) (string, error)
 	what string // for messages
+	// whole is the prefix of the gate on the whole kind (c.<kind>.=),
+	// set when the limiter starts.
+	whole string
 	// avgRun is a moving average of how long the kind's jobs hold a cap's
 	// slot, in nanoseconds, to guess when a released job's turn comes.
 	avgRun atomic.Int64
@@ -292,6 +295,7 @@ func startLimits(ctx context.Context, l *loop, worker string) (*limiter, error) 
 		kinds[kind] = h.limits
 		for _, s := range h.limits {
 			filters = append(filters, bus.LimitPrefix(s.cap, kind)+".>")
+			s.whole = bus.LimitPrefix(s.cap, kind) + "." + bus.WholeKind
 		}
 	}
 	if len(kinds) == 0 {
@@ -357,11 +361,16 @@ func (ls *limiter) wait(r *run) bool {
 		return false
 	}
 	wt := &waiter{r: r, queue: queue, kind: kind}
-	tokens := make([]string, len(specs))
+	var tokens []string // nil while every limit is on the whole kind
 	for i, s := range specs {
-		tokens[i] = bus.WholeKind
 		if s.by == nil {
 			continue
+		}
+		if tokens == nil {
+			tokens = make([]string, len(specs))
+			for j := range tokens {
+				tokens[j] = bus.WholeKind
+			}
 		}
 		if wt.job == nil {
 			job, err := bus.ParseJob(r.msg)
@@ -380,8 +389,13 @@ func (ls *limiter) wait(r *run) bool {
 	}
 	ls.mu.Lock()
 	if wt.fail == "" {
+		wt.gates = make([]*gate, len(specs))
 		for i, s := range specs {
-			wt.gates = append(wt.gates, ls.gate(s, kind, tokens[i]))
+			token := bus.WholeKind
+			if tokens != nil {
+				token = tokens[i]
+			}
+			wt.gates[i] = ls.gate(s, kind, token)
 		}
 		if ls.canRun(wt, time.Now()) {
 			r.lim = wt
@@ -428,7 +442,10 @@ func (ls *limiter) admitNow(r *run) bool {
 
 // gate returns the gate of spec for token, creating it. mu is held.
 func (ls *limiter) gate(s *limitSpec, kind, token string) *gate {
-	prefix := bus.LimitPrefix(s.cap, kind) + "." + token
+	prefix := s.whole
+	if token != bus.WholeKind {
+		prefix = bus.LimitPrefix(s.cap, kind) + "." + token
+	}
 	g := ls.gates[prefix]
 	if g == nil {
 		g = newGate(s, kind, prefix)
