@@ -231,6 +231,11 @@ type gate struct {
 	slots   map[int]*slotView // the slots seen in use (or taken, freed, contended); the others are free
 	waiters int               // local waiting jobs that need this gate
 	horizon time.Time         // when the last job released for this gate is due
+	idles   []int             // this worker's slots that became idle, newest last (idle checks them)
+	// The count of free slots, kept while the view does not change (free).
+	counted    bool
+	countValid time.Time
+	freeCount  int
 }
 
 // slotView is what this worker knows of one slot key.
@@ -568,15 +573,43 @@ func (ls *limiter) waitingCounts() map[string]map[string]int {
 	return out
 }
 
-// free is how many slots of g nobody holds now. mu is held.
+// free is how many slots of g nobody holds now. It is counted again only
+// after the view changed (touch) or a slot held by another worker may
+// have expired: a finished job's slot kept for the next one changes
+// nothing, so the jobs of a cap far above the load cost no scan. mu is
+// held.
 func (g *gate) free(now time.Time, ls *limiter) int {
-	held := 0
+	if g.counted && now.Before(g.countValid) {
+		return g.freeCount
+	}
+	held, valid := 0, now.Add(time.Hour)
 	for _, s := range g.slots {
 		if !s.isFree(now) {
 			held++
+			if s.mine == nil && s.until.Before(valid) {
+				valid = s.until
+			}
 		}
 	}
-	return g.spec.n - held
+	g.counted, g.countValid, g.freeCount = true, valid, g.spec.n-held
+	return g.freeCount
+}
+
+// touch notes a change of the view of g's slots. mu is held.
+func (g *gate) touch() { g.counted = false }
+
+// becameIdle notes that this worker's slot i of g serves no job now. mu
+// is held.
+func (g *gate) becameIdle(i int) {
+	if len(g.idles) > 4*len(g.slots)+16 { // stale entries: start over
+		g.idles = g.idles[:0]
+		for j, s := range g.slots {
+			if s.mine != nil && s.mine.run == nil && j != i {
+				g.idles = append(g.idles, j)
+			}
+		}
+	}
+	g.idles = append(g.idles, i)
 }
 
 func (s *slotView) isFree(now time.Time) bool {
@@ -587,12 +620,15 @@ func (s *slotView) usable(now time.Time) bool {
 	return s.isFree(now) && !s.contended.After(now)
 }
 
-// idle is the index of an idle cap slot this worker holds, or -1.
+// idle is the index of an idle cap slot this worker holds, or -1: the
+// last one that became idle (a stack, checked as it is read).
 func (g *gate) idle() int {
-	for i, s := range g.slots {
-		if m := s.mine; m != nil && m.run == nil {
+	for len(g.idles) > 0 {
+		i := g.idles[len(g.idles)-1]
+		if s := g.slots[i]; s != nil && s.mine != nil && s.mine.run == nil {
 			return i
 		}
+		g.idles = g.idles[:len(g.idles)-1]
 	}
 	return -1
 }
@@ -685,9 +721,10 @@ func (ls *limiter) apply(e jetstream.KeyValueEntry) {
 		ls.l.w.log.Warn().Str("slot", key).Msg("lost a concurrency slot: its lease ran out and another worker took it (renewals failed for a whole lease)")
 		s.mine = nil
 	}
-	if g.spec.cap {
-		ls.adopt(s, time.Now())
+	if g.spec.cap && ls.adopt(s, time.Now()) {
+		g.becameIdle(i)
 	}
+	g.touch()
 	if g.waiters > 0 {
 		ls.signal()
 	}
@@ -756,6 +793,7 @@ func (ls *limiter) rewatch(ctx context.Context) error {
 	old := ls.watch
 	ls.watch = w
 	for _, g := range ls.gates {
+		g.touch()
 		for _, s := range g.slots {
 			s.rev, s.until, s.worker, s.contended = 0, time.Time{}, "", time.Time{}
 			if s.mine != nil {
@@ -816,6 +854,7 @@ func (ls *limiter) done(r *run) {
 			if s := g.slots[a.slots[i]]; s != nil && s.mine != nil && s.mine.run == r {
 				m := s.mine
 				m.run, m.idleSince = nil, now
+				g.becameIdle(a.slots[i])
 				full = full || g.free(now, ls) == 0
 			}
 			observe(&g.spec.avgRun, now.Sub(a.began))
@@ -1065,6 +1104,7 @@ func (ls *limiter) claim(ctx context.Context, wt *waiter) bool {
 				if a.slots[k] >= 0 {
 					if m := wt.gates[k].slots[a.slots[k]].mine; m != nil && m.run == wt.r {
 						m.run, m.idleSince = nil, time.Now()
+						wt.gates[k].becameIdle(a.slots[k])
 					}
 				}
 			}
@@ -1109,6 +1149,7 @@ func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
 		}
 		ls.mu.Lock()
 		s.writing = false
+		g.touch()
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrKeyExists) {
 				ls.l.w.log.Warn().Err(err).Str("slot", key).Msg("limits bucket unavailable; waiting jobs try again shortly")
@@ -1197,6 +1238,7 @@ func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.T
 			continue // changed while mu was released for an earlier one
 		}
 		s.mine, s.writing = nil, true
+		f.g.touch()
 		s.contended = now.Add(contendedFor) // taken again on the watch's word, like every other worker
 		key := f.g.prefix + "." + strconv.Itoa(f.i)
 		ls.mu.Unlock()
@@ -1204,6 +1246,7 @@ func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.T
 		ls.l.w.log.Debug().Err(err).Str("slot", key).Uint64("rev", f.rev).Uint64("marker", rev).Msg("limits: slot given back")
 		ls.mu.Lock()
 		s.writing = false
+		f.g.touch()
 		switch {
 		case err == nil:
 			if rev > s.rev { // older news of this slot, still on its way, is ignored
@@ -1213,7 +1256,9 @@ func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.T
 			// Written since: by this worker's renewal (then it is still
 			// this worker's, and goes back on the next pass) or by
 			// another worker after the lease ran out.
-			ls.adopt(s, time.Now())
+			if ls.adopt(s, time.Now()) {
+				f.g.becameIdle(f.i)
+			}
 		default:
 			// It may or may not be free: the view is read again, and if
 			// the slot is still this worker's it is adopted and given back.
@@ -1227,12 +1272,14 @@ func (ls *limiter) giveBack(ctx context.Context, now time.Time, soon func(time.T
 // while this worker does not know it (a write whose answer timed out, or a
 // renewal that crossed a release), so that it is given back now rather
 // than held until its lease ends. mu is held.
-func (ls *limiter) adopt(s *slotView, now time.Time) {
+func (ls *limiter) adopt(s *slotView, now time.Time) bool {
 	if s.mine == nil && !s.writing && s.worker == ls.worker && s.until.After(now) {
 		ls.l.w.log.Debug().Uint64("rev", s.rev).Msg("limits: slot adopted")
 		s.mine = &holding{idleSince: now.Add(-idleLinger)}
 		ls.signal()
+		return true
 	}
+	return false
 }
 
 func (ls *limiter) freeSlot(ctx context.Context, key string, rev uint64) (uint64, error) {
@@ -1254,6 +1301,7 @@ func (ls *limiter) renew(ctx context.Context) {
 		}
 		type held struct {
 			key  string
+			g    *gate
 			s    *slotView
 			rev  uint64
 			slot bus.LimitSlot
@@ -1270,7 +1318,7 @@ func (ls *limiter) renew(ctx context.Context) {
 				if s.mine.run != nil {
 					slot.JobID = jobID(s.mine.run)
 				}
-				all = append(all, held{g.prefix + "." + strconv.Itoa(i), s, s.rev, slot})
+				all = append(all, held{g.prefix + "." + strconv.Itoa(i), g, s, s.rev, slot})
 			}
 		}
 		ls.mu.Unlock()
@@ -1278,6 +1326,7 @@ func (ls *limiter) renew(ctx context.Context) {
 			rev, err := ls.claimSlot(ctx, h.key, h.rev, h.slot)
 			ls.mu.Lock()
 			s := h.s
+			h.g.touch()
 			switch {
 			case err == nil:
 				if rev > s.rev {
