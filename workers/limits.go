@@ -58,7 +58,7 @@ func MaxConcurrent(n int) HandlerOption {
 // dead-lettered with the reason.
 func MaxConcurrentBy[T bus.Args](n int, key func(*Job[T]) string) HandlerOption {
 	return func(h *handler) {
-		h.addLimit(&limitSpec{cap: true, n: n, by: keyOf(key), what: fmt.Sprintf("MaxConcurrentBy(%d)", n)})
+		h.addLimit(&limitSpec{cap: true, n: n, by: keyOf(key), keyed: true, what: fmt.Sprintf("MaxConcurrentBy(%d)", n)})
 	}
 }
 
@@ -78,17 +78,18 @@ func RateLimit(n int, per time.Duration) HandlerOption {
 // for the jobs whose key is the same. key follows MaxConcurrentBy's rules.
 func RateLimitBy[T bus.Args](n int, per time.Duration, key func(*Job[T]) string) HandlerOption {
 	return func(h *handler) {
-		h.addLimit(&limitSpec{n: n, per: per, by: keyOf(key), what: fmt.Sprintf("RateLimitBy(%d, %s)", n, per)})
+		h.addLimit(&limitSpec{n: n, per: per, by: keyOf(key), keyed: true, what: fmt.Sprintf("RateLimitBy(%d, %s)", n, per)})
 	}
 }
 
 // limitSpec is one limit of a kind, as registered.
 type limitSpec struct {
-	cap  bool          // a concurrency cap; else a rate limit
-	n    int           // slots
-	per  time.Duration // a rate limit's period
-	by   func(*bus.Job) (string, error)
-	what string // for messages
+	cap   bool          // a concurrency cap; else a rate limit
+	n     int           // slots
+	per   time.Duration // a rate limit's period
+	by    func(*bus.Job) (string, error)
+	keyed bool   // MaxConcurrentBy or RateLimitBy (by is nil when their key function is)
+	what  string // for messages
 	// whole is the prefix of the gate on the whole kind (c.<kind>.=),
 	// set when the limiter starts.
 	whole string
@@ -132,12 +133,10 @@ func (h *handler) checkLimits(kind string) error {
 		switch {
 		case l.n < 1:
 			return fmt.Errorf("workers: Register(%s): %s: the limit must be at least 1", kind, l.what)
-		case l.cap && l.by == nil && strings.HasPrefix(l.what, "MaxConcurrentBy"):
+		case l.keyed && l.by == nil:
 			return fmt.Errorf("workers: Register(%s): %s: the key function is nil", kind, l.what)
 		case !l.cap && l.per < time.Millisecond:
 			return fmt.Errorf("workers: Register(%s): %s: the period must be at least 1ms", kind, l.what)
-		case !l.cap && l.by == nil && strings.HasPrefix(l.what, "RateLimitBy"):
-			return fmt.Errorf("workers: Register(%s): %s: the key function is nil", kind, l.what)
 		}
 		if l.cap {
 			caps++
@@ -431,6 +430,17 @@ func (ls *limiter) admitNow(r *run) bool {
 	r.lim = nil
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	for i, g := range wt.gates {
+		// A gate nobody needed may have been forgotten (prune) while the
+		// job waited for its run slot: use the one the watch now updates.
+		if cur := ls.gates[g.prefix]; cur != g {
+			if cur == nil {
+				ls.gates[g.prefix] = g
+			} else {
+				wt.gates[i] = cur
+			}
+		}
+	}
 	if ls.claim(ls.ctx, wt) {
 		return true
 	}
