@@ -2,7 +2,10 @@
 // a strict-priority (or weighted) fetch loop sized to free slots (and,
 // for quick handlers, about a millisecond of work beyond them), retries
 // with backoff, timeouts with heartbeats, panic recovery, dead-lettering,
-// middleware and a graceful drain.
+// middleware and a graceful drain; fleet-wide concurrency caps and rate
+// limits (MaxConcurrent, MaxConcurrentBy, RateLimit, RateLimitBy) held as
+// leases in a NATS KV bucket, and Release, which runs a job again later
+// without using a try.
 //
 // Any number of worker processes, on any number of machines, share one
 // durable JetStream consumer per queue, so a fleet grows by starting more
