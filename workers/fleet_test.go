@@ -223,6 +223,11 @@ func startHelper(t *testing.T, i int, role string, env ...string) *helperProc {
 		t.Fatal(err)
 	}
 	p := proctest.Start(t, bin, t.TempDir(), proctest.Env(append([]string{helperEnv + "=" + role}, env...)...))
+	t.Cleanup(func() { // a race in a helper (go test -race) fails the test too
+		if strings.Contains(p.Stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector reported a race in %s %d:\n%s", role, i, p.Stderr)
+		}
+	})
 	return &helperProc{Proc: p, i: i}
 }
 

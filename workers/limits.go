@@ -626,8 +626,10 @@ func (s *slotView) isFree(now time.Time) bool {
 	return s.mine == nil && !s.until.After(now)
 }
 
+// usable: free, and no claim of this worker (another of its goroutines)
+// is on its way to it.
 func (s *slotView) usable(now time.Time) bool {
-	return s.isFree(now) && !s.contended.After(now)
+	return s.isFree(now) && !s.writing && !s.contended.After(now)
 }
 
 // idle is the index of an idle cap slot this worker holds, or -1: the
@@ -1141,7 +1143,7 @@ func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
 			return -1, false
 		}
 		s := g.slot(i)
-		rev := s.rev
+		rev, wasFree := s.rev, s.until.IsZero()
 		until := now.Add(ls.lease)
 		if !g.spec.cap {
 			until = now.Add(g.spec.per + rateGuard(g.spec.per))
@@ -1151,7 +1153,7 @@ func (ls *limiter) take(ctx context.Context, g *gate, wt *waiter) (int, bool) {
 		s.writing = true
 		ls.mu.Unlock()
 		newRev, err := ls.claimSlot(ctx, key, rev, slot)
-		if err != nil && errors.Is(err, jetstream.ErrKeyExists) && s.until.IsZero() {
+		if err != nil && errors.Is(err, jetstream.ErrKeyExists) && wasFree {
 			// The view says free at another revision: a marker it never
 			// saw (it may have forgotten the slot), or one that expired.
 			// Ask the leader, and take it if it is free there.
