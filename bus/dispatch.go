@@ -61,9 +61,11 @@ func JobID(id string) Option { return func(o *options) { o.id = id } }
 // Dispatcher enqueues jobs. It is safe for concurrent use. The JOBS stream
 // must exist (Provision, or a running `jetfleet up` / `jetfleet work`).
 type Dispatcher struct {
-	js     jetstream.JetStream
-	cfg    Config
-	unique uniqueLocks // UniqueBucket, opened on the first unique dispatch
+	js  jetstream.JetStream
+	cfg Config
+
+	// unique is UniqueBucket, opened on the first unique dispatch (unique.go).
+	unique uniqueLocks
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.
@@ -141,8 +143,9 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 	ids := make([]string, len(jobs))
 	errs := make([]error, len(jobs))
 	futures := make([]jetstream.PubAckFuture, len(jobs))
-	unlocks := make([]func(error), len(jobs)) // unique keys taken (unique.go)
-	awaited := 0                              // every future before this index has been awaited
+	awaited := 0 // every future before this index has been awaited
+	// unlocks free the unique keys taken for jobs that were not stored (unique.go).
+	unlocks := make([]func(error), len(jobs))
 	for i, p := range jobs {
 		msg, id, err := d.encode(p.Args, p.Opts)
 		if err != nil {

@@ -39,11 +39,15 @@ type loop struct {
 	work   chan *run
 	wake   chan struct{} // a probe saw a ready job, or a queue was resumed (buffered, coalescing)
 	probes map[string]*probe
-	pauses *pauses  // which queues are paused (pause.go)
-	tally  *tally   // settled jobs per queue, for the presence record (presence.go)
-	done   int      // jobs finished, for MaxJobs
-	id     string   // this process's key in bus.WorkersBucket (presence.go)
-	limits *limiter // fleet-wide limits and the jobs waiting for them (limits.go); nil without limits
+	pauses *pauses // which queues are paused (pause.go)
+	tally  *tally  // settled jobs per queue, for the presence record (presence.go)
+	done   int     // jobs finished, for MaxJobs
+
+	// id is this process's key in bus.WorkersBucket (presence.go).
+	id string
+	// limits holds the fleet-wide limits and the jobs waiting for them
+	// (limits.go); nil without limits.
+	limits *limiter
 
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
