@@ -6,6 +6,12 @@
 // jobs, statistics, the monitor and pausing queues. The workers package
 // runs the jobs.
 //
+// Unique (with UniqueFor) stores at most one job per key, fleet-wide, with
+// a KV Create in UniqueBucket; a held key is a *DuplicateError. Release
+// stores a job again without using a try, for programs that run jobs
+// themselves; LimitsBucket holds the slots of the workers' fleet-wide
+// limits.
+//
 // A job is a message on jobs.<queue>.<kind> whose body is the job's
 // arguments as JSON. Any language can enqueue one with a plain publish; the
 // Jetfleet-* headers are optional. Delivery to workers is at least once, so

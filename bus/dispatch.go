@@ -35,6 +35,7 @@ type options struct {
 	at      time.Time
 	delay   time.Duration
 	tags    []string
+	unique  *uniqueSpec // Unique (unique.go)
 }
 
 // OnQueue puts the job on queue instead of Config.DefaultQueue.
@@ -75,6 +76,8 @@ type Dispatcher struct {
 	ensured ensuredQueues
 	// batchReady: JOBS was made ready for batches (batch.go).
 	batchReady batchReady
+	// unique is UniqueBucket, opened on the first unique dispatch (unique.go).
+	unique uniqueLocks
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.
@@ -90,13 +93,15 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 }
 
 // Dispatch enqueues args as a job and returns its ID once JetStream has
-// acknowledged storing it.
+// acknowledged storing it. With Unique, a key held by another job stores
+// nothing and fails with a *DuplicateError (errors.Is ErrDuplicate) that
+// names the holder.
 func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (string, error) {
 	msg, id, err := d.encode(ctx, args, opts)
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishTraced(ctx, msg, id)
+	return id, d.publishTraced(ctx, msg, id, opts)
 }
 
 // DispatchJSON enqueues a job of kind whose arguments are already JSON, as
@@ -106,7 +111,7 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishTraced(ctx, msg, id)
+	return id, d.publishTraced(ctx, msg, id, opts)
 }
 
 // DispatchManyParams is one job of a DispatchMany batch: what Dispatch
@@ -150,17 +155,27 @@ func (d *Dispatcher) DispatchMany(ctx context.Context, jobs ...DispatchManyParam
 	ids := make([]string, len(jobs))
 	errs := make([]error, len(jobs))
 	msgs := make([]*nats.Msg, len(jobs))
+	// unlocks free the unique keys taken for jobs that were not stored (unique.go).
+	unlocks := make([]func(error), len(jobs))
 	ctx, span := d.startBatch(ctx, len(jobs))
 	for i, p := range jobs {
 		msgs[i], ids[i], errs[i] = d.encode(ctx, p.Args, p.Opts)
 		if errs[i] == nil {
 			errs[i] = d.injectBatch(ctx, msgs[i])
 		}
+		if errs[i] == nil {
+			unlocks[i], errs[i] = d.lockUnique(ctx, msgs[i], ids[i], p.Opts)
+		}
 		if errs[i] != nil {
 			msgs[i], ids[i] = nil, ""
 		}
 	}
 	d.publishAll(ctx, msgs, errs)
+	for i, unlock := range unlocks {
+		if unlock != nil {
+			unlock(errs[i])
+		}
+	}
 	err := batchError(errs)
 	endSpan(span, err)
 	return ids, err
@@ -394,21 +409,28 @@ func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
 }
 
 // publishTraced publishes a job's message inside its dispatch span.
-func (d *Dispatcher) publishTraced(ctx context.Context, msg *nats.Msg, id string) error {
+func (d *Dispatcher) publishTraced(ctx context.Context, msg *nats.Msg, id string, opts []Option) error {
 	span, err := d.startDispatch(ctx, msg, id)
 	if err != nil {
 		return err
 	}
-	err = d.publishJob(ctx, msg)
+	err = d.publishJob(ctx, msg, id, opts)
 	endSpan(span, err)
 	return err
 }
 
-// publishJob publishes a job's message and reports it to
-// Config.OnDispatched once stored.
-func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg) error {
+// publishJob takes the job's unique key when it has one (unique.go),
+// publishes the job's message and reports it to Config.OnDispatched once
+// stored.
+func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg, id string, opts []Option) error {
 	d.ensureQueueOf(ctx, msg)
-	if err := d.publish(ctx, msg); err != nil {
+	unlock, err := d.lockUnique(ctx, msg, id, opts)
+	if err != nil {
+		return err
+	}
+	err = d.publish(ctx, msg)
+	unlock(err)
+	if err != nil {
 		return err
 	}
 	if err := d.indexTags(ctx, msg); err != nil {

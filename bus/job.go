@@ -28,8 +28,13 @@ type Job struct {
 	Tries   int
 	Timeout time.Duration
 	Backoff []time.Duration
-	// Attempt is this delivery's number, from 1.
+	// Attempt is this attempt's number, from 1: the tries the job used
+	// before (HeaderTriesUsed, carried by a released job) plus this
+	// message's delivery count. Releases do not count.
 	Attempt int
+	// Released is how many times the job was released without using a
+	// try (HeaderReleased).
+	Released int
 	// Seq is the job's sequence in the JOBS stream.
 	Seq uint64
 	// EnqueuedAt is when JetStream stored the job.
@@ -60,6 +65,9 @@ func ParseJob(msg jetstream.Msg) (*Job, error) {
 	}
 	if idErr != nil {
 		return j, idErr
+	}
+	if err := j.parseCarried(); err != nil { // release.go
+		return j, err
 	}
 	return j, j.parseSettings()
 }

@@ -39,6 +39,9 @@ type WorkerRecord struct {
 	HeartbeatAt time.Time `json:"heartbeat_at"`
 	// Counts holds, per queue name, what this process has done.
 	Counts map[string]JobCounts `json:"counts,omitempty"`
+	// Waiting counts, per queue and kind, the jobs this process holds
+	// that wait for a concurrency slot or a rate token (fleet-wide limits).
+	Waiting map[string]map[string]int `json:"waiting,omitempty"`
 }
 
 // JobCounts counts the outcomes of one worker's jobs on one queue: totals

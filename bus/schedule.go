@@ -53,7 +53,7 @@ func scheduleSubject(name string) string { return SchedulePrefix + ".every." + n
 // publishes it on spec's rhythm, with no leader or timer loop in any
 // jetfleet process, and it survives restarts of all of them. Registering
 // the same name again replaces the schedule (a rollup of its subject); it
-// never doubles it. Delay and At options are refused.
+// never doubles it. Delay, At and Unique options are refused.
 func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args, opts ...Option) error {
 	if args == nil {
 		return fmt.Errorf("%w: args are nil", ErrInvalid)
@@ -61,6 +61,9 @@ func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args,
 	// Every run of a schedule is its own job: none carries the headers of
 	// the context that registered it (Config.HeadersFromContext).
 	msg, _, err := d.encode(context.Background(), args, opts)
+	if err == nil {
+		err = noUniqueSchedule(opts)
+	}
 	if err != nil {
 		return err
 	}
@@ -70,6 +73,9 @@ func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args,
 // ScheduleJSON is Schedule for arguments that are already JSON.
 func (d *Dispatcher) ScheduleJSON(ctx context.Context, name, spec, kind string, body []byte, opts ...Option) error {
 	msg, _, err := d.build(context.Background(), kind, body, opts)
+	if err == nil {
+		err = noUniqueSchedule(opts)
+	}
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,11 @@ type QueueStats struct {
 	// the last minute (see JobCounts).
 	ProcessedLastMinute uint64 `json:"processed_1m"`
 	FailedLastMinute    uint64 `json:"failed_1m"`
+	// Waiting adds up the jobs the live workers hold that wait for a slot
+	// of a concurrency cap or a token of a rate limit; WaitingKinds splits
+	// it by kind. (Jobs a limit re-scheduled for later count as Delayed.)
+	Waiting      uint64            `json:"waiting"`
+	WaitingKinds map[string]uint64 `json:"waiting_kinds,omitempty"`
 }
 
 // Stats is a snapshot of every queue and worker.
@@ -168,6 +173,7 @@ func addWorkerCounts(qs *QueueStats, workers []WorkerRecord) {
 		c := w.Counts[qs.Queue]
 		qs.ProcessedLastMinute += c.ProcessedLastMinute
 		qs.FailedLastMinute += c.FailedLastMinute
+		addWaiting(qs, w.Waiting[qs.Queue]) // limits.go
 	}
 }
 

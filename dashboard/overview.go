@@ -18,6 +18,9 @@ type overview struct {
 	// the last hour and 7 days (retried and forgotten ones have left).
 	FailedHour, FailedWeek uint64
 	Chart                  chart
+	// Waiting lists the jobs held for a fleet-wide limit, per queue and
+	// kind (limits.go).
+	Waiting []waitingRow
 }
 
 // readTimeout bounds the reads of one page.
@@ -35,6 +38,7 @@ func (d *Dashboard) loadOverview(ctx context.Context) (*overview, error) {
 		o.JobsPerMinute += q.ProcessedLastMinute
 		o.FailedPerMinute += q.FailedLastMinute
 	}
+	o.Waiting = waitingRows(st)
 	if o.FailedHour, err = d.in.FailedSince(ctx, st.At.Add(-time.Hour)); err != nil {
 		return nil, err
 	}

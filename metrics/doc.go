@@ -19,15 +19,17 @@
 //
 //	jetfleet_jobs_dispatched_total{queue,kind}        jobs stored by a Dispatcher
 //	jetfleet_jobs_started_total{queue,kind}           attempts started by a worker
-//	jetfleet_jobs_processed_total{queue,kind,outcome} attempts finished: outcome succeeded or failed
+//	jetfleet_jobs_processed_total{queue,kind,outcome} attempts finished: outcome succeeded, failed or released
 //	jetfleet_jobs_retried_total{queue,kind}           failed attempts handed back for a retry
 //	jetfleet_jobs_dead_lettered_total{queue,kind}     jobs that failed for good (stored in DLQ)
 //	jetfleet_jobs_handed_back_total{queue,kind}       jobs a drain gave back unfinished
+//	jetfleet_jobs_released_total{queue,kind}          jobs stored again without using a try (Release, limits)
 //	jetfleet_job_run_duration_seconds{queue,kind}     histogram of attempts' run time
 //	jetfleet_job_wait_duration_seconds{queue,kind}    histogram of dispatch → first start
 //	jetfleet_queue_ready_jobs{queue}                  and _in_flight_jobs, _scheduled_jobs,
 //	                                                  _failed_jobs, _oldest_ready_age_seconds,
 //	                                                  _paused, _workers (see QueueCollector)
+//	jetfleet_queue_waiting_jobs{queue,kind}           jobs workers hold waiting for a fleet-wide limit
 //	jetfleet_workers                                  live worker processes
 //	jetfleet_queue_stats_success                      1 when the last read of the queue stats worked
 //	jetfleet_session_loads_total                      and _saves_total, _conflicts_total, _store_errors_total

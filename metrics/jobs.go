@@ -15,6 +15,9 @@ import (
 const (
 	OutcomeSucceeded = "succeeded"
 	OutcomeFailed    = "failed"
+	// OutcomeReleased: the handler returned workers.Release; the attempt
+	// used no try.
+	OutcomeReleased = "released"
 )
 
 // UnknownKind is the kind label of every job whose kind is not among those
@@ -38,6 +41,7 @@ type Jobs struct {
 	deadLettered *prometheus.CounterVec
 	handedBack   *prometheus.CounterVec
 	cancelled    *prometheus.CounterVec
+	released     *prometheus.CounterVec
 	runTime      *prometheus.HistogramVec
 	waitTime     *prometheus.HistogramVec
 	// known holds the kinds LimitKinds allows as labels; nil: every kind.
@@ -56,15 +60,16 @@ func NewJobs(reg prometheus.Registerer) (*Jobs, error) {
 	j := &Jobs{
 		dispatched:   counter("jetfleet_jobs_dispatched_total", "Jobs stored by a Dispatcher of this process.", qk...),
 		started:      counter("jetfleet_jobs_started_total", "Job attempts started by this process's workers.", qk...),
-		processed:    counter("jetfleet_jobs_processed_total", "Job attempts finished by this process's workers, by outcome (succeeded, failed).", "queue", "kind", "outcome"),
+		processed:    counter("jetfleet_jobs_processed_total", "Job attempts finished by this process's workers, by outcome (succeeded, failed, released).", "queue", "kind", "outcome"),
 		retried:      counter("jetfleet_jobs_retried_total", "Failed attempts handed back to the queue for a retry after their backoff.", qk...),
 		deadLettered: counter("jetfleet_jobs_dead_lettered_total", "Jobs that failed for good and were stored in DLQ.", qk...),
 		handedBack:   counter("jetfleet_jobs_handed_back_total", "Jobs a drain handed back to the queue unfinished.", qk...),
 		cancelled:    counter("jetfleet_jobs_cancelled_total", "Jobs cancelled before or while this process's workers ran them; not retried, not dead-lettered.", qk...),
+		released:     counter("jetfleet_jobs_released_total", "Jobs stored again to run later without using a try: released by their handler, or by a fleet-wide limit with no room for them.", qk...),
 		runTime:      histogram("jetfleet_job_run_duration_seconds", "Run time of job attempts."),
 		waitTime:     histogram("jetfleet_job_wait_duration_seconds", "Time from a job's dispatch (or its delay's end) to the start of its first attempt."),
 	}
-	err := register(reg, j.dispatched, j.started, j.processed, j.retried, j.deadLettered, j.handedBack, j.cancelled, j.runTime, j.waitTime)
+	err := register(reg, j.dispatched, j.started, j.processed, j.retried, j.deadLettered, j.handedBack, j.cancelled, j.released, j.runTime, j.waitTime)
 	if err != nil {
 		return nil, err
 	}
@@ -121,8 +126,11 @@ func (j *Jobs) Middleware() workers.Middleware {
 				j.processed.WithLabelValues(job.Queue, kind, outcome).Inc()
 			}()
 			err := next(ctx, job)
-			if err == nil {
+			switch {
+			case err == nil:
 				outcome = OutcomeSucceeded
+			case workers.IsRelease(err):
+				outcome = OutcomeReleased
 			}
 			return err
 		}
@@ -131,7 +139,7 @@ func (j *Jobs) Middleware() workers.Middleware {
 
 // Outcome counts what became of a delivery once the server confirmed it;
 // use it as workers.Config.OnOutcome. Successes are already counted by
-// Middleware; retries, dead letters, hand-backs and cancels are counted
+// Middleware; retries, dead letters, hand-backs, cancels and releases are counted
 // here.
 func (j *Jobs) Outcome(queue, kind string, o workers.Outcome) {
 	kind = j.kindLabel(kind)
@@ -144,6 +152,8 @@ func (j *Jobs) Outcome(queue, kind string, o workers.Outcome) {
 		j.handedBack.WithLabelValues(queue, kind).Inc()
 	case workers.Cancelled:
 		j.cancelled.WithLabelValues(queue, kind).Inc()
+	case workers.Released:
+		j.released.WithLabelValues(queue, kind).Inc()
 	}
 }
 

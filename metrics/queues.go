@@ -26,11 +26,12 @@ type QueueConfig struct {
 // QueueCollector is a prometheus.Collector of per-queue gauges read from
 // JetStream with bus.Inspector.Stats: ready, in flight, scheduled (delayed),
 // failed (in DLQ), the oldest ready job's age, paused, and live workers per
-// queue, plus the number of live workers, the delayed jobs that come due
-// within DueWithin (duesoon.go), and the size of the job history
-// (jetfleet_history_bytes, _messages, _max_bytes; absent when the history
-// is off). A read is a handful of requests per queue and is cached for
-// CacheFor. When the read fails, only
+// queue, jobs waiting for a fleet-wide limit per queue and kind (a kind
+// with none waiting has no series), plus the number of live workers, the
+// delayed jobs that come due within DueWithin (duesoon.go), and the size
+// of the job history (jetfleet_history_bytes, _messages, _max_bytes;
+// absent when the history is off). A read is a handful of requests per
+// queue and is cached for CacheFor. When the read fails, only
 // jetfleet_queue_stats_success (0) is exposed: no stale values.
 //
 // Every node that registers one reports the same fleet-wide values, so
@@ -50,6 +51,7 @@ type QueueCollector struct {
 	ready, inFlight, scheduled, failed, oldest, paused, workers *prometheus.Desc
 	fleet, success, due                                         *prometheus.Desc
 	historyBytes, historyMessages, historyMaxBytes              *prometheus.Desc
+	waiting                                                     *prometheus.Desc
 }
 
 // NewQueueCollector creates a QueueCollector reading through in and
@@ -78,6 +80,7 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 		paused:    desc("jetfleet_queue_paused", "1 while the queue is paused.", q),
 		workers:   desc("jetfleet_queue_workers", "Live worker processes taking jobs from the queue.", q),
 		fleet:     desc("jetfleet_workers", "Live worker processes (records in jetfleet_workers).", nil),
+		waiting:   desc("jetfleet_queue_waiting_jobs", "Jobs the live workers hold that wait for a slot of a concurrency cap or a token of a rate limit.", []string{"queue", "kind"}),
 		success:   desc("jetfleet_queue_stats_success", "1 when the last read of the queue stats from JetStream worked.", nil),
 		due:       desc("jetfleet_queue_delayed_due_soon_jobs", "Delayed jobs whose time comes within the next minute (QueueConfig.DueWithin).", q),
 
@@ -93,7 +96,7 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 
 // Describe implements prometheus.Collector.
 func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.due, c.historyBytes, c.historyMessages, c.historyMaxBytes} {
+	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.due, c.historyBytes, c.historyMessages, c.historyMaxBytes, c.waiting} {
 		ch <- d
 	}
 }
@@ -124,6 +127,9 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.paused, boolFloat(q.Paused), q.Queue)
 		gauge(c.workers, float64(q.Workers), q.Queue)
 		gauge(c.due, float64(due[q.Queue]), q.Queue)
+		for kind, n := range q.WaitingKinds {
+			ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(n), q.Queue, kind)
+		}
 	}
 }
 

@@ -123,3 +123,49 @@ func boolFloat(b bool) float64 {
 	}
 	return 0
 }
+
+// blocker is a job whose handler waits until its test lets it go.
+type blocker struct{}
+
+func (blocker) Kind() string { return "blocker" }
+
+// TestQueueGaugesCountJobsWaitingForALimit: jobs a worker holds for a
+// fleet-wide limit show in jetfleet_queue_waiting_jobs{queue,kind}.
+func TestQueueGaugesCountJobsWaitingForALimit(t *testing.T) {
+	e := newEnv(t, "default")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	if _, err := metrics.NewQueueCollector(e.reg, in, metrics.QueueConfig{CacheFor: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	w := workers.New(e.js, workers.Config{PresenceInterval: 100 * time.Millisecond, Grace: time.Second})
+	workers.Register(w, func(ctx context.Context, _ *workers.Job[blocker]) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}, workers.MaxConcurrent(1))
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { close(release); cancel(); <-done }()
+	d, _ := bus.NewDispatcher(e.js, bus.Config{})
+	for range 3 {
+		if _, err := d.Dispatch(ctx, blocker{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := e.scrape(t).Sum("jetfleet_queue_waiting_jobs", "queue", "default", "kind", "blocker")
+		if got == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jetfleet_queue_waiting_jobs{default,blocker} = %v, want 2 (one job runs under MaxConcurrent(1))", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

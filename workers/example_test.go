@@ -151,3 +151,46 @@ func ExampleOnDeadLetter() {
 	<-stopped
 	// Output: order 7 marked failed: panic: template missing
 }
+
+// ChargeCard is a job kind whose handler calls a payment API.
+type ChargeCard struct {
+	Order int `json:"order"`
+}
+
+func (ChargeCard) Kind() string { return "charge-card" }
+
+// MaxConcurrent caps a kind across every worker process of the fleet;
+// RateLimit bounds its starts per period the same way. A job over a limit
+// waits without using a try. Release, returned by a handler, runs the job
+// again later without using a try either.
+func ExampleMaxConcurrent() {
+	js, stop := exampleJetStream()
+	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, _ := bus.NewDispatcher(js, bus.Config{})
+
+	w := workers.New(js, workers.Config{Concurrency: 8})
+	done := make(chan string, 3)
+	workers.Register(w, func(ctx context.Context, job *workers.Job[ChargeCard]) error {
+		if job.Released == 0 && job.Args.Order == 3 {
+			return workers.Release(100 * time.Millisecond) // the API said "later": this try does not count
+		}
+		done <- fmt.Sprintf("order %d: attempt %d, released %d", job.Args.Order, job.Attempt, job.Released)
+		return nil
+	}, workers.MaxConcurrent(1), workers.RateLimit(10, time.Second), workers.HandlerTries(1))
+	go func() { _ = w.Run(ctx) }()
+
+	for order := 1; order <= 3; order++ {
+		if _, err := d.Dispatch(ctx, ChargeCard{Order: order}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	results := map[string]bool{}
+	for range 3 {
+		results[<-done] = true
+	}
+	fmt.Println(results["order 1: attempt 1, released 0"], results["order 2: attempt 1, released 0"], results["order 3: attempt 1, released 1"])
+	// Output:
+	// true true true
+}

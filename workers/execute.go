@@ -30,6 +30,12 @@ type run struct {
 	// settled, when set, is told each outcome settled with the server.
 	settled func(outcome string)
 	trace   attemptSpan // the attempt's span (tracing.go)
+	// lim is the limits a job takes once it has a run slot; adm holds
+	// the slots it runs under; limitFail says why its limit key is
+	// invalid (limits.go).
+	lim       *waiter
+	adm       *admission
+	limitFail string
 }
 
 func (r *run) finish(settle func() error, outcome string) {
@@ -56,6 +62,9 @@ func (l *loop) start(m jetstream.Msg) {
 	l.inFlight[r] = struct{}{}
 	l.mu.Unlock()
 	l.running.Add(1)
+	if l.limits.wait(r) { // a fleet-wide limit has no room now: it waits (limits.go)
+		return
+	}
 	l.work <- r
 }
 
@@ -65,6 +74,9 @@ func (l *loop) start(m jetstream.Msg) {
 func (l *loop) runJobs() {
 	for r := range l.work {
 		l.slots <- struct{}{}
+		if !l.limits.admitNow(r) { // a fleet-wide limit has no room after all: it waits (limits.go)
+			continue
+		}
 		r.queued.Store(false)
 		l.process(r)
 		l.release(r)
@@ -82,6 +94,7 @@ func (l *loop) freeSlot(r *run) {
 		l.done++
 		l.held.Add(-1)
 		l.mu.Unlock()
+		l.limits.done(r) // its limits' slots go back (limits.go)
 		select {
 		case l.finished <- struct{}{}:
 		default:
@@ -128,6 +141,7 @@ func (l *loop) process(r *run) {
 	if l.skipCancelled(r, job) { // batch.go
 		return
 	}
+	l.uniqueSeen(r, job) // renews its unique key's lease (release.go)
 	l.execute(r, job, h, tries)
 }
 
@@ -170,8 +184,11 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 		r.log.Info().Dur("took", took).Msg("job succeeded")
 		l.acked(r, job) // batch.go: a batch job is acked once its success is recorded
 		jr.finished(bus.JobSucceeded, took, nil, 0)
+		l.uniqueDone(r, job) // frees its unique key (release.go)
 	case jr.wasCancelled():
 		l.cancelled(r, jr, took, err)
+	case IsRelease(err):
+		l.released(r, job, err) // runs again later, using no try (release.go)
 	case l.jobCtx.Err() != nil:
 		r.log.Warn().Err(err).Dur("took", took).Msg("job interrupted by shutdown; handed back")
 		r.finish(r.msg.Nak, "handed back")
@@ -286,6 +303,7 @@ func (l *loop) settleDeadLetter(r *run, job *bus.Job, reason string) {
 		return
 	}
 	l.terminated(r, job) // batch.go: a batch job is terminated once its failure is recorded
+	l.uniqueDone(r, job) // frees its unique key (release.go)
 }
 
 // runDeadHooks runs the kind's dead-letter hook, then the worker's, with

@@ -25,6 +25,10 @@ const (
 	// Cancelled: the job was cancelled (bus.Inspector.Cancel) before or
 	// while it ran; it is removed, not retried and not dead-lettered.
 	Cancelled Outcome = "cancelled"
+	// Released: the job was stored again to run later without using a
+	// try: its handler returned Release, or a fleet-wide limit had no room
+	// for it in the worker (Config.MaxWaiting) or the worker stopped.
+	Released Outcome = "released"
 )
 
 // outcomes maps the settle outcomes of execute.go to the public ones; the
@@ -37,6 +41,7 @@ var outcomes = map[string]Outcome{
 	"terminated":    DeadLettered,
 	"handed back":   HandedBack,
 	"cancelled":     Cancelled,
+	"released":      Released,
 }
 
 // settled returns what a run of the message on subject calls with each

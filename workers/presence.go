@@ -83,10 +83,18 @@ type reporter struct {
 	rec     bus.WorkerRecord
 	tally   *tally
 	running func() int
+	waiting func() map[string]map[string]int
 	samples []sample // oldest first; samples[0] is the baseline candidate
 }
 
 var keyUnsafe = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
+
+// workerID is this process's key in bus.WorkersBucket, also written in the
+// limit slots it takes: host, process ID and a random suffix.
+func workerID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%s", keyUnsafe.ReplaceAllString(host, "_"), os.Getpid(), nuid.Next()[16:])
+}
 
 // startPresence writes the worker's record now and every interval until
 // the returned stop is called, which deletes it. Failing to reach the
@@ -101,9 +109,9 @@ func (l *loop) startPresence(ctx context.Context) (stop func()) {
 	host, _ := os.Hostname()
 	now := time.Now()
 	b := &reporter{
-		kv: kv, tally: l.tally, running: func() int { return len(l.slots) },
+		kv: kv, tally: l.tally, running: func() int { return len(l.slots) }, waiting: l.limits.waitingCounts,
 		rec: bus.WorkerRecord{
-			ID:   fmt.Sprintf("%s-%d-%s", keyUnsafe.ReplaceAllString(host, "_"), os.Getpid(), nuid.Next()[16:]),
+			ID:   l.id,
 			Host: host, PID: os.Getpid(), Queues: w.cfg.Queues, Concurrency: w.cfg.Concurrency, StartedAt: now.UTC(),
 		},
 		samples: []sample{{at: now, totals: map[string]bus.JobCounts{}}},
@@ -143,6 +151,7 @@ func (b *reporter) report(ctx context.Context, now time.Time) error {
 	totals := b.tally.snapshot()
 	b.rec.HeartbeatAt = now.UTC()
 	b.rec.Running = b.running()
+	b.rec.Waiting = b.waiting()
 	b.rec.Counts = lastMinute(totals, b.baseline(now))
 	b.samples = append(b.samples, sample{at: now, totals: totals})
 	data, err := json.Marshal(b.rec)

@@ -47,6 +47,12 @@ type loop struct {
 	batches *batchLog
 	done    int // jobs finished, for MaxJobs
 
+	// id is this process's key in bus.WorkersBucket (presence.go).
+	id string
+	// limits holds the fleet-wide limits and the jobs waiting for them
+	// (limits.go); nil without limits.
+	limits *limiter
+
 	mu       sync.Mutex
 	inFlight map[*run]struct{}
 }
@@ -80,7 +86,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		go l.runJobs()
 	}
 	l.fetchLoop(ctx, w.stopDeadline())
+	l.limits.handBack()
 	l.drain()
+	l.limits.stop()
 	l.batches.stop(w.cfg.Grace)
 	l.flushSettlements()
 	close(l.work)
@@ -104,7 +112,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		slots: make(chan struct{}, w.cfg.Concurrency), pace: &pace{},
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		work:     make(chan *run, w.cfg.Concurrency+maxAhead),
-		inFlight: map[*run]struct{}{}, tally: newTally(),
+		inFlight: map[*run]struct{}{}, tally: newTally(), id: workerID(),
 		batches: newBatchLog(w.js, w.cfg.Bus, w.log),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
@@ -132,6 +140,11 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		l.pauses.stop()
 		return nil, err
 	}
+	if l.limits, err = startLimits(ctx, l, l.id); err != nil {
+		l.status.stop()
+		l.pauses.stop()
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -154,7 +167,7 @@ func (l *loop) fetchLoop(ctx context.Context, stopAt <-chan time.Time) {
 	for ctx.Err() == nil && !l.reachedMaxJobs() {
 		l.w.health.beginTurn()
 		debugTurnHook()
-		held := int(l.held.Load())
+		held := int(l.held.Load()) - l.limits.waitingNow() // jobs waiting for a limit hold no run slot
 		ahead := l.pace.prefetch(l.w.cfg.Concurrency)
 		if free := l.fetchable(l.w.cfg.Concurrency + ahead - held); free > 0 && (held == 0 || free >= refillAt(ahead, l.w.cfg.Concurrency)) {
 			started := l.fetchAndStart(ctx, free)

@@ -2,7 +2,10 @@
 // a strict-priority (or weighted) fetch loop sized to free slots (and,
 // for quick handlers, about a millisecond of work beyond them), retries
 // with backoff, timeouts with heartbeats, panic recovery, dead-lettering,
-// middleware and a graceful drain.
+// middleware and a graceful drain; fleet-wide concurrency caps and rate
+// limits (MaxConcurrent, MaxConcurrentBy, RateLimit, RateLimitBy) held as
+// leases in a NATS KV bucket, and Release, which runs a job again later
+// without using a try.
 //
 // Any number of worker processes, on any number of machines, share one
 // durable JetStream consumer per queue, so a fleet grows by starting more
@@ -132,6 +135,18 @@ type Config struct {
 	// provider, a no-op unless the program sets one; with the no-op
 	// provider no span is started.
 	TracerProvider trace.TracerProvider
+	// SlotLease is how long a slot of a fleet-wide concurrency cap
+	// (MaxConcurrent, MaxConcurrentBy) outlives a worker that stops
+	// renewing it (it renews every third of it): a worker killed while
+	// holding slots loses them within this time. Leases are compared
+	// with the workers' clocks: keep them in sync (NTP). Default 15s; at
+	// least 1s.
+	SlotLease time.Duration
+	// MaxWaiting bounds the fetched jobs this process holds while they
+	// wait for a concurrency slot or a rate token; beyond it a job is
+	// released to come back about when its turn would come. Default
+	// 4×Concurrency, at least 100.
+	MaxWaiting int
 }
 
 func (c Config) withDefaults() Config {
@@ -221,6 +236,7 @@ type handler struct {
 	// kind deadKind.
 	dead     deadHook
 	deadKind string
+	limits   []*limitSpec // fleet-wide limits (limits.go)
 }
 
 // Worker takes jobs from its queues and runs the registered handlers.
@@ -244,8 +260,10 @@ func New(js jetstream.JetStream, cfg Config) *Worker {
 
 // Register adds fn as the handler of T's kind. A body that does not decode
 // into T fails the job permanently with the decode error as the reason. It
-// panics when the kind is invalid or already registered, as http.Handle
-// does for a duplicate pattern: both are programming errors.
+// panics when the kind is invalid or already registered, or a limit option
+// is invalid (a limit below 1, a rate period under 1ms, a nil key
+// function, two caps), as http.Handle does for a duplicate pattern: all
+// are programming errors.
 func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) error, opts ...HandlerOption) {
 	var zero T
 	kind := zero.Kind()
@@ -261,6 +279,9 @@ func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) e
 	}
 	if h.dead != nil && h.deadKind != kind {
 		panic(fmt.Sprintf("workers: Register: OnDeadLetter for kind %q given to the handler of kind %q", h.deadKind, kind))
+	}
+	if err := h.checkLimits(kind); err != nil {
+		panic(err.Error())
 	}
 	w.handlers[kind] = h
 }

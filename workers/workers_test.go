@@ -72,7 +72,7 @@ func newEnv(t *testing.T, cfg bus.Config) *env {
 
 // start runs w until the test ends or the returned stop is called; stop
 // returns Run's error.
-func start(t *testing.T, w *workers.Worker) (stop func() error) {
+func start(t testing.TB, w *workers.Worker) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,9 +28,9 @@ type jobFlags struct {
 	tries   int
 	timeout string
 	backoff string
-	// delay, at, id and tags exist for one-shot jobs only (dispatch).
-	delay, at, id string
-	tags          []string
+	// delay, at, id, unique and tags exist for one-shot jobs only (dispatch).
+	delay, at, id, unique string
+	tags                  []string
 }
 
 // newJobFlags registers the job settings on fs; oneShot adds --delay, --at
@@ -47,6 +48,7 @@ func newJobFlags(fs *flag.FlagSet, oneShot bool) *jobFlags {
 			f.tags = append(f.tags, v)
 			return nil
 		})
+		fs.StringVar(&f.unique, "unique", "", "unique key: KEY (held until the job succeeds or is dead-lettered) or KEY,for=1h (held 1h); a held key stores nothing and exits 4")
 	}
 	return f
 }
@@ -101,8 +103,40 @@ func (f *jobFlags) options() ([]bus.Option, error) {
 	if len(f.tags) > 0 {
 		opts = append(opts, bus.Tags(f.tags...))
 	}
+	if node.FlagsSet(f.fs)["unique"] {
+		opt, err := uniqueOption(f.unique)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, opt)
+	}
 	return opts, nil
 }
+
+// uniqueOption reads --unique: KEY, or KEY,for=D to hold the key for D
+// whatever becomes of the job. The key itself may hold commas; only a
+// last ",for=" part is an option.
+func uniqueOption(v string) (bus.Option, error) {
+	key, hold, hasFor := v, "", false
+	if i := strings.LastIndex(v, ",for="); i >= 0 {
+		key, hold, hasFor = v[:i], v[i+len(",for="):], true
+	}
+	if err := bus.ValidateKey("--unique key", key); err != nil {
+		return nil, err
+	}
+	if !hasFor {
+		return bus.Unique(key), nil
+	}
+	d, err := bus.ParseDuration(hold)
+	if err != nil || d < time.Second {
+		return nil, fmt.Errorf("--unique %q: for=%s: want a duration of at least 1s, like 1h", v, hold)
+	}
+	return bus.Unique(key, bus.UniqueFor(d)), nil
+}
+
+// exitDuplicate is the exit status of `dispatch --unique` when the key is
+// held by another job (1 is an error, 2 a usage error, 3 a monitor alert).
+const exitDuplicate = 4
 
 // jobBody returns a job's JSON body from its argument: the argument itself,
 // or standard input when it is "-". It must be valid JSON.
@@ -167,8 +201,9 @@ func openDispatcher(ctx context.Context, a *app, dataDir, name string) (*bus.Dis
 // runDispatch is `jetfleet dispatch <queue> <kind> <json|->`: it enqueues one
 // job and prints its ID on standard output.
 func runDispatch(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "dispatch", "dispatch <queue> <kind> <json|-> [--tries N] [--timeout D] [--backoff 1s,10s] [--delay D | --at RFC3339] [--id X] [--tag T]...\n\n"+
-		"Enqueues one job on jobs.<queue>.<kind> and prints its ID. A body of - is read from standard input.")
+	fs := newFlagSet(a, "dispatch", "dispatch <queue> <kind> <json|-> [--tries N] [--timeout D] [--backoff 1s,10s] [--delay D | --at RFC3339] [--id X] [--tag T]... [--unique KEY[,for=D]]\n\n"+
+		"Enqueues one job on jobs.<queue>.<kind> and prints its ID. A body of - is read from standard input.\n"+
+		"With --unique, a key held by another job stores nothing and exits 4, naming the holder.")
 	jf := newJobFlags(fs, true)
 	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
 	pos, err := node.ParseFlags(fs, args)
@@ -202,6 +237,11 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 	}
 	defer closeConn()
 	id, err := d.DispatchJSON(ctx, kind, body, append(opts, bus.OnQueue(queue))...)
+	var dup *bus.DuplicateError
+	if errors.As(err, &dup) {
+		fmt.Fprintf(a.stderr, "jetfleet dispatch: not stored: unique key %q is held by job %s\n", dup.Key, dup.JobID)
+		return node.ExitCode(exitDuplicate)
+	}
 	if err != nil {
 		return err
 	}

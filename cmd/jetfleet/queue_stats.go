@@ -5,6 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -104,6 +107,7 @@ func printStats(w io.Writer, st *bus.Stats) {
 		if len(paused) > 0 {
 			fmt.Fprintf(w, "Paused: %s (jetfleet queue resume <queue>)\n", strings.Join(paused, ", "))
 		}
+		printWaiting(w, st)
 	}
 	fmt.Fprintf(w, "\nFailed jobs in DLQ: %d.  Workers: %d.\n", st.FailedTotal, len(st.Workers))
 	if len(st.Workers) == 0 {
@@ -238,4 +242,26 @@ func pauseOrResume(ctx context.Context, a *app, name string, args []string, paus
 	}
 	fmt.Fprintf(a.stdout, "Queue %s resumed.\n", q)
 	return nil
+}
+
+// printWaiting lists, per queue and kind, the jobs the workers hold for a
+// fleet-wide limit (a concurrency slot or a rate token); nothing when none
+// waits.
+func printWaiting(w io.Writer, st *bus.Stats) {
+	var rows [][3]string
+	for _, q := range st.Queues {
+		for _, kind := range slices.Sorted(maps.Keys(q.WaitingKinds)) {
+			rows = append(rows, [3]string{q.Queue, kind, strconv.FormatUint(q.WaitingKinds[kind], 10)})
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nWaiting for a concurrency slot or rate token (held by workers, no try used):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tKIND\tWAITING")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r[0], clip(r[1], 40), r[2])
+	}
+	tw.Flush()
 }

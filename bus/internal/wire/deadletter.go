@@ -34,7 +34,8 @@ type DeadLetter struct {
 }
 
 // PublishDeadLetter stores dl in the DLQ stream with the job's body and
-// headers plus Jetfleet-Error, -Attempts, -Failed-At, -Job-Id and -Origin,
+// headers (less Nats-* and Jetfleet-Tries-Used) plus Jetfleet-Error,
+// -Attempts, -Failed-At, -Job-Id and -Origin,
 // and waits for JetStream's acknowledgement. Only after it returns nil may
 // the caller remove the original (Term). Its Nats-Msg-Id is "JOBS:<seq>",
 // so doing it twice, or from two processes at once, stores one dead letter.
@@ -56,7 +57,10 @@ func deadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
 	}
 	h := nats.Header{}
 	for k, vs := range dl.Header {
-		if !strings.HasPrefix(k, "Nats-") {
+		// Jetfleet-Attempts counts every try the job used, so the count
+		// carried by a released job (Jetfleet-Tries-Used) is not kept:
+		// a retry of the dead letter starts again from attempt 1.
+		if !strings.HasPrefix(k, "Nats-") && k != headerTriesUsed {
 			h[k] = append([]string(nil), vs...)
 		}
 	}

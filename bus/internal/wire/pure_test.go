@@ -320,3 +320,80 @@ func TestHistoryStreamConfig(t *testing.T) {
 		t.Errorf("history stream with retention 1s = %+v", h)
 	}
 }
+
+// The wire contract's pure parts (what bus and workers build on), without a server: names, subjects, IDs,
+// header values and the topology's settings.
+
+// An ID that is one subject token is its own token; any other becomes "h-"
+// and the base64url of the first 18 bytes of its SHA-256 (the contract).
+// Jetfleet-Timeout takes a Go duration or seconds.
+// Jetfleet-Backoff is a comma-separated list; FormatBackoff writes what
+// ParseBackoff reads.
+// A header value holds no line break and no more than its limit (at least
+// 64 bytes); decoding gives the text back, with \r\n and \r as \n.
+// The topology the DESIGN's wire contract describes, from the zero Config
+// and from a set one.
+// A unique or limit key becomes one KV key token: plain bytes stay, every
+// other byte is =XX, so different keys never share a token and a token
+// never holds a dot.
+func TestKeyToken(t *testing.T) {
+	t.Parallel()
+	for key, want := range map[string]string{
+		"sync-account-7": "sync-account-7",
+		"sync-account:7": "sync-account=3A7",
+		"a.b":            "a=2Eb",
+		"a=b":            "a=3Db",
+		"user 1/é":       "user=201=2F=C3=A9",
+		"=3A":            "=3D3A",
+	} {
+		if got := wire.KeyToken(key); got != want {
+			t.Errorf("KeyToken(%q) = %q, want %q", key, got, want)
+		}
+	}
+	seen := map[string]string{}
+	for _, key := range []string{"a:b", "a=3Ab", "a.b", "a=2Eb", "ab", "a b", "a_b", "a-b"} {
+		tok := wire.KeyToken(key)
+		if other, dup := seen[tok]; dup {
+			t.Errorf("%q and %q share the token %q", key, other, tok)
+		}
+		seen[tok] = key
+		if strings.ContainsAny(tok, ".*> ") {
+			t.Errorf("token %q of %q is not one KV key token", tok, key)
+		}
+	}
+}
+
+func TestValidateKeyAndTTL(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"k", "sync-account:7", strings.Repeat("é", 64), "with space"} {
+		if err := wire.ValidateKey("unique key", ok); err != nil {
+			t.Errorf("ValidateKey(%q) = %v", ok, err)
+		}
+	}
+	for key, want := range map[string]string{
+		"":                       "unique key is empty",
+		strings.Repeat("k", 129): "unique key is 129 bytes; the limit is 128",
+		"tab\there":              "contains a control character",
+		"\xff":                   "is not valid UTF-8",
+	} {
+		if err := wire.ValidateKey("unique key", key); !errors.Is(err, wire.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateKey(%q) = %v, want ErrInvalid saying %q", key, err, want)
+		}
+	}
+	for d, want := range map[time.Duration]time.Duration{
+		0: time.Second, 500 * time.Millisecond: time.Second, time.Second: time.Second,
+		1001 * time.Millisecond: 2 * time.Second, time.Hour: time.Hour,
+	} {
+		if got := wire.TTL(d); got != want {
+			t.Errorf("TTL(%s) = %s, want %s", d, got, want)
+		}
+	}
+	for _, kc := range []jetstream.KeyValueConfig{wire.UniqueBucketConfig(3), wire.LimitsBucketConfig(3)} {
+		if kc.History != 1 || kc.Replicas != 3 || kc.LimitMarkerTTL != wire.MarkerTTL || kc.TTL != 0 || kc.Storage != jetstream.FileStorage {
+			t.Errorf("bucket %s = %+v: want history 1, 3 replicas, per-key TTLs (LimitMarkerTTL) and no bucket TTL", kc.Bucket, kc)
+		}
+	}
+	if wire.ReleaseMsgID("welcome-7", 42) != "welcome-7:release:42" {
+		t.Errorf("ReleaseMsgID = %q", wire.ReleaseMsgID("welcome-7", 42))
+	}
+}

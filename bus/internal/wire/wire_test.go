@@ -39,6 +39,9 @@ func TestWireAgreesWithBusContract(t *testing.T) {
 		{"locate subject", wire.LocateSubject("id"), bus.LocatePrefix + ".id"},
 		{"queue cancel subject", wire.QueueCancelSubject("q"), bus.QueueCancelPrefix + ".q"},
 		{"id token", bus.IDToken("a b"), wire.IDToken("a b")},
+		{"unique bucket", wire.UniqueBucketConfig(0).Bucket, bus.UniqueBucket},
+		{"limits bucket", wire.LimitsBucketConfig(0).Bucket, bus.LimitsBucket},
+		{"max key length", strconv.Itoa(wire.MaxKeyLen), strconv.Itoa(bus.MaxKeyLen)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

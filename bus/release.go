@@ -1,0 +1,89 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus/internal/wire"
+)
+
+// Releases: JetStream's delivery count cannot be reset, so a job that
+// must run again without using a try (its handler released it, or a
+// fleet-wide limit made it wait) is stored again as a new message that
+// carries the tries its job used so far, and the original is removed.
+
+const (
+	// HeaderTriesUsed is how many tries a released job had used before
+	// it was stored again. A job's attempt number is this plus the
+	// delivery count of its message. Dead letters do not keep it: their
+	// HeaderAttempts counts every try.
+	HeaderTriesUsed = "Jetfleet-Tries-Used"
+	// HeaderReleased is how many times a job was released: stored again
+	// to run later without using a try, by its handler or because a
+	// concurrency cap or rate limit had no room for it.
+	HeaderReleased = "Jetfleet-Released"
+)
+
+// parseCarried reads the counts a released job carries: its attempt
+// number goes on from the tries it used, and its releases are kept apart.
+func (j *Job) parseCarried() error {
+	if v := j.Header.Get(HeaderTriesUsed); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return fmt.Errorf("%w: header %s=%q is not an integer ≥ 0", ErrInvalid, HeaderTriesUsed, v)
+		}
+		j.Attempt += n
+	}
+	if v := j.Header.Get(HeaderReleased); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return fmt.Errorf("%w: header %s=%q is not an integer ≥ 0", ErrInvalid, HeaderReleased, v)
+		}
+		j.Released = n
+	}
+	return nil
+}
+
+// Release stores job again, to be delivered after after (at once when
+// 0, else through JetStream's scheduler as a delayed job), without using
+// a try: the new message carries HeaderTriesUsed (the tries used before
+// this attempt, which does not count) and HeaderReleased (one more), with
+// the job's ID, body and headers. It waits for JetStream's
+// acknowledgement; only after it returns nil may the caller remove the
+// original (Ack). Its Nats-Msg-Id is "<id>:release:<seq>" (seq: the
+// original's place in JOBS), so releasing the same message twice, after a
+// crash in between, stores it once.
+func Release(ctx context.Context, js jetstream.JetStream, job *Job, after time.Duration) error {
+	msg := releaseMsg(job, after, time.Now())
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("%w: release job %s (%s): %w", ErrNotAcknowledged, job.ID, wire.Origin(job.Seq), err)
+	}
+	return nil
+}
+
+func releaseMsg(job *Job, after time.Duration, now time.Time) *nats.Msg {
+	h := nats.Header{}
+	for k, vs := range job.Header {
+		if !strings.HasPrefix(k, "Nats-") {
+			h[k] = append([]string(nil), vs...)
+		}
+	}
+	h.Set(HeaderJobID, job.ID)
+	h.Del(HeaderTriesUsed)
+	if used := job.Attempt - 1; used > 0 {
+		h.Set(HeaderTriesUsed, strconv.Itoa(used))
+	}
+	h.Set(HeaderReleased, strconv.Itoa(job.Released+1))
+	h.Set(HeaderMsgID, wire.ReleaseMsgID(job.ID, job.Seq))
+	msg := &nats.Msg{Subject: wire.JobIDSubject(job.Queue, job.Kind, job.ID), Header: h, Data: job.Body}
+	if after > 0 {
+		scheduleAt(msg, job.Queue, job.ID, now.Add(after))
+	}
+	return msg
+}

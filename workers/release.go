@@ -1,0 +1,98 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// releaseError is what Release returns.
+type releaseError struct{ after time.Duration }
+
+func (e *releaseError) Error() string { return fmt.Sprintf("released: to run again in %s", e.after) }
+
+// Release, returned by a handler, puts the job back to run again after d
+// (at once when d ≤ 0) without using a try, as Laravel's
+// $this->release(30) and River's JobSnooze do, and unlike a failure: the
+// attempt does not count against the job's tries. The job is stored again
+// (bus.Release: JetStream's delivery count cannot be reset, so the new
+// message carries the tries used so far in Jetfleet-Tries-Used and counts
+// its releases in Jetfleet-Released) and the original is removed; its
+// unique key, if any, stays held. job.Attempt goes on from the tries used;
+// job.Released says how many times it was released.
+func Release(d time.Duration) error { return &releaseError{after: max(d, 0)} }
+
+// IsRelease reports whether err, or an error it wraps, came from Release.
+func IsRelease(err error) bool {
+	var r *releaseError
+	return errors.As(err, &r)
+}
+
+// released settles an attempt whose handler returned Release.
+func (l *loop) released(r *run, job *bus.Job, err error) {
+	var re *releaseError
+	errors.As(err, &re)
+	r.log.Info().Dur("after", re.after).Int("released", job.Released+1).Msg("job released by its handler; this attempt uses no try")
+	l.reschedule(r, job, re.after, "released by its handler")
+}
+
+// reschedule stores the job again to run after after, without using a
+// try, renews its unique key's lease for the wait, and only then removes
+// the original. If the new message cannot be stored, the original is
+// handed back with a delay instead: that uses a try, but loses nothing.
+func (l *loop) reschedule(r *run, job *bus.Job, after time.Duration, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bus.Release(ctx, l.w.js, job, after); err != nil {
+		r.log.Error().Err(err).Str("why", why).Msg("could not release the job; handing it back (this uses a try)")
+		r.finish(func() error { return r.msg.NakWithDelay(max(after, time.Second)) }, "retry")
+		return
+	}
+	if err := bus.KeepUnique(ctx, l.w.js, job, after); err != nil {
+		r.log.Warn().Err(err).Msg("could not renew the job's unique key")
+	}
+	r.log.Debug().Str("why", why).Dur("after", after).Msg("job released")
+	r.finish(r.msg.Ack, "released")
+}
+
+// deadLetterUnrun dead-letters a fetched job that can never run (its
+// limit key is invalid) without running it.
+func (l *loop) deadLetterUnrun(r *run, reason string) {
+	job, err := bus.ParseJob(r.msg)
+	if job == nil {
+		r.log.Error().Err(err).Msg("message without JetStream metadata; terminating it")
+		r.finish(r.msg.Term, "terminated")
+		return
+	}
+	r.log = l.w.log.With().Str("job_id", job.ID).Str("queue", job.Queue).Str("kind", job.Kind).Int("attempt", job.Attempt).Logger()
+	l.deadLetter(r, job, reason, 0)
+}
+
+// uniqueSeen renews the lease of the job's until-done unique key on each
+// delivery, so that a job retried for a long time keeps it.
+func (l *loop) uniqueSeen(r *run, job *bus.Job) {
+	if job.Header.Get(bus.HeaderUnique) == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.jobCtx, 5*time.Second)
+	defer cancel()
+	if err := bus.KeepUnique(ctx, l.w.js, job, 0); err != nil {
+		r.log.Warn().Err(err).Msg("could not renew the job's unique key")
+	}
+}
+
+// uniqueDone frees the job's until-done unique key once the job is done:
+// it succeeded, or its dead letter is stored.
+func (l *loop) uniqueDone(r *run, job *bus.Job) {
+	if job.Header.Get(bus.HeaderUnique) == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := bus.UnlockUnique(ctx, l.w.js, job); err != nil {
+		r.log.Warn().Err(err).Msg("could not free the job's unique key; it is freed when its lease ends")
+	}
+}
