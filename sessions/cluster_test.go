@@ -30,8 +30,8 @@ func TestClusterReadsSeeTheWriteMadeThroughAnotherNode(t *testing.T) {
 	_, js := natstest.Connect(t, cluster.Nodes[0].ClientURL())
 	st, err := js.Stream(context.Background(), "KV_sessions")
 	must(t, err)
-	if c := st.CachedInfo().Config; c.AllowDirect || c.Replicas != 3 {
-		t.Fatalf("bucket AllowDirect=%v Replicas=%d, want false and 3", c.AllowDirect, c.Replicas)
+	if c := st.CachedInfo().Config; !c.AllowDirect || c.Replicas != 3 {
+		t.Fatalf("bucket AllowDirect=%v Replicas=%d, want true and 3", c.AllowDirect, c.Replicas)
 	}
 	c := newClient()
 	c.run(nodes[0], func(ctx context.Context) { must(t, sessions.Put(ctx, "n", -1)) })

@@ -23,14 +23,26 @@ func (st *state) commit(ctx context.Context) (cookieAction, error) {
 	case st.mode == modeRenewed:
 		return st.commitRenewed(ctx)
 	}
-	return cookieAction{}, st.commitExisting(ctx)
+	return st.commitExisting(ctx)
 }
 
-// cookieAction is what the middleware does with the cookie.
+// cookieAction is what the middleware does with the cookies.
 type cookieAction struct {
-	token   string    // set the cookie to token
+	token   string    // set the session cookie to token
 	expires time.Time // the session's absolute deadline
-	clear   bool      // expire the cookie
+	clear   bool      // expire both cookies
+	// rev, when not "", is the revision cookie's new value.
+	rev string
+}
+
+// withRev sets the revision cookie for key at rev, when the client has not
+// seen it yet.
+func (st *state) withRev(act cookieAction, key string, rev uint64, rec *record) cookieAction {
+	if rev != 0 && rev != st.known.rev {
+		act.rev = formatSeen(key, rev, rec.idleDeadline)
+		act.expires = rec.absDeadline
+	}
+	return act
 }
 
 func (st *state) touch(rec *record) {
@@ -60,39 +72,44 @@ func (st *state) commitNew(ctx context.Context) (cookieAction, error) {
 	}
 	rec := st.merged(st.base)
 	st.touch(rec)
-	if _, err := st.m.write(ctx, storageKey(st.token), rec, 0); err != nil {
+	key := storageKey(st.token)
+	rev, err := st.m.write(ctx, key, rec, 0)
+	if err != nil {
 		return cookieAction{}, err
 	}
-	return cookieAction{token: st.token, expires: rec.absDeadline}, nil
+	return st.withRev(cookieAction{token: st.token, expires: rec.absDeadline}, key, rev, rec), nil
 }
 
 // commitExisting saves changes (or an idle refresh) to the loaded session
 // with optimistic concurrency: on a revision conflict it reloads, replays
 // this request's changes onto the fresh record and tries again. A session
 // deleted meanwhile stays deleted.
-func (st *state) commitExisting(ctx context.Context) error {
+func (st *state) commitExisting(ctx context.Context) (cookieAction, error) {
 	if !st.dirty() && !st.refreshDue(st.base) {
-		return nil
+		return st.withRev(cookieAction{}, st.loadedKey, st.loadedRev, st.base), nil
 	}
 	src, rev := st.base, st.loadedRev
 	for attempt := 0; ; attempt++ {
 		rec := st.merged(src)
 		st.touch(rec)
-		_, err := st.m.write(ctx, st.loadedKey, rec, rev)
+		newRev, err := st.m.write(ctx, st.loadedKey, rec, rev)
+		if err == nil {
+			return st.withRev(cookieAction{}, st.loadedKey, newRev, rec), nil
+		}
 		if !isConflict(err) {
-			return err
+			return cookieAction{}, err
 		}
 		if attempt == st.m.cfg.MaxRetries {
-			return fmt.Errorf("%w: %d attempts", ErrConflict, attempt+1)
+			return cookieAction{}, fmt.Errorf("%w: %d attempts", ErrConflict, attempt+1)
 		}
-		if src, rev, err = st.m.load(ctx, st.loadedKey); err != nil {
-			return err
+		if src, rev, err = st.m.load(ctx, st.loadedKey, seen{rev: rev + 1}); err != nil {
+			return cookieAction{}, err
 		}
 		if src == nil {
-			return ErrSessionGone
+			return cookieAction{}, ErrSessionGone
 		}
-		if !st.dirty() && !st.refreshDue(src) {
-			return nil // a concurrent write already refreshed it
+		if !st.dirty() && !st.refreshDue(src) { // a concurrent write already refreshed it
+			return st.withRev(cookieAction{}, st.loadedKey, rev, src), nil
 		}
 	}
 }
@@ -113,7 +130,7 @@ func (st *state) commitRenewed(ctx context.Context) (cookieAction, error) {
 		}
 		err = st.m.remove(ctx, st.loadedKey, oldRev)
 		if err == nil {
-			return cookieAction{token: st.token, expires: rec.absDeadline}, nil
+			return st.withRev(cookieAction{token: st.token, expires: rec.absDeadline}, newKey, newRev, rec), nil
 		}
 		if !isConflict(err) {
 			return cookieAction{}, err
@@ -121,7 +138,7 @@ func (st *state) commitRenewed(ctx context.Context) (cookieAction, error) {
 		if attempt == st.m.cfg.MaxRetries {
 			return cookieAction{}, fmt.Errorf("%w: %d attempts", ErrConflict, attempt+1)
 		}
-		if src, oldRev, err = st.m.load(ctx, st.loadedKey); err != nil {
+		if src, oldRev, err = st.m.load(ctx, st.loadedKey, seen{rev: oldRev + 1}); err != nil {
 			return cookieAction{}, err
 		}
 		if src == nil { // destroyed meanwhile: the renewed copy must go too

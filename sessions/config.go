@@ -77,6 +77,14 @@ type Config struct {
 	// Default 10 seconds: a leader election after a server dies takes a
 	// few seconds.
 	StoreTimeout time.Duration
+	// LocalCopy is how many sessions this node keeps in its copy of the
+	// bucket, kept up to date by a KV watch: a load whose session is in
+	// the copy at the revision the client has seen (or later) makes no
+	// request to NATS. Every node receives every session write. Sessions
+	// beyond the limit are read from NATS (a direct get). Negative turns
+	// the copy off. Default 100,000 (tens of megabytes at most: a few
+	// hundred bytes per session).
+	LocalCopy int
 	// MaxRetries bounds how often a save reloads and merges after a
 	// concurrent write to the same session. Default 10.
 	MaxRetries int
@@ -129,6 +137,7 @@ const (
 	defaultRefreshFraction = 0.1
 	defaultStoreTimeout    = 10 * time.Second
 	defaultMaxRetries      = 10
+	defaultLocalCopy       = 100_000
 )
 
 // withDefaults fills zero fields and checks the rest, naming the field and
@@ -142,6 +151,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.RefreshFraction = or(c.RefreshFraction, defaultRefreshFraction)
 	c.StoreTimeout = or(c.StoreTimeout, defaultStoreTimeout)
 	c.MaxRetries = or(c.MaxRetries, defaultMaxRetries)
+	c.LocalCopy = or(c.LocalCopy, defaultLocalCopy)
 	c.CSRFFailureStatus = or(c.CSRFFailureStatus, StatusPageExpired)
 	c.Replicas = or(c.Replicas, 1)
 	if c.Cookie.SameSite == 0 {

@@ -93,13 +93,14 @@ func TestNewBringsAnExistingBucketInLine(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
-	_, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "sessions", TTL: time.Hour}) // direct gets on, as nats.go makes it
+	_, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "KV_sessions", Subjects: []string{"$KV.sessions.>"},
+		MaxMsgsPerSubject: 1, MaxAge: time.Hour}) // direct gets off, as older versions made it
 	must(t, err)
 	_, err = sessions.New(js, sessions.Config{IdleTimeout: 20 * time.Minute})
 	must(t, err)
 	st, err := js.Stream(t.Context(), "KV_sessions")
 	must(t, err)
-	if c := st.CachedInfo().Config; c.AllowDirect || c.MaxAge != 20*time.Minute {
-		t.Errorf("bucket after New: AllowDirect=%v MaxAge=%s, want false and 20m", c.AllowDirect, c.MaxAge)
+	if c := st.CachedInfo().Config; !c.AllowDirect || c.MaxAge != 20*time.Minute {
+		t.Errorf("bucket after New: AllowDirect=%v MaxAge=%s, want true and 20m", c.AllowDirect, c.MaxAge)
 	}
 }

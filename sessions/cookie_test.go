@@ -3,6 +3,8 @@ package sessions_test
 import (
 	"context"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,15 +17,15 @@ func TestCookieAttributesExactly(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  sessions.Config
-		want string // with TOKEN for the token
+		want string // with NAME for the cookie's name, VALUE for its value
 	}{
 		{"defaults: persistent until the absolute deadline", sessions.Config{},
-			"jetfleet_session=TOKEN; Path=/; Expires=Thu, 03 Jan 2030 03:04:05 GMT; Max-Age=86400; HttpOnly; SameSite=Lax"},
+			"NAME=VALUE; Path=/; Expires=Thu, 03 Jan 2030 03:04:05 GMT; Max-Age=86400; HttpOnly; SameSite=Lax"},
 		{"everything configured, expire on close", sessions.Config{ExpireOnClose: true, Cookie: sessions.CookieConfig{
 			Name: "sid", Domain: "example.com", Path: "/app", Secure: true, SameSite: http.SameSiteStrictMode, Partitioned: true}},
-			"sid=TOKEN; Path=/app; Domain=example.com; HttpOnly; Secure; SameSite=Strict; Partitioned"},
+			"NAME=VALUE; Path=/app; Domain=example.com; HttpOnly; Secure; SameSite=Strict; Partitioned"},
 		{"SameSite=None needs Secure", sessions.Config{AbsoluteTimeout: 90 * time.Minute, Cookie: sessions.CookieConfig{Secure: true, SameSite: http.SameSiteNoneMode}},
-			"jetfleet_session=TOKEN; Path=/; Expires=Wed, 02 Jan 2030 04:34:05 GMT; Max-Age=5400; HttpOnly; Secure; SameSite=None"},
+			"NAME=VALUE; Path=/; Expires=Wed, 02 Jan 2030 04:34:05 GMT; Max-Age=5400; HttpOnly; Secure; SameSite=None"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,15 +35,28 @@ func TestCookieAttributesExactly(t *testing.T) {
 				c.name = tc.cfg.Cookie.Name
 			}
 			w := c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "k", 1)) })
-			assertCookie(t, w.Header(), tc.want, c.token)
+			assertCookies(t, w.Header(), c, tc.want, true, true)
 		})
 	}
 }
 
-func assertCookie(t *testing.T, h http.Header, want, token string) {
+// assertCookies checks that the response sets exactly the session cookie
+// (when token) and the revision cookie (when rev) to c's values, each with
+// the attributes want, plus the caching headers.
+func assertCookies(t *testing.T, h http.Header, c *client, want string, token, rev bool) {
 	t.Helper()
-	if got := h.Values("Set-Cookie"); len(got) != 1 || got[0] != replaceToken(want, token) {
-		t.Errorf("Set-Cookie = %q\n                 want %q", got, replaceToken(want, token))
+	var wants []string
+	if token {
+		wants = append(wants, fill(want, c.name, c.token))
+	}
+	if rev {
+		if c.rev == "" && c.token != "" {
+			t.Errorf("no revision cookie")
+		}
+		wants = append(wants, fill(want, c.name+"_rev", c.rev))
+	}
+	if got := h.Values("Set-Cookie"); !slices.Equal(got, wants) {
+		t.Errorf("Set-Cookie = %q\n                 want %q", got, wants)
 	}
 	if got := h.Values("Cache-Control"); len(got) != 1 || got[0] != `no-cache="Set-Cookie"` {
 		t.Errorf(`Cache-Control = %q, want [no-cache="Set-Cookie"]`, got)
@@ -51,30 +66,33 @@ func assertCookie(t *testing.T, h http.Header, want, token string) {
 	}
 }
 
-func replaceToken(s, token string) string {
-	const marker = "TOKEN"
-	for i := 0; i+len(marker) <= len(s); i++ {
-		if s[i:i+len(marker)] == marker {
-			return s[:i] + token + s[i+len(marker):]
-		}
-	}
-	return s
+func fill(s, name, value string) string {
+	return strings.Replace(strings.Replace(s, "NAME", name, 1), "VALUE", value, 1)
 }
 
-func TestCookieIsSetOnlyWhenTheTokenChanges(t *testing.T) {
+// The session cookie changes with the token only; the revision cookie with
+// every write; a request that only reads sets neither.
+func TestCookiesAreSetOnlyWhenTheyChange(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sessions.Config{})
 	c := login(t, e)
+	const attrs = "NAME=VALUE; Path=/; Expires=Thu, 03 Jan 2030 03:04:05 GMT; Max-Age=86400; HttpOnly; SameSite=Lax"
+	before := c.rev
 	w := c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "more", 2)) })
+	if c.rev == before {
+		t.Errorf("revision cookie %q unchanged by a write", c.rev)
+	}
+	assertCookies(t, w.Header(), c, attrs, false, true)
+	w = c.run(e.sm, func(ctx context.Context) { sessions.Get(ctx, "more") })
 	h := w.Header()
 	if len(h.Values("Set-Cookie")) != 0 || len(h.Values("Cache-Control")) != 0 {
-		t.Errorf("an update of an existing session set %q / Cache-Control %q", h.Values("Set-Cookie"), h.Values("Cache-Control"))
+		t.Errorf("a request that only read set %q / Cache-Control %q", h.Values("Set-Cookie"), h.Values("Cache-Control"))
 	}
 	if got := h.Values("Vary"); len(got) != 1 || got[0] != "Cookie" {
 		t.Errorf("Vary = %q, want [Cookie] on every response that may depend on the session", got)
 	}
 	w = c.run(e.sm, func(ctx context.Context) { must(t, sessions.RenewToken(ctx)) })
-	assertCookie(t, w.Header(), "jetfleet_session=TOKEN; Path=/; Expires=Thu, 03 Jan 2030 03:04:05 GMT; Max-Age=86400; HttpOnly; SameSite=Lax", c.token)
+	assertCookies(t, w.Header(), c, attrs, true, true)
 }
 
 func TestDestroyCookieExactly(t *testing.T) {
@@ -82,5 +100,5 @@ func TestDestroyCookieExactly(t *testing.T) {
 	e := newEnv(t, sessions.Config{Cookie: sessions.CookieConfig{Domain: "example.com", Secure: true}})
 	c := login(t, e)
 	w := c.run(e.sm, func(ctx context.Context) { must(t, sessions.Destroy(ctx)) })
-	assertCookie(t, w.Header(), "jetfleet_session=; Path=/; Domain=example.com; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; HttpOnly; Secure; SameSite=Lax", "")
+	assertCookies(t, w.Header(), c, "NAME=; Path=/; Domain=example.com; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; HttpOnly; Secure; SameSite=Lax", true, true)
 }

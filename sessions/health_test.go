@@ -52,7 +52,11 @@ func TestWhenNATSIsDownTheMiddlewareFailsClosed(t *testing.T) {
 	}
 }
 
-func TestWhenTheClusterLosesQuorumRequestsGet503(t *testing.T) {
+// Without quorum the bucket takes no writes: a request that changes its
+// session gets 503. A request that only reads is served from a copy that
+// has the revision its client has seen (this node's, or the surviving
+// replica's).
+func TestWhenTheClusterLosesQuorumWritesGet503(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
 	}
@@ -89,7 +93,14 @@ func TestWhenTheClusterLosesQuorumRequestsGet503(t *testing.T) {
 			n.Shutdown()
 		}
 	}
-	w := c.run(sm, func(context.Context) { t.Error("handler ran without its session") })
+	if w := c.run(sm, func(ctx context.Context) {
+		if n, _ := sessions.GetInt(ctx, "k"); n != 1 {
+			t.Errorf("read without quorum: k = %d, want 1", n)
+		}
+	}); w.Code != http.StatusOK {
+		t.Errorf("read without quorum: %d %s, want 200", w.Code, w.Body)
+	}
+	w := c.run(sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "k", 2)) })
 	mu.Lock()
 	defer mu.Unlock()
 	if w.Code != http.StatusServiceUnavailable || !errors.Is(handled, sessions.ErrUnavailable) {

@@ -114,10 +114,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// client is a browser with one cookie.
+// client is a browser with the session cookie and its revision cookie.
 type client struct {
 	name  string
 	token string
+	rev   string // the revision cookie's value; "" when none
 }
 
 func newClient() *client { return &client{name: "jetfleet_session"} }
@@ -127,6 +128,9 @@ func (c *client) request(method, target string, body io.Reader) *http.Request {
 	if c.token != "" {
 		r.AddCookie(&http.Cookie{Name: c.name, Value: c.token})
 	}
+	if c.rev != "" {
+		r.AddCookie(&http.Cookie{Name: c.name + "_rev", Value: c.rev})
+	}
 	return r
 }
 
@@ -134,15 +138,26 @@ func (c *client) request(method, target string, body io.Reader) *http.Request {
 func (c *client) do(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
+	c.keep(w)
+	return w
+}
+
+// keep stores the cookies w sets, as a browser does with a response.
+func (c *client) keep(w *httptest.ResponseRecorder) {
 	for _, ck := range w.Result().Cookies() {
-		if ck.Name == c.name {
+		switch ck.Name {
+		case c.name:
 			c.token = ck.Value
 			if ck.MaxAge < 0 {
 				c.token = ""
 			}
+		case c.name + "_rev":
+			c.rev = ck.Value
+			if ck.MaxAge < 0 {
+				c.rev = ""
+			}
 		}
 	}
-	return w
 }
 
 // run sends a GET through sm's middleware to a handler that calls fn.

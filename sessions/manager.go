@@ -51,6 +51,11 @@ type Manager struct {
 	nc    *nats.Conn
 	kv    jetstream.KeyValue
 	types *registry
+	get   getter
+	// copy is this node's copy of the bucket; nil when Config.LocalCopy
+	// is negative.
+	copy     *localCopy
+	stopCopy context.CancelFunc
 	// tracer starts the store's spans; nil when tracing is off (tracing.go).
 	tracer trace.Tracer
 }
@@ -67,10 +72,13 @@ func New(js jetstream.JetStream, cfg Config) (*Manager, error) {
 
 // NewContext checks cfg, creates the bucket when it does not exist (or
 // brings its TTL and replica count in line with cfg), and returns a
-// Manager. The bucket is created with direct gets off, so that every read
-// is answered by the stream leader and sees the latest write. JetStream
-// requests that time out (a cluster still electing leaders) are retried
-// until ctx ends.
+// Manager. The bucket is created with direct gets on (any replica
+// answers); the revision cookie tells when an answer is older than what
+// the client has seen (see Config.LocalCopy and the package docs). Unless
+// Config.LocalCopy is negative, the Manager starts a KV watch that keeps
+// its copy of the bucket until Close or until the connection closes.
+// JetStream requests that time out (a cluster still electing leaders) are
+// retried until ctx ends.
 func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manager, error) {
 	if js == nil {
 		return nil, fmt.Errorf("%w: nil JetStream", ErrConfig)
@@ -84,12 +92,28 @@ func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manag
 		Description: "jetfleet HTTP sessions (keys are SHA-256 of session tokens)",
 		Replicas:    cfg.Replicas,
 		TTL:         cfg.IdleTimeout,
+		AllowDirect: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	return &Manager{cfg: cfg, nc: js.Conn(), kv: kv, types: newRegistry(), tracer: tracerFor(cfg.TracerProvider)}, nil
+	m := &Manager{cfg: cfg, nc: js.Conn(), kv: kv, types: newRegistry(), tracer: tracerFor(cfg.TracerProvider),
+		get: newGetter(js, cfg.Bucket), stopCopy: func() {}}
+	if cfg.LocalCopy > 0 {
+		m.copy = newLocalCopy(cfg.LocalCopy, cfg.IdleTimeout)
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		if err := m.copy.follow(wctx, kv); err != nil {
+			cancel()
+			return nil, fmt.Errorf("sessions: watch bucket %q: %w", cfg.Bucket, err)
+		}
+		m.stopCopy = cancel
+	}
+	return m, nil
 }
+
+// Close stops the watch that keeps this node's copy of the bucket; later
+// loads all ask NATS. The NATS connection is the caller's and stays open.
+func (m *Manager) Close() { m.stopCopy() }
 
 // Register lets m store values of type T under name, encoded as JSON
 // (exported fields only). The name, not the Go type path, is stored, so

@@ -54,14 +54,15 @@ func (m *Manager) begin(r *http.Request) (*state, error) {
 		return m.newState(true), nil
 	}
 	key := storageKey(token)
-	rec, rev, err := m.load(r.Context(), key)
+	known := parseSeen(r, m.cfg.Cookie.Name, key)
+	rec, rev, err := m.load(r.Context(), key, known)
 	if err != nil {
 		return nil, err
 	}
 	if rec == nil {
 		return m.newState(true), nil
 	}
-	return m.loadedState(token, key, rec, rev), nil
+	return m.loadedState(token, key, rec, rev, known), nil
 }
 
 // sessionWriter saves the session when the handler starts its response.
@@ -138,28 +139,40 @@ func (w *sessionWriter) Flush() {
 func (w *sessionWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (m *Manager) setCookie(h http.Header, r *http.Request, act cookieAction) {
-	var c *http.Cookie
+	name, revName := m.cfg.Cookie.Name, revCookieName(m.cfg.Cookie.Name)
 	switch {
-	case act.token != "":
-		c = m.cookie(r, act.token)
-		if !m.cfg.ExpireOnClose {
-			c.Expires = act.expires.UTC().Truncate(time.Second)
-			c.MaxAge = int(math.Ceil(act.expires.Sub(m.now()).Seconds()))
-			c.MaxAge = max(c.MaxAge, 1)
-		}
 	case act.clear:
-		c = m.cookie(r, "")
-		c.Expires, c.MaxAge = time.Unix(1, 0), -1
+		for _, n := range []string{name, revName} {
+			c := m.cookie(r, n, "")
+			c.Expires, c.MaxAge = time.Unix(1, 0), -1
+			h.Add("Set-Cookie", c.String())
+		}
+	case act.token != "" || act.rev != "":
+		if act.token != "" {
+			h.Add("Set-Cookie", m.expiring(m.cookie(r, name, act.token), act.expires).String())
+		}
+		if act.rev != "" {
+			h.Add("Set-Cookie", m.expiring(m.cookie(r, revName, act.rev), act.expires).String())
+		}
 	default:
 		return
 	}
-	h.Add("Set-Cookie", c.String())
 	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
 }
 
-func (m *Manager) cookie(r *http.Request, value string) *http.Cookie {
+// expiring gives c the session's absolute deadline, unless cookies end
+// with the browser session.
+func (m *Manager) expiring(c *http.Cookie, expires time.Time) *http.Cookie {
+	if !m.cfg.ExpireOnClose {
+		c.Expires = expires.UTC().Truncate(time.Second)
+		c.MaxAge = max(int(math.Ceil(expires.Sub(m.now()).Seconds())), 1)
+	}
+	return c
+}
+
+func (m *Manager) cookie(r *http.Request, name, value string) *http.Cookie {
 	cc := m.cfg.Cookie
-	return &http.Cookie{Name: cc.Name, Value: value, Path: cc.Path, Domain: cc.Domain,
+	return &http.Cookie{Name: name, Value: value, Path: cc.Path, Domain: cc.Domain,
 		Secure: m.secure(r), HttpOnly: true, SameSite: cc.SameSite, Partitioned: cc.Partitioned}
 }
 

@@ -13,6 +13,11 @@ const (
 	// EventConflict: a write met a concurrent write to the same session
 	// (a revision mismatch); the save reloads, merges and tries again.
 	EventConflict Event = "conflict"
+	// EventStaleCopy: a load found this node's copy of the session, or the
+	// replica that answered its direct get, older than the revision the
+	// client has already seen (or without the session), and asked the
+	// stream leader instead. Frequent ones mean a lagging replica.
+	EventStaleCopy Event = "stale_copy"
 	// EventStoreError: NATS or the bucket could not be reached, or refused
 	// a write (too large).
 	EventStoreError Event = "store_error"

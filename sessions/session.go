@@ -56,6 +56,7 @@ type state struct {
 	hadCookie bool
 	loadedKey string  // KV key of the session the request brought; "" if none
 	loadedRev uint64  // its revision
+	known     seen    // what the client had seen of it (the revision cookie)
 	base      *record // the record as loaded (an empty one when none)
 
 	token       string  // the session's token; "" until a new session is saved
@@ -72,8 +73,8 @@ func (m *Manager) newState(hadCookie bool) *state {
 	return &state{m: m, hadCookie: hadCookie, base: base, view: base.clone(), changes: map[string]change{}}
 }
 
-func (m *Manager) loadedState(token, key string, rec *record, rev uint64) *state {
-	st := &state{m: m, hadCookie: true, loadedKey: key, loadedRev: rev, base: rec, token: token,
+func (m *Manager) loadedState(token, key string, rec *record, rev uint64, known seen) *state {
+	st := &state{m: m, hadCookie: true, loadedKey: key, loadedRev: rev, known: known, base: rec, token: token,
 		view: rec.clone(), changes: map[string]change{}}
 	for k, e := range rec.values {
 		if e.flash { // flashed by the previous request: readable now, gone after

@@ -15,27 +15,87 @@ import (
 // load returns the live record stored under key, or nil when there is none:
 // never issued, destroyed, expired, or unreadable. Only failures to reach
 // the store are errors.
-func (m *Manager) load(ctx context.Context, key string) (rec *record, rev uint64, err error) {
+//
+// known is the revision of the session the client has seen (its revision
+// cookie; 0 when it has none). A copy older than known is never used: the
+// node's local copy first, then a direct get (any replica), then a get
+// from the stream leader, which has applied every write it acknowledged.
+// A leader that answers older than known is a deposed leader still
+// answering: load asks again until StoreTimeout rather than serve it.
+func (m *Manager) load(ctx context.Context, key string, known seen) (rec *record, rev uint64, err error) {
+	if m.connected() == nil {
+		if e, ok := m.copy.get(key, known.rev); ok {
+			m.observe(EventLoad)
+			return m.live(e.record()), e.rev, nil
+		}
+	}
 	ctx, span := m.startSpan(ctx, "load")
 	defer func() { span.found(rec != nil); span.end(err) }()
-	var e jetstream.KeyValueEntry
-	err = m.untilAnswered(ctx, func(ctx context.Context) (err error) {
-		e, err = m.kv.Get(ctx, key)
-		return err
-	})
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	s, err := m.fetch(ctx, key, known)
+	if err != nil {
 		m.observe(EventStoreError)
 		return nil, 0, fmt.Errorf("%w: load session: %w", ErrUnavailable, err)
 	}
 	m.observe(EventLoad)
-	if err != nil {
+	if !s.found {
 		return nil, 0, nil
 	}
-	rec, derr := decodeRecord(e.Value())
-	if derr != nil || rec.expired(m.now()) {
+	m.copy.learn(key, s.value, s.rev)
+	rec, derr := decodeRecord(s.value)
+	if derr != nil {
 		return nil, 0, nil
 	}
-	return rec, e.Revision(), nil
+	return m.live(rec), s.rev, nil
+}
+
+// live is rec, or nil when it is missing or expired.
+func (m *Manager) live(rec *record) *record {
+	if rec == nil || rec.expired(m.now()) {
+		return nil
+	}
+	return rec
+}
+
+// errStaleLeader reports a leader that answered older than the client's
+// revision: see load.
+var errStaleLeader = errors.New("the stream leader answered an older revision than the client has seen")
+
+// fetch reads key from NATS: a direct get when the client's revision allows
+// it, else (or when the replica that answered is behind) a leader get.
+func (m *Manager) fetch(ctx context.Context, key string, known seen) (stored, error) {
+	var s stored
+	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
+		s, err = m.get.direct(ctx, key)
+		return err
+	})
+	switch {
+	case err != nil:
+		return stored{}, err
+	case s.found && s.rev >= known.rev:
+		return s, nil
+	}
+	// Not found on a replica that may lack the key yet, or older than
+	// the client has seen: ask the leader.
+	if known.rev > 0 {
+		m.observe(EventStaleCopy)
+	}
+	return m.fetchLeader(ctx, key, known)
+}
+
+// fetchLeader reads key from the stream leader, asking again while the
+// answer is older than known: a value at an older revision, or no trace of
+// the key (not even a delete marker) before the idle deadline the client
+// was given.
+func (m *Manager) fetchLeader(ctx context.Context, key string, known seen) (stored, error) {
+	var s stored
+	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
+		s, err = m.get.leader(ctx, key)
+		if err == nil && known.newerThan(s, m.now()) {
+			return fmt.Errorf("%w (revision %d, client has seen %d)", errStaleLeader, s.rev, known.rev)
+		}
+		return err
+	})
+	return s, err
 }
 
 // write stores rec under key if the key is still at revision rev (0: the
@@ -52,6 +112,7 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 	switch {
 	case err == nil:
 		m.observe(EventSave)
+		m.copy.learn(key, data, newRev)
 		return newRev, nil
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		m.observe(EventConflict)
@@ -74,6 +135,9 @@ func (m *Manager) remove(ctx context.Context, key string, rev uint64) (err error
 		opts = append(opts, jetstream.LastRevision(rev))
 	}
 	err = m.untilAnswered(ctx, func(ctx context.Context) error { return m.kv.Delete(ctx, key, opts...) })
+	if err == nil {
+		m.copy.forget(key)
+	}
 	if err == nil || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		if err != nil {
 			m.observe(EventConflict)
@@ -109,7 +173,7 @@ func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) er
 			actx, acancel := context.WithTimeout(ctx, min(attemptTimeout, m.cfg.StoreTimeout))
 			err = op(actx)
 			acancel()
-			if err == nil || !leaderless.Is(err) || ctx.Err() != nil {
+			if err == nil || !leaderless.Is(err) && !errors.Is(err, errStaleLeader) || ctx.Err() != nil {
 				return err
 			}
 		case nats.RECONNECTING, nats.CONNECTING:

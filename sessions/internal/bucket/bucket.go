@@ -1,10 +1,12 @@
 // Package bucket opens the JetStream KV buckets that hold sessions. It
 // creates the bucket's stream itself, rather than through
-// CreateKeyValue, so that direct gets stay off: with AllowDirect any
-// replica, including a follower that has not yet applied the latest write,
-// may answer a read, and a session written through one node could be read
-// stale through another. Without it every read is answered by the stream
-// leader, which has applied every write it acknowledged.
+// CreateKeyValue, so that the caller decides whether direct gets are on:
+// with AllowDirect any replica, including a follower that has not yet
+// applied the latest write, may answer a read, so a caller that turns them
+// on must tell a stale answer from a fresh one itself (package sessions
+// does, by the revision the client knows); without it every read through
+// nats.go is answered by the stream leader, which has applied every write
+// it acknowledged.
 package bucket
 
 import (
@@ -32,6 +34,8 @@ type Spec struct {
 	TTL time.Duration
 	// Storage is file (the default) or memory.
 	Storage jetstream.StorageType
+	// AllowDirect lets every replica answer direct gets.
+	AllowDirect bool
 }
 
 var validName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -101,21 +105,22 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, spec Spec) error 
 		return fmt.Errorf("look up KV bucket %q: %w", spec.Name, err)
 	}
 	have := st.CachedInfo().Config
-	if have.MaxAge == want.MaxAge && have.Replicas == want.Replicas && !have.AllowDirect &&
+	if have.MaxAge == want.MaxAge && have.Replicas == want.Replicas && have.AllowDirect == want.AllowDirect &&
 		have.Duplicates == want.Duplicates {
 		return nil
 	}
 	have.MaxAge, have.Replicas, have.Duplicates = want.MaxAge, want.Replicas, want.Duplicates
-	have.AllowDirect = false
+	have.AllowDirect = want.AllowDirect
 	if _, err := js.UpdateStream(ctx, have); err != nil {
-		return fmt.Errorf("update KV bucket %q (ttl %s, replicas %d, direct gets off): %w",
-			spec.Name, want.MaxAge, want.Replicas, err)
+		return fmt.Errorf("update KV bucket %q (ttl %s, replicas %d, direct gets %v): %w",
+			spec.Name, want.MaxAge, want.Replicas, want.AllowDirect, err)
 	}
 	return nil
 }
 
 // streamConfig mirrors what nats.go's CreateKeyValue builds (so the nats
-// CLI treats the stream as a KV bucket), except that AllowDirect is off.
+// CLI treats the stream as a KV bucket), except that AllowDirect is the
+// caller's choice.
 func streamConfig(spec Spec) jetstream.StreamConfig {
 	replicas := spec.Replicas
 	if replicas <= 0 {
@@ -141,6 +146,6 @@ func streamConfig(spec Spec) jetstream.StreamConfig {
 		DenyDelete:        true,
 		Duplicates:        dup,
 		Discard:           jetstream.DiscardNew,
-		AllowDirect:       false,
+		AllowDirect:       spec.AllowDirect,
 	}
 }

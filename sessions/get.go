@@ -1,0 +1,140 @@
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// getter reads one key of the bucket with the two JetStream reads: a
+// direct get, which any replica answers from what it has applied, and a
+// leader get, which only the stream's leader answers. They are plain NATS
+// requests built here rather than through nats.go's KeyValue, which picks
+// one kind of get per bucket.
+type getter struct {
+	nc *nats.Conn
+	// directPrefix + key is the subject of a direct get of the key's last
+	// value: $JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>.
+	directPrefix string
+	// leaderSubject is $JS.API.STREAM.MSG.GET.KV_<bucket>.
+	leaderSubject string
+	// keyPrefix + key is the key's subject: $KV.<bucket>.<key>.
+	keyPrefix string
+}
+
+func newGetter(js jetstream.JetStream, bucketName string) getter {
+	opts := js.Options()
+	api := "$JS.API."
+	switch {
+	case opts.Domain != "":
+		api = "$JS." + opts.Domain + ".API."
+	case opts.APIPrefix != "":
+		api = opts.APIPrefix
+		if api[len(api)-1] != '.' {
+			api += "."
+		}
+	}
+	stream := "KV_" + bucketName
+	keyPrefix := "$KV." + bucketName + "."
+	return getter{nc: js.Conn(), keyPrefix: keyPrefix,
+		directPrefix:  api + "DIRECT.GET." + stream + "." + keyPrefix,
+		leaderSubject: api + "STREAM.MSG.GET." + stream}
+}
+
+// stored is one read of a key: its value and revision, or found false when
+// the key has no value (never written, deleted, purged, expired).
+type stored struct {
+	value []byte
+	rev   uint64
+	found bool
+}
+
+// direct reads key from whichever replica answers first.
+func (g getter) direct(ctx context.Context, key string) (stored, error) {
+	msg, err := g.nc.RequestWithContext(ctx, g.directPrefix+key, nil)
+	if err != nil {
+		return stored{}, err
+	}
+	if len(msg.Data) == 0 {
+		switch status := msg.Header.Get("Status"); status {
+		case "404":
+			return stored{}, nil
+		case "":
+		default:
+			return stored{}, fmt.Errorf("direct get: status %s %s", status, msg.Header.Get("Description"))
+		}
+	}
+	rev, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return stored{}, fmt.Errorf("direct get: bad %s header: %w", jetstream.SequenceHeader, err)
+	}
+	if deleted(msg.Header) {
+		return stored{rev: rev}, nil
+	}
+	return stored{value: msg.Data, rev: rev, found: true}, nil
+}
+
+// deleted reports whether h marks a KV delete or purge, or a marker the
+// server wrote when a value aged out.
+func deleted(h nats.Header) bool {
+	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// leaderGetResponse is the answer to $JS.API.STREAM.MSG.GET.
+type leaderGetResponse struct {
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	Message *struct {
+		Seq    uint64 `json:"seq"`
+		Header []byte `json:"hdrs"`
+		Data   []byte `json:"data"`
+	} `json:"message"`
+}
+
+// errCodeNoMessage is JetStream's "no message found".
+const errCodeNoMessage = 10037
+
+// leader reads key from the stream's leader.
+func (g getter) leader(ctx context.Context, key string) (stored, error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{g.keyPrefix + key})
+	if err != nil {
+		return stored{}, err
+	}
+	msg, err := g.nc.RequestWithContext(ctx, g.leaderSubject, req)
+	if err != nil {
+		return stored{}, err
+	}
+	var resp leaderGetResponse
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return stored{}, fmt.Errorf("leader get: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
+		return stored{}, nil
+	case resp.Error != nil:
+		return stored{}, &jetstream.APIError{Code: resp.Error.Code, ErrorCode: jetstream.ErrorCode(resp.Error.ErrCode),
+			Description: resp.Error.Description}
+	case resp.Message == nil:
+		return stored{}, errors.New("leader get: empty answer")
+	}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return stored{}, fmt.Errorf("leader get: headers: %w", err)
+		}
+		if deleted(h) {
+			return stored{rev: resp.Message.Seq}, nil
+		}
+	}
+	return stored{value: resp.Message.Data, rev: resp.Message.Seq, found: true}, nil
+}

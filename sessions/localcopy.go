@@ -1,0 +1,183 @@
+package sessions
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// localCopy is this node's copy of the bucket, kept by a KV watch: every
+// write to any session reaches every node in the bucket's order, so most
+// loads need no request to NATS at all. Like a follower's copy, it may be
+// behind the bucket; it is only used when its revision of a session is at
+// least the revision the client has seen (the revision cookie), so a client
+// always reads its own writes. See load.
+//
+// The copy holds at most max sessions; a session it has no room for is
+// read from the bucket.
+type localCopy struct {
+	max int
+	ttl time.Duration // the bucket's TTL
+
+	mu sync.RWMutex
+	// entries maps a storage key to its latest value known here.
+	entries map[string]*copyEntry
+	// pos is the bucket revision (stream sequence) the watch has applied
+	// up to: every write at or below pos is reflected in entries.
+	pos uint64
+	// ready is set once the watch has delivered the bucket's initial
+	// content; until then every load asks NATS.
+	ready bool
+	// stopped is set when the watch ends (the connection closed).
+	stopped bool
+}
+
+// copyEntry is one session's stored bytes at a revision, decoded on the
+// first load that uses it.
+type copyEntry struct {
+	value []byte
+	rev   uint64
+	// gone is when the bucket's TTL removes this value, unless written
+	// again: the copy forgets it then too.
+	gone time.Time
+
+	once sync.Once
+	rec  *record // nil when value does not decode
+}
+
+func (e *copyEntry) record() *record {
+	e.once.Do(func() {
+		if rec, err := decodeRecord(e.value); err == nil {
+			e.rec = rec
+		}
+	})
+	return e.rec
+}
+
+func newLocalCopy(max int, ttl time.Duration) *localCopy {
+	return &localCopy{max: max, ttl: ttl, entries: map[string]*copyEntry{}}
+}
+
+// get returns the copy's entry for key when the copy is usable and holds
+// key at revision known or later.
+func (c *localCopy) get(key string, known uint64) (*copyEntry, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.ready || c.stopped {
+		return nil, false
+	}
+	e, ok := c.entries[key]
+	if !ok || e.rev < known {
+		return nil, false
+	}
+	return e, true
+}
+
+// learn records a value this node read from the bucket or wrote to it at
+// rev. It is only kept when the watch has not reached rev yet: the watch
+// will then deliver rev and every later write of key in order, so the copy
+// cannot keep a value the bucket has since replaced. A value at or below
+// the watch's position is already reflected (or superseded) in the copy.
+func (c *localCopy) learn(key string, value []byte, rev uint64) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rev <= c.pos || c.stopped {
+		return
+	}
+	c.put(key, &copyEntry{value: value, rev: rev, gone: time.Now().Add(c.ttl)})
+}
+
+// forget drops key, after this node deleted it.
+func (c *localCopy) forget(key string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.entries, key)
+	c.mu.Unlock()
+}
+
+// put stores e unless the copy already has a later revision of key. c.mu is held.
+func (c *localCopy) put(key string, e *copyEntry) {
+	have, ok := c.entries[key]
+	switch {
+	case ok && have.rev >= e.rev:
+		return
+	case !ok && len(c.entries) >= c.max:
+		return // no room: this session is read from the bucket
+	}
+	c.entries[key] = e
+}
+
+// apply is one update from the watch, in the bucket's order.
+func (c *localCopy) apply(key string, value []byte, rev uint64, op jetstream.KeyValueOp, written time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rev > c.pos {
+		c.pos = rev
+	}
+	if op != jetstream.KeyValuePut {
+		delete(c.entries, key)
+		return
+	}
+	c.put(key, &copyEntry{value: value, rev: rev, gone: written.Add(c.ttl)})
+}
+
+// sweep forgets the values the bucket's TTL has removed (no message tells
+// the watch about those).
+func (c *localCopy) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if now.After(e.gone) {
+			delete(c.entries, k)
+		}
+	}
+}
+
+// follow keeps c up to date with kv until ctx ends or the watch stops.
+func (c *localCopy) follow(ctx context.Context, kv jetstream.KeyValue) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer func() {
+			c.mu.Lock()
+			c.stopped = true
+			c.mu.Unlock()
+		}()
+		every := min(max(c.ttl/10, time.Second), time.Minute)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case now := <-tick.C:
+				c.sweep(now)
+			case <-ctx.Done():
+				_ = w.Stop()
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil { // the initial content is in
+					c.mu.Lock()
+					c.ready = true
+					c.mu.Unlock()
+					continue
+				}
+				c.apply(e.Key(), e.Value(), e.Revision(), e.Operation(), e.Created())
+			}
+		}
+	}()
+	return nil
+}
