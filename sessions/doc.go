@@ -47,12 +47,23 @@
 //     saves through the old token after RenewToken; a save to the old
 //     token that lands before the renew completes is carried over.
 //
-// # Clusters
+// # Clusters, copies and the revision cookie
 //
-// The bucket is created with direct gets off: every read is answered by
-// the stream leader, which has applied every write it acknowledged, so a
-// session written through one node is seen by the next request on any
-// other node. Use Config.Replicas = 3 in a three-node cluster.
+// Reads do not go to the stream leader. Each Manager keeps a copy of the
+// bucket in memory, kept by a KV watch (Config.LocalCopy), and the bucket
+// has direct gets on, so any replica answers a read. Either can be behind
+// the bucket. A second cookie, Cookie.Name + "_rev", carries the revision
+// of the session the client has seen (and its idle deadline); a load uses
+// the node's copy, else a direct get, only when it holds that revision or
+// a later one, and otherwise asks the stream leader, which has applied
+// every write it acknowledged. A leader that answers older than the cookie
+// (a deposed one, during a partition) is asked again until StoreTimeout
+// rather than believed. So each client reads its own writes through any
+// node and never reads an older session than it has seen, while most
+// loads make no request to NATS. What a copy may miss for as long as it
+// lags is a write the client has not seen: a concurrent request's, or one
+// made with a copy of its cookie. Use Config.Replicas = 3 in a three-node
+// cluster.
 //
 // # When NATS is down
 //

@@ -56,6 +56,14 @@ func floors(ctx context.Context, out io.Writer, natsURL, redisAddr string, n int
 			_, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, leaderReq)
 			return err
 		}},
+		{name: "redis SET", do: func() error {
+			_, err := rc.Do("SET", "bench_floor", "0123456789abcdef0123456789abcdef")
+			return err
+		}},
+		{name: "nats kv put (acked)", do: func() error {
+			_, err := kv.Put(ctx, "floor", []byte("0123456789abcdef0123456789abcdef"))
+			return err
+		}},
 	}
 	for i := range n {
 		for j := range ops {

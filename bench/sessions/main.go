@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"time"
 )
@@ -36,6 +37,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	warm := fs.Int("warmup", 500, "rounds run before timing")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address; a private redis-server is started when it does not answer")
 	natsURL := fs.String("nats", "", "NATS URL of a running server; empty builds and starts `jetfleet nats`")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -86,11 +88,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	for _, s := range systems {
 		res[s.name] = &timings{}
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	for i := range *n {
 		if err := round(systems, i, res); err != nil {
 			return err
 		}
 	}
+	pprof.StopCPUProfile()
 	report(out, *n, res[jf.name], res[sc.name], jf.name, sc.name)
 	return floors(ctx, out, url, addr, *n)
 }
