@@ -51,7 +51,7 @@ type Manager struct {
 	nc    *nats.Conn
 	kv    jetstream.KeyValue
 	types *registry
-	get   getter
+	wire  wire
 	// copy is this node's copy of the bucket; nil when Config.LocalCopy
 	// is negative.
 	copy     *localCopy
@@ -98,7 +98,7 @@ func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manag
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	m := &Manager{cfg: cfg, nc: js.Conn(), kv: kv, types: newRegistry(), tracer: tracerFor(cfg.TracerProvider),
-		get: newGetter(js, cfg.Bucket), stopCopy: func() {}}
+		wire: newWire(js, cfg.Bucket), stopCopy: func() {}}
 	if cfg.LocalCopy > 0 {
 		m.copy = newLocalCopy(cfg.LocalCopy, cfg.IdleTimeout)
 		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

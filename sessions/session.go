@@ -152,6 +152,12 @@ func set(ctx context.Context, key string, val any, flash bool) error {
 		return err
 	}
 	st.view.values[key] = e
+	if stored, ok := st.base.values[key]; ok && stored.equal(e) {
+		// The session already holds exactly this: nothing to write (and
+		// a flash put again is kept for the next request, as stored).
+		delete(st.changes, key)
+		return nil
+	}
 	st.changes[key] = change{op: opSet, e: e}
 	return nil
 }

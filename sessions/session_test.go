@@ -301,6 +301,31 @@ func TestNoSessionWorkMeansNoCookieAndNoWrite(t *testing.T) {
 	}
 }
 
+// Putting the value a session already holds is no change: nothing is
+// written, no cookie is set.
+func TestPuttingTheSameValueWritesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sessions.Config{})
+	c := login(t, e)
+	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "theme", "dark")) })
+	before := e.lastSeq()
+	w := c.run(e.sm, func(ctx context.Context) {
+		must(t, sessions.Put(ctx, "theme", "dark"))
+		must(t, sessions.Remove(ctx, "user_id"))
+		must(t, sessions.Put(ctx, "user_id", 1)) // as login stored it
+	})
+	if after := e.lastSeq(); after != before {
+		t.Errorf("bucket written %d times by puts of the values it holds", after-before)
+	}
+	if got := w.Header().Values("Set-Cookie"); len(got) != 0 {
+		t.Errorf("Set-Cookie = %v for a request that changed nothing", got)
+	}
+	c.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "theme", "light")) })
+	if after := e.lastSeq(); after != before+1 {
+		t.Errorf("a changed value: %d writes, want 1", after-before)
+	}
+}
+
 func TestChangesAfterTheResponseIsWrittenAreRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sessions.Config{})

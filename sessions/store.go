@@ -65,7 +65,7 @@ var errStaleLeader = errors.New("the stream leader answered an older revision th
 func (m *Manager) fetch(ctx context.Context, key string, known seen) (stored, error) {
 	var s stored
 	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
-		s, err = m.get.direct(ctx, key)
+		s, err = m.wire.direct(ctx, key)
 		return err
 	})
 	switch {
@@ -89,7 +89,7 @@ func (m *Manager) fetch(ctx context.Context, key string, known seen) (stored, er
 func (m *Manager) fetchLeader(ctx context.Context, key string, known seen) (stored, error) {
 	var s stored
 	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
-		s, err = m.get.leader(ctx, key)
+		s, err = m.wire.leader(ctx, key)
 		if err == nil && known.newerThan(s, m.now()) {
 			return fmt.Errorf("%w (revision %d, client has seen %d)", errStaleLeader, s.rev, known.rev)
 		}
@@ -106,7 +106,7 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 	data := rec.encode()
 	var newRev uint64
 	err = m.untilAnswered(ctx, func(ctx context.Context) (err error) {
-		newRev, err = m.kv.Update(ctx, key, data, rev)
+		newRev, err = m.wire.update(ctx, key, data, rev)
 		return err
 	})
 	switch {

@@ -11,12 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// getter reads one key of the bucket with the two JetStream reads: a
-// direct get, which any replica answers from what it has applied, and a
-// leader get, which only the stream's leader answers. They are plain NATS
-// requests built here rather than through nats.go's KeyValue, which picks
-// one kind of get per bucket.
-type getter struct {
+// wire reads and writes keys of the bucket with plain NATS requests built
+// here rather than through nats.go's KeyValue, which picks one kind of get
+// per bucket and costs more per call. It reads with the two JetStream
+// reads: a direct get, which any replica answers from what it has applied,
+// and a leader get, which only the stream's leader answers; it writes with
+// a JetStream publish that expects the key's current revision.
+type wire struct {
 	nc *nats.Conn
 	// directPrefix + key is the subject of a direct get of the key's last
 	// value: $JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>.
@@ -27,7 +28,7 @@ type getter struct {
 	keyPrefix string
 }
 
-func newGetter(js jetstream.JetStream, bucketName string) getter {
+func newWire(js jetstream.JetStream, bucketName string) wire {
 	opts := js.Options()
 	api := "$JS.API."
 	switch {
@@ -41,7 +42,7 @@ func newGetter(js jetstream.JetStream, bucketName string) getter {
 	}
 	stream := "KV_" + bucketName
 	keyPrefix := "$KV." + bucketName + "."
-	return getter{nc: js.Conn(), keyPrefix: keyPrefix,
+	return wire{nc: js.Conn(), keyPrefix: keyPrefix,
 		directPrefix:  api + "DIRECT.GET." + stream + "." + keyPrefix,
 		leaderSubject: api + "STREAM.MSG.GET." + stream}
 }
@@ -55,7 +56,7 @@ type stored struct {
 }
 
 // direct reads key from whichever replica answers first.
-func (g getter) direct(ctx context.Context, key string) (stored, error) {
+func (g wire) direct(ctx context.Context, key string) (stored, error) {
 	msg, err := g.nc.RequestWithContext(ctx, g.directPrefix+key, nil)
 	if err != nil {
 		return stored{}, err
@@ -103,7 +104,7 @@ type leaderGetResponse struct {
 const errCodeNoMessage = 10037
 
 // leader reads key from the stream's leader.
-func (g getter) leader(ctx context.Context, key string) (stored, error) {
+func (g wire) leader(ctx context.Context, key string) (stored, error) {
 	req, err := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
 	}{g.keyPrefix + key})
@@ -137,4 +138,43 @@ func (g getter) leader(ctx context.Context, key string) (stored, error) {
 		}
 	}
 	return stored{value: resp.Message.Data, rev: resp.Message.Seq, found: true}, nil
+}
+
+// pubAck is JetStream's answer to a publish.
+type pubAck struct {
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	Seq uint64 `json:"seq"`
+}
+
+// errCodeWrongLastSequence is JetStream's "wrong last sequence".
+const errCodeWrongLastSequence = 10071
+
+// update stores value under key if the key's last revision is still rev (0:
+// the key has no value), and returns the new revision. A key changed
+// meanwhile is jetstream.ErrKeyRevisionMismatch.
+func (w wire) update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	msg := &nats.Msg{Subject: w.keyPrefix + key, Data: value,
+		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(rev, 10)}}}
+	resp, err := w.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return 0, err
+	}
+	var ack pubAck
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	switch {
+	case ack.Error != nil && ack.Error.ErrCode == errCodeWrongLastSequence:
+		return 0, jetstream.ErrKeyRevisionMismatch
+	case ack.Error != nil:
+		return 0, &jetstream.APIError{Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode),
+			Description: ack.Error.Description}
+	case ack.Seq == 0:
+		return 0, errors.New("publish: no sequence in the acknowledgement")
+	}
+	return ack.Seq, nil
 }
