@@ -51,6 +51,7 @@ type member struct {
 	role     Role
 	db       *sqlx.DB // queries
 	health   *sqlx.DB // health checks, so a saturated pool cannot fail them
+	stmts    *stmtCache // SQLite: prepared read statements; nil for MySQL
 	inPool   atomic.Bool
 	readOnly atomic.Bool
 	applied  atomic.Pointer[gtidSet] // replica: position it is known to have applied
@@ -96,7 +97,7 @@ func (d *DB) openSQLite(ctx context.Context) error {
 	if d.cfg.Database == ":memory:" {
 		db.SetMaxOpenConns(1) // every connection would have its own database
 	}
-	d.primary = &member{addr: d.cfg.Database, role: RolePrimary, db: db}
+	d.primary = &member{addr: d.cfg.Database, role: RolePrimary, db: db, stmts: newStmtCache(db)}
 	if err := pingSQLite(ctx, db, d.cfg.BusyTimeout); err != nil {
 		return fmt.Errorf("readmodel: open SQLite %s: %w", d.cfg.Database, err)
 	}
@@ -183,6 +184,7 @@ func (d *DB) Close() error {
 		if m == nil {
 			continue
 		}
+		m.stmts.close()
 		errs = append(errs, m.db.Close())
 		if m.health != nil {
 			errs = append(errs, m.health.Close())
@@ -221,6 +223,9 @@ func (d *DB) Reader(ctx context.Context) *sqlx.DB {
 // other errors are wrapped with the member's role and address.
 func (d *DB) Get(ctx context.Context, dest any, query string, args ...any) error {
 	return d.read(ctx, query, func(m *member) error {
+		if st := m.stmts.stmt(ctx, query); st != nil {
+			return st.GetContext(ctx, dest, args...)
+		}
 		return m.db.GetContext(ctx, dest, query, args...)
 	})
 }
@@ -231,6 +236,9 @@ func (d *DB) Get(ctx context.Context, dest any, query string, args ...any) error
 func (d *DB) Select(ctx context.Context, dest any, query string, args ...any) error {
 	return d.read(ctx, query, func(m *member) error {
 		truncate(dest) // a retry must not append to a failed attempt's rows
+		if st := m.stmts.stmt(ctx, query); st != nil {
+			return st.SelectContext(ctx, dest, args...)
+		}
 		return m.db.SelectContext(ctx, dest, query, args...)
 	})
 }

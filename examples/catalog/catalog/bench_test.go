@@ -6,11 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 	"github.com/jetfleet/jetfleet/internal/mariadbtest"
 	"github.com/jetfleet/jetfleet/readmodel"
+	"github.com/jetfleet/jetfleet/sessions"
 )
 
 // BenchmarkHTTP measures GET /items/{id} with a session cookie through a
@@ -72,4 +75,80 @@ func benchGet(b *testing.B, c *ct.Client, path string) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// BenchmarkItemVsStatic measures GET /items/{id} with a session (the
+// session middleware, the catalog's middleware, two reads of the read
+// model, JSON) beside a static handler on the same server, in one run:
+// each round sends a burst of requests from parallel clients to one route
+// then the other, the first route alternating. It reports both rates and
+// item/static (target >= 0.3). Run:
+//
+//	go test -run '^$' -bench ItemVsStatic -benchtime 20x ./examples/catalog/catalog
+func BenchmarkItemVsStatic(b *testing.B) {
+	a := startApp(b, false)
+	sm, err := sessions.New(a.js, sessions.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	app := http.NewServeMux()
+	a.cat.Routes(app, sm)
+	mux := http.NewServeMux()
+	mux.Handle("GET /static", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":1,"name":"Lamp"}`)
+	}))
+	mux.Handle("/", sm.Middleware(app))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c := ct.NewClient(b, srv.URL)
+	c.Login("bench")
+	it := c.CreateItem("Lamp", "brass")
+	item := fmt.Sprintf("/items/%d", it.ID)
+
+	const clients, burst = 4, 500
+	tr := &http.Transport{MaxIdleConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Jar: c.HTTP.Jar}
+	run := func(path string) time.Duration {
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for range clients {
+			wg.Go(func() {
+				for range burst / clients {
+					resp, err := hc.Get(srv.URL + path)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Errorf("GET %s: %d", path, resp.StatusCode)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(t0)
+	}
+	run(item) // warm up: connections, prepared statements, the session copy
+	run("/static")
+	var static, items time.Duration
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			static += run("/static")
+			items += run(item)
+		} else {
+			items += run(item)
+			static += run("/static")
+		}
+		i++
+	}
+	n := float64(b.N * burst)
+	b.ReportMetric(n/static.Seconds(), "static-req/s")
+	b.ReportMetric(n/items.Seconds(), "item-req/s")
+	b.ReportMetric(static.Seconds()/items.Seconds(), "item/static")
 }
