@@ -20,7 +20,7 @@ type jetfleetSystem struct {
 	nc *nats.Conn
 }
 
-func newJetfleet(ctx context.Context, url string) (*jetfleetSystem, error) {
+func newJetfleet(ctx context.Context, url string, localCopy int) (*jetfleetSystem, error) {
 	nc, err := nats.Connect(url)
 	if err != nil {
 		return nil, err
@@ -30,7 +30,7 @@ func newJetfleet(ctx context.Context, url string) (*jetfleetSystem, error) {
 		nc.Close()
 		return nil, err
 	}
-	sm, err := sessions.NewContext(ctx, js, sessions.Config{Bucket: "bench_sessions"})
+	sm, err := sessions.NewContext(ctx, js, sessions.Config{Bucket: "bench_sessions", LocalCopy: localCopy})
 	if err != nil {
 		nc.Close()
 		return nil, err
