@@ -49,8 +49,8 @@ type DB struct {
 type member struct {
 	addr     string
 	role     Role
-	db       *sqlx.DB // queries
-	health   *sqlx.DB // health checks, so a saturated pool cannot fail them
+	db       *sqlx.DB   // queries
+	health   *sqlx.DB   // health checks, so a saturated pool cannot fail them
 	stmts    *stmtCache // SQLite: prepared read statements; nil for MySQL
 	inPool   atomic.Bool
 	readOnly atomic.Bool
