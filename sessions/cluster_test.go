@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/jetfleet/jetfleet/internal/logtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/sessions"
 )
@@ -19,7 +20,8 @@ func TestClusterReadsSeeTheWriteMadeThroughAnotherNode(t *testing.T) {
 	}
 	cluster := natstest.StartCluster(t, 3)
 	clock := newFakeClock()
-	cfg := sessions.Config{Replicas: 3, Now: clock.Now}
+	log, logged := logtest.New()
+	cfg := sessions.Config{Replicas: 3, Now: clock.Now, Logger: log}
 	var nodes []*sessions.Manager
 	for _, srv := range cluster.Nodes {
 		_, js := natstest.Connect(t, srv.ClientURL()) // each manager talks to one server only
@@ -38,14 +40,19 @@ func TestClusterReadsSeeTheWriteMadeThroughAnotherNode(t *testing.T) {
 	stale := 0
 	for i := range 1000 {
 		writer, reader := nodes[i%3], nodes[(i+1)%3]
-		c.run(writer, func(ctx context.Context) { must(t, sessions.Put(ctx, "n", i)) })
+		if w := c.run(writer, func(ctx context.Context) { must(t, sessions.Put(ctx, "n", i)) }); w.Code != http.StatusOK {
+			t.Fatalf("iteration %d: write on node %d: %d %s", i, i%3, w.Code, w.Body)
+		}
 		c.run(reader, func(ctx context.Context) {
 			if got, _ := sessions.GetInt(ctx, "n"); got != i {
 				stale++
-				t.Errorf("iteration %d: read %d on node %d right after writing %d on node %d", i, got, (i+1)%3, i, i%3)
+				t.Errorf("iteration %d: read %d on node %d right after writing %d on node %d (revision cookie %q)", i, got, (i+1)%3, i, i%3, c.rev)
 			}
 		})
 		if stale > 5 {
+			for _, e := range logged.Entries() {
+				t.Logf("log: %v", e)
+			}
 			t.Fatal("too many stale reads")
 		}
 	}

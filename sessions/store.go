@@ -157,6 +157,7 @@ func (m *Manager) remove(ctx context.Context, key string, rev uint64) (err error
 const (
 	attemptTimeout = 2 * time.Second
 	retryWait      = 100 * time.Millisecond
+	inFlightWait   = 2 * time.Millisecond
 )
 
 // untilAnswered runs op until the bucket answers it (nil, or an error that
@@ -173,7 +174,7 @@ func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) er
 			actx, acancel := context.WithTimeout(ctx, min(attemptTimeout, m.cfg.StoreTimeout))
 			err = op(actx)
 			acancel()
-			if err == nil || !leaderless.Is(err) && !errors.Is(err, errStaleLeader) || ctx.Err() != nil {
+			if err == nil || !retryable(err) || ctx.Err() != nil {
 				return err
 			}
 		case nats.RECONNECTING, nats.CONNECTING:
@@ -181,12 +182,23 @@ func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) er
 		default:
 			return fmt.Errorf("NATS connection is %s", st)
 		}
+		wait := retryWait
+		if errors.Is(err, errInFlight) {
+			wait = inFlightWait
+		}
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(retryWait):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// retryable reports an error that asking again can cure: an election, a
+// leader that has not caught up with the client (errStaleLeader), a write
+// of the same key still being replicated (errInFlight).
+func retryable(err error) bool {
+	return leaderless.Is(err) || errors.Is(err, errStaleLeader) || errors.Is(err, errInFlight)
 }
 
 func isConflict(err error) bool { return errors.Is(err, jetstream.ErrKeyRevisionMismatch) }

@@ -150,8 +150,17 @@ type pubAck struct {
 	Seq uint64 `json:"seq"`
 }
 
-// errCodeWrongLastSequence is JetStream's "wrong last sequence".
-const errCodeWrongLastSequence = 10071
+// JetStream's answers to a publish whose expected revision it cannot
+// accept: the key is at another revision, or (in a cluster) an earlier
+// write of the key is still being replicated, so it cannot tell yet.
+const (
+	errCodeWrongLastSequence = 10071
+	errCodeInFlight          = 10164
+)
+
+// errInFlight is a write refused because an earlier write of the same key
+// was still being replicated; making it again a moment later is safe.
+var errInFlight = errors.New("an earlier write of the session is still being replicated")
 
 // update stores value under key if the key's last revision is still rev (0:
 // the key has no value), and returns the new revision. A key changed
@@ -170,6 +179,8 @@ func (w wire) update(ctx context.Context, key string, value []byte, rev uint64) 
 	switch {
 	case ack.Error != nil && ack.Error.ErrCode == errCodeWrongLastSequence:
 		return 0, jetstream.ErrKeyRevisionMismatch
+	case ack.Error != nil && ack.Error.ErrCode == errCodeInFlight:
+		return 0, errInFlight
 	case ack.Error != nil:
 		return 0, &jetstream.APIError{Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode),
 			Description: ack.Error.Description}
