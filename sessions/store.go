@@ -23,14 +23,15 @@ import (
 // A leader that answers older than known is a deposed leader still
 // answering: load asks again until StoreTimeout rather than serve it.
 func (m *Manager) load(ctx context.Context, key string, known seen) (rec *record, rev uint64, err error) {
+	ctx, span := m.startSpan(ctx, "load")
+	defer func() { span.found(rec != nil); span.end(err) }()
 	if m.connected() == nil {
 		if e, ok := m.copy.get(key, known.rev); ok {
+			span.fromCopy()
 			m.observe(EventLoad)
 			return m.live(e.record()), e.rev, nil
 		}
 	}
-	ctx, span := m.startSpan(ctx, "load")
-	defer func() { span.found(rec != nil); span.end(err) }()
 	s, err := m.fetch(ctx, key, known)
 	if err != nil {
 		m.observe(EventStoreError)

@@ -2,7 +2,8 @@ package sessions
 
 // Spans of the session store: "session load", "session save" and "session
 // delete", children of the request's span, with the bucket's name and, for
-// a load, whether a live session was found. Keys are never recorded: a
+// a load, whether a live session was found and whether the node's copy of
+// the bucket answered it (no request to NATS). Keys are never recorded: a
 // key is the SHA-256 of a session token.
 
 import (
@@ -49,6 +50,13 @@ func (m *Manager) startSpan(ctx context.Context, op string) (context.Context, st
 func (s storeSpan) found(ok bool) {
 	if s.span != nil {
 		s.span.SetAttributes(attribute.Bool("jetfleet.session.found", ok))
+	}
+}
+
+// fromCopy records that the node's copy of the bucket answered a load.
+func (s storeSpan) fromCopy() {
+	if s.span != nil {
+		s.span.SetAttributes(attribute.Bool("jetfleet.session.local_copy", true))
 	}
 }
 
