@@ -86,7 +86,19 @@ func benchGet(b *testing.B, c *ct.Client, path string) {
 //
 //	go test -run '^$' -bench ItemVsStatic -benchtime 20x ./examples/catalog/catalog
 func BenchmarkItemVsStatic(b *testing.B) {
-	a := startApp(b, false)
+	b.Run("sqlite", func(b *testing.B) { itemVsStatic(b, startApp(b, false)) })
+	b.Run("mariadb-replica", func(b *testing.B) {
+		if err := mariadbtest.Available(); err != nil {
+			b.Skip(err)
+		}
+		p := mariadbtest.Start(b)
+		cfg := readmodel.Config{Driver: readmodel.DriverMySQL, WriteHost: p.Primary.Addr(), ReadHosts: []string{p.Replica.Addr()},
+			Database: p.NewDatabase(b), Username: mariadbtest.AppUser, Password: p.Password}
+		itemVsStatic(b, startAppOn(b, cfg, false))
+	})
+}
+
+func itemVsStatic(b *testing.B, a *app) {
 	sm, err := sessions.New(a.js, sessions.Config{})
 	if err != nil {
 		b.Fatal(err)
