@@ -168,6 +168,7 @@ const (
 func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
+	staleWait := retryWait
 	for {
 		var err error
 		switch st := m.nc.Status(); st {
@@ -184,8 +185,14 @@ func (m *Manager) untilAnswered(ctx context.Context, op func(context.Context) er
 			return fmt.Errorf("NATS connection is %s", st)
 		}
 		wait := retryWait
-		if errors.Is(err, errInFlight) {
+		switch {
+		case errors.Is(err, errInFlight):
 			wait = inFlightWait
+		case errors.Is(err, errStaleLeader):
+			// A deposed leader steps down within seconds; a revision
+			// cookie the client altered never comes true: ask less and
+			// less often.
+			wait, staleWait = staleWait, min(2*staleWait, attemptTimeout)
 		}
 		select {
 		case <-ctx.Done():
