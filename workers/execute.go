@@ -235,11 +235,19 @@ func (l *loop) invoke(ctx context.Context, h *handler, job *bus.Job) (err error)
 			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 		}
 	}()
-	next := h.run
-	for i := len(l.w.cfg.Middleware) - 1; i >= 0; i-- {
-		next = l.w.cfg.Middleware[i](next)
+	return h.wrapped(ctx, job)
+}
+
+// wrapMiddleware gives each handler its run wrapped in the middleware,
+// once per Run rather than once per job.
+func (w *Worker) wrapMiddleware() {
+	for _, h := range w.handlers {
+		next := h.run
+		for i := len(w.cfg.Middleware) - 1; i >= 0; i-- {
+			next = w.cfg.Middleware[i](next)
+		}
+		h.wrapped = next
 	}
-	return next(ctx, job)
 }
 
 // heartbeats tells the server, every third of AckWait, that each running

@@ -68,6 +68,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.queues, w.weighted = qs, weighted
+	w.wrapMiddleware()
 	l, err := w.newLoop(ctx)
 	if err != nil {
 		return err
