@@ -158,10 +158,13 @@ func firstPositive[T int | time.Duration](vs ...T) T {
 // keep the job owned past AckWait, and settles the outcome.
 func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	timeout := firstPositive(job.Timeout, h.timeout, l.w.cfg.Timeout)
-	ctx, cancel := context.WithTimeout(r.trace.context(l.jobCtx), timeout)
+	ctx, cancel := context.WithTimeout(r.trace.context(l.jobBase), timeout)
 	defer cancel()
 	ctx, jr := l.status.begin(ctx, job, tries) // cancels and lookups reach the job (status.go)
 	defer l.status.end(jr)
+	if err := l.jobCtx.Err(); err != nil { // the grace ran out before it started (cancelJobs)
+		jr.cancel(err)
+	}
 	if jr.wasCancelled() {
 		l.freeSlot(r)
 		l.cancelled(r, jr, 0, nil)
