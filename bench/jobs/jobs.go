@@ -26,11 +26,14 @@ type Config struct {
 	Timeout      time.Duration // bound of one measurement
 	Self         string        // this binary, re-run as a worker process
 	Jetfleet     string        // the jetfleet binary
-	NATSURLs     []string      // the servers; workers are spread over them
-	Replicas     int           // JOBS and the raw stream's replicas
-	RedisAddr    string
-	PostgresDSN  string
-	Log          io.Writer // diagnostics
+	// WorkBinary runs the jetfleet workers (`<it> work`): default
+	// Jetfleet; a service's own binary on package node works too.
+	WorkBinary  string
+	NATSURLs    []string // the servers; workers are spread over them
+	Replicas    int      // JOBS and the raw stream's replicas
+	RedisAddr   string
+	PostgresDSN string
+	Log         io.Writer // diagnostics
 }
 
 // Result is one measurement of one system.
@@ -115,7 +118,7 @@ func line(cfg Config, r Result, extra string) string {
 		fmt.Sprintf("enqueue_per_s=%.0f", float64(cfg.N)/r.Enqueue.Seconds()),
 		fmt.Sprintf("total_s=%.3f", r.Total.Seconds()),
 		fmt.Sprintf("worker_cpu_us_per_job=%.1f", float64(r.WorkerCPU.Microseconds())/float64(cfg.N)),
-		fmt.Sprintf("idle_rss_mib=%.1f", float64(r.IdleRSS)/(1<<20)),
+		idle(r.IdleRSS),
 		fmt.Sprintf("peak_rss_mib=%.1f", float64(r.PeakRSS)/(1<<20)),
 		"load=" + loadavg(),
 	}
@@ -199,4 +202,11 @@ func measure(ctx context.Context, cfg Config, s system) (Result, error) {
 	res.PeakRSS = maxHWM(procs)
 	res.WorkerCPU = cpuOf(procs)
 	return res, nil
+}
+
+func idle(rss int64) string {
+	if rss < 0 {
+		return "idle_rss_mib=n/a"
+	}
+	return fmt.Sprintf("idle_rss_mib=%.1f", float64(rss)/(1<<20))
 }

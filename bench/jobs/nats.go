@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -135,7 +136,7 @@ func (s jetfleetSystem) reset(ctx context.Context) error { return s.purge(ctx) }
 func (s jetfleetSystem) startWorkers(context.Context) ([]*proc, error) {
 	var ps []*proc
 	for i := range s.cfg.Workers {
-		p, err := startProc([]string{"NATS_URL=" + s.workerURL(i)}, `"worker started"`, s.cfg.Jetfleet,
+		p, err := startProc([]string{"NATS_URL=" + s.workerURL(i)}, `"worker started"`, cmp.Or(s.cfg.WorkBinary, s.cfg.Jetfleet),
 			"work", "--queue", "default", "--concurrency", fmt.Sprint(s.cfg.Concurrency))
 		if err != nil {
 			stopAll(ps)

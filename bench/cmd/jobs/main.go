@@ -57,6 +57,7 @@ func run(ctx context.Context) error {
 	redisFsync := flag.Bool("redis-fsync", false, "start a Redis of our own with --appendonly yes --appendfsync always")
 	pg := flag.String("pg", "postgres://jfbench:jfbench@127.0.0.1:5432/jfbench?sslmode=disable", "PostgreSQL for River")
 	bin := flag.String("jetfleet", "", "jetfleet binary (default: built from ..)")
+	workBin := flag.String("work-bin", "", "binary whose `work` runs the jetfleet workers (default: the jetfleet binary; e.g. a service's own binary built on package node)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound of one measurement")
 	flag.Parse()
 
@@ -80,7 +81,7 @@ func run(ctx context.Context) error {
 	}
 	cfg := jobs.Config{
 		N: *n, Concurrency: *c, Workers: *workers, EnqueueFirst: *enqueueFirst, Runs: *runs,
-		Systems: strings.Split(*systems, ","), Timeout: *timeout, Self: self, Jetfleet: *bin,
+		Systems: strings.Split(*systems, ","), Timeout: *timeout, Self: self, Jetfleet: *bin, WorkBinary: *workBin,
 		Replicas: *replicas, RedisAddr: *redisAddr, PostgresDSN: *pg, Log: os.Stderr,
 	}
 	if strings.Contains(*systems, "jet") {
