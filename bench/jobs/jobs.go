@@ -80,8 +80,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	for r := 1; r <= cfg.Runs; r++ {
 		for _, s := range systems {
 			res, err := measure(ctx, cfg, s)
-			if err != nil {
-				return fmt.Errorf("%s, run %d: %w", s.name(), r, err)
+			if err != nil { // the others still run
+				fmt.Fprintf(out, "%-9s run=%d failed: %v\n", s.name(), r, err)
+				continue
 			}
 			results[s.name()] = append(results[s.name()], res)
 			fmt.Fprintln(out, line(cfg, res, "run="+fmt.Sprint(r)))
@@ -93,6 +94,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		raw = median(rs, cfg.N).PerSecond(cfg.N)
 	}
 	for _, s := range systems {
+		if len(results[s.name()]) == 0 {
+			continue
+		}
 		m := median(results[s.name()], cfg.N)
 		extra := ""
 		if raw > 0 {

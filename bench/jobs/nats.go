@@ -113,12 +113,20 @@ func newJetfleet(ctx context.Context, cfg Config) (system, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Provision the topology the way a user would.
-	cmd := exec.CommandContext(ctx, cfg.Jetfleet, "dispatch", "default", "jetfleet-noop", "{}")
-	cmd.Env = append(cmd.Environ(), "NATS_URL="+cfg.NATSURLs[0])
-	if out, err := cmd.CombinedOutput(); err != nil {
-		side.close()
-		return nil, fmt.Errorf("jetfleet dispatch: %w: %s", err, out)
+	// Provision the topology the way a user would; a new cluster elects
+	// its JetStream leader first, so try for a minute.
+	for try := 1; ; try++ {
+		cmd := exec.CommandContext(ctx, cfg.Jetfleet, "dispatch", "default", "jetfleet-noop", "{}")
+		cmd.Env = append(cmd.Environ(), "NATS_URL="+cfg.NATSURLs[0])
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 12 {
+			side.close()
+			return nil, fmt.Errorf("jetfleet dispatch: %w: %s", err, out)
+		}
+		time.Sleep(5 * time.Second)
 	}
 	if cfg.Replicas > 1 {
 		if err := setReplicas(ctx, side.js, "JOBS", cfg.Replicas); err != nil {
@@ -193,10 +201,14 @@ func newRaw(ctx context.Context, cfg Config) (system, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := side.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: RawStream, Subjects: []string{"benchraw.>"}, Retention: jetstream.WorkQueuePolicy,
-		Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1),
-	})
+	var st jetstream.Stream
+	for try := 1; try <= 12; try++ { // a new cluster elects its JetStream leader first
+		st, err = side.js.CreateOrUpdateStream(ctx, rawStreamConfig(cfg))
+		if err == nil {
+			break
+		}
+		time.Sleep(5 * time.Second)
+	}
 	if err == nil {
 		_, err = st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: RawConsumer, AckPolicy: jetstream.AckExplicitPolicy, Replicas: max(cfg.Replicas, 1)})
 	}
@@ -205,6 +217,13 @@ func newRaw(ctx context.Context, cfg Config) (system, error) {
 		return nil, err
 	}
 	return rawSystem{side}, nil
+}
+
+func rawStreamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: RawStream, Subjects: []string{"benchraw.>"}, Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1),
+	}
 }
 
 func (rawSystem) name() string { return "jetstream" }
