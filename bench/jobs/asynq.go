@@ -31,7 +31,7 @@ func (s *asynqSystem) close() { _ = s.client.Close(); _ = s.insp.Close() }
 // not delete the queue: the client registers a queue once per client,
 // so a deleted one would be invisible to done.
 func (s *asynqSystem) reset(context.Context) error {
-	if _, err := s.insp.DeleteAllPendingTasks("default"); err != nil && !strings.Contains(err.Error(), "NOT_FOUND") {
+	if _, err := s.insp.DeleteAllPendingTasks("default"); err != nil && !strings.Contains(err.Error(), "does not exist") {
 		return err
 	}
 	return nil
