@@ -17,9 +17,13 @@ import (
 
 // Config is one benchmark run's settings.
 type Config struct {
-	N            int           // jobs per measurement
-	Concurrency  int           // jobs each worker process runs at once
-	Workers      int           // worker processes per system
+	N           int // jobs per measurement
+	Concurrency int // jobs each worker process runs at once
+	Workers     int // worker processes per system
+	// WorkerCounts, when set, measures each system with each of these
+	// numbers of worker processes, interleaved (a scaling curve), instead
+	// of Workers.
+	WorkerCounts []int
 	EnqueueFirst bool          // enqueue all N before the workers start (their start-up is timed)
 	Systems      []string      // jetfleet, jetstream, asynq, river
 	Runs         int           // interleaved rounds
@@ -69,12 +73,23 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			s.close()
 		}
 	}()
-	for _, name := range cfg.Systems {
-		s, err := newSystem(ctx, name, cfg)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+	counts := cfg.WorkerCounts
+	if len(counts) == 0 {
+		counts = []int{cfg.Workers}
+	}
+	for _, k := range counts {
+		for _, name := range cfg.Systems {
+			c := cfg
+			c.Workers = k
+			s, err := newSystem(ctx, name, c)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if len(cfg.WorkerCounts) > 0 {
+				s = scaled{s, k}
+			}
+			systems = append(systems, s)
 		}
-		systems = append(systems, s)
 	}
 	results := map[string][]Result{}
 	for r := 1; r <= cfg.Runs; r++ {
@@ -89,16 +104,16 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "\nmedians of %d runs (n=%d c=%d workers=%d mode=%s):\n", cfg.Runs, cfg.N, cfg.Concurrency, cfg.Workers, mode(cfg))
-	raw := 0.0
-	if rs := results["jetstream"]; len(rs) > 0 {
-		raw = median(rs, cfg.N).PerSecond(cfg.N)
-	}
 	for _, s := range systems {
 		if len(results[s.name()]) == 0 {
 			continue
 		}
 		m := median(results[s.name()], cfg.N)
 		extra := ""
+		raw := 0.0
+		if rs := results[rawName(s)]; len(rs) > 0 {
+			raw = median(rs, cfg.N).PerSecond(cfg.N)
+		}
 		if raw > 0 {
 			extra = fmt.Sprintf("ratio_to_raw_jetstream=%.2f", m.PerSecond(cfg.N)/raw)
 		}
@@ -213,4 +228,20 @@ func idle(rss int64) string {
 		return "idle_rss_mib=n/a"
 	}
 	return fmt.Sprintf("idle_rss_mib=%.1f", float64(rss)/(1<<20))
+}
+
+// scaled is a system measured with a given number of worker processes.
+type scaled struct {
+	system
+	workers int
+}
+
+func (s scaled) name() string { return fmt.Sprintf("%s×%d", s.system.name(), s.workers) }
+
+// rawName is the name of raw JetStream's line measured like s.
+func rawName(s system) string {
+	if sc, ok := s.(scaled); ok {
+		return scaled{rawSystem{}, sc.workers}.name()
+	}
+	return "jetstream"
 }

@@ -7,6 +7,7 @@
 //	go run ./cmd/jobs -nats-nodes 3 -replicas 3       # a 3-node cluster, R3 streams
 //	go run ./cmd/jobs -sync always -redis-fsync       # fsync every write; Redis AOF appendfsync always
 //	go run ./cmd/jobs -systems jetfleet -workers 4    # four worker processes
+//	go run ./cmd/jobs -systems jetfleet,jetstream -workers-curve 1,2,4   # a scaling curve, interleaved
 //
 // It builds ../cmd/jetfleet, starts `jetfleet nats` on free loopback
 // ports, uses the machine's Redis (127.0.0.1:6379) unless -redis-fsync
@@ -21,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +49,7 @@ func run(ctx context.Context) error {
 	n := flag.Int("n", 100_000, "jobs per measurement")
 	c := flag.Int("c", 16, "concurrency of each worker process")
 	workers := flag.Int("workers", 1, "worker processes per system")
+	curve := flag.String("workers-curve", "", "measure each system with each of these numbers of worker processes, interleaved (e.g. 1,2,4)")
 	runs := flag.Int("runs", 3, "interleaved rounds")
 	enqueueFirst := flag.Bool("enqueue-first", false, "store the jobs before the workers start (their start-up is timed)")
 	systems := flag.String("systems", "jetfleet,jetstream,asynq,river", "systems to measure")
@@ -83,6 +86,16 @@ func run(ctx context.Context) error {
 		N: *n, Concurrency: *c, Workers: *workers, EnqueueFirst: *enqueueFirst, Runs: *runs,
 		Systems: strings.Split(*systems, ","), Timeout: *timeout, Self: self, Jetfleet: *bin, WorkBinary: *workBin,
 		Replicas: *replicas, RedisAddr: *redisAddr, PostgresDSN: *pg, Log: os.Stderr,
+	}
+	for _, v := range strings.Split(*curve, ",") {
+		if v == "" {
+			continue
+		}
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 1 {
+			return fmt.Errorf("-workers-curve %q: want numbers of worker processes like 1,2,4", *curve)
+		}
+		cfg.WorkerCounts = append(cfg.WorkerCounts, k)
 	}
 	if strings.Contains(*systems, "jet") {
 		servers, urls, err := jobs.StartNATS(ctx, *bin, *natsNodes, *syncInterval)
