@@ -114,6 +114,16 @@ func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.C
 	return ctx, jr
 }
 
+// cancelAll ends the context of every running attempt with cause, without
+// marking them cancelled: a drain whose grace ran out hands them back.
+func (t *tracker) cancelAll(cause error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, jr := range t.running {
+		jr.cancel(cause)
+	}
+}
+
 // end forgets the attempt; no progress is written after it.
 func (t *tracker) end(jr *jobRun) {
 	t.mu.Lock()
