@@ -194,5 +194,11 @@ func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until
 		t.Logf("sessions: the isolated former leader n%d answered %d reads while isolated (%d of them stale), the last one invoked %.1fs after the cut",
 			isolated+1, len(answered), staleThere, (last.Call - from).Seconds())
 	}
+	for _, o := range ops {
+		if o.Node != isolated && o.Kind == opWrite && o.OK && o.Call >= from && o.Call < until {
+			t.Logf("sessions: the majority side acknowledged its first write %.1fs after the cut", (o.Return - from).Seconds())
+			break
+		}
+	}
 	t.Logf("violations: %d", violations)
 }
