@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -158,8 +160,8 @@ func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until
 			t.Logf("sessions: %s: porcupine gave up after 2m on %d operations: NOT CHECKED", key, n)
 		default:
 			violations++
-			t.Errorf("sessions: %s: %d operations NOT linearizable (porcupine); visualization: %s\nhistory of %s:\n%s",
-				key, n, vis, key, formatHistory(ops, func(o ptOp) bool { return o.Key == key }))
+			t.Errorf("sessions: %s: %d operations NOT linearizable (porcupine); visualization: %s; whole history: %s\n%s",
+				key, n, vis, writeHistory(ops, key), staleWindow(ops, key))
 		}
 	}
 	bad := clientGuarantees(ops)
@@ -201,4 +203,30 @@ func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until
 		}
 	}
 	t.Logf("violations: %d", violations)
+}
+
+// writeHistory writes every operation on key to a temporary file and
+// returns its path.
+func writeHistory(ops []ptOp, key string) string {
+	f, err := os.CreateTemp("", "jetfleet-partition-"+key+"-*.txt")
+	if err != nil {
+		return "(not written: " + err.Error() + ")"
+	}
+	defer f.Close()
+	f.WriteString(formatHistory(ops, func(o ptOp) bool { return o.Key == key }))
+	path, _ := filepath.Abs(f.Name())
+	return path
+}
+
+// staleWindow is the history of key from 2 s before its first stale read
+// to 2 s after it: where the violation is.
+func staleWindow(ops []ptOp, key string) string {
+	for _, st := range staleReads(ops) {
+		if st.Key == key {
+			return fmt.Sprintf("first stale read: %s\nhistory of %s around it:\n%s", st, key, formatHistory(ops, func(o ptOp) bool {
+				return o.Key == key && o.Return >= st.Call-2*time.Second && o.Call <= st.Return+2*time.Second
+			}))
+		}
+	}
+	return "(no read of " + key + " was stale by real time: see the visualization)"
 }
