@@ -170,11 +170,18 @@ func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until
 		t.Errorf("sessions: %s violated by client c%d: %s\n%s", v.rule, v.op.Client, v.why, v.op)
 	}
 	if len(bad) > 0 {
-		t.Errorf("history of the sessions:\n%s", formatHistory(ops, func(o ptOp) bool { return o.Kind == opWrite || o.Kind == opRead }))
+		for b := range browsers {
+			key := fmt.Sprintf("s%d", b)
+			t.Errorf("history of session %s: %s", key, writeHistory(ops, key))
+		}
 	}
 	stale := staleReads(ops)
 	t.Logf("sessions: %d stale reads (a newer write acknowledged before the read began)", len(stale))
-	for _, o := range stale {
+	for i, o := range stale {
+		if i == 10 {
+			t.Logf("  ... and %d more", len(stale)-i)
+			break
+		}
 		t.Logf("  stale: %s", o)
 	}
 	var answered []ptOp
