@@ -104,13 +104,15 @@ func getUp(url string) (int, upReport, string) {
 //
 //   - dispatches fail with an error (bus.ErrNotAcknowledged), never a
 //     silent drop: every acknowledged job is in JOBS at the end;
+//
 //   - /up names the cause (the nats.server check: the server's own
 //     "write error: ... no space left on device");
+//
 //   - once space returns and the node restarts (nats-server keeps a
 //     stream's write error until then), dispatches succeed again and /up
 //     is clean.
 //
-//	go test -tags partition -run TestFullDisk -count=1 -v ./e2e
+//     go test -tags partition -run TestFullDisk -count=1 -v ./e2e
 func TestFullDisk(t *testing.T) {
 	store := mountTmpfs(t, 64<<20)
 	bin := buildJetfleet(t)
