@@ -167,28 +167,40 @@ func linearizability(ops []ptOp, key string, timeout time.Duration) (porcupine.C
 	return res, path, len(hist)
 }
 
-// writeSpan is when a written value may have taken effect: between its
-// call and its return (forever after the call when the write failed).
+// writeSpan is when a written value took effect: after its call, and
+// before ret, the earlier of the write's own return (when acknowledged)
+// and the return of the first read that saw the value (a failed write that
+// nobody read has no bound).
 type writeSpan struct{ call, ret time.Duration }
 
 func writeSpans(ops []ptOp) map[int64]writeSpan {
 	w := map[int64]writeSpan{}
 	for _, o := range ops {
 		if o.Kind == opWrite {
-			ret := o.Return
-			if !o.OK {
-				ret = math.MaxInt64
+			ret := time.Duration(math.MaxInt64)
+			if o.OK {
+				ret = o.Return
+			}
+			if old, ok := w[o.Value]; ok { // a read came first in return order
+				ret = min(ret, old.ret)
 			}
 			w[o.Value] = writeSpan{o.Call, ret}
+		}
+	}
+	for _, o := range ops {
+		if o.Kind == opRead && o.OK && o.Value != 0 {
+			if s, ok := w[o.Value]; ok && o.Return < s.ret {
+				w[o.Value] = writeSpan{s.call, o.Return}
+			}
 		}
 	}
 	return w
 }
 
 // older reports whether the write of a surely took effect before the write
-// of b began: a returned before b was called. Values are unique, and
-// JetStream orders a key's writes in one log, so a read that returns a
-// after b took effect went back in time.
+// of b began: a took effect (its write or a read of it returned) before b
+// was called. Values are unique, and JetStream orders a key's writes in
+// one log, so a read that returns a after b took effect went back in time.
 func older(w map[int64]writeSpan, a, b int64) bool {
 	if a == 0 {
 		return b != 0

@@ -50,6 +50,19 @@ func TestPartitionCheckersCatchViolations(t *testing.T) {
 	if rules["read-your-writes"] != 2 || rules["monotonic reads"] != 1 || len(staleReads(stale)) != 2 {
 		t.Errorf("stale history: violations %v, stale reads %v; want 2 read-your-writes, 1 monotonic, 2 stale", bad, staleReads(stale))
 	}
+	// A read orders writes too: c1 read 1, then wrote 2 and read it; c2's
+	// later read of 1 is stale although the writes of 1 and 2 overlapped.
+	byRead := []ptOp{
+		op(0, opWrite, 1, true, 0, 3*s),
+		op(1, opRead, 1, true, 1*s, 2*s),
+		op(1, opWrite, 2, true, 2500*time.Millisecond, 4*s),
+		op(2, opRead, 1, true, 5*s, 6*s),
+	}
+	if res, vis, _ := linearizability(byRead, "s0", time.Minute); res != porcupine.Illegal || len(staleReads(byRead)) != 1 {
+		t.Errorf("stale by a read's order: porcupine %v, stale %v; want Illegal and 1 stale read", res, staleReads(byRead))
+	} else {
+		os.Remove(vis)
+	}
 	if bad := clientGuarantees([]ptOp{op(0, opRead, 42, true, 0, s)}); len(bad) != 1 || bad[0].rule != "values" {
 		t.Errorf("a value nobody wrote: %v", bad)
 	}
