@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/proctest"
 	"github.com/jetfleet/jetfleet/sessions"
 	"github.com/jetfleet/jetfleet/workers"
 )
@@ -60,13 +61,16 @@ func TestPartitions(t *testing.T) {
 	admin := tp.admin(t)
 	ctx := context.Background()
 	busCfg := bus.Config{Replicas: 3}
-	if err := bus.ProvisionQueues(ctx, admin, busCfg, "default"); err != nil {
-		t.Fatal(err)
-	}
 	smCfg := sessions.Config{Replicas: 3, StoreTimeout: 5 * time.Second}
-	if _, err := sessions.New(admin, smCfg); err != nil {
-		t.Fatal(err)
-	}
+	// A fresh cluster can have a meta leader and still time out its first
+	// stream creations; both are idempotent.
+	proctest.Eventually(t, 60*time.Second, "provision JOBS and the sessions bucket", func() error {
+		if err := bus.ProvisionQueues(ctx, admin, busCfg, "default"); err != nil {
+			return err
+		}
+		_, err := sessions.New(admin, smCfg)
+		return err
+	})
 	waitWhole(t, admin, "JOBS", "KV_sessions")
 
 	h := newHistory()
