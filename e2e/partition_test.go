@@ -83,10 +83,11 @@ func TestPartitions(t *testing.T) {
 	webs := make([]string, len(tp.nodes))
 	for i := range tp.nodes {
 		_, js := tp.connect(t, i, fmt.Sprintf("web%d", i+1))
-		sm, err := sessions.New(js, smCfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var sm *sessions.Manager
+		proctest.Eventually(t, 30*time.Second, "open the sessions bucket", func() (err error) {
+			sm, err = sessions.New(js, smCfg)
+			return err
+		})
 		srv := httptest.NewServer(sm.Middleware(sessionHandler()))
 		t.Cleanup(srv.Close)
 		webs[i] = srv.URL
@@ -118,9 +119,10 @@ func TestPartitions(t *testing.T) {
 		key := fmt.Sprintf("s%d", b)
 		// The browser's first tab creates its session, so its tabs share
 		// one cookie from the start.
-		if _, err := sessionRequest(ctx, client, webs[0]+"/w?v="+strconv.Itoa(b+1)); err != nil {
-			t.Fatalf("create session %s: %v", key, err)
-		}
+		proctest.Eventually(t, 30*time.Second, "create session "+key, func() error {
+			_, err := sessionRequest(ctx, client, webs[0]+"/w?v="+strconv.Itoa(b+1))
+			return err
+		})
 		for i := range tp.nodes {
 			c := b*len(tp.nodes) + i
 			clients.Add(1)
