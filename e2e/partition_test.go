@@ -119,8 +119,11 @@ func TestPartitions(t *testing.T) {
 		key := fmt.Sprintf("s%d", b)
 		// The browser's first tab creates its session, so its tabs share
 		// one cookie from the start.
+		creator := browsers*len(tp.nodes) + b // a client of its own in the history
 		proctest.Eventually(t, 30*time.Second, "create session "+key, func() error {
+			op := h.invoke(creator, 0, opWrite, key, int64(b+1))
 			_, err := sessionRequest(ctx, client, webs[0]+"/w?v="+strconv.Itoa(b+1))
+			h.complete(op, err)
 			return err
 		})
 		for i := range tp.nodes {
