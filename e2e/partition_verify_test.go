@@ -133,9 +133,13 @@ func checkJobs(t *testing.T, ops []ptOp, ran []ptRun) {
 // any violation.
 func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until time.Duration) {
 	t.Helper()
-	var writesOK, writesFailed, readsOK, readsFailed int
+	var writesOK, writesFailed, readsOK, readsFailed, dispatches, runs int
 	for _, o := range ops {
 		switch {
+		case o.Kind == opDispatch:
+			dispatches++
+		case o.Kind == opRun:
+			runs++
 		case o.Kind == opWrite && o.OK:
 			writesOK++
 		case o.Kind == opWrite:
@@ -146,8 +150,8 @@ func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until
 			readsFailed++
 		}
 	}
-	t.Logf("operations recorded: %d (%d session writes acknowledged, %d failed; %d reads answered, %d failed; the rest dispatches)",
-		len(ops), writesOK, writesFailed, readsOK, readsFailed)
+	t.Logf("operations recorded: %d (%d dispatches, %d job runs; %d session writes acknowledged, %d failed; %d reads answered, %d failed)",
+		len(ops), dispatches, runs, writesOK, writesFailed, readsOK, readsFailed)
 
 	violations := 0
 	for b := range browsers {
