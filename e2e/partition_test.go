@@ -161,7 +161,7 @@ func TestPartitions(t *testing.T) {
 	jobsLeader := leaderOf("JOBS")
 	isolatedAt := h.now()
 	tp.isolate(leader)
-	phase(fmt.Sprintf("isolated-%s", tp.nodes[leader].name), 20*time.Second)
+	phase(fmt.Sprintf("isolated-%s", tp.nodes[leader].name), 30*time.Second)
 	isolatedUntil := h.now()
 	t.Logf("fault: the sessions leader %s isolated (JOBS leader: %s)", tp.nodes[leader].name, tp.nodes[jobsLeader].name)
 	heal()
