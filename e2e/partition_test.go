@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/proctest"
 	"github.com/jetfleet/jetfleet/sessions"
@@ -134,6 +136,51 @@ func TestPartitions(t *testing.T) {
 		}
 	}
 
+	time.Sleep(5 * time.Second)
+	f := injectFaults(t, tp, admin, h)
+	time.Sleep(5 * time.Second)
+	stopClients()
+	clients.Wait()
+
+	ops := h.snapshot()
+	inspector, err := bus.NewInspector(admin, busCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := waitForJobs(t, inspector, ops, func() []ptRun {
+		runsMu.Lock()
+		defer runsMu.Unlock()
+		return append([]ptRun(nil), runs...)
+	})
+	stopWorkers()
+	workersDone.Wait()
+	checkJobs(t, ops, ran)
+	checkSessions(t, ops, browsers, f.isolated, f.isolatedAt, f.isolatedUntil)
+	for _, kind := range []string{opDispatch, opWrite} {
+		what := map[string]string{opDispatch: "dispatch", opWrite: "session request"}[kind]
+		gaps := longestGaps(ops, len(tp.nodes), kind, f.from, f.until)
+		var parts []string
+		for i, g := range gaps {
+			parts = append(parts, fmt.Sprintf("%s %.1fs", tp.nodes[i].name, g.Seconds()))
+		}
+		t.Logf("unavailability: longest time without a successful %s, per side: %s", what, strings.Join(parts, ", "))
+	}
+}
+
+// faultTimes is when the faults of injectFaults ran, as history times.
+type faultTimes struct {
+	from, until               time.Duration // the first fault, the last heal
+	isolated                  int           // the sessions leader that was cut off
+	isolatedAt, isolatedUntil time.Duration
+}
+
+// injectFaults runs the faults one after the other, each followed by a
+// heal and a wait until JOBS and KV_sessions are whole again: the sessions
+// leader cut off, a follower cut off (a symmetric split), a flapping link,
+// slow and lossy routes, a cut client link.
+func injectFaults(t *testing.T, tp *ptTopology, admin jetstream.JetStream, h *ptHistory) faultTimes {
+	t.Helper()
+	ctx := context.Background()
 	leaderOf := func(stream string) int {
 		name, _, err := streamLeader(ctx, admin, stream)
 		if err != nil || tp.index(name) < 0 {
@@ -155,14 +202,14 @@ func TestPartitions(t *testing.T) {
 		time.Sleep(3 * time.Second)
 	}
 
-	time.Sleep(5 * time.Second)
-	faultsFrom := h.now()
+	var f faultTimes
+	f.from = h.now()
 	leader := leaderOf("KV_sessions")
 	jobsLeader := leaderOf("JOBS")
-	isolatedAt := h.now()
+	f.isolated, f.isolatedAt = leader, h.now()
 	tp.isolate(leader)
 	phase(fmt.Sprintf("isolated-%s", tp.nodes[leader].name), 30*time.Second)
-	isolatedUntil := h.now()
+	f.isolatedUntil = h.now()
 	t.Logf("fault: the sessions leader %s isolated (JOBS leader: %s)", tp.nodes[leader].name, tp.nodes[jobsLeader].name)
 	heal()
 
@@ -202,35 +249,9 @@ func TestPartitions(t *testing.T) {
 	tp.nodes[2].proxy.Cut()
 	phase("client-cut-n3", 8*time.Second)
 	heal()
-	faultsUntil := h.now()
+	f.until = h.now()
+	return f
 
-	time.Sleep(5 * time.Second)
-	stopClients()
-	clients.Wait()
-
-	ops := h.snapshot()
-	inspector, err := bus.NewInspector(admin, busCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ran := waitForJobs(t, inspector, ops, func() []ptRun {
-		runsMu.Lock()
-		defer runsMu.Unlock()
-		return append([]ptRun(nil), runs...)
-	})
-	stopWorkers()
-	workersDone.Wait()
-	checkJobs(t, ops, ran)
-	checkSessions(t, ops, browsers, leader, isolatedAt, isolatedUntil)
-	for _, kind := range []string{opDispatch, opWrite} {
-		what := map[string]string{opDispatch: "dispatch", opWrite: "session request"}[kind]
-		gaps := longestGaps(ops, len(tp.nodes), kind, faultsFrom, faultsUntil)
-		var parts []string
-		for i, g := range gaps {
-			parts = append(parts, fmt.Sprintf("%s %.1fs", tp.nodes[i].name, g.Seconds()))
-		}
-		t.Logf("unavailability: longest time without a successful %s, per side: %s", what, strings.Join(parts, ", "))
-	}
 }
 
 // sessionHandler writes the session key k (/w?v=N) or reads it (/r,
