@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,44 @@ type Jobs struct {
 	waitTime     *prometheus.HistogramVec
 	// known holds the kinds LimitKinds allows as labels; nil: every kind.
 	known atomic.Pointer[map[string]struct{}]
+
+	// series caches each queue and kind label's series of Middleware,
+	// so that a job costs no label lookup.
+	mu     sync.RWMutex
+	series map[[2]string]*attemptSeries
+}
+
+// attemptSeries are the series Middleware feeds for one queue and kind.
+type attemptSeries struct {
+	started                       prometheus.Counter
+	wait, run                     prometheus.Observer
+	succeeded, failed, releasedOK prometheus.Counter
+}
+
+// attempt returns the series of queue and kind (a label value).
+func (j *Jobs) attempt(queue, kind string) *attemptSeries {
+	key := [2]string{queue, kind}
+	j.mu.RLock()
+	a := j.series[key]
+	j.mu.RUnlock()
+	if a != nil {
+		return a
+	}
+	a = &attemptSeries{
+		started:    j.started.WithLabelValues(queue, kind),
+		wait:       j.waitTime.WithLabelValues(queue, kind),
+		run:        j.runTime.WithLabelValues(queue, kind),
+		succeeded:  j.processed.WithLabelValues(queue, kind, OutcomeSucceeded),
+		failed:     j.processed.WithLabelValues(queue, kind, OutcomeFailed),
+		releasedOK: j.processed.WithLabelValues(queue, kind, OutcomeReleased),
+	}
+	j.mu.Lock()
+	if j.series == nil {
+		j.series = map[[2]string]*attemptSeries{}
+	}
+	j.series[key] = a
+	j.mu.Unlock()
+	return a
 }
 
 // NewJobs creates the job metrics and registers them on reg.
@@ -113,24 +152,23 @@ func (j *Jobs) Dispatched(queue, kind string) {
 func (j *Jobs) Middleware() workers.Middleware {
 	return func(next workers.HandlerFunc) workers.HandlerFunc {
 		return func(ctx context.Context, job *bus.Job) error {
-			kind := j.kindLabel(job.Kind)
-			j.started.WithLabelValues(job.Queue, kind).Inc()
-			if job.Attempt <= 1 && !job.EnqueuedAt.IsZero() {
-				wait := max(time.Since(job.EnqueuedAt), 0)
-				j.waitTime.WithLabelValues(job.Queue, kind).Observe(wait.Seconds())
-			}
+			a := j.attempt(job.Queue, j.kindLabel(job.Kind))
+			a.started.Inc()
 			began := time.Now()
-			outcome := OutcomeFailed
+			if job.Attempt <= 1 && !job.EnqueuedAt.IsZero() {
+				a.wait.Observe(max(began.Sub(job.EnqueuedAt), 0).Seconds())
+			}
+			outcome := a.failed
 			defer func() {
-				j.runTime.WithLabelValues(job.Queue, kind).Observe(time.Since(began).Seconds())
-				j.processed.WithLabelValues(job.Queue, kind, outcome).Inc()
+				a.run.Observe(time.Since(began).Seconds())
+				outcome.Inc()
 			}()
 			err := next(ctx, job)
 			switch {
 			case err == nil:
-				outcome = OutcomeSucceeded
+				outcome = a.succeeded
 			case workers.IsRelease(err):
-				outcome = OutcomeReleased
+				outcome = a.releasedOK
 			}
 			return err
 		}

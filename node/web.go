@@ -94,7 +94,7 @@ func drainDelayText(d time.Duration) string {
 func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health, http.Handler, error) {
 	mux := http.NewServeMux()
 	downAfter := max(cmp.Or(cfg.NATSDownAfter, DefaultNATSDownAfter), 0)
-	checks := []healthz.Check{natsCheck(n, downAfter)}
+	checks := append([]healthz.Check{natsCheck(n, downAfter)}, natsServerChecks(n.cfg.Getenv)...)
 	var app http.Handler
 	if n.app.Routes != nil {
 		sm, err := n.openSessions(ctx)

@@ -158,10 +158,13 @@ func firstPositive[T int | time.Duration](vs ...T) T {
 // keep the job owned past AckWait, and settles the outcome.
 func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	timeout := firstPositive(job.Timeout, h.timeout, l.w.cfg.Timeout)
-	ctx, cancel := context.WithTimeout(r.trace.context(l.jobCtx), timeout)
+	ctx, cancel := context.WithTimeout(r.trace.context(l.jobBase), timeout)
 	defer cancel()
 	ctx, jr := l.status.begin(ctx, job, tries) // cancels and lookups reach the job (status.go)
 	defer l.status.end(jr)
+	if err := l.jobCtx.Err(); err != nil { // the grace ran out before it started (cancelJobs)
+		jr.cancel(err)
+	}
 	if jr.wasCancelled() {
 		l.freeSlot(r)
 		l.cancelled(r, jr, 0, nil)
@@ -235,11 +238,19 @@ func (l *loop) invoke(ctx context.Context, h *handler, job *bus.Job) (err error)
 			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 		}
 	}()
-	next := h.run
-	for i := len(l.w.cfg.Middleware) - 1; i >= 0; i-- {
-		next = l.w.cfg.Middleware[i](next)
+	return h.wrapped(ctx, job)
+}
+
+// wrapMiddleware gives each handler its run wrapped in the middleware,
+// once per Run rather than once per job.
+func (w *Worker) wrapMiddleware() {
+	for _, h := range w.handlers {
+		next := h.run
+		for i := len(w.cfg.Middleware) - 1; i >= 0; i-- {
+			next = w.cfg.Middleware[i](next)
+		}
+		h.wrapped = next
 	}
-	return next(ctx, job)
 }
 
 // heartbeats tells the server, every third of AckWait, that each running

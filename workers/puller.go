@@ -143,8 +143,13 @@ func (w wireMsg) DoubleAck(ctx context.Context) error {
 	return err
 }
 
-// Metadata parses the reply subject, as nats.go does for its own messages.
+// Metadata parses the reply subject, as nats.go does for its own messages
+// (parseAckReply, without the allocations of nats.go's, for the forms
+// nats-server sends; nats.go's for anything else).
 func (w wireMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	if md, ok := parseAckReply(w.m.Reply); ok {
+		return md, nil
+	}
 	md, err := w.m.Metadata()
 	if err != nil {
 		return nil, err
@@ -173,4 +178,51 @@ func apiPrefix(js jetstream.JetStream) string {
 	default:
 		return jetstream.DefaultAPIPrefix
 	}
+}
+
+// parseAckReply reads a JetStream ack subject: $JS.ACK.<stream>.<consumer>.
+// <delivered>.<stream seq>.<consumer seq>.<time ns>.<pending>, or the form
+// with <domain>.<account hash> before the stream and a token after. It
+// reports false for anything else.
+func parseAckReply(s string) (*jetstream.MsgMetadata, bool) {
+	rest, ok := strings.CutPrefix(s, "$JS.ACK.")
+	if !ok {
+		return nil, false
+	}
+	var tok [12]string
+	n := 0
+	for ; n < len(tok); n++ {
+		i := strings.IndexByte(rest, '.')
+		if i < 0 {
+			tok[n] = rest
+			n++
+			break
+		}
+		tok[n], rest = rest[:i], rest[i+1:]
+	}
+	md := &jetstream.MsgMetadata{}
+	var t []string
+	switch {
+	case n == 7:
+		t = tok[:7]
+	case n >= 10 && n < len(tok):
+		if tok[0] != "_" {
+			md.Domain = tok[0]
+		}
+		t = tok[2:9]
+	default:
+		return nil, false
+	}
+	var num [5]uint64
+	for i, v := range t[2:] {
+		u, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		num[i] = u
+	}
+	md.Stream, md.Consumer = t[0], t[1]
+	md.NumDelivered, md.Sequence.Stream, md.Sequence.Consumer = num[0], num[1], num[2]
+	md.Timestamp, md.NumPending = time.Unix(0, int64(num[3])), num[4]
+	return md, true
 }

@@ -23,9 +23,13 @@ type loop struct {
 	pullers map[string]*puller
 	ackWait time.Duration
 
-	// jobCtx is the parent of every running job's context; it ends only
-	// when the drain's grace runs out, not when Run's context ends.
+	// jobCtx ends only when the drain's grace runs out, not when Run's
+	// context ends; running jobs' contexts end with it (cancelJobs).
+	// Their parent is jobBase, which has its values but no cancellation,
+	// so that starting a job registers nothing with a context every job
+	// shares (a lock and a map all job goroutines contend for).
 	jobCtx    context.Context
+	jobBase   context.Context
 	cancelJob context.CancelFunc
 
 	running  sync.WaitGroup
@@ -68,6 +72,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.queues, w.weighted = qs, weighted
+	w.wrapMiddleware()
 	l, err := w.newLoop(ctx)
 	if err != nil {
 		return err
@@ -116,6 +121,7 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		batches: newBatchLog(w.js, w.cfg.Bus, w.log),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
+	l.jobBase = context.WithoutCancel(l.jobCtx)
 	var err error
 	if l.dlq, err = bus.NewInspector(w.js, w.cfg.Bus); err != nil {
 		return nil, fmt.Errorf("workers: %w", err)
@@ -291,7 +297,7 @@ func (l *loop) drain() {
 	case <-time.After(l.w.cfg.Grace):
 	}
 	l.w.log.Warn().Dur("grace", l.w.cfg.Grace).Msg("grace over: cancelling running jobs and handing them back")
-	l.cancelJob()
+	l.cancelJobs()
 	select {
 	case <-idle:
 	case <-time.After(time.Second):
@@ -357,4 +363,11 @@ func (p *probe) park(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// cancelJobs ends the context of every running job and of every job that
+// starts after it (execute checks jobCtx once its job is registered).
+func (l *loop) cancelJobs() {
+	l.cancelJob()
+	l.status.cancelAll(context.Canceled)
 }

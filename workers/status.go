@@ -114,6 +114,16 @@ func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.C
 	return ctx, jr
 }
 
+// cancelAll ends the context of every running attempt with cause, without
+// marking them cancelled: a drain whose grace ran out hands them back.
+func (t *tracker) cancelAll(cause error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, jr := range t.running {
+		jr.cancel(cause)
+	}
+}
+
 // end forgets the attempt; no progress is written after it.
 func (t *tracker) end(jr *jobRun) {
 	t.mu.Lock()
@@ -237,6 +247,10 @@ func (jr *jobRun) setProgress(done float64, message string) error {
 		jr.mu.Unlock()
 		return nil
 	}
+	if jr.timer != nil { // a timer late to fire (a loaded machine): this write replaces it
+		jr.timer.Stop()
+		jr.timer = nil
+	}
 	jr.lastWrite = now
 	jr.t.publish(jr.recordLocked(bus.JobRunning, now)) // under jr.mu: never after the final record
 	jr.mu.Unlock()
@@ -247,7 +261,9 @@ func (jr *jobRun) flushProgress() {
 	now := time.Now()
 	jr.mu.Lock()
 	jr.timer = nil
-	if jr.ended {
+	// A timer that fired while setProgress wrote (Stop came too late) finds
+	// a recent write of the latest progress: nothing left to write.
+	if jr.ended || now.Sub(jr.lastWrite) < bus.ProgressInterval {
 		jr.mu.Unlock()
 		return
 	}

@@ -50,7 +50,7 @@ func (l *loop) traceAttempt(r *run, job *bus.Job) {
 	if t == nil {
 		return
 	}
-	parent := bus.ExtractTrace(l.jobCtx, job.Header)
+	parent := bus.ExtractTrace(l.jobBase, job.Header)
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	if bus.IsPeriodicRun(job.Header) {
 		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {

@@ -229,6 +229,7 @@ type deadHook func(ctx context.Context, job *bus.Job, reason string) error
 
 type handler struct {
 	run     HandlerFunc
+	wrapped HandlerFunc // run in the middleware, set by Run
 	tries   int
 	timeout time.Duration
 	backoff []time.Duration

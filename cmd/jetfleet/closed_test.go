@@ -47,6 +47,7 @@ func TestUpIsClosedByDefault(t *testing.T) {
 	nats := func() string { return fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0]) }
 	up := startProc(t, t.TempDir(), testEnv(), "up", "--nats-listen", nats(), "--no-workers")
 	up.WaitFor(t, "jetfleet is up", 60*time.Second)
+	up.WaitFor(t, "web node serving", 60*time.Second) // logged after the dashboard's line
 	base := printedURL(t, up)
 	if !strings.HasPrefix(base, "http://127.0.0.1:") {
 		t.Fatalf("up without --listen serves on %s, want 127.0.0.1", base)
@@ -63,6 +64,7 @@ func TestUpIsClosedByDefault(t *testing.T) {
 	local := fmt.Sprintf("http://127.0.0.1:%d", port)
 	open := startProc(t, t.TempDir(), testEnv(), "up", "--listen", wide, "--nats-listen", nats(), "--no-workers")
 	open.WaitFor(t, "jetfleet is up", 60*time.Second)
+	open.WaitFor(t, "web node serving", 60*time.Second) // logged after the dashboard's line
 	if code := getStatus(t, local+"/jetfleet"); code != http.StatusNotFound {
 		t.Errorf("dashboard on %s without credentials: %d, want 404", wide, code)
 	}
@@ -79,6 +81,7 @@ func TestUpIsClosedByDefault(t *testing.T) {
 	const token = "a-long-enough-token-42"
 	closed := startProc(t, t.TempDir(), testEnv("JETFLEET_DASHBOARD_TOKEN="+token), "up", "--listen", wide, "--nats-listen", nats(), "--no-workers")
 	closed.WaitFor(t, "jetfleet is up", 60*time.Second)
+	closed.WaitFor(t, "web node serving", 60*time.Second) // logged after the dashboard's line
 	if code := getStatus(t, local+"/jetfleet"); code != http.StatusUnauthorized {
 		t.Errorf("dashboard with a token set, none given: %d, want 401", code)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Config describes one embedded server. The zero value is a single node with
@@ -133,7 +134,14 @@ func (cfg Config) options() (*server.Options, error) {
 		opts.MaxPayload = cfg.MaxPayload
 	}
 	if cfg.User != "" {
-		opts.Username, opts.Password = cfg.User, cfg.Password
+		// The server keeps a bcrypt hash, not the password itself (and
+		// does not warn about plaintext passwords). The lowest cost keeps
+		// a connect fast: the password is random, not a guessable one.
+		hash, err := bcrypt.GenerateFromPassword([]byte(cfg.Password), bcrypt.MinCost)
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: hash the password: %w", err)
+		}
+		opts.Username, opts.Password = cfg.User, string(hash)
 	}
 	if cfg.SyncInterval > 0 {
 		opts.SyncInterval = cfg.SyncInterval

@@ -1,0 +1,259 @@
+//go:build partition
+
+package e2e
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/proctest"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts
+// it at cleanup; it skips the test, saying why, where mounting is not
+// permitted (not root, no CAP_SYS_ADMIN, a container that forbids it).
+func mountTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "jetfleet-fulldisk-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		os.Remove(dir)
+		t.Skipf("full-disk test skipped: cannot mount a tmpfs for the NATS store (it needs root or CAP_SYS_ADMIN): mount: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+			return
+		}
+		os.Remove(dir)
+	})
+	return dir
+}
+
+// fill writes a file into dir until the filesystem is full, and returns
+// its path.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling %s: %v, want ENOSPC in the end", dir, err)
+			}
+			break
+		}
+	}
+	// Small writes for the last bytes of the last block.
+	for {
+		if _, err := f.Write(buf[:512]); err != nil {
+			break
+		}
+	}
+	return path
+}
+
+// upReport is what /up answers, the parts this test reads.
+type upReport struct {
+	Status string `json:"status"`
+	Checks map[string]struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+	} `json:"checks"`
+}
+
+func getUp(url string) (int, upReport, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, upReport{}, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var r upReport
+	json.Unmarshal(b, &r)
+	return resp.StatusCode, r, string(b)
+}
+
+// TestFullDisk runs a `jetfleet nats` node whose store is a small tmpfs and
+// a `jetfleet serve` web node on it (NATS_MONITOR_URL set), fills the
+// filesystem with another file, as a runaway log would, and checks that:
+//
+//   - dispatches fail with an error (bus.ErrNotAcknowledged), never a
+//     silent drop: every acknowledged job is in JOBS at the end;
+//
+//   - /up names the cause (the nats.server check: the server's own
+//     "write error: ... no space left on device");
+//
+//   - once space returns and the node restarts (nats-server keeps a
+//     stream's write error until then), dispatches succeed again and /up
+//     is clean.
+//
+//     go test -tags partition -run TestFullDisk -count=1 -v ./e2e
+func TestFullDisk(t *testing.T) {
+	store := mountTmpfs(t, 64<<20)
+	bin := buildJetfleet(t)
+	dir := t.TempDir()
+	port := natstest.FreePorts(t, 3)
+	natsAddr, monitorAddr := fmt.Sprintf("127.0.0.1:%d", port[0]), fmt.Sprintf("127.0.0.1:%d", port[2])
+	natsArgs := []string{"nats", "--listen", natsAddr, "--store", store, "--data", filepath.Join(dir, "data"), "--monitor-listen", monitorAddr}
+	nats := proctest.Start(t, bin, dir, proctest.Env(), natsArgs...)
+	nats.WaitFor(t, "NATS server ready", 60*time.Second)
+	_, js := natstest.Connect(t, "nats://"+natsAddr)
+	ctx := context.Background()
+	if err := bus.ProvisionQueues(ctx, js, bus.Config{HistoryMaxBytes: 1 << 20}, "default"); err != nil {
+		t.Fatal(err)
+	}
+	webAddr := fmt.Sprintf("127.0.0.1:%d", port[1])
+	web := proctest.Start(t, bin, dir, proctest.Env("NATS_URL=nats://"+natsAddr, "NATS_MONITOR_URL=http://"+monitorAddr), "serve", "--listen", webAddr)
+	web.WaitFor(t, "web node serving", 60*time.Second)
+	up := "http://" + webAddr + "/up?format=json"
+
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]bool{}
+	dispatch := func(n int, timeout time.Duration) error {
+		id := fmt.Sprintf("job-%05d", n)
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err := d.Dispatch(ctx, ptJob{N: n}, bus.JobID(id))
+		if err == nil {
+			acked[id] = true
+		}
+		return err
+	}
+	for n := range 100 {
+		if err := dispatch(n, 10*time.Second); err != nil {
+			t.Fatalf("dispatch before the disk is full: %v", err)
+		}
+	}
+	waitUp(t, up, "before the disk fills", func(code int, r upReport) bool {
+		return code == http.StatusOK && r.Checks["nats.server"].Status == "ok"
+	})
+
+	filler := fill(t, store)
+	n, failed := 100, 0
+	var firstErr error
+	for ; n < 400 && failed < 3; n++ { // the first writes may still fit in a block
+		if err := dispatch(n, 5*time.Second); err != nil {
+			failed++
+			firstErr = cmp.Or(firstErr, err)
+			if !errors.Is(err, bus.ErrNotAcknowledged) {
+				t.Errorf("dispatch on a full disk: %v, want an error wrapping bus.ErrNotAcknowledged", err)
+			}
+		}
+	}
+	if firstErr == nil {
+		t.Fatalf("%d dispatches on a full disk all acknowledged", n-100)
+	}
+	t.Logf("full disk: %d dispatches acknowledged, then: %v", len(acked), firstErr)
+	r := waitUp(t, up, "with the disk full", func(code int, r upReport) bool {
+		return strings.Contains(r.Checks["nats.server"].Error, "no space left on device")
+	})
+	t.Logf("full disk: /up %s, nats.server: %s", r.Status, r.Checks["nats.server"].Error)
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	stillStuck := dispatch(n, 3*time.Second)
+	t.Logf("space back, before the NATS node restarts: dispatch: %v", stillStuck)
+	if code := nats.Signal(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("jetfleet nats exited %d on SIGTERM", code)
+	}
+	nats = proctest.Start(t, bin, dir, proctest.Env(), natsArgs...)
+	nats.WaitFor(t, "NATS server ready", 60*time.Second)
+	restarted := time.Now()
+	for {
+		n++
+		err := dispatch(n, 3*time.Second)
+		if err == nil {
+			break
+		}
+		if time.Since(restarted) > 60*time.Second {
+			t.Fatalf("dispatch 60s after the NATS node restarted with space: %v", err)
+		}
+	}
+	t.Logf("recovered: a dispatch acknowledged %.1fs after the restart", time.Since(restarted).Seconds())
+	waitUp(t, up, "after the restart", func(code int, r upReport) bool {
+		return code == http.StatusOK && r.Checks["nats.server"].Status == "ok"
+	})
+	checkStored(t, js, acked)
+}
+
+// waitUp polls /up until ok accepts its answer, for at most 30 s.
+func waitUp(t *testing.T, url, when string, ok func(int, upReport) bool) upReport {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, r, body := getUp(url)
+		if ok(code, r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/up %s: %d %s", when, code, body)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// checkStored fails unless every acknowledged job is in JOBS.
+func checkStored(t *testing.T, js jetstream.JetStream, acked map[string]bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "JOBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("reading JOBS #%d: %v", seq, err)
+		}
+		stored[cmp.Or(m.Header.Get("Jetfleet-Job-Id"), m.Header.Get("Nats-Msg-Id"))] = true
+	}
+	want := info.State.Msgs
+	var lost []string
+	for id := range acked {
+		if !stored[id] {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d of %d acknowledged jobs are not in JOBS (LOST): %v", len(lost), len(acked), lost)
+	}
+	t.Logf("stored: all %d acknowledged jobs are in JOBS (%d messages)", len(acked), want)
+}

@@ -1,0 +1,243 @@
+//go:build partition
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/jetfleet/jetfleet/bus"
+)
+
+// waitForJobs waits until every acknowledged job ran or is a dead letter,
+// for at most 90 s after the clients stop, and returns the runs then.
+// Jobs still missing fail the test with their dispatch records.
+func waitForJobs(t *testing.T, in *bus.Inspector, ops []ptOp, runs func() []ptRun) []ptRun {
+	t.Helper()
+	acked := map[string]ptOp{}
+	for _, o := range ops {
+		if o.Kind == opDispatch && o.OK {
+			acked[o.Key] = o
+		}
+	}
+	dead := map[string]bool{}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ran := runs()
+		missing := map[string]bool{}
+		for id := range acked {
+			missing[id] = !dead[id]
+		}
+		for _, r := range ran {
+			delete(missing, r.id)
+		}
+		for id, m := range missing {
+			if !m {
+				delete(missing, id)
+			}
+		}
+		if len(missing) == 0 {
+			t.Logf("jobs: %d acknowledged ran or are dead letters (%d dead letters) %.1fs after the clients stopped",
+				len(acked), len(dead), 90-time.Until(deadline).Seconds())
+			return ran
+		}
+		if len(missing) < 200 { // a few: look for them in DLQ, one direct get each
+			for id := range missing {
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				if _, err := in.FailedJob(ctx, id); err == nil {
+					dead[id] = true
+				}
+				cancel()
+			}
+		}
+		if time.Now().After(deadline) {
+			var lost []string
+			for id := range missing {
+				if !dead[id] {
+					lost = append(lost, acked[id].String())
+				}
+			}
+			slices.Sort(lost)
+			if len(lost) > 0 {
+				t.Errorf("jobs: %d of %d acknowledged jobs neither ran nor are dead letters 90s after heal (LOST):\n%s",
+					len(lost), len(acked), strings.Join(lost, "\n"))
+				return ran
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// checkJobs states the job figures and fails on a job run that nobody
+// dispatched. A job that ran more than once is allowed (delivery is at
+// least once: a worker on the minority side ran it and could not ack it)
+// and counted.
+func checkJobs(t *testing.T, ops []ptOp, ran []ptRun) {
+	t.Helper()
+	dispatched := map[string]ptOp{}
+	acked, failed := 0, 0
+	for _, o := range ops {
+		if o.Kind != opDispatch {
+			continue
+		}
+		dispatched[o.Key] = o
+		if o.OK {
+			acked++
+		} else {
+			failed++
+		}
+	}
+	count := map[string]int{}
+	nodes := map[string]map[int]bool{}
+	for _, r := range ran {
+		count[r.id]++
+		if nodes[r.id] == nil {
+			nodes[r.id] = map[int]bool{}
+		}
+		nodes[r.id][r.node] = true
+	}
+	dups, extra, bothSides, failedButRan := 0, 0, 0, 0
+	for id, n := range count {
+		o, ok := dispatched[id]
+		if !ok {
+			t.Errorf("jobs: %q ran %d times but was never dispatched", id, n)
+			continue
+		}
+		if !o.OK {
+			failedButRan++
+		}
+		if n > 1 {
+			dups++
+			extra += n - 1
+			if len(nodes[id]) > 1 {
+				bothSides++
+			}
+		}
+	}
+	t.Logf("jobs: %d dispatches acknowledged, %d failed (%d of those were stored anyway and ran); %d distinct jobs ran, %d runs",
+		acked, failed, failedButRan, len(count), len(ran))
+	t.Logf("jobs: %d ran more than once (%d extra runs; %d of them on workers of different nodes): at-least-once delivery",
+		dups, extra, bothSides)
+}
+
+// checkSessions checks every session key with porcupine and every client's
+// session guarantees, prints the figures, and fails with the history on
+// any violation.
+func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until time.Duration) {
+	t.Helper()
+	var writesOK, writesFailed, readsOK, readsFailed, dispatches, runs int
+	for _, o := range ops {
+		switch {
+		case o.Kind == opDispatch:
+			dispatches++
+		case o.Kind == opRun:
+			runs++
+		case o.Kind == opWrite && o.OK:
+			writesOK++
+		case o.Kind == opWrite:
+			writesFailed++
+		case o.Kind == opRead && o.OK:
+			readsOK++
+		case o.Kind == opRead:
+			readsFailed++
+		}
+	}
+	t.Logf("operations recorded: %d (%d dispatches, %d job runs; %d session writes acknowledged, %d failed; %d reads answered, %d failed)",
+		len(ops), dispatches, runs, writesOK, writesFailed, readsOK, readsFailed)
+
+	violations := 0
+	for b := range browsers {
+		key := fmt.Sprintf("s%d", b)
+		res, vis, n := linearizability(ops, key, 2*time.Minute)
+		switch res {
+		case porcupine.Ok:
+			t.Logf("sessions: %s: %d operations linearizable (porcupine)", key, n)
+		case porcupine.Unknown:
+			t.Logf("sessions: %s: porcupine gave up after 2m on %d operations: NOT CHECKED", key, n)
+		default:
+			violations++
+			t.Errorf("sessions: %s: %d operations NOT linearizable (porcupine); visualization: %s; whole history: %s\n%s",
+				key, n, vis, writeHistory(ops, key), staleWindow(ops, key))
+		}
+	}
+	bad := clientGuarantees(ops)
+	for _, v := range bad {
+		violations++
+		t.Errorf("sessions: %s violated by client c%d: %s\n%s", v.rule, v.op.Client, v.why, v.op)
+	}
+	if len(bad) > 0 {
+		for b := range browsers {
+			key := fmt.Sprintf("s%d", b)
+			t.Errorf("history of session %s: %s", key, writeHistory(ops, key))
+		}
+	}
+	stale := staleReads(ops)
+	t.Logf("sessions: %d stale reads (a newer write acknowledged before the read began)", len(stale))
+	for i, o := range stale {
+		if i == 10 {
+			t.Logf("  ... and %d more", len(stale)-i)
+			break
+		}
+		t.Logf("  stale: %s", o)
+	}
+	var answered []ptOp
+	for _, o := range ops {
+		if o.Node == isolated && o.Kind == opRead && o.OK && o.Call >= from && o.Call < until {
+			answered = append(answered, o)
+		}
+	}
+	if len(answered) == 0 {
+		t.Logf("sessions: the isolated former leader n%d answered no read while isolated", isolated+1)
+	} else {
+		last := answered[len(answered)-1]
+		staleThere := 0
+		for _, o := range stale {
+			if o.Node == isolated && o.Call >= from && o.Call < until {
+				staleThere++
+			}
+		}
+		t.Logf("sessions: the isolated former leader n%d answered %d reads while isolated (%d of them stale), the last one invoked %.1fs after the cut",
+			isolated+1, len(answered), staleThere, (last.Call - from).Seconds())
+	}
+	for _, o := range ops {
+		if o.Node != isolated && o.Kind == opWrite && o.OK && o.Call >= from && o.Call < until {
+			t.Logf("sessions: the majority side acknowledged its first write %.1fs after the cut", (o.Return - from).Seconds())
+			break
+		}
+	}
+	t.Logf("violations: %d", violations)
+}
+
+// writeHistory writes every operation on key to a temporary file and
+// returns its path.
+func writeHistory(ops []ptOp, key string) string {
+	f, err := os.CreateTemp("", "jetfleet-partition-"+key+"-*.txt")
+	if err != nil {
+		return "(not written: " + err.Error() + ")"
+	}
+	defer f.Close()
+	f.WriteString(formatHistory(ops, func(o ptOp) bool { return o.Key == key }))
+	path, _ := filepath.Abs(f.Name())
+	return path
+}
+
+// staleWindow is the history of key from 2 s before its first stale read
+// to 2 s after it: where the violation is.
+func staleWindow(ops []ptOp, key string) string {
+	for _, st := range staleReads(ops) {
+		if st.Key == key {
+			return fmt.Sprintf("first stale read: %s\nhistory of %s around it:\n%s", st, key, formatHistory(ops, func(o ptOp) bool {
+				return o.Key == key && o.Return >= st.Call-2*time.Second && o.Call <= st.Return+2*time.Second
+			}))
+		}
+	}
+	return "(no read of " + key + " was stale by real time: see the visualization)"
+}
