@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -365,5 +368,76 @@ func TestIdempotencyConfigFromEnv(t *testing.T) {
 		if _, _, err := node.IdempotencyConfigFromEnv(env(bad...)); err == nil || !strings.Contains(err.Error(), bad[0]) {
 			t.Errorf("%s=%s: err %v, want one naming it", bad[0], bad[1], err)
 		}
+	}
+}
+
+// TestIdempotencyChildProcess is the web node that
+// TestIdempotencyKeyOfAKilledNodeIsTakenOver kills: it runs only as that
+// test's child process (IDEMTEST_NATS_URL set), serving a handler that
+// takes the key, says so, and never finishes.
+func TestIdempotencyChildProcess(t *testing.T) {
+	url := os.Getenv("IDEMTEST_NATS_URL")
+	if url == "" {
+		t.Skip("runs only as the child process of TestIdempotencyKeyOfAKilledNodeIsTakenOver")
+	}
+	_, js := natstest.Connect(t, url)
+	idem, err := node.NewIdempotency(context.Background(), js, node.IdempotencyConfig{Lease: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(os.Stderr, "listening on %s\n", ln.Addr())
+	http.Serve(ln, idem.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		fmt.Fprintln(os.Stderr, "working on the order")
+		select {} // killed before it makes the order
+	})))
+}
+
+func TestIdempotencyKeyOfAKilledNodeIsTakenOver(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	child := proctest.Start(t, os.Args[0], t.TempDir(), proctest.Env("IDEMTEST_NATS_URL="+srv.ClientURL()),
+		"-test.run=^TestIdempotencyChildProcess$", "-test.v")
+	child.WaitFor(t, "listening on ", 30*time.Second)
+	_, rest, _ := strings.Cut(child.Stderr.String(), "listening on ")
+	addr, _, _ := strings.Cut(rest, "\n")
+
+	firstErr := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/orders", strings.NewReader("2 books"))
+		req.Header.Set("Idempotency-Key", key1)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		firstErr <- err
+	}()
+	child.WaitFor(t, "working on the order", 30*time.Second)
+	if err := child.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-child.Done
+	if err := <-firstErr; err == nil {
+		t.Fatal("the request to the killed node got a response")
+	}
+
+	// The client retries on another node with the same key: it waits for
+	// the dead node's lease to lapse, then makes the order, once.
+	o := &orders{}
+	url := idemServer(t, js, node.IdempotencyConfig{}, o)
+	got := post(t, "POST", url+"/orders", key1, "2 books")
+	if got.status != 201 || got.body != "order 1 for 2 books" || got.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("retry after the kill: %d %q %v", got.status, got.body, got.header)
+	}
+	again := post(t, "POST", url+"/orders", key1, "2 books")
+	if again.status != 201 || again.body != got.body || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("second retry: %d %q %v", again.status, again.body, again.header)
+	}
+	if n := o.n.Load(); n != 1 {
+		t.Fatalf("the order was made %d times", n)
 	}
 }
