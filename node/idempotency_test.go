@@ -441,3 +441,22 @@ func TestIdempotencyKeyOfAKilledNodeIsTakenOver(t *testing.T) {
 		t.Fatalf("the order was made %d times", n)
 	}
 }
+
+// A web node serves its app's routes inside the middleware by default.
+func TestServeReplaysKeyedRequests(t *testing.T) {
+	var calls atomic.Int64
+	app := node.App{Name: "keys", Routes: func(_ *node.Services, mux *http.ServeMux) {
+		mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "order %d", calls.Add(1))
+		})
+	}}
+	url := serveApp(t, app, node.ServeConfig{})
+	first := post(t, "POST", url+"orders", key1, "x")
+	again := post(t, "POST", url+"orders", key1, "x")
+	if first.body != "order 1" || again.body != "order 1" || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("first %d %q, repeat %d %q %v", first.status, first.body, again.status, again.body, again.header)
+	}
+	if got := post(t, "POST", url+"orders", "bad key", "x"); got.status != 400 {
+		t.Fatalf("bad key through the node: %d %q", got.status, got.body)
+	}
+}
