@@ -217,7 +217,8 @@ func safeMethod(m string) bool {
 //   - a repeat gets the stored response with Idempotent-Replayed: true,
 //     and next does not run.
 //   - a repeat while the first runs waits for it (up to Wait), then gets
-//     its response; after Wait it gets 409 Conflict with Retry-After. When
+//     its response; after Wait it gets 409 Conflict with Retry-After
+//     (the lease, in seconds). When
 //     the first's node died, its marker lapses within Lease and the
 //     waiting repeat runs the request itself.
 //   - a key reused for another method, path or body gets 422.
@@ -258,6 +259,9 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, keys idemKey
 	case t.replay != nil:
 		m.replay(w, r, t.replay)
 	case t.conflict != "":
+		if t.status == http.StatusConflict {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(m.cfg.Lease.Seconds()))))
+		}
 		http.Error(w, t.conflict, t.status)
 	default:
 		m.run(w, r, keys, t.rev, next)

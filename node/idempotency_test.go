@@ -237,7 +237,7 @@ func TestIdempotencyRepeatGets409AfterWait(t *testing.T) {
 	go func() { firstDone <- post(t, "POST", url+"/orders", key1, "2 books") }()
 	<-b.started
 	got := post(t, "POST", url+"/orders", key1, "2 books")
-	if got.status != http.StatusConflict || !strings.Contains(got.body, "still running") {
+	if got.status != http.StatusConflict || !strings.Contains(got.body, "still running") || got.header.Get("Retry-After") != "10" {
 		t.Fatalf("repeat while the first runs: %d %q, want 409", got.status, got.body)
 	}
 	close(b.release)
