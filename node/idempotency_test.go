@@ -460,3 +460,18 @@ func TestServeReplaysKeyedRequests(t *testing.T) {
 		t.Fatalf("bad key through the node: %d %q", got.status, got.body)
 	}
 }
+
+// A handler that writes nothing answers 200: that is stored too.
+func TestIdempotencyStoresAnImplicit200(t *testing.T) {
+	var calls atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("X-Done", "yes")
+	})
+	url := idemServer(t, nil, node.IdempotencyConfig{}, h)
+	post(t, "DELETE", url+"/items/7", key1, "")
+	got := post(t, "DELETE", url+"/items/7", key1, "")
+	if got.status != 200 || got.header.Get("X-Done") != "yes" || got.header.Get("Idempotent-Replayed") != "true" || calls.Load() != 1 {
+		t.Fatalf("repeat: %d %v after %d calls", got.status, got.header, calls.Load())
+	}
+}

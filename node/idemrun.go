@@ -148,7 +148,10 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, keys idemKeys,
 		l.end()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 		defer cancel()
-		if !completed || !rw.wrote || retryable(rw.status) {
+		if completed && !rw.wrote { // the server answers 200 with what the header holds
+			rw.WriteHeader(http.StatusOK)
+		}
+		if !completed || retryable(rw.status) {
 			l.free(ctx)
 			return
 		}
