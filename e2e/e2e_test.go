@@ -715,7 +715,7 @@ func TestFaultInjection(t *testing.T) {
 		t.Logf("  web node error: %.300s", line)
 	}
 	resent, unsafeResent := c.haproxyRetries()
-	t.Logf("resent by HAProxy to another node: %d requests (%d of them POST, PUT, PATCH or DELETE)", resent, unsafeResent)
+	t.Logf("resent by HAProxy to another node: %d requests; unsafe ones by route: %v", resent, unsafeResent)
 	t.Logf("idempotency keys taken over from a dead node: %d; requests that may have run twice: %d",
 		len(c.logLines("web", "took over a key", 1000)), len(c.logLines("web", "may have run twice", 1000)))
 	t.Logf("sessions lost: %d", len(res.sessLost))
@@ -829,8 +829,9 @@ func (c *cluster) explainStranded(t *testing.T, js jetstream.JetStream, stats *b
 
 // haproxyRetries counts the requests HAProxy's log shows as retried (the
 // retries field of each httplog line, "+N" when redispatched), and those
-// of them with an unsafe method.
-func (c *cluster) haproxyRetries() (resent, unsafe int) {
+// of them with an unsafe method by method and route.
+func (c *cluster) haproxyRetries() (resent int, unsafe map[string]int) {
+	unsafe = map[string]int{}
 	b, _ := os.ReadFile(filepath.Join(c.state, "logs", "haproxy.log"))
 	for _, line := range strings.Split(string(b), "\n") {
 		m := haproxyConnField.FindStringSubmatch(line)
@@ -839,15 +840,15 @@ func (c *cluster) haproxyRetries() (resent, unsafe int) {
 		}
 		resent++
 		if m[2] != http.MethodGet && m[2] != http.MethodHead {
-			unsafe++
+			unsafe[m[2]+" "+routeOf(m[3])]++
 		}
 	}
 	return resent, unsafe
 }
 
 // haproxyConnField finds the retries (actconn/feconn/beconn/srv_conn/
-// retries) and the method of an httplog line.
-var haproxyConnField = regexp.MustCompile(` \d+/\d+/\d+/\d+/(\+?\d+) \d+/\d+ "([A-Z]+) `)
+// retries), the method and the path of an httplog line.
+var haproxyConnField = regexp.MustCompile(` \d+/\d+/\d+/\d+/(\+?\d+) \d+/\d+ "([A-Z]+) (\S+)`)
 
 // logLines returns up to n lines holding want from the logs of the
 // processes whose names start with prefix.

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetfleet/jetfleet/internal/natsembed"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/internal/proctest"
 	"github.com/jetfleet/jetfleet/node"
@@ -473,5 +475,54 @@ func TestIdempotencyStoresAnImplicit200(t *testing.T) {
 	got := post(t, "DELETE", url+"/items/7", key1, "")
 	if got.status != 200 || got.header.Get("X-Done") != "yes" || got.header.Get("Idempotent-Replayed") != "true" || calls.Load() != 1 {
 		t.Fatalf("repeat: %d %v after %d calls", got.status, got.header, calls.Load())
+	}
+}
+
+// The NATS server goes away while a keyed request runs and comes back a
+// moment later: the middleware keeps trying to store the response, so a
+// repeat is replayed rather than run again.
+func TestIdempotencyStoresThroughANATSRestart(t *testing.T) {
+	port := natstest.FreePorts(t, 1)[0]
+	cfg := natsembed.Config{Listen: fmt.Sprintf("127.0.0.1:%d", port), StoreDir: t.TempDir()}
+	srv, err := natsembed.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	// No reconnect buffer: a write while disconnected fails at once, as one
+	// to a stream in an election does, instead of waiting in the buffer.
+	nc, js := natstest.Connect(t, srv.ClientURL(), nats.ReconnectBufSize(-1))
+	restarted := make(chan struct{})
+	var calls atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			srv.Shutdown()
+			for nc.IsConnected() {
+				time.Sleep(10 * time.Millisecond)
+			}
+			go func() { // back after the handler has answered
+				time.Sleep(300 * time.Millisecond)
+				if srv, err = natsembed.Start(cfg); err != nil {
+					panic(err)
+				}
+				close(restarted)
+			}()
+		}
+		w.WriteHeader(http.StatusCreated)
+	})
+	url := idemServer(t, js, node.IdempotencyConfig{}, h)
+	if got := post(t, "POST", url+"/orders", key1, "x"); got.status != 201 {
+		t.Fatalf("first: %d %q", got.status, got.body)
+	}
+	<-restarted
+	var got reply
+	proctest.Eventually(t, 20*time.Second, "a repeat answered after the restart", func() error {
+		if got = post(t, "POST", url+"/orders", key1, "x"); got.status == 503 {
+			return fmt.Errorf("503 %s", got.body)
+		}
+		return nil
+	})
+	if got.status != 201 || got.header.Get("Idempotent-Replayed") != "true" || calls.Load() != 1 {
+		t.Fatalf("repeat: %d %q %v after %d calls", got.status, got.body, got.header, calls.Load())
 	}
 }

@@ -50,7 +50,7 @@ func (m *Idempotency) acquire(ctx context.Context, r *http.Request, keys idemKey
 		if err == nil {
 			return take{rev: rev}, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !casConflict(err) {
 			return take{}, storeErr(err)
 		}
 		e, err := m.kv.Get(ctx, keys.kv)
@@ -79,7 +79,7 @@ func (m *Idempotency) acquire(ctx context.Context, r *http.Request, keys idemKey
 					Msg("idempotency: took over a key whose running marker lapsed (its node died or stalled); running the request again")
 				return take{rev: rev}, nil
 			}
-			if !errors.Is(err, jetstream.ErrKeyExists) {
+			if !casConflict(err) {
 				return take{}, storeErr(err)
 			}
 			continue // someone else renewed or took it
@@ -200,7 +200,7 @@ func (l *lease) renew() {
 			cancel()
 			if err == nil {
 				l.rev = rev
-			} else if errors.Is(err, jetstream.ErrKeyExists) {
+			} else if casConflict(err) {
 				l.lost = true
 			}
 		}
@@ -219,30 +219,66 @@ func (l *lease) end() {
 
 // free deletes the marker, so that a retry runs the request again.
 func (l *lease) free(ctx context.Context) {
-	if err := l.m.kv.Delete(ctx, l.keys.kv, jetstream.LastRevision(l.rev)); err != nil {
+	err := untilStored(ctx, func() error { return l.m.kv.Delete(ctx, l.keys.kv, jetstream.LastRevision(l.rev)) })
+	if err != nil {
 		l.m.cfg.Logger.Warn().Err(err).Str("key", l.keys.kv[:12]).Msg("idempotency: key not freed; a retry waits for its lease to lapse")
 	}
 }
 
 // store replaces the marker with the response record.
 func (l *lease) store(ctx context.Context, rec *idemRecord) {
-	val, err := l.keys.seal(rec)
-	if err == nil {
-		_, err = l.m.kv.Update(ctx, l.keys.kv, val, l.rev)
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) && len(rec.Body) > 0 {
-			// Too large for the bucket: keep the outcome without the body.
-			rec.Omitted, rec.Body = int64(len(rec.Body)), nil
-			if val, err = l.keys.seal(rec); err == nil {
-				_, err = l.m.kv.Update(ctx, l.keys.kv, val, l.rev)
-			}
+	update := func() error {
+		val, err := l.keys.seal(rec)
+		if err == nil {
+			_, err = l.m.kv.Update(ctx, l.keys.kv, val, l.rev)
 		}
+		return err
+	}
+	err := update()
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && !casConflict(err) && apiErr.Code != 503 && len(rec.Body) > 0 {
+		// Refused (too large for the bucket): keep the outcome without the body.
+		rec.Omitted, rec.Body = int64(len(rec.Body)), nil
+		err = update()
+	}
+	if err != nil && !casConflict(err) {
+		err = untilStored(ctx, update) // NATS out of reach: an election, a node restarting
 	}
 	switch {
-	case errors.Is(err, jetstream.ErrKeyExists):
+	case casConflict(err):
 		l.m.cfg.Logger.Error().Str("key", l.keys.kv[:12]).
 			Msg("idempotency: the key was taken over while its request ran (lease lapsed): the request may have run twice")
 	case err != nil:
 		l.m.cfg.Logger.Error().Err(err).Str("key", l.keys.kv[:12]).Msg("idempotency: response not stored; a retry waits for the lease, then runs again")
+	}
+}
+
+// casConflict reports whether err says the key's revision was not the
+// one expected: another node wrote it (R1 and R3 streams say so with
+// different codes; KV's Create and Update turn both into ErrKeyExists,
+// Delete does not).
+func casConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
+}
+
+// untilStored calls f until it succeeds, the key turns out to be taken
+// (a CAS conflict, final), or ctx ends, with backoff: a JetStream election
+// lasts seconds.
+func untilStored(ctx context.Context, f func() error) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || casConflict(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
 	}
 }
 
