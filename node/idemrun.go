@@ -146,7 +146,11 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, keys idemKeys,
 	completed := false
 	defer func() {
 		l.end()
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+		// The response ends once its record is stored (or the key freed),
+		// so a client that saw the end finds it on a retry. Through a
+		// JetStream election that takes seconds: keep trying for twice the
+		// lease, by which time another node may take the key over anyway.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*m.cfg.Lease)
 		defer cancel()
 		if completed && !rw.wrote { // the server answers 200 with what the header holds
 			rw.WriteHeader(http.StatusOK)
