@@ -4,6 +4,7 @@ package node
 // record, or waiting for it) and running the request that holds it.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,14 +47,14 @@ func (m *Idempotency) acquire(ctx context.Context, r *http.Request, keys idemKey
 		if err != nil {
 			return take{}, err
 		}
-		rev, err := m.kv.Create(ctx, keys.kv, val)
+		rev, err := bounded(ctx, func(ctx context.Context) (uint64, error) { return m.kv.Create(ctx, keys.kv, val) })
 		if err == nil {
 			return take{rev: rev}, nil
 		}
 		if !casConflict(err) {
 			return take{}, storeErr(err)
 		}
-		e, err := m.kv.Get(ctx, keys.kv)
+		e, err := bounded(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return m.kv.Get(ctx, keys.kv) })
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // freed meanwhile
 		}
@@ -73,7 +74,7 @@ func (m *Idempotency) acquire(ctx context.Context, r *http.Request, keys idemKey
 		}
 		now := m.cfg.Now()
 		if now.After(rec.LeaseUntil) {
-			rev, err := m.kv.Update(ctx, keys.kv, val, e.Revision())
+			rev, err := bounded(ctx, func(ctx context.Context) (uint64, error) { return m.kv.Update(ctx, keys.kv, val, e.Revision()) })
 			if err == nil {
 				m.cfg.Logger.Warn().Str("key", keys.kv[:12]).Str("previous_owner", rec.Owner).
 					Msg("idempotency: took over a key whose running marker lapsed (its node died or stalled); running the request again")
@@ -102,6 +103,14 @@ func (m *Idempotency) acquire(ctx context.Context, r *http.Request, keys idemKey
 			return take{}, err
 		}
 	}
+}
+
+// bounded calls f with ctx bounded by attemptTimeout: a JetStream call
+// whose leader died waits for no answer, and the client had better retry.
+func bounded[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	return f(ctx)
 }
 
 // waitChange waits until watch sees a revision after rev, or d passes.
@@ -199,14 +208,9 @@ func (l *lease) renew() {
 		val, err := l.keys.seal(l.rec)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), l.m.cfg.Lease/3)
-			var rev uint64
-			rev, err = l.m.kv.Update(ctx, l.keys.kv, val, l.rev)
+			err = l.put(ctx, val)
 			cancel()
-			if err == nil {
-				l.rev = rev
-			} else if casConflict(err) {
-				l.lost = true
-			}
+			l.lost = l.lost || casConflict(err)
 		}
 		l.mu.Unlock()
 		if err != nil {
@@ -221,9 +225,40 @@ func (l *lease) end() {
 	<-l.done
 }
 
+// attemptTimeout bounds one write of a record: a write whose stream leader
+// died gets no acknowledgement, and waiting longer for it helps nothing.
+const attemptTimeout = 3 * time.Second
+
+// put writes val over the lease's revision, trying again (each try
+// bounded by attemptTimeout) until ctx ends. A try that timed out may
+// have been written after all: a CAS conflict after it is checked against
+// what the key holds.
+func (l *lease) put(ctx context.Context, val []byte) error {
+	return untilStored(ctx, func(ctx context.Context) error {
+		rev, err := l.m.kv.Update(ctx, l.keys.kv, val, l.rev)
+		if casConflict(err) {
+			if e, gerr := l.m.kv.Get(ctx, l.keys.kv); gerr == nil && bytes.Equal(e.Value(), val) {
+				rev, err = e.Revision(), nil // an earlier try was written
+			}
+		}
+		if err == nil {
+			l.rev = rev
+		}
+		return err
+	})
+}
+
 // free deletes the marker, so that a retry runs the request again.
 func (l *lease) free(ctx context.Context) {
-	err := untilStored(ctx, func() error { return l.m.kv.Delete(ctx, l.keys.kv, jetstream.LastRevision(l.rev)) })
+	err := untilStored(ctx, func(ctx context.Context) error {
+		err := l.m.kv.Delete(ctx, l.keys.kv, jetstream.LastRevision(l.rev))
+		if casConflict(err) {
+			if _, gerr := l.m.kv.Get(ctx, l.keys.kv); errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				err = nil // an earlier try deleted it
+			}
+		}
+		return err
+	})
 	if err != nil {
 		l.m.cfg.Logger.Warn().Err(err).Str("key", l.keys.kv[:12]).Msg("idempotency: key not freed; a retry waits for its lease to lapse")
 	}
@@ -231,22 +266,17 @@ func (l *lease) free(ctx context.Context) {
 
 // store replaces the marker with the response record.
 func (l *lease) store(ctx context.Context, rec *idemRecord) {
-	update := func() error {
-		val, err := l.keys.seal(rec)
-		if err == nil {
-			_, err = l.m.kv.Update(ctx, l.keys.kv, val, l.rev)
-		}
-		return err
+	val, err := l.keys.seal(rec)
+	if err == nil {
+		err = l.put(ctx, val)
 	}
-	err := update()
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && !casConflict(err) && apiErr.Code != 503 && len(rec.Body) > 0 {
 		// Refused (too large for the bucket): keep the outcome without the body.
 		rec.Omitted, rec.Body = int64(len(rec.Body)), nil
-		err = update()
-	}
-	if err != nil && !casConflict(err) {
-		err = untilStored(ctx, update) // NATS out of reach: an election, a node restarting
+		if val, err = l.keys.seal(rec); err == nil {
+			err = l.put(ctx, val)
+		}
 	}
 	switch {
 	case casConflict(err):
@@ -267,14 +297,18 @@ func casConflict(err error) bool {
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
 }
 
-// untilStored calls f until it succeeds, the key turns out to be taken
-// (a CAS conflict, final), or ctx ends, with backoff: a JetStream election
-// lasts seconds.
-func untilStored(ctx context.Context, f func() error) error {
+// untilStored calls f, each call bounded by attemptTimeout, until it
+// succeeds, the key turns out to be taken (a CAS conflict, final), it is
+// refused for good (an API error other than 503), or ctx ends, with
+// backoff: a JetStream election lasts seconds.
+func untilStored(ctx context.Context, f func(context.Context) error) error {
 	wait := 50 * time.Millisecond
 	for {
-		err := f()
-		if err == nil || casConflict(err) {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := f(actx)
+		cancel()
+		var apiErr *jetstream.APIError
+		if err == nil || casConflict(err) || (errors.As(err, &apiErr) && apiErr.Code != 503) {
 			return err
 		}
 		select {
