@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,7 +159,9 @@ func startHAProxy(t *testing.T, bin string, nodes []*node) (string, string) {
 // (healthz's /up, agent port and drain, as package node's `serve` runs them):
 //   - round robin reaches every node;
 //   - a GET whose connection closes with no response is retried on another
-//     node, a POST is not (it may have been processed): 502;
+//     node, and so is a POST with an Idempotency-Key (the node replays a
+//     repeat); a POST without one is not (it may have been processed): 502.
+//     Likewise a 503 (the node could not reach NATS);
 //   - a node that drains (SIGTERM) leaves the pool before its listener
 //     closes, and no request fails meanwhile;
 //   - a node that dies (kill -9) costs no request, GET or POST: connection
@@ -205,6 +208,32 @@ func TestHAProxyBalancesDrainsAndRetries(t *testing.T) {
 		code, _, err = get(fresh, http.MethodPost, lb+"/empty-once")
 		if err != nil || code != http.StatusBadGateway || emptyOnce.Load() != 1 {
 			t.Errorf("POST after an empty response: got %d %v after %d attempts, want 502 after 1 (never resent)", code, err, emptyOnce.Load())
+		}
+		emptyOnce.Store(0)
+		code, _, err = get(fresh, http.MethodPost, lb+"/unavailable-once")
+		if err != nil || code != http.StatusServiceUnavailable || emptyOnce.Load() != 1 {
+			t.Errorf("POST answered 503: got %d %v after %d attempts, want 503 after 1 (never resent)", code, err, emptyOnce.Load())
+		}
+	})
+
+	t.Run("retries keyed requests on another node", func(t *testing.T) {
+		for i, path := range []string{"/empty-once", "/unavailable-once"} {
+			emptyOnce.Store(0)
+			before := hitsOf(nodes)
+			fresh := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			code, body, err := get(fresh, http.MethodPost, lb+path, fmt.Sprintf("order-key-%d", i))
+			if err != nil || code != 200 || emptyOnce.Load() != 2 {
+				t.Fatalf("keyed POST %s: got %d %v after %d attempts, want 200 after 2", path, code, err, emptyOnce.Load())
+			}
+			var hit []string
+			for j, n := range nodes {
+				if n.hits.Load() != before[j] {
+					hit = append(hit, n.name)
+				}
+			}
+			if len(hit) != 2 || !slices.Contains(hit, body) {
+				t.Errorf("keyed POST %s: nodes hit %v, answered by %q; want two nodes, the second answering", path, hit, body)
+			}
 		}
 	})
 
@@ -293,6 +322,15 @@ func TestHAProxyBalancesDrainsAndRetries(t *testing.T) {
 			return err == nil && strings.HasPrefix(st["web3"][0], "DOWN")
 		})
 	})
+}
+
+// hitsOf is each node's count of requests.
+func hitsOf(nodes []*node) []int64 {
+	out := make([]int64, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.hits.Load()
+	}
+	return out
 }
 
 // syncBuffer is a bytes.Buffer safe for a process's stdout and stderr.

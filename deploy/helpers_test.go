@@ -100,7 +100,8 @@ type node struct {
 
 // startNode runs a node until the test ends. drain is its drain delay.
 // emptyOnce, when set, is shared by nodes: the first request to
-// /empty-once among them gets its connection closed with no response.
+// /empty-once among them gets its connection closed with no response, the
+// first to /unavailable-once a 503.
 func startNode(t testing.TB, name string, drain time.Duration, emptyOnce *atomic.Int64) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -125,6 +126,15 @@ func startNode(t testing.TB, name string, drain time.Duration, emptyOnce *atomic
 			if err == nil {
 				conn.Close()
 			}
+			return
+		}
+		fmt.Fprintln(w, n.name)
+	})
+	mux.HandleFunc("/unavailable-once", func(w http.ResponseWriter, r *http.Request) {
+		n.hits.Add(1)
+		io.Copy(io.Discard, r.Body)
+		if emptyOnce != nil && emptyOnce.Add(1) == 1 {
+			http.Error(w, "NATS out of reach", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, n.name)
@@ -156,7 +166,8 @@ func (n *node) crash() {
 }
 
 // get sends a request and returns the status code and body, or an error.
-func get(client *http.Client, method, url string) (int, string, error) {
+// A POST has a small body and, when key is given, an Idempotency-Key.
+func get(client *http.Client, method, url string, key ...string) (int, string, error) {
 	var body io.Reader
 	if method == http.MethodPost {
 		body = strings.NewReader("name=x")
@@ -164,6 +175,9 @@ func get(client *http.Client, method, url string) (int, string, error) {
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		return 0, "", err
+	}
+	for _, k := range key {
+		req.Header.Set("Idempotency-Key", k)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

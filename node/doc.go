@@ -26,6 +26,12 @@
 // token is ever printed: URLs are shown through RedactURL. Logs are
 // zerolog lines (LOG_LEVEL, LOG_FORMAT).
 //
+// Unsafe requests to the app's routes may carry an Idempotency-Key: the
+// first response is stored (sealed, per user, 24 h, in the NATS KV bucket
+// jetfleet_idempotency) and a repeat gets it again instead of running the
+// handler twice, so a client or the balancer can resend a request whose
+// node died (Idempotency, JETFLEET_IDEMPOTENCY_*).
+//
 // Run the binary N times on M machines: web nodes hold no state (sessions
 // are in NATS), workers share each queue's durable consumer.
 //

@@ -97,7 +97,7 @@ func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health
 	checks := append([]healthz.Check{natsCheck(n, downAfter)}, natsServerChecks(n.cfg.Getenv)...)
 	var app http.Handler
 	if n.app.Routes != nil {
-		sm, err := n.openSessions(ctx)
+		sm, cookie, err := n.openSessions(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -105,7 +105,11 @@ func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health
 		checks = append(checks, healthz.Check{Name: "sessions", Critical: true, DownAfter: downAfter, Run: sm.Check})
 		appMux := http.NewServeMux()
 		n.app.Routes(&n.s, appMux)
-		app = withPattern(appMux, sm.Middleware(appMux))
+		idem, err := n.openIdempotency(ctx, cookie)
+		if err != nil {
+			return nil, nil, err
+		}
+		app = withPattern(appMux, idem(sm.Middleware(appMux)))
 	}
 	if db := n.s.DB; db != nil {
 		checks = append(checks,
@@ -134,11 +138,12 @@ func withPattern(appMux *http.ServeMux, h http.Handler) http.Handler {
 }
 
 // openSessions is the session manager of SESSION_*, its bucket made with
-// the node's replica count unless SESSION_REPLICAS says otherwise.
-func (n *Node) openSessions(ctx context.Context) (*sessions.Manager, error) {
+// the node's replica count unless SESSION_REPLICAS says otherwise, and the
+// name of its cookie.
+func (n *Node) openSessions(ctx context.Context) (*sessions.Manager, string, error) {
 	scfg, err := sessions.ConfigFromEnv(n.cfg.Getenv)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	scfg.Replicas = cmp.Or(scfg.Replicas, n.cfg.Replicas)
 	scfg.Logger = n.cfg.Logger.With().Str("component", "sessions").Logger()
@@ -146,9 +151,26 @@ func (n *Node) openSessions(ctx context.Context) (*sessions.Manager, error) {
 	scfg.TracerProvider = n.s.TracerProvider
 	sm, err := sessions.NewContext(ctx, n.s.JetStream, scfg)
 	if err != nil {
-		return nil, fmt.Errorf("sessions: %w", err)
+		return nil, "", fmt.Errorf("sessions: %w", err)
 	}
-	return sm, nil
+	return sm, cmp.Or(scfg.Cookie.Name, "jetfleet_session"), nil // sessions' default name
+}
+
+// openIdempotency is the Idempotency-Key middleware of JETFLEET_IDEMPOTENCY_*
+// (on by default; the identity when off), its keys scoped by the session
+// cookie named cookie and the Authorization header.
+func (n *Node) openIdempotency(ctx context.Context, cookie string) (func(http.Handler) http.Handler, error) {
+	cfg, on, err := IdempotencyConfigFromEnv(n.cfg.Getenv)
+	if err != nil || !on {
+		return func(h http.Handler) http.Handler { return h }, err
+	}
+	cfg.ScopeCookie, cfg.Replicas = cookie, n.cfg.Replicas
+	cfg.Logger = n.cfg.Logger.With().Str("component", "idempotency").Logger()
+	idem, err := NewIdempotency(ctx, n.s.JetStream, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return idem.Middleware, nil
 }
 
 // natsCheck fails while the connection is down or JetStream does not

@@ -41,3 +41,6 @@ func CheckOriginal(name string, data []byte) error {
 	_, _, err := c.checkOriginal(ImageRef{Name: name}, data)
 	return err
 }
+
+// NATSUnavailable is natsUnavailable: which errors answer 503.
+var NATSUnavailable = natsUnavailable

@@ -1,10 +1,14 @@
 package catalog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/sessions"
@@ -154,7 +158,10 @@ func (c *Catalog) page(h handlerFunc) http.Handler {
 }
 
 // answerError maps err to a response: an httpError as it says, an
-// oversized body to 413, anything else to a logged 500.
+// oversized body to 413, NATS out of reach (a node killed, an election)
+// to 503 with Retry-After (nothing was recorded: a client may send the
+// request again, with the same Idempotency-Key), anything else to a
+// logged 500.
 func (c *Catalog) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	var tooBig *http.MaxBytesError
@@ -162,6 +169,10 @@ func (c *Catalog) answerError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &he):
 	case errors.As(err, &tooBig):
 		he = errTooLarge(tooBig.Limit).(*httpError)
+	case natsUnavailable(err):
+		c.log.Warn().Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed: NATS out of reach; answered 503")
+		w.Header().Set("Retry-After", "1")
+		he = &httpError{status: http.StatusServiceUnavailable, msg: "temporarily unavailable, nothing was recorded: retry"}
 	default:
 		c.log.Error().Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
 		he = &httpError{status: http.StatusInternalServerError, msg: "internal error; the server log has the details"}
@@ -183,4 +194,19 @@ func byteSize(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// natsUnavailable reports whether err says NATS or JetStream could not be
+// reached or did not answer: a disconnected or closed connection, a
+// full reconnect buffer, a timeout, no responders, a JetStream 503. A retry may succeed.
+func natsUnavailable(err error) bool {
+	for _, e := range []error{nats.ErrDisconnected, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting,
+		nats.ErrConnectionDraining, nats.ErrReconnectBufExceeded, nats.ErrTimeout, nats.ErrNoResponders, jetstream.ErrNoStreamResponse,
+		jetstream.ErrConnectionClosed, jetstream.ErrServerShutdown, context.DeadlineExceeded, sessions.ErrUnavailable} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == http.StatusServiceUnavailable
 }
