@@ -187,9 +187,20 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		ev.Str("url_file", absPath(filepath.Join(*dataDir, node.URLFile))).Msg("NATS server ready with JetStream")
+		go watchStore(ctx, a, srv)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// watchStore restarts a single node's embedded server once its store's
+// filesystem, which filled up, has space again (natsembed.WatchStore), until
+// ctx ends.
+func watchStore(ctx context.Context, a *app, srv *natsembed.Server) {
+	err := srv.WatchStore(ctx, natsembed.StoreWatch{Logger: a.log.With().Str("component", "nats-store").Logger()})
+	if err != nil {
+		a.log.Warn().Err(err).Msg("the JetStream store is not watched: restart this node once a full store filesystem has space again")
+	}
 }
 
 // clusterAddr is the node's bound route address, if it is clustered.
