@@ -173,6 +173,9 @@ func TestFullDisk(t *testing.T) {
 	if firstErr == nil {
 		t.Fatalf("%d dispatches on a full disk all acknowledged", n-100)
 	}
+	if !strings.Contains(firstErr.Error(), "disk full") {
+		t.Errorf("dispatch on a full disk: %q, want it to name a full disk among the causes", firstErr)
+	}
 	t.Logf("full disk: %d dispatches acknowledged, then: %v", len(acked), firstErr)
 	r := waitUp(t, up, "with the disk full", func(code int, r upReport) bool {
 		return strings.Contains(r.Checks["nats.server"].Error, "no space left on device")
@@ -191,7 +194,7 @@ func TestFullDisk(t *testing.T) {
 	// restarts its embedded server itself.
 	for {
 		n++
-		err := dispatch(n, 3*time.Second)
+		err := dispatch(n, 500*time.Millisecond)
 		if err == nil {
 			break
 		}
