@@ -83,7 +83,29 @@ type Server struct {
 
 	mu      sync.RWMutex
 	srv     *server.Server
-	stopped bool // Shutdown was called
+	bound   bound // the first server's ports and name, kept by Restart
+	stopped bool  // Shutdown was called
+}
+
+// bound is what a restarted server keeps of the first: its name and the
+// ports it bound (0: that listener is off).
+type bound struct {
+	name                 string
+	client, route, monit int
+}
+
+func boundOf(srv *server.Server) bound {
+	b := bound{name: srv.Name()}
+	if a, ok := srv.Addr().(*net.TCPAddr); ok && a != nil {
+		b.client = a.Port
+	}
+	if a := srv.ClusterAddr(); a != nil {
+		b.route = a.Port
+	}
+	if a := srv.MonitorAddr(); a != nil {
+		b.monit = a.Port
+	}
+	return b
 }
 
 // Start starts a server as configured and waits until it accepts clients.
@@ -96,7 +118,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, srv: srv}, nil
+	return &Server{cfg: cfg, srv: srv, bound: boundOf(srv)}, nil
 }
 
 // start runs a server with opts and waits until it accepts clients.
@@ -126,7 +148,7 @@ func (s *Server) current() *server.Server {
 }
 
 // Restart shuts the server down cleanly and starts a new one with the same
-// configuration on the ports the first one bound (client, routes,
+// configuration, name and ports the first one bound (client, routes,
 // monitoring), in the same process. Clients that reconnect (nats.go does by
 // default) find it again; JetStream recovers its streams from the store, as
 // after a process restart. It is how a stream's write error, which
@@ -143,18 +165,18 @@ func (s *Server) Restart() error {
 	if err != nil {
 		return err
 	}
-	old := s.srv
-	if a, ok := old.Addr().(*net.TCPAddr); ok && a != nil {
-		opts.Port = a.Port
+	opts.ServerName = s.bound.name
+	if s.bound.client > 0 {
+		opts.Port = s.bound.client
 	}
-	if a := old.ClusterAddr(); a != nil {
-		opts.Cluster.Port = a.Port
+	if s.bound.route > 0 {
+		opts.Cluster.Port = s.bound.route
 	}
-	if a := old.MonitorAddr(); a != nil {
-		opts.HTTPPort = a.Port
+	if s.bound.monit > 0 {
+		opts.HTTPPort = s.bound.monit
 	}
-	old.Shutdown()
-	old.WaitForShutdown()
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
 	srv, err := s.cfg.start(opts)
 	if err != nil {
 		return fmt.Errorf("natsembed: restart: %w", err)

@@ -96,12 +96,24 @@ func (s *Server) WatchStore(ctx context.Context, w StoreWatch) error {
 		seen        string    // the write error last logged
 		lastRestart time.Time // when the server was last restarted
 		waitLogged  bool      // the wait for space was logged
+		down        bool      // the last restart failed
 	)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if down {
+			// The last restart failed: the server is down; try again.
+			if time.Since(lastRestart) < w.MinGap {
+				continue
+			}
+			lastRestart = time.Now()
+			if down = s.restart(w) != nil; !down {
+				seen, waitLogged = "", false
+			}
+			continue
 		}
 		werr := s.StoreWriteError()
 		if werr == nil {
@@ -135,23 +147,26 @@ func (s *Server) WatchStore(ctx context.Context, w StoreWatch) error {
 		lastRestart = time.Now()
 		w.Logger.Warn().Str("store", s.StoreDir()).Uint64("free", free).Err(werr).
 			Msg("space is back on the JetStream store's filesystem: restarting the embedded NATS server to clear the write error")
-		if err := s.restartJetStream(); err != nil {
-			w.Logger.Error().Err(err).Dur("retry_in", w.MinGap).Msg("restarting the embedded NATS server failed")
-			continue
+		if down = s.restart(w) != nil; !down {
+			seen, waitLogged = "", false
 		}
-		seen, waitLogged = "", false
-		w.Logger.Info().Dur("took", time.Since(lastRestart)).
-			Msg("embedded NATS server restarted: JetStream stores again")
 	}
 }
 
-// restartJetStream restarts the server and waits for its JetStream.
-func (s *Server) restartJetStream() error {
-	if err := s.Restart(); err != nil {
+// restart restarts the server, waits for its JetStream and logs how it
+// went.
+func (s *Server) restart(w StoreWatch) error {
+	start := time.Now()
+	err := s.Restart()
+	if err == nil {
+		if err = s.JetStreamReady(30 * time.Second); err != nil {
+			err = fmt.Errorf("after a restart: %w", err)
+		}
+	}
+	if err != nil {
+		w.Logger.Error().Err(err).Dur("retry_in", w.MinGap).Msg("restarting the embedded NATS server failed")
 		return err
 	}
-	if err := s.JetStreamReady(30 * time.Second); err != nil {
-		return fmt.Errorf("after a restart: %w", err)
-	}
+	w.Logger.Info().Dur("took", time.Since(start)).Msg("embedded NATS server restarted: JetStream stores again")
 	return nil
 }
