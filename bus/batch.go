@@ -430,7 +430,7 @@ func (d *Dispatcher) batchCreateError(id string, err error) error {
 	case errors.Is(err, errDuplicate):
 		return fmt.Errorf("%w: batch %s: a job ID of the batch was stored already within the duplicate window: %w", ErrInvalid, id, err)
 	}
-	return fmt.Errorf("%w: batch %s: %w", ErrNotAcknowledged, id, err)
+	return notAcked("batch "+id, err)
 }
 
 // createMsgs are the messages that create a batch: its definition and
@@ -606,7 +606,7 @@ func (d *Dispatcher) addGroup(ctx context.Context, st *batchStore, id string, jo
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: add to batch %s: %w", ErrNotAcknowledged, id, err)
+			return nil, notAcked("add to batch "+id, err)
 		}
 		d.dispatchedAll(set.msgs)
 		return set.ids, nil

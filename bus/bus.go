@@ -33,5 +33,7 @@ var ErrInvalid = wire.ErrInvalid
 
 // ErrNotAcknowledged is wrapped when JetStream did not confirm that it
 // stored a job. Such a job may or may not be stored; dispatching it again
-// with the same ID is safe within the duplicate window.
+// with the same ID is safe within the duplicate window. When no answer came
+// in time, the message says what that can mean: a server that cannot write
+// (its disk full) or a stream that lost its quorum.
 var ErrNotAcknowledged = errors.New("job not acknowledged by JetStream")

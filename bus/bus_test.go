@@ -204,6 +204,39 @@ func TestDispatchWithoutStreamIsAnError(t *testing.T) {
 	}
 }
 
+// A dispatch that gets no answer in time (here a subscriber that takes the
+// subject but never answers, as a server that cannot write or a stream
+// without quorum would) is ErrNotAcknowledged, and its message says what
+// that can mean and that dispatching again with the same ID is safe.
+func TestDispatchWithoutAnswerSaysWhy(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, js := natstest.Connect(t, srv.ClientURL())
+	sub, err := nc.SubscribeSync("jobs.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := bus.NewDispatcher(js, bus.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = d.Dispatch(ctx, welcomeEmail{UserID: 1}, bus.JobID("welcome-1"))
+	if !errors.Is(err, bus.ErrNotAcknowledged) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want ErrNotAcknowledged wrapping context.DeadlineExceeded", err)
+	}
+	for _, want := range []string{"disk full", "lost its quorum", "dispatching it again with the same job ID is safe"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %q, want it to say %q", err, want)
+		}
+	}
+	if _, err := sub.NextMsg(time.Second); err != nil {
+		t.Errorf("the job never reached the subject: %v", err)
+	}
+}
+
 func TestDedupeWithinWindow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -250,7 +250,7 @@ func (d *Dispatcher) awaitAck(ctx context.Context, f jetstream.PubAckFuture) err
 	case err := <-f.Err():
 		return d.publishError(f.Msg(), err)
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, f.Msg().Subject, ctx.Err())
+		return notAcked(f.Msg().Subject, ctx.Err())
 	}
 }
 
@@ -455,5 +455,20 @@ func (d *Dispatcher) publishError(msg *nats.Msg, err error) error {
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 		return fmt.Errorf("%w: no stream answered on %s (is the %s stream provisioned? run `jetfleet up` or call bus.Provision): %w", ErrNotAcknowledged, msg.Subject, JobsStream, err)
 	}
-	return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, msg.Subject, err)
+	return notAcked(msg.Subject, err)
+}
+
+// noAnswer says what a publish that got no answer in time can mean.
+const noAnswer = "no answer in time: the server stored nothing it confirmed; " +
+	"it may be unable to write (its disk full) or the stream may have lost its quorum (nodes down or cut off); " +
+	"the job may or may not be stored, and dispatching it again with the same job ID is safe"
+
+// notAcked wraps err, the reason JetStream did not acknowledge what was
+// published as what, in ErrNotAcknowledged; a timeout gets the causes it
+// can have in words.
+func notAcked(what string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("%w: %s: %s: %w", ErrNotAcknowledged, what, noAnswer, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrNotAcknowledged, what, err)
 }

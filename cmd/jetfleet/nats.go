@@ -179,6 +179,7 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 	if addr, ok := clusterAddr(srv); ok {
 		ev.Str("cluster_listen", addr).Strs("routes", cfg.Routes).Msg("NATS node started; waiting for the cluster")
 		go waitForCluster(ctx, a, srv)
+		go watchStore(ctx, a, srv)
 	} else {
 		if err := srv.JetStreamReady(30 * time.Second); err != nil {
 			return err
@@ -187,9 +188,24 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 		ev.Str("url_file", absPath(filepath.Join(*dataDir, node.URLFile))).Msg("NATS server ready with JetStream")
+		go watchStore(ctx, a, srv)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// watchStore restarts a single node's embedded server once its store's
+// filesystem, which filled up, has space again (natsembed.WatchStore), until
+// ctx ends. A cluster node is not watched; it says so.
+func watchStore(ctx context.Context, a *app, srv *natsembed.Server) {
+	err := srv.WatchStore(ctx, natsembed.StoreWatch{Logger: a.log.With().Str("component", "nats-store").Logger()})
+	if errors.Is(err, natsembed.ErrClustered) {
+		a.log.Info().Msg("the JetStream store is not watched on a cluster node: if its filesystem fills up, nats-server disables JetStream here and the other nodes carry on; restart this node once it has space again")
+		return
+	}
+	if err != nil {
+		a.log.Error().Err(err).Msg("the JetStream store is not watched: restart this node once a full store filesystem has space again")
+	}
 }
 
 // clusterAddr is the node's bound route address, if it is clustered.

@@ -228,7 +228,8 @@ func (s *system) startNATS(ctx context.Context) error {
 	if err := srv.JetStreamReady(30 * time.Second); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(s.natsURL, nats.Name("jetfleet up"), nats.MaxReconnects(-1), nats.UserInfo(user, password))
+	go watchStore(ctx, s.a, srv)
+	nc, err := nats.Connect(s.natsURL, nats.Name("jetfleet up"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond), nats.UserInfo(user, password))
 	if err != nil {
 		return fmt.Errorf("connect to the embedded NATS server at %s: %w", s.natsURL, err)
 	}

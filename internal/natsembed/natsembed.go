@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -75,18 +76,53 @@ type Config struct {
 	QuietNotices bool
 }
 
-// Server is a running embedded NATS server.
+// Server is a running embedded NATS server. Restart replaces the server it
+// runs; its methods always speak of the current one.
 type Server struct {
-	srv *server.Server
+	cfg Config
+
+	mu      sync.RWMutex
+	srv     *server.Server
+	bound   bound // the first server's ports and name, kept by Restart
+	stopped bool  // Shutdown was called
 }
 
-// Start starts a server as configured and waits until it accepts clients
-// (and, when clustered, until JetStream is ready or 30 seconds pass).
+// bound is what a restarted server keeps of the first: its name and the
+// ports it bound (0: that listener is off).
+type bound struct {
+	name                 string
+	client, route, monit int
+}
+
+func boundOf(srv *server.Server) bound {
+	b := bound{name: srv.Name()}
+	if a, ok := srv.Addr().(*net.TCPAddr); ok && a != nil {
+		b.client = a.Port
+	}
+	if a := srv.ClusterAddr(); a != nil {
+		b.route = a.Port
+	}
+	if a := srv.MonitorAddr(); a != nil {
+		b.monit = a.Port
+	}
+	return b
+}
+
+// Start starts a server as configured and waits until it accepts clients.
 func Start(cfg Config) (*Server, error) {
 	opts, err := cfg.options()
 	if err != nil {
 		return nil, err
 	}
+	srv, err := cfg.start(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, srv: srv, bound: boundOf(srv)}, nil
+}
+
+// start runs a server with opts and waits until it accepts clients.
+func (cfg Config) start(opts *server.Options) (*server.Server, error) {
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: new server: %w", err)
@@ -99,9 +135,54 @@ func Start(cfg Config) (*Server, error) {
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("natsembed: server %q not ready for connections within 10s (listen %s)", cfg.Name, cfg.Listen)
+		return nil, fmt.Errorf("natsembed: server %q not ready for connections within 10s (listen %s:%d)", cfg.Name, opts.Host, opts.Port)
 	}
-	return &Server{srv: srv}, nil
+	return srv, nil
+}
+
+// current is the server running now.
+func (s *Server) current() *server.Server {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.srv
+}
+
+// Restart shuts the server down cleanly and starts a new one with the same
+// configuration, name and ports the first one bound (client, routes,
+// monitoring), in the same process. Clients that reconnect (nats.go does by
+// default) find it again; JetStream recovers its streams from the store, as
+// after a process restart. It is how a stream's write error, which
+// nats-server keeps until it restarts, is cleared (see WatchStore).
+// When the new server cannot start (its port was taken meanwhile), the
+// error says so and the server stays down; Restart may be called again.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("natsembed: restart after Shutdown")
+	}
+	opts, err := s.cfg.options()
+	if err != nil {
+		return err
+	}
+	opts.ServerName = s.bound.name
+	if s.bound.client > 0 {
+		opts.Port = s.bound.client
+	}
+	if s.bound.route > 0 {
+		opts.Cluster.Port = s.bound.route
+	}
+	if s.bound.monit > 0 {
+		opts.HTTPPort = s.bound.monit
+	}
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+	srv, err := s.cfg.start(opts)
+	if err != nil {
+		return fmt.Errorf("natsembed: restart: %w", err)
+	}
+	s.srv = srv
+	return nil
 }
 
 func (cfg Config) options() (*server.Options, error) {
@@ -208,17 +289,17 @@ func SplitHostPort(addr string) (string, int, error) {
 }
 
 // ClientURL is the URL clients connect to, with the port actually bound.
-func (s *Server) ClientURL() string { return s.srv.ClientURL() }
+func (s *Server) ClientURL() string { return s.current().ClientURL() }
 
 // Name is the server's name.
-func (s *Server) Name() string { return s.srv.Name() }
+func (s *Server) Name() string { return s.current().Name() }
 
 // StoreDir is the JetStream store directory in use.
-func (s *Server) StoreDir() string { return s.srv.StoreDir() }
+func (s *Server) StoreDir() string { return s.current().StoreDir() }
 
 // ClusterAddr is the bound route address, or nil when not clustered.
 func (s *Server) ClusterAddr() net.Addr {
-	if a := s.srv.ClusterAddr(); a != nil {
+	if a := s.current().ClusterAddr(); a != nil {
 		return a
 	}
 	return nil // a nil *net.TCPAddr would be a non-nil interface
@@ -227,7 +308,7 @@ func (s *Server) ClusterAddr() net.Addr {
 // MonitorURL is the base URL of the monitoring endpoint with the port
 // actually bound ("http://127.0.0.1:8222"), or "" when it is off.
 func (s *Server) MonitorURL() string {
-	addr := s.srv.MonitorAddr()
+	addr := s.current().MonitorAddr()
 	if addr == nil {
 		return ""
 	}
@@ -239,7 +320,8 @@ func (s *Server) MonitorURL() string {
 func (s *Server) JetStreamReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if s.srv.JetStreamEnabled() && (!s.srv.JetStreamIsClustered() || s.srv.JetStreamIsLeader() || s.hasMetaLeader()) {
+		srv := s.current()
+		if srv.JetStreamEnabled() && (!srv.JetStreamIsClustered() || srv.JetStreamIsLeader() || s.hasMetaLeader()) {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -248,18 +330,22 @@ func (s *Server) JetStreamReady(timeout time.Duration) error {
 }
 
 func (s *Server) hasMetaLeader() bool {
-	info, err := s.srv.Jsz(&server.JSzOptions{})
+	info, err := s.current().Jsz(&server.JSzOptions{})
 	return err == nil && info.Meta != nil && info.Meta.Leader != ""
 }
 
-// Shutdown stops the server and waits for it to finish.
+// Shutdown stops the server and waits for it to finish. A Restart after
+// it does nothing.
 func (s *Server) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 }
 
 // Running reports whether the server still accepts clients.
-func (s *Server) Running() bool { return s.srv.Running() }
+func (s *Server) Running() bool { return s.current().Running() }
 
 // logAdapter is the server's logger interface on a zerolog.Logger. A
 // fatal line is logged at error level: it must not exit the process.
