@@ -28,7 +28,7 @@ const (
 	DefaultIdempotencyLease    = 10 * time.Second
 	DefaultIdempotencyWait     = 30 * time.Second
 	DefaultIdempotencyResponse = 256 << 10 // bytes of a stored response body
-	DefaultIdempotencyMaxBytes = 1 << 30   // bytes of the whole bucket
+	DefaultIdempotencyMaxBytes = 256 << 20 // bytes of the whole bucket
 	DefaultIdempotencyBodyHash = 64 << 20  // bytes of a request body in its fingerprint
 )
 
@@ -70,7 +70,7 @@ type IdempotencyConfig struct {
 	MaxResponseBytes int
 	// MaxBytes bounds the whole bucket (JETFLEET_IDEMPOTENCY_MAX_BYTES).
 	// When it is full, keyed requests are served without a record (and
-	// logged) rather than refused. Default 1 GiB.
+	// logged) rather than refused. Default 256 MiB.
 	MaxBytes int64
 	// MaxBodyHash is how much of a request body its fingerprint covers
 	// (with the body's length up to there). Default 64 MiB.
