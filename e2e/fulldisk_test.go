@@ -11,10 +11,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,59 +21,8 @@ import (
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/internal/proctest"
+	"github.com/jetfleet/jetfleet/internal/tmpfstest"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts
-// it at cleanup; it skips the test, saying why, where mounting is not
-// permitted (not root, no CAP_SYS_ADMIN, a container that forbids it).
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "jetfleet-fulldisk-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		os.Remove(dir)
-		t.Skipf("full-disk test skipped: cannot mount a tmpfs for the NATS store (it needs root or CAP_SYS_ADMIN): mount: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-			return
-		}
-		os.Remove(dir)
-	})
-	return dir
-}
-
-// fill writes a file into dir until the filesystem is full, and returns
-// its path.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling %s: %v, want ENOSPC in the end", dir, err)
-			}
-			break
-		}
-	}
-	// Small writes for the last bytes of the last block.
-	for {
-		if _, err := f.Write(buf[:512]); err != nil {
-			break
-		}
-	}
-	return path
-}
 
 // upReport is what /up answers, the parts this test reads.
 type upReport struct {
@@ -116,7 +63,7 @@ func getUp(url string) (int, upReport, string) {
 //
 //     go test -tags partition -run '^TestFullDisk$' -count=1 -v ./e2e
 func TestFullDisk(t *testing.T) {
-	store := mountTmpfs(t, 64<<20)
+	store := tmpfstest.New(t, 64<<20)
 	bin := buildJetfleet(t)
 	dir := t.TempDir()
 	port := natstest.FreePorts(t, 3)
@@ -158,7 +105,7 @@ func TestFullDisk(t *testing.T) {
 		return code == http.StatusOK && r.Checks["nats.server"].Status == "ok"
 	})
 
-	filler := fill(t, store)
+	filler := tmpfstest.Fill(t, store)
 	n, failed := 100, 0
 	var firstErr error
 	for ; n < 400 && failed < 3; n++ { // the first writes may still fit in a block

@@ -5,59 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/tmpfstest"
 )
 
 // noop is jetfleet's diagnostic job kind, which `up`'s workers run.
 type noop struct{}
 
 func (noop) Kind() string { return "jetfleet-noop" }
-
-// mountTmpfs mounts a tmpfs of size bytes on dir, unmounted at cleanup; it
-// skips the test where mounting is not permitted.
-func mountTmpfs(t *testing.T, dir string, size int) {
-	t.Helper()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("needs a small filesystem to fill: cannot mount a tmpfs (root or CAP_SYS_ADMIN): %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-}
-
-// fillFS writes a file into dir until its filesystem is full.
-func fillFS(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for _, n := range []int{len(buf), 512} {
-		for {
-			if _, err := f.Write(buf[:n]); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatalf("filling %s: %v, want ENOSPC in the end", dir, err)
-				}
-				break
-			}
-		}
-	}
-	return path
-}
 
 // `jetfleet up` whose NATS store fills up stops acknowledging dispatches,
 // and once space is back restarts its embedded server by itself: its own
@@ -68,7 +29,7 @@ func TestUpRecoversFromAFullStore(t *testing.T) {
 	if err := os.MkdirAll(store, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	mountTmpfs(t, store, 48<<20)
+	tmpfstest.Mount(t, store, 48<<20)
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
 	up := startProc(t, dir, testEnv("JETFLEET_HISTORY_MAX_BYTES=1048576", "JETFLEET_IDEMPOTENCY_MAX_BYTES=1048576"), "up", "--nats-listen", addr, "--listen", "127.0.0.1:0", "--queues", "default")
 	up.WaitFor(t, "jetfleet is up", 60*time.Second)
@@ -88,7 +49,7 @@ func TestUpRecoversFromAFullStore(t *testing.T) {
 		return d.Dispatch(ctx, noop{}, bus.OnQueue("default"), bus.JobID(fmt.Sprintf("noop-%05d", n)))
 	}
 
-	filler := fillFS(t, store)
+	filler := tmpfstest.Fill(t, store)
 	var err2 error
 	n := 0
 	for ; n < 2000 && err2 == nil; n++ { // the first may fit in a block

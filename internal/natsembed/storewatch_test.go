@@ -3,12 +3,8 @@ package natsembed_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,47 +13,8 @@ import (
 	"github.com/jetfleet/jetfleet/internal/logtest"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/tmpfstest"
 )
-
-// smallTmpfs mounts a tmpfs of size bytes, unmounted at cleanup; it skips
-// the test where mounting is not permitted.
-func smallTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("needs a small filesystem to fill: cannot mount a tmpfs (root or CAP_SYS_ADMIN): %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillUp writes a file into dir until the filesystem is full.
-func fillUp(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for _, n := range []int{len(buf), 512} {
-		for {
-			if _, err := f.Write(buf[:n]); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatalf("filling %s: %v, want ENOSPC in the end", dir, err)
-				}
-				break
-			}
-		}
-	}
-	return path
-}
 
 // A single node whose store's filesystem fills up keeps a stream write
 // error (publishes are not acknowledged); WatchStore does not restart it
@@ -65,7 +22,7 @@ func fillUp(t *testing.T, dir string) string {
 // back: publishes are acknowledged again and every acknowledged message
 // is still in the stream.
 func TestWatchStoreRecoversWhenSpaceReturns(t *testing.T) {
-	store := smallTmpfs(t, 16<<20)
+	store := tmpfstest.New(t, 16<<20)
 	log, rec := logtest.New()
 	srv, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:-1", StoreDir: store})
 	if err != nil {
@@ -99,7 +56,7 @@ func TestWatchStoreRecoversWhenSpaceReturns(t *testing.T) {
 			t.Fatalf("publish before the disk is full: %v", err)
 		}
 	}
-	filler := fillUp(t, store)
+	filler := tmpfstest.Fill(t, store)
 	var pubErr error
 	for i := 0; i < 2000 && pubErr == nil; i++ { // the first may fit in a block
 		pubErr = publish(time.Second)
