@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"image"
 	"runtime"
+
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // What the external tests call of the image path's internals.
@@ -42,5 +44,5 @@ func CheckOriginal(name string, data []byte) error {
 	return err
 }
 
-// NATSUnavailable is natsUnavailable: which errors answer 503.
-var NATSUnavailable = natsUnavailable
+// NATSUnavailable is node.Unavailable, the catalog's rule for which errors answer 503.
+var NATSUnavailable = node.Unavailable

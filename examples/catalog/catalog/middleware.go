@@ -1,15 +1,12 @@
 package catalog
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/jetfleet/jetfleet/node"
 	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/sessions"
 )
@@ -169,7 +166,7 @@ func (c *Catalog) answerError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &he):
 	case errors.As(err, &tooBig):
 		he = errTooLarge(tooBig.Limit).(*httpError)
-	case natsUnavailable(err):
+	case node.Unavailable(err):
 		c.log.Warn().Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed: NATS out of reach; answered 503")
 		w.Header().Set("Retry-After", "1")
 		he = &httpError{status: http.StatusServiceUnavailable, msg: "temporarily unavailable, nothing was recorded: retry"}
@@ -194,19 +191,4 @@ func byteSize(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d bytes", n)
-}
-
-// natsUnavailable reports whether err says NATS or JetStream could not be
-// reached or did not answer: a disconnected or closed connection, a
-// full reconnect buffer, a timeout, no responders, a JetStream 503. A retry may succeed.
-func natsUnavailable(err error) bool {
-	for _, e := range []error{nats.ErrDisconnected, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting,
-		nats.ErrConnectionDraining, nats.ErrReconnectBufExceeded, nats.ErrTimeout, nats.ErrNoResponders, jetstream.ErrNoStreamResponse,
-		jetstream.ErrConnectionClosed, jetstream.ErrServerShutdown, context.DeadlineExceeded, sessions.ErrUnavailable} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == http.StatusServiceUnavailable
 }
