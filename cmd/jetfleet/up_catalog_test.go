@@ -31,11 +31,18 @@ func startUp(t *testing.T, env []string, args ...string) (*proc, string, string)
 // printedURL is the URL `up` printed on stdout, without its trailing slash.
 func printedURL(t *testing.T, up *proc) string {
 	t.Helper()
-	m := regexp.MustCompile(`jetfleet is up: (http://\S+)/\n`).FindStringSubmatch(up.Stdout.String())
-	if m == nil {
-		t.Fatalf("up printed no URL on stdout:\n%s", up.Stdout)
+	// up logs "jetfleet is up" on stderr just before it prints the line on
+	// stdout, another pipe: a caller that waited for the log may be here
+	// first.
+	re := regexp.MustCompile(`jetfleet is up: (http://\S+)/\n`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(up.Stdout.String()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up printed no URL on stdout:\n%s", up.Stdout)
+		}
 	}
-	return m[1]
 }
 
 // TestUpCatalogEndToEnd is the newcomer's five minutes on the real binary:
