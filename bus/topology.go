@@ -143,8 +143,16 @@ func ProvisionQueues(ctx context.Context, js jetstream.JetStream, cfg Config, qu
 // settings calls ProvisionQueues.
 func EnsureQueues(ctx context.Context, js jetstream.JetStream, cfg Config, queues ...string) error {
 	for _, sc := range cfg.streams(js) {
-		_, err := js.Stream(ctx, sc.Name)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
+		missing := false
+		err := wire.UntilSettled(ctx, func() error { // a lookup that timed out is made again
+			_, err := js.Stream(ctx, sc.Name)
+			missing = errors.Is(err, jetstream.ErrStreamNotFound)
+			if missing {
+				return nil
+			}
+			return err
+		})
+		if err == nil && missing {
 			err = ensureStream(ctx, js, sc)
 		}
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -186,11 +187,14 @@ var ErrRetry = errors.New("bus: concurrent change, retry")
 func retryable(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, ErrRetry) || errors.Is(err, jetstream.ErrStreamNotFound) ||
-		errors.As(err, &apiErr) && apiErr.Code == 503
+		errors.As(err, &apiErr) && apiErr.Code == 503 ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
 
 // UntilSettled runs op until it succeeds, fails with an error other than
-// ErrRetry, a missing stream or a 503, ctx ends, or 30 seconds pass.
+// ErrRetry, a missing stream, a 503 or an API request that timed out (a
+// busy server, a cluster electing its leaders), ctx ends, or 30 seconds
+// pass.
 func UntilSettled(ctx context.Context, op func() error) error {
 	deadline := time.Now().Add(settleTime)
 	wait := 50 * time.Millisecond
