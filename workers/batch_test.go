@@ -224,7 +224,10 @@ func TestBatchAtomicDispatch(t *testing.T) {
 		t.Fatalf("before any worker: %+v", st)
 	}
 	start(t, batchWorker(e, "default", 8, cbs, nil))
-	cbs.wait(t, 60*time.Second, "finally", func() bool { return cbs.stored("finally", b.ID) == 1 })
+	// then and finally are released together and may run in either order.
+	cbs.wait(t, 60*time.Second, "then and finally", func() bool {
+		return cbs.stored("then", b.ID) == 1 && cbs.stored("finally", b.ID) == 1
+	})
 	if st := batchStatus(t, e, b.ID); st.State != bus.BatchSucceeded || st.Succeeded != 2500 || cbs.stored("then", b.ID) != 1 || cbs.stored("catch", b.ID) != 0 {
 		t.Fatalf("after: %+v, callbacks %+v", st, cbs.snapshot())
 	}
