@@ -198,6 +198,13 @@ func (cfg Config) options() (*server.Options, error) {
 	}
 	opts.JetStream = true
 	opts.NoSigs = true
+	// jetfleet's subjects are mostly used once: a job's subject holds its
+	// ID, so does its history record, and every ack has a subject of its
+	// own. The server's subject caches (per account, per connection) then
+	// miss on nearly every message and spend their time inserting and
+	// evicting entries; without them a job costs the server less (about
+	// 2 µs of CPU, measured with `jetfleet bench jobs`).
+	opts.NoSublistCache = true
 	if cfg.Name != "" {
 		opts.ServerName = cfg.Name
 	}
