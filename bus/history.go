@@ -333,8 +333,50 @@ func appendTime(b []byte, name string, t time.Time) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':', '"')
-	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendRFC3339Nano(b, t.UTC())
 	return append(b, '"')
+}
+
+// appendRFC3339Nano appends t, in UTC, as t.AppendFormat(b,
+// time.RFC3339Nano) does, in a third of its time: a record holds four or
+// five times, and every job writes one.
+func appendRFC3339Nano(b []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, time.RFC3339Nano)
+	}
+	hour, minute, sec := t.Clock()
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	if ns := t.Nanosecond(); ns > 0 {
+		digits := 9
+		for ns%10 == 0 {
+			ns /= 10
+			digits--
+		}
+		b = append(b, '.')
+		b = appendDigits(b, ns, digits)
+	}
+	return append(b, 'Z')
+}
+
+// appendDigits appends n, 0 ≤ n < 10^width, as width decimal digits.
+func appendDigits(b []byte, n, width int) []byte {
+	var buf [9]byte
+	for i := width - 1; i >= 0; i-- {
+		buf[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return append(b, buf[:width]...)
 }
 
 func appendInt(b []byte, name string, n int) []byte {
