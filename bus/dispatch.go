@@ -72,6 +72,9 @@ type Dispatcher struct {
 	js     jetstream.JetStream
 	cfg    Config
 	tracer trace.Tracer // nil: tracing off (trace.go)
+	// spanStart is a dispatch span's start options, made once: made per
+	// dispatch, they were an allocation per job.
+	spanStart []trace.SpanStartOption
 	// ensured are the queues whose consumer it made sure of.
 	ensured ensuredQueues
 	// batchReady: JOBS was made ready for batches (batch.go).
@@ -89,7 +92,8 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 	if err := wire.ValidateName("queue", cfg.DefaultQueue); err != nil {
 		return nil, fmt.Errorf("bus: Config.DefaultQueue: %w", err)
 	}
-	return &Dispatcher{js: js, cfg: cfg, tracer: tracerFor(cfg.TracerProvider)}, nil
+	return &Dispatcher{js: js, cfg: cfg, tracer: tracerFor(cfg.TracerProvider),
+		spanStart: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}}, nil
 }
 
 // Dispatch enqueues args as a job and returns its ID once JetStream has

@@ -290,16 +290,7 @@ func (s *JobStatus) AppendJSON(b []byte) []byte {
 	}
 	if len(s.Headers) > 0 {
 		b = append(b, `,"headers":{`...)
-		first := true
-		for _, k := range sortedKeys(s.Headers) {
-			if !first {
-				b = append(b, ',')
-			}
-			first = false
-			b = appendString(b, k)
-			b = append(b, ':')
-			b = appendString(b, s.Headers[k])
-		}
+		b = appendHeaders(b, s.Headers)
 		b = append(b, '}')
 	}
 	switch {
@@ -433,7 +424,28 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
+// appendHeaders appends h's pairs as JSON members, sorted by key. A job
+// with tracing on has one header (traceparent), which needs no sorting.
+func appendHeaders(b []byte, h map[string]string) []byte {
+	pair := func(b []byte, k string) []byte {
+		b = appendString(b, k)
+		b = append(b, ':')
+		return appendString(b, h[k])
+	}
+	if len(h) == 1 {
+		for k := range h {
+			b = pair(b, k)
+		}
+		return b
+	}
+	for i, k := range slices.Sorted(maps.Keys(h)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = pair(b, k)
+	}
+	return b
+}
 
 // IDToken is job id as the last token of the subjects that hold it
 // (jobs.<queue>.<kind>.<id>, dlq.…, jetfleet.status.…): the ID itself when

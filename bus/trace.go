@@ -131,7 +131,7 @@ func (d *Dispatcher) startDispatch(ctx context.Context, msg *nats.Msg, id string
 	}
 	// The span is named once it is known to be recorded: a dropped one
 	// costs no name, no attributes.
-	ctx, span := d.tracer.Start(ctx, "dispatch", trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := d.tracer.Start(ctx, "dispatch", d.spanStart...)
 	if span.IsRecording() {
 		queue, kind, _ := jobTarget(msg)
 		subject := targetSubject(msg)

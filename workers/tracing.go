@@ -51,10 +51,10 @@ func (l *loop) traceAttempt(r *run, job *bus.Job) {
 		return
 	}
 	parent := bus.ExtractTrace(l.jobBase, job.Header)
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	opts := l.w.spanStart
 	if bus.IsPeriodicRun(job.Header) {
 		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}), trace.WithNewRoot())
+			opts = []trace.SpanStartOption{opts[0], trace.WithLinks(trace.Link{SpanContext: sc}), trace.WithNewRoot()}
 		}
 	}
 	ctx, span := t.Start(parent, "process", opts...) // named below when recorded: a dropped span costs no name
@@ -93,6 +93,10 @@ func (a *attemptSpan) failed(err error) {
 // names, reported as workers.Outcome's) and the error of settling it.
 func (a *attemptSpan) end(outcome string, settleErr error) {
 	if a.span == nil {
+		return
+	}
+	if !a.span.IsRecording() { // sampled out: nothing to record
+		a.span.End()
 		return
 	}
 	name := outcome

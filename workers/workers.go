@@ -249,14 +249,18 @@ type Worker struct {
 	handlers map[string]*handler
 	log      zerolog.Logger
 	tracer   trace.Tracer // nil: tracing off (tracing.go)
-	health   health       // for Live and Ready (health.go)
+	// spanStart is an attempt span's start options, made once: made per
+	// attempt, they were an allocation per job.
+	spanStart []trace.SpanStartOption
+	health    health // for Live and Ready (health.go)
 }
 
 // New returns a worker; register handlers, then call Run. A bad queue list
 // is reported by Run.
 func New(js jetstream.JetStream, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
-	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger, tracer: tracerFor(cfg.TracerProvider)}
+	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger, tracer: tracerFor(cfg.TracerProvider),
+		spanStart: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}}
 }
 
 // Register adds fn as the handler of T's kind. A body that does not decode
