@@ -42,10 +42,14 @@ type Config struct {
 
 // Result is one measurement of one system.
 type Result struct {
-	System    string
-	Enqueue   time.Duration // until the backend acknowledged every job
-	Total     time.Duration // first enqueue (or worker start) to the last job done
-	IdleRSS   int64         // bytes, largest of the workers, before the first job
+	System  string
+	Enqueue time.Duration // until the backend acknowledged every job
+	Total   time.Duration // first enqueue (or worker start) to the last job done
+	IdleRSS int64         // bytes, largest of the workers, before the first job
+	// IdleAnon is the part of IdleRSS that is the worker's own memory
+	// (RssAnon: heap, stacks), not its binary's pages, which the page
+	// cache shares with every process running the same binary.
+	IdleAnon  int64
 	PeakRSS   int64         // bytes, largest high-water mark of the workers
 	WorkerCPU time.Duration // user+system CPU of the workers
 }
@@ -138,6 +142,7 @@ func line(cfg Config, r Result, extra string) string {
 		fmt.Sprintf("total_s=%.3f", r.Total.Seconds()),
 		fmt.Sprintf("worker_cpu_us_per_job=%.1f", float64(r.WorkerCPU.Microseconds())/float64(cfg.N)),
 		idle(r.IdleRSS),
+		idleAnon(r.IdleAnon),
 		fmt.Sprintf("peak_rss_mib=%.1f", float64(r.PeakRSS)/(1<<20)),
 		"load=" + loadavg(),
 	}
@@ -193,7 +198,7 @@ func measure(ctx context.Context, cfg Config, s system) (Result, error) {
 		if err := waitReady(ctx, procs); err != nil {
 			return res, err
 		}
-		res.IdleRSS = maxRSS(procs)
+		res.IdleRSS, res.IdleAnon = maxRSS(procs), maxStatus(procs, "RssAnon")
 		start = time.Now()
 		if err := s.enqueue(ctx, cfg.N, cfg.Concurrency); err != nil {
 			return res, err
@@ -216,11 +221,18 @@ func measure(ctx context.Context, cfg Config, s system) (Result, error) {
 	}
 	res.Total = time.Since(start)
 	if cfg.EnqueueFirst {
-		res.IdleRSS = -1 // no idle moment: the jobs were waiting
+		res.IdleRSS, res.IdleAnon = -1, -1 // no idle moment: the jobs were waiting
 	}
 	res.PeakRSS = maxHWM(procs)
 	res.WorkerCPU = cpuOf(procs)
 	return res, nil
+}
+
+func idleAnon(anon int64) string {
+	if anon < 0 {
+		return "idle_anon_mib=n/a"
+	}
+	return fmt.Sprintf("idle_anon_mib=%.1f", float64(anon)/(1<<20))
 }
 
 func idle(rss int64) string {

@@ -109,18 +109,15 @@ func (p *proc) cpu() time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
-func maxRSS(ps []*proc) int64 {
-	var m int64
-	for _, p := range ps {
-		m = max(m, p.status("VmRSS"))
-	}
-	return m
-}
+func maxRSS(ps []*proc) int64 { return maxStatus(ps, "VmRSS") }
 
-func maxHWM(ps []*proc) int64 {
+func maxHWM(ps []*proc) int64 { return maxStatus(ps, "VmHWM") }
+
+// maxStatus is the largest value of field of /proc/<pid>/status among ps.
+func maxStatus(ps []*proc, field string) int64 {
 	var m int64
 	for _, p := range ps {
-		m = max(m, p.status("VmHWM"))
+		m = max(m, p.status(field))
 	}
 	return m
 }
