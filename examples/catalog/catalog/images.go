@@ -66,13 +66,9 @@ type imageRow struct {
 	Error       string `db:"error"`
 }
 
-// itemImages returns the images of item id with their thumbnails.
-func (c *Catalog) itemImages(ctx context.Context, id int64) ([]Image, error) {
-	var rows []imageRow
-	err := c.db.Select(ctx, &rows, "SELECT name, size, version, object_name, width, height, content_type, error FROM item_images WHERE item_id = ? ORDER BY id, size", id)
-	if err != nil {
-		return nil, err
-	}
+// imagesOf builds the images of item id, with their thumbnails, from its
+// image rows (ordered by id, then size).
+func imagesOf(id int64, rows []imageRow) []Image {
 	images := []Image{}
 	index := map[string]int{}
 	for _, row := range rows {
@@ -96,7 +92,7 @@ func (c *Catalog) itemImages(ctx context.Context, id int64) ([]Image, error) {
 			images[i].Status = "ready"
 		}
 	}
-	return images, nil
+	return images
 }
 
 // ownItem checks that the request's user owns item id: a 404 when it

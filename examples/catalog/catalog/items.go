@@ -2,8 +2,6 @@ package catalog
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -112,18 +110,56 @@ func (c *Catalog) getItem(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// itemWithImages reads an item and its image rows in one query (one round
+// trip to a replica, and one snapshot): a row per image row, or one row
+// whose image columns are NULL when it has none.
+const itemWithImages = `SELECT i.id, i.user_id, u.name AS owner, i.name, i.description, i.created_at,
+	m.name AS image_name, m.size AS image_size, m.version AS image_version,
+	m.object_name AS image_object, m.width AS image_width, m.height AS image_height,
+	m.content_type AS image_type, m.error AS image_error
+	FROM items i JOIN users u ON u.id = i.user_id LEFT JOIN item_images m ON m.item_id = i.id
+	WHERE i.id = ? ORDER BY m.id, m.size`
+
+// itemImageRow is one row of itemWithImages.
+type itemImageRow struct {
+	Item
+	ImageName   *string `db:"image_name"`
+	Size        *int    `db:"image_size"`
+	Version     *string `db:"image_version"`
+	ObjectName  *string `db:"image_object"`
+	Width       *int    `db:"image_width"`
+	Height      *int    `db:"image_height"`
+	ContentType *string `db:"image_type"`
+	Error       *string `db:"image_error"`
+}
+
 // item returns the item with its images, or a 404.
 func (c *Catalog) item(ctx context.Context, id int64) (*Item, error) {
-	var it Item
-	err := c.db.Get(ctx, &it, "SELECT "+itemColumns+" WHERE i.id = ?", id)
-	if errors.Is(err, sql.ErrNoRows) {
+	var rows []itemImageRow
+	if err := c.db.Select(ctx, &rows, itemWithImages, id); err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
 		return nil, fail(http.StatusNotFound, "item %d does not exist", id)
 	}
-	if err != nil {
-		return nil, err
+	var images []imageRow
+	for _, r := range rows {
+		if r.ImageName != nil {
+			images = append(images, imageRow{Name: *r.ImageName, Size: deref(r.Size), Version: deref(r.Version),
+				ObjectName: deref(r.ObjectName), Width: deref(r.Width), Height: deref(r.Height),
+				ContentType: deref(r.ContentType), Error: deref(r.Error)})
+		}
 	}
-	if it.Images, err = c.itemImages(ctx, id); err != nil {
-		return nil, err
-	}
+	it := rows[0].Item
+	it.Images = imagesOf(id, images)
 	return &it, nil
+}
+
+// deref is *p, or the zero value when p is nil (a NULL column).
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
