@@ -17,6 +17,8 @@ func newSystem(ctx context.Context, name string, cfg Config) (system, error) {
 	switch name {
 	case "jetfleet":
 		return newJetfleet(ctx, cfg)
+	case "jetfleet-lib":
+		return newJetfleetLib(ctx, cfg)
 	case "jetstream":
 		return newRaw(ctx, cfg)
 	case "asynq":
@@ -24,7 +26,7 @@ func newSystem(ctx context.Context, name string, cfg Config) (system, error) {
 	case "river":
 		return newRiver(ctx, cfg)
 	}
-	return nil, fmt.Errorf("unknown system %q (jetfleet, jetstream, asynq, river)", name)
+	return nil, fmt.Errorf("unknown system %q (jetfleet, jetfleet-lib, jetstream, asynq, river)", name)
 }
 
 // Worker runs one worker process of a peer: `worker <jetstream|asynq|river>
@@ -44,6 +46,8 @@ func Worker(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "jetstream":
 		return rawWorker(ctx, *url, *c)
+	case "jetfleet-lib":
+		return libWorker(ctx, *url, *c)
 	case "asynq":
 		return asynqWorker(ctx, *redis, *c)
 	case "river":

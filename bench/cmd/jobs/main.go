@@ -7,6 +7,7 @@
 //	go run ./cmd/jobs -nats-nodes 3 -replicas 3       # a 3-node cluster, R3 streams
 //	go run ./cmd/jobs -sync always -redis-fsync       # fsync every write; Redis AOF appendfsync always
 //	go run ./cmd/jobs -systems jetfleet -workers 4    # four worker processes
+//	go run ./cmd/jobs -systems jetfleet,jetfleet-lib,jetstream,asynq,river -n 20000   # memory: every worker but jetfleet's is this binary
 //	go run ./cmd/jobs -systems jetfleet,jetstream -workers-curve 1,2,4   # a scaling curve, interleaved
 //
 // It builds ../cmd/jetfleet, starts `jetfleet nats` on free loopback
@@ -52,7 +53,7 @@ func run(ctx context.Context) error {
 	curve := flag.String("workers-curve", "", "measure each system with each of these numbers of worker processes, interleaved (e.g. 1,2,4)")
 	runs := flag.Int("runs", 3, "interleaved rounds")
 	enqueueFirst := flag.Bool("enqueue-first", false, "store the jobs before the workers start (their start-up is timed)")
-	systems := flag.String("systems", "jetfleet,jetstream,asynq,river", "systems to measure")
+	systems := flag.String("systems", "jetfleet,jetstream,asynq,river", "systems to measure (also jetfleet-lib: a worker on package workers in this binary)")
 	natsNodes := flag.Int("nats-nodes", 1, "jetfleet nats nodes (a cluster when more than 1); workers are spread over them")
 	replicas := flag.Int("replicas", 1, "replicas of JOBS and the raw stream")
 	syncInterval := flag.String("sync", "", "jetfleet nats --sync-interval (e.g. always); empty: the server's default")
