@@ -165,15 +165,26 @@ func (jr *jobRun) cancelRun() bool {
 
 // record is the attempt's record in state, with what the worker knows.
 func (jr *jobRun) record(state bus.JobState, now time.Time) *bus.JobStatus {
+	st := new(bus.JobStatus)
 	jr.mu.Lock()
 	defer jr.mu.Unlock()
-	return jr.recordLocked(state, now)
+	jr.fillLocked(st, state, now)
+	return st
 }
 
 // recordLocked is record with jr.mu held.
 func (jr *jobRun) recordLocked(state bus.JobState, now time.Time) *bus.JobStatus {
+	st := new(bus.JobStatus)
+	jr.fillLocked(st, state, now)
+	return st
+}
+
+// fillLocked makes st the attempt's record in state at now, with jr.mu
+// held. The final record's st lives on its caller's stack: an allocation
+// less per job.
+func (jr *jobRun) fillLocked(st *bus.JobStatus, state bus.JobState, now time.Time) {
 	j := jr.job
-	st := &bus.JobStatus{
+	*st = bus.JobStatus{
 		ID: j.ID, Queue: j.Queue, Kind: j.Kind, State: state, At: now, Seq: j.Seq,
 		Attempt: j.Attempt, Tries: jr.tries, EnqueuedAt: j.EnqueuedAt, StartedAt: jr.started,
 		Worker: jr.t.worker, Tags: bus.ParseTags(j.Header), Headers: bus.RecordHeaders(j.Header), Body: j.Body,
@@ -186,7 +197,6 @@ func (jr *jobRun) recordLocked(state bus.JobState, now time.Time) *bus.JobStatus
 		st.Progress = &p
 	}
 	st.Result = jr.result
-	return st
 }
 
 // finished writes the attempt's final record: succeeded, retrying (with
@@ -197,7 +207,10 @@ func (jr *jobRun) finished(state bus.JobState, took time.Duration, err error, re
 		return
 	}
 	now := time.Now()
-	st := jr.record(state, now)
+	var st bus.JobStatus
+	jr.mu.Lock()
+	jr.fillLocked(&st, state, now)
+	jr.mu.Unlock()
 	st.FinishedAt, st.RunTime = now, took
 	if err != nil {
 		st.Error = errorText(err)
@@ -205,7 +218,7 @@ func (jr *jobRun) finished(state bus.JobState, took time.Duration, err error, re
 	if state == bus.JobRetrying {
 		st.NextAttemptAt = now.Add(retryIn)
 	}
-	jr.t.publish(st)
+	jr.t.publish(&st)
 }
 
 // maxRecordError bounds the error text of a record.
