@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/workers"
@@ -32,29 +30,16 @@ func newJetfleetLib(ctx context.Context, cfg Config) (system, error) {
 func (jetfleetLibSystem) name() string { return "jetfleet-lib" }
 
 func (s jetfleetLibSystem) startWorkers(context.Context) ([]*proc, error) {
-	var ps []*proc
-	for i := range s.cfg.Workers {
-		p, err := startProc(nil, "ready", s.cfg.Self, "worker", "jetfleet-lib", "-url", s.workerURL(i), "-c", fmt.Sprint(s.cfg.Concurrency))
-		if err != nil {
-			stopAll(ps)
-			return nil, err
-		}
-		ps = append(ps, p)
-	}
-	return ps, nil
+	return s.startSelfWorkers("jetfleet-lib")
 }
 
 // libWorker runs no-op jobs of queue default with package workers.
 func libWorker(ctx context.Context, url string, c int) error {
-	nc, err := nats.Connect(url)
+	nc, js, err := connect(url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
 	w := workers.New(js, workers.Config{Queues: []string{"default"}, Concurrency: c, Logger: log})
 	workers.Register(w, func(context.Context, *workers.Job[workers.Noop]) error { return nil })

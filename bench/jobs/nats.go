@@ -236,9 +236,15 @@ func (s rawSystem) close() {
 }
 
 func (s rawSystem) startWorkers(context.Context) ([]*proc, error) {
+	return s.startSelfWorkers("jetstream")
+}
+
+// startSelfWorkers starts the system's worker processes as this binary's
+// `worker <system>`, spread over the servers.
+func (s *natsSide) startSelfWorkers(system string) ([]*proc, error) {
 	var ps []*proc
 	for i := range s.cfg.Workers {
-		p, err := startProc(nil, "ready", s.cfg.Self, "worker", "jetstream", "-url", s.workerURL(i), "-c", fmt.Sprint(s.cfg.Concurrency))
+		p, err := startProc(nil, "ready", s.cfg.Self, "worker", system, "-url", s.workerURL(i), "-c", fmt.Sprint(s.cfg.Concurrency))
 		if err != nil {
 			stopAll(ps)
 			return nil, err
@@ -248,18 +254,28 @@ func (s rawSystem) startWorkers(context.Context) ([]*proc, error) {
 	return ps, nil
 }
 
+// connect is a worker process's connection and JetStream context.
+func connect(url string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
 // rawWorker is the raw JetStream worker process: C Consume() callbacks
 // that Ack, until ctx ends.
 func rawWorker(ctx context.Context, url string, c int) error {
-	nc, err := nats.Connect(url)
+	nc, js, err := connect(url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	cons, err := js.Consumer(ctx, RawStream, RawConsumer)
 	if err != nil {
 		return err
