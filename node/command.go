@@ -39,9 +39,7 @@ func Run(app App, args []string) int {
 		fmt.Fprintln(os.Stderr, "config:", err)
 		return 2
 	}
-	logs := NewLogWriter(os.Stderr)
-	defer logs.Close()
-	cfg := Config{Logger: NewLogger(logs, os.Getenv("LOG_LEVEL"), os.Getenv("LOG_FORMAT"))}.withDefaults()
+	cfg := Config{Logger: NewLogger(os.Stderr, os.Getenv("LOG_LEVEL"), os.Getenv("LOG_FORMAT"))}.withDefaults()
 	prog := cmp.Or(app.Name, (&Node{app: app}).Name())
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(cfg.Stdout, prog)
@@ -54,9 +52,7 @@ func Run(app App, args []string) int {
 	}
 	ctx, stop := SignalContext(cfg.Logger)
 	defer stop()
-	err := RunCommand(ctx, app, args[0], args[1:], cfg)
-	logs.Flush() // the log lines first, then what ended the command
-	return ExitStatus(cfg.Stderr, prog, args[0], err)
+	return ExitStatus(cfg.Stderr, prog, args[0], RunCommand(ctx, app, args[0], args[1:], cfg))
 }
 
 // commandSummaries are the subcommands RunCommand knows, for usage.

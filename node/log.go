@@ -11,8 +11,7 @@ import (
 )
 
 // NewLogger returns the one logger a jetfleet process passes around,
-// writing to w (a LogWriter in jetfleet's commands, which batches the
-// lines): JSON lines by default, a console format when w is a
+// writing to w: JSON lines by default, a console format when w is a
 // terminal. Level is a zerolog level name ("debug",
 // "info", "warn", "error"); empty means info. Format is "json", "console" or
 // "" (console when w is a terminal, JSON otherwise).
@@ -20,9 +19,6 @@ func NewLogger(w io.Writer, level, format string) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
-	}
-	if lw, ok := w.(*LogWriter); ok && (format == "console" || format == "" && isTerminal(lw.w)) {
-		w = lw.w // a person reads it: each line at once
 	}
 	if format == "console" || (format == "" && isTerminal(w)) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}

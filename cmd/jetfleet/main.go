@@ -66,12 +66,10 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "jetfleet:", err)
 		return 2
 	}
-	logs := node.NewLogWriter(os.Stderr) // a busy worker writes its lines in batches
-	defer logs.Close()
 	a := &app{
 		stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
 		getenv:  os.Getenv,
-		log:     node.NewLogger(logs, os.Getenv("LOG_LEVEL"), os.Getenv("LOG_FORMAT")),
+		log:     node.NewLogger(os.Stderr, os.Getenv("LOG_LEVEL"), os.Getenv("LOG_FORMAT")),
 		dataDir: cmp.Or(os.Getenv("JETFLEET_DATA"), "./data"),
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -86,9 +84,7 @@ func run(args []string) int {
 	}
 	ctx, stop := node.SignalContext(a.log)
 	defer stop()
-	err := cmd.run(ctx, a, commandArgs(cmd.name, args))
-	logs.Flush() // the log lines first, then what ended the command
-	return node.ExitStatus(a.stderr, "jetfleet", cmd.name, err)
+	return node.ExitStatus(a.stderr, "jetfleet", cmd.name, cmd.run(ctx, a, commandArgs(cmd.name, args)))
 }
 
 func lookup(name string) (command, bool) {
