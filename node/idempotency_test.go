@@ -526,3 +526,62 @@ func TestIdempotencyStoresThroughANATSRestart(t *testing.T) {
 		t.Fatalf("repeat: %d %q %v after %d calls", got.status, got.body, got.header, calls.Load())
 	}
 }
+
+// TestIdempotencyBucketOpensOnceTheClusterAnswers: a web node that starts
+// while the cluster cannot answer for the bucket (two of three nodes down,
+// as for a moment after `jetfleet up --replicas 3` made it, while its
+// leader is elected) keeps asking instead of failing its start on the
+// first unanswered request (a clean-clone CI run's fault-injection start
+// failed so: "idempotency bucket jetfleet_idempotency: context deadline
+// exceeded").
+func TestIdempotencyBucketOpensOnceTheClusterAnswers(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	_, js := natstest.Connect(t, c.URLs())
+	cfg := node.IdempotencyConfig{Replicas: 3}
+	if _, err := node.NewIdempotency(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), "KV_"+node.DefaultIdempotencyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep one node that does not lead the bucket: with the leader and the
+	// other node down, nothing answers for the bucket.
+	keep := -1
+	for i, n := range c.Nodes {
+		if n.Name() != st.CachedInfo().Cluster.Leader {
+			keep = i
+		}
+	}
+	for i, n := range c.Nodes {
+		if i != keep {
+			n.Shutdown()
+		}
+	}
+	_, js0 := natstest.Connect(t, c.Nodes[keep].ClientURL())
+	opened := make(chan error, 1)
+	began := time.Now()
+	go func() {
+		_, err := node.NewIdempotency(context.Background(), js0, cfg)
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		t.Fatalf("opened without a quorum after %s: %v", time.Since(began), err)
+	case <-time.After(6 * time.Second): // past nats.go's 5 s request timeout
+	}
+	for i := range c.Nodes {
+		if i != keep {
+			c.Restart(t, i)
+		}
+	}
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Fatalf("after the nodes came back: %v", err)
+		}
+		t.Logf("opened %s after the start, with two of three nodes down for the first 6 s", time.Since(began).Round(100*time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatal("not opened 30 s after the nodes came back")
+	}
+}
