@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -374,5 +375,34 @@ func TestEnsureQueuesNeverRewritesAnExistingTopology(t *testing.T) {
 	}
 	if _, err := js.Consumer(ctx, bus.JobsStream, wire.ConsumerName("default")); err != nil {
 		t.Fatalf("consumer not created: %v", err)
+	}
+}
+
+// waitReady waits until the Inspector counts want ready jobs in each
+// queue named. The server counts a stored job as pending on a consumer a
+// moment after it acknowledges the store (its consumers are told from a
+// goroutine of their own), so a count read straight after a dispatch can
+// be short by the jobs of the last few microseconds.
+func waitReady(t *testing.T, in *bus.Inspector, want map[string]uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := in.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]uint64{}
+		for _, q := range st.Queues {
+			if _, ok := want[q.Queue]; ok {
+				got[q.Queue] = q.Ready
+			}
+		}
+		if maps.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ready jobs per queue: %v, want %v", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -43,6 +43,7 @@ func TestDispatchMakesTheQueueReal(t *testing.T) {
 	if want := []string{"batched", "later", "newqueue", "owned"}; !slices.Equal(queues, want) {
 		t.Fatalf("queues = %v, want %v", queues, want)
 	}
+	waitReady(t, in, map[string]uint64{"batched": 1, "newqueue": 1, "owned": 1})
 	st, err := in.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)

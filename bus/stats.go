@@ -18,7 +18,9 @@ import (
 type QueueStats struct {
 	// Queue is the queue's name.
 	Queue string `json:"queue"`
-	// Ready jobs wait for a worker (the consumer's pending count).
+	// Ready jobs wait for a worker (the consumer's pending count). The
+	// server counts a job here a moment after it acknowledges storing it,
+	// so a count read straight after a dispatch may not include it yet.
 	Ready uint64 `json:"ready"`
 	// InFlight jobs are delivered and not yet acknowledged: running, or
 	// waiting out a retry's backoff.

@@ -103,6 +103,7 @@ func TestMonitorAlertsAndPublishesEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	waitReady(t, in, map[string]uint64{"high": 3, "default": 0})
 	limits, err := bus.ParseQueueLimits("high:2,default", 10, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/dashboard"
@@ -104,7 +106,10 @@ func TestFailedJobsListDetailRetryForget(t *testing.T) {
 	if strings.Contains(after, `data-job="`+id+`"`) || !strings.Contains(after, "Retried 1 job(s)") {
 		t.Errorf("after retry the job is still listed or no notice")
 	}
-	if st := stats(t, e, "default"); st.Ready != 1 || st.Failed != 2 {
+	want := func(ready, failed uint64) func(bus.QueueStats) bool {
+		return func(q bus.QueueStats) bool { return q.Ready == ready && q.Failed == failed }
+	}
+	if st := stats(t, e, "default", want(1, 2)); st.Ready != 1 || st.Failed != 2 {
 		t.Errorf("after retry: ready %d, failed %d; want 1 and 2", st.Ready, st.Failed)
 	}
 
@@ -119,7 +124,7 @@ func TestFailedJobsListDetailRetryForget(t *testing.T) {
 	if code != http.StatusSeeOther {
 		t.Fatalf("retry all: %d", code)
 	}
-	if d, h := stats(t, e, "default"), stats(t, e, "high"); d.Failed != 1 || h.Failed != 0 || h.Ready != 1 {
+	if d, h := stats(t, e, "default", func(q bus.QueueStats) bool { return q.Failed == 1 }), stats(t, e, "high", want(1, 0)); d.Failed != 1 || h.Failed != 0 || h.Ready != 1 {
 		t.Errorf("after retry-all of high: default failed %d (want 1), high failed %d ready %d (want 0, 1)", d.Failed, h.Failed, h.Ready)
 	}
 	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/queues/nope/pause", url.Values{"csrf": {token}}); code != http.StatusBadRequest {
@@ -130,19 +135,26 @@ func TestFailedJobsListDetailRetryForget(t *testing.T) {
 	}
 }
 
-func stats(t *testing.T, e *env, queue string) bus.QueueStats {
+// stats returns queue's stats once ok accepts them, or the last ones read
+// after 5 s. The server counts a stored job as ready a moment after it
+// acknowledges the store, so a count read straight after a retry waits.
+func stats(t *testing.T, e *env, queue string, ok func(bus.QueueStats) bool) bus.QueueStats {
 	t.Helper()
-	st, err := e.in.Stats(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range st.Queues {
-		if q.Queue == queue {
-			return q
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := e.in.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
 		}
+		i := slices.IndexFunc(st.Queues, func(q bus.QueueStats) bool { return q.Queue == queue })
+		if i < 0 {
+			t.Fatalf("no queue %s", queue)
+		}
+		if ok(st.Queues[i]) || time.Now().After(deadline) {
+			return st.Queues[i]
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("no queue %s", queue)
-	return bus.QueueStats{}
 }
 
 // TestEveryHTMLResponseIsLockedDown: every HTML response of the dashboard

@@ -207,10 +207,14 @@ func TestDispatchToANewQueueIsVisible(t *testing.T) {
 	if r := f.jf("dispatch", "newqueue", "kind", "{}"); r.Code != 0 {
 		t.Fatalf("dispatch: exit %d: %s", r.Code, r.Stderr)
 	}
-	q := queueStats(f.stats(), "newqueue")
-	if q.Queue != "newqueue" || q.Ready != 1 || q.OldestReady <= 0 {
-		t.Fatalf("queue stats: newqueue = %+v, want 1 ready job with an age", q)
-	}
+	// The server counts a stored job as ready a moment after it
+	// acknowledges the store: the count may take a moment to show it.
+	eventually(t, 5*time.Second, "queue stats to count the job", func() error {
+		if q := queueStats(f.stats(), "newqueue"); q.Queue != "newqueue" || q.Ready != 1 || q.OldestReady <= 0 {
+			return fmt.Errorf("newqueue = %+v, want 1 ready job with an age", q)
+		}
+		return nil
+	})
 	if r := f.jf("queue", "monitor", "newqueue:2"); r.Code != 0 || !strings.Contains(r.Stdout, "newqueue") {
 		t.Fatalf("queue monitor newqueue:2: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
