@@ -179,6 +179,8 @@ func TestScalingFigures(t *testing.T) {
 		if len(uploads) != jobsPerRun {
 			t.Fatalf("workers %d: %d of %d uploads accepted", workers, len(uploads), jobsPerRun)
 		}
+		// The ready count follows the last stores by a moment.
+		waitFor(5*time.Second, func() bool { return imagesQueue(ctx, in).Ready == jobsPerRun })
 		if q := imagesQueue(ctx, in); q.Ready != jobsPerRun || q.InFlight != 0 {
 			t.Fatalf("workers %d: paused queue %s holds %d ready and %d in flight, want all %d ready and none taken",
 				workers, catalog.ImagesQueue, q.Ready, q.InFlight, jobsPerRun)
