@@ -478,11 +478,15 @@ func PublishStatus(nc *nats.Conn, s *JobStatus) error {
 }
 
 // RecordHeaders are the headers of h a record keeps: every header but
-// the Nats-* ones, one value each; nil when there is none.
+// the Nats-* ones, one value each; nil when there is none. A trace that
+// was not sampled (traceparent's sampled flag off) is left out with its
+// tracestate: no backend holds it, and every record would carry it.
 func RecordHeaders(h nats.Header) map[string]string {
+	unsampled := isUnsampled(h[HeaderTraceparent])
 	var out map[string]string
 	for k, vs := range h {
-		if strings.HasPrefix(k, "Nats-") || len(vs) == 0 {
+		if strings.HasPrefix(k, "Nats-") || len(vs) == 0 ||
+			unsampled && (k == HeaderTraceparent || k == HeaderTracestate) {
 			continue
 		}
 		if out == nil {
@@ -491,6 +495,17 @@ func RecordHeaders(h nats.Header) map[string]string {
 		out[k] = vs[0]
 	}
 	return out
+}
+
+// isUnsampled reports whether traceparent is a well-formed W3C value
+// whose sampled flag is off: "00-<trace ID>-<span ID>-<flags>", the flags'
+// lowest bit clear.
+func isUnsampled(traceparent []string) bool {
+	if len(traceparent) == 0 || len(traceparent[0]) != 55 {
+		return false
+	}
+	flags, err := strconv.ParseUint(traceparent[0][53:], 16, 8)
+	return err == nil && traceparent[0][52] == '-' && flags&1 == 0
 }
 
 // ParseTags reads the Jetfleet-Tags header of h; nil when there is none.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/jetfleet/jetfleet/bus"
 )
 
@@ -45,5 +47,34 @@ func TestJobStatusJSONRoundTrip(t *testing.T) {
 	}
 	if empty := (&bus.JobStatus{ID: "x", State: bus.JobRunning}).AppendJSON(nil); string(empty) != `{"id":"x","queue":"","kind":"","state":"running"}` {
 		t.Fatalf("zero fields are not left out: %s", empty)
+	}
+}
+
+// A record keeps a job's own headers, not the Nats-* ones, and keeps its
+// trace headers only when the trace was sampled: an unsampled traceparent
+// names nothing a backend holds.
+func TestRecordHeadersKeepSampledTracesOnly(t *testing.T) {
+	t.Parallel()
+	const (
+		sampled   = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+		malformed = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz"
+	)
+	for _, tc := range []struct {
+		name        string
+		traceparent string
+		want        map[string]string
+	}{
+		{"sampled", sampled, map[string]string{"traceparent": sampled, "tracestate": "k=v", "X-Shop": "7"}},
+		{"unsampled", unsampled, map[string]string{"X-Shop": "7"}},
+		{"malformed", malformed, map[string]string{"traceparent": malformed, "tracestate": "k=v", "X-Shop": "7"}},
+	} {
+		h := nats.Header{"Nats-Msg-Id": {"a"}, "X-Shop": {"7", "8"}, bus.HeaderTraceparent: {tc.traceparent}, bus.HeaderTracestate: {"k=v"}}
+		if got := bus.RecordHeaders(h); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: RecordHeaders = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := bus.RecordHeaders(nats.Header{"Nats-Msg-Id": {"a"}}); got != nil {
+		t.Errorf("only Nats-* headers: %v, want nil", got)
 	}
 }

@@ -83,6 +83,10 @@ type jobRun struct {
 	tries   int
 	started time.Time
 	cancel  context.CancelCauseFunc
+	// tags and headers are what each record of the attempt keeps of the
+	// job's headers, read once.
+	tags    []string
+	headers map[string]string
 
 	mu        sync.Mutex
 	cancelled bool
@@ -100,7 +104,8 @@ type runKey struct{}
 // Progress and SetResult. A job cancelled before it starts is marked so:
 // the caller settles it without running it.
 func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.Context, *jobRun) {
-	jr := &jobRun{t: t, job: job, token: bus.IDToken(job.ID), tries: tries, started: time.Now()}
+	jr := &jobRun{t: t, job: job, token: bus.IDToken(job.ID), tries: tries, started: time.Now(),
+		tags: bus.ParseTags(job.Header), headers: bus.RecordHeaders(job.Header)}
 	ctx, jr.cancel = context.WithCancelCause(ctx)
 	ctx = context.WithValue(ctx, runKey{}, jr)
 	t.mu.Lock()
@@ -187,7 +192,7 @@ func (jr *jobRun) fillLocked(st *bus.JobStatus, state bus.JobState, now time.Tim
 	*st = bus.JobStatus{
 		ID: j.ID, Queue: j.Queue, Kind: j.Kind, State: state, At: now, Seq: j.Seq,
 		Attempt: j.Attempt, Tries: jr.tries, EnqueuedAt: j.EnqueuedAt, StartedAt: jr.started,
-		Worker: jr.t.worker, Tags: bus.ParseTags(j.Header), Headers: bus.RecordHeaders(j.Header), Body: j.Body,
+		Worker: jr.t.worker, Tags: jr.tags, Headers: jr.headers, Body: j.Body,
 	}
 	if len(j.Body) > bus.MaxRecordBody {
 		st.Body, st.BodyBytes = nil, len(j.Body)
