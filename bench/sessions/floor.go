@@ -34,7 +34,8 @@ func floors(ctx context.Context, out io.Writer, natsURL, redisAddr string, n int
 	if err != nil {
 		return err
 	}
-	if _, err := kv.Put(ctx, "floor", []byte("0123456789abcdef0123456789abcdef")); err != nil {
+	rev, err := kv.Put(ctx, "floor", []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
 		return err
 	}
 	const stream, subj = "KV_bench_floor", "$KV.bench_floor.floor"
@@ -61,7 +62,13 @@ func floors(ctx context.Context, out io.Writer, natsURL, redisAddr string, n int
 			return err
 		}},
 		{name: "nats kv put (acked)", do: func() error {
-			_, err := kv.Put(ctx, "floor", []byte("0123456789abcdef0123456789abcdef"))
+			rev, err = kv.Put(ctx, "floor", []byte("0123456789abcdef0123456789abcdef"))
+			return err
+		}},
+		// The conditional write the sessions make: only if the key is still
+		// at the revision last written.
+		{name: "nats kv update (at revision)", do: func() error {
+			rev, err = kv.Update(ctx, "floor", []byte("0123456789abcdef0123456789abcdef"), rev)
 			return err
 		}},
 	}
