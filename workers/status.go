@@ -83,12 +83,13 @@ type jobRun struct {
 	tries   int
 	started time.Time
 	cancel  context.CancelCauseFunc
-	// tags and headers are what each record of the attempt keeps of the
-	// job's headers, read once.
-	tags    []string
-	headers map[string]string
 
-	mu        sync.Mutex
+	mu sync.Mutex
+	// tags and headers are what each record of the attempt keeps of the
+	// job's headers, read by the first record.
+	tags      []string
+	headers   map[string]string
+	headersOK bool
 	cancelled bool
 	progress  *bus.Progress
 	result    json.RawMessage
@@ -104,8 +105,7 @@ type runKey struct{}
 // Progress and SetResult. A job cancelled before it starts is marked so:
 // the caller settles it without running it.
 func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.Context, *jobRun) {
-	jr := &jobRun{t: t, job: job, token: bus.IDToken(job.ID), tries: tries, started: time.Now(),
-		tags: bus.ParseTags(job.Header), headers: bus.RecordHeaders(job.Header)}
+	jr := &jobRun{t: t, job: job, token: bus.IDToken(job.ID), tries: tries, started: time.Now()}
 	ctx, jr.cancel = context.WithCancelCause(ctx)
 	ctx = context.WithValue(ctx, runKey{}, jr)
 	t.mu.Lock()
@@ -189,6 +189,9 @@ func (jr *jobRun) recordLocked(state bus.JobState, now time.Time) *bus.JobStatus
 // less per job.
 func (jr *jobRun) fillLocked(st *bus.JobStatus, state bus.JobState, now time.Time) {
 	j := jr.job
+	if !jr.headersOK {
+		jr.tags, jr.headers, jr.headersOK = bus.ParseTags(j.Header), bus.RecordHeaders(j.Header), true
+	}
 	*st = bus.JobStatus{
 		ID: j.ID, Queue: j.Queue, Kind: j.Kind, State: state, At: now, Seq: j.Seq,
 		Attempt: j.Attempt, Tries: jr.tries, EnqueuedAt: j.EnqueuedAt, StartedAt: jr.started,
