@@ -38,9 +38,13 @@ func TestRestartKeepsPortsNameAndStreams(t *testing.T) {
 	if err := srv.JetStreamReady(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// The client reconnects; the stream and its message are there.
+	// The client reconnects; the stream and its message are there. A
+	// publish written to the old connection before the client saw it close
+	// is lost with it, so each try waits for its answer a short while.
 	for {
-		ack, err := js.Publish(ctx, "s", []byte("after"))
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		ack, err := js.Publish(try, "s", []byte("after"), jetstream.WithMsgID("after"))
+		cancelTry()
 		if err == nil {
 			if ack.Sequence != 2 {
 				t.Errorf("publish after Restart: sequence %d, want 2", ack.Sequence)
