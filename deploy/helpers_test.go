@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/healthz"
+	"github.com/jetfleet/jetfleet/internal/freeport"
 )
 
 // tool returns the path of a command, looking on PATH and in /usr/sbin and
@@ -76,12 +77,11 @@ func rewrite(t testing.TB, name, text string, pairs ...string) string {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // node is a real web node as package node's `serve` builds one from the

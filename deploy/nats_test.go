@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/freeport"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
 	"github.com/jetfleet/jetfleet/sessions"
 )
@@ -279,15 +280,10 @@ func TestNATSClusterFromConfigs(t *testing.T) {
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
 func freePorts(t *testing.T, n int) []int {
-	ports := make([]int, n)
-	for i := range ports {
-		for {
-			p := freePort(t)
-			if !slices.Contains(ports, p) {
-				ports[i] = p
-				break
-			}
-		}
+	t.Helper()
+	ports, err := freeport.Ports(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }

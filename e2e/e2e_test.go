@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -34,6 +33,7 @@ import (
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 const runScript = "../deploy/cluster/run.sh"
@@ -50,20 +50,7 @@ type cluster struct {
 
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
+	return natstest.FreePorts(t, n)
 }
 
 func requireTools(t *testing.T) {

@@ -57,7 +57,8 @@ func buildJetfleet(t *testing.T) string {
 func startTopology(t *testing.T, bin string) *ptTopology {
 	t.Helper()
 	const n = 3
-	clientPorts, routePorts := natstest.FreePorts(t, n), natstest.FreePorts(t, n)
+	ports := natstest.FreePorts(t, 2*n) // one call: two calls could hand out a port twice
+	clientPorts, routePorts := ports[:n], ports[n:]
 	tp := &ptTopology{routes: map[[2]int]*netfault.Proxy{}}
 	for i := range n {
 		for j := range n {

@@ -33,7 +33,8 @@ func (clusterCheck) Kind() string { return "cluster-check" }
 func TestNATSClusterSurvivesKill9(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	clientPorts, routePorts := natstest.FreePorts(t, 3), natstest.FreePorts(t, 3)
+	ports := natstest.FreePorts(t, 2*3) // one call: two calls could hand out a port twice
+	clientPorts, routePorts := ports[:3], ports[3:]
 	var urls []string
 	for _, p := range clientPorts {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", p))

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,8 +133,9 @@ func TestKEDAReadsQueueDepthFromTheConsumersLeader(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	hosts := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-	monitor := commonFreePort(t, hosts)
-	clientPorts, routePorts := natstest.FreePorts(t, 3), natstest.FreePorts(t, 3)
+	ports := natstest.FreePorts(t, 2*3) // one call: two calls could hand out a port twice
+	clientPorts, routePorts := ports[:3], ports[3:]
+	monitor := commonFreePort(t, hosts, ports)
 	var urls []string
 	for i, p := range clientPorts {
 		urls = append(urls, fmt.Sprintf("nats://%s:%d", hosts[i], p))
@@ -200,12 +202,12 @@ func TestKEDAReadsQueueDepthFromTheConsumersLeader(t *testing.T) {
 	}
 }
 
-// commonFreePort is a TCP port free on every host.
-func commonFreePort(t *testing.T, hosts []string) int {
+// commonFreePort is a TCP port free on every host, none of taken.
+func commonFreePort(t *testing.T, hosts []string, taken []int) int {
 	t.Helper()
 	for range 50 {
 		port := natstest.FreePorts(t, 1)[0]
-		free := true
+		free := !slices.Contains(taken, port)
 		for _, h := range hosts {
 			ln, err := net.Listen("tcp", net.JoinHostPort(h, fmt.Sprint(port)))
 			if err != nil {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/jetfleet/jetfleet/internal/freeport"
 )
 
 // startTimeout bounds how long one mariadbd may take to accept connections.
@@ -107,7 +109,7 @@ func (s *Server) Running() bool {
 func (s *Server) start(pickPort bool) error {
 	for attempt := 0; ; attempt++ {
 		if pickPort {
-			p, err := freePort()
+			p, err := freeport.Port()
 			if err != nil {
 				return err
 			}
@@ -211,15 +213,6 @@ func (s *Server) stop(kill bool) error {
 		<-exited
 		return fmt.Errorf("mariadbtest: %s did not stop within 30s of %v; killed", s.Name, sig)
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("mariadbtest: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // mariadbd is the server binary: from PATH, else Debian's /usr/sbin.

@@ -6,7 +6,6 @@ package natstest
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetfleet/jetfleet/internal/freeport"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
 )
 
@@ -153,22 +153,14 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 }
 
 // FreePorts returns n distinct loopback TCP ports that were free a moment
-// ago. Another process can still take one before it is used; tests that
+// ago, from outside the kernel's ephemeral range (package freeport says
+// why). Another process can still take one before it is used; tests that
 // need a fixed port accept that small risk.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("natstest: free port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
+	ports, err := freeport.Ports(n)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
 	}
 	return ports
 }
