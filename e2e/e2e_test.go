@@ -48,11 +48,6 @@ type cluster struct {
 	webs  []string          // web node URLs, with a trailing slash
 }
 
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	return natstest.FreePorts(t, n)
-}
-
 func requireTools(t *testing.T) {
 	for _, c := range []string{"haproxy", "mariadbd", "mariadb-install-db", "mariadb", "envsubst", "curl", "setsid"} {
 		if _, err := exec.LookPath(c); err != nil {
@@ -81,7 +76,7 @@ func startCluster(t *testing.T, workers int) *cluster {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 		}
 	}
-	p := freePorts(t, 19)
+	p := natstest.FreePorts(t, 19)
 	c := &cluster{t: t, state: state}
 	c.env = []string{
 		"JETFLEET_CLUSTER_DIR=" + state,
