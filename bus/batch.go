@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -171,128 +170,6 @@ type Batch struct {
 	JobIDs []string
 }
 
-// flowMsg is a message a batch publishes when one of its callbacks is
-// released: a callback job, or the definition, summary and jobs of a
-// chain's next step. Bodies are JSON (jobs' by contract).
-type flowMsg struct {
-	Subject string          `json:"subject"`
-	Header  nats.Header     `json:"header,omitempty"`
-	Body    json.RawMessage `json:"body"`
-}
-
-func (m flowMsg) msg() *nats.Msg {
-	h := make(nats.Header, len(m.Header)+4)
-	for k, v := range m.Header {
-		h[k] = slices.Clone(v)
-	}
-	return &nats.Msg{Subject: m.Subject, Header: h, Data: m.Body}
-}
-
-// batchDef is batches.<id>.def.
-type batchDef struct {
-	ID            string    `json:"id"`
-	Name          string    `json:"name,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	AllowFailures bool      `json:"allow_failures,omitempty"`
-	Then          []flowMsg `json:"then,omitempty"`
-	Catch         []flowMsg `json:"catch,omitempty"`
-	Finally       []flowMsg `json:"finally,omitempty"`
-	// OnFailure is released with finally when the batch finished with a
-	// failure (and no AllowFailures) or cancelled: a chain's own finally.
-	OnFailure []flowMsg `json:"on_failure,omitempty"`
-	Chain     *chainRef `json:"chain,omitempty"`
-}
-
-// chainRef places a batch in a chain.
-type chainRef struct {
-	ID    string `json:"id"`
-	Step  int    `json:"step"`
-	Steps int    `json:"steps"`
-}
-
-// batchSum is batches.<id>.sum.
-type batchSum struct {
-	Name  string `json:"name,omitempty"`
-	Total int    `json:"total"`
-	// Chunks is the job count of each chunk; jobs added to a running
-	// batch start a new chunk.
-	Chunks []int `json:"chunks"`
-	// Done holds, per chunk, its counts once all its jobs finished.
-	Done         []*chunkCounts `json:"done"`
-	Sealed       bool           `json:"sealed"`
-	Cancelled    bool           `json:"cancelled,omitempty"`
-	CancelReason string         `json:"cancel_reason,omitempty"`
-	FailedSeen   bool           `json:"failed_seen,omitempty"`
-	CatchFired   bool           `json:"catch_fired,omitempty"`
-	Finished     bool           `json:"finished,omitempty"`
-	CreatedAt    time.Time      `json:"created_at"`
-	FinishedAt   time.Time      `json:"finished_at,omitzero"`
-}
-
-// chunkCounts are the outcomes of a chunk's jobs.
-type chunkCounts struct {
-	Succeeded int `json:"succeeded"`
-	Failed    int `json:"failed"`
-	Skipped   int `json:"skipped"`
-}
-
-func (s *batchSum) allDone() bool {
-	for i := range s.Chunks {
-		if i >= len(s.Done) || s.Done[i] == nil {
-			return false
-		}
-	}
-	return true
-}
-
-// doneCounts adds up the counts of the chunks that are done.
-func (s *batchSum) doneCounts() chunkCounts {
-	var c chunkCounts
-	for _, d := range s.Done {
-		if d != nil {
-			c.Succeeded += d.Succeeded
-			c.Failed += d.Failed
-			c.Skipped += d.Skipped
-		}
-	}
-	return c
-}
-
-// addChunks appends chunks for n jobs and returns the index of the first.
-func (s *batchSum) addChunks(n int) int {
-	first := len(s.Chunks) * BatchChunkSize
-	for n > 0 {
-		c := min(n, BatchChunkSize)
-		s.Chunks = append(s.Chunks, c)
-		s.Done = append(s.Done, nil)
-		n -= c
-	}
-	return first
-}
-
-// advance applies the transitions the summary allows now and returns the
-// callback messages they release, in order.
-func (s *batchSum) advance(def *batchDef) []flowMsg {
-	if s.Finished {
-		return nil
-	}
-	var out []flowMsg
-	if s.FailedSeen && !s.CatchFired && !def.AllowFailures && !s.Cancelled {
-		s.CatchFired = true
-		out = append(out, def.Catch...)
-	}
-	if s.Sealed && s.allDone() {
-		s.Finished, s.FinishedAt = true, time.Now().UTC()
-		if !s.Cancelled && (s.doneCounts().Failed == 0 || def.AllowFailures) {
-			out = append(out, def.Then...)
-		} else {
-			out = append(out, def.OnFailure...)
-		}
-		out = append(out, def.Finally...)
-	}
-	return out
-}
-
 func defSubject(id string) string          { return BatchPrefix + "." + id + ".def" }
 func sumSubject(id string) string          { return BatchPrefix + "." + id + ".sum" }
 func chunkSubject(id string, c int) string { return BatchPrefix + "." + id + ".c." + strconv.Itoa(c) }
@@ -404,14 +281,6 @@ func (d *Dispatcher) Batch(ctx context.Context, jobs []DispatchManyParams, opts 
 		return b, fmt.Errorf("bus: seal batch %s: %w", def.ID, err)
 	}
 	return b, nil
-}
-
-// newSum is the first summary of a batch of n jobs.
-func newSum(n int, sealed bool) *batchSum {
-	s := &batchSum{Sealed: sealed, CreatedAt: time.Now().UTC()}
-	s.addChunks(n)
-	s.Total = n
-	return s
 }
 
 // splitAtomic splits msgs after n.
@@ -619,163 +488,13 @@ func (d *Dispatcher) cancelBatch(ctx context.Context, id, reason string) error {
 	return st.cancel(ctx, id, reason)
 }
 
-// batchStore reads and changes batches' state in JOBS.
-type batchStore struct {
-	js  jetstream.JetStream
-	cfg Config
-}
-
-// def reads a batch's definition.
-func (st *batchStore) def(ctx context.Context, id string) (*batchDef, error) {
-	m, err := lastOnSubject(ctx, st.js, JobsStream, defSubject(id))
-	if err != nil {
-		return nil, err
-	}
-	if m == nil {
-		return nil, fmt.Errorf("bus: batch %s: %w", id, ErrUnknownBatch)
-	}
-	var def batchDef
-	if err := json.Unmarshal(m.Data, &def); err != nil {
-		return nil, fmt.Errorf("bus: batch %s: bad definition: %w", id, err)
-	}
-	return &def, nil
-}
-
-// sum reads a batch's summary from the stream's leader, with its sequence.
-func (st *batchStore) sum(ctx context.Context, id string) (*batchSum, uint64, error) {
-	m, err := lastOnSubject(ctx, st.js, JobsStream, sumSubject(id))
-	if err != nil {
-		return nil, 0, err
-	}
-	if m == nil {
-		return nil, 0, fmt.Errorf("bus: batch %s: %w", id, ErrUnknownBatch)
-	}
-	var s batchSum
-	if err := json.Unmarshal(m.Data, &s); err != nil {
-		return nil, 0, fmt.Errorf("bus: batch %s: bad summary: %w", id, err)
-	}
-	for len(s.Done) < len(s.Chunks) {
-		s.Done = append(s.Done, nil)
-	}
-	return &s, m.Seq, nil
-}
-
-// sumMsg is the compare-and-set write of sum over the summary at seq.
-func (st *batchStore) sumMsg(id string, sum *batchSum, seq uint64) (*nats.Msg, error) {
-	body, err := json.Marshal(sum)
-	if err != nil {
-		return nil, fmt.Errorf("bus: encode batch summary: %w", err)
-	}
-	return &nats.Msg{Subject: sumSubject(id), Header: casHeader(seq, st.cfg.withDefaults().BatchRetention), Data: body}, nil
-}
-
 // maxCASTries bounds the compare-and-set retries of one change: each
 // retry means another writer changed the state meanwhile, so the change
 // always progresses; the bound only stops a broken server from looping.
 const maxCASTries = 1000
 
-// updateSum applies change to batch id's summary (read from the leader)
-// and the transitions it allows, and publishes the new summary atomically
-// with the callbacks those release, retrying on a concurrent change.
-// change returns false when it has nothing to change. def is read when
-// nil and needed. tokens are causal tokens stamped on released jobs. It
-// returns the summary as stored (or as found, when unchanged).
-func (st *batchStore) updateSum(ctx context.Context, id string, def *batchDef, change func(*batchSum) bool, tokens ...string) (*batchSum, error) {
-	for range maxCASTries {
-		sum, seq, err := st.sum(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		changed := change(sum)
-		if def == nil && !sum.Finished {
-			if def, err = st.def(ctx, id); err != nil {
-				return nil, err
-			}
-		}
-		var released []flowMsg
-		if def != nil {
-			released = sum.advance(def)
-		}
-		if !changed && len(released) == 0 {
-			return sum, nil
-		}
-		sumMsg, err := st.sumMsg(id, sum, seq)
-		if err != nil {
-			return nil, err
-		}
-		msgs := []*nats.Msg{sumMsg}
-		for _, f := range released {
-			m := f.msg()
-			stampTokens(m, tokens)
-			msgs = append(msgs, m)
-		}
-		_, err = publishAtomic(ctx, st.js.Conn(), msgs)
-		if errors.Is(err, errConflict) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("bus: batch %s: %w", id, err)
-		}
-		return sum, nil
-	}
-	return nil, fmt.Errorf("bus: batch %s: its summary kept changing under %d tries", id, maxCASTries)
-}
-
-// cancel marks batch id cancelled (its pending jobs are skipped) and
-// announces it on BatchCancelledSubject.
-func (st *batchStore) cancel(ctx context.Context, id, reason string) error {
-	var finished bool
-	_, err := st.updateSum(ctx, id, nil, func(s *batchSum) bool {
-		if s.Finished {
-			finished = true
-			return false
-		}
-		if s.Cancelled {
-			return false
-		}
-		s.Cancelled, s.CancelReason = true, reason
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	if finished {
-		return fmt.Errorf("bus: cancel batch %s: %w", id, ErrBatchFinished)
-	}
-	if err := st.js.Conn().Publish(BatchCancelledSubject, []byte(id)); err != nil {
-		return fmt.Errorf("bus: announce the cancel of batch %s: %w", id, err)
-	}
-	return nil
-}
-
 // maxTokens bounds the causal tokens stamped on a released job.
 const maxTokens = 16
-
-// stampTokens adds tokens to a released job's causal token (a comma
-// separated list of positions; readers keep the highest per domain).
-func stampTokens(m *nats.Msg, tokens []string) {
-	if len(tokens) == 0 || isBatchSubject(m.Subject) {
-		return
-	}
-	var all []string
-	if have := m.Header.Get(HeaderCausalToken); have != "" {
-		all = strings.Split(have, ",")
-	}
-	for _, t := range tokens {
-		for _, p := range strings.Split(t, ",") {
-			if p = strings.TrimSpace(p); p != "" && !slices.Contains(all, p) {
-				all = append(all, p)
-			}
-		}
-	}
-	if len(all) > maxTokens {
-		all = all[len(all)-maxTokens:]
-	}
-	m.Header.Set(HeaderCausalToken, strings.Join(all, ","))
-}
-
-// chunk is a chunk's job states, two bits per job.
-type chunk []byte
 
 // Job states in a chunk.
 const (
@@ -784,28 +503,3 @@ const (
 	stateFailed    = 2
 	stateSkipped   = 3
 )
-
-func newChunk() chunk { return make(chunk, BatchChunkSize/4) }
-
-func (c chunk) get(i int) int { return int(c[i/4]>>(uint(i%4)*2)) & 3 }
-
-func (c chunk) set(i, state int) { c[i/4] |= byte(state&3) << (uint(i%4) * 2) }
-
-// counts counts the states of the chunk's first n jobs; done says whether
-// all n have one.
-func (c chunk) counts(n int) (cc chunkCounts, done bool) {
-	pending := 0
-	for i := range n {
-		switch c.get(i) {
-		case stateSucceeded:
-			cc.Succeeded++
-		case stateFailed:
-			cc.Failed++
-		case stateSkipped:
-			cc.Skipped++
-		default:
-			pending++
-		}
-	}
-	return cc, pending == 0
-}
