@@ -220,3 +220,64 @@ func BenchmarkAsync(b *testing.B) {
 		paired(b, benchBatch, func() { raw(b) }, func() { viaBus(b) })
 	})
 }
+
+// BenchmarkTraceparentOnTheWire measures what a W3C traceparent costs a
+// job's message on raw JetStream, with neither jetfleet nor OpenTelemetry
+// in the path: one operation publishes benchBatch messages of a job's
+// shape (its subject, body and Nats-Msg-Id) without waiting, awaits their
+// acknowledgements, and receives and acks them all from a consumer of a
+// stream of their own (file storage, work-queue retention, as JOBS).
+// Paired runs the batch without the header (reported as raw) and with an
+// unsampled 55-byte traceparent (as bus) alternately: %raw is the
+// throughput with the header over that without. Most of what tracing at
+// sampling 0 costs a job (node's BenchmarkTracingCost, setup offtp) is
+// this.
+//
+//	go test -run '^$' -bench TraceparentOnTheWire -benchtime 100x -count 3 ./bus
+func BenchmarkTraceparentOnTheWire(b *testing.B) {
+	ctx := context.Background()
+	js, _, _, body := benchSetup(b)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "WIRE", Subjects: []string{"wire.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		b.Fatal(err)
+	}
+	cons, err := js.CreateConsumer(ctx, "WIRE", jetstream.ConsumerConfig{Durable: "wire", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	received := make(chan struct{}, benchBatch)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if err := m.Ack(); err != nil {
+			b.Error(err)
+		}
+		received <- struct{}{}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cc.Stop)
+	futures := make([]jetstream.PubAckFuture, benchBatch)
+	batch := func(traceparent string) {
+		for i := range futures {
+			m := &nats.Msg{Subject: "wire.default." + benchJob{}.Kind(), Header: nats.Header{bus.HeaderMsgID: []string{nuid.Next()}}, Data: body}
+			if traceparent != "" {
+				m.Header[bus.HeaderTraceparent] = []string{traceparent}
+			}
+			f, err := js.PublishMsgAsync(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			futures[i] = f
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				b.Fatal(err)
+			}
+		}
+		for range benchBatch {
+			<-received
+		}
+	}
+	paired(b, benchBatch, func() { batch("") }, func() { batch("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00") })
+}
