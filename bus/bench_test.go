@@ -168,6 +168,25 @@ func BenchmarkSync(b *testing.B) {
 	})
 }
 
+// publishAll publishes len(futures) messages made by next without
+// waiting, then awaits every acknowledgement.
+func publishAll(b *testing.B, js jetstream.JetStream, futures []jetstream.PubAckFuture, next func() *nats.Msg) {
+	for i := range futures {
+		f, err := js.PublishMsgAsync(next())
+		if err != nil {
+			b.Fatal(err)
+		}
+		futures[i] = f
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkAsync compares DispatchMany with js.PublishMsgAsync: one
 // operation is a batch of benchBatch jobs, published without waiting and
 // then each acknowledgement awaited. Paired runs both alternately and
@@ -177,20 +196,7 @@ func BenchmarkAsync(b *testing.B) {
 	js, d, args, body := benchSetup(b)
 	futures := make([]jetstream.PubAckFuture, benchBatch)
 	raw := func(b *testing.B) {
-		for i := range futures {
-			f, err := js.PublishMsgAsync(rawMsg(body))
-			if err != nil {
-				b.Fatal(err)
-			}
-			futures[i] = f
-		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				b.Fatal(err)
-			}
-		}
+		publishAll(b, js, futures, func() *nats.Msg { return rawMsg(body) })
 	}
 	jobs := make([]bus.DispatchManyParams, benchBatch)
 	for i := range jobs {
@@ -257,24 +263,13 @@ func BenchmarkTraceparentOnTheWire(b *testing.B) {
 	b.Cleanup(cc.Stop)
 	futures := make([]jetstream.PubAckFuture, benchBatch)
 	batch := func(traceparent string) {
-		for i := range futures {
+		publishAll(b, js, futures, func() *nats.Msg {
 			m := &nats.Msg{Subject: "wire.default." + benchJob{}.Kind(), Header: nats.Header{bus.HeaderMsgID: []string{nuid.Next()}}, Data: body}
 			if traceparent != "" {
 				m.Header[bus.HeaderTraceparent] = []string{traceparent}
 			}
-			f, err := js.PublishMsgAsync(m)
-			if err != nil {
-				b.Fatal(err)
-			}
-			futures[i] = f
-		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				b.Fatal(err)
-			}
-		}
+			return m
+		})
 		for range benchBatch {
 			<-received
 		}
