@@ -17,9 +17,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/jetfleet/jetfleet/internal/settle"
 )
 
 // Defaults of IdempotencyConfig.
@@ -167,10 +168,10 @@ type Idempotency struct {
 }
 
 // NewIdempotency opens the records' bucket, creating it when it is
-// missing (an existing bucket is used as it is). A JetStream API request
-// that gets no answer (a cluster still electing the bucket's leader, as
-// right after `jetfleet up --replicas 3` made it) is made again, for up to
-// bucketSettle or until ctx ends.
+// missing (an existing bucket is used as it is). What a settling cluster
+// answers (no answer while it elects the bucket's leader, as right after
+// `jetfleet up --replicas 3` made it; a peer not heard from yet) is tried
+// again, for up to bucketSettle or until ctx ends.
 func NewIdempotency(ctx context.Context, js jetstream.JetStream, cfg IdempotencyConfig) (*Idempotency, error) {
 	cfg = cfg.withDefaults()
 	if cfg.MaxResponseBytes < 0 || cfg.MaxBytes < 0 || cfg.Lease < 0 || cfg.TTL < 0 {
@@ -178,23 +179,16 @@ func NewIdempotency(ctx context.Context, js jetstream.JetStream, cfg Idempotency
 	}
 	ctx, cancel := context.WithTimeout(ctx, bucketSettle)
 	defer cancel()
-	for {
-		attempt, stop := context.WithTimeout(ctx, bucketAttempt)
-		kv, err := openIdempotencyBucket(attempt, js, cfg)
-		stop()
-		if err == nil {
-			host, _ := os.Hostname()
-			return &Idempotency{cfg: cfg, kv: kv, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8])}, nil
-		}
-		if !unanswered(err) || ctx.Err() != nil {
-			return nil, fmt.Errorf("node: idempotency bucket %s: %w", cfg.Bucket, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("node: idempotency bucket %s: %w", cfg.Bucket, err)
-		case <-time.After(250 * time.Millisecond):
-		}
+	var kv jetstream.KeyValue
+	err := settle.Retry(ctx, bucketAttempt, func(ctx context.Context) (err error) {
+		kv, err = openIdempotencyBucket(ctx, js, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: idempotency bucket %s: %w", cfg.Bucket, err)
 	}
+	host, _ := os.Hostname()
+	return &Idempotency{cfg: cfg, kv: kv, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8])}, nil
 }
 
 // How long NewIdempotency tries in all, and each try.
@@ -212,13 +206,6 @@ func openIdempotencyBucket(ctx context.Context, js jetstream.JetStream, cfg Idem
 		}
 	}
 	return kv, err
-}
-
-// unanswered reports whether err is a JetStream API request that got no
-// answer in time, which a settling cluster gives and a later try may not.
-func unanswered(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders)
 }
 
 // idempotencyBucketConfig is the bucket: file storage, one value per key,

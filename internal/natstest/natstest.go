@@ -5,6 +5,7 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/internal/freeport"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/internal/settle"
 )
 
 // Options tunes a test server; the zero value is fine.
@@ -62,9 +64,26 @@ type Cluster struct {
 	Configs []natsembed.Config
 }
 
-// StartCluster runs an n-node JetStream cluster and waits until it has a
-// meta leader. Nodes are stopped at cleanup.
+// StartCluster runs an n-node JetStream cluster and waits until it
+// answers JetStream API requests through every node and places a stream
+// on all n. Nodes are stopped at cleanup.
 func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := LaunchCluster(t, n)
+	for _, s := range c.Nodes {
+		if err := s.JetStreamReady(30 * time.Second); err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		waitForJetStreamAPI(t, s.ClientURL())
+	}
+	waitForPlacement(t, c.URLs(), n)
+	return c
+}
+
+// LaunchCluster starts the nodes of an n-node JetStream cluster and
+// returns at once, before they have found each other: for tests of what a
+// forming cluster answers. Nodes are stopped at cleanup.
+func LaunchCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	clientPorts, routePorts := FreePorts(t, n), FreePorts(t, n)
 	c := &Cluster{}
@@ -98,13 +117,39 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			}
 		}
 	})
-	for _, s := range c.Nodes {
-		if err := s.JetStreamReady(30 * time.Second); err != nil {
-			t.Fatalf("natstest: %v", err)
-		}
-		waitForJetStreamAPI(t, s.ClientURL())
-	}
 	return c
+}
+
+// waitForPlacement waits until the cluster places a stream on all n
+// nodes: its meta leader refuses a placement ("peer offline") until it
+// has had each server's first statistics, a moment after it is elected.
+// The probe stream is deleted again.
+func waitForPlacement(t testing.TB, urls string, n int) {
+	t.Helper()
+	nc, err := nats.Connect(urls)
+	if err != nil {
+		t.Fatalf("natstest: connect %s: %v", urls, err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	probe := jetstream.StreamConfig{Name: "NATSTEST_PLACEMENT", Storage: jetstream.MemoryStorage, Replicas: n}
+	err = settle.Retry(ctx, 2*time.Second, func(ctx context.Context) error {
+		_, err := js.CreateStream(ctx, probe)
+		return err
+	})
+	if err == nil {
+		err = settle.Retry(ctx, 2*time.Second, func(ctx context.Context) error {
+			if err := js.DeleteStream(ctx, probe.Name); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return err // a try that timed out may have deleted it
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		t.Fatalf("natstest: a stream with %d replicas not placed on the new cluster: %v", n, err)
+	}
 }
 
 // waitForJetStreamAPI waits until a JetStream API request through url is

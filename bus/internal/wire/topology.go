@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/settle"
 )
 
 // Topology is the part of bus.Config that shapes the streams and the
@@ -188,12 +190,14 @@ func retryable(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, ErrRetry) || errors.Is(err, jetstream.ErrStreamNotFound) ||
 		errors.As(err, &apiErr) && apiErr.Code == 503 ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		settle.NoPeerYet(err)
 }
 
 // UntilSettled runs op until it succeeds, fails with an error other than
-// ErrRetry, a missing stream, a 503 or an API request that timed out (a
-// busy server, a cluster electing its leaders), ctx ends, or 30 seconds
+// ErrRetry, a missing stream, a 503, an API request that timed out (a
+// busy server, a cluster electing its leaders) or a placement refused for
+// a peer not heard from yet (settle.NoPeerYet), ctx ends, or 30 seconds
 // pass.
 func UntilSettled(ctx context.Context, op func() error) error {
 	deadline := time.Now().Add(settleTime)

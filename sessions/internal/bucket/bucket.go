@@ -16,8 +16,9 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/settle"
 )
 
 // Spec describes a session bucket.
@@ -51,30 +52,19 @@ const attemptTimeout = 2 * time.Second
 
 // Open creates the bucket when it does not exist, brings its TTL, replica
 // count and direct-get setting in line with spec when it does, and binds a
-// KeyValue handle to it. A JetStream API request that gets no answer (a
-// cluster still electing its leaders) is retried until ctx ends.
+// KeyValue handle to it. What a settling cluster answers (no answer while
+// it elects its leaders, a peer not heard from yet) is tried again until
+// ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, spec Spec) (jetstream.KeyValue, error) {
 	if !ValidName(spec.Name) {
 		return nil, fmt.Errorf("bucket name %q: use only letters, digits, '-' and '_'", spec.Name)
 	}
-	for {
-		attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
-		kv, err := open(attempt, js, spec)
-		cancel()
-		if err == nil || !transient(err) || ctx.Err() != nil {
-			return kv, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-func transient(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders)
+	var kv jetstream.KeyValue
+	err := settle.Retry(ctx, attemptTimeout, func(ctx context.Context) (err error) {
+		kv, err = open(ctx, js, spec)
+		return err
+	})
+	return kv, err
 }
 
 func open(ctx context.Context, js jetstream.JetStream, spec Spec) (jetstream.KeyValue, error) {
