@@ -126,16 +126,12 @@ func LaunchCluster(t testing.TB, n int) *Cluster {
 // The probe stream is deleted again.
 func waitForPlacement(t testing.TB, urls string, n int) {
 	t.Helper()
-	nc, err := nats.Connect(urls)
-	if err != nil {
-		t.Fatalf("natstest: connect %s: %v", urls, err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, closeConn := dialJetStream(t, urls)
+	defer closeConn()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	probe := jetstream.StreamConfig{Name: "NATSTEST_PLACEMENT", Storage: jetstream.MemoryStorage, Replicas: n}
-	err = settle.Retry(ctx, 2*time.Second, func(ctx context.Context) error {
+	err := settle.Retry(ctx, 2*time.Second, func(ctx context.Context) error {
 		_, err := js.CreateStream(ctx, probe)
 		return err
 	})
@@ -157,12 +153,8 @@ func waitForPlacement(t testing.TB, urls string, n int) {
 // requests for a few seconds.
 func waitForJetStreamAPI(t testing.TB, url string) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatalf("natstest: connect %s: %v", url, err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, closeConn := dialJetStream(t, url)
+	defer closeConn()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -176,6 +168,18 @@ func waitForJetStreamAPI(t testing.TB, url string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// dialJetStream connects to url for the harness's own requests; the
+// caller closes the connection.
+func dialJetStream(t testing.TB, url string) (jetstream.JetStream, func()) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("natstest: connect %s: %v", url, err)
+	}
+	js, _ := jetstream.New(nc)
+	return js, nc.Close
 }
 
 // URLs is every node's client URL, comma separated, as nats.Connect takes it.
