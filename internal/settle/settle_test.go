@@ -82,7 +82,7 @@ func TestRetryStopsAtAnAnswer(t *testing.T) {
 }
 
 func TestRetryEndsWithTheContext(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var tries int
 	err := settle.Retry(ctx, time.Second, func(ctx context.Context) error {
