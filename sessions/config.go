@@ -24,6 +24,13 @@ type Config struct {
 	// Replicas is the bucket's replica count. Default 1; use 3 in a
 	// three-node cluster.
 	Replicas int
+	// MaxBytes bounds the bucket (SESSION_MAX_BYTES), so that visitors who
+	// each get a session cannot fill the NATS account's storage that jobs
+	// share. When a save would pass it, the server removes the sessions
+	// written least recently; their clients get a fresh session, as after
+	// the idle timeout. Negative: no bound. Default 1 GiB (a few million
+	// sessions of a few hundred bytes).
+	MaxBytes int64
 	// IdleTimeout ends a session after this long without a request (the
 	// sliding timeout, SESSION_LIFETIME). It is also the bucket's TTL, so
 	// records of idle sessions disappear without a sweeper. At least one
@@ -138,6 +145,8 @@ const (
 	defaultStoreTimeout    = 10 * time.Second
 	defaultMaxRetries      = 10
 	defaultLocalCopy       = 100_000
+	defaultMaxBytes        = 1 << 30
+	minMaxBytes            = 4 << 10
 )
 
 // withDefaults fills zero fields and checks the rest, naming the field and
@@ -152,6 +161,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.StoreTimeout = or(c.StoreTimeout, defaultStoreTimeout)
 	c.MaxRetries = or(c.MaxRetries, defaultMaxRetries)
 	c.LocalCopy = or(c.LocalCopy, defaultLocalCopy)
+	c.MaxBytes = or(c.MaxBytes, defaultMaxBytes)
 	c.CSRFFailureStatus = or(c.CSRFFailureStatus, StatusPageExpired)
 	c.Replicas = or(c.Replicas, 1)
 	if c.Cookie.SameSite == 0 {
@@ -186,6 +196,7 @@ func (c Config) validate() error {
 		{c.RefreshFraction <= 0 || c.RefreshFraction > 0.5, fmt.Sprintf("RefreshFraction %g: must be above 0 and at most 0.5", c.RefreshFraction)},
 		{c.StoreTimeout < 0, fmt.Sprintf("StoreTimeout %s: must not be negative", c.StoreTimeout)},
 		{c.MaxRetries < 0, fmt.Sprintf("MaxRetries %d: must not be negative", c.MaxRetries)},
+		{c.MaxBytes >= 0 && c.MaxBytes < minMaxBytes, fmt.Sprintf("MaxBytes %d: must be at least %d, or negative for no bound", c.MaxBytes, minMaxBytes)},
 		{c.CSRFFailureStatus < 400 || c.CSRFFailureStatus > 499, fmt.Sprintf("CSRFFailureStatus %d: must be a 4xx status", c.CSRFFailureStatus)},
 		{c.Cookie.SameSite < http.SameSiteDefaultMode || c.Cookie.SameSite > http.SameSiteNoneMode, fmt.Sprintf("Cookie.SameSite %d: not an http.SameSite mode", c.Cookie.SameSite)},
 		{c.Cookie.SameSite == http.SameSiteNoneMode && !c.Cookie.Secure, "Cookie.SameSite=None: browsers require Secure with it; set Cookie.Secure"},
@@ -219,6 +230,7 @@ func (c Config) validate() error {
 //	SESSION_PARTITIONED_COOKIE true: Partitioned attribute; default false
 //	SESSION_BUCKET             KV bucket name; default sessions
 //	SESSION_REPLICAS           bucket replicas; default 1
+//	SESSION_MAX_BYTES          bound of the bucket in bytes, -1 for none; default 1073741824 (1 GiB)
 //
 // getenv is usually os.Getenv. Unset variables leave the Config field at
 // its zero value, so New applies the documented default. A malformed value
@@ -248,6 +260,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	c.Bucket = getenv("SESSION_BUCKET")
 	c.Replicas = e.int("SESSION_REPLICAS")
+	c.MaxBytes = int64(e.int("SESSION_MAX_BYTES"))
 	return c, e.err
 }
 

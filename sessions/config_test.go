@@ -100,7 +100,16 @@ func TestNewBringsAnExistingBucketInLine(t *testing.T) {
 	must(t, err)
 	st, err := js.Stream(t.Context(), "KV_sessions")
 	must(t, err)
-	if c := st.CachedInfo().Config; !c.AllowDirect || c.MaxAge != 20*time.Minute {
-		t.Errorf("bucket after New: AllowDirect=%v MaxAge=%s, want true and 20m", c.AllowDirect, c.MaxAge)
+	if c := st.CachedInfo().Config; !c.AllowDirect || c.MaxAge != 20*time.Minute || c.MaxBytes != 1<<30 || c.Discard != jetstream.DiscardOld {
+		t.Errorf("bucket after New: AllowDirect=%v MaxAge=%s MaxBytes=%d Discard=%s, want true, 20m, 1 GiB (the default bound) and old",
+			c.AllowDirect, c.MaxAge, c.MaxBytes, c.Discard)
+	}
+	// Negative MaxBytes lifts the bound again.
+	_, err = sessions.New(js, sessions.Config{IdleTimeout: 20 * time.Minute, MaxBytes: -1})
+	must(t, err)
+	st, err = js.Stream(t.Context(), "KV_sessions")
+	must(t, err)
+	if c := st.CachedInfo().Config; c.MaxBytes != -1 || c.Discard != jetstream.DiscardNew {
+		t.Errorf("bucket after New with MaxBytes -1: MaxBytes=%d Discard=%s, want -1 and new", c.MaxBytes, c.Discard)
 	}
 }

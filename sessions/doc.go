@@ -29,6 +29,11 @@
 // timeout: records of idle sessions vanish from the bucket by themselves,
 // with no sweeper to run.
 //
+// The bucket is bounded (Config.MaxBytes, 1 GiB by default), since anyone
+// who sends requests can make it hold sessions. Past the bound the server
+// removes the sessions written least recently; their clients get a fresh
+// session, as after the idle timeout.
+//
 // # Concurrent requests
 //
 // Saves use the KV revision (optimistic concurrency). When another request

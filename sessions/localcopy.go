@@ -143,8 +143,31 @@ func (c *localCopy) sweep(now time.Time) {
 	}
 }
 
+// forgetRemoved drops the values below the lowest revision the bucket
+// holds: each was the latest value of its key that the copy knew of, and
+// the bucket has removed it. When the bucket does not answer in time, the
+// next sweep asks again.
+func (c *localCopy) forgetRemoved(ctx context.Context, first func(context.Context) (uint64, error)) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	seq, err := first(ctx)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if e.rev < seq {
+			delete(c.entries, k)
+		}
+	}
+}
+
 // follow keeps c up to date with kv until ctx ends or the watch stops.
-func (c *localCopy) follow(ctx context.Context, kv jetstream.KeyValue) error {
+// Every sweep also asks first for the lowest revision the bucket still
+// holds and forgets what lies below it: the values the bucket's byte bound
+// removed (no message tells the watch about those either).
+func (c *localCopy) follow(ctx context.Context, kv jetstream.KeyValue, first func(context.Context) (uint64, error)) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
@@ -162,6 +185,7 @@ func (c *localCopy) follow(ctx context.Context, kv jetstream.KeyValue) error {
 			select {
 			case now := <-tick.C:
 				c.sweep(now)
+				c.forgetRemoved(ctx, first)
 			case <-ctx.Done():
 				_ = w.Stop()
 				return

@@ -93,6 +93,7 @@ func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manag
 		Replicas:    cfg.Replicas,
 		TTL:         cfg.IdleTimeout,
 		AllowDirect: true,
+		MaxBytes:    cfg.MaxBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
@@ -102,7 +103,7 @@ func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manag
 	if cfg.LocalCopy > 0 {
 		m.copy = newLocalCopy(cfg.LocalCopy, cfg.IdleTimeout)
 		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		if err := m.copy.follow(wctx, kv); err != nil {
+		if err := m.copy.follow(wctx, kv, m.wire.firstSeq); err != nil {
 			cancel()
 			return nil, fmt.Errorf("sessions: watch bucket %q: %w", cfg.Bucket, err)
 		}

@@ -21,6 +21,11 @@ const (
 	// EventStoreError: NATS or the bucket could not be reached, or refused
 	// a write (too large).
 	EventStoreError Event = "store_error"
+	// EventEvicted: a client came back to a session the bucket's byte
+	// bound (Config.MaxBytes) had removed before its idle deadline; it
+	// got a fresh session. Frequent ones mean the bound is too small for
+	// the sessions in use.
+	EventEvicted Event = "evicted"
 )
 
 // observe reports ev to Config.Observe when it is set.

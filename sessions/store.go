@@ -39,6 +39,7 @@ func (m *Manager) load(ctx context.Context, key string, known seen) (rec *record
 	}
 	m.observe(EventLoad)
 	if !s.found {
+		m.copy.forget(key) // the copy may still hold what the bucket's limits removed
 		return nil, 0, nil
 	}
 	m.copy.learn(key, s.value, s.rev)
@@ -86,17 +87,40 @@ func (m *Manager) fetch(ctx context.Context, key string, known seen) (stored, er
 // fetchLeader reads key from the stream leader, asking again while the
 // answer is older than known: a value at an older revision, or no trace of
 // the key (not even a delete marker) before the idle deadline the client
-// was given.
+// was given — unless the stream no longer holds the client's revision
+// (removedByLimits).
 func (m *Manager) fetchLeader(ctx context.Context, key string, known seen) (stored, error) {
 	var s stored
 	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
 		s, err = m.wire.leader(ctx, key)
-		if err == nil && known.newerThan(s, m.now()) {
-			return fmt.Errorf("%w (revision %d, client has seen %d)", errStaleLeader, s.rev, known.rev)
+		if err != nil || !known.newerThan(s, m.now()) {
+			return err
 		}
-		return err
+		if s.rev == 0 {
+			if gone, err := m.removedByLimits(ctx, known.rev); gone || err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("%w (revision %d, client has seen %d)", errStaleLeader, s.rev, known.rev)
 	})
 	return s, err
+}
+
+// removedByLimits reports whether the leader's stream starts after rev: a
+// key with no trace at all whose revision rev the client has seen was then
+// removed by the bucket's limits (its byte bound removes the sessions
+// written least recently, before their idle deadline). A deposed leader
+// that has not applied rev cannot start after it, so its answer is still
+// not believed.
+func (m *Manager) removedByLimits(ctx context.Context, rev uint64) (bool, error) {
+	first, err := m.wire.firstSeq(ctx)
+	if err != nil {
+		return false, err
+	}
+	if first > rev {
+		m.observe(EventEvicted)
+	}
+	return first > rev, nil
 }
 
 // write stores rec under key if the key is still at revision rev (0: the

@@ -24,6 +24,8 @@ type wire struct {
 	directPrefix string
 	// leaderSubject is $JS.API.STREAM.MSG.GET.KV_<bucket>.
 	leaderSubject string
+	// infoSubject is $JS.API.STREAM.INFO.KV_<bucket>.
+	infoSubject string
 	// keyPrefix + key is the key's subject: $KV.<bucket>.<key>.
 	keyPrefix string
 }
@@ -44,7 +46,7 @@ func newWire(js jetstream.JetStream, bucketName string) wire {
 	keyPrefix := "$KV." + bucketName + "."
 	return wire{nc: js.Conn(), keyPrefix: keyPrefix,
 		directPrefix:  api + "DIRECT.GET." + stream + "." + keyPrefix,
-		leaderSubject: api + "STREAM.MSG.GET." + stream}
+		leaderSubject: api + "STREAM.MSG.GET." + stream, infoSubject: api + "STREAM.INFO." + stream}
 }
 
 // stored is one read of a key: its value and revision, or found false when
@@ -86,13 +88,20 @@ func deleted(h nats.Header) bool {
 	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
+// apiError is the error of a JetStream API answer.
+type apiError struct {
+	Code        int    `json:"code"`
+	ErrCode     int    `json:"err_code"`
+	Description string `json:"description"`
+}
+
+func (e *apiError) asError() error {
+	return &jetstream.APIError{Code: e.Code, ErrorCode: jetstream.ErrorCode(e.ErrCode), Description: e.Description}
+}
+
 // leaderGetResponse is the answer to $JS.API.STREAM.MSG.GET.
 type leaderGetResponse struct {
-	Error *struct {
-		Code        int    `json:"code"`
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
+	Error   *apiError `json:"error"`
 	Message *struct {
 		Seq    uint64 `json:"seq"`
 		Header []byte `json:"hdrs"`
@@ -123,8 +132,7 @@ func (g wire) leader(ctx context.Context, key string) (stored, error) {
 	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
 		return stored{}, nil
 	case resp.Error != nil:
-		return stored{}, &jetstream.APIError{Code: resp.Error.Code, ErrorCode: jetstream.ErrorCode(resp.Error.ErrCode),
-			Description: resp.Error.Description}
+		return stored{}, resp.Error.asError()
 	case resp.Message == nil:
 		return stored{}, errors.New("leader get: empty answer")
 	}
@@ -142,12 +150,8 @@ func (g wire) leader(ctx context.Context, key string) (stored, error) {
 
 // pubAck is JetStream's answer to a publish.
 type pubAck struct {
-	Error *struct {
-		Code        int    `json:"code"`
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
-	Seq uint64 `json:"seq"`
+	Error *apiError `json:"error"`
+	Seq   uint64    `json:"seq"`
 }
 
 // JetStream's answers to a publish whose expected revision it cannot
@@ -182,10 +186,38 @@ func (w wire) update(ctx context.Context, key string, value []byte, rev uint64) 
 	case ack.Error != nil && ack.Error.ErrCode == errCodeInFlight:
 		return 0, errInFlight
 	case ack.Error != nil:
-		return 0, &jetstream.APIError{Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode),
-			Description: ack.Error.Description}
+		return 0, ack.Error.asError()
 	case ack.Seq == 0:
 		return 0, errors.New("publish: no sequence in the acknowledgement")
 	}
 	return ack.Seq, nil
+}
+
+// streamInfoResponse is the part of $JS.API.STREAM.INFO's answer firstSeq reads.
+type streamInfoResponse struct {
+	Error *apiError `json:"error"`
+	State *struct {
+		FirstSeq uint64 `json:"first_seq"`
+	} `json:"state"`
+}
+
+// firstSeq is the lowest revision the bucket's stream leader still holds:
+// every write below it has been replaced, deleted, or removed by the
+// bucket's limits (its TTL, its byte bound).
+func (w wire) firstSeq(ctx context.Context) (uint64, error) {
+	msg, err := w.nc.RequestWithContext(ctx, w.infoSubject, nil)
+	if err != nil {
+		return 0, err
+	}
+	var resp streamInfoResponse
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	switch {
+	case resp.Error != nil:
+		return 0, resp.Error.asError()
+	case resp.State == nil:
+		return 0, errors.New("stream info: no state in the answer")
+	}
+	return resp.State.FirstSeq, nil
 }

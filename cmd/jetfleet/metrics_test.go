@@ -100,6 +100,7 @@ func TestUpMetricsFamilies(t *testing.T) {
 		"jetfleet_queue_ready_jobs", "jetfleet_queue_in_flight_jobs", "jetfleet_queue_scheduled_jobs", "jetfleet_queue_failed_jobs",
 		"jetfleet_queue_oldest_ready_age_seconds", "jetfleet_queue_paused", "jetfleet_queue_workers", "jetfleet_workers", "jetfleet_queue_stats_success",
 		"jetfleet_session_loads_total", "jetfleet_session_saves_total", "jetfleet_session_conflicts_total", "jetfleet_session_store_errors_total",
+		"jetfleet_session_evicted_total",
 		"jetfleet_db_reads_total", "jetfleet_db_member_up", "jetfleet_db_member_in_pool",
 		"jetfleet_jobs_started_total", "jetfleet_job_run_duration_seconds", "jetfleet_job_wait_duration_seconds",
 	); len(missing) > 0 {

@@ -37,6 +37,11 @@ type Spec struct {
 	Storage jetstream.StorageType
 	// AllowDirect lets every replica answer direct gets.
 	AllowDirect bool
+	// MaxBytes bounds the bucket's stream; when a write would pass it, the
+	// server removes the oldest values first (the least recently written
+	// keys). Zero or negative: no bound, and a write is never refused for
+	// space by the bucket itself.
+	MaxBytes int64
 }
 
 var validName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -51,7 +56,7 @@ func StreamName(bucket string) string { return "KV_" + bucket }
 const attemptTimeout = 2 * time.Second
 
 // Open creates the bucket when it does not exist, brings its TTL, replica
-// count and direct-get setting in line with spec when it does, and binds a
+// count, byte bound and direct-get setting in line with spec when it does, and binds a
 // KeyValue handle to it. What a settling cluster answers (no answer while
 // it elects its leaders, a peer not heard from yet) is tried again until
 // ctx ends.
@@ -96,25 +101,31 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, spec Spec) error 
 	}
 	have := st.CachedInfo().Config
 	if have.MaxAge == want.MaxAge && have.Replicas == want.Replicas && have.AllowDirect == want.AllowDirect &&
-		have.Duplicates == want.Duplicates {
+		have.Duplicates == want.Duplicates && have.MaxBytes == want.MaxBytes && have.Discard == want.Discard {
 		return nil
 	}
 	have.MaxAge, have.Replicas, have.Duplicates = want.MaxAge, want.Replicas, want.Duplicates
-	have.AllowDirect = want.AllowDirect
+	have.AllowDirect, have.MaxBytes, have.Discard = want.AllowDirect, want.MaxBytes, want.Discard
 	if _, err := js.UpdateStream(ctx, have); err != nil {
-		return fmt.Errorf("update KV bucket %q (ttl %s, replicas %d, direct gets %v): %w",
-			spec.Name, want.MaxAge, want.Replicas, want.AllowDirect, err)
+		return fmt.Errorf("update KV bucket %q (ttl %s, replicas %d, max bytes %d, direct gets %v): %w",
+			spec.Name, want.MaxAge, want.Replicas, want.MaxBytes, want.AllowDirect, err)
 	}
 	return nil
 }
 
 // streamConfig mirrors what nats.go's CreateKeyValue builds (so the nats
 // CLI treats the stream as a KV bucket), except that AllowDirect is the
-// caller's choice.
+// caller's choice and a bounded bucket discards its oldest values rather
+// than refuse new ones: a bucket full of sessions nobody uses any more
+// must not lock new visitors out.
 func streamConfig(spec Spec) jetstream.StreamConfig {
 	replicas := spec.Replicas
 	if replicas <= 0 {
 		replicas = 1
+	}
+	maxBytes, discard := int64(-1), jetstream.DiscardNew
+	if spec.MaxBytes > 0 {
+		maxBytes, discard = spec.MaxBytes, jetstream.DiscardOld
 	}
 	dup := 2 * time.Minute
 	if spec.TTL > 0 && spec.TTL < dup {
@@ -125,7 +136,7 @@ func streamConfig(spec Spec) jetstream.StreamConfig {
 		Description:       spec.Description,
 		Subjects:          []string{"$KV." + spec.Name + ".>"},
 		MaxMsgsPerSubject: 1,
-		MaxBytes:          -1,
+		MaxBytes:          maxBytes,
 		MaxMsgs:           -1,
 		MaxMsgSize:        -1,
 		MaxConsumers:      -1,
@@ -135,7 +146,7 @@ func streamConfig(spec Spec) jetstream.StreamConfig {
 		AllowRollup:       true,
 		DenyDelete:        true,
 		Duplicates:        dup,
-		Discard:           jetstream.DiscardNew,
+		Discard:           discard,
 		AllowDirect:       spec.AllowDirect,
 	}
 }
