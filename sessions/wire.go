@@ -88,6 +88,19 @@ func deleted(h nats.Header) bool {
 	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
+// call sends a JetStream API request and decodes its JSON answer into
+// resp; what names the request in a malformed answer's error.
+func (w wire) call(ctx context.Context, req *nats.Msg, what string, resp any) error {
+	msg, err := w.nc.RequestMsgWithContext(ctx, req)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(msg.Data, resp); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // apiError is the error of a JetStream API answer.
 type apiError struct {
 	Code        int    `json:"code"`
@@ -120,13 +133,9 @@ func (g wire) leader(ctx context.Context, key string) (stored, error) {
 	if err != nil {
 		return stored{}, err
 	}
-	msg, err := g.nc.RequestWithContext(ctx, g.leaderSubject, req)
-	if err != nil {
-		return stored{}, err
-	}
 	var resp leaderGetResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return stored{}, fmt.Errorf("leader get: %w", err)
+	if err := g.call(ctx, &nats.Msg{Subject: g.leaderSubject, Data: req}, "leader get", &resp); err != nil {
+		return stored{}, err
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
@@ -172,13 +181,9 @@ var errInFlight = errors.New("an earlier write of the session is still being rep
 func (w wire) update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	msg := &nats.Msg{Subject: w.keyPrefix + key, Data: value,
 		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(rev, 10)}}}
-	resp, err := w.nc.RequestMsgWithContext(ctx, msg)
-	if err != nil {
-		return 0, err
-	}
 	var ack pubAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, fmt.Errorf("publish: %w", err)
+	if err := w.call(ctx, msg, "publish", &ack); err != nil {
+		return 0, err
 	}
 	switch {
 	case ack.Error != nil && ack.Error.ErrCode == errCodeWrongLastSequence:
@@ -205,13 +210,9 @@ type streamInfoResponse struct {
 // every write below it has been replaced, deleted, or removed by the
 // bucket's limits (its TTL, its byte bound).
 func (w wire) firstSeq(ctx context.Context) (uint64, error) {
-	msg, err := w.nc.RequestWithContext(ctx, w.infoSubject, nil)
-	if err != nil {
-		return 0, err
-	}
 	var resp streamInfoResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return 0, fmt.Errorf("stream info: %w", err)
+	if err := w.call(ctx, &nats.Msg{Subject: w.infoSubject}, "stream info", &resp); err != nil {
+		return 0, err
 	}
 	switch {
 	case resp.Error != nil:
