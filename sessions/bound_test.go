@@ -152,3 +152,33 @@ func TestMaxBytesSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestEveryClusterNodeGivesARemovedSessionsClientAFreshOne(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	t.Parallel()
+	cluster := natstest.StartCluster(t, 3)
+	cfg := sessions.Config{Replicas: 3, MaxBytes: 32 << 10, LocalCopy: -1, StoreTimeout: 5 * time.Second, Now: newFakeClock().Now}
+	var nodes []*sessions.Manager
+	for _, srv := range cluster.Nodes {
+		_, js := natstest.Connect(t, srv.ClientURL())
+		sm, err := sessions.New(js, cfg)
+		must(t, err)
+		nodes = append(nodes, sm)
+	}
+	first := newClient()
+	first.run(nodes[0], func(ctx context.Context) { must(t, sessions.Put(ctx, "user_id", 1)) })
+	for i := range 300 {
+		visit(t, nodes[i%3])
+	}
+	// Each node asks the stream's leader where the bucket now starts, and
+	// gives the client a fresh session rather than wait for its revision.
+	for i, sm := range nodes {
+		c := *first
+		var has bool
+		if w := c.run(sm, func(ctx context.Context) { has = sessions.Has(ctx, "user_id") }); w.Code != 200 || has {
+			t.Fatalf("node %d: a removed session: %d %q, user_id still there: %v; want 200 and a fresh session", i, w.Code, w.Body, has)
+		}
+	}
+}

@@ -112,4 +112,13 @@ func TestNewBringsAnExistingBucketInLine(t *testing.T) {
 	if c := st.CachedInfo().Config; c.MaxBytes != -1 || c.Discard != jetstream.DiscardNew {
 		t.Errorf("bucket after New with MaxBytes -1: MaxBytes=%d Discard=%s, want -1 and new", c.MaxBytes, c.Discard)
 	}
+	// A bucket as earlier versions of this package made it (no bound,
+	// discard new) gets the bound.
+	_, err = sessions.New(js, sessions.Config{IdleTimeout: 20 * time.Minute, MaxBytes: 64 << 20})
+	must(t, err)
+	st, err = js.Stream(t.Context(), "KV_sessions")
+	must(t, err)
+	if c := st.CachedInfo().Config; c.MaxBytes != 64<<20 || c.Discard != jetstream.DiscardOld {
+		t.Errorf("unbounded bucket after New with MaxBytes 64 MiB: MaxBytes=%d Discard=%s, want 64 MiB and old", c.MaxBytes, c.Discard)
+	}
 }
