@@ -55,6 +55,12 @@ type Config struct {
 	// Timeout bounds each store operation when the context has no
 	// deadline (the context-free methods scs may call). Default 2 seconds.
 	Timeout time.Duration
+	// MaxBytes bounds the bucket: past it the server removes the sessions
+	// committed least recently, and scs gives their clients a new
+	// session. Anyone sending requests can make scs commit sessions, so
+	// without a bound they could fill the NATS account's storage.
+	// Negative: no bound. Default 1 GiB.
+	MaxBytes int64
 }
 
 // Store is an scs session store on a JetStream KV bucket. It is safe for
@@ -81,7 +87,7 @@ func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store
 	if cfg.TTL < time.Second || cfg.Timeout < 0 {
 		return nil, fmt.Errorf("scsstore: TTL %s must be at least 1s and Timeout %s not negative", cfg.TTL, cfg.Timeout)
 	}
-	kv, err := bucket.Open(ctx, js, bucket.Spec{Name: cfg.Bucket, Replicas: cfg.Replicas, TTL: cfg.TTL,
+	kv, err := bucket.Open(ctx, js, bucket.Spec{Name: cfg.Bucket, Replicas: cfg.Replicas, TTL: cfg.TTL, MaxBytes: cfg.MaxBytes,
 		Description: "scs sessions (keys are SHA-256 of session tokens)"})
 	if err != nil {
 		return nil, fmt.Errorf("scsstore: %w", err)
@@ -98,6 +104,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 2 * time.Second
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 1 << 30
 	}
 	return c
 }

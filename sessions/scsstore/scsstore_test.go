@@ -190,3 +190,36 @@ func TestSCSWithHashTokenInStoreKeepsNoLiveToken(t *testing.T) {
 		}
 	}
 }
+
+func TestSCSBucketIsBounded(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	const bound = 16 << 10
+	store, err := scsstore.New(js, scsstore.Config{MaxBytes: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm := scs.New()
+	sm.Store = store
+	f := &fixture{t: t, js: js, store: store, sm: sm}
+	first := f.request("", func(ctx context.Context) { f.sm.Put(ctx, "user", "ada") })
+	for range 200 {
+		f.request("", func(ctx context.Context) { f.sm.Put(ctx, "note", string(make([]byte, 200))) })
+	}
+	st, err := js.Stream(context.Background(), "KV_scs_sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxBytes != bound || info.State.Bytes > bound {
+		t.Fatalf("bucket holds %d bytes with a bound of %d; want at most %d", info.State.Bytes, info.Config.MaxBytes, bound)
+	}
+	f.request(first, func(ctx context.Context) {
+		if got := f.sm.GetString(ctx, "user"); got != "" {
+			t.Errorf("the session committed first still has user %q; want it removed and a new session", got)
+		}
+	})
+}
