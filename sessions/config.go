@@ -28,8 +28,9 @@ type Config struct {
 	// each get a session cannot fill the NATS account's storage that jobs
 	// share. When a save would pass it, the server removes the sessions
 	// written least recently; their clients get a fresh session, as after
-	// the idle timeout. Negative: no bound. Default 1 GiB (a few million
-	// sessions of a few hundred bytes).
+	// the idle timeout. Negative: no bound. Default 256 MiB (about a
+	// million sessions of a few hundred bytes). The NATS server reserves
+	// the bound from its storage when it creates the bucket.
 	MaxBytes int64
 	// IdleTimeout ends a session after this long without a request (the
 	// sliding timeout, SESSION_LIFETIME). It is also the bucket's TTL, so
@@ -145,7 +146,7 @@ const (
 	defaultStoreTimeout    = 10 * time.Second
 	defaultMaxRetries      = 10
 	defaultLocalCopy       = 100_000
-	defaultMaxBytes        = 1 << 30
+	defaultMaxBytes        = 256 << 20
 	minMaxBytes            = 4 << 10
 )
 
@@ -230,7 +231,7 @@ func (c Config) validate() error {
 //	SESSION_PARTITIONED_COOKIE true: Partitioned attribute; default false
 //	SESSION_BUCKET             KV bucket name; default sessions
 //	SESSION_REPLICAS           bucket replicas; default 1
-//	SESSION_MAX_BYTES          bound of the bucket in bytes, -1 for none; default 1073741824 (1 GiB)
+//	SESSION_MAX_BYTES          bound of the bucket in bytes, -1 for none; default 268435456 (256 MiB)
 //
 // getenv is usually os.Getenv. Unset variables leave the Config field at
 // its zero value, so New applies the documented default. A malformed value

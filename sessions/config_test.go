@@ -100,8 +100,8 @@ func TestNewBringsAnExistingBucketInLine(t *testing.T) {
 	must(t, err)
 	st, err := js.Stream(t.Context(), "KV_sessions")
 	must(t, err)
-	if c := st.CachedInfo().Config; !c.AllowDirect || c.MaxAge != 20*time.Minute || c.MaxBytes != 1<<30 || c.Discard != jetstream.DiscardOld {
-		t.Errorf("bucket after New: AllowDirect=%v MaxAge=%s MaxBytes=%d Discard=%s, want true, 20m, 1 GiB (the default bound) and old",
+	if c := st.CachedInfo().Config; !c.AllowDirect || c.MaxAge != 20*time.Minute || c.MaxBytes != 256<<20 || c.Discard != jetstream.DiscardOld {
+		t.Errorf("bucket after New: AllowDirect=%v MaxAge=%s MaxBytes=%d Discard=%s, want true, 20m, 256 MiB (the default bound) and old",
 			c.AllowDirect, c.MaxAge, c.MaxBytes, c.Discard)
 	}
 	// Negative MaxBytes lifts the bound again.

@@ -29,7 +29,7 @@
 // timeout: records of idle sessions vanish from the bucket by themselves,
 // with no sweeper to run.
 //
-// The bucket is bounded (Config.MaxBytes, 1 GiB by default), since anyone
+// The bucket is bounded (Config.MaxBytes, 256 MiB by default), since anyone
 // who sends requests can make it hold sessions. Past the bound the server
 // removes the sessions written least recently; their clients get a fresh
 // session, as after the idle timeout.

@@ -95,6 +95,9 @@ func NewContext(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manag
 		AllowDirect: true,
 		MaxBytes:    cfg.MaxBytes,
 	})
+	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoStorage {
+		return nil, fmt.Errorf("sessions: the NATS server has no room to reserve the bucket's bound of %d bytes (Config.MaxBytes, SESSION_MAX_BYTES): lower it or give the server more storage: %w", cfg.MaxBytes, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}

@@ -122,8 +122,13 @@ type leaderGetResponse struct {
 	} `json:"message"`
 }
 
-// errCodeNoMessage is JetStream's "no message found".
-const errCodeNoMessage = 10037
+// JetStream's error codes for "no message found" and "insufficient
+// storage resources available" (a stream's MaxBytes the server cannot
+// reserve).
+const (
+	errCodeNoMessage = 10037
+	errCodeNoStorage = 10047
+)
 
 // leader reads key from the stream's leader.
 func (g wire) leader(ctx context.Context, key string) (stored, error) {

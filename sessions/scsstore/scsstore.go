@@ -59,7 +59,7 @@ type Config struct {
 	// committed least recently, and scs gives their clients a new
 	// session. Anyone sending requests can make scs commit sessions, so
 	// without a bound they could fill the NATS account's storage.
-	// Negative: no bound. Default 1 GiB.
+	// Negative: no bound. Default 256 MiB.
 	MaxBytes int64
 }
 
@@ -106,7 +106,7 @@ func (c Config) withDefaults() Config {
 		c.Timeout = 2 * time.Second
 	}
 	if c.MaxBytes == 0 {
-		c.MaxBytes = 1 << 30
+		c.MaxBytes = 256 << 20
 	}
 	return c
 }
