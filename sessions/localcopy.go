@@ -143,21 +143,38 @@ func (c *localCopy) sweep(now time.Time) {
 	}
 }
 
-// forgetRemoved drops the values below the lowest revision the bucket
-// holds: each was the latest value of its key that the copy knew of, and
-// the bucket has removed it. When the bucket does not answer in time, the
-// next sweep asks again.
-func (c *localCopy) forgetRemoved(ctx context.Context, first func(context.Context) (uint64, error)) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	seq, err := first(ctx)
-	if err != nil {
-		return
+// sweepEvery is how often the copy forgets what the bucket removed: a
+// tenth of the TTL, between a second and a minute.
+func (c *localCopy) sweepEvery() time.Duration { return min(max(c.ttl/10, time.Second), time.Minute) }
+
+// forgetRemovedEvery runs forgetRemoved every sweep until ctx ends, apart
+// from the watch, which a slow answer must not hold up.
+func (c *localCopy) forgetRemovedEvery(ctx context.Context, first func(context.Context) (uint64, error)) {
+	tick := time.NewTicker(c.sweepEvery())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			actx, cancel := context.WithTimeout(ctx, time.Second)
+			seq, err := first(actx)
+			cancel()
+			if err == nil { // else the next sweep asks again
+				c.forgetRemoved(seq)
+			}
+		}
 	}
+}
+
+// forgetRemoved drops the values below first, the lowest revision the
+// bucket holds: each was the latest value of its key that the copy knew
+// of, and the bucket has removed it.
+func (c *localCopy) forgetRemoved(first uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.entries {
-		if e.rev < seq {
+		if e.rev < first {
 			delete(c.entries, k)
 		}
 	}
@@ -172,20 +189,19 @@ func (c *localCopy) follow(ctx context.Context, kv jetstream.KeyValue, first fun
 	if err != nil {
 		return err
 	}
+	go c.forgetRemovedEvery(ctx, first)
 	go func() {
 		defer func() {
 			c.mu.Lock()
 			c.stopped = true
 			c.mu.Unlock()
 		}()
-		every := min(max(c.ttl/10, time.Second), time.Minute)
-		tick := time.NewTicker(every)
+		tick := time.NewTicker(c.sweepEvery())
 		defer tick.Stop()
 		for {
 			select {
 			case now := <-tick.C:
 				c.sweep(now)
-				c.forgetRemoved(ctx, first)
 			case <-ctx.Done():
 				_ = w.Stop()
 				return
