@@ -56,8 +56,8 @@ func TestEnvExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sessions.ConfigFromEnv on %s: %v", envExample, err)
 	}
-	if sc.Replicas != 3 || !sc.Cookie.Secure {
-		t.Errorf("session settings: %d replicas, secure cookie %v; want 3 and true", sc.Replicas, sc.Cookie.Secure)
+	if sc.Replicas != 3 || !sc.Cookie.Secure || sc.MaxBytes != 256<<20 {
+		t.Errorf("session settings: %d replicas, secure cookie %v, bound %d bytes; want 3, true and 256 MiB", sc.Replicas, sc.Cookie.Secure, sc.MaxBytes)
 	}
 
 	out, err := run(t, 30*time.Second, nil, "sh", "-c", `set -a && . "$0" && env`, envExample)
