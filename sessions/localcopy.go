@@ -39,6 +39,11 @@ type localCopy struct {
 type copyEntry struct {
 	value []byte
 	rev   uint64
+	// removed is set when the bucket no longer holds rev (see
+	// forgetRemoved): the value is not served any more, but rev is still
+	// the latest revision of the key this node has seen, which no load on
+	// this node may go below (see floor).
+	removed bool
 	// gone is when the bucket's TTL removes this value, unless written
 	// again: the copy forgets it then too.
 	gone time.Time
@@ -72,10 +77,27 @@ func (c *localCopy) get(key string, known uint64) (*copyEntry, bool) {
 		return nil, false
 	}
 	e, ok := c.entries[key]
-	if !ok || e.rev < known {
+	if !ok || e.removed || e.rev < known {
 		return nil, false
 	}
 	return e, true
+}
+
+// floor is the latest revision of key this node has seen (0 for none): a
+// load that cannot use the copy still asks for at least that revision, so
+// a client never reads on this node a value older than one it was served
+// here before, whatever revision its cookie holds (tabs share the cookie,
+// and a tab's late response can lower it).
+func (c *localCopy) floor(key string) uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if e, ok := c.entries[key]; ok {
+		return e.rev
+	}
+	return 0
 }
 
 // learn records a value this node read from the bucket or wrote to it at
@@ -105,11 +127,12 @@ func (c *localCopy) forget(key string) {
 	c.mu.Unlock()
 }
 
-// put stores e unless the copy already has a later revision of key. c.mu is held.
+// put stores e unless the copy already has a later revision of key (or
+// this one, not removed). c.mu is held.
 func (c *localCopy) put(key string, e *copyEntry) {
 	have, ok := c.entries[key]
 	switch {
-	case ok && have.rev >= e.rev:
+	case ok && (have.rev > e.rev || have.rev == e.rev && !have.removed):
 		return
 	case !ok && len(c.entries) >= c.max:
 		return // no room: this session is read from the bucket
@@ -167,15 +190,17 @@ func (c *localCopy) forgetRemovedEvery(ctx context.Context, first func(context.C
 	}
 }
 
-// forgetRemoved drops the values below first, the lowest revision the
-// bucket holds: each was the latest value of its key that the copy knew
-// of, and the bucket has removed it.
+// forgetRemoved stops serving the values below first, the lowest revision
+// the bucket holds: the bucket has removed each, either because its limits
+// removed the session or because a later write replaced it that the watch
+// has not delivered yet. The copy cannot tell which, so it keeps the
+// revision as the key's floor and lets the bucket answer.
 func (c *localCopy) forgetRemoved(first uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.entries {
-		if e.rev < first {
-			delete(c.entries, k)
+		if e.rev < first && !e.removed {
+			c.entries[k] = &copyEntry{rev: e.rev, removed: true, gone: e.gone}
 		}
 	}
 }

@@ -57,3 +57,40 @@ func TestLocalCopyStaysWithinItsSize(t *testing.T) {
 		t.Errorf("a full copy did not update a session it holds: %v %v", e, ok)
 	}
 }
+
+// A revision the sweep found gone from the bucket is no longer served, but
+// stays the key's floor until a later revision (or the same one, read
+// again) replaces it.
+func TestLocalCopyKeepsTheFloorOfWhatItStoppedServing(t *testing.T) {
+	c := newLocalCopy(10, time.Hour)
+	c.ready = true
+	c.apply("a", []byte("x"), 5, jetstream.KeyValuePut, time.Now())
+	c.apply("b", []byte("x"), 9, jetstream.KeyValuePut, time.Now())
+	c.forgetRemoved(7)
+	if e, ok := c.get("a", 0); ok {
+		t.Errorf("get(a) after the bucket removed revision 5: revision %d served", e.rev)
+	}
+	if f := c.floor("a"); f != 5 {
+		t.Errorf("floor(a) = %d; want 5", f)
+	}
+	if e, ok := c.get("b", 0); !ok || e.rev != 9 {
+		t.Errorf("get(b) = %v %v; want revision 9, which the bucket still holds", e, ok)
+	}
+	c.learn("a", []byte("y"), 5)
+	if _, ok := c.get("a", 0); ok {
+		t.Error("a read at or below the watch's position brought revision 5 back")
+	}
+	c.apply("a", []byte("z"), 11, jetstream.KeyValuePut, time.Now())
+	if e, ok := c.get("a", 0); !ok || e.rev != 11 || c.floor("a") != 11 {
+		t.Errorf("get(a) after a new write = %v %v, floor %d; want revision 11", e, ok, c.floor("a"))
+	}
+	if f := c.floor("none"); f != 0 {
+		t.Errorf("floor of a key never seen = %d", f)
+	}
+	c.learn("c", []byte("x"), 20) // this node's own write, ahead of the watch
+	c.forgetRemoved(21)
+	c.learn("c", []byte("x"), 20) // read again: the bucket holds it after all
+	if e, ok := c.get("c", 20); !ok || e.rev != 20 {
+		t.Errorf("get(c) after reading revision 20 again = %v %v; want it served", e, ok)
+	}
+}

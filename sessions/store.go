@@ -32,6 +32,7 @@ func (m *Manager) load(ctx context.Context, key string, known seen) (rec *record
 			return m.live(e.record()), e.rev, nil
 		}
 	}
+	known.rev = max(known.rev, m.copy.floor(key))
 	s, err := m.fetch(ctx, key, known)
 	if err != nil {
 		m.observe(EventStoreError)
