@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,7 +67,14 @@ func TestPartitions(t *testing.T) {
 	admin := tp.admin(t)
 	ctx := context.Background()
 	busCfg := bus.Config{Replicas: 3}
-	smCfg := sessions.Config{Replicas: 3, StoreTimeout: 5 * time.Second}
+	// The run writes a few kilobytes to a bucket bounded at 256 MiB: no
+	// session may be judged removed by that bound.
+	var evicted atomic.Int64
+	smCfg := sessions.Config{Replicas: 3, StoreTimeout: 5 * time.Second, Observe: func(ev sessions.Event) {
+		if ev == sessions.EventEvicted {
+			evicted.Add(1)
+		}
+	}}
 	// A fresh cluster can have a meta leader and still time out its first
 	// stream creations; both are idempotent.
 	proctest.Eventually(t, 60*time.Second, "provision JOBS and the sessions bucket", func() error {
@@ -159,6 +167,9 @@ func TestPartitions(t *testing.T) {
 	workersDone.Wait()
 	checkJobs(t, ops, ran)
 	checkSessions(t, ops, browsers, f.isolated, f.isolatedAt, f.isolatedUntil)
+	if n := evicted.Load(); n != 0 {
+		t.Errorf("sessions: %d loads judged a session removed by the bucket's byte bound, which the run never came near", n)
+	}
 	for _, kind := range []string{opDispatch, opWrite} {
 		what := map[string]string{opDispatch: "dispatch", opWrite: "session request"}[kind]
 		gaps := longestGaps(ops, len(tp.nodes), kind, f.from, f.until)

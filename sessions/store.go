@@ -89,19 +89,30 @@ func (m *Manager) fetch(ctx context.Context, key string, known seen) (stored, er
 // answer is older than known: a value at an older revision, or no trace of
 // the key (not even a delete marker) before the idle deadline the client
 // was given — unless the stream no longer holds the client's revision
-// (removedByLimits).
+// (removedByLimits), twice in a row: the server answers "no message" for
+// any error reading its store, so one such answer is not proof.
 func (m *Manager) fetchLeader(ctx context.Context, key string, known seen) (stored, error) {
 	var s stored
+	suspected := false
 	err := m.untilAnswered(ctx, func(ctx context.Context) (err error) {
 		s, err = m.wire.leader(ctx, key)
 		if err != nil || !known.newerThan(s, m.now()) {
 			return err
 		}
 		if s.rev == 0 {
-			if gone, err := m.removedByLimits(ctx, known.rev); gone || err != nil {
+			gone, err := m.removedByLimits(ctx, known.rev)
+			switch {
+			case err != nil:
 				return err
+			case gone && suspected:
+				m.observe(EventEvicted)
+				return nil
+			case gone:
+				suspected = true
+				return fmt.Errorf("%w (no trace of revision %d, the stream starts after it: asking again to be sure)", errStaleLeader, known.rev)
 			}
 		}
+		suspected = false
 		return fmt.Errorf("%w (revision %d, client has seen %d)", errStaleLeader, s.rev, known.rev)
 	})
 	return s, err
@@ -117,9 +128,6 @@ func (m *Manager) removedByLimits(ctx context.Context, rev uint64) (bool, error)
 	first, err := m.wire.firstSeq(ctx)
 	if err != nil {
 		return false, err
-	}
-	if first > rev {
-		m.observe(EventEvicted)
 	}
 	return first > rev, nil
 }
