@@ -56,7 +56,9 @@ type ptRun struct {
 //     across a browser's tabs is checked with porcupine (a register per
 //     session key) and stale reads across tabs are counted; both are
 //     figures, not promises (docs/partitions.md), unless
-//     JETFLEET_PARTITION_STRICT=1 makes porcupine's verdict fail the test.
+//     JETFLEET_PARTITION_STRICT=1 makes porcupine's verdict fail the test;
+//   - no load judged a session removed by the bucket's byte bound (the run
+//     never comes near it).
 //
 // Run it alone (build tag partition):
 //
