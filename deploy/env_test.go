@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/sessions"
 )
@@ -38,7 +39,8 @@ func parseEnvFile(t *testing.T, path string) (map[string]string, []string) {
 }
 
 // The example environment file is valid for jetfleet's own parsers
-// (readmodel.ConfigFromEnv, sessions.ConfigFromEnv), reads the same through
+// (readmodel.ConfigFromEnv, sessions.ConfigFromEnv, the catalog's
+// ConfigFromEnv), reads the same through
 // sh (as the Supervisor program sources it), and sets only variables that
 // jetfleet's code or the NATS configs read: a misspelt name fails here.
 func TestEnvExample(t *testing.T) {
@@ -58,6 +60,14 @@ func TestEnvExample(t *testing.T) {
 	}
 	if sc.Replicas != 3 || !sc.Cookie.Secure || sc.MaxBytes != 256<<20 {
 		t.Errorf("session settings: %d replicas, secure cookie %v, bound %d bytes; want 3, true and 256 MiB", sc.Replicas, sc.Cookie.Secure, sc.MaxBytes)
+	}
+
+	cc, err := catalog.ConfigFromEnv(getenv)
+	if err != nil {
+		t.Fatalf("catalog.ConfigFromEnv on %s: %v", envExample, err)
+	}
+	if cc.ImageReplicas != 3 || cc.ImageStoreBytes != 1<<30 {
+		t.Errorf("catalog settings: %d image replicas, image store bound %d bytes; want 3 and 1 GiB", cc.ImageReplicas, cc.ImageStoreBytes)
 	}
 
 	out, err := run(t, 30*time.Second, nil, "sh", "-c", `set -a && . "$0" && env`, envExample)

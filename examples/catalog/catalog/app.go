@@ -46,6 +46,9 @@ func merge(cfg, env Config) Config {
 	if cfg.ImageReplicas == 0 {
 		cfg.ImageReplicas = env.ImageReplicas
 	}
+	if cfg.ImageStoreBytes == 0 {
+		cfg.ImageStoreBytes = env.ImageStoreBytes
+	}
 	if cfg.MaxUploadBytes == 0 {
 		cfg.MaxUploadBytes = env.MaxUploadBytes
 	}
@@ -60,17 +63,20 @@ func merge(cfg, env Config) Config {
 
 // ConfigFromEnv reads the catalog's own settings: JETFLEET_IMAGE_REPLICAS
 // (the image bucket's replicas when it is created; default the node's),
-// JETFLEET_MAX_UPLOAD_MB (default 32), JETFLEET_MAX_UPLOAD_FILES
-// (default 10) and JETFLEET_IMAGE_MEMORY_MB (a worker's memory budget for
-// image work, Config.ImageMemory; default 256). Unset settings stay zero.
+// JETFLEET_IMAGE_STORE_MB (the image bucket's bound,
+// Config.ImageStoreBytes; default 1024), JETFLEET_MAX_UPLOAD_MB (default
+// 32), JETFLEET_MAX_UPLOAD_FILES (default 10) and JETFLEET_IMAGE_MEMORY_MB
+// (a worker's memory budget for image work, Config.ImageMemory; default
+// 256). Unset settings stay zero.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
-	var mb, memoryMB int
+	var mb, memoryMB, storeMB int
 	for _, s := range []struct {
 		key string
 		dst *int
 	}{
 		{"JETFLEET_IMAGE_REPLICAS", &cfg.ImageReplicas},
+		{"JETFLEET_IMAGE_STORE_MB", &storeMB},
 		{"JETFLEET_MAX_UPLOAD_MB", &mb},
 		{"JETFLEET_MAX_UPLOAD_FILES", &cfg.MaxFiles},
 		{"JETFLEET_IMAGE_MEMORY_MB", &memoryMB},
@@ -87,5 +93,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	cfg.MaxUploadBytes = int64(mb) << 20
 	cfg.ImageMemory = int64(memoryMB) << 20
+	cfg.ImageStoreBytes = int64(storeMB) << 20
 	return cfg, nil
 }

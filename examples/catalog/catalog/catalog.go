@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -35,6 +34,15 @@ type Config struct {
 	// ImageReplicas is the bucket's replica count when New creates it: 1 on
 	// a single node, 3 in a three-node cluster. Default 1.
 	ImageReplicas int
+	// ImageStoreBytes bounds the image bucket, originals and thumbnails
+	// together (JETFLEET_IMAGE_STORE_MB): anyone can log in and upload,
+	// so without a bound uploads could fill the NATS server's storage that
+	// the jobs share. A full bucket refuses new uploads with 507 and keeps
+	// every image it holds; thumbnails that find no room fail their job,
+	// which retries. The server reserves the bound from its storage when
+	// New creates the bucket, and New gives an existing bucket this bound.
+	// Default 1 GiB; negative for none.
+	ImageStoreBytes int64
 	// MaxUploadBytes caps one upload request (all its files). Default 32 MiB.
 	MaxUploadBytes int64
 	// MaxFiles caps the files of one upload request. Default 10.
@@ -71,6 +79,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ImageReplicas == 0 {
 		c.ImageReplicas = 1
+	}
+	if c.ImageStoreBytes == 0 {
+		c.ImageStoreBytes = 1 << 30
 	}
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = 32 << 20
@@ -126,53 +137,6 @@ func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Conf
 	}
 	images = traceObjects(images, cfg.ImageBucket, cfg.TracerProvider)
 	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory)}, nil
-}
-
-// imageBucket opens the Object Store bucket, creating it when missing, and
-// makes its reads go to the stream leader (see readFromLeader).
-func imageBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.ObjectStore, error) {
-	_, err := js.ObjectStore(ctx, cfg.ImageBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		_, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket:      cfg.ImageBucket,
-			Description: "jetfleet catalog: item images and thumbnails",
-			Replicas:    cfg.ImageReplicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			err = nil // another node created it meanwhile
-		}
-	}
-	if err == nil {
-		err = readFromLeader(ctx, js, "OBJ_"+cfg.ImageBucket)
-	}
-	var obs jetstream.ObjectStore
-	if err == nil {
-		obs, err = js.ObjectStore(ctx, cfg.ImageBucket) // sees the stream's settings as they are now
-	}
-	if err != nil {
-		return nil, fmt.Errorf("catalog: object store %q: %w", cfg.ImageBucket, err)
-	}
-	return obs, nil
-}
-
-// readFromLeader turns off direct gets on a bucket's stream. nats.go
-// creates Object Store buckets with direct gets on, which any replica
-// answers, and a follower a moment behind the leader answers "not found"
-// for an object stored a moment ago: a worker would then fail an upload
-// the web node had just accepted. Without direct gets, reads go to the
-// stream leader, which has every acknowledged write.
-func readFromLeader(ctx context.Context, js jetstream.JetStream, stream string) error {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return err
-	}
-	cfg := s.CachedInfo().Config
-	if !cfg.AllowDirect {
-		return nil
-	}
-	cfg.AllowDirect = false
-	_, err = js.UpdateStream(ctx, cfg)
-	return err
 }
 
 // Limits of the request bodies other than uploads.

@@ -75,6 +75,12 @@
 // bytes: its objects are deleted, as are those of an upload refused while
 // it was being received.
 //
+// The image bucket is bounded (Config.ImageStoreBytes,
+// JETFLEET_IMAGE_STORE_MB, default 1 GiB), since anyone can log in and
+// upload: a full bucket refuses further uploads with 507 Insufficient
+// Storage and keeps every image it holds, and a thumbnail that finds no
+// room fails its job, which retries.
+//
 // # Worker memory
 //
 // Image work in a worker process shares one memory budget

@@ -1,7 +1,6 @@
 package catalog
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"database/sql"
@@ -22,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
-	"github.com/jetfleet/jetfleet/leaderless"
 	"github.com/jetfleet/jetfleet/node"
 	"github.com/jetfleet/jetfleet/sessions"
 )
@@ -277,38 +275,6 @@ func (c *Catalog) storeFile(ctx context.Context, id int64, p *multipart.Part, ea
 		return ref, fmt.Errorf("store %s in the object store: %w", ref.Object, err)
 	}
 	return ref, nil
-}
-
-// storeTimeout bounds one read or write of the Object Store. A request
-// whose answer was lost (its server died) would otherwise wait as long as
-// the whole job or HTTP request may take. Uploads retry a failed Put for up
-// to putRetry while the bucket's stream has no leader: in a cluster, for a
-// few seconds after its server dies.
-const (
-	storeTimeout = 10 * time.Second
-	putRetry     = 15 * time.Second
-	putRetryWait = 250 * time.Millisecond
-)
-
-// putObject stores data under meta. The file is held in memory (a request
-// is at most MaxUploadBytes) so that a Put cut off by a leader election
-// can be made again: the client's request is not lost to a moment of the
-// cluster's.
-func (c *Catalog) putObject(ctx context.Context, meta jetstream.ObjectMeta, data []byte) error {
-	stop := time.Now().Add(putRetry)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		_, err := c.images.Put(pctx, meta, bytes.NewReader(data))
-		cancel()
-		if err == nil || !leaderless.Is(err) || time.Now().After(stop) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(putRetryWait):
-		}
-	}
 }
 
 // badMultipart answers a body that broke off or is malformed.

@@ -206,11 +206,16 @@ func (c *Catalog) makeThumbnails(ctx context.Context, itemID int64, ref ImageRef
 	return rows, stored, err
 }
 
-// putThumbnail stores one thumbnail within storeTimeout.
+// putThumbnail stores one thumbnail within storeTimeout. A bucket at its
+// bound refuses it: the job fails, saying so, and retries.
 func (c *Catalog) putThumbnail(ctx context.Context, name string, data []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	_, err := c.images.PutBytes(ctx, name, data)
+	if isStoreFull(err) {
+		c.removeRefused(ctx, name)
+		return fmt.Errorf("the image store is full (its bound, JETFLEET_IMAGE_STORE_MB, is %s): %w", byteSize(c.cfg.ImageStoreBytes), err)
+	}
 	return err
 }
 
