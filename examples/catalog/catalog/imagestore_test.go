@@ -1,16 +1,21 @@
 package catalog_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"image"
+	"image/png"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
@@ -25,6 +30,17 @@ func noise(n int, seed uint64) []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
+}
+
+// noisePNG is a w×h PNG of noise: it and its thumbnails do not compress.
+func noisePNG(w, h int) []byte {
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	copy(img.Pix, noise(len(img.Pix), 7))
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		panic(err) // encoding to memory cannot fail
+	}
+	return buf.Bytes()
 }
 
 // streamInfo is the info of the image bucket's stream.
@@ -113,5 +129,54 @@ func TestImageStoreBoundTheServerCannotReserve(t *testing.T) {
 	_, err := catalog.New(ctx, js, db, catalog.Config{ImageStoreBytes: 1 << 50})
 	if err == nil || !strings.Contains(err.Error(), "JETFLEET_IMAGE_STORE_MB") {
 		t.Fatalf("a 1 PiB bound: %v; want an error naming JETFLEET_IMAGE_STORE_MB", err)
+	}
+}
+
+// TestThumbnailsThatFindNoRoomFailTheJobSayingSo: an upload accepted into
+// a bucket that then fills up (here, with one large object) leaves its
+// thumbnails no room. The job fails saying the store is full, and, its
+// tries used up, marks the image failed with that reason and deletes its
+// objects, which frees the room they took.
+func TestThumbnailsThatFindNoRoomFailTheJobSayingSo(t *testing.T) {
+	const bound = 1 << 20
+	ctx := context.Background()
+	a := startAppWith(t, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db")},
+		catalog.Config{MaxUploadBytes: 1 << 20, ImageStoreBytes: bound}, false)
+	c := ct.NewClient(t, a.url)
+	c.Login("ann")
+	lamp := c.CreateItem("Lamp", "")
+	if code, body := c.Upload(lamp.ID, ct.File{Name: "a.png", Data: noisePNG(200, 200)}); code != http.StatusAccepted {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	// Room for 32 KiB more: not for a 160-pixel thumbnail of noise.
+	obs, err := a.js.ObjectStore(ctx, "item_images")
+	must(t, err)
+	filler := bound - int(streamInfo(t, a.js).State.Bytes) - 32<<10 - 200 // the filler's own headers
+	_, err = obs.PutBytes(ctx, "filler", noise(filler, 1))
+	must(t, err)
+
+	// One try, so the first failure is the last.
+	s, err := a.js.Stream(ctx, bus.JobsStream)
+	must(t, err)
+	m, err := s.GetLastMsgForSubject(ctx, bus.JobSubject("high", "process-item-images")+".>")
+	must(t, err)
+	must(t, s.Purge(ctx, jetstream.WithPurgeSubject(m.Subject)))
+	_, err = a.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Header: nats.Header{bus.HeaderTries: {"1"}}, Data: m.Data})
+	must(t, err)
+	runWorker(t, a.js, a.cat)
+
+	img := waitStatus(t, c, lamp.ID, "a.png", "failed")
+	if !strings.Contains(img.Error, "the image store is full") || !strings.Contains(img.Error, "JETFLEET_IMAGE_STORE_MB") {
+		t.Fatalf("the image failed with %q; want the reason: the image store is full, naming JETFLEET_IMAGE_STORE_MB", img.Error)
+	}
+	if left := objects(t, a.js, fmt.Sprintf("items/%d/", lamp.ID)); len(left) != 0 {
+		t.Fatalf("the failed image's objects are kept: %v", left)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
