@@ -151,7 +151,7 @@ func (n *Node) openSessions(ctx context.Context) (*sessions.Manager, string, err
 	scfg.TracerProvider = n.s.TracerProvider
 	sm, err := sessions.NewContext(ctx, n.s.JetStream, scfg)
 	if err != nil {
-		return nil, "", fmt.Errorf("sessions: %w", err)
+		return nil, "", err // it says "sessions: ..." already
 	}
 	return sm, cmp.Or(scfg.Cookie.Name, "jetfleet_session"), nil // sessions' default name
 }
