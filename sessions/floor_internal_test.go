@@ -27,11 +27,7 @@ func TestANodeNeverServesASessionOlderThanItServedBefore(t *testing.T) {
 	}
 	t.Cleanup(m.Close)
 	ctx := context.Background()
-	now := time.Now()
-	version := func(v int) *record {
-		return &record{created: now, touched: now, idleDeadline: now.Add(time.Hour), absDeadline: now.Add(time.Hour),
-			csrf: strconv.Itoa(v), values: map[string]entry{}}
-	}
+	version := func(v int) *record { return testRecord(strconv.Itoa(v)) }
 	key := storageKey(newToken())
 	first, err := m.write(ctx, key, version(0), 0)
 	if err != nil {
@@ -57,7 +53,7 @@ func TestANodeNeverServesASessionOlderThanItServedBefore(t *testing.T) {
 	}
 	m.copy.forgetRemoved(rev + 1) // what a sweep does to a revision the bucket no longer holds
 
-	lowCookie := seen{rev: first, deadline: now.Add(time.Hour)}
+	lowCookie := seen{rev: first, deadline: time.Now().Add(time.Hour)}
 	for range 40 {
 		rec, got, err := m.load(ctx, key, lowCookie)
 		switch {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/jetfleet/jetfleet/leaderless"
 )
@@ -139,8 +140,13 @@ func (m *Manager) write(ctx context.Context, key string, rec *record, rev uint64
 	defer func() { span.end(err) }()
 	data := rec.encode()
 	var newRev uint64
+	// One ID for every try of this write: a try whose answer was lost (a
+	// slow or cut route) may have been stored, and storing it again after
+	// another request's write would bring this request's older change
+	// back over it.
+	id := nuid.Next()
 	err = m.untilAnswered(ctx, func(ctx context.Context) (err error) {
-		newRev, err = m.wire.update(ctx, key, data, rev)
+		newRev, err = m.wire.update(ctx, key, data, rev, id)
 		return err
 	})
 	switch {

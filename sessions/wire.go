@@ -182,10 +182,14 @@ var errInFlight = errors.New("an earlier write of the session is still being rep
 
 // update stores value under key if the key's last revision is still rev (0:
 // the key has no value), and returns the new revision. A key changed
-// meanwhile is jetstream.ErrKeyRevisionMismatch.
-func (w wire) update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	msg := &nats.Msg{Subject: w.keyPrefix + key, Data: value,
-		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(rev, 10)}}}
+// meanwhile is jetstream.ErrKeyRevisionMismatch. id names the write: a
+// retry of it with the same id whose first try was stored (its answer
+// lost) is answered, in a cluster, with that try's revision rather than
+// stored again (see Manager.write).
+func (w wire) update(ctx context.Context, key string, value []byte, rev uint64, id string) (uint64, error) {
+	msg := &nats.Msg{Subject: w.keyPrefix + key, Data: value, Header: nats.Header{
+		jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(rev, 10)},
+		jetstream.MsgIDHeader:               []string{id}}}
 	var ack pubAck
 	if err := w.call(ctx, msg, "publish", &ack); err != nil {
 		return 0, err
