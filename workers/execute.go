@@ -27,6 +27,7 @@ type run struct {
 	busy     atomic.Bool // the handler is running: heartbeats keep it owned
 	queued   atomic.Bool // fetched, waiting for a slot: heartbeats keep it owned too
 	log      zerolog.Logger
+	fields   jobFields // what log adds to each line about the job (logJob)
 	// settled, when set, is told each outcome settled with the server.
 	settled func(outcome string)
 	trace   attemptSpan // the attempt's span (tracing.go)
@@ -119,7 +120,7 @@ func (l *loop) process(r *run) {
 		r.finish(r.msg.Term, "terminated")
 		return
 	}
-	r.log = l.w.log.With().Str("job_id", job.ID).Str("queue", job.Queue).Str("kind", job.Kind).Int("attempt", job.Attempt).Logger()
+	r.logJob(l.w.log, job)
 	l.traceAttempt(r, job)
 	if job.Attempt > 1 && l.resumeDeadLetter(r, job) {
 		return

@@ -67,7 +67,7 @@ func (l *loop) deadLetterUnrun(r *run, reason string) {
 		r.finish(r.msg.Term, "terminated")
 		return
 	}
-	r.log = l.w.log.With().Str("job_id", job.ID).Str("queue", job.Queue).Str("kind", job.Kind).Int("attempt", job.Attempt).Logger()
+	r.logJob(l.w.log, job)
 	l.deadLetter(r, job, reason, 0)
 }
 

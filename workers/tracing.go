@@ -40,6 +40,7 @@ func tracerFor(tp trace.TracerProvider) trace.Tracer {
 type attemptSpan struct {
 	span trace.Span
 	ctx  context.Context // the handler's parent context, carrying span
+	job  *bus.Job
 }
 
 // traceAttempt starts r's span as a child of the job's traceparent (or
@@ -59,17 +60,10 @@ func (l *loop) traceAttempt(r *run, job *bus.Job) {
 	}
 	ctx, span := t.Start(parent, "process", opts...) // named below when recorded: a dropped span costs no name
 	if span.IsRecording() {
-		span.SetName("process " + job.Kind)
-		span.SetAttributes(
-			attribute.String("messaging.system", "jetfleet"),
-			attribute.String("messaging.operation.name", "process"),
-			bus.AttrQueue.String(job.Queue), bus.AttrKind.String(job.Kind), bus.AttrJobID.String(job.ID),
-			bus.AttrAttempt.Int(job.Attempt))
+		span.SetName("process " + job.Kind) // its attributes are set when it ends, all at once (end)
 	}
-	if sc := span.SpanContext(); sc.IsSampled() {
-		r.log = r.log.With().Str("trace_id", sc.TraceID().String()).Str("span_id", sc.SpanID().String()).Logger()
-	}
-	r.trace = attemptSpan{span: span, ctx: ctx}
+	r.fields.span = span.SpanContext() // the job's log lines carry its IDs when sampled (joblog.go)
+	r.trace = attemptSpan{span: span, ctx: ctx, job: job}
 }
 
 // context is the parent of the handler's context: base with the span.
@@ -103,7 +97,12 @@ func (a *attemptSpan) end(outcome string, settleErr error) {
 	if o, ok := outcomes[outcome]; ok {
 		name = string(o)
 	}
-	a.span.SetAttributes(bus.AttrOutcome.String(name))
+	// One call: the SDK grows the span's attribute slice on each.
+	a.span.SetAttributes(
+		attribute.String("messaging.system", "jetfleet"),
+		attribute.String("messaging.operation.name", "process"),
+		bus.AttrQueue.String(a.job.Queue), bus.AttrKind.String(a.job.Kind), bus.AttrJobID.String(a.job.ID),
+		bus.AttrAttempt.Int(a.job.Attempt), bus.AttrOutcome.String(name))
 	if settleErr != nil {
 		a.span.RecordError(settleErr)
 		a.span.SetStatus(codes.Error, "could not settle the job with the server: "+settleErr.Error())
