@@ -69,7 +69,8 @@ type Services struct {
 	// Sessions is the session manager of a web node (SESSION_*); nil in a
 	// worker process and before Routes is called.
 	Sessions *sessions.Manager
-	// Logger is the process's logger (LOG_LEVEL, LOG_FORMAT).
+	// Logger is the process's logger (LOG_LEVEL, LOG_FORMAT,
+	// LOG_FLUSH_INTERVAL).
 	Logger zerolog.Logger
 	// Getenv reads the app's own settings from the same environment.
 	Getenv func(string) string

@@ -27,7 +27,7 @@ import (
 // `jetfleet up` wrote to ./data/nats.url, with the credentials of
 // ./data/nats.auth), NATS_USER, NATS_PASSWORD,
 // NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL and
-// LOG_FORMAT. SIGINT or SIGTERM drains the node; a second one exits at once.
+// LOG_FORMAT and LOG_FLUSH_INTERVAL. SIGINT or SIGTERM drains the node; a second one exits at once.
 func Main(app App) {
 	os.Exit(Run(app, os.Args[1:]))
 }
@@ -39,7 +39,13 @@ func Run(app App, args []string) int {
 		fmt.Fprintln(os.Stderr, "config:", err)
 		return 2
 	}
-	cfg := Config{Logger: NewLogger(os.Stderr, os.Getenv("LOG_LEVEL"), os.Getenv("LOG_FORMAT"))}.withDefaults()
+	lw, log, err := NewProcessLogger(os.Getenv, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "config:", err)
+		return 2
+	}
+	defer lw.Close()
+	cfg := Config{Logger: log}.withDefaults()
 	prog := cmp.Or(app.Name, (&Node{app: app}).Name())
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(cfg.Stdout, prog)
@@ -77,7 +83,7 @@ func usage(w io.Writer, prog string) {
 		fmt.Fprintf(w, "  %-8s %s\n", c[0], c[1])
 	}
 	fmt.Fprintln(w, "\nSettings come from the environment and ./.env: NATS_URL (else ./data/nats.url and nats.auth), NATS_USER,")
-	fmt.Fprintln(w, "NATS_PASSWORD, NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL, LOG_FORMAT.")
+	fmt.Fprintln(w, "NATS_PASSWORD, NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL, LOG_FORMAT,\nLOG_FLUSH_INTERVAL.")
 }
 
 // RunCommand runs the subcommand name ("serve", "work" or "migrate") of

@@ -24,7 +24,8 @@
 // directory, with the credentials it generated beside it (nats.auth). HTTP
 // servers are bounded by JETFLEET_HTTP_* (HTTPLimits). No password or
 // token is ever printed: URLs are shown through RedactURL. Logs are
-// zerolog lines (LOG_LEVEL, LOG_FORMAT).
+// zerolog lines (LOG_LEVEL, LOG_FORMAT; LOG_FLUSH_INTERVAL, when set,
+// batches their writes: NewProcessLogger).
 //
 // Unsafe requests to the app's routes may carry an Idempotency-Key: the
 // first response is stored (sealed, per user, 24 h, in the NATS KV bucket

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -14,16 +15,41 @@ import (
 // writing to w: JSON lines by default, a console format when w is a
 // terminal. Level is a zerolog level name ("debug",
 // "info", "warn", "error"); empty means info. Format is "json", "console" or
-// "" (console when w is a terminal, JSON otherwise).
+// "" (console when w is a terminal, JSON otherwise). When w is a
+// *LogWriter, JSON lines go out in its batches and the console format
+// straight to the writer beneath it, for a person reading as it comes.
 func NewLogger(w io.Writer, level, format string) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
 	}
-	if format == "console" || (format == "" && isTerminal(w)) {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	beneath := w
+	if lw, ok := w.(*LogWriter); ok {
+		beneath = lw.out
+	}
+	if format == "console" || (format == "" && isTerminal(beneath)) {
+		w = zerolog.ConsoleWriter{Out: beneath, TimeFormat: time.TimeOnly}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// NewProcessLogger is the logger of a process writing to its standard
+// error (stderr), set by LOG_LEVEL, LOG_FORMAT and LOG_FLUSH_INTERVAL,
+// read through getenv. LOG_FLUSH_INTERVAL unset or 0 writes each line at
+// once; a duration (10ms) has the LogWriter write the lines in batches.
+// Close the LogWriter before the process exits, so that the lines it
+// holds are written.
+func NewProcessLogger(getenv func(string) string, stderr io.Writer) (*LogWriter, zerolog.Logger, error) {
+	var every time.Duration
+	if v := strings.TrimSpace(getenv("LOG_FLUSH_INTERVAL")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return nil, zerolog.Logger{}, fmt.Errorf("LOG_FLUSH_INTERVAL=%q is not a duration such as 10ms (0 writes each line at once)", v)
+		}
+		every = d
+	}
+	lw := NewLogWriter(stderr, every)
+	return lw, NewLogger(lw, getenv("LOG_LEVEL"), getenv("LOG_FORMAT")), nil
 }
 
 func isTerminal(w io.Writer) bool {

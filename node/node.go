@@ -26,7 +26,8 @@ type Config struct {
 	// and the default SQLite file. Default JETFLEET_DATA, else ./data.
 	DataDir string
 	// Logger receives the node's logs. The zero value logs nothing; Main
-	// logs to stderr as LOG_LEVEL and LOG_FORMAT say.
+	// logs to stderr as LOG_LEVEL, LOG_FORMAT and LOG_FLUSH_INTERVAL say
+	// (NewProcessLogger).
 	Logger zerolog.Logger
 	// Conn, when set, is the NATS connection to use instead of one made
 	// from NATS_URL; the node does not close it.

@@ -66,10 +66,16 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "jetfleet:", err)
 		return 2
 	}
+	lw, log, err := node.NewProcessLogger(os.Getenv, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jetfleet:", err)
+		return 2
+	}
+	defer lw.Close()
 	a := &app{
 		stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
 		getenv:  os.Getenv,
-		log:     node.NewLogger(os.Stderr, os.Getenv("LOG_LEVEL"), os.Getenv("LOG_FORMAT")),
+		log:     log,
 		dataDir: cmp.Or(os.Getenv("JETFLEET_DATA"), "./data"),
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

@@ -276,3 +276,33 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 	stime, _ := strconv.Atoi(fields[12])
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
+
+// With LOG_FLUSH_INTERVAL set, a worker writes its lines in batches: every
+// job's line still appears (within the interval), and the line it writes
+// as it stops is written before the process exits.
+func TestWorkWithAFlushIntervalWritesEveryLine(t *testing.T) {
+	f := newFleet(t)
+	const n = 300
+	jobs := make([]bus.DispatchManyParams, n)
+	for i := range jobs {
+		jobs[i] = bus.DispatchManyParams{Args: workers.Noop{}}
+	}
+	if _, err := f.d.DispatchMany(context.Background(), jobs...); err != nil {
+		t.Fatal(err)
+	}
+	a := f.startWorker([]string{"LOG_FLUSH_INTERVAL=50ms"})
+	eventually(t, 30*time.Second, "a line for every job", func() error {
+		if got := len(f.succeeded()); got != n {
+			return fmt.Errorf("%d of %d lines", got, n)
+		}
+		return nil
+	})
+	if code := a.Signal(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("worker exited %d after SIGTERM, want 0", code)
+	}
+	out := a.Stderr.String()
+	last := out[strings.LastIndex(strings.TrimSuffix(out, "\n"), "\n")+1:]
+	if !strings.Contains(last, fmt.Sprintf(`"jobs":%d,`, n)) || !strings.Contains(last, `"message":"worker stopped"`) {
+		t.Fatalf("the worker's last line is %q, want its \"worker stopped\" line with jobs %d", last, n)
+	}
+}
