@@ -26,8 +26,9 @@ import (
 // Settings come from the environment and ./.env: NATS_URL (else the URL
 // `jetfleet up` wrote to ./data/nats.url, with the credentials of
 // ./data/nats.auth), NATS_USER, NATS_PASSWORD,
-// NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL and
-// LOG_FORMAT and LOG_FLUSH_INTERVAL. SIGINT or SIGTERM drains the node; a second one exits at once.
+// NATS_CREDS, NATS_TLS_CA, DB_*, SESSION_*, JETFLEET_*, LOG_LEVEL,
+// LOG_FORMAT and LOG_FLUSH_INTERVAL. SIGINT or SIGTERM drains the node; a
+// second one exits at once.
 func Main(app App) {
 	os.Exit(Run(app, os.Args[1:]))
 }
