@@ -209,7 +209,7 @@ func processCPU() time.Duration {
 // and off again but with every job carrying an unsampled traceparent, as a
 // traced producer elsewhere would send it (offtp: what the header costs on
 // the wire, with no tracing in the node). On each iteration it sends each
-// of them in turn (each round starting with the next) 500 jobs,
+// of them in turn (in the balanced order of balancedOrder) 500 jobs,
 // dispatched one by one and run by its worker (a dispatch span and an
 // attempt span per job), and 1,000 requests of an /up-style route (a
 // server span each); sampled spans go to Jaeger when it is built, else to
@@ -243,8 +243,7 @@ func BenchmarkTracingCost(b *testing.B) {
 	reqCost := make([]cost, len(nodes))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for k := range nodes {
-			j := (k + i) % len(nodes)
+		for _, j := range balancedOrder(len(nodes), i) {
 			jobCost[j].add(func() { nodes[j].jobs(b, jobs) })
 			reqCost[j].add(func() { nodes[j].requests(b, client, reqs) })
 		}
@@ -264,5 +263,52 @@ func BenchmarkTracingCost(b *testing.B) {
 	}
 	if !exported() {
 		b.Error("the sampled1 node exported nothing")
+	}
+}
+
+// balancedOrder is the order of n setups (n even) in round r: the rows of
+// a Williams square, so that over n rounds each setup runs right after
+// every other one once. What a batch leaves behind (a garbage collection
+// it started, its exporter's last requests) costs the batch after it; a
+// fixed succession would charge one setup with another's leftovers in
+// every round.
+func balancedOrder(n, r int) []int {
+	order := make([]int, 0, n)
+	order = append(order, 0)
+	for k := 1; len(order) < n; k++ {
+		order = append(order, k)
+		if len(order) < n {
+			order = append(order, n-k)
+		}
+	}
+	for i := range order {
+		order[i] = (order[i] + r) % n
+	}
+	return order
+}
+
+func TestBalancedOrderPutsEverySetupAfterEveryOther(t *testing.T) {
+	for _, n := range []int{2, 4, 6} {
+		after := map[[2]int]int{}
+		for r := range n {
+			order := balancedOrder(n, r)
+			got := slices.Sorted(slices.Values(order))
+			for i, v := range got {
+				if v != i {
+					t.Fatalf("n=%d round %d: order %v is not a permutation of the setups", n, r, order)
+				}
+			}
+			for i := 1; i < n; i++ {
+				after[[2]int{order[i-1], order[i]}]++
+			}
+		}
+		if len(after) != n*(n-1) {
+			t.Errorf("n=%d: %d ordered pairs of setups met, want %d", n, len(after), n*(n-1))
+		}
+		for pair, k := range after {
+			if k != 1 {
+				t.Errorf("n=%d: setup %d ran right after %d in %d rounds, want 1", n, pair[1], pair[0], k)
+			}
+		}
 	}
 }
