@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -121,10 +122,20 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	if n.app.Init != nil {
 		if err := n.app.Init(ctx, &n.s); err != nil {
-			return fmt.Errorf("%s: init: %w", n.Name(), err)
+			return n.initError(err)
 		}
 	}
 	return nil
+}
+
+// initError is err from the app's Init, named with the app once: an app
+// whose package prefixes its errors with its own name ("catalog: ...")
+// is not named twice.
+func (n *Node) initError(err error) error {
+	if strings.HasPrefix(err.Error(), n.Name()+": ") {
+		return fmt.Errorf("init: %w", err)
+	}
+	return fmt.Errorf("%s: init: %w", n.Name(), err)
 }
 
 // connect uses cfg.Conn, or connects from the environment.
