@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/kedatest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/workers"
 )
@@ -27,8 +28,8 @@ import (
 // for connect_urls, and for each URL's host the same monitoring port: its
 // /varz for server_name and its /jsz, until the node that is the
 // consumer's cluster.leader; the metric is that node's num_pending +
-// num_ack_pending. KEDA's module is not built here (its scalers package
-// links every cloud SDK); the steps and JSON fields are the same.
+// num_ack_pending. The tests then run KEDA's own scaler too (kedaScales),
+// built from the separate tools module tools/keda.
 
 type kedaJSZ struct {
 	Accounts []struct {
@@ -190,6 +191,7 @@ func TestKEDAReadsQueueDepthFromTheConsumersLeader(t *testing.T) {
 	if from != leader {
 		t.Errorf("the scaler read %s, want the consumer's leader %s", from, leader)
 	}
+	kedaScales(t, fmt.Sprintf("%s:%d", hosts[0], monitor), 7)
 	r := runJF(t, dir, testEnv("NATS_URL="+strings.Join(urls, ",")), "", "queue", "stats", "--json")
 	var stats struct {
 		Queues []bus.QueueStats `json:"queues"`
@@ -308,4 +310,31 @@ func TestKEDAOnASingleNode(t *testing.T) {
 	if err != nil || lag != 3 {
 		t.Errorf("the scaler read %d (%v), want 3", lag, err)
 	}
+}
+
+// kedaScales runs KEDA's own nats-jetstream scaler, built from the
+// default queue's ScaledObject in deploy/k8s (read with KEDA's types, no
+// unknown field allowed), against endpoint, and checks that it reads
+// want (ready + in flight) twice, the second time from the leader it
+// found, would activate the workers and targets the workers'
+// concurrency per pod. It is a subtest: it skips, saying why, only when
+// KEDA's scaler cannot be built (.ci/run builds it).
+func kedaScales(t *testing.T, endpoint string, want float64) {
+	t.Run("KEDA's own scaler", func(t *testing.T) {
+		bin := kedatest.Binary(t)
+		file := filepath.Join("..", "..", "deploy", "k8s", "keda-nats-jetstream.yaml")
+		readings, err := kedatest.Scale(bin, file, "jetfleet-worker-default", endpoint, "$G")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(readings) != 2 {
+			t.Fatalf("KEDA's scaler answered %d times, want 2: %+v", len(readings), readings)
+		}
+		for i, r := range readings {
+			if r.Value != want || !r.Active || r.Target != 16 {
+				t.Errorf("KEDA's scaler, reading %d: %+v; want value %v, active, target 16", i+1, r, want)
+			}
+		}
+		t.Logf("KEDA %s's nats-jetstream scaler: %+v", kedatest.Version, readings)
+	})
 }

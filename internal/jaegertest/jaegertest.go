@@ -13,15 +13,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/internal/proctest"
+	"github.com/jetfleet/jetfleet/internal/toolbuild"
 )
 
 // Version is the Jaeger release the tools module pins.
@@ -30,24 +28,10 @@ const Version = "v1.76.0"
 // BinaryName is the file the binary is built to, in GOPATH/bin.
 const BinaryName = "jaeger-" + Version
 
-// path is where the binary is looked for: $JETFLEET_JAEGER_BIN, else
-// GOPATH/bin/jaeger-v1.76.0.
-func path() (string, error) {
-	if bin := os.Getenv("JETFLEET_JAEGER_BIN"); bin != "" {
-		return bin, nil
-	}
-	out, err := exec.Command("go", "env", "GOPATH").Output()
-	if err != nil {
-		return "", fmt.Errorf("cannot find GOPATH (%w); set JETFLEET_JAEGER_BIN", err)
-	}
-	gopath := strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0]
-	return filepath.Join(gopath, "bin", BinaryName), nil
-}
-
 // Built reports whether the binary is there already, for a benchmark that
 // uses Jaeger when it can but would rather not build it.
 func Built() bool {
-	bin, err := path()
+	bin, err := toolbuild.Path("JETFLEET_JAEGER_BIN", BinaryName)
 	if err != nil {
 		return false
 	}
@@ -61,7 +45,7 @@ func Built() bool {
 // built (no module proxy, no disk).
 func Binary(t testing.TB) string {
 	t.Helper()
-	bin, err := path()
+	bin, err := toolbuild.Path("JETFLEET_JAEGER_BIN", BinaryName)
 	if err != nil {
 		t.Skipf("Jaeger: %v", err)
 	}
@@ -69,29 +53,10 @@ func Binary(t testing.TB) string {
 		return bin
 	}
 	t.Logf("building Jaeger %s into %s from tools/jaeger (a few minutes, once)", Version, bin)
-	if err := build(bin); err != nil {
+	if err := toolbuild.Build(bin, "jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger"); err != nil {
 		t.Skipf("Jaeger %s could not be built, so this test cannot run: %v", Version, err)
 	}
 	return bin
-}
-
-// build compiles cmd/jaeger of the tools module to a temporary file and
-// renames it into place, so that a concurrent build never leaves half a
-// binary at bin.
-func build(bin string) error {
-	_, self, _, _ := runtime.Caller(0)
-	tools := filepath.Join(filepath.Dir(self), "..", "..", "tools", "jaeger")
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		return err
-	}
-	tmp := fmt.Sprintf("%s.tmp-%d", bin, os.Getpid())
-	cmd := exec.Command("go", "build", "-o", tmp, "github.com/jaegertracing/jaeger/cmd/jaeger")
-	cmd.Dir = tools
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("go build in %s: %w\n%s", tools, err, out)
-	}
-	return os.Rename(tmp, bin)
 }
 
 // Jaeger is a running Jaeger.
