@@ -52,6 +52,34 @@ func directGet(ctx context.Context, js jetstream.JetStream, stream string, req d
 	return msg, nil
 }
 
+// noRespondersWait is how long directGetExisting asks again while a
+// stream's direct gets have no responders.
+const noRespondersWait = 3 * time.Second
+
+// directGetExisting is directGet on a stream known to exist (JOBS, DLQ:
+// provisioned with the queues). There "no responders" is a moment of the
+// cluster, not an answer: a stream's leader serves direct gets from its
+// election on, but its followers only once they have caught up (nats-server
+// checks every 2 s), and a leader that steps down stops serving them; for a
+// stream just created, or whose leader just changed, no server may answer
+// for a moment. So it asks again, backing off, for up to noRespondersWait.
+func directGetExisting(ctx context.Context, js jetstream.JetStream, stream string, req directGetRequest) (*nats.Msg, error) {
+	giveUp := time.Now().Add(noRespondersWait)
+	wait := 25 * time.Millisecond
+	for {
+		msg, err := directGet(ctx, js, stream, req)
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().Add(wait).After(giveUp) {
+			return msg, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 400*time.Millisecond)
+	}
+}
+
 func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return ctx, func() {}
@@ -64,7 +92,7 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 // Nats-Num-Pending, the number of matching messages after it. The server
 // computes it from its subject index; no subject list is sent back.
 func countSubject(ctx context.Context, js jetstream.JetStream, stream, filter string) (uint64, error) {
-	msg, err := directGet(ctx, js, stream, directGetRequest{NextFor: filter, Batch: 1, NoHeaders: false})
+	msg, err := directGetExisting(ctx, js, stream, directGetRequest{NextFor: filter, Batch: 1, NoHeaders: false})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -82,7 +110,7 @@ func countSubject(ctx context.Context, js jetstream.JetStream, stream, filter st
 // t, or 0 when there is none.
 func seqAtTime(ctx context.Context, js jetstream.JetStream, stream string, t time.Time) (uint64, error) {
 	t = t.UTC()
-	msg, err := directGet(ctx, js, stream, directGetRequest{StartTime: &t})
+	msg, err := directGetExisting(ctx, js, stream, directGetRequest{StartTime: &t})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

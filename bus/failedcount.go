@@ -21,7 +21,7 @@ func (in *Inspector) FailedSince(ctx context.Context, since time.Time) (uint64, 
 	if err != nil || seq == 0 {
 		return 0, err
 	}
-	msg, err := directGet(ctx, in.js, DLQStream, directGetRequest{Seq: seq, NextFor: DLQPrefix + ".>", Batch: 1})
+	msg, err := directGetExisting(ctx, in.js, DLQStream, directGetRequest{Seq: seq, NextFor: DLQPrefix + ".>", Batch: 1})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

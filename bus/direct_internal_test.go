@@ -1,0 +1,64 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/natstest"
+)
+
+// directStream is a stream S (subjects s.>) holding n messages, with
+// direct gets off: no server answers them, as for a moment after a
+// clustered stream is created or its leader changes.
+func directStream(t *testing.T, n int) (jetstream.JetStream, jetstream.StreamConfig) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	ctx := context.Background()
+	cfg := jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, AllowDirect: false}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if _, err := js.Publish(ctx, "s.a", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := directGet(ctx, js, "S", directGetRequest{NextFor: "s.>", Batch: 1}); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("a direct get with direct gets off: %v, want no responders", err)
+	}
+	return js, cfg
+}
+
+func TestCountSubjectAsksAgainUntilTheStreamServesDirectGets(t *testing.T) {
+	js, cfg := directStream(t, 3)
+	ctx := context.Background()
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		cfg.AllowDirect = true
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Error(err)
+		}
+	}()
+	n, err := countSubject(ctx, js, "S", "s.>")
+	if err != nil || n != 3 {
+		t.Fatalf("countSubject: %d, %v; want 3 once the stream serves direct gets", n, err)
+	}
+}
+
+func TestCountSubjectGivesUpWhenNoServerEverAnswers(t *testing.T) {
+	js, _ := directStream(t, 1)
+	began := time.Now()
+	_, err := countSubject(context.Background(), js, "S", "s.>")
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("countSubject: %v; want no responders", err)
+	}
+	if took := time.Since(began); took < noRespondersWait/2 {
+		t.Errorf("countSubject gave up after %s; it asks again for up to %s", took, noRespondersWait)
+	}
+}
