@@ -52,28 +52,42 @@ func directGet(ctx context.Context, js jetstream.JetStream, stream string, req d
 	return msg, nil
 }
 
-// noRespondersWait is how long directGetExisting asks again while a
-// stream's direct gets have no responders.
+// noRespondersWait is how long askAgain asks again while a stream's
+// direct gets have no responders.
 const noRespondersWait = 3 * time.Second
 
 // directGetExisting is directGet on a stream known to exist (JOBS, DLQ:
-// provisioned with the queues). There "no responders" is a moment of the
-// cluster, not an answer: a stream's leader serves direct gets from its
-// election on, but its followers only once they have caught up (nats-server
-// checks every 2 s), and a leader that steps down stops serving them; for a
-// stream just created, or whose leader just changed, no server may answer
-// for a moment. So it asks again, backing off, for up to noRespondersWait.
+// provisioned with the queues), asking again while no server answers
+// (askAgain).
 func directGetExisting(ctx context.Context, js jetstream.JetStream, stream string, req directGetRequest) (*nats.Msg, error) {
+	var msg *nats.Msg
+	err := askAgain(ctx, func() (bool, error) {
+		var err error
+		msg, err = directGet(ctx, js, stream, req)
+		return errors.Is(err, nats.ErrNoResponders), err
+	})
+	return msg, err
+}
+
+// askAgain calls try until it answers, backing off, while try reports that
+// no server answered, for up to noRespondersWait; it returns try's last
+// error. On a stream that exists "no responders" is a moment of the
+// cluster, not an answer: a stream's leader serves direct gets from its
+// election on, but its followers only once they have caught up
+// (nats-server checks every 2 s), and a leader that steps down stops
+// serving them; for a stream just created, or whose leader just changed,
+// no server may answer for a moment.
+func askAgain(ctx context.Context, try func() (noResponders bool, err error)) error {
 	giveUp := time.Now().Add(noRespondersWait)
 	wait := 25 * time.Millisecond
 	for {
-		msg, err := directGet(ctx, js, stream, req)
-		if !errors.Is(err, nats.ErrNoResponders) || time.Now().Add(wait).After(giveUp) {
-			return msg, err
+		noResponders, err := try()
+		if !noResponders || time.Now().Add(wait).After(giveUp) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return err
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 400*time.Millisecond)

@@ -51,6 +51,30 @@ func TestCountSubjectAsksAgainUntilTheStreamServesDirectGets(t *testing.T) {
 	}
 }
 
+func TestBatchGetAsksAgainUntilTheStreamServesDirectGets(t *testing.T) {
+	js, cfg := directStream(t, 3)
+	ctx := context.Background()
+	in, err := NewInspector(js, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		cfg.AllowDirect = true
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Error(err)
+		}
+	}()
+	var seqs []uint64
+	err = in.batchGet(ctx, "S", directGetRequest{Seq: 1, NextFor: "s.>", Batch: 10}, func(m *jetstream.RawStreamMsg) bool {
+		seqs = append(seqs, m.Sequence)
+		return true
+	})
+	if err != nil || len(seqs) != 3 {
+		t.Fatalf("batchGet: sequences %v, %v; want 1, 2, 3 once the stream serves direct gets", seqs, err)
+	}
+}
+
 func TestCountSubjectGivesUpWhenNoServerEverAnswers(t *testing.T) {
 	js, _ := directStream(t, 1)
 	began := time.Now()

@@ -372,45 +372,54 @@ func (in *Inspector) walkBack(ctx context.Context, stream, filter string, limit 
 
 // batchGet sends one batch direct get and calls fn with each message it
 // returns, in stream order, until the server's end of batch or fn returns
-// false. A missing stream returns nothing.
+// false. The stream exists (its callers know it): while no server answers
+// it asks again (askAgain), then returns nothing.
 func (in *Inspector) batchGet(ctx context.Context, stream string, req directGetRequest, fn func(*jetstream.RawStreamMsg) bool) error {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	return askAgain(ctx, func() (bool, error) { return in.batchGetOnce(ctx, stream, req, fn) })
+}
+
+// batchGetOnce is one try of batchGet; noResponders is true when no
+// server answered, before any message.
+func (in *Inspector) batchGetOnce(ctx context.Context, stream string, req directGetRequest, fn func(*jetstream.RawStreamMsg) bool) (noResponders bool, err error) {
 	nc := in.js.Conn()
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return fmt.Errorf("bus: read %s: %w", stream, err)
+		return false, fmt.Errorf("bus: read %s: %w", stream, err)
 	}
 	defer sub.Unsubscribe()
 	body, err := json.Marshal(req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := nc.PublishRequest(wire.APIPrefix(in.js)+"DIRECT.GET."+stream, inbox, body); err != nil {
-		return fmt.Errorf("bus: read %s: %w", stream, err)
+		return false, fmt.Errorf("bus: read %s: %w", stream, err)
 	}
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	for {
+	for first := true; ; first = false {
 		msg, err := sub.NextMsgWithContext(ctx)
 		if errors.Is(err, nats.ErrNoResponders) {
-			return nil
+			return first, nil
 		}
 		if err != nil {
-			return fmt.Errorf("bus: read %s: %w", stream, err)
+			return false, fmt.Errorf("bus: read %s: %w", stream, err)
 		}
 		if status := msg.Header.Get("Status"); len(msg.Data) == 0 && status != "" {
 			switch status {
-			case "204", "404", "503": // end of batch, nothing matched, no stream
-				return nil
+			case "503": // no responders
+				return first, nil
+			case "204", "404": // end of batch, nothing matched
+				return false, nil
 			}
-			return fmt.Errorf("bus: read %s: status %s %s", stream, status, msg.Header.Get("Description"))
+			return false, fmt.Errorf("bus: read %s: status %s %s", stream, status, msg.Header.Get("Description"))
 		}
 		m, err := rawFromDirect(msg)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !fn(m) {
-			return nil
+			return false, nil
 		}
 	}
 }
