@@ -28,9 +28,9 @@ const Version = "v2.21.0"
 const BinaryName = "kedalag-" + Version
 
 // buildTime is how long the test binary must have left to build kedalag
-// itself: on a fresh 2-core machine the build takes 7 minutes alone and
-// twice that beside other tests, more than go test's default timeout of
-// 10 minutes leaves (.ci/run builds it first and runs with 25).
+// itself: the first build takes about 12 minutes of CPU (15 minutes on two
+// cores beside a test run), more than go test's default timeout of 10
+// minutes leaves (.ci/run builds it first and runs with 25).
 const buildTime = 20 * time.Minute
 
 // Binary returns the kedalag binary: $JETFLEET_KEDALAG_BIN, else
