@@ -25,39 +25,27 @@ import (
 // Version is the Jaeger release the tools module pins.
 const Version = "v1.76.0"
 
-// BinaryName is the file the binary is built to, in GOPATH/bin.
-const BinaryName = "jaeger-" + Version
+// tool is how the binary is found and built.
+var tool = toolbuild.Tool{
+	Name:    "Jaeger " + Version,
+	File:    "jaeger-" + Version,
+	Env:     "JETFLEET_JAEGER_BIN",
+	Module:  "jaeger",
+	Package: "github.com/jaegertracing/jaeger/cmd/jaeger",
+	// 35 s of downloads and 6.5 minutes of compiling on a fresh 2-core
+	// machine alone; about twice that beside other tests.
+	BuildTime: 15 * time.Minute,
+}
 
 // Built reports whether the binary is there already, for a benchmark that
 // uses Jaeger when it can but would rather not build it.
-func Built() bool {
-	bin, err := toolbuild.Path("JETFLEET_JAEGER_BIN", BinaryName)
-	if err != nil {
-		return false
-	}
-	_, err = os.Stat(bin)
-	return err == nil
-}
+func Built() bool { return toolbuild.Built(tool) }
 
 // Binary returns the Jaeger binary: $JETFLEET_JAEGER_BIN, else
-// GOPATH/bin/jaeger-v1.76.0, built there from tools/jaeger when missing
-// (several minutes the first time). It skips the test when it cannot be
-// built (no module proxy, no disk).
-func Binary(t testing.TB) string {
-	t.Helper()
-	bin, err := toolbuild.Path("JETFLEET_JAEGER_BIN", BinaryName)
-	if err != nil {
-		t.Skipf("Jaeger: %v", err)
-	}
-	if _, err := os.Stat(bin); err == nil || os.Getenv("JETFLEET_JAEGER_BIN") != "" {
-		return bin
-	}
-	t.Logf("building Jaeger %s into %s from tools/jaeger (a few minutes, once)", Version, bin)
-	if err := toolbuild.Build(bin, "jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger"); err != nil {
-		t.Skipf("Jaeger %s could not be built, so this test cannot run: %v", Version, err)
-	}
-	return bin
-}
+// GOPATH/bin/jaeger-v1.76.0, built there from tools/jaeger when missing.
+// It skips the test, saying how to build it, when it cannot be built or
+// the test run has not the time (toolbuild.Binary).
+func Binary(t testing.TB) string { return toolbuild.Binary(t, tool) }
 
 // Jaeger is a running Jaeger.
 type Jaeger struct {

@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -24,38 +23,23 @@ import (
 // Version is the KEDA release the tools module pins.
 const Version = "v2.21.0"
 
-// BinaryName is the file the binary is built to, in GOPATH/bin.
-const BinaryName = "kedalag-" + Version
-
-// buildTime is how long the test binary must have left to build kedalag
-// itself: the first build takes about 12 minutes of CPU (15 minutes on two
-// cores beside a test run), more than go test's default timeout of 10
-// minutes leaves (.ci/run builds it first and runs with 25).
-const buildTime = 20 * time.Minute
+// tool is how the binary is found and built.
+var tool = toolbuild.Tool{
+	Name:    "KEDA " + Version + "'s scaler",
+	File:    "kedalag-" + Version,
+	Env:     "JETFLEET_KEDALAG_BIN",
+	Module:  "keda",
+	Package: ".",
+	// About 12 minutes of CPU the first time: 15 minutes on two cores
+	// beside a test run.
+	BuildTime: 20 * time.Minute,
+}
 
 // Binary returns the kedalag binary: $JETFLEET_KEDALAG_BIN, else
-// GOPATH/bin/kedalag-v2.21.0, built there from tools/keda when missing
-// and the test has time for it (buildTime). It skips the test, saying how
-// to build it, when it cannot be built or there is no time.
-func Binary(t *testing.T) string {
-	t.Helper()
-	bin, err := toolbuild.Path("JETFLEET_KEDALAG_BIN", BinaryName)
-	if err != nil {
-		t.Skipf("KEDA: %v", err)
-	}
-	if _, err := os.Stat(bin); err == nil || os.Getenv("JETFLEET_KEDALAG_BIN") != "" {
-		return bin
-	}
-	if deadline, ok := t.Deadline(); ok && time.Until(deadline) < buildTime {
-		t.Skipf("KEDA %s's scaler is not built and building it takes longer than this test run has left (%s); "+
-			"build it once with: go build -C tools/keda -o %s . (bash .ci/run does)", Version, time.Until(deadline).Round(time.Second), bin)
-	}
-	t.Logf("building KEDA %s's nats-jetstream scaler into %s from tools/keda (minutes, once)", Version, bin)
-	if err := toolbuild.Build(bin, "keda", "."); err != nil {
-		t.Skipf("KEDA %s's scaler could not be built, so this check cannot run: %v", Version, err)
-	}
-	return bin
-}
+// GOPATH/bin/kedalag-v2.21.0, built there from tools/keda when missing.
+// It skips the test, saying how to build it, when it cannot be built or
+// the test run has not the time (toolbuild.Binary).
+func Binary(t testing.TB) string { return toolbuild.Binary(t, tool) }
 
 // Reading is one answer of the scaler: its metric's name and value (the
 // consumer's num_pending + num_ack_pending), whether it would activate
