@@ -115,8 +115,16 @@ func (in *Inspector) lastMsg(ctx context.Context, stream, subject string) (*jets
 	return in.getMsg(ctx, stream, directGetRequest{LastFor: subject})
 }
 
+// getMsg is one direct get on stream; nil when it finds nothing or no
+// server answers (a history stream that is not there). JOBS and DLQ are
+// there: no answer from them is a moment of the cluster, and it asks
+// again (askAgain).
 func (in *Inspector) getMsg(ctx context.Context, stream string, req directGetRequest) (*jetstream.RawStreamMsg, error) {
-	msg, err := directGet(ctx, in.js, stream, req)
+	get := directGet
+	if stream == JobsStream || stream == DLQStream {
+		get = directGetExisting
+	}
+	msg, err := get(ctx, in.js, stream, req)
 	if errors.Is(err, jetstream.ErrMsgNotFound) || errors.Is(err, nats.ErrNoResponders) {
 		return nil, nil
 	}
