@@ -3,8 +3,9 @@
 // loopback ports of their own, traces kept in memory. The binary is built
 // from the separate tools module tools/jaeger (so jetfleet's go.mod does
 // not carry Jaeger's dependencies) into GOPATH/bin once and reused; .ci/run
-// builds it before the tests. A test skips, saying why, only when the
-// binary cannot be built.
+// builds it before the tests. A test skips, saying why and how to build
+// it, only when it cannot be built or its run has not the time
+// (toolbuild.Binary).
 package jaegertest
 
 import (
@@ -26,26 +27,28 @@ import (
 const Version = "v1.76.0"
 
 // tool is how the binary is found and built.
-var tool = toolbuild.Tool{
-	Name:    "Jaeger " + Version,
-	File:    "jaeger-" + Version,
-	Env:     "JETFLEET_JAEGER_BIN",
-	Module:  "jaeger",
-	Package: "github.com/jaegertracing/jaeger/cmd/jaeger",
-	// 35 s of downloads and 6.5 minutes of compiling on a fresh 2-core
-	// machine alone; about twice that beside other tests.
-	BuildTime: 15 * time.Minute,
+func tool() toolbuild.Tool {
+	return toolbuild.Tool{
+		Name:    "Jaeger " + Version,
+		File:    "jaeger-" + Version,
+		Env:     "JETFLEET_JAEGER_BIN",
+		Module:  "jaeger",
+		Package: "github.com/jaegertracing/jaeger/cmd/jaeger",
+		// 35 s of downloads and 6.5 minutes of compiling on a fresh 2-core
+		// machine alone; about twice that beside other tests.
+		BuildTime: 15 * time.Minute,
+	}
 }
 
 // Built reports whether the binary is there already, for a benchmark that
 // uses Jaeger when it can but would rather not build it.
-func Built() bool { return toolbuild.Built(tool) }
+func Built() bool { return toolbuild.Built(tool()) }
 
 // Binary returns the Jaeger binary: $JETFLEET_JAEGER_BIN, else
 // GOPATH/bin/jaeger-v1.76.0, built there from tools/jaeger when missing.
 // It skips the test, saying how to build it, when it cannot be built or
 // the test run has not the time (toolbuild.Binary).
-func Binary(t testing.TB) string { return toolbuild.Binary(t, tool) }
+func Binary(t testing.TB) string { return toolbuild.Binary(t, tool()) }
 
 // Jaeger is a running Jaeger.
 type Jaeger struct {

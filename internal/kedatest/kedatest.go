@@ -6,7 +6,8 @@
 // tools module tools/keda (so jetfleet's go.mod does not carry KEDA's
 // dependencies, every cloud SDK its scalers package links) into GOPATH/bin
 // once and reused; .ci/run builds it before the tests. A test skips,
-// saying why, only when it cannot be built.
+// saying why and how to build it, only when it cannot be built or its run
+// has not the time (toolbuild.Binary).
 package kedatest
 
 import (
@@ -24,22 +25,24 @@ import (
 const Version = "v2.21.0"
 
 // tool is how the binary is found and built.
-var tool = toolbuild.Tool{
-	Name:    "KEDA " + Version + "'s scaler",
-	File:    "kedalag-" + Version,
-	Env:     "JETFLEET_KEDALAG_BIN",
-	Module:  "keda",
-	Package: ".",
-	// About 12 minutes of CPU the first time: 15 minutes on two cores
-	// beside a test run.
-	BuildTime: 20 * time.Minute,
+func tool() toolbuild.Tool {
+	return toolbuild.Tool{
+		Name:    "KEDA " + Version + "'s scaler",
+		File:    "kedalag-" + Version,
+		Env:     "JETFLEET_KEDALAG_BIN",
+		Module:  "keda",
+		Package: ".",
+		// About 12 minutes of CPU the first time: 15 minutes on two cores
+		// beside a test run.
+		BuildTime: 20 * time.Minute,
+	}
 }
 
 // Binary returns the kedalag binary: $JETFLEET_KEDALAG_BIN, else
 // GOPATH/bin/kedalag-v2.21.0, built there from tools/keda when missing.
 // It skips the test, saying how to build it, when it cannot be built or
 // the test run has not the time (toolbuild.Binary).
-func Binary(t testing.TB) string { return toolbuild.Binary(t, tool) }
+func Binary(t testing.TB) string { return toolbuild.Binary(t, tool()) }
 
 // Reading is one answer of the scaler: its metric's name and value (the
 // consumer's num_pending + num_ack_pending), whether it would activate
