@@ -36,7 +36,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	n := fs.Int("n", 5000, "rounds; each round makes one read and one write request on each system")
 	warm := fs.Int("warmup", 500, "rounds run before timing")
 	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address; a private redis-server is started when it does not answer")
-	natsURL := fs.String("nats", "", "NATS URL of a running server; empty builds and starts `jetfleet nats`")
+	natsURL := fs.String("nats", "", "NATS URL of a running server; empty builds and starts \"jetfleet nats\"")
 	localCopy := fs.Int("localcopy", 0, "jetfleet's sessions.Config.LocalCopy (0: its default; -1: off, every load makes a direct get)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	if err := fs.Parse(args); err != nil {

@@ -44,7 +44,7 @@ func newJobFlags(fs *flag.FlagSet, oneShot bool) *jobFlags {
 		fs.StringVar(&f.delay, "delay", "", "make the job ready only after this duration, e.g. 10s")
 		fs.StringVar(&f.at, "at", "", "make the job ready only at this RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
 		fs.StringVar(&f.id, "id", "", "job ID; the same ID again within the duplicate window (2m) is stored once (default: random)")
-		fs.Func("tag", "tag the job, e.g. user:7 (repeat for more; `jetfleet queue jobs --tag user:7` lists them)", func(v string) error {
+		fs.Func("tag", "tag the job, e.g. user:7 (repeat for more; \"jetfleet queue jobs --tag user:7\" lists them)", func(v string) error {
 			f.tags = append(f.tags, v)
 			return nil
 		})

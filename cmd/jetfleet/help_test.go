@@ -6,8 +6,10 @@ import (
 )
 
 // TestHelp: `jetfleet --help` lists every command, and `--help` on each
-// command (and each schedule subcommand) prints its usage and exits 0
-// without doing anything else.
+// command (and each schedule and queue subcommand) prints its usage and
+// exits 0 without doing anything else, with each flag shown as "-name" and
+// at most one word for its value (package flag takes a `quoted` word of a
+// flag's description for that word: "-no-workers catalog work").
 func TestHelp(t *testing.T) {
 	dir := t.TempDir()
 	r := runJF(t, dir, testEnv(), "", "--help")
@@ -23,6 +25,9 @@ func TestHelp(t *testing.T) {
 	for _, c := range commands() {
 		helps = append(helps, []string{c.name})
 	}
+	for _, c := range queueCommands() {
+		helps = append(helps, []string{"queue", c.name})
+	}
 	for _, args := range helps {
 		name := strings.Join(args, " ")
 		t.Run(name, func(t *testing.T) {
@@ -32,6 +37,11 @@ func TestHelp(t *testing.T) {
 			}
 			if out := r.Stdout + r.Stderr; !strings.Contains(out, "Usage: jetfleet "+name) {
 				t.Fatalf("jetfleet %s --help printed no usage:\n%s", name, out)
+			}
+			for _, line := range strings.Split(r.Stdout+r.Stderr, "\n") {
+				if strings.HasPrefix(line, "  -") && len(strings.Fields(line)) > 2 {
+					t.Errorf("jetfleet %s --help: flag line %q has more than one word for its value", name, line)
+				}
 			}
 		})
 	}

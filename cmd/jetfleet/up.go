@@ -115,11 +115,11 @@ func (s *system) shutdown() {
 // runUp is `jetfleet up`: the whole system in one process on embedded
 // defaults, until ctx ends (SIGINT or SIGTERM), then a clean shutdown.
 func runUp(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "up", "up [--listen 127.0.0.1:8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--no-workers] [--no-auth]")
+	fs := newFlagSet(a, "up", "up [--listen 127.0.0.1:8080] [--nats-listen 127.0.0.1:4222] [--data ./data] [--sync-interval 2m|always] [--replicas 1] [--queues high,default,emails] [--drain-delay 0] [--grace 30s] [--no-workers] [--no-auth]")
 	httpListen := fs.String("listen", cmp.Or(a.getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), defaultHTTPListen), "HTTP address of the web node (loopback by default; on another address the dashboard needs JETFLEET_DASHBOARD_TOKEN); when not given and taken, a free port is used with a warning")
 	drainDelay := fs.Duration("drain-delay", 0, "on Ctrl-C, how long /up answers 503 before the listener closes (0: none; there is no balancer in front of up)")
 	grace := fs.Duration("grace", 30*time.Second, "on Ctrl-C, how long in-flight requests and running jobs may take to finish")
-	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (the catalog's jobs wait for a `catalog work` process: go run ./examples/catalog work)")
+	noWorkers := fs.Bool("no-workers", false, "run no workers in this process (the catalog's jobs wait for a \"catalog work\" process: go run ./examples/catalog work)")
 	listen := fs.String("nats-listen", natsDefaultListen(a.getenv), "client address of the embedded NATS server; when not given and taken, a free port is used with a warning")
 	dataDir := fs.String("data", a.dataDir, "data directory: NATS store under <data>/nats, client URL in <data>/nats.url, SQLite read model <data>/jetfleet.db")
 	syncFlag := fs.String("sync-interval", "", "fsync interval of the embedded file store (e.g. 1s, 2m) or \"always\"; default the server's 2m")

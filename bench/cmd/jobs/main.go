@@ -61,7 +61,7 @@ func run(ctx context.Context) error {
 	redisFsync := flag.Bool("redis-fsync", false, "start a Redis of our own with --appendonly yes --appendfsync always")
 	pg := flag.String("pg", "postgres://jfbench:jfbench@127.0.0.1:5432/jfbench?sslmode=disable", "PostgreSQL for River")
 	bin := flag.String("jetfleet", "", "jetfleet binary (default: built from ..)")
-	workBin := flag.String("work-bin", "", "binary whose `work` runs the jetfleet workers (default: the jetfleet binary; e.g. a service's own binary built on package node)")
+	workBin := flag.String("work-bin", "", "binary whose \"work\" command runs the jetfleet workers (default: the jetfleet binary; e.g. a service's own binary built on package node)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound of one measurement")
 	flag.Parse()
 
