@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
 	"github.com/jetfleet/jetfleet/internal/mariadbtest"
 	"github.com/jetfleet/jetfleet/readmodel"
@@ -17,7 +19,8 @@ import (
 // TestCatalogFlow walks the whole app in one process on real servers:
 // first login queues the welcome email that the worker writes to the
 // outbox; items are created and listed a page at a time; a PNG and a JPEG
-// get 160 and 640 px thumbnails; a text file fails for good with a reason
+// get 160 and 640 px thumbnails, and the README tour's picture the sizes
+// the tour shows; a text file fails for good with a reason
 // naming it, both on the item and in DLQ; the HTML page shows the item.
 func TestCatalogFlow(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) { catalogFlow(t, startApp(t, true)) })
@@ -65,6 +68,8 @@ func catalogFlow(t *testing.T, a *app) {
 	checkThumbnails(t, c, it.ID, "photo.png", 800, map[int]int{160: 120, 640: 480})
 	checkThumbnails(t, c, it.ID, "wide-photo.jpg", 1000, map[int]int{160: 80, 640: 320})
 
+	tourPicture(t, c, lamp.ID)
+
 	code, body = c.Upload(lamp.ID, ct.File{Name: "notes.txt", Data: []byte("not a picture\n")})
 	if code != http.StatusAccepted {
 		t.Fatalf("upload notes.txt: %d %s", code, body)
@@ -101,6 +106,34 @@ func checkThumbnails(t *testing.T, c *ct.Client, itemID int64, name string, widt
 	resp, data := c.Do(http.MethodGet, img.URL, nil, nil)
 	if resp.StatusCode != http.StatusOK || ct.DecodedWidth(t, data) != width || resp.Header.Get("Content-Type") != img.ContentType {
 		t.Fatalf("%s original: status %d, type %s", name, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+// tourPicture uploads the README tour's picture, examples/catalog/lamp.png,
+// and checks what the tour shows of it: 198×200, a 160-px thumbnail 162
+// high, and the 640 one at the picture's own size (never enlarged).
+func tourPicture(t *testing.T, c *ct.Client, itemID int64) {
+	t.Helper()
+	data, err := os.ReadFile("../lamp.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := c.Upload(itemID, ct.File{Name: "lamp.png", Data: data}); code != http.StatusAccepted {
+		t.Fatalf("upload lamp.png: %d %s", code, body)
+	}
+	img, _ := ct.FindImage(c.WaitImages(itemID, 30*time.Second, "lamp.png"), "lamp.png")
+	want := []catalog.Thumbnail{{Size: 160, Width: 160, Height: 162}, {Size: 640, Width: 198, Height: 200}}
+	if img.Status != "ready" || img.Width != 198 || img.Height != 200 || img.ContentType != "image/png" || len(img.Thumbnails) != len(want) {
+		t.Fatalf("lamp.png: %+v, want ready, 198×200 image/png with thumbnails %+v", img, want)
+	}
+	for i, th := range img.Thumbnails {
+		if th.Size != want[i].Size || th.Width != want[i].Width || th.Height != want[i].Height {
+			t.Errorf("lamp.png thumbnail %d: %+v, want %+v", i, th, want[i])
+		}
+		resp, data := c.Do(http.MethodGet, th.URL, nil, nil)
+		if resp.StatusCode != http.StatusOK || ct.DecodedWidth(t, data) != want[i].Width {
+			t.Errorf("lamp.png thumbnail %d: status %d, decoded width %d, want %d", th.Size, resp.StatusCode, ct.DecodedWidth(t, data), want[i].Width)
+		}
 	}
 }
 
