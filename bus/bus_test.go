@@ -224,9 +224,12 @@ func TestDispatchWithoutAnswerSaysWhy(t *testing.T) {
 	d, _ := bus.NewDispatcher(js, bus.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = d.Dispatch(ctx, welcomeEmail{UserID: 1}, bus.JobID("welcome-1"))
+	id, err := d.Dispatch(ctx, welcomeEmail{UserID: 1}, bus.JobID("welcome-1"))
 	if !errors.Is(err, bus.ErrNotAcknowledged) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want ErrNotAcknowledged wrapping context.DeadlineExceeded", err)
+	}
+	if id != "welcome-1" { // the job may be stored: its ID is what to dispatch again with
+		t.Errorf("id = %q with ErrNotAcknowledged, want welcome-1", id)
 	}
 	for _, want := range []string{"disk full", "lost its quorum", "dispatching it again with the same job ID is safe"} {
 		if !strings.Contains(err.Error(), want) {

@@ -99,13 +99,15 @@ func NewDispatcher(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 // Dispatch enqueues args as a job and returns its ID once JetStream has
 // acknowledged storing it. With Unique, a key held by another job stores
 // nothing and fails with a *DuplicateError (errors.Is ErrDuplicate) that
-// names the holder.
+// names the holder. On an error the ID is "", but for ErrNotAcknowledged:
+// the job may be stored under the ID returned with it, and dispatching it
+// again with that ID (JobID) stores it at most once.
 func (d *Dispatcher) Dispatch(ctx context.Context, args Args, opts ...Option) (string, error) {
 	msg, id, err := d.encode(ctx, args, opts)
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishTraced(ctx, msg, id, opts)
+	return idAfter(id, d.publishTraced(ctx, msg, id, opts))
 }
 
 // DispatchJSON enqueues a job of kind whose arguments are already JSON, as
@@ -115,7 +117,16 @@ func (d *Dispatcher) DispatchJSON(ctx context.Context, kind string, body []byte,
 	if err != nil {
 		return "", err
 	}
-	return id, d.publishTraced(ctx, msg, id, opts)
+	return idAfter(id, d.publishTraced(ctx, msg, id, opts))
+}
+
+// idAfter is what a dispatch returns: the job's ID when it is stored, or
+// may be (ErrNotAcknowledged); "" with any other error, when it is not.
+func idAfter(id string, err error) (string, error) {
+	if err != nil && !errors.Is(err, ErrNotAcknowledged) {
+		return "", err
+	}
+	return id, err
 }
 
 // DispatchManyParams is one job of a DispatchMany batch: what Dispatch

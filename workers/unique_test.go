@@ -73,10 +73,13 @@ func dispatchUntilAccepted(t *testing.T, d *bus.Dispatcher, timeout time.Duratio
 
 func mustBeDuplicate(t *testing.T, d *bus.Dispatcher, holder string, opts ...bus.Option) {
 	t.Helper()
-	_, err := d.Dispatch(context.Background(), fleetJob{}, opts...)
+	id, err := d.Dispatch(context.Background(), fleetJob{}, opts...)
 	var dup *bus.DuplicateError
 	if !errors.As(err, &dup) || !errors.Is(err, bus.ErrDuplicate) || dup.JobID != holder {
 		t.Fatalf("dispatch while %s holds the key = %v, want a DuplicateError naming it", holder, err)
+	}
+	if id != "" {
+		t.Fatalf("dispatch while %s holds the key returned ID %q with its error: nothing was stored under it", holder, id)
 	}
 }
 
