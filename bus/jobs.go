@@ -76,7 +76,7 @@ func (f JobFilter) matches(st *JobStatus) bool {
 //   - delayed: the queue's schedules in JOBS, newest first;
 //   - dead: DLQ, newest first (FailedJobs);
 //   - succeeded, retrying, cancelled: the records in HistoryStream, newest
-//     first;
+//     first (retrying: those whose next attempt is not due yet);
 //   - any state: the records, the running jobs and the dead letters, merged.
 //
 // A listing reads at most 5,000 entries: a filter that matches few of the
@@ -131,11 +131,19 @@ func (in *Inspector) deadJobs(ctx context.Context, f JobFilter) ([]*JobStatus, e
 	return out, nil
 }
 
-// recordedJobs walks the records newest first.
+// recordedJobs walks the records newest first. Listing retrying jobs, it
+// skips a record whose next attempt is due: that job has moved on
+// (running, dead after its last attempt, or waiting for a worker), and
+// no record says so, since neither a start nor a dead letter writes one.
 func (in *Inspector) recordedJobs(ctx context.Context, f JobFilter) ([]*JobStatus, error) {
 	var out []*JobStatus
+	now := time.Now()
 	err := in.walkBack(ctx, HistoryStream, wire.StatusFilter(f.Queue, f.Kind), maxExamined, func(m *jetstream.RawStreamMsg) bool {
-		if st := recordFromMsg(m); st != nil && f.matches(st) {
+		st := recordFromMsg(m)
+		if st != nil && f.State == JobRetrying && !now.Before(st.NextAttemptAt) {
+			return true
+		}
+		if st != nil && f.matches(st) {
 			out = append(out, st)
 		}
 		return len(out) < f.Limit

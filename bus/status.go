@@ -26,9 +26,10 @@ var ErrJobNotFound = errors.New("no job with this ID")
 var ErrJobFinished = errors.New("job already finished")
 
 // locateWait bounds the wait for the worker that runs a job. It is paid
-// only for a job that was delivered and is not acknowledged yet, and
-// whose worker does not answer: one whose worker stopped, or that waits
-// for a slot in a worker.
+// only for a job that was delivered and is not acknowledged yet, is not
+// waiting out a retry's backoff, and whose worker does not answer: one
+// whose worker stopped, that waits for a slot in a worker, or whose next
+// attempt is due and not taken yet.
 const locateWait = 500 * time.Millisecond
 
 // Job returns what is known of the job id, whatever its state: delayed
@@ -254,9 +255,12 @@ func seqOfOrigin(origin string) uint64 {
 }
 
 // resolveInJobs decides the state of a job whose message is in JOBS:
-// ready when its queue's consumer has not delivered it yet; else running
-// when a worker says so, retrying when its last attempt failed and the
-// next is not due, and ready otherwise (delivered again after AckWait).
+// ready when its queue's consumer has not delivered it yet; retrying when
+// its last attempt failed and the next is not due (no worker can be
+// running it: it is not asked); else running when a worker says so, and
+// ready otherwise (its next attempt due, or delivered again after
+// AckWait). A lookup that waited for a worker reads the job's record
+// again: an attempt may have ended meanwhile.
 func (in *Inspector) resolveInJobs(ctx context.Context, f *found, running map[string]*JobStatus) (*JobStatus, error) {
 	st := statusFromJob(f.job)
 	st.State = JobReady
@@ -264,34 +268,56 @@ func (in *Inspector) resolveInJobs(ctx context.Context, f *found, running map[st
 	if err != nil || !delivered {
 		return st, err
 	}
+	rec := f.rec
+	if rec != nil && rec.Seq == st.Seq && rec.State == JobRetrying && time.Now().Before(rec.NextAttemptAt) {
+		return fromRecord(st, rec), nil
+	}
 	var run *JobStatus
 	if running != nil {
 		run = running[st.ID]
 	} else if run, err = in.locate(ctx, st.ID); err != nil {
 		return nil, err
+	} else if run == nil {
+		m, err := in.lastMsg(ctx, HistoryStream, wire.StatusFilterForID(st.ID))
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
+			rec = recordFromMsg(m)
+		}
 	}
 	if run != nil {
 		run.Tags, run.Headers, run.Body = st.Tags, st.Headers, st.Body
 		return run, nil
 	}
-	rec := f.rec
 	if rec != nil && rec.Seq == st.Seq {
-		st.Attempt, st.Worker, st.Error, st.Progress, st.Result = rec.Attempt, rec.Worker, rec.Error, rec.Progress, rec.Result
-		if rec.State == JobRetrying {
-			st.NextAttemptAt = rec.NextAttemptAt
-			if time.Now().Before(rec.NextAttemptAt) {
-				st.State, st.At = JobRetrying, rec.At
-				return st, nil
-			}
-			st.Note = fmt.Sprintf("attempt %d failed; the next one is due and waits for a worker", rec.Attempt)
-			return st, nil
-		}
-		st.StartedAt = rec.StartedAt
-		st.Note = fmt.Sprintf("attempt %d on %s stopped without finishing (the worker stopped or died); it is delivered again after AckWait", rec.Attempt, rec.Worker)
-		return st, nil
+		return fromRecord(st, rec), nil
 	}
 	st.Note = "delivered to a worker and not started or finished yet: it waits for a slot there, or, if that worker stopped, is delivered again after AckWait"
 	return st, nil
+}
+
+// fromRecord is st, a job delivered from JOBS and running nowhere, as the
+// record of its last attempt rec tells: finished (the record written as
+// its message went), retrying until its next attempt is due, or stopped
+// without finishing.
+func fromRecord(st, rec *JobStatus) *JobStatus {
+	if rec.State.Finished() {
+		return rec
+	}
+	st.Attempt, st.Worker, st.Error, st.Progress, st.Result = rec.Attempt, rec.Worker, rec.Error, rec.Progress, rec.Result
+	if rec.State == JobRetrying {
+		st.NextAttemptAt = rec.NextAttemptAt
+		if time.Now().Before(rec.NextAttemptAt) {
+			st.State, st.At = JobRetrying, rec.At
+			return st
+		}
+		st.Note = fmt.Sprintf("attempt %d failed; the next one is due and waits for a worker", rec.Attempt)
+		return st
+	}
+	st.StartedAt = rec.StartedAt
+	st.Note = fmt.Sprintf("attempt %d on %s stopped without finishing (the worker stopped or died); it is delivered again after AckWait", rec.Attempt, rec.Worker)
+	return st
 }
 
 // delivered reports whether queue's consumer has delivered the message

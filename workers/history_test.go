@@ -256,3 +256,64 @@ func TestCancelByQueueAndByTag(t *testing.T) {
 		t.Fatalf("JOBS holds %d after the cancels", n)
 	}
 }
+
+// TestRetryingJobsAreAnsweredFromTheirRecord: a job waiting out a retry's
+// backoff is looked up from its record, without asking the workers (no
+// request on bus.LocatePrefix, counted as the server delivers them: a
+// worker cannot be running an attempt that is not due); and listing the
+// retrying jobs leaves out one whose last attempt failed since (dead),
+// though its latest record still says retrying.
+func TestRetryingJobsAreAnsweredFromTheirRecord(t *testing.T) {
+	e := newEnv(t, bus.Config{MemoryStorage: true})
+	nc := e.js.Conn()
+	var locates atomic.Int64
+	sub, err := nc.Subscribe(bus.LocatePrefix+".>", func(*nats.Msg) { locates.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	w := workers.New(e.js, workers.Config{})
+	workers.RegisterDiagnostics(w)
+	stop := start(t, w)
+	defer stop()
+	waiting := dispatch(t, e, workers.Fail{Message: "try later"}, bus.Tries(3), bus.Backoff(time.Hour))
+	dead := dispatch(t, e, workers.Fail{Message: "no luck"}, bus.Tries(2), bus.Backoff(100*time.Millisecond))
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	ctx := context.Background()
+	for _, w := range []struct {
+		id    string
+		state bus.JobState
+	}{{waiting, bus.JobRetrying}, {dead, bus.JobDead}} {
+		waitFor(t, 30*time.Second, "job "+w.id+" to be "+string(w.state), func() bool {
+			st, err := in.Job(ctx, w.id)
+			return err == nil && st.State == w.state
+		})
+	}
+	if err := nc.Flush(); err != nil { // every locate sent so far has reached sub
+		t.Fatal(err)
+	}
+	before := locates.Load()
+	for range 3 {
+		st, err := in.Job(ctx, waiting)
+		if err != nil || st.State != bus.JobRetrying || st.Attempt != 1 || st.Error != "try later" || st.NextAttemptAt.IsZero() {
+			t.Fatalf("lookup of the retrying job: %+v, %v", st, err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := locates.Load() - before; n != 0 {
+		t.Errorf("3 lookups of a job waiting out its backoff asked the workers %d times, want 0", n)
+	}
+	listed, err := in.Jobs(ctx, bus.JobFilter{State: bus.JobRetrying})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, st := range listed {
+		ids = append(ids, st.ID)
+	}
+	if len(ids) != 1 || ids[0] != waiting {
+		t.Errorf("retrying jobs listed: %v, want only %s (not %s, dead since)", ids, waiting, dead)
+	}
+}
