@@ -157,7 +157,19 @@ func batchStatus(def *batchDef, sum *batchSum, chunks map[int]chunk) BatchStatus
 	default:
 		s.State = BatchRunning
 	}
-	thenReleased := sum.Finished && !sum.Cancelled && (s.Failed == 0 || def.AllowFailures)
+	s.Callbacks = batchCallbacks(def, sum, s.Failed)
+	return s
+}
+
+// batchCallbacks lists what a batch releases as it advances (advance):
+// then when it succeeds; catch at its first failure; finally when it
+// ends. A chain's step also holds the chain's callbacks: the last step's
+// then holds the chain's then and finally, and every step releases the
+// chain's finally if it fails (OnFailure). Each is named as its job's
+// Jetfleet-Callback header says, and listed once.
+func batchCallbacks(def *batchDef, sum *batchSum, failed int) []BatchCallback {
+	thenReleased := sum.Finished && !sum.Cancelled && (failed == 0 || def.AllowFailures)
+	var out []BatchCallback
 	for _, cb := range []struct {
 		name     string
 		msgs     []flowMsg
@@ -165,6 +177,7 @@ func batchStatus(def *batchDef, sum *batchSum, chunks map[int]chunk) BatchStatus
 	}{
 		{CallbackThen, def.Then, thenReleased},
 		{CallbackCatch, def.Catch, sum.CatchFired},
+		{CallbackFinally, def.OnFailure, sum.Finished && !thenReleased},
 		{CallbackFinally, def.Finally, sum.Finished},
 	} {
 		for _, m := range cb.msgs {
@@ -173,10 +186,15 @@ func batchStatus(def *batchDef, sum *batchSum, chunks map[int]chunk) BatchStatus
 			if isBatchSubject(m.Subject) && !strings.HasSuffix(m.Subject, ".def") || m.Header.Get(HeaderBatch) != "" {
 				continue
 			}
-			s.Callbacks = append(s.Callbacks, callbackOf(cb.name, m, cb.released))
+			c := callbackOf(cmp.Or(m.Header.Get(HeaderCallback), cb.name), m, cb.released)
+			if i := slices.IndexFunc(out, func(o BatchCallback) bool { return o.Name == c.Name && o.ID == c.ID }); i >= 0 {
+				out[i].Released = out[i].Released || c.Released
+				continue
+			}
+			out = append(out, c)
 		}
 	}
-	return s
+	return out
 }
 
 func callbackOf(name string, m flowMsg, released bool) BatchCallback {

@@ -674,6 +674,27 @@ func TestChainStopsAtFailure(t *testing.T) {
 	if err != nil || len(steps) != 2 || steps[0].State != bus.BatchSucceeded || steps[1].State != bus.BatchFailed || steps[1].Steps != 3 {
 		t.Fatalf("Chain = %+v, %v", steps, err)
 	}
+	// Step 1 released step 2 and held the chain's catch and finally for a
+	// failure; step 2 failed and released them.
+	wantCallbacks(t, steps[0], "then next step released", "catch batch-callback", "finally batch-callback")
+	wantCallbacks(t, steps[1], "then next step", "catch batch-callback released", "finally batch-callback released")
+}
+
+// wantCallbacks checks a batch's callbacks, each written as "<name>
+// <kind>" and " released" when it was dispatched, in order.
+func wantCallbacks(t *testing.T, st bus.BatchStatus, want ...string) {
+	t.Helper()
+	var got []string
+	for _, cb := range st.Callbacks {
+		c := cb.Name + " " + cb.Kind
+		if cb.Released {
+			c += " released"
+		}
+		got = append(got, c)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("callbacks of %s: %q, want %q", st.ID, got, want)
+	}
 }
 
 // TestChainWithBatchStep: a chain whose middle step is a batch of 5 jobs:
@@ -715,4 +736,13 @@ func TestChainWithBatchStep(t *testing.T) {
 	if th, fi := cbs.stored("then", id), cbs.stored("finally", id); th != 1 || fi != 1 {
 		t.Fatalf("then %d, finally %d", th, fi)
 	}
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	chain, err := in.Chain(ctx, id)
+	if err != nil || len(chain) != 3 {
+		t.Fatalf("Chain = %+v, %v", chain, err)
+	}
+	// The last step released the chain's then and finally; each step
+	// would have released the chain's finally had it failed.
+	wantCallbacks(t, chain[1], "then next step released", "finally batch-callback")
+	wantCallbacks(t, chain[2], "then batch-callback released", "finally batch-callback released")
 }
