@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -132,6 +133,9 @@ func TestOversizedSessionFailsAndLeavesThePreviousStateIntact(t *testing.T) {
 		t.Fatalf("oversized save: %d %q, logged %v; want 500 and a warning of ErrTooLarge naming the 4096-byte limit", w.Code, w.Body, logged[0])
 	}
 	t.Logf("error: %v", err)
+	if vary := w.Header().Values("Vary"); !slices.Contains(vary, "Cookie") {
+		t.Errorf("the error response that replaced the handler's has Vary %q, want Cookie: it depends on the cookie too", vary)
+	}
 	c.run(e.sm, func(ctx context.Context) {
 		if v, _ := sessions.GetString(ctx, "small"); v != "kept" || sessions.Has(ctx, "big") {
 			t.Errorf("after the failed save: small=%q big=%v, want the previous state", v, sessions.Has(ctx, "big"))

@@ -94,7 +94,8 @@ func (w *sessionWriter) commit() bool {
 	if err != nil {
 		w.m.log(w.r, "sessions: session not saved", err)
 		w.failed = true
-		clear(w.Header())
+		clear(w.Header()) // what the handler set belongs to the response replaced
+		w.Header().Add("Vary", "Cookie")
 		w.m.cfg.ErrorHandler(w.ResponseWriter, w.r, err)
 		return false
 	}
