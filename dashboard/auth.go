@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -50,6 +51,13 @@ func (d *Dashboard) guard(next http.HandlerFunc) http.Handler {
 		}
 		ri := reqInfo{nonce: randomToken(16)}
 		securityHeaders(w.Header(), ri.nonce)
+		if d.cfg.Open && !loopbackHost(r.Host) {
+			// A page elsewhere whose name was made to resolve to 127.0.0.1
+			// (DNS rebinding) would reach an open dashboard as its own
+			// origin; its requests name that page's host.
+			http.Error(w, "403 Forbidden: this dashboard has no credentials, so it answers only requests addressed to localhost or a loopback address; set JETFLEET_DASHBOARD_TOKEN to reach it by another name", http.StatusForbidden)
+			return
+		}
 		if !d.cfg.Open && !d.authorize(w, r) {
 			return
 		}
@@ -218,4 +226,23 @@ func randomToken(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// loopbackHost reports whether host (a request's Host, with or without a
+// port) names this machine: localhost, a name under .localhost, or a
+// loopback address. An empty Host (HTTP/1.0, no browser sends it) is
+// taken as loopback: the listener itself is.
+func loopbackHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	addr, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && addr.Unmap().IsLoopback()
 }

@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -145,6 +146,41 @@ func TestOpenModeStillNeedsCSRF(t *testing.T) {
 	}
 	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/queues/default/pause", url.Values{}); code != http.StatusForbidden {
 		t.Errorf("POST without CSRF: %d, want 403", code)
+	}
+}
+
+// TestOpenModeAnswersOnlyLoopbackHosts: an open dashboard refuses a
+// request that names another host (a page whose name was rebound to
+// 127.0.0.1 would send its own), so such a page can neither read it nor
+// take its CSRF token to pause a queue; localhost and loopback addresses,
+// with or without a port, are served.
+func TestOpenModeAnswersOnlyLoopbackHosts(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Open: true})
+	c := browser(t)
+	get := func(host string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", e.url+"/jetfleet", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, host := range []string{"evil.example.com", "evil.example.com:8080", "127.0.0.1.nip.io", "10.0.0.1:8080", "localhost.evil.example"} {
+		if code, body := get(host); code != http.StatusForbidden || !strings.Contains(body, "JETFLEET_DASHBOARD_TOKEN") || strings.Contains(body, `name="csrf"`) {
+			t.Errorf("Host %s: %d %.80q, want 403 naming JETFLEET_DASHBOARD_TOKEN and no page", host, code, body)
+		}
+	}
+	for _, host := range []string{"localhost", "localhost:8080", "127.0.0.1:8080", "127.0.0.2", "[::1]:8080", "app.localhost:8080", "LOCALHOST."} {
+		if code, _ := get(host); code != http.StatusOK {
+			t.Errorf("Host %s: %d, want 200", host, code)
+		}
 	}
 }
 

@@ -60,7 +60,10 @@ type Config struct {
 	// The password has at least MinSecretLen characters.
 	User, Password string
 	// Open serves the dashboard without credentials. Use it only where
-	// the port is not reachable by others (`jetfleet up`).
+	// the port is not reachable by others (`jetfleet up`). An open
+	// dashboard answers only requests addressed to localhost or a
+	// loopback address (their Host), so that a page elsewhere whose name
+	// resolves to 127.0.0.1 (DNS rebinding) cannot use it.
 	Open bool
 	// Refresh is how often pages refresh their live part. Default 3s.
 	Refresh time.Duration
