@@ -165,6 +165,7 @@ func TestDispatchValidation(t *testing.T) {
 		{"kind with dot", "a.b", []byte(`{}`), nil, `kind name "a.b" may only use`},
 		{"kind wildcard", "*", []byte(`{}`), nil, `kind name "*" may only use`},
 		{"body not JSON", "k", []byte(`{"a":`), nil, "body of k job is not valid JSON"},
+		{"body not UTF-8", "k", []byte("{\"a\":\"\xff\"}"), nil, "body of k job is not valid UTF-8"},
 		{"body over max payload", "k", big, nil, "the NATS server's max_payload is 4096 bytes"},
 		{"tries zero", "k", []byte(`{}`), []bus.Option{bus.Tries(0)}, "tries is 0; it must be at least 1"},
 		{"timeout negative", "k", []byte(`{}`), []bus.Option{bus.Timeout(-time.Second)}, "timeout is -1s"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -321,6 +322,9 @@ func (o *options) validate(kind string, body []byte, checkJSON bool) error {
 	}
 	if checkJSON && !json.Valid(body) {
 		return fmt.Errorf("%w: body of %s job is not valid JSON", ErrInvalid, kind)
+	}
+	if checkJSON && !utf8.Valid(body) { // JSON is UTF-8 (RFC 8259); decoders elsewhere refuse it, Go's alters it
+		return fmt.Errorf("%w: body of %s job is not valid UTF-8", ErrInvalid, kind)
 	}
 	if o.triesOK && o.tries < 1 {
 		return fmt.Errorf("%w: tries is %d; it must be at least 1", ErrInvalid, o.tries)
