@@ -7,6 +7,7 @@ import (
 	"html"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -53,7 +54,10 @@ func readInput(r *http.Request) (*input, error) {
 	case "application/json":
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, err
+			return nil, bodyError(err)
+		}
+		if !utf8.Valid(body) { // encoding/json would put U+FFFD in its place: two bodies, one value
+			return nil, fail(http.StatusBadRequest, "the body must be valid UTF-8")
 		}
 		in := &input{}
 		if err := json.Unmarshal(body, &in.json); err != nil || in.json == nil {
@@ -62,17 +66,28 @@ func readInput(r *http.Request) (*input, error) {
 		return in, nil
 	case "application/x-www-form-urlencoded":
 		if err := r.ParseForm(); err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				return nil, err
-			}
-			return nil, fail(http.StatusBadRequest, "the form body cannot be read: %v", err)
+			return nil, bodyError(err)
 		}
 		return &input{form: r.PostForm}, nil
 	case "":
 		return nil, fail(http.StatusUnsupportedMediaType, "send a JSON body with Content-Type: application/json (or an HTML form)")
 	}
 	return nil, fail(http.StatusUnsupportedMediaType, "Content-Type %s is not accepted: send application/json (or an HTML form)", ct)
+}
+
+// bodyError is what a failed read of a request body answers: 413 past
+// the limit, 408 when the body did not arrive before the server's read
+// deadline (a slow client, not a server fault), else 400.
+func bodyError(err error) error {
+	var tooBig *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		return err
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return fail(http.StatusRequestTimeout, "the request body did not arrive in time")
+	}
+	return fail(http.StatusBadRequest, "the body cannot be read: %v", err)
 }
 
 // text returns field as trimmed text of at most maxRunes characters, with no

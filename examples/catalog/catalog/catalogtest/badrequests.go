@@ -55,6 +55,8 @@ func BadRequests(own, bobs, maxUpload int64, maxFiles int) []BadRequest {
 		{Name: "login with an array", Method: "POST", Path: "/login", Body: jsonBody(`[1]`), Status: 400, Message: "must be a JSON object"},
 		{Name: "login with broken JSON", Method: "POST", Path: "/login", Body: jsonBody(`{"name":`), Status: 400, Message: "must be a JSON object"},
 		{Name: "login with a long name", Method: "POST", Path: "/login", Body: jsonBody(`{"name": "` + strings.Repeat("n", 65) + `"}`), Status: 400, Message: "at most 64 characters"},
+		{Name: "login with invalid UTF-8", Method: "POST", Path: "/login", Body: jsonBody("{\"name\": \"\xff\xfe\"}"), Status: 400, Message: "valid UTF-8"},
+		{Name: "create with invalid UTF-8", Method: "POST", Path: "/items", Body: jsonBody("{\"name\": \"lamp\xc3\"}"), Status: 400, Message: "valid UTF-8"},
 		{Name: "login with a control character", Method: "POST", Path: "/login", Body: jsonBody(`{"name": "a\u0000b"}`), Status: 400, Message: "control characters"},
 		{Name: "login too large", Method: "POST", Path: "/login", Body: jsonBody(`{"name": "` + big + `"}`), Status: 413, Message: "the limit is 64 KiB"},
 		{Name: "logout without CSRF", Method: "POST", Path: "/logout", NoCSRF: true, Status: 419, Message: "no CSRF token"},
