@@ -65,7 +65,8 @@ func merge(cfg, env Config) Config {
 // (the image bucket's replicas when it is created; default the node's),
 // JETFLEET_IMAGE_STORE_MB (the image bucket's bound,
 // Config.ImageStoreBytes; default 1024), JETFLEET_MAX_UPLOAD_MB (default
-// 32), JETFLEET_MAX_UPLOAD_FILES (default 10) and JETFLEET_IMAGE_MEMORY_MB
+// 32), JETFLEET_MAX_UPLOAD_FILES (default 10),
+// JETFLEET_MAX_UPLOADS_IN_FLIGHT (default 8) and JETFLEET_IMAGE_MEMORY_MB
 // (a worker's memory budget for image work, Config.ImageMemory; default
 // 256). Unset settings stay zero.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -79,6 +80,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		{"JETFLEET_IMAGE_STORE_MB", &storeMB},
 		{"JETFLEET_MAX_UPLOAD_MB", &mb},
 		{"JETFLEET_MAX_UPLOAD_FILES", &cfg.MaxFiles},
+		{"JETFLEET_MAX_UPLOADS_IN_FLIGHT", &cfg.MaxUploadsInFlight},
 		{"JETFLEET_IMAGE_MEMORY_MB", &memoryMB},
 	} {
 		v := getenv(s.key)

@@ -47,6 +47,11 @@ type Config struct {
 	MaxUploadBytes int64
 	// MaxFiles caps the files of one upload request. Default 10.
 	MaxFiles int
+	// MaxUploadsInFlight caps the upload requests a web node reads at
+	// once: each holds up to MaxUploadBytes in memory while it arrives,
+	// so a node holds at most their product (256 MiB by default). One
+	// more is refused at once with 503 and Retry-After. Default 8.
+	MaxUploadsInFlight int
 	// ImageMemory is the memory budget, in bytes, of a worker process's
 	// image work, shared by all its image jobs: each one works out from
 	// the file's header what decoding the image and making its thumbnails
@@ -89,6 +94,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxFiles == 0 {
 		c.MaxFiles = 10
 	}
+	if c.MaxUploadsInFlight == 0 {
+		c.MaxUploadsInFlight = 8
+	}
 	if c.ImageMemory == 0 {
 		c.ImageMemory = 256 << 20
 	}
@@ -109,6 +117,9 @@ type Catalog struct {
 	pages  *template.Template
 	log    zerolog.Logger
 	budget *memoryBudget // of image work (thumbnails.go)
+	// uploads holds a token per upload request being read
+	// (Config.MaxUploadsInFlight).
+	uploads chan struct{}
 }
 
 // New returns the catalog on db (migrated with the migrations package) and
@@ -136,7 +147,8 @@ func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Conf
 		return nil, err
 	}
 	images = traceObjects(images, cfg.ImageBucket, cfg.TracerProvider)
-	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory)}, nil
+	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory),
+		uploads: make(chan struct{}, cfg.MaxUploadsInFlight)}, nil
 }
 
 // Limits of the request bodies other than uploads.

@@ -142,6 +142,13 @@ func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 	if err := c.ownItem(r, id); err != nil {
 		return err
 	}
+	select {
+	case c.uploads <- struct{}{}:
+		defer func() { <-c.uploads }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		return fail(http.StatusServiceUnavailable, "this node is reading %d uploads already (JETFLEET_MAX_UPLOADS_IN_FLIGHT): try again in a moment", cap(c.uploads))
+	}
 	refs, err := c.receiveFiles(r, id)
 	if err != nil {
 		return err
