@@ -1,11 +1,11 @@
 package catalog_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,72 +14,76 @@ import (
 	"github.com/jetfleet/jetfleet/readmodel"
 )
 
-// TestUploadsInFlightAreBounded: with MaxUploadsInFlight 2, two uploads
-// whose bodies stall hold both slots, and a third is refused at once with
-// 503, Retry-After and the setting's name; once the stalled ones end,
-// uploads are taken again. Each upload holds up to MaxUploadBytes in
-// memory while it arrives: the bound is what keeps a few slow clients
-// from holding the node's memory.
+// TestUploadsInFlightAreBounded: with MaxUploadsInFlight 2, five uploads
+// whose bodies stall halfway: three are refused at once with 503,
+// Retry-After and the setting's name, and the two being read are still
+// read (they end only when their clients give up); then uploads are taken
+// again. Each upload holds up to MaxUploadBytes in memory while it
+// arrives: the bound keeps a few slow clients from holding the node's
+// memory.
 func TestUploadsInFlightAreBounded(t *testing.T) {
+	const bound, sent = 2, 5
 	a := startAppWith(t, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db")},
-		catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3, MaxUploadsInFlight: 2}, false)
+		catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3, MaxUploadsInFlight: bound}, false)
 	c := ct.NewClient(t, a.url)
 	c.Login("ann")
 	item := c.CreateItem("lamp", "")
-	path := fmt.Sprintf("%s/items/%d/images", a.url, item.ID)
+	path := fmt.Sprintf("/items/%d/images", item.ID)
 	body, contentType := ct.UploadBody(ct.File{Name: "a.png", Data: ct.PNG(10, 10)})
-	stalled := make([]*io.PipeWriter, 2)
-	done := make(chan error, len(stalled))
+	// A connection of its own each: a body that cannot be sent again is
+	// never put on a kept-alive connection the server may have closed.
+	slow := &http.Client{Jar: c.HTTP.Jar, Transport: &http.Transport{DisableKeepAlives: true}}
+	stalled := make([]*io.PipeWriter, sent)
+	ended := make(chan string, sent)
 	for i := range stalled {
 		pr, pw := io.Pipe()
 		stalled[i] = pw
-		req, err := http.NewRequest(http.MethodPost, path, pr)
+		req, err := http.NewRequest(http.MethodPost, a.url+path, pr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("X-CSRF-Token", c.CSRF)
 		go func() {
-			resp, err := c.HTTP.Do(req)
-			if err == nil {
-				resp.Body.Close()
+			resp, err := slow.Do(req)
+			if err != nil {
+				ended <- "error: " + err.Error()
+				return
 			}
-			done <- err
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			ended <- fmt.Sprintf("%d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
 		}()
 		go pw.Write(body.Bytes()[:body.Len()/2]) // half the body, then nothing
 	}
-	var answer []byte
-	upload := func() *http.Response {
-		b, ct := ct.UploadBody(ct.File{Name: "b.png", Data: ct.PNG(10, 10)})
-		resp, body := c.Do(http.MethodPost, path[len(a.url):], b, http.Header{"Content-Type": {ct}})
-		answer = body
-		return resp
-	}
-	refused := untilAnswered(t, upload, http.StatusServiceUnavailable)
-	if refused.Header.Get("Retry-After") == "" || !bytes.Contains(answer, []byte("JETFLEET_MAX_UPLOADS_IN_FLIGHT")) {
-		t.Errorf("the refused upload: Retry-After %q, body %s; want a Retry-After and the setting's name", refused.Header.Get("Retry-After"), answer)
+	for range sent - bound {
+		select {
+		case got := <-ended:
+			if !strings.HasPrefix(got, "503 Retry-After=\"1\"") || !strings.Contains(got, "JETFLEET_MAX_UPLOADS_IN_FLIGHT") {
+				t.Fatalf("an upload past the bound: %s; want 503 with Retry-After naming the setting", got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d uploads at once with a bound of %d: fewer than %d refused within 10 s", sent, bound, sent-bound)
+		}
 	}
 	for _, pw := range stalled {
 		pw.CloseWithError(fmt.Errorf("the client gave up"))
 	}
-	for range stalled {
-		<-done
+	for range bound {
+		if got := <-ended; !strings.HasPrefix(got, "error: ") {
+			t.Errorf("an upload within the bound ended %q, want it read until its client gave up", got)
+		}
 	}
-	untilAnswered(t, upload, http.StatusAccepted)
-}
-
-// untilAnswered sends requests until one is answered with want (at most 10 s).
-func untilAnswered(t *testing.T, send func() *http.Response, want int) *http.Response {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp := send()
-		if resp.StatusCode == want {
-			return resp
+	// The server frees a slot when its handler sees the body end, a moment
+	// after the client did.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, ctype := ct.UploadBody(ct.File{Name: "b.png", Data: ct.PNG(10, 10)})
+		resp, answer := c.Do(http.MethodPost, path, b, http.Header{"Content-Type": {ctype}})
+		if resp.StatusCode == http.StatusAccepted {
+			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer %d within 10 s; the last was %d", want, resp.StatusCode)
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("an upload after the stalled ones ended: %d %s, want 202", resp.StatusCode, answer)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
