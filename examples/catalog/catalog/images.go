@@ -224,7 +224,7 @@ func (c *Catalog) receiveFiles(r *http.Request, id int64) (refs []ImageRef, err 
 			}
 			refs = append(refs, ref)
 		default:
-			return refs, fail(http.StatusBadRequest, "unexpected field %q: send the files in the field \"images\"", part.FormName())
+			return refs, fail(http.StatusBadRequest, "unexpected field %q: send the files in the field \"images\"", clip(part.FormName()))
 		}
 	}
 	if len(refs) == 0 {
@@ -397,7 +397,7 @@ func (c *Catalog) serveImage(w http.ResponseWriter, r *http.Request) error {
 		if _, err := c.itemOwner(r.Context(), id); err != nil {
 			return err
 		}
-		return fail(http.StatusNotFound, "item %d has no image %q of size %d (thumbnails appear when the worker has made them)", id, name, size)
+		return fail(http.StatusNotFound, "item %d has no image %q of size %d (thumbnails appear when the worker has made them)", id, clip(name), size)
 	}
 	if err != nil {
 		return err

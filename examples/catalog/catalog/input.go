@@ -124,6 +124,21 @@ func (in *input) text(field string, required bool, maxRunes int) (string, error)
 	return s, nil
 }
 
+// clip is at most the first 64 bytes of s, a client's input quoted in an
+// error message: the answer names what was wrong without echoing a long
+// input whole.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // jsonKind names the JSON type of raw for an error message.
 func jsonKind(raw json.RawMessage) string {
 	switch s := strings.TrimSpace(string(raw)); {
@@ -144,7 +159,7 @@ func pathID(r *http.Request, name string) (int64, error) {
 	v := r.PathValue(name)
 	id, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || id < 1 {
-		return 0, fail(http.StatusBadRequest, "%s %q is not a positive integer", name, v)
+		return 0, fail(http.StatusBadRequest, "%s %q is not a positive integer", name, clip(v))
 	}
 	return id, nil
 }
@@ -162,9 +177,9 @@ func queryInt(r *http.Request, name string, def, lo, hi int64) (int64, error) {
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < lo || n > hi {
 		if hi == maxID {
-			return 0, fail(http.StatusBadRequest, "%s=%q: want an integer of at least %d", name, v, lo)
+			return 0, fail(http.StatusBadRequest, "%s=%q: want an integer of at least %d", name, clip(v), lo)
 		}
-		return 0, fail(http.StatusBadRequest, "%s=%q: want an integer from %d to %d", name, v, lo, hi)
+		return 0, fail(http.StatusBadRequest, "%s=%q: want an integer from %d to %d", name, clip(v), lo, hi)
 	}
 	return n, nil
 }

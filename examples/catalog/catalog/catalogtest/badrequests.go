@@ -75,6 +75,7 @@ func BadRequests(own, bobs, maxUpload int64, maxFiles int) []BadRequest {
 		{Name: "list before -1", Method: "GET", Path: "/items?before=-1", Status: 400, Message: "before=\"-1\""},
 		{Name: "item word ID", Method: "GET", Path: "/items/abc", Status: 400, Message: "id \"abc\" is not a positive integer"},
 		{Name: "item 0", Method: "GET", Path: "/items/0", Status: 400, Message: "not a positive integer"},
+		{Name: "item long ID", Method: "GET", Path: "/items/" + strings.Repeat("9x", 5000), Status: 400, Message: `id "` + strings.Repeat("9x", 32) + `…" is not a positive integer`},
 		{Name: "item unknown", Method: "GET", Path: "/items/999", Status: 404, Message: "item 999 does not exist"},
 		{Name: "upload to unknown item", Method: "POST", Path: "/items/999/images", Body: upload(png), Status: 404, Message: "item 999 does not exist"},
 		{Name: "upload to someone else's item", Method: "POST", Path: fmt.Sprintf("/items/%d/images", bobs), Body: upload(png), Status: 403, Message: "belongs to bob"},
