@@ -1,7 +1,9 @@
 package readmodel
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -264,6 +266,15 @@ func (c Config) sqliteDSN() (string, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", fmt.Errorf("readmodel: Database %q: %w", path, err)
 		}
+	}
+	// A new file is created for its owner alone; SQLite gives its WAL and
+	// shared-memory files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("readmodel: Database %q: %w", path, err)
 	}
 	q := fmt.Sprintf("_busy_timeout=%d&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL&_txlock=immediate",
 		c.BusyTimeout.Milliseconds())
