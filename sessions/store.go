@@ -101,7 +101,7 @@ func (m *Manager) fetchLeader(ctx context.Context, key string, known seen) (stor
 			return err
 		}
 		if s.rev == 0 {
-			gone, err := m.removedByLimits(ctx, known.rev)
+			gone, err := m.removedByLimits(ctx, known)
 			switch {
 			case err != nil:
 				return err
@@ -119,19 +119,27 @@ func (m *Manager) fetchLeader(ctx context.Context, key string, known seen) (stor
 	return s, err
 }
 
-// removedByLimits reports whether the leader's stream starts after rev: a
-// key with no trace at all whose revision rev the client has seen was then
-// removed by the bucket's limits (its byte bound removes the sessions
-// written least recently, before their idle deadline). A deposed leader
-// that has not applied rev cannot start after it, so its answer is still
-// not believed.
-func (m *Manager) removedByLimits(ctx context.Context, rev uint64) (bool, error) {
-	first, err := m.wire.firstSeq(ctx)
+// removedByLimits reports whether the client's revision can no longer be
+// in the leader's stream: the stream starts after it (the bucket's byte
+// bound removes the sessions written least recently, before their idle
+// deadline), or the stream was created after the client was given it
+// (the bucket was deleted and made again, taking every session with it:
+// the revision was issued at its idle deadline less IdleTimeout). A
+// deposed leader that has not applied the revision cannot start after it
+// and has the same creation time, so its answer is still not believed.
+func (m *Manager) removedByLimits(ctx context.Context, known seen) (bool, error) {
+	st, err := m.wire.start(ctx)
 	if err != nil {
 		return false, err
 	}
-	return first > rev, nil
+	issued := known.deadline.Add(-m.cfg.IdleTimeout)
+	return st.first > known.rev || st.created.After(issued.Add(clockSkew)), nil
 }
+
+// clockSkew is how far the clocks of the node that issued a revision
+// cookie and of the NATS server may disagree (the cookie's deadline is in
+// whole seconds too).
+const clockSkew = 5 * time.Second
 
 // write stores rec under key if the key is still at revision rev (0: the
 // key must not exist). It reports a conflict as jetstream.ErrKeyRevisionMismatch.

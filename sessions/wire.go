@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -207,27 +208,42 @@ func (w wire) update(ctx context.Context, key string, value []byte, rev uint64, 
 	return ack.Seq, nil
 }
 
-// streamInfoResponse is the part of $JS.API.STREAM.INFO's answer firstSeq reads.
+// streamInfoResponse is the part of $JS.API.STREAM.INFO's answer start
+// reads.
 type streamInfoResponse struct {
-	Error *apiError `json:"error"`
-	State *struct {
+	Error   *apiError `json:"error"`
+	Created time.Time `json:"created"`
+	State   *struct {
 		FirstSeq uint64 `json:"first_seq"`
 	} `json:"state"`
 }
 
-// firstSeq is the lowest revision the bucket's stream leader still holds:
-// every write below it has been replaced, deleted, or removed by the
-// bucket's limits (its TTL, its byte bound).
-func (w wire) firstSeq(ctx context.Context) (uint64, error) {
+// streamStart is where the bucket's stream starts: the lowest revision its
+// leader still holds (every write below it has been replaced, deleted, or
+// removed by the bucket's limits: its TTL, its byte bound), and when the
+// stream was created (a bucket deleted and made again is a new stream).
+type streamStart struct {
+	first   uint64
+	created time.Time
+}
+
+// start asks the stream leader where the bucket's stream starts.
+func (w wire) start(ctx context.Context) (streamStart, error) {
 	var resp streamInfoResponse
 	if err := w.call(ctx, &nats.Msg{Subject: w.infoSubject}, "stream info", &resp); err != nil {
-		return 0, err
+		return streamStart{}, err
 	}
 	switch {
 	case resp.Error != nil:
-		return 0, resp.Error.asError()
+		return streamStart{}, resp.Error.asError()
 	case resp.State == nil:
-		return 0, errors.New("stream info: no state in the answer")
+		return streamStart{}, errors.New("stream info: no state in the answer")
 	}
-	return resp.State.FirstSeq, nil
+	return streamStart{first: resp.State.FirstSeq, created: resp.Created}, nil
+}
+
+// firstSeq is the lowest revision the bucket's stream leader still holds.
+func (w wire) firstSeq(ctx context.Context) (uint64, error) {
+	s, err := w.start(ctx)
+	return s.first, err
 }
