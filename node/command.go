@@ -189,12 +189,7 @@ func runWork(ctx context.Context, app App, prog string, args []string, cfg Confi
 	if wcfg.MetricsLimits, err = HTTPLimitsFromEnv(cfg.Getenv); err != nil {
 		return err
 	}
-	if *wf.metricsListen != "" {
-		if wcfg.MetricsListener, err = net.Listen("tcp", *wf.metricsListen); err != nil {
-			return fmt.Errorf("cannot listen for metrics on %s (--metrics-listen): %w", *wf.metricsListen, err)
-		}
-	}
-	if err := wf.listenHealth(&wcfg); err != nil {
+	if err := wf.listen(&wcfg); err != nil {
 		return err
 	}
 	n, err := Open(ctx, app, cfg)
@@ -228,7 +223,7 @@ func workFlags(fs *flag.FlagSet, app App, envBus bus.Config) workFlagValues {
 		stopWhenEmpty: fs.Bool("stop-when-empty", false, "stop when the queues have no ready job"),
 		ackWait:       fs.Duration("ack-wait", cmp.Or(envBus.AckWait, 30*time.Second), "how long the server waits for a heartbeat before redelivering a job; set the same on every worker of a queue"),
 		noDiagnostics: fs.Bool("no-diagnostics", false, "do not register jetfleet-noop, jetfleet-sleep and jetfleet-fail"),
-		metricsListen: fs.String("metrics-listen", "", "address to serve Prometheus /metrics on, e.g. :9464; off when empty"),
+		metricsListen: fs.String("metrics-listen", "", "address to serve Prometheus /metrics on; a bare port or :port is loopback (give 0.0.0.0:9464 for a scraper elsewhere); off when empty"),
 		healthListen:  fs.String("health-listen", "", "address to serve /livez and /readyz on; a bare port or :port is loopback (give 0.0.0.0:9465 for a kubelet); the --metrics-listen address shares its server; off when empty"),
 		stuckAfter:    fs.Duration("stuck-after", workers.DefaultStuckAfter, "how long one turn of the fetch loop may take before /livez reports it stuck"),
 	}
@@ -252,20 +247,28 @@ func (f workFlagValues) config() (WorkConfig, error) {
 	return cfg, nil
 }
 
-// listenHealth opens --health-listen, or shares the --metrics-listen
-// listener when the two name the same address.
-func (f workFlagValues) listenHealth(cfg *WorkConfig) error {
-	addr := *f.healthListen
+// listen opens --metrics-listen and --health-listen, loopback unless an
+// address names a host; the probes share the metrics listener when the
+// two name the same address.
+func (f workFlagValues) listen(cfg *WorkConfig) error {
+	metrics, health := *f.metricsListen, *f.healthListen
+	if metrics != "" {
+		ln, err := net.Listen("tcp", LoopbackDefault(metrics))
+		if err != nil {
+			return fmt.Errorf("cannot listen for metrics on %s (--metrics-listen): %w", LoopbackDefault(metrics), err)
+		}
+		cfg.MetricsListener = ln
+	}
 	switch {
-	case addr == "":
+	case health == "":
 		return nil
-	case addr == *f.metricsListen:
+	case metrics != "" && LoopbackDefault(health) == LoopbackDefault(metrics):
 		cfg.HealthListener = cfg.MetricsListener
 		return nil
 	}
-	ln, err := net.Listen("tcp", LoopbackDefault(addr))
+	ln, err := net.Listen("tcp", LoopbackDefault(health))
 	if err != nil {
-		return fmt.Errorf("cannot listen for the probes on %s (--health-listen): %w", LoopbackDefault(addr), err)
+		return fmt.Errorf("cannot listen for the probes on %s (--health-listen): %w", LoopbackDefault(health), err)
 	}
 	cfg.HealthListener = ln
 	return nil
@@ -273,7 +276,8 @@ func (f workFlagValues) listenHealth(cfg *WorkConfig) error {
 
 // LoopbackDefault is addr with 127.0.0.1 as its host when it names only a
 // port ("9465" or ":9465"): listeners that are loopback unless told
-// otherwise (--health-listen, `jetfleet nats --monitor-listen`).
+// otherwise (--health-listen, --metrics-listen, `jetfleet nats
+// --monitor-listen`).
 func LoopbackDefault(addr string) string {
 	if !strings.Contains(addr, ":") {
 		return net.JoinHostPort("127.0.0.1", addr)
