@@ -153,8 +153,8 @@ func (s *Sampler) Run(ctx context.Context) {
 		if !ready {
 			ready = s.report(ensureSamples(ctx, s.js, s.cfg.Replicas)) == nil
 		}
-		if ready {
-			s.report(s.publish(ctx))
+		if ready && errors.Is(s.report(s.publish(ctx)), jetstream.ErrNoStreamResponse) {
+			ready = false // the stream is gone (its server restarted: it lives in memory): made again next tick
 		}
 		select {
 		case <-ctx.Done():

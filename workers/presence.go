@@ -3,6 +3,7 @@ package workers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -79,7 +80,9 @@ type sample struct {
 
 // reporter writes the worker's presence record.
 type reporter struct {
-	kv      jetstream.KeyValue
+	kv jetstream.KeyValue
+	// open opens bus.WorkersBucket, creating it when it is missing.
+	open    func(context.Context) (jetstream.KeyValue, error)
 	rec     bus.WorkerRecord
 	tally   *tally
 	running func() int
@@ -109,7 +112,10 @@ func (l *loop) startPresence(ctx context.Context) (stop func()) {
 	host, _ := os.Hostname()
 	now := time.Now()
 	b := &reporter{
-		kv: kv, tally: l.tally, running: func() int { return len(l.slots) }, waiting: l.limits.waitingCounts,
+		kv: kv, open: func(ctx context.Context) (jetstream.KeyValue, error) {
+			return bus.OpenWorkersBucket(ctx, w.js, w.cfg.Bus)
+		},
+		tally: l.tally, running: func() int { return len(l.slots) }, waiting: l.limits.waitingCounts,
 		rec: bus.WorkerRecord{
 			ID:   l.id,
 			Host: host, PID: os.Getpid(), Queues: w.cfg.Queues, Concurrency: w.cfg.Concurrency, StartedAt: now.UTC(),
@@ -158,7 +164,17 @@ func (b *reporter) report(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.kv.Put(ctx, b.rec.ID, data); err != nil {
+	_, err = b.kv.Put(ctx, b.rec.ID, data)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		// The bucket is gone: its server restarted, and the bucket lives
+		// in memory. Make it again and write there.
+		var kv jetstream.KeyValue
+		if kv, err = b.open(ctx); err == nil {
+			b.kv = kv
+			_, err = b.kv.Put(ctx, b.rec.ID, data)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("write %s/%s: %w", bus.WorkersBucket, b.rec.ID, err)
 	}
 	return nil

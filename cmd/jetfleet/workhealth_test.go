@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natsembed"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/internal/proctest"
+	"github.com/jetfleet/jetfleet/metrics"
 )
 
 // probe is GET url: its status and body, or an error.
@@ -96,4 +99,35 @@ func TestWorkerProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitProbe(t, base+"/readyz", http.StatusOK, "/readyz passes once NATS is back")
+	backAfterRestart(t, srv.ClientURL())
+}
+
+// backAfterRestart checks that a worker whose NATS server restarted is
+// listed again and publishes its throughput samples again: the workers
+// bucket and the samples stream live in memory, so the restart took
+// them, and the worker makes them again.
+func backAfterRestart(t *testing.T, url string) {
+	t.Helper()
+	_, js := natstest.Connect(t, url)
+	in, err := bus.NewInspector(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second) // a presence record every 5 s, a sample every 10 s
+	for {
+		workers, werr := in.Workers(ctx)
+		stream, serr := js.Stream(ctx, metrics.SamplesStream)
+		var samples uint64
+		if serr == nil {
+			samples = stream.CachedInfo().State.Msgs
+		}
+		if werr == nil && len(workers) == 1 && samples > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after NATS came back: workers listed %d (%v), samples stream %v with %d samples; want the worker back in both", len(workers), werr, serr, samples)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
