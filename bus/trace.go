@@ -42,7 +42,7 @@ const TracerName = "github.com/jetfleet/jetfleet"
 
 // Attribute keys of jetfleet's job spans (beside OpenTelemetry's
 // messaging.* keys: a dispatch has the job ID as messaging.message.id and
-// its subject, jobs.<queue>.<kind>, as messaging.destination.name).
+// its subject, jobs.<queue>.<kind>.<id>, as messaging.destination.name).
 const (
 	AttrQueue   = attribute.Key("jetfleet.queue")
 	AttrKind    = attribute.Key("jetfleet.job.kind")
