@@ -157,8 +157,9 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 		return err
 	}
 	limits, err := bus.ParseQueueLimits(pos[0], *defMax, *maxWait)
-	if err != nil {
-		return err
+	if err != nil { // the list is the command's argument: a usage error, named
+		fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), strings.TrimPrefix(err.Error(), bus.ErrInvalid.Error()+": "))
+		return node.ErrUsage
 	}
 	nc, js, err := connectBus(ctx, a, a.dataDir, "jetfleet queue monitor")
 	if err != nil {

@@ -86,6 +86,9 @@ func TestQueueMonitorAlertsPublishesAndExits(t *testing.T) {
 	if r := f.jf("queue", "monitor", "high:100", "--max-wait", "1ms"); r.Code != exitAlert {
 		t.Fatalf("monitor over max wait: exit %d\n%s", r.Code, r.Stdout)
 	}
+	if r := f.jf("queue", "monitor", "default:abc"); r.Code != 2 || !strings.Contains(r.Stderr, `max "abc" is not a whole number`) || strings.Contains(r.Stderr, "invalid job") {
+		t.Errorf("monitor with a bad threshold: exit %d, stderr %q; want 2 naming the threshold", r.Code, r.Stderr)
+	}
 	if r := f.jf("queue", "monitor", "low:1"); r.Code != 1 || !strings.Contains(r.Stderr, `unknown queue "low" (known queues: default, high)`) {
 		t.Fatalf("unknown queue: exit %d, %s", r.Code, r.Stderr)
 	}
