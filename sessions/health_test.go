@@ -31,7 +31,7 @@ func TestWhenNATSIsDownTheMiddlewareFailsClosed(t *testing.T) {
 	ran := false
 	w := c.run(e.sm, func(context.Context) { ran = true })
 	if ran || w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" ||
-		!strings.Contains(w.Body.String(), "session store (NATS) cannot be reached") {
+		!strings.Contains(w.Body.String(), "session store (NATS) did not answer in time") {
 		t.Errorf("request with a session: handler ran=%v, %d %q, Retry-After %q; want 503 without running the handler",
 			ran, w.Code, w.Body, w.Header().Get("Retry-After"))
 	}

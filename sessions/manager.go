@@ -158,7 +158,7 @@ func (m *Manager) log(r *http.Request, msg string, err error) {
 func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 	if errors.Is(err, ErrUnavailable) {
 		w.Header().Set("Retry-After", "1")
-		http.Error(w, "503 Service Unavailable: the session store (NATS) cannot be reached; try again shortly", http.StatusServiceUnavailable)
+		http.Error(w, "503 Service Unavailable: the session store (NATS) did not answer in time; try again shortly", http.StatusServiceUnavailable)
 		return
 	}
 	msg := "500 Internal Server Error: the session could not be saved"
