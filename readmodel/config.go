@@ -82,6 +82,13 @@ type Config struct {
 	// BusyTimeout is how long an SQLite statement waits for a lock held by
 	// another connection or process (default 5s).
 	BusyTimeout time.Duration
+	// SQLiteMaxBytes bounds an SQLite database file (SQLite's
+	// max_page_count, in 4 KiB pages, on every connection): a write that
+	// would grow it further fails, and IsFull reports it. Anyone who can
+	// use an app may make its tables grow; the bound keeps them from
+	// filling the disk the NATS store shares. Default 1 GiB (DB_SQLITE_MAX_MB);
+	// negative: no bound.
+	SQLiteMaxBytes int64
 
 	// ObserveRead, when set, is called for every read (Get, Select, Query)
 	// with the role of the member it ran on and why it went there (sticky
@@ -101,8 +108,8 @@ type Config struct {
 }
 
 // ConfigFromEnv reads DB_CONNECTION, DB_WRITE_HOST, DB_READ_HOST, DB_HOST,
-// DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD, DB_STICKY and
-// DB_MAX_REPLICA_LAG through getenv (os.Getenv, usually). Unset variables
+// DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD, DB_STICKY,
+// DB_MAX_REPLICA_LAG and DB_SQLITE_MAX_MB through getenv (os.Getenv, usually). Unset variables
 // leave the Config defaults; a malformed one is an error naming it.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Config{
@@ -126,6 +133,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		c.NoSticky = true
 	default:
 		return c, fmt.Errorf("readmodel: DB_STICKY=%q is not a boolean (true or false)", getenv("DB_STICKY"))
+	}
+	if v := getenv("DB_SQLITE_MAX_MB"); v != "" {
+		mb, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || mb == 0 || mb < -1 || mb > 1<<40 {
+			return c, fmt.Errorf("readmodel: DB_SQLITE_MAX_MB=%q is not a whole number of megabytes of at least 1 (or -1: no bound)", v)
+		}
+		c.SQLiteMaxBytes = mb << 20
 	}
 	if v := getenv("DB_MAX_REPLICA_LAG"); v != "" {
 		d, err := parseDuration(v)
@@ -197,6 +211,9 @@ func (c Config) withDefaults() Config {
 	setDefaultDuration(&c.DialTimeout, 2*time.Second)
 	setDefaultDuration(&c.ConnMaxLifetime, 5*time.Minute)
 	setDefaultDuration(&c.BusyTimeout, 5*time.Second)
+	if c.SQLiteMaxBytes == 0 {
+		c.SQLiteMaxBytes = 1 << 30
+	}
 	if c.MaxOpenConns == 0 {
 		c.MaxOpenConns = 32
 	}
@@ -278,6 +295,9 @@ func (c Config) sqliteDSN() (string, error) {
 	}
 	q := fmt.Sprintf("_busy_timeout=%d&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL&_txlock=immediate",
 		c.BusyTimeout.Milliseconds())
+	if c.SQLiteMaxBytes > 0 {
+		q += fmt.Sprintf("&_pragma=max_page_count(%d)", max(c.SQLiteMaxBytes/4096, 1))
+	}
 	return "file:" + path + "?" + q, nil
 }
 

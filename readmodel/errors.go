@@ -61,6 +61,19 @@ func isReadOnlyError(err error) bool {
 
 // wrapErr adds which member failed, keeping sql.ErrNoRows as it is (a
 // result, not a failure) and marking read-only refusals with ErrReadOnly.
+// IsFull reports whether err is a write the database refused for want of
+// room: SQLite's "database or disk is full" (the file reached
+// Config.SQLiteMaxBytes, or its disk is full), or MySQL's "table is full"
+// (1114).
+func IsFull(err error) bool {
+	var coder interface{ Code() int }
+	if errors.As(err, &coder) && coder.Code()&0xff == 13 { // SQLITE_FULL
+		return true
+	}
+	var my *mysql.MySQLError
+	return errors.As(err, &my) && my.Number == 1114
+}
+
 func wrapErr(m *member, err error) error {
 	switch {
 	case err == nil || err == sql.ErrNoRows:

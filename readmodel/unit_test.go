@@ -189,9 +189,15 @@ func TestConfigFromEnv(t *testing.T) {
 	if c.WriteHost != "w" {
 		t.Errorf("DB_WRITE_HOST should win over DB_HOST: %q", c.WriteHost)
 	}
-	for k, v := range map[string]string{"DB_CONNECTION": "postgres", "DB_PORT": "x", "DB_STICKY": "maybe", "DB_MAX_REPLICA_LAG": "-1s"} {
+	for k, v := range map[string]string{"DB_CONNECTION": "postgres", "DB_PORT": "x", "DB_STICKY": "maybe", "DB_MAX_REPLICA_LAG": "-1s", "DB_SQLITE_MAX_MB": "0"} {
 		if _, err := ConfigFromEnv(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), "DB_") {
 			t.Errorf("%s=%q: error %v, want one naming the variable", k, v, err)
+		}
+	}
+	for v, want := range map[string]int64{"": 1 << 30, "5": 5 << 20, "-1": -1 << 20} {
+		c, err := ConfigFromEnv(env(map[string]string{"DB_SQLITE_MAX_MB": v}))
+		if got := c.withDefaults().SQLiteMaxBytes; err != nil || got != want {
+			t.Errorf("DB_SQLITE_MAX_MB=%q: SQLiteMaxBytes %d, %v; want %d", v, got, err, want)
 		}
 	}
 	if got := (Config{Port: 3306}).addr("::1"); got != "[::1]:3306" {

@@ -166,6 +166,9 @@ func (c *Catalog) answerError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &he):
 	case errors.As(err, &tooBig):
 		he = errTooLarge(tooBig.Limit).(*httpError)
+	case readmodel.IsFull(err):
+		c.log.Warn().Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused: the database is full")
+		he = &httpError{status: http.StatusInsufficientStorage, msg: "the database is full (its bound for SQLite is DB_SQLITE_MAX_MB): nothing was recorded"}
 	case node.Unavailable(err):
 		c.log.Warn().Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed: NATS out of reach; answered 503")
 		w.Header().Set("Retry-After", "1")

@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,4 +87,33 @@ func TestUploadsInFlightAreBounded(t *testing.T) {
 			t.Fatalf("an upload after the stalled ones ended: %d %s, want 202", resp.StatusCode, answer)
 		}
 	}
+}
+
+// TestAFullDatabaseRefusesWritesWith507: anyone may log in and create
+// items, so the read model's SQLite file is bounded (DB_SQLITE_MAX_MB):
+// past it, a write is refused with 507 naming the setting, nothing half
+// done, and what is stored stays readable.
+func TestAFullDatabaseRefusesWritesWith507(t *testing.T) {
+	a := startAppWith(t, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db"), SQLiteMaxBytes: 256 << 10},
+		catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3}, false)
+	c := ct.NewClient(t, a.url)
+	c.Login("ann")
+	first := c.CreateItem("lamp", "brass")
+	desc := strings.Repeat("d", 1000)
+	for i := range 1000 {
+		b := fmt.Sprintf(`{"name": "item %d", "description": %q}`, i, desc)
+		resp, answer := c.Do(http.MethodPost, "/items", strings.NewReader(b), http.Header{"Content-Type": {"application/json"}})
+		if resp.StatusCode == http.StatusCreated {
+			continue
+		}
+		if resp.StatusCode != http.StatusInsufficientStorage || !bytes.Contains(answer, []byte("DB_SQLITE_MAX_MB")) {
+			t.Fatalf("item %d: %d %s; want 201 until the database is full, then 507 naming DB_SQLITE_MAX_MB", i, resp.StatusCode, answer)
+		}
+		t.Logf("%d items of 1 KB fit in 256 KiB; then %d %s", i, resp.StatusCode, answer)
+		if it := c.Item(first.ID, http.StatusOK); it.Name != "lamp" {
+			t.Fatalf("the first item after the database filled: %+v", it)
+		}
+		return
+	}
+	t.Fatal("1,000 items of 1 KB fit in a database bounded at 256 KiB")
 }
