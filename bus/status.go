@@ -71,12 +71,7 @@ func (in *Inspector) find(ctx context.Context, id string) (*found, error) {
 	wg.Go(func() { f.job, errs[0] = in.lastMsg(ctx, JobsStream, wire.JobFilterForID(id)) })
 	wg.Go(func() { f.delayed, errs[1] = in.lastMsg(ctx, JobsStream, wire.DelayFilterForID(id)) })
 	wg.Go(func() { f.dead, errs[2] = in.lastMsg(ctx, DLQStream, wire.DLQFilterForID(id)) })
-	wg.Go(func() {
-		var m *jetstream.RawStreamMsg
-		if m, errs[3] = in.lastMsg(ctx, HistoryStream, wire.StatusFilterForID(id)); m != nil {
-			f.rec = recordFromMsg(m)
-		}
-	})
+	wg.Go(func() { f.rec, errs[3] = in.record(ctx, id) })
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -159,6 +154,15 @@ func isDirectHeader(k string) bool {
 		}
 	}
 	return false
+}
+
+// record is job id's latest record in HistoryStream; nil when it has none.
+func (in *Inspector) record(ctx context.Context, id string) (*JobStatus, error) {
+	m, err := in.lastMsg(ctx, HistoryStream, wire.StatusFilterForID(id))
+	if m == nil || err != nil {
+		return nil, err
+	}
+	return recordFromMsg(m), nil
 }
 
 // recordFromMsg decodes a record of HistoryStream; nil when it is not one.
@@ -278,12 +282,12 @@ func (in *Inspector) resolveInJobs(ctx context.Context, f *found, running map[st
 	} else if run, err = in.locate(ctx, st.ID); err != nil {
 		return nil, err
 	} else if run == nil {
-		m, err := in.lastMsg(ctx, HistoryStream, wire.StatusFilterForID(st.ID))
+		again, err := in.record(ctx, st.ID)
 		if err != nil {
 			return nil, err
 		}
-		if m != nil {
-			rec = recordFromMsg(m)
+		if again != nil {
+			rec = again
 		}
 	}
 	if run != nil {
