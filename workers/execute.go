@@ -56,6 +56,9 @@ func (r *run) finish(settle func() error, outcome string) {
 // start queues a fetched job for the job goroutines. It runs when a slot
 // is free: at once, or after the jobs fetched before it.
 func (l *loop) start(m jetstream.Msg) {
+	if l.heldAlready(m) { // redelivery.go
+		return
+	}
 	r := &run{msg: m, log: l.w.log, settled: l.settled(m.Subject())}
 	r.queued.Store(true)
 	l.held.Add(1)
@@ -122,7 +125,7 @@ func (l *loop) process(r *run) {
 	}
 	r.logJob(l.w.log, job)
 	l.traceAttempt(r, job)
-	if job.Attempt > 1 && l.resumeDeadLetter(r, job) {
+	if job.Attempt > 1 && (l.resumeDeadLetter(r, job) || l.endedBefore(r, job)) {
 		return
 	}
 	if err != nil {
