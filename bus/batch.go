@@ -350,6 +350,9 @@ func (d *Dispatcher) newBatchDef(ctx context.Context, o *batchOptions, chain *ch
 		}
 		seen[cb.name]++
 		msg, _, err := d.encode(ctx, cb.args, append([]Option{JobID(id)}, cb.opts...))
+		if err == nil {
+			err = noUniqueInBatch(cb.opts)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s callback of batch %s: %w", cb.name, o.id, err)
 		}
@@ -389,6 +392,9 @@ func (d *Dispatcher) batchJobs(ctx context.Context, id string, first int, jobs [
 		}
 		idx := strconv.Itoa(first + i)
 		msg, jobID, err := d.encode(ctx, p.Args, append([]Option{JobID(id + "-" + idx)}, p.Opts...))
+		if err == nil {
+			err = noUniqueInBatch(p.Opts)
+		}
 		if err != nil {
 			return jobSet{}, fmt.Errorf("job %d of batch %s: %w", i, id, err)
 		}

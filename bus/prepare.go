@@ -46,9 +46,14 @@ type Prepared struct {
 
 // Prepare builds and checks the job Dispatch would publish, without
 // publishing it. A delayed job's time is fixed now: published later, it
-// runs at that time, or at once if that time has passed.
+// runs at that time, or at once if that time has passed. Unique is refused
+// (ErrInvalid): PublishPrepared takes no key; JobID makes a prepared job
+// idempotent.
 func (d *Dispatcher) Prepare(ctx context.Context, args Args, opts ...Option) (Prepared, error) {
 	msg, id, err := d.encode(ctx, args, opts)
+	if err == nil {
+		err = noUniquePrepared(opts)
+	}
 	if err != nil {
 		return Prepared{}, err
 	}
@@ -58,6 +63,9 @@ func (d *Dispatcher) Prepare(ctx context.Context, args Args, opts ...Option) (Pr
 // PrepareJSON is Prepare for a kind and arguments that are already JSON.
 func (d *Dispatcher) PrepareJSON(ctx context.Context, kind string, body []byte, opts ...Option) (Prepared, error) {
 	msg, id, err := d.build(ctx, kind, body, opts)
+	if err == nil {
+		err = noUniquePrepared(opts)
+	}
 	if err != nil {
 		return Prepared{}, err
 	}

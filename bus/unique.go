@@ -79,9 +79,11 @@ func UniqueLease(d time.Duration) UniqueOption { return func(u *uniqueSpec) { u.
 // Unique makes the dispatch take key (1 to MaxKeyLen bytes, no control
 // characters) fleet-wide first. By default the key is held until the job
 // is done: from dispatch, across its delay, retries and releases, until
-// it succeeds or is dead-lettered (so forgetting or flushing the dead
-// letter changes nothing, and a retried dead letter runs without the
-// key). While it is held, a dispatch with the same key stores nothing and
+// it succeeds, is dead-lettered or is cancelled (so forgetting or flushing
+// the dead letter changes nothing, and a retried dead letter runs without
+// the key). Dispatch, DispatchJSON and DispatchMany take keys; a job of a
+// batch or chain, a prepared job (Prepare, the outbox) and a periodic one
+// cannot be unique: they fail with ErrInvalid. While it is held, a dispatch with the same key stores nothing and
 // fails with a *DuplicateError (ErrDuplicate) naming the holder. A
 // dispatch with the same job ID as the holder (JobID) is not a duplicate:
 // it is stored again, and JetStream's dedupe keeps one.
@@ -324,12 +326,32 @@ func readLock(ctx context.Context, js jetstream.JetStream, token string) (*Uniqu
 // noUniqueSchedule refuses Unique on a periodic job: its runs are
 // published by the server's scheduler, which takes no key.
 func noUniqueSchedule(opts []Option) error {
+	return noUnique(opts, "a periodic job cannot be unique (its runs are published by JetStream's scheduler, which takes no key)")
+}
+
+// noUniqueInBatch refuses Unique on a job or callback of a batch or chain:
+// they are stored together, with no key taken.
+func noUniqueInBatch(opts []Option) error {
+	return noUnique(opts, "a job of a batch or chain cannot be unique (its jobs are stored together, with no key taken)")
+}
+
+// noUniquePrepared refuses Unique on a prepared job (Prepare, the outbox's
+// Tx.Dispatch): it is published later, or never, by PublishPrepared, which
+// takes no key. JobID makes such a job idempotent instead.
+func noUniquePrepared(opts []Option) error {
+	return noUnique(opts, "a prepared job cannot be unique (it is published later by PublishPrepared, which takes no key; give it a JobID to make it idempotent)")
+}
+
+// noUnique returns an ErrInvalid saying why when opts hold Unique, so that
+// a dispatch that cannot take the key fails rather than store a job that
+// is unique in name only.
+func noUnique(opts []Option, why string) error {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.unique != nil {
-		return fmt.Errorf("%w: a periodic job cannot be unique (its runs are published by JetStream's scheduler, which takes no key)", ErrInvalid)
+		return fmt.Errorf("%w: %s", ErrInvalid, why)
 	}
 	return nil
 }

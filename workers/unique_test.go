@@ -235,6 +235,20 @@ func TestUniqueRefusesBadKeys(t *testing.T) {
 	if err := e.d.Schedule(ctx, "digest", "@every 1h", fleetJob{}, bus.Unique("digest")); !errors.Is(err, bus.ErrInvalid) {
 		t.Errorf("Schedule with Unique = %v, want ErrInvalid", err)
 	}
+	// Where no key can be taken, Unique fails rather than store a job
+	// unique in name only.
+	uniq := []bus.Option{bus.Unique("k")}
+	refused := map[string]error{}
+	_, refused["a batch's job"] = e.d.Batch(ctx, []bus.DispatchManyParams{{Args: fleetJob{}, Opts: uniq}})
+	_, refused["a batch's callback"] = e.d.Batch(ctx, []bus.DispatchManyParams{{Args: fleetJob{}}}, bus.Then(fleetJob{}, uniq...))
+	_, refused["a chain's step"] = e.d.Chain(ctx, []bus.Step{bus.StepJob(fleetJob{}, uniq...)})
+	_, refused["Prepare"] = e.d.Prepare(ctx, fleetJob{}, uniq...)
+	_, refused["PrepareJSON"] = e.d.PrepareJSON(ctx, "fleet-job", []byte(`{}`), uniq...)
+	for what, err := range refused {
+		if !errors.Is(err, bus.ErrInvalid) || !strings.Contains(err.Error(), "cannot be unique") {
+			t.Errorf("%s with Unique = %v, want ErrInvalid saying it cannot be unique", what, err)
+		}
+	}
 	if _, err := e.d.Dispatch(ctx, fleetJob{}, bus.Unique(strings.Repeat("é", 64))); err != nil {
 		t.Errorf("a key of 128 bytes: %v", err)
 	}
