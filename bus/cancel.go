@@ -58,6 +58,9 @@ func (in *Inspector) cancelJob(ctx context.Context, st *JobStatus, wait bool) er
 	if err := in.removeJob(ctx, st); err != nil {
 		return err
 	}
+	if err := in.freeUnique(ctx, st); err != nil {
+		return err
+	}
 	if answered {
 		return nil // the worker writes the job's record, with its run time, once its handler returns
 	}
@@ -185,7 +188,7 @@ func (in *Inspector) CancelQueue(ctx context.Context, queue string) (int, error)
 	}
 	last := s.CachedInfo().State.LastSeq
 	filters := []string{wire.QueueFilter(queue), SchedulePrefix + ".delay." + queue + ".*"}
-	n, err := in.recordQueue(ctx, filters, last)
+	n, keyed, err := in.recordQueue(ctx, filters, last)
 	if err != nil {
 		return 0, err
 	}
@@ -204,17 +207,21 @@ func (in *Inspector) CancelQueue(ctx context.Context, queue string) (int, error)
 			return n, fmt.Errorf("bus: cancel queue %s: %w", queue, err)
 		}
 	}
+	for _, st := range keyed {
+		if err := in.freeUnique(ctx, st); err != nil {
+			return n, err
+		}
+	}
 	return n, nil
 }
 
 // recordQueue reads every message on filters up to sequence last,
 // writes a cancelled record for each (with asynchronous publishes awaited
 // a thousand at a time; none with NoHistory) and returns how many there
-// were.
-func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uint64) (int, error) {
+// were, and those of them that hold a unique key.
+func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uint64) (n int, keyed []*JobStatus, err error) {
 	w := &recordWriter{js: in.js}
 	now := time.Now()
-	n := 0
 	for _, filter := range filters {
 		for from := uint64(1); from <= last; {
 			next := uint64(0)
@@ -224,19 +231,21 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 				}
 				next = m.Sequence + 1
 				n++
-				if in.cfg.NoHistory {
-					return true
-				}
 				st := statusFromJob(m)
 				st.State = JobReady
 				if m.Header.Get(headerSchedule) != "" {
 					st = statusFromDelayed(m)
 				}
-				w.write(ctx, cancelledRecord(st, now))
+				if st.Headers[HeaderUnique] != "" {
+					keyed = append(keyed, st)
+				}
+				if !in.cfg.NoHistory {
+					w.write(ctx, cancelledRecord(st, now))
+				}
 				return true
 			})
 			if err != nil {
-				return n, err
+				return n, keyed, err
 			}
 			if next == 0 {
 				break
@@ -244,7 +253,7 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 			from = next
 		}
 	}
-	return n, w.wait(ctx)
+	return n, keyed, w.wait(ctx)
 }
 
 // recordWriter publishes records asynchronously, awaiting them in

@@ -271,6 +271,21 @@ func UnlockUnique(ctx context.Context, js jetstream.JetStream, job *Job) error {
 	return nil
 }
 
+// freeUnique frees the until-done unique key of a job st that was
+// cancelled before it ended, as a worker does when a job ends: a
+// cancelled job must not hold its key until the lease runs out.
+func (in *Inspector) freeUnique(ctx context.Context, st *JobStatus) error {
+	key := st.Headers[HeaderUnique]
+	if key == "" {
+		return nil
+	}
+	job := &Job{ID: st.ID, Header: nats.Header{HeaderUnique: []string{key}}}
+	if err := UnlockUnique(ctx, in.js, job); err != nil {
+		return fmt.Errorf("bus: job %s is cancelled, but its unique key is held until its lease ends: %w", st.ID, err)
+	}
+	return nil
+}
+
 // KeepUnique renews the lease of job's until-done unique key so that it
 // lasts at least wait plus the lease from now, if the key still names
 // job; for a program that runs jobs itself (workers call it on every

@@ -192,7 +192,7 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 		l.acked(r, job) // batch.go: a batch job is acked once its success is recorded
 		jr.finished(bus.JobSucceeded, took, nil, 0)
 		l.uniqueDone(r, job) // frees its unique key (release.go)
-	case jr.wasCancelled():
+	case jr.wasCancelled() || errors.Is(err, ErrCancelled):
 		l.cancelled(r, jr, took, err)
 	case IsRelease(err):
 		l.released(r, job, err) // runs again later, using no try (release.go)
@@ -223,6 +223,7 @@ func (l *loop) cancelled(r *run, jr *jobRun, took time.Duration, err error) {
 	r.log.Info().Dur("took", took).AnErr("handler_error", err).Msg("job cancelled")
 	r.finish(func() error { return r.msg.TermWithReason("cancelled") }, "cancelled")
 	jr.finished(bus.JobCancelled, took, err, 0)
+	l.uniqueDone(r, jr.job) // a cancelled job frees its unique key (release.go)
 }
 
 func firstNonEmpty(lists ...[]time.Duration) []time.Duration {

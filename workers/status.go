@@ -28,7 +28,10 @@ import (
 // ErrCancelled is the cause of a job's context when the job was cancelled
 // (bus.Inspector.Cancel, `jetfleet queue cancel`): context.Cause(ctx)
 // returns it. A handler that returns after it (with any error) ends the
-// job as cancelled: not retried, not dead-lettered.
+// job as cancelled: not retried, not dead-lettered. A handler may also
+// cancel its own job by returning an error that wraps ErrCancelled
+// (River's JobCancel, Asynq's SkipRetry): it ends the same way, and its
+// error is kept in the job's record.
 var ErrCancelled = errors.New("job cancelled")
 
 // ErrResultTooLarge is wrapped by SetResult when a result is larger than

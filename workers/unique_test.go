@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -292,5 +293,68 @@ func TestUniqueInABatchAndAgainWithTheSameID(t *testing.T) {
 	var lock bus.UniqueLock
 	if err := json.Unmarshal(entry.Value(), &lock); err != nil || lock.JobID != "first" || !lock.UntilDone || lock.Key != "u" || lock.Kind != "fleet-job" {
 		t.Fatalf("lock = %+v, %v", lock, err)
+	}
+}
+
+// TestACancelledUniqueJobFreesItsKey: a unique job cancelled while it
+// waits (ready, delayed), while it runs, with its queue, or by its own
+// handler (an error wrapping ErrCancelled) frees its key at once: the
+// same key is taken again right after, not when its lease ends.
+func TestACancelledUniqueJobFreesItsKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "default", "idle"); err != nil {
+		t.Fatal(err)
+	}
+	in, err := bus.NewInspector(e.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeAgain := func(what, key string) {
+		t.Helper()
+		if _, err := e.d.Dispatch(ctx, workers.Noop{}, bus.Unique(key), bus.OnQueue("idle")); err != nil {
+			t.Errorf("%s: the key again: %v", what, err)
+		}
+	}
+	// No worker serves "idle": its jobs wait.
+	ready := dispatch(t, e, workers.Noop{}, bus.Unique("ready"), bus.OnQueue("idle"))
+	delayed := dispatch(t, e, workers.Noop{}, bus.Unique("delayed"), bus.OnQueue("idle"), bus.Delay(time.Hour))
+	for what, id := range map[string]string{"ready": ready, "delayed": delayed} {
+		if _, err := in.Cancel(ctx, id); err != nil {
+			t.Fatalf("cancel %s: %v", what, err)
+		}
+		takeAgain(what, what)
+	}
+	dispatch(t, e, workers.Noop{}, bus.Unique("queued"), bus.OnQueue("idle"))
+	if n, err := in.CancelQueue(ctx, "idle"); err != nil || n != 3 {
+		t.Fatalf("CancelQueue = %d, %v; want 3", n, err)
+	}
+	takeAgain("cancelled with its queue", "queued")
+
+	w := workers.New(e.js, workers.Config{Queues: []string{"default"}})
+	workers.RegisterDiagnostics(w)
+	workers.Register(w, func(ctx context.Context, j *workers.Job[fleetJob]) error {
+		return fmt.Errorf("not worth retrying: %w", workers.ErrCancelled)
+	})
+	start(t, w)
+	running := dispatch(t, e, workers.Sleep{MS: 30_000}, bus.Unique("running"))
+	waitFor(t, 10*time.Second, "the job running", func() bool {
+		st, err := in.Job(ctx, running)
+		return err == nil && st.State == bus.JobRunning
+	})
+	if _, err := in.Cancel(ctx, running); err != nil {
+		t.Fatal(err)
+	}
+	self := dispatch(t, e, fleetJob{}, bus.Unique("self"))
+	for id, key := range map[string]string{running: "running", self: "self"} {
+		waitFor(t, 10*time.Second, key+" cancelled", func() bool {
+			st, err := in.Job(ctx, id)
+			return err == nil && st.State == bus.JobCancelled
+		})
+		takeAgain(key, key)
+	}
+	if n := natstest.StreamMsgs(t, e.js, bus.DLQStream); n != 0 {
+		t.Errorf("%d dead letters; a job that cancels itself is not one", n)
 	}
 }
