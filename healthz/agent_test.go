@@ -16,21 +16,35 @@ import (
 // ServeAgent's result.
 func startAgent(t *testing.T, h *healthz.Health) (addr string, stop func() error) {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	addr, done := runAgent(t, ctx, h)
+	return addr, func() error {
+		cancel()
+		return agentResult(t, done, "ServeAgent did not return after its context ended")
+	}
+}
+
+// runAgent runs h.ServeAgent on ctx on a loopback port; done receives its
+// result.
+func runAgent(t *testing.T, ctx context.Context, h *healthz.Health) (addr string, done <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.ServeAgent(ctx, ln) }()
-	t.Cleanup(cancel)
-	return ln.Addr().String(), func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(10 * time.Second):
-			t.Fatal("ServeAgent did not return after its context ended")
-			return nil
-		}
+	result := make(chan error, 1)
+	go func() { result <- h.ServeAgent(ctx, ln) }()
+	return ln.Addr().String(), result
+}
+
+// agentResult waits up to 10s for ServeAgent's result on done.
+func agentResult(t *testing.T, done <-chan error, late string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal(late)
+		return nil
 	}
 }
 
@@ -88,5 +102,50 @@ func TestAgentAnswersReadyDrainDown(t *testing.T) {
 	}
 	if got := healthz.New(healthz.Config{}, nats).AgentStatus(context.Background()); got != "ready up" {
 		t.Errorf("without AgentMaxInFlight: %q, want %q (no weight)", got, "ready up")
+	}
+}
+
+// On SIGTERM the agent says "drain" for as long as Serve drains, through
+// the drain delay and the grace, so that HAProxy sets the weight to 0 at
+// once: a refused connection (L4CON) would leave the weight unchanged. It
+// closes once Serve has returned. Both run on the signal's context, as a
+// node runs them.
+func TestAgentSaysDrainUntilServeReturns(t *testing.T) {
+	h := healthz.New(healthz.Config{})
+	ctx, sigterm := context.WithCancel(context.Background())
+	defer sigterm()
+	d := startDrainServer(t, ctx, h, healthz.DrainOptions{DrainDelay: 500 * time.Millisecond, Grace: 30 * time.Second})
+	addr, done := runAgent(t, ctx, h)
+	if got := agentLine(t, addr, ""); got != "ready up" {
+		t.Fatalf("before the signal: agent says %q, want ready up", got)
+	}
+	inFlight := d.slow(t) // holds Shutdown in its grace
+	sigterm()
+	waitFor(t, 5*time.Second, "the drain to begin", h.Draining)
+	if got := agentLine(t, addr, "web1\n"); got != "drain" {
+		t.Errorf("during the drain delay: agent says %q, want drain", got)
+	}
+	d.waitLog(t, "healthz: shutting down")
+	if got := agentLine(t, addr, ""); got != "drain" {
+		t.Errorf("during the grace: agent says %q, want drain", got)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("ServeAgent returned (%v) while Serve was still in its grace", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	d.unblock()
+	if r := <-inFlight; r.code != 200 {
+		t.Errorf("the request in flight: %d %s", r.code, r.body)
+	}
+	if err := <-d.served; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	if err := agentResult(t, done, "ServeAgent did not return after Serve did"); err != nil {
+		t.Errorf("ServeAgent = %v, want nil", err)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Error("the agent port still accepts after ServeAgent returned")
 	}
 }

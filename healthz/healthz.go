@@ -133,11 +133,14 @@ type Health struct {
 	longest     time.Duration            // the longest check timeout
 	last        atomic.Pointer[snapshot] // the latest report, rendered
 	drained     *snapshot                // the report while draining
+
+	mu     sync.Mutex
+	serves map[*serving]struct{} // the Serve calls in progress
 }
 
 // New returns a Health running checks, in the order given.
 func New(cfg Config, checks ...Check) *Health {
-	h := &Health{cacheFor: cfg.CacheFor, maxInFlight: cfg.AgentMaxInFlight}
+	h := &Health{cacheFor: cfg.CacheFor, maxInFlight: cfg.AgentMaxInFlight, serves: map[*serving]struct{}{}}
 	if h.cacheFor == 0 {
 		h.cacheFor = time.Second
 	}

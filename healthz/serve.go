@@ -58,12 +58,16 @@ func (o DrainOptions) withDefaults() DrainOptions {
 // at that very moment, and a POST lost that way cannot be resent. Serve
 // wraps srv.Handler to do this, so set the handler before calling it.
 //
+// An agent port served by ServeAgent on the same ctx stays open, saying
+// "drain", until Serve returns.
+//
 // It returns nil after a clean drain (or when srv was shut down by someone
 // else), an error when srv fails to serve, and an error wrapping
 // context.DeadlineExceeded when requests were still running after Grace;
 // their connections are then closed. A second signal that should exit at
 // once is the caller's business: it can simply exit.
 func (h *Health) Serve(ctx context.Context, srv *http.Server, ln net.Listener, opts DrainOptions) error {
+	defer h.startServing(ctx)()
 	opts = opts.withDefaults()
 	srv.Handler = h.closeWhenDraining(srv.Handler)
 	served := make(chan error, 1)
@@ -119,9 +123,67 @@ func serveError(err error) error {
 	return fmt.Errorf("healthz: serve: %w", err)
 }
 
+// serving is a Serve call in progress: the context whose end starts its
+// drain, and a channel closed when it returns.
+type serving struct {
+	ctx  context.Context
+	done chan struct{}
+}
+
+// startServing records a Serve call on ctx; call the func it returns when
+// that Serve returns.
+func (h *Health) startServing(ctx context.Context) (finish func()) {
+	s := &serving{ctx: ctx, done: make(chan struct{})}
+	h.mu.Lock()
+	h.serves[s] = struct{}{}
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		delete(h.serves, s)
+		h.mu.Unlock()
+		close(s.done)
+	}
+}
+
+// drainsInProgress returns the done channels of the Serve calls whose
+// context has ended: those draining, or about to.
+func (h *Health) drainsInProgress() []chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var done []chan struct{}
+	for s := range h.serves {
+		if s.ctx.Err() != nil {
+			done = append(done, s.done)
+		}
+	}
+	return done
+}
+
+// agentLife is the context ServeAgent answers under. It ends when ctx
+// ends or, when Serve calls on h are draining by then (their own context
+// has ended too, as when both share the signal's), once they have all
+// returned: the agent port must not close while the node still serves, or
+// HAProxy would read a refused connection instead of "drain". Call stop
+// when ServeAgent returns.
+func (h *Health) agentLife(ctx context.Context) (life context.Context, stop func()) {
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopAfter := context.AfterFunc(ctx, func() {
+		for _, done := range h.drainsInProgress() {
+			<-done
+		}
+		cancel()
+	})
+	return life, func() { stopAfter(); cancel() }
+}
+
 // ServeAgent answers HAProxy agent-check connections on ln until ctx ends,
-// then closes ln and returns nil (or an error when ln fails). Each
-// connection gets one line and is closed:
+// then closes ln and returns nil (or an error when ln fails). When Serve
+// is draining h because its context ended too (both run on the signal's
+// context), the agent keeps answering, "drain", until Serve has returned:
+// through the drain delay and the grace, so that HAProxy sets the node's
+// weight to 0 at once rather than reading a refused connection (L4CON),
+// which leaves the weight as it was. Each connection gets one line and is
+// closed:
 //
 //   - "ready up" when the node can serve, followed by a weight such as
 //     "80%" when Config.AgentMaxInFlight is set;
@@ -134,7 +196,9 @@ func serveError(err error) error {
 //
 //	server web1 10.0.0.1:8080 check agent-check agent-port 8081 agent-inter 2s
 func (h *Health) ServeAgent(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	life, stopLife := h.agentLife(ctx)
+	defer stopLife()
+	stop := context.AfterFunc(life, func() { ln.Close() })
 	// AfterFunc runs Close in its own goroutine; close here too so the port
 	// is closed when ServeAgent returns, not a moment later.
 	defer func() { stop(); ln.Close() }()
@@ -144,7 +208,7 @@ func (h *Health) ServeAgent(ctx context.Context, ln net.Listener) error {
 	for {
 		conn, err := ln.Accept()
 		switch {
-		case ctx.Err() != nil:
+		case life.Err() != nil:
 			if err == nil {
 				conn.Close()
 			}
@@ -153,11 +217,11 @@ func (h *Health) ServeAgent(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("healthz: agent: accept: %w", err)
 		case err != nil: // such as too many open files: wait and retry, as net/http does
 			pause = min(2*pause, time.Second)
-			sleep(ctx, pause)
+			sleep(life, pause)
 			continue
 		}
 		pause = 5 * time.Millisecond
-		wg.Go(func() { h.answerAgent(ctx, conn) })
+		wg.Go(func() { h.answerAgent(life, conn) })
 	}
 }
 
