@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,6 +72,23 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, job *Job, f Failure
 // missing (an existing bucket is used as it is).
 func OpenPauseBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
 	return wire.EnsureBucket(ctx, js, wire.PauseBucketConfig(cfg.Replicas))
+}
+
+// ProvisionWorkersBucket creates WorkersBucket with cfg's replicas, or
+// updates an existing one to them. The deployment step that owns the
+// topology calls it (`jetfleet up --replicas 3`), so that workers started
+// later find the bucket replicated rather than create it with one replica
+// (OpenWorkersBucket never changes a bucket).
+func ProvisionWorkersBucket(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	kc := wire.WorkersBucketConfig(cfg.Replicas)
+	err := wire.UntilSettled(ctx, func() error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, kc)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
+	}
+	return nil
 }
 
 // OpenWorkersBucket returns WorkersBucket, creating it as cfg says when it

@@ -191,6 +191,26 @@ func NewIdempotency(ctx context.Context, js jetstream.JetStream, cfg Idempotency
 	return &Idempotency{cfg: cfg, kv: kv, owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8])}, nil
 }
 
+// ProvisionIdempotency creates the records' bucket as cfg says (its
+// replicas, size and TTL), or updates an existing one to it. The
+// deployment step that owns the topology calls it (`jetfleet up
+// --replicas 3`), so that web nodes started later find the bucket
+// replicated: NewIdempotency creates a missing bucket with the node's
+// replicas and never changes one.
+func ProvisionIdempotency(ctx context.Context, js jetstream.JetStream, cfg IdempotencyConfig) error {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithTimeout(ctx, bucketSettle)
+	defer cancel()
+	err := settle.Retry(ctx, bucketAttempt, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, idempotencyBucketConfig(cfg))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("node: idempotency bucket %s: %w", cfg.Bucket, err)
+	}
+	return nil
+}
+
 // How long NewIdempotency tries in all, and each try.
 const (
 	bucketSettle  = 30 * time.Second

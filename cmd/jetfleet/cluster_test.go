@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 type clusterCheck struct {
@@ -80,6 +81,17 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 	up.WaitFor(t, "jetfleet is up", 90*time.Second)
 	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("up exited %d after SIGTERM", code)
+	}
+	// Stopped once up, as deploy/README.md says: the buckets `work` and
+	// `serve` would otherwise create with one replica are R3 already.
+	for _, bucket := range []string{bus.WorkersBucket, node.DefaultIdempotencyBucket} {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatalf("bucket %s after up: %v", bucket, err)
+		}
+		if st, err := kv.Status(ctx); err != nil || st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas != 3 {
+			t.Fatalf("bucket %s after up --replicas 3: %+v, %v; want 3 replicas", bucket, st, err)
+		}
 	}
 	cfg := bus.Config{Replicas: 3}
 	d, err := bus.NewDispatcher(js, cfg)

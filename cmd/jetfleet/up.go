@@ -306,6 +306,9 @@ func (s *system) startBus(ctx context.Context) error {
 	if err := bus.ProvisionQueues(ctx, s.js, cfg, s.opts.queues...); err != nil {
 		return err
 	}
+	if err := s.provisionBuckets(ctx, cfg); err != nil {
+		return err
+	}
 	if err := s.waitForReplicas(ctx); err != nil {
 		return err
 	}
@@ -316,6 +319,24 @@ func (s *system) startBus(ctx context.Context) error {
 	s.log.Info().Strs("streams", streams).Int("replicas", s.opts.replicas).
 		Strs("queues", s.opts.queues).Msg("job bus provisioned")
 	return nil
+}
+
+// provisionBuckets creates, with --replicas, the buckets that `work` and
+// `serve` processes would otherwise create with one replica when they
+// first need them: the workers' presence bucket and, unless
+// JETFLEET_IDEMPOTENCY is off, the idempotency records' bucket. Existing
+// ones are updated to the replicas asked for. The rest (sessions, paused
+// queues, images) the node and its workers open before up says it is up.
+func (s *system) provisionBuckets(ctx context.Context, cfg bus.Config) error {
+	if err := bus.ProvisionWorkersBucket(ctx, s.js, cfg); err != nil {
+		return err
+	}
+	idem, on, err := node.IdempotencyConfigFromEnv(s.a.getenv)
+	if err != nil || !on {
+		return err
+	}
+	idem.Replicas = s.opts.replicas
+	return node.ProvisionIdempotency(ctx, s.js, idem)
 }
 
 // waitForReplicas waits, for up to a minute, until every replica of JOBS
