@@ -77,7 +77,8 @@ func (f JobFilter) matches(st *JobStatus) bool {
 //   - dead: DLQ, newest first (FailedJobs);
 //   - succeeded, retrying, cancelled: the records in HistoryStream, newest
 //     first (retrying: those whose next attempt is not due yet);
-//   - any state: the records, the running jobs and the dead letters, merged.
+//   - any state: the records, the running jobs and the dead letters, merged;
+//     a job is running only when a worker says so, never from a record.
 //
 // A listing reads at most 5,000 entries: a filter that matches few of the
 // recent jobs returns those it found among them.
@@ -131,24 +132,32 @@ func (in *Inspector) deadJobs(ctx context.Context, f JobFilter) ([]*JobStatus, e
 	return out, nil
 }
 
-// recordedJobs walks the records newest first. Listing retrying jobs, it
-// skips a record whose next attempt is due: that job has moved on
-// (running, dead after its last attempt, or waiting for a worker), and
-// no record says so, since neither a start nor a dead letter writes one.
+// recordedJobs walks the records newest first, skipping those of jobs
+// that have moved on (movedOn).
 func (in *Inspector) recordedJobs(ctx context.Context, f JobFilter) ([]*JobStatus, error) {
 	var out []*JobStatus
 	now := time.Now()
 	err := in.walkBack(ctx, HistoryStream, wire.StatusFilter(f.Queue, f.Kind), maxExamined, func(m *jetstream.RawStreamMsg) bool {
-		st := recordFromMsg(m)
-		if st != nil && f.State == JobRetrying && !now.Before(st.NextAttemptAt) {
-			return true
-		}
-		if st != nil && f.matches(st) {
+		if st := recordFromMsg(m); st != nil && !movedOn(st, f, now) && f.matches(st) {
 			out = append(out, st)
 		}
 		return len(out) < f.Limit
 	})
 	return out, err
+}
+
+// movedOn reports whether the job of the record st has moved on from the
+// state st says, with no record saying so, since neither a start nor a
+// dead letter writes one:
+//
+//   - a running record (its progress): whether a job runs is the workers'
+//     word, and a listing takes its running jobs from them (runningJobs);
+//     a job no worker runs has died after its last attempt (listed from
+//     DLQ), or its worker stopped (Job tells what it waits for).
+//   - listing retrying jobs, a record whose next attempt is due: that job
+//     is running, dead after its last attempt, or waiting for a worker.
+func movedOn(st *JobStatus, f JobFilter, now time.Time) bool {
+	return st.State == JobRunning || f.State == JobRetrying && !now.Before(st.NextAttemptAt)
 }
 
 func (in *Inspector) delayedJobs(ctx context.Context, f JobFilter) ([]*JobStatus, error) {

@@ -53,7 +53,9 @@ func scheduleSubject(name string) string { return SchedulePrefix + ".every." + n
 // publishes it on spec's rhythm, with no leader or timer loop in any
 // jetfleet process, and it survives restarts of all of them. Registering
 // the same name again replaces the schedule (a rollup of its subject); it
-// never doubles it. Delay, At and Unique options are refused.
+// never doubles it. Each run is a job on jobs.<queue>.<kind> whose ID is
+// its JOBS sequence (Inspector.Job and Cancel take it). Delay, At and
+// Unique options are refused.
 func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args, opts ...Option) error {
 	if args == nil {
 		return fmt.Errorf("%w: args are nil", ErrInvalid)
@@ -93,7 +95,10 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	if err != nil {
 		return err
 	}
-	target := msg.Subject
+	target, err := periodicTarget(msg)
+	if err != nil {
+		return err
+	}
 	msg.Subject = scheduleSubject(name)
 	msg.Header.Del(HeaderMsgID) // every run gets its own ID from its stream sequence
 	msg.Header.Set(headerSchedule, pattern)
@@ -104,6 +109,19 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	err = d.publish(ctx, msg)
 	endSpan(span, err)
 	return err
+}
+
+// periodicTarget is where the scheduler publishes each run of the periodic
+// job msg: jobs.<queue>.<kind>, without the ID token of msg's subject. A
+// run carries no ID header, so its ID is its JOBS sequence, and a lookup
+// or a cancel finds an ID-less job by that sequence; every run on one
+// ID-token subject would instead share a subject no run's ID names.
+func periodicTarget(msg *nats.Msg) (string, error) {
+	queue, kind, err := wire.ParseJobSubject(msg.Subject)
+	if err != nil {
+		return "", fmt.Errorf("bus: periodic job: %w", err)
+	}
+	return wire.JobSubject(queue, kind), nil
 }
 
 // schedulePattern checks spec and returns the server's form of it: cron

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -123,6 +125,110 @@ func TestPeriodicJobFiresAndReRegisteringReplacesIt(t *testing.T) {
 		}
 		t.Fatalf("the unscheduled job still fired: %s", m.Data())
 	}
+}
+
+// TestPeriodicRunIsFoundAndCancelledBySequence: each run of a periodic
+// job has its JOBS sequence as its ID, so a run still waiting for a
+// worker (none runs here) is found by that ID, as ready, and cancelling it
+// by that ID removes that run alone.
+func TestPeriodicRunIsFoundAndCancelledBySequence(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	in := newInspector(t, js)
+	if err := d.Schedule(ctx, "tick", "@every 1s", welcomeEmail{UserID: 5}, bus.Tries(2)); err != nil {
+		t.Fatalf("schedule: %v", err)
+	}
+	runs := storedRuns(t, js, bus.JobsPrefix+".default.>", 2, 10*time.Second)
+	if err := d.Unschedule(ctx, "tick"); err != nil {
+		t.Fatal(err)
+	}
+	first := strconv.FormatUint(runs[0], 10)
+	st, err := in.Job(ctx, first)
+	if err != nil {
+		t.Fatalf("lookup of the first run by its sequence %s: %v", first, err)
+	}
+	if st.ID != first || st.Seq != runs[0] || st.State != bus.JobReady || st.Queue != "default" || st.Kind != "send-welcome-email" ||
+		st.Tries != 2 || string(st.Body) != `{"user_id":5}` {
+		t.Fatalf("first run = %+v; want ready, ID %s, tries 2", st, first)
+	}
+	if _, err := in.Cancel(ctx, first); err != nil {
+		t.Fatalf("cancel of the first run by its sequence %s: %v", first, err)
+	}
+	s, err := js.Stream(ctx, bus.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMsg(ctx, runs[0]); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("the cancelled run is still in JOBS (get: %v)", err)
+	}
+	if m, err := s.GetMsg(ctx, runs[1]); err != nil || m.Subject != "jobs.default.send-welcome-email" {
+		t.Errorf("the second run: %+v, %v; want it left on jobs.default.send-welcome-email", m, err)
+	}
+	if st, err := in.Job(ctx, first); err != nil || st.State != bus.JobCancelled {
+		t.Errorf("lookup after the cancel: %+v, %v; want cancelled", st, err)
+	}
+}
+
+// TestScheduleOfTheOldLayoutStillRuns: a schedule registered before runs
+// went to jobs.<queue>.<kind>, whose target holds an ID token, is still
+// listed with its queue and kind, and its runs still reach the queue.
+func TestScheduleOfTheOldLayoutStillRuns(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	old := &nats.Msg{Subject: bus.SchedulePrefix + ".every.legacy", Data: []byte(`{"user_id":6}`), Header: nats.Header{
+		"Nats-Schedule":        {"@every 1s"},
+		"Nats-Schedule-Target": {"jobs.default.send-welcome-email.J8i2VIrVekXaoZLUyGJYyM"},
+		"Nats-Rollup":          {"sub"},
+	}}
+	if _, err := js.PublishMsg(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	scheds, err := d.Schedules(ctx)
+	if err != nil || len(scheds) != 1 || scheds[0].Name != "legacy" || scheds[0].Queue != "default" || scheds[0].Kind != "send-welcome-email" {
+		t.Fatalf("schedules = %+v, %v; want legacy on default, send-welcome-email", scheds, err)
+	}
+	m := nextJob(t, js, 5*time.Second)
+	if m == nil {
+		t.Fatal("the old schedule did not run within 5s")
+	}
+	job, err := bus.ParseJob(m)
+	if err != nil || job.Queue != "default" || job.Kind != "send-welcome-email" || string(job.Body) != `{"user_id":6}` {
+		t.Fatalf("run of the old schedule: %+v, %v", job, err)
+	}
+}
+
+// storedRuns waits until JOBS holds n messages on filter and returns the
+// sequences of the first n.
+func storedRuns(t *testing.T, js jetstream.JetStream, filter string, n int, wait time.Duration) []uint64 {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, bus.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for deadline := time.Now().Add(wait); len(seqs) < n; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("JOBS holds %d messages on %s after %s, want %d", len(seqs), filter, wait, n)
+		}
+		from := uint64(1)
+		if len(seqs) > 0 {
+			from = seqs[len(seqs)-1] + 1
+		}
+		for len(seqs) < n {
+			m, err := s.GetMsg(ctx, from, jetstream.WithGetMsgSubject(filter))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs, from = append(seqs, m.Sequence), m.Sequence+1
+		}
+	}
+	return seqs
 }
 
 // nextJob fetches and acks the next job of the default queue, or returns

@@ -1,9 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
@@ -68,4 +75,59 @@ func TestScheduleAddListRemove(t *testing.T) {
 	if r = jf("", "frobnicate"); r.Code != 2 || !strings.Contains(r.Stderr, `unknown subcommand "frobnicate"`) {
 		t.Fatalf("unknown subcommand: exit %d, stderr %q", r.Code, r.Stderr)
 	}
+}
+
+// TestScheduledRunIsFoundAndCancelledBySequence: with no worker running,
+// a waiting run of a periodic job is found by its ID, its JOBS sequence,
+// with `queue job`, and `queue cancel` of that ID removes it.
+func TestScheduledRunIsFoundAndCancelledBySequence(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	env := testEnv("NATS_URL=" + srv.ClientURL())
+	dir := t.TempDir()
+	jf := func(args ...string) result {
+		t.Helper()
+		return runJF(t, dir, env, "", args...)
+	}
+	if r := jf("schedule", "add", "go-tick2", "@every 1s", "schedq", "jetfleet-noop", "{}"); r.Code != 0 {
+		t.Fatalf("schedule add: exit %d: %s", r.Code, r.Stderr)
+	}
+	seq := firstOfTwoRuns(t, js, "jobs.schedq.>")
+	if r := jf("schedule", "rm", "go-tick2"); r.Code != 0 {
+		t.Fatalf("schedule rm: exit %d: %s", r.Code, r.Stderr)
+	}
+	if r := jf("queue", "job", seq); r.Code != 0 || !strings.Contains(r.Stdout, "ready: waiting for a worker") || !strings.Contains(r.Stdout, "sequence "+seq) {
+		t.Fatalf("queue job %s: exit %d\n%s%s", seq, r.Code, r.Stdout, r.Stderr)
+	}
+	if r := jf("queue", "cancel", seq); r.Code != 0 || !strings.Contains(r.Stdout, "Cancelled job "+seq+" (") {
+		t.Fatalf("queue cancel %s: exit %d\n%s%s", seq, r.Code, r.Stdout, r.Stderr)
+	}
+	if r := jf("queue", "job", seq); r.Code != 0 || !strings.Contains(r.Stdout, "cancelled at") {
+		t.Fatalf("queue job %s after the cancel: exit %d\n%s%s", seq, r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+// firstOfTwoRuns waits until JOBS holds two messages on filter and
+// returns the sequence of the first.
+func firstOfTwoRuns(t *testing.T, js jetstream.JetStream, filter string) string {
+	t.Helper()
+	ctx := context.Background()
+	var first uint64
+	eventually(t, 15*time.Second, "two runs on "+filter, func() error {
+		s, err := js.Stream(ctx, bus.JobsStream)
+		if err != nil {
+			return err
+		}
+		m, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(filter))
+		if err != nil {
+			return err
+		}
+		if _, err := s.GetMsg(ctx, m.Sequence+1, jetstream.WithGetMsgSubject(filter)); err != nil {
+			return errors.Join(errors.New("one run so far"), err)
+		}
+		first = m.Sequence
+		return nil
+	})
+	return strconv.FormatUint(first, 10)
 }
