@@ -121,6 +121,8 @@ func TestRegisterRefusesBadLimits(t *testing.T) {
 		{[]workers.HandlerOption{workers.RateLimitBy[releasing](5, time.Second, nil)}, "RateLimitBy(5, 1s): the key function is nil"},
 		{[]workers.HandlerOption{workers.MaxConcurrent(2), workers.MaxConcurrentBy(1, byUser)}, "at most one concurrency cap"},
 		{[]workers.HandlerOption{workers.RateLimit(2, time.Second), workers.RateLimit(3, time.Second)}, "one rate limit"},
+		{[]workers.HandlerOption{workers.HandlerTries(-1)}, "Register(releasing): HandlerTries is -1 and HandlerTimeout 0s; neither may be negative"},
+		{[]workers.HandlerOption{workers.HandlerTimeout(-time.Second)}, "HandlerTimeout -1s; neither may be negative"},
 	} {
 		got := func() (msg string) {
 			defer func() { msg, _ = recover().(string) }()
@@ -134,4 +136,29 @@ func TestRegisterRefusesBadLimits(t *testing.T) {
 	// A cap and a rate limit together are fine.
 	workers.Register(workers.New(nil, workers.Config{}), func(context.Context, *workers.Job[releasing]) error { return nil },
 		workers.RateLimit(5, time.Second), workers.MaxConcurrentBy(1, byUser))
+}
+
+// TestRegisterAfterRunPanics: the handlers are read by running jobs
+// without a lock, so registering one after Run started is a programming
+// error named at once, not a data race whose jobs panic on a nil wrapper.
+func TestRegisterAfterRunPanics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	rec := &recorder{}
+	w := workers.New(e.js, workers.Config{Middleware: []workers.Middleware{recordRuns(rec)}})
+	workers.RegisterDiagnostics(w)
+	stop := start(t, w)
+	dispatch(t, e, workers.Noop{})
+	waitFor(t, 10*time.Second, "a job run", func() bool { return len(rec.snapshot()) == 1 })
+	got := func() (msg string) {
+		defer func() { msg, _ = recover().(string) }()
+		workers.Register(w, func(context.Context, *workers.Job[releasing]) error { return nil })
+		return ""
+	}()
+	if want := "workers: Register(releasing) after Run"; !strings.Contains(got, want) {
+		t.Errorf("Register after Run panicked with %q, want %q", got, want)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -67,6 +67,7 @@ type loop struct {
 // cannot, and returns nil. It provisions the streams and its queues'
 // consumers first.
 func (w *Worker) Run(ctx context.Context) error {
+	w.started.Store(true)
 	qs, weighted, err := parseQueues(w.cfg.Queues)
 	if err != nil {
 		return err

@@ -55,6 +55,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -253,6 +254,9 @@ type Worker struct {
 	// attempt, they were an allocation per job.
 	spanStart []trace.SpanStartOption
 	health    health // for Live and Ready (health.go)
+	// started is set by Run: handlers are registered before it, since
+	// running jobs read them without a lock.
+	started atomic.Bool
 }
 
 // New returns a worker; register handlers, then call Run. A bad queue list
@@ -265,8 +269,9 @@ func New(js jetstream.JetStream, cfg Config) *Worker {
 
 // Register adds fn as the handler of T's kind. A body that does not decode
 // into T fails the job permanently with the decode error as the reason. It
-// panics when the kind is invalid or already registered, or a limit option
-// is invalid (a limit below 1, a rate period under 1ms, a nil key
+// panics when the kind is invalid or already registered, when Run has
+// started, when HandlerTries or HandlerTimeout is negative, or a limit
+// option is invalid (a limit below 1, a rate period under 1ms, a nil key
 // function, two caps), as http.Handle does for a duplicate pattern: all
 // are programming errors.
 func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) error, opts ...HandlerOption) {
@@ -274,6 +279,9 @@ func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) e
 	kind := zero.Kind()
 	if err := bus.ValidateName("kind", kind); err != nil {
 		panic(fmt.Sprintf("workers: Register: %v", err))
+	}
+	if w.started.Load() {
+		panic(fmt.Sprintf("workers: Register(%s) after Run: register every handler before Run starts", kind))
 	}
 	if _, dup := w.handlers[kind]; dup {
 		panic(fmt.Sprintf("workers: Register: kind %q is already registered", kind))
@@ -284,6 +292,9 @@ func Register[T bus.Args](w *Worker, fn func(ctx context.Context, job *Job[T]) e
 	}
 	if h.dead != nil && h.deadKind != kind {
 		panic(fmt.Sprintf("workers: Register: OnDeadLetter for kind %q given to the handler of kind %q", h.deadKind, kind))
+	}
+	if h.tries < 0 || h.timeout < 0 {
+		panic(fmt.Sprintf("workers: Register(%s): HandlerTries is %d and HandlerTimeout %s; neither may be negative (0: the worker's)", kind, h.tries, h.timeout))
 	}
 	if err := h.checkLimits(kind); err != nil {
 		panic(err.Error())
