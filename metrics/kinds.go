@@ -34,12 +34,30 @@ type KindCounts struct {
 }
 
 func (s *Sampler) kind(kind string) *KindCounts {
+	if s.known != nil && !s.known[kind] {
+		kind = UnknownKind
+	}
 	k := s.kinds[kind]
 	if k == nil {
 		k = &KindCounts{RunTime: make([]uint64, len(RunTimeBounds)+1)}
 		s.kinds[kind] = k
 	}
 	return k
+}
+
+// LimitKinds makes kinds (a worker's registered kinds) the only kinds the
+// samples name, as Jobs.LimitKinds does for the metrics: every other kind,
+// such as one published raw that no handler serves, is counted under
+// UnknownKind, so a publisher cannot grow every sample with made-up kinds.
+// Call it once the handlers are registered.
+func (s *Sampler) LimitKinds(kinds []string) {
+	known := make(map[string]bool, len(kinds))
+	for _, k := range kinds {
+		known[k] = true
+	}
+	s.mu.Lock()
+	s.known = known
+	s.mu.Unlock()
 }
 
 // kindsSnapshot copies the per-kind counts; s.mu is held.

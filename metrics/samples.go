@@ -96,6 +96,7 @@ type Sampler struct {
 	mu     sync.Mutex
 	counts map[string]SampleCounts
 	kinds  map[string]*KindCounts
+	known  map[string]bool // LimitKinds; nil: every kind is its own
 }
 
 var unsafeToken = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)

@@ -123,3 +123,50 @@ func TestThroughputDiffsEachWorker(t *testing.T) {
 		}
 	}
 }
+
+// TestSamplesNameOnlyTheWorkersKinds: jobs of kinds no handler serves,
+// published raw, are dead-lettered; with LimitKinds their outcomes are
+// counted under UnknownKind, so a publisher cannot add an entry per
+// made-up kind to every sample the worker publishes.
+func TestSamplesNameOnlyTheWorkersKinds(t *testing.T) {
+	e := newEnv(t, "default")
+	ctx, cancel := context.WithCancel(context.Background())
+	s := metrics.NewSampler(e.js, metrics.SamplerConfig{Interval: 50 * time.Millisecond})
+	sampled := make(chan struct{})
+	go func() { defer close(sampled); s.Run(ctx) }()
+	defer func() { cancel(); <-sampled }()
+	w := workers.New(e.js, workers.Config{Tries: 1, OnOutcome: s.Observe})
+	workers.RegisterDiagnostics(w)
+	s.LimitKinds(w.Kinds())
+	d, _ := bus.NewDispatcher(e.js, bus.Config{})
+	if _, err := d.Dispatch(ctx, workers.Noop{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"made-up-1", "made-up-2", "made-up-3"} {
+		if _, err := e.js.Publish(ctx, "jobs.default."+kind, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, w)
+
+	var kinds map[string]metrics.KindCounts
+	deadline := time.Now().Add(time.Minute)
+	for kinds[metrics.UnknownKind].DeadLettered != 3 || kinds["jetfleet-noop"].Succeeded != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("kinds of the last sample after a minute: %+v; want jetfleet-noop 1 succeeded, %s 3 dead-lettered", kinds, metrics.UnknownKind)
+		}
+		time.Sleep(100 * time.Millisecond)
+		samples, err := metrics.ReadSamples(ctx, e.js, time.Now().Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(samples) > 0 {
+			kinds = samples[len(samples)-1].Kinds
+		}
+	}
+	for kind := range kinds {
+		if strings.HasPrefix(kind, "made-up") {
+			t.Errorf("a sample names the made-up kind %q: %+v", kind, kinds)
+		}
+	}
+}

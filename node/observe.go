@@ -40,8 +40,9 @@ func newObservability() (*observability, error) {
 
 // instrumentWorkers measures every job of a worker made from cfg and
 // publishes its throughput samples for the dashboard until ctx ends; stop
-// waits for the last sample.
-func (n *Node) instrumentWorkers(ctx context.Context, cfg *workers.Config) (stop func()) {
+// waits for the last sample. Once the worker's handlers are registered,
+// limit(kinds) makes them the only kind names of the metrics and samples.
+func (n *Node) instrumentWorkers(ctx context.Context, cfg *workers.Config) (limit func(kinds []string), stop func()) {
 	sampler := metrics.NewSampler(n.s.JetStream, metrics.SamplerConfig{Replicas: cfg.Bus.Replicas, Logger: n.cfg.Logger})
 	cfg.Middleware = append(cfg.Middleware, n.obs.jobs.Middleware(), sampler.Middleware())
 	cfg.OnOutcome = metrics.Outcomes(n.obs.jobs.Outcome, sampler.Observe)
@@ -51,7 +52,11 @@ func (n *Node) instrumentWorkers(ctx context.Context, cfg *workers.Config) (stop
 		defer close(done)
 		sampler.Run(sctx)
 	}()
-	return func() { cancel(); <-done }
+	limit = func(kinds []string) {
+		n.obs.jobs.LimitKinds(kinds)
+		sampler.LimitKinds(kinds)
+	}
+	return limit, func() { cancel(); <-done }
 }
 
 // mountWeb adds /metrics and the dashboard to a web node's mux and returns

@@ -46,7 +46,7 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	if wcfg.TracerProvider == nil {
 		wcfg.TracerProvider = n.s.TracerProvider
 	}
-	stopSamples := n.instrumentWorkers(ctx, &wcfg) // metrics and the dashboard's samples
+	limitKinds, stopSamples := n.instrumentWorkers(ctx, &wcfg) // metrics and the dashboard's samples
 	defer stopSamples()
 	if n.s.DB != nil {
 		wcfg.Middleware = append(wcfg.Middleware, CausalJobs) // handlers read their dispatcher's writes
@@ -59,7 +59,7 @@ func (n *Node) Work(ctx context.Context, cfg WorkConfig) error {
 	if n.app.Jobs != nil {
 		n.app.Jobs(&n.s, w)
 	}
-	n.obs.jobs.LimitKinds(w.Kinds())     // a made-up kind adds no series
+	limitKinds(w.Kinds())                // a made-up kind adds no series, no sample entry
 	stopServers := n.workServers(cfg, w) // /metrics and the probes
 	defer stopServers()
 	return w.Run(ctx)
