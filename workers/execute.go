@@ -139,7 +139,7 @@ func (l *loop) process(r *run) {
 	}
 	tries := firstPositive(job.Tries, h.tries, l.w.cfg.Tries)
 	if job.Attempt > tries {
-		l.deadLetter(r, job, fmt.Sprintf("interrupted during its last attempt: delivered %d times with tries %d; the worker running it stopped or died before it finished", job.Attempt, tries), tries)
+		l.deadLetter(r, job, noTryLeft(r, job, tries), tries)
 		return
 	}
 	if l.skipCancelled(r, job) { // batch.go
@@ -147,6 +147,18 @@ func (l *loop) process(r *run) {
 	}
 	l.uniqueSeen(r, job) // renews its unique key's lease (release.go)
 	l.execute(r, job, h, tries)
+}
+
+// noTryLeft says why a job whose attempt is over its tries is
+// dead-lettered unrun: it came with Jetfleet-Tries-Used at its tries
+// already, or (the usual case) its last attempt was interrupted.
+func noTryLeft(r *run, job *bus.Job, tries int) string {
+	if md, err := r.msg.Metadata(); err == nil {
+		if used := job.Attempt - int(md.NumDelivered); used >= tries {
+			return fmt.Sprintf("no try left: it came with %s %d and tries %d", bus.HeaderTriesUsed, used, tries)
+		}
+	}
+	return fmt.Sprintf("interrupted during its last attempt: delivered %d times with tries %d; the worker running it stopped or died before it finished", job.Attempt, tries)
 }
 
 func firstPositive[T int | time.Duration](vs ...T) T {

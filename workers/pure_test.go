@@ -1,10 +1,12 @@
 package workers
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -293,5 +295,22 @@ func TestLastMinuteCounts(t *testing.T) {
 	}
 	if len(got) != len(want) || got["high"] != want["high"] || got["low"] != want["low"] {
 		t.Errorf("lastMinute = %+v, want %+v", got, want)
+	}
+}
+
+// TestErrorTextIsBounded: a record's error is at most 4 KiB with its
+// truncation marker, and never ends in half a UTF-8 character.
+func TestErrorTextIsBounded(t *testing.T) {
+	for _, s := range []string{strings.Repeat("é", 3000), "x" + strings.Repeat("€", 2000), strings.Repeat("a", maxRecordError)} {
+		got := errorText(errors.New(s))
+		if len(got) > maxRecordError || !utf8.ValidString(got) {
+			t.Errorf("errorText of %d bytes: %d bytes, valid UTF-8 %v", len(s), len(got), utf8.ValidString(got))
+		}
+		if len(s) > maxRecordError && !strings.HasSuffix(got, " …[truncated]") {
+			t.Errorf("errorText of %d bytes does not say it was cut: …%q", len(s), got[len(got)-20:])
+		}
+		if len(s) <= maxRecordError && got != s {
+			t.Errorf("errorText cut a text of %d bytes", len(s))
+		}
 	}
 }

@@ -235,12 +235,15 @@ func (jr *jobRun) finished(state bus.JobState, took time.Duration, err error, re
 // maxRecordError bounds the error text of a record.
 const maxRecordError = 4 << 10
 
+// errorText is err's text, cut to maxRecordError bytes with the marker
+// included, on a UTF-8 character boundary.
 func errorText(err error) string {
+	const marker = " …[truncated]"
 	s := err.Error()
-	if len(s) > maxRecordError {
-		s = s[:maxRecordError] + " …[truncated]"
+	if len(s) <= maxRecordError {
+		return s
 	}
-	return s
+	return cutAt(s, maxRecordError-len(marker)) + marker
 }
 
 func (t *tracker) publish(st *bus.JobStatus) {
@@ -300,8 +303,13 @@ func cutMessage(s string) string {
 	if len(s) <= bus.MaxProgressMessage {
 		return s
 	}
-	n := bus.MaxProgressMessage
-	for n > 0 && s[n]&0xC0 == 0x80 { // do not split a UTF-8 character
+	return cutAt(s, bus.MaxProgressMessage)
+}
+
+// cutAt is s cut to at most n < len(s) bytes without splitting a UTF-8
+// character.
+func cutAt(s string, n int) string {
+	for n > 0 && s[n]&0xC0 == 0x80 {
 		n--
 	}
 	return s[:n]

@@ -481,6 +481,33 @@ func TestOverDeliveredJobIsDeadLetteredUnrun(t *testing.T) {
 	}
 }
 
+// TestJobWithItsTriesUsedSaysSo: a job published with Jetfleet-Tries-Used
+// at its tries already is dead-lettered unrun on its first delivery, with
+// a reason that says so rather than blaming a worker that died.
+func TestJobWithItsTriesUsedSaysSo(t *testing.T) {
+	t.Parallel()
+	cfg := bus.Config{}
+	e := newEnv(t, cfg)
+	ctx := context.Background()
+	msg := &nats.Msg{Subject: "jobs.default.jetfleet-noop.used-up", Data: []byte(`{}`), Header: nats.Header{}}
+	msg.Header.Set(bus.HeaderTries, "2")
+	msg.Header.Set(bus.HeaderTriesUsed, "5")
+	if _, err := e.js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	w := workers.New(e.js, workers.Config{Bus: cfg, Middleware: []workers.Middleware{recordRuns(rec)}})
+	workers.RegisterDiagnostics(w)
+	start(t, w)
+	waitFor(t, 10*time.Second, "the job in DLQ", func() bool { return natstest.StreamMsgs(t, e.js, bus.DLQStream) == 1 })
+	if reason := deadLetters(t, e.js)[0].Header.Get(bus.HeaderError); reason != "no try left: it came with Jetfleet-Tries-Used 5 and tries 2" {
+		t.Errorf("reason %q", reason)
+	}
+	if len(rec.snapshot()) != 0 {
+		t.Error("the job ran")
+	}
+}
+
 func TestJobSettingsBeatWorkerDefaults(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, bus.Config{})
