@@ -220,6 +220,24 @@ func statusFromDead(m *jetstream.RawStreamMsg) *JobStatus {
 	return st
 }
 
+// fillFromDeadRecord completes a dead job's status st from its last
+// record, when that record is of the dead message: the tries (the
+// worker's, when the job set none) and, when the record is of the very
+// attempt that died (its progress), its worker, start, progress and
+// result. A record of an earlier attempt (retrying) says nothing of the
+// last one's worker or start.
+func fillFromDeadRecord(st *JobStatus, r *JobStatus) {
+	if r == nil || r.Seq != seqOfOrigin(st.DeadLetter.Origin) {
+		return
+	}
+	if st.Tries == 0 {
+		st.Tries = r.Tries
+	}
+	if r.Attempt == st.Attempt {
+		st.Worker, st.StartedAt, st.RunTime, st.Progress, st.Result = r.Worker, r.StartedAt, r.RunTime, r.Progress, r.Result
+	}
+}
+
 // resolve decides the state from what find found. running, when not nil,
 // holds the records of every running job by ID (a listing asks all
 // workers once); otherwise the worker of a delivered job is asked.
@@ -231,9 +249,7 @@ func (in *Inspector) resolve(ctx context.Context, f *found, running map[string]*
 		return statusFromDelayed(f.delayed), nil
 	case f.dead != nil && (f.rec == nil || !f.rec.At.After(f.dead.Time)):
 		st := statusFromDead(f.dead)
-		if r := f.rec; r != nil && r.Seq == seqOfOrigin(st.DeadLetter.Origin) {
-			st.Worker, st.StartedAt, st.RunTime, st.Progress, st.Result = r.Worker, r.StartedAt, r.RunTime, r.Progress, r.Result
-		}
+		fillFromDeadRecord(st, f.rec)
 		return st, nil
 	case f.rec != nil:
 		st := f.rec
@@ -310,6 +326,10 @@ func fromRecord(st, rec *JobStatus) *JobStatus {
 		return rec
 	}
 	st.Attempt, st.Worker, st.Error, st.Progress, st.Result = rec.Attempt, rec.Worker, rec.Error, rec.Progress, rec.Result
+	st.StartedAt, st.FinishedAt, st.RunTime = rec.StartedAt, rec.FinishedAt, rec.RunTime
+	if st.Tries == 0 {
+		st.Tries = rec.Tries // the worker's, when the job set none
+	}
 	if rec.State == JobRetrying {
 		st.NextAttemptAt = rec.NextAttemptAt
 		if time.Now().Before(rec.NextAttemptAt) {
@@ -319,7 +339,6 @@ func fromRecord(st, rec *JobStatus) *JobStatus {
 		st.Note = fmt.Sprintf("attempt %d failed; the next one is due and waits for a worker", rec.Attempt)
 		return st
 	}
-	st.StartedAt = rec.StartedAt
 	st.Note = fmt.Sprintf("attempt %d on %s stopped without finishing (the worker stopped or died); it is delivered again after AckWait", rec.Attempt, rec.Worker)
 	return st
 }

@@ -317,3 +317,41 @@ func TestRetryingJobsAreAnsweredFromTheirRecord(t *testing.T) {
 		t.Errorf("retrying jobs listed: %v, want only %s (not %s, dead since)", ids, waiting, dead)
 	}
 }
+
+// TestADeadJobShowsItsLastAttempt: a job that failed its first attempt
+// (a retrying record) and died on its second shows the second: its
+// attempt, the worker's tries (the job set none), and neither the first
+// attempt's worker nor its start.
+func TestADeadJobShowsItsLastAttempt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{MemoryStorage: true})
+	w := workers.New(e.js, workers.Config{Tries: 2, Backoff: []time.Duration{time.Second}})
+	workers.RegisterDiagnostics(w)
+	start(t, w)
+	id := dispatch(t, e, workers.Fail{Message: "no luck"})
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	ctx := context.Background()
+	var first *bus.JobStatus
+	waitFor(t, 30*time.Second, "the first attempt's record", func() bool {
+		st, err := in.Job(ctx, id)
+		if err == nil && st.State == bus.JobRetrying {
+			first = st
+		}
+		return first != nil || err == nil && st.State == bus.JobDead
+	})
+	var st *bus.JobStatus
+	waitFor(t, 30*time.Second, "the job dead", func() bool {
+		var err error
+		st, err = in.Job(ctx, id)
+		return err == nil && st.State == bus.JobDead
+	})
+	if st.Attempt != 2 || st.Tries != 2 {
+		t.Errorf("dead job: attempt %d of %d tries; want 2 of 2", st.Attempt, st.Tries)
+	}
+	if first == nil || first.StartedAt.IsZero() || first.Tries != 2 {
+		t.Fatalf("the retrying job: %+v; want its first attempt's start and the worker's 2 tries", first)
+	}
+	if !st.StartedAt.IsZero() && !st.StartedAt.After(first.StartedAt) {
+		t.Errorf("dead job started at %s, the first attempt's start (%s)", st.StartedAt, first.StartedAt)
+	}
+}
