@@ -547,7 +547,7 @@ summary() {
 		  state and logs  $STATE
 
 		Use it from another shell (the passwords are in cluster.env):
-		  set -a; . $STATE/cluster.env; set +a; ./jetfleet queue stats
+		  set -a; . $STATE/cluster.env; set +a; $STATE/bin/jetfleet queue stats
 
 	EOF
 }
