@@ -27,16 +27,17 @@ import (
 // imported by an import line in the block.
 var autoImports = map[string]string{
 	// the module
-	"bus":        "github.com/jetfleet/jetfleet/bus",
-	"dashboard":  "github.com/jetfleet/jetfleet/dashboard",
-	"healthz":    "github.com/jetfleet/jetfleet/healthz",
-	"leaderless": "github.com/jetfleet/jetfleet/leaderless",
-	"metrics":    "github.com/jetfleet/jetfleet/metrics",
-	"node":       "github.com/jetfleet/jetfleet/node",
-	"readmodel":  "github.com/jetfleet/jetfleet/readmodel",
-	"scsstore":   "github.com/jetfleet/jetfleet/sessions/scsstore",
-	"sessions":   "github.com/jetfleet/jetfleet/sessions",
-	"workers":    "github.com/jetfleet/jetfleet/workers",
+	"bus":          "github.com/jetfleet/jetfleet/bus",
+	"dashboard":    "github.com/jetfleet/jetfleet/dashboard",
+	"healthz":      "github.com/jetfleet/jetfleet/healthz",
+	"jetfleettest": "github.com/jetfleet/jetfleet/jetfleettest",
+	"leaderless":   "github.com/jetfleet/jetfleet/leaderless",
+	"metrics":      "github.com/jetfleet/jetfleet/metrics",
+	"node":         "github.com/jetfleet/jetfleet/node",
+	"readmodel":    "github.com/jetfleet/jetfleet/readmodel",
+	"scsstore":     "github.com/jetfleet/jetfleet/sessions/scsstore",
+	"sessions":     "github.com/jetfleet/jetfleet/sessions",
+	"workers":      "github.com/jetfleet/jetfleet/workers",
 	// its dependencies
 	"jetstream":  "github.com/nats-io/nats.go/jetstream",
 	"nats":       "github.com/nats-io/nats.go",
@@ -56,6 +57,7 @@ var autoImports = map[string]string{
 	"signal":  "os/signal",
 	"sql":     "database/sql",
 	"strings": "strings",
+	"testing": "testing",
 	"syscall": "syscall",
 	"time":    "time",
 }
