@@ -35,3 +35,22 @@ func TestParseAckReplyAgreesWithNATS(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstDeliveryReadsTheDeliveryCount: both forms of the ack subject,
+// a first delivery and later ones; anything else is not a first one.
+func TestFirstDeliveryReadsTheDeliveryCount(t *testing.T) {
+	for reply, want := range map[string]bool{
+		"$JS.ACK.JOBS.q-default.1.1234.567.1733000000123456789.42":             true,
+		"$JS.ACK.JOBS.q-default.2.1234.567.1733000000123456789.42":             false,
+		"$JS.ACK.JOBS.q-default.11.1234.567.1733000000123456789.42":            false,
+		"$JS.ACK.hub.ACCHASH.JOBS.q-default.1.99.98.1733000000123456789.0.tok": true,
+		"$JS.ACK.hub.ACCHASH.JOBS.q-default.3.99.98.1733000000123456789.0.tok": false,
+		"$JS.ACK._.ACCHASH.JOBS.q-default.1.5.4.1733000000123456789.7.tok":     true,
+		"":           false,
+		"_INBOX.abc": false,
+	} {
+		if got := firstDelivery(reply); got != want {
+			t.Errorf("firstDelivery(%q) = %v, want %v", reply, got, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +25,9 @@ import (
 // so the first delivery's heartbeats keep both owned and its ack, nak or
 // term settles both: the new one is left unanswered.
 func (l *loop) heldAlready(m jetstream.Msg) bool {
+	if firstDelivery(m.Reply()) {
+		return false // nearly every delivery: no parse, no allocation
+	}
 	md, err := m.Metadata()
 	if err != nil || md.NumDelivered < 2 {
 		return false
@@ -37,6 +41,26 @@ func (l *loop) heldAlready(m jetstream.Msg) bool {
 		}
 	}
 	return false
+}
+
+// firstDelivery reports whether reply, a JetStream ack subject
+// ($JS.ACK.<stream>.<consumer>.<delivered>.… or, with a domain and an
+// account hash, $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.…),
+// says the message is delivered for the first time. Anything else is not
+// known to be a first delivery.
+func firstDelivery(reply string) bool {
+	index := 4 // of the delivery count, counting $JS as 0
+	if strings.Count(reply, ".") >= 11 {
+		index = 6
+	}
+	for range index {
+		i := strings.IndexByte(reply, '.')
+		if i < 0 {
+			return false
+		}
+		reply = reply[i+1:]
+	}
+	return strings.HasPrefix(reply, "1.")
 }
 
 // endedBefore settles a job delivered again whose record says that this
