@@ -125,7 +125,7 @@ func (l *loop) process(r *run) {
 	}
 	r.logJob(l.w.log, job)
 	l.traceAttempt(r, job)
-	if job.Attempt > 1 && (l.resumeDeadLetter(r, job) || l.endedBefore(r, job)) {
+	if job.Attempt > 1 && l.settledBefore(r, job) {
 		return
 	}
 	if err != nil {

@@ -36,7 +36,8 @@ func (l *loop) heldAlready(m jetstream.Msg) bool {
 	defer l.mu.Unlock()
 	for r := range l.inFlight {
 		if held, err := r.msg.Metadata(); err == nil && held.Sequence.Stream == md.Sequence.Stream && held.Stream == md.Stream {
-			r.log.Warn().Uint64("delivered", md.NumDelivered).Msg("job delivered again while this worker holds it (a heartbeat or ack was lost); left to the delivery it holds")
+			l.w.log.Warn().Str("subject", m.Subject()).Uint64("seq", md.Sequence.Stream).Uint64("delivered", md.NumDelivered).
+				Msg("job delivered again while this worker holds it (a heartbeat or ack was lost); left to the delivery it holds")
 			return true
 		}
 	}
@@ -61,6 +62,17 @@ func firstDelivery(reply string) bool {
 		reply = reply[i+1:]
 	}
 	return strings.HasPrefix(reply, "1.")
+}
+
+// settledBefore settles a job delivered again that needs no run: its
+// dead letter is stored already (resumeDeadLetter), or it ended already
+// (endedBefore). Their lookups can wait, up to 10 s, for a cluster that
+// elects a leader: the job is heartbeated meanwhile, or the server would
+// hand it out again after AckWait.
+func (l *loop) settledBefore(r *run, job *bus.Job) bool {
+	r.busy.Store(true)
+	defer r.busy.Store(false)
+	return l.resumeDeadLetter(r, job) || l.endedBefore(r, job)
 }
 
 // endedBefore settles a job delivered again whose record says that this

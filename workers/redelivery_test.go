@@ -23,13 +23,21 @@ import (
 // usual. It returns the URLs of an admin and of a lossy client.
 func lossyAckServer(t *testing.T) (admin, lossy string) {
 	t.Helper()
+	return serverDenying(t, "$JS.ACK.JOBS.q-default.1.>")
+}
+
+// serverDenying starts a server on which user "lossy" may publish
+// anything but on deny, and returns the URLs of an admin and a lossy
+// client.
+func serverDenying(t *testing.T, deny string) (admin, lossy string) {
+	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nats.conf")
 	err := os.WriteFile(conf, []byte(`
 authorization {
   users = [
     {user: admin, password: admin}
-    {user: lossy, password: lossy, permissions: {publish: {allow: ">", deny: "$JS.ACK.JOBS.q-default.1.>"}}}
+    {user: lossy, password: lossy, permissions: {publish: {allow: ">", deny: "`+deny+`"}}}
   ]
 }
 `), 0o600)
@@ -111,5 +119,40 @@ func TestALostAckIsNotARunNorAnInterruption(t *testing.T) {
 		if err != nil || st.State != bus.JobSucceeded || st.Attempt != 1 {
 			t.Errorf("job %s: %+v, %v; want succeeded on attempt 1", id, st, err)
 		}
+	}
+}
+
+// TestALookupBeforeARunIsHeartbeated: a job delivered again is looked up
+// (its dead letter, its record) before it runs, and a lookup can wait up
+// to 10 s for a cluster electing a leader. The job is heartbeated
+// meanwhile: the server does not hand it out again every AckWait.
+func TestALookupBeforeARunIsHeartbeated(t *testing.T) {
+	t.Parallel()
+	// The worker's direct gets on DLQ reach no server: its lookup of a
+	// retried job's dead letter waits out its 10 s.
+	adminURL, lossyURL := serverDenying(t, "$JS.API.DIRECT.GET.DLQ.>")
+	cfg := bus.Config{AckWait: time.Second}
+	_, js := natstest.Connect(t, adminURL)
+	ctx := context.Background()
+	if err := bus.ProvisionQueues(ctx, js, cfg, "default"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := bus.NewDispatcher(js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Dispatch(ctx, workers.Fail{Times: 1}, bus.Backoff(10*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	_, wjs := natstest.Connect(t, lossyURL, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	w := workers.New(wjs, workers.Config{Bus: cfg})
+	workers.RegisterDiagnostics(w)
+	start(t, w)
+	waitFor(t, 10*time.Second, "the second delivery", func() bool {
+		return consumerInfo(t, js, "default").Delivered.Consumer >= 2
+	})
+	time.Sleep(3500 * time.Millisecond) // three AckWaits into the lookup
+	if n := consumerInfo(t, js, "default").Delivered.Consumer; n != 2 {
+		t.Errorf("%d deliveries while the worker looked the job up; want 2: the lookup went unheartbeated", n)
 	}
 }
