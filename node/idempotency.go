@@ -294,7 +294,7 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, keys idemKey
 	t, err := m.acquire(r.Context(), r, keys)
 	switch {
 	case errors.Is(err, errStoreFull):
-		m.cfg.Logger.Error().Err(err).Str("path", r.URL.Path).Msg("idempotency bucket full: serving a keyed request without a record")
+		m.cfg.Logger.Error().Ctx(r.Context()).Err(err).Str("path", r.URL.Path).Msg("idempotency bucket full: serving a keyed request without a record")
 		next.ServeHTTP(w, r)
 	case err != nil:
 		m.unavailable(w, r, err)
@@ -316,7 +316,7 @@ func (m *Idempotency) unavailable(w http.ResponseWriter, r *http.Request, err er
 	if r.Context().Err() != nil {
 		return // the client left
 	}
-	m.cfg.Logger.Warn().Err(err).Str("path", r.URL.Path).Msg("idempotency store unavailable; request refused, not run")
+	m.cfg.Logger.Warn().Ctx(r.Context()).Err(err).Str("path", r.URL.Path).Msg("idempotency store unavailable; request refused, not run")
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, "idempotency store unavailable, the request did not run; retry with the same key: "+err.Error(), http.StatusServiceUnavailable)
 }

@@ -76,7 +76,7 @@ func (m *Idempotency) acquire(ctx context.Context, r *http.Request, keys idemKey
 		if now.After(rec.LeaseUntil) {
 			rev, err := bounded(ctx, func(ctx context.Context) (uint64, error) { return m.kv.Update(ctx, keys.kv, val, e.Revision()) })
 			if err == nil {
-				m.cfg.Logger.Warn().Str("key", keys.kv[:12]).Str("previous_owner", rec.Owner).
+				m.cfg.Logger.Warn().Ctx(ctx).Str("key", keys.kv[:12]).Str("previous_owner", rec.Owner).
 					Msg("idempotency: took over a key whose running marker lapsed (its node died or stalled); running the request again")
 				return take{rev: rev}, nil
 			}

@@ -1,6 +1,7 @@
 package sessions_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -10,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/jetfleet/jetfleet/internal/logtest"
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/node"
 	"github.com/jetfleet/jetfleet/sessions"
 )
 
@@ -145,5 +150,34 @@ func TestOversizedSessionFailsAndLeavesThePreviousStateIntact(t *testing.T) {
 	fresh.run(e.sm, func(ctx context.Context) { must(t, sessions.Put(ctx, "big", make([]byte, 8000))) })
 	if fresh.token != "" {
 		t.Error("an oversized new session still got a cookie")
+	}
+}
+
+// TestAFailedLoadIsLoggedWithTheRequestsTrace: the warning written when a
+// session cannot be loaded carries the request's context, so a trace hook
+// (node.TraceHook) gives it the trace and span IDs of the request's span.
+func TestAFailedLoadIsLoggedWithTheRequestsTrace(t *testing.T) {
+	var buf bytes.Buffer
+	e := newEnv(t, sessions.Config{StoreTimeout: 300 * time.Millisecond, Logger: zerolog.New(&buf).Hook(node.TraceHook{})})
+	c := login(t, e)
+	other := e.node() // another web node: the session is not in its copy
+	e.srv.Shutdown()
+	for end := time.Now().Add(10 * time.Second); other.Check(context.Background()) == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the node still reaches NATS 10 s after its shutdown")
+		}
+	}
+
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9, 1}, SpanID: trace.SpanID{0x00, 0xf0, 2}, TraceFlags: trace.FlagsSampled})
+	r := c.request(http.MethodGet, "/", nil)
+	r = r.WithContext(trace.ContextWithSpanContext(r.Context(), sc))
+	if w := c.do(other.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), r); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("request with NATS down: %d, want 503", w.Code)
+	}
+	line := buf.String()
+	if !strings.Contains(line, "session not loaded") || !strings.Contains(line, `"trace_id":"`+sc.TraceID().String()+`"`) ||
+		!strings.Contains(line, `"span_id":"`+sc.SpanID().String()+`"`) {
+		t.Errorf("log: %s; want the failed load with the request's trace and span IDs", line)
 	}
 }

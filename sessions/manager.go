@@ -152,7 +152,7 @@ func (m *Manager) now() time.Time { return m.cfg.Now() }
 
 // log reports an error the middleware handled for r to Config.Logger.
 func (m *Manager) log(r *http.Request, msg string, err error) {
-	m.cfg.Logger.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg(msg)
+	m.cfg.Logger.Warn().Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg(msg)
 }
 
 func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {

@@ -163,7 +163,7 @@ func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 	jobID, err := c.jobs.Dispatch(ctx, ProcessItemImages{ItemID: id, Images: refs}, bus.OnQueue(ImagesQueue))
 	if err != nil {
 		if ferr := c.failImages(context.WithoutCancel(ctx), id, refs, "not queued for processing: "+err.Error()); ferr != nil {
-			c.log.Error().Err(ferr).Int64("item_id", id).Msg("cannot record that images were not queued")
+			c.log.Error().Ctx(ctx).Err(ferr).Int64("item_id", id).Msg("cannot record that images were not queued")
 		}
 		return fmt.Errorf("dispatch process-item-images: %w", err)
 	}

@@ -49,7 +49,7 @@ func (c *Catalog) login(w http.ResponseWriter, r *http.Request) error {
 		jobID, err = c.jobs.Dispatch(ctx, SendWelcomeEmail{UserID: u.ID},
 			bus.OnQueue(EmailsQueue), bus.JobID(fmt.Sprintf("welcome-%d", u.ID)))
 		if err != nil { // the user exists now: log in anyway, say it in the log
-			c.log.Error().Err(err).Int64("user_id", u.ID).Msg("welcome email not queued")
+			c.log.Error().Ctx(ctx).Err(err).Int64("user_id", u.ID).Msg("welcome email not queued")
 		}
 	}
 	if err := sessions.RenewToken(ctx); err != nil {
