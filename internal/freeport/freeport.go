@@ -10,6 +10,14 @@
 // So the ports come from below the ephemeral range, which the kernel never
 // hands out by itself; each is checked free by listening on it, and all n
 // are held until every one is found.
+//
+// A port is free only until its server listens on it, and a test server
+// starts a while after its port was found (a cluster's third node after
+// the first two): another test, in this process or in another package's
+// test binary running beside it, must not be handed the same port in the
+// meantime. So each port handed out is also claimed for the life of the
+// process (a lock on a file named after it, see claim), and a port that
+// another caller claimed is skipped.
 package freeport
 
 import (
@@ -49,7 +57,14 @@ func Ports(n int) ([]int, error) {
 			continue // taken: try another
 		}
 		held = append(held, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		port := l.Addr().(*net.TCPAddr).Port
+		ok, err := claim(port)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			ports = append(ports, port)
+		}
 	}
 	return ports, nil
 }

@@ -135,9 +135,33 @@ func (cfg Config) start(opts *server.Options) (*server.Server, error) {
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("natsembed: server %q not ready for connections within 10s (listen %s:%d)", cfg.Name, opts.Host, opts.Port)
+		return nil, fmt.Errorf("natsembed: server %q not ready for connections within 10s (listen %s:%d)%s", cfg.Name, opts.Host, opts.Port, portsTaken(opts))
 	}
 	return srv, nil
+}
+
+// portsTaken names the ports of opts that something else listens on: the
+// usual reason a server is not ready.
+func portsTaken(opts *server.Options) string {
+	var taken []string
+	for _, a := range []struct {
+		host string
+		port int
+	}{{opts.Host, opts.Port}, {opts.Cluster.Host, opts.Cluster.Port}} {
+		if a.port <= 0 {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(a.host, strconv.Itoa(a.port)))
+		if err != nil {
+			taken = append(taken, err.Error())
+			continue
+		}
+		l.Close()
+	}
+	if len(taken) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(taken, "; ")
 }
 
 // current is the server running now.
