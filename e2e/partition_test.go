@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/proctest"
@@ -96,6 +98,19 @@ func TestPartitions(t *testing.T) {
 	var runsMu sync.Mutex
 	var runs []ptRun
 	webs := make([]string, len(tp.nodes))
+	// The workers' warnings (a job delivered again, a settle that failed)
+	// go to a file, quoted for the jobs a failed run lost.
+	workerLog, err := os.CreateTemp("", "jetfleet-partition-workers-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		workerLog.Close()
+		if !t.Failed() {
+			os.Remove(workerLog.Name())
+		}
+	}()
+	t.Logf("workers' warnings: %s", workerLog.Name())
 	for i := range tp.nodes {
 		_, js := tp.connect(t, i, fmt.Sprintf("web%d", i+1))
 		var sm *sessions.Manager
@@ -108,7 +123,8 @@ func TestPartitions(t *testing.T) {
 		webs[i] = srv.URL
 
 		_, js = tp.connect(t, i, fmt.Sprintf("worker%d", i+1))
-		w := workers.New(js, workers.Config{Queues: []string{"default"}, Concurrency: 4, Bus: busCfg})
+		w := workers.New(js, workers.Config{Queues: []string{"default"}, Concurrency: 4, Bus: busCfg,
+			Logger: zerolog.New(workerLog).Level(zerolog.WarnLevel).With().Timestamp().Str("worker", fmt.Sprintf("worker%d", i+1)).Logger()})
 		node := i
 		workers.Register(w, func(ctx context.Context, job *workers.Job[ptJob]) error {
 			h.complete(h.invoke(200+node, node, opRun, job.ID, int64(job.Attempt)), nil)
@@ -160,17 +176,19 @@ func TestPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ran := waitForJobs(t, inspector, ops, func() []ptRun {
+	pt := newPtT(t)
+	defer pt.failures()
+	ran := waitForJobs(pt, admin, inspector, ops, func() []ptRun {
 		runsMu.Lock()
 		defer runsMu.Unlock()
 		return append([]ptRun(nil), runs...)
-	})
+	}, workerLog.Name())
 	stopWorkers()
 	workersDone.Wait()
-	checkJobs(t, ops, ran)
-	checkSessions(t, ops, browsers, f.isolated, f.isolatedAt, f.isolatedUntil)
+	checkJobs(pt, ops, ran)
+	checkSessions(pt, ops, browsers, f.isolated, f.isolatedAt, f.isolatedUntil)
 	if n := evicted.Load(); n != 0 {
-		t.Errorf("sessions: %d loads judged a session removed by the bucket's byte bound, which the run never came near", n)
+		pt.Errorf("sessions: %d loads judged a session removed by the bucket's byte bound, which the run never came near", n)
 	}
 	for _, kind := range []string{opDispatch, opWrite} {
 		what := map[string]string{opDispatch: "dispatch", opWrite: "session request"}[kind]

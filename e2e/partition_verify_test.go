@@ -13,14 +13,43 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
 )
 
+// ptT is the partition test's *testing.T, whose Errorf also keeps the
+// first line of each failure, to be repeated at the end of the run
+// (failures): CI shows a failed run's last lines, after its figures.
+type ptT struct {
+	*testing.T
+	why *[]string
+}
+
+func newPtT(t *testing.T) ptT { return ptT{T: t, why: new([]string)} }
+
+// Errorf fails the test, as testing.T's does, and keeps the message's
+// first line.
+func (t ptT) Errorf(format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	first, _, _ := strings.Cut(msg, "\n")
+	*t.why = append(*t.why, first)
+	t.T.Error(msg)
+}
+
+// failures repeats why the run failed, one line per failure.
+func (t ptT) failures() {
+	t.Helper()
+	if len(*t.why) > 0 {
+		t.Logf("FAILED because:\n%s", strings.Join(*t.why, "\n"))
+	}
+}
+
 // waitForJobs waits until every acknowledged job ran or is a dead letter,
 // for at most 90 s after the clients stop, and returns the runs then.
 // Jobs still missing fail the test with their dispatch records.
-func waitForJobs(t *testing.T, in *bus.Inspector, ops []ptOp, runs func() []ptRun) []ptRun {
+func waitForJobs(t ptT, admin jetstream.JetStream, in *bus.Inspector, ops []ptOp, runs func() []ptRun, workerLog string) []ptRun {
 	t.Helper()
 	acked := map[string]ptOp{}
 	for _, o := range ops {
@@ -67,8 +96,8 @@ func waitForJobs(t *testing.T, in *bus.Inspector, ops []ptOp, runs func() []ptRu
 			}
 			slices.Sort(lost)
 			if len(lost) > 0 {
-				t.Errorf("jobs: %d of %d acknowledged jobs neither ran nor are dead letters 90s after heal (LOST):\n%s",
-					len(lost), len(acked), strings.Join(lost, "\n"))
+				t.Errorf("jobs: %d of %d acknowledged jobs neither ran nor are dead letters 90s after heal (LOST):\n%s\n%s",
+					len(lost), len(acked), strings.Join(lost, "\n"), whereAre(admin, in, missing, workerLog))
 				return ran
 			}
 		}
@@ -76,11 +105,57 @@ func waitForJobs(t *testing.T, in *bus.Inspector, ops []ptOp, runs func() []ptRu
 	}
 }
 
+// whereAre says what the job's status lookup answers for at most ten of
+// the missing jobs, and the worker log's lines about each: why it did not
+// run, for a run that failed on a machine where only its output is kept.
+func whereAre(admin jetstream.JetStream, in *bus.Inspector, missing map[string]bool, workerLog string) string {
+	logged, _ := os.ReadFile(workerLog)
+	var b strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if c, err := admin.Consumer(ctx, bus.JobsStream, "q-default"); err != nil {
+		fmt.Fprintf(&b, "consumer q-default: %v\n", err)
+	} else {
+		ci := c.CachedInfo()
+		leader := ""
+		if ci.Cluster != nil {
+			leader = ci.Cluster.Leader
+		}
+		fmt.Fprintf(&b, "consumer q-default: leader %q, %d pending, %d ack pending, %d redelivered, %d pulls waiting, delivered up to %d, acked up to %d\n",
+			leader, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Delivered.Stream, ci.AckFloor.Stream)
+	}
+	cancel()
+	n := 0
+	for id, m := range missing {
+		if !m {
+			continue
+		}
+		if n++; n > 10 {
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		st, err := in.Job(ctx, id)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(&b, "%s: status lookup: %v\n", id, err)
+		} else {
+			fmt.Fprintf(&b, "%s: %s seq %d attempt %d worker %q at %s: %s\n", id, st.State, st.Seq, st.Attempt, st.Worker, st.At.Format(time.TimeOnly), st.Note)
+		}
+		lines := 0
+		for line := range strings.Lines(string(logged)) {
+			if strings.Contains(line, id) && lines < 8 {
+				lines++
+				b.WriteString("  " + line)
+			}
+		}
+	}
+	return b.String()
+}
+
 // checkJobs states the job figures and fails on a job run that nobody
 // dispatched. A job that ran more than once is allowed (delivery is at
 // least once: a worker on the minority side ran it and could not ack it)
 // and counted.
-func checkJobs(t *testing.T, ops []ptOp, ran []ptRun) {
+func checkJobs(t ptT, ops []ptOp, ran []ptRun) {
 	t.Helper()
 	dispatched := map[string]ptOp{}
 	acked, failed := 0, 0
@@ -133,7 +208,7 @@ func checkJobs(t *testing.T, ops []ptOp, ran []ptRun) {
 // violation; it checks every session key with porcupine and counts stale
 // reads across tabs, and prints those as figures (see the comment at the
 // porcupine result).
-func checkSessions(t *testing.T, ops []ptOp, browsers, isolated int, from, until time.Duration) {
+func checkSessions(t ptT, ops []ptOp, browsers, isolated int, from, until time.Duration) {
 	t.Helper()
 	var writesOK, writesFailed, readsOK, readsFailed, dispatches, runs int
 	for _, o := range ops {
