@@ -18,8 +18,8 @@ import (
 	"github.com/jetfleet/jetfleet/bus"
 )
 
-// ptT is the partition test's *testing.T, whose Errorf also keeps the
-// first line of each failure, to be repeated at the end of the run
+// ptT is the partition test's *testing.T, whose Errorf also keeps each
+// failure (its first 25 lines), to be repeated at the end of the run
 // (failures): CI shows a failed run's last lines, after its figures.
 type ptT struct {
 	*testing.T
@@ -28,17 +28,18 @@ type ptT struct {
 
 func newPtT(t *testing.T) ptT { return ptT{T: t, why: new([]string)} }
 
-// Errorf fails the test, as testing.T's does, and keeps the message's
-// first line.
+// Errorf fails the test, as testing.T's does, and keeps the message.
 func (t ptT) Errorf(format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	first, _, _ := strings.Cut(msg, "\n")
-	*t.why = append(*t.why, first)
 	t.T.Error(msg)
+	if lines := strings.Split(msg, "\n"); len(lines) > 25 {
+		msg = strings.Join(append(lines[:24], fmt.Sprintf("... and %d more lines, in the failure above", len(lines)-24)), "\n")
+	}
+	*t.why = append(*t.why, msg)
 }
 
-// failures repeats why the run failed, one line per failure.
+// failures repeats why the run failed.
 func (t ptT) failures() {
 	t.Helper()
 	if len(*t.why) > 0 {
@@ -96,8 +97,8 @@ func waitForJobs(t ptT, admin jetstream.JetStream, in *bus.Inspector, ops []ptOp
 			}
 			slices.Sort(lost)
 			if len(lost) > 0 {
-				t.Errorf("jobs: %d of %d acknowledged jobs neither ran nor are dead letters 90s after heal (LOST):\n%s\n%s",
-					len(lost), len(acked), strings.Join(lost, "\n"), whereAre(admin, in, missing, workerLog))
+				t.Errorf("jobs: %d of %d acknowledged jobs neither ran nor are dead letters 90s after heal (LOST):\n%s%s",
+					len(lost), len(acked), whereAre(admin, in, missing, workerLog), strings.Join(lost, "\n"))
 				return ran
 			}
 		}
