@@ -24,8 +24,9 @@ var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, Heade
 // interrupted in between leaves the dead letter in DLQ, and retrying it
 // again within the duplicate window (default 2 minutes) stores nothing new
 // and removes it.
-// IDs it could not retry (unknown: ErrUnknownJob) are reported together
-// in the error; the others are still retried.
+// IDs it could not retry (unknown: ErrUnknownJob; of a batch cancelled
+// since: ErrBatchCancelled, as a worker would skip it) are reported
+// together in the error; the others are still retried.
 func (in *Inspector) Retry(ctx context.Context, ids ...string) (int, error) {
 	return in.eachFailed(ctx, ids, func(fj *FailedJob) error { return in.retryOne(ctx, fj) })
 }
@@ -60,7 +61,9 @@ func (in *Inspector) eachFailed(ctx context.Context, ids []string, act func(*Fai
 // RetryAll retries every failed job f selects (Limit is ignored), oldest
 // first, as Retry does, and returns how many it retried. Jobs that fail
 // again while it runs are not retried a second time: it stops at DLQ's
-// last sequence as it was when it began.
+// last sequence as it was when it began. Dead letters of batches
+// cancelled since stay, and are named in an error wrapping
+// ErrBatchCancelled, returned with the count of the others.
 func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) {
 	filter, err := f.subject()
 	if err != nil {
@@ -71,13 +74,23 @@ func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) 
 		return 0, err
 	}
 	n := 0
+	var refused []string
 	err = scanDLQ(ctx, s, filter, low, last, func(fj *FailedJob) error {
-		if err := in.retryOne(ctx, fj); err != nil {
+		err := in.retryOne(ctx, fj)
+		switch {
+		case errors.Is(err, ErrBatchCancelled):
+			refused = append(refused, fj.ID)
+			return nil
+		case err != nil:
 			return err
 		}
 		n++
 		return nil
 	})
+	if err == nil && len(refused) > 0 {
+		err = fmt.Errorf("bus: %d failed jobs not retried: %w, so a worker would skip them without running them (their dead letters stay): %s",
+			len(refused), ErrBatchCancelled, strings.Join(refused[:min(len(refused), 10)], ", "))
+	}
 	return n, err
 }
 
@@ -85,6 +98,9 @@ func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) 
 // job is found by ID), waits for the PubAck, then removes fj (and any
 // older dead letter of the same job ID on the same subject) from DLQ.
 func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob) error {
+	if err := in.batchCancelled(ctx, fj); err != nil {
+		return err
+	}
 	if err := wire.ValidateName("queue", fj.Queue); err != nil {
 		return fmt.Errorf("bus: retry %q: dead letter %s has no valid queue: %w", fj.ID, fj.Subject, err)
 	}
@@ -101,6 +117,28 @@ func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob) error {
 	}
 	if _, err := purge(ctx, in.js, DLQStream, purgeRequest{Filter: fj.Subject, Seq: fj.Seq + 1}); err != nil {
 		return fmt.Errorf("bus: retry %q: the job is queued again but its dead letter %s:%d stays (retry it again to remove it): %w", fj.ID, DLQStream, fj.Seq, err)
+	}
+	return nil
+}
+
+// batchCancelled refuses the retry of a dead letter whose batch has been
+// cancelled since (an error wrapping ErrBatchCancelled): a worker skips
+// such a job without running it, so the retry would only delete the dead
+// letter.
+func (in *Inspector) batchCancelled(ctx context.Context, fj *FailedJob) error {
+	id, _, ok := BatchOf(fj.Header)
+	if !ok {
+		return nil
+	}
+	st := &batchStore{js: in.js, cfg: in.cfg}
+	sum, _, err := st.sum(ctx, id)
+	switch {
+	case errors.Is(err, ErrUnknownBatch):
+		return nil
+	case err != nil:
+		return fmt.Errorf("bus: retry %q: read its batch %s: %w", fj.ID, id, err)
+	case sum.Cancelled:
+		return fmt.Errorf("bus: retry %q: %w (batch %s): a worker would skip the job without running it, so its dead letter stays (forget it to remove it)", fj.ID, ErrBatchCancelled, id)
 	}
 	return nil
 }

@@ -194,8 +194,9 @@ func (d *Dashboard) postRetryAll(w http.ResponseWriter, r *http.Request) {
 }
 
 // isBadInput reports errors caused by the request: an invalid name, an
-// unknown job or queue.
+// unknown job or queue, a job the action does not apply to (finished, or
+// of a cancelled batch).
 func isBadInput(err error) bool {
 	return errors.Is(err, bus.ErrInvalid) || errors.Is(err, bus.ErrUnknownJob) || errors.Is(err, bus.ErrUnknownQueue) ||
-		errors.Is(err, bus.ErrJobNotFound) || errors.Is(err, bus.ErrJobFinished)
+		errors.Is(err, bus.ErrJobNotFound) || errors.Is(err, bus.ErrJobFinished) || errors.Is(err, bus.ErrBatchCancelled)
 }

@@ -191,6 +191,24 @@ func (l *loop) toBatch(r *run, job *bus.Job, result bus.BatchResult, settle func
 	return true
 }
 
+// recordSkipped writes the record of a job skipped because its batch
+// is cancelled: cancelled, never run, so that its lookup says so.
+func (l *loop) recordSkipped(job *bus.Job, batch string) {
+	if !l.status.history {
+		return
+	}
+	now := time.Now()
+	st := bus.JobStatus{
+		ID: job.ID, Queue: job.Queue, Kind: job.Kind, State: bus.JobCancelled, At: now, FinishedAt: now, Seq: job.Seq,
+		EnqueuedAt: job.EnqueuedAt, Worker: l.status.worker, Tags: bus.ParseTags(job.Header), Headers: bus.RecordHeaders(job.Header),
+		Body: job.Body, Note: "skipped without running: its batch " + batch + " is cancelled",
+	}
+	if len(job.Body) > bus.MaxRecordBody {
+		st.Body, st.BodyBytes = nil, len(job.Body)
+	}
+	l.status.publish(&st)
+}
+
 // skipCancelled skips a job whose batch was cancelled: recorded as
 // skipped and acked, never run. A batch whose state cannot be read is
 // taken as running.
@@ -210,6 +228,7 @@ func (l *loop) skipCancelled(r *run, job *bus.Job) bool {
 		return false
 	}
 	r.log.Info().Str("batch", id).Msg("job skipped: its batch is cancelled")
+	l.recordSkipped(job, id)
 	l.batches.add(batchRecord{r: r, batch: id, out: bus.BatchOutcome{Index: index, Result: bus.BatchJobSkipped}, settle: r.msg.Ack, outcome: "skipped"})
 	return true
 }

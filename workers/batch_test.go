@@ -746,3 +746,63 @@ func TestChainWithBatchStep(t *testing.T) {
 	wantCallbacks(t, chain[1], "then next step released", "finally batch-callback")
 	wantCallbacks(t, chain[2], "then batch-callback released", "finally batch-callback released")
 }
+
+// TestACancelledBatchLeavesATraceOfEachJob: a job skipped because its
+// batch is cancelled is found by its ID, as cancelled without running;
+// and a dead letter of that batch is not retried, since a worker would
+// skip it: the retry is refused, by ID and in a retry of all, and the
+// dead letter stays.
+func TestACancelledBatchLeavesATraceOfEachJob(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	in, _ := bus.NewInspector(e.js, bus.Config{})
+	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "held"); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Pause(ctx, "held"); err != nil {
+		t.Fatal(err)
+	}
+	cbs := newCallbackLog()
+	start(t, batchWorker(e, "default", 1, cbs, nil))
+	start(t, batchWorker(e, "held", 1, cbs, nil))
+	jobs := batchOf(2, 0) // job 0 fails on default; job 1 waits on the paused queue
+	jobs[1].Opts = []bus.Option{bus.OnQueue("held")}
+	b, err := e.d.Batch(ctx, jobs, bus.Finally(callbackJob{Name: "finally"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed, skipped := b.JobIDs[0], b.JobIDs[1]
+	proctest.Eventually(t, 30*time.Second, "job 0 dead-lettered", func() error {
+		_, err := in.FailedJob(ctx, failed)
+		return err
+	})
+	if err := in.CancelBatch(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Resume(ctx, "held"); err != nil {
+		t.Fatal(err)
+	}
+	cbs.wait(t, 30*time.Second, "finally", func() bool { return cbs.stored("finally", b.ID) == 1 })
+
+	proctest.Eventually(t, 10*time.Second, "the skipped job's record", func() error {
+		st, err := in.Job(ctx, skipped)
+		if err != nil {
+			return err
+		}
+		if st.State != bus.JobCancelled || !strings.Contains(st.Note, "batch "+b.ID+" is cancelled") || !st.StartedAt.IsZero() {
+			return fmt.Errorf("skipped job: state %s, note %q, started %v", st.State, st.Note, st.StartedAt)
+		}
+		return nil
+	})
+
+	if n, err := in.Retry(ctx, failed); n != 0 || !errors.Is(err, bus.ErrBatchCancelled) {
+		t.Fatalf("Retry of a cancelled batch's dead letter = %d, %v; want 0, ErrBatchCancelled", n, err)
+	}
+	if n, err := in.RetryAll(ctx, bus.FailedFilter{}); n != 0 || !errors.Is(err, bus.ErrBatchCancelled) || !strings.Contains(err.Error(), failed) {
+		t.Fatalf("RetryAll = %d, %v; want 0 and ErrBatchCancelled naming %s", n, err, failed)
+	}
+	if _, err := in.FailedJob(ctx, failed); err != nil {
+		t.Fatalf("the refused retry took the dead letter: %v", err)
+	}
+}
