@@ -3,11 +3,13 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -210,6 +212,46 @@ func TestRetryAllByQueueAndKind(t *testing.T) {
 	}
 	if n := natstest.StreamMsgs(t, js, bus.DLQStream); n != 0 {
 		t.Fatalf("DLQ holds %d after retrying all", n)
+	}
+}
+
+// A dead letter whose queue has no consumer is not retried: its job would
+// wait in JOBS where no worker is handed it, uncounted. Jobs published on
+// a subject that broke the naming rule are dead-lettered on the queue
+// "unknown"; a queue removed since is the other case. The retry says why,
+// a retry of all retries the others, and the dead letters stay.
+func TestRetryRefusesADeadLetterNoWorkerWouldBeHanded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	in := newInspector(t, js)
+	for i, q := range []string{"unknown", "removed"} {
+		// Seq differs: a dead letter's Nats-Msg-Id is its origin.
+		job := &bus.Job{ID: "on-" + q, Queue: q, Kind: "send-welcome-email", Seq: uint64(1000 + i), Header: nats.Header{}, Body: []byte("{}")}
+		if err := deadLetter(ctx, js, job, "x", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := failJob(t, js, d, "default", welcomeEmail{UserID: 1}, "x")
+
+	n, err := in.Retry(ctx, "on-unknown")
+	if n != 0 || !errors.Is(err, bus.ErrUnknownQueue) || !strings.Contains(err.Error(), "broke the naming rule") {
+		t.Fatalf("Retry of a dead letter on the placeholder queue = %d, %v", n, err)
+	}
+	n, err = in.Retry(ctx, "on-removed")
+	if n != 0 || !errors.Is(err, bus.ErrUnknownQueue) || !strings.Contains(err.Error(), `"removed"`) {
+		t.Fatalf("Retry of a dead letter of a queue with no consumer = %d, %v", n, err)
+	}
+	n, err = in.RetryAll(ctx, bus.FailedFilter{})
+	if n != 1 || !errors.Is(err, bus.ErrUnknownQueue) || !strings.Contains(err.Error(), "2 failed job(s) not retried") {
+		t.Fatalf("RetryAll = %d, %v; want 1 retried and the other 2 named", n, err)
+	}
+	left, err := in.FailedJobs(ctx, bus.FailedFilter{})
+	if err != nil || len(left) != 2 || slices.Contains(ids(left), good) {
+		t.Fatalf("left in DLQ: %v, %v; want the two undeliverable ones", ids(left), err)
+	}
+	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 1 {
+		t.Fatalf("JOBS holds %d jobs, want only the deliverable one", n)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,10 +26,15 @@ var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, Heade
 // again within the duplicate window (default 2 minutes) stores nothing new
 // and removes it.
 // IDs it could not retry (unknown: ErrUnknownJob; of a batch cancelled
-// since: ErrBatchCancelled, as a worker would skip it) are reported
-// together in the error; the others are still retried.
+// since: ErrBatchCancelled, as a worker would skip it; of a queue no
+// consumer serves: ErrUnknownQueue, as no worker would be handed it) are
+// reported together in the error; the others are still retried.
 func (in *Inspector) Retry(ctx context.Context, ids ...string) (int, error) {
-	return in.eachFailed(ctx, ids, func(fj *FailedJob) error { return in.retryOne(ctx, fj) })
+	known, err := in.Queues(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return in.eachFailed(ctx, ids, func(fj *FailedJob) error { return in.retryOne(ctx, fj, known) })
 }
 
 // eachFailed looks up the dead letter of each ID and applies act to it. It
@@ -61,9 +67,9 @@ func (in *Inspector) eachFailed(ctx context.Context, ids []string, act func(*Fai
 // RetryAll retries every failed job f selects (Limit is ignored), oldest
 // first, as Retry does, and returns how many it retried. Jobs that fail
 // again while it runs are not retried a second time: it stops at DLQ's
-// last sequence as it was when it began. Dead letters of batches
-// cancelled since stay, and are named in an error wrapping
-// ErrBatchCancelled, returned with the count of the others.
+// last sequence as it was when it began. Dead letters Retry would refuse
+// (of batches cancelled since, of queues no consumer serves) stay, and
+// are named in the error returned with the count of the others.
 func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) {
 	filter, err := f.subject()
 	if err != nil {
@@ -73,13 +79,17 @@ func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) 
 	if err != nil || low == 0 {
 		return 0, err
 	}
+	known, err := in.Queues(ctx)
+	if err != nil {
+		return 0, err
+	}
 	n := 0
-	var refused []string
+	var refused []error
 	err = scanDLQ(ctx, s, filter, low, last, func(fj *FailedJob) error {
-		err := in.retryOne(ctx, fj)
+		err := in.retryOne(ctx, fj, known)
 		switch {
-		case errors.Is(err, ErrBatchCancelled):
-			refused = append(refused, fj.ID)
+		case errors.Is(err, ErrBatchCancelled), errors.Is(err, ErrUnknownQueue):
+			refused = append(refused, err)
 			return nil
 		case err != nil:
 			return err
@@ -88,16 +98,29 @@ func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) 
 		return nil
 	})
 	if err == nil && len(refused) > 0 {
-		err = fmt.Errorf("bus: %d failed jobs not retried: %w, so a worker would skip them without running them (their dead letters stay): %s",
-			len(refused), ErrBatchCancelled, strings.Join(refused[:min(len(refused), 10)], ", "))
+		err = notRetried(refused)
 	}
 	return n, err
+}
+
+// notRetried says which dead letters a retry of all left, and why: the
+// first ten reasons, and how many more.
+func notRetried(refused []error) error {
+	shown := refused[:min(len(refused), 10)]
+	err := fmt.Errorf("bus: %d failed job(s) not retried (their dead letters stay): %w", len(refused), errors.Join(shown...))
+	if more := len(refused) - len(shown); more > 0 {
+		err = fmt.Errorf("%w\n… and %d more", err, more)
+	}
+	return err
 }
 
 // retryOne republishes fj (on jobs.<queue>.<kind>.<id>, so that the waiting
 // job is found by ID), waits for the PubAck, then removes fj (and any
 // older dead letter of the same job ID on the same subject) from DLQ.
-func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob) error {
+func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob, known []string) error {
+	if err := deliverable(fj, known); err != nil {
+		return err
+	}
 	if err := in.batchCancelled(ctx, fj); err != nil {
 		return err
 	}
@@ -119,6 +142,21 @@ func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob) error {
 		return fmt.Errorf("bus: retry %q: the job is queued again but its dead letter %s:%d stays (retry it again to remove it): %w", fj.ID, DLQStream, fj.Seq, err)
 	}
 	return nil
+}
+
+// deliverable refuses the retry of a dead letter whose queue has no
+// consumer (an error wrapping ErrUnknownQueue): the job would wait in JOBS
+// where no worker is ever handed it, uncounted, instead of in DLQ. Jobs
+// whose subject broke the naming rule are dead-lettered on the queue
+// "unknown" for that reason.
+func deliverable(fj *FailedJob, known []string) error {
+	if slices.Contains(known, fj.Queue) {
+		return nil
+	}
+	if fj.Queue == "unknown" {
+		return fmt.Errorf("bus: retry %q: %w: its dead letter names no valid queue (the subject it was published on broke the naming rule, so it never ran): a retry could never be delivered; mend its producer, then forget it", fj.ID, ErrUnknownQueue)
+	}
+	return fmt.Errorf("bus: retry %q: %w %q (known queues: %s): no worker would be handed it; start a worker on that queue first, or forget it", fj.ID, ErrUnknownQueue, fj.Queue, strings.Join(known, ", "))
 }
 
 // batchCancelled refuses the retry of a dead letter whose batch has been
