@@ -175,6 +175,8 @@ func TestDispatchValidation(t *testing.T) {
 		{"ID with DEL", "k", []byte(`{}`), []bus.Option{bus.JobID("a\x7f")}, `control character U+007F`},
 		{"ID with a C1 control", "k", []byte(`{}`), []bus.Option{bus.JobID("é\u0085")}, `control character U+0085 at byte 2`},
 		{"delayed job, ID with a line break", "k", []byte(`{}`), []bus.Option{bus.JobID("a\r\nb"), bus.Delay(time.Hour)}, `control character U+000D`},
+		{"ID that is a path step", "k", []byte(`{}`), []bus.Option{bus.JobID("..")}, `job ID ".." is a path step`},
+		{"ID that is the current path", "k", []byte(`{}`), []bus.Option{bus.JobID(".")}, `job ID "." is a path step`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -340,6 +340,9 @@ func (o *options) validate(kind string, body []byte, checkJSON bool) error {
 	if len(o.id) > 256 {
 		return fmt.Errorf("%w: job ID is %d bytes; the limit is 256", ErrInvalid, len(o.id))
 	}
+	if o.id == "." || o.id == ".." {
+		return fmt.Errorf("%w: job ID %q is a path step: no link (the dashboard's, an API's) could name the job", ErrInvalid, o.id)
+	}
 	if err := wire.ValidateJobID(o.id); err != nil {
 		return err
 	}
