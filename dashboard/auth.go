@@ -128,6 +128,11 @@ func (d *Dashboard) checkCredentials(w http.ResponseWriter, r *http.Request) (ok
 		if equal(c.Value, d.authValue()) {
 			return true, ""
 		}
+		// A cookie of an earlier token would come back with every
+		// request of every open tab, each a wrong guess: it is dropped,
+		// so that it counts once. (It still counts: a made-up cookie is a
+		// guess of the token.)
+		d.dropCookie(w, r, authCookie)
 		return false, "stale or forged login cookie"
 	}
 	return false, ""
@@ -205,6 +210,14 @@ func (d *Dashboard) validCSRF(r *http.Request, secret string) bool {
 func (d *Dashboard) setCookie(w http.ResponseWriter, r *http.Request, name, value string) {
 	http.SetCookie(w, &http.Cookie{
 		Name: name, Value: value, Path: d.cfg.Prefix, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure: r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"),
+	})
+}
+
+// dropCookie tells the browser to forget its cookie name.
+func (d *Dashboard) dropCookie(w http.ResponseWriter, r *http.Request, name string) {
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Path: d.cfg.Prefix, MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode,
 		Secure: r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"),
 	})
 }

@@ -221,3 +221,33 @@ func TestWrongGuessesAreSlowedDown(t *testing.T) {
 		t.Fatalf("the right token while locked out: %d, want 429", code)
 	}
 }
+
+// TestStaleLoginCookieCountsOnce: a login cookie of an earlier token (the
+// token changed while a tab was open) is a wrong guess, and its 401 tells
+// the browser to drop it, so the requests that follow carry no
+// credentials and lock no one out; the new token is then served.
+func TestStaleLoginCookieCountsOnce(t *testing.T) {
+	const oldToken, newToken = "the-old-token-0123456789", "the-new-token-0123456789"
+	old := newEnv(t, dashboard.Config{Token: oldToken})
+	e := newEnv(t, dashboard.Config{Token: newToken})
+	c := browser(t) // one jar for both servers: cookies are per host, not port
+	if code, _, _ := do(t, c, "GET", old.url+"/jetfleet?token="+oldToken, nil); code != http.StatusSeeOther {
+		t.Fatalf("sign in with the old token: %d, want 303", code)
+	}
+	code, _, resp := do(t, c, "GET", e.url+"/jetfleet/fragments/overview", nil)
+	dropped := false
+	for _, ck := range resp.Cookies() {
+		dropped = dropped || ck.Name == "jetfleet_dashboard_auth" && ck.MaxAge < 0 && ck.Path == "/jetfleet"
+	}
+	if code != http.StatusUnauthorized || !dropped {
+		t.Fatalf("the stale cookie: %d, cookie dropped %v; want 401 dropping it", code, dropped)
+	}
+	for i := range 10 {
+		if code, _, _ := do(t, c, "GET", e.url+"/jetfleet/fragments/overview", nil); code != http.StatusUnauthorized {
+			t.Fatalf("refresh %d after the stale cookie: %d, want 401", i+1, code)
+		}
+	}
+	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet", nil, "Authorization", "Bearer "+newToken); code != http.StatusOK {
+		t.Fatalf("the new token: %d, want 200", code)
+	}
+}

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"math"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +93,30 @@ func TestNotice(t *testing.T) {
 	}
 	if got := notice(url.Values{"done": {"<script>"}, "n": {"x"}}); got != "" {
 		t.Errorf("an unknown notice = %q, want none", got)
+	}
+}
+
+// A notice's n shows only when it is what its code takes: a count, a
+// queue name, a batch ID, a job ID of one word; anything else is no
+// banner at all.
+func TestNoticeShowsOnlyWhatItsCodeTakes(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		done, n string
+		shown   bool
+	}{
+		{"retried", "12", true}, {"retried", "0", true}, {"forgotten", "3", true},
+		{"retried", "-1", false}, {"retried", "+1", false}, {"retried", "1.5", false}, {"retried", "", false},
+		{"retried", "Call 555-0100 to restore your account", false}, {"forgotten", "99999999999999999999999", false},
+		{"paused", "high", true}, {"resumed", "emails_2", true}, {"paused", "Your queue", false}, {"resumed", "", false},
+		{"cancelled", "order-42", true}, {"cancelled", "01J9ZK:7", true},
+		{"cancelled", "order 42", false}, {"cancelled", "a\u00a0b", false}, {"cancelled", "x\x07", false},
+		{"cancelled", strings.Repeat("x", 257), false},
+		{"batch-cancelled", "b-1", true}, {"batch-cancelled", "b 1", false},
+	} {
+		got := notice(url.Values{"done": {c.done}, "n": {c.n}})
+		if shown := got != ""; shown != c.shown || shown && !strings.Contains(got, c.n) {
+			t.Errorf("notice(done=%s, n=%q) = %q; want shown %v", c.done, c.n, got, c.shown)
+		}
 	}
 }

@@ -22,7 +22,9 @@
 // when none is; a token or password shorter than MinSecretLen characters
 // is refused by New. A token is accepted as "Authorization: Bearer
 // <token>", or once as ?token=<token>, which sets a cookie and redirects
-// to the same page without it. Wrong or missing credentials get 401; after
+// to the same page without it. A login cookie of an earlier token is a
+// wrong guess too, and its 401 drops it, so that open tabs do not go on
+// guessing with it. Wrong or missing credentials get 401; after
 // 5 wrong guesses from one client address (an IPv6 /64), each further one
 // locks that address out for twice as long as the last (1 s up to 15 min),
 // and its attempts get 429 with Retry-After, unchecked. Every

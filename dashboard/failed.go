@@ -16,6 +16,8 @@ import (
 )
 
 // maxPage bounds ?page=: a listing reads page × PageSize dead letters.
+// A later page asked for shows this one, which says so when there are
+// older failed jobs.
 const maxPage = 400
 
 // failedList is the data of the failed jobs page.
@@ -30,6 +32,13 @@ type failedList struct {
 	Filtered bool
 	// Query is the filter's query string, for the fragment and the links.
 	Query string
+	// Beyond when there are older failed jobs than the dashboard pages to
+	// (maxPage); Command is then the `jetfleet queue failed` that lists
+	// them all.
+	Beyond  bool
+	Command string
+	// MaxPage is the last page the dashboard shows.
+	MaxPage int
 }
 
 // listQuery reads the filter and the page from the URL.
@@ -42,7 +51,7 @@ func listQuery(r *http.Request) (queue, kind string, page int) {
 func (d *Dashboard) loadFailed(ctx context.Context, queue, kind string, page int) (*failedList, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
-	fl := &failedList{Queue: queue, Kind: kind, Page: page, Filtered: queue != "" || kind != ""}
+	fl := &failedList{Queue: queue, Kind: kind, Page: page, Filtered: queue != "" || kind != "", MaxPage: maxPage}
 	var err error
 	if fl.Queues, err = d.in.Queues(ctx); err != nil {
 		return fl, err
@@ -59,8 +68,13 @@ func (d *Dashboard) loadFailed(ctx context.Context, queue, kind string, page int
 	if page > 1 {
 		fl.Newer = base + filterQuery(queue, kind, page-1)
 	}
-	if len(jobs) > page*size && page < maxPage {
+	switch {
+	case len(jobs) <= page*size:
+	case page < maxPage:
 		fl.Older = base + filterQuery(queue, kind, page+1)
+	default:
+		fl.Beyond = true
+		fl.Command = cliCommand("jetfleet queue failed", "--queue", queue, "--kind", kind, "--limit", "0")
 	}
 	return fl, nil
 }

@@ -43,6 +43,10 @@ type jobsList struct {
 	Filtered bool
 	// Label names the listing ("recent jobs", "running jobs").
 	Label string
+	// More when the listing has more jobs than the page shows; Command
+	// is then the `jetfleet queue jobs` that lists more of them.
+	More    bool
+	Command string
 }
 
 type jobsTab struct {
@@ -113,11 +117,45 @@ func (d *Dashboard) loadJobs(ctx context.Context, state, queue, kind, tag string
 	if jl.Queues, err = d.in.Queues(ctx); err != nil {
 		return jl, err
 	}
-	jobs, err := d.in.Jobs(ctx, bus.JobFilter{State: bus.JobState(state), Queue: queue, Kind: kind, Tag: tag, Limit: jobsPageSize})
+	// One more than the page shows tells whether there are more.
+	jobs, err := d.in.Jobs(ctx, bus.JobFilter{State: bus.JobState(state), Queue: queue, Kind: kind, Tag: tag, Limit: jobsPageSize + 1})
+	if len(jobs) > jobsPageSize {
+		jobs, jl.More = jobs[:jobsPageSize], true
+		jl.Command = cliCommand("jetfleet queue jobs", "--state", state, "--queue", queue, "--kind", kind, "--tag", tag, "--limit", strconv.Itoa(maxCLIJobs))
+	}
 	for _, st := range jobs {
 		jl.Jobs = append(jl.Jobs, newJobRow(st))
 	}
 	return jl, err
+}
+
+// maxCLIJobs is the most `jetfleet queue jobs --limit` lists.
+const maxCLIJobs = 1000
+
+// cliCommand is a jetfleet command line: cmd and each flag of flagValues
+// (pairs of a flag and its value) whose value is set, the value quoted for
+// a POSIX shell when it needs to be.
+func cliCommand(cmd string, flagValues ...string) string {
+	var b strings.Builder
+	b.WriteString(cmd)
+	for i := 0; i+1 < len(flagValues); i += 2 {
+		if v := flagValues[i+1]; v != "" {
+			b.WriteString(" " + flagValues[i] + " " + shellQuote(v))
+		}
+	}
+	return b.String()
+}
+
+// shellQuote is s as one word of a POSIX shell: as it is when it holds
+// only safe characters, else in single quotes.
+func shellQuote(s string) string {
+	safe := !strings.ContainsFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("_-:/@%+=", r))
+	})
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func (d *Dashboard) serveJobs(w http.ResponseWriter, r *http.Request) {
@@ -183,6 +221,7 @@ func (d *Dashboard) jobPage(w http.ResponseWriter, r *http.Request, fragment boo
 		code := http.StatusServiceUnavailable
 		if errors.Is(err, bus.ErrJobNotFound) || errors.Is(err, bus.ErrInvalid) {
 			code = http.StatusNotFound
+			v.Live = "" // asking again finds nothing either
 		}
 		v.Problem = err.Error()
 		w.WriteHeader(code)
@@ -191,7 +230,9 @@ func (d *Dashboard) jobPage(w http.ResponseWriter, r *http.Request, fragment boo
 	}
 	v.Data = newJobPage(st)
 	if st.State.Finished() {
-		v.Live = "" // nothing changes any more: no refresh
+		// Nothing changes any more: the page has no refresh, and a
+		// fragment tells the refresh of a page opened earlier to stop.
+		v.Live = ""
 	}
 	d.render(w, "jobpage", v, fragment)
 }
@@ -251,6 +292,9 @@ type kindsPage struct {
 	Kinds []metrics.KindStat
 	// Empty when no worker published samples in the last hour.
 	Empty bool
+	// Unknown when a row is UnknownKind, the kinds no handler serves.
+	Unknown     bool
+	UnknownKind string
 }
 
 // kindsSpan is the span the kinds page covers.
@@ -277,7 +321,9 @@ func (d *Dashboard) kindsPage(w http.ResponseWriter, r *http.Request, fragment b
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	}
-	v.Data = &kindsPage{Kinds: kinds, Empty: len(kinds) == 0}
+	kp := &kindsPage{Kinds: kinds, Empty: len(kinds) == 0, UnknownKind: metrics.UnknownKind}
+	kp.Unknown = slices.ContainsFunc(kinds, func(k metrics.KindStat) bool { return k.Kind == metrics.UnknownKind })
+	v.Data = kp
 	d.render(w, "kinds", v, fragment)
 }
 

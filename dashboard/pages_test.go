@@ -203,3 +203,30 @@ func TestEveryHTMLResponseIsLockedDown(t *testing.T) {
 		}
 	}
 }
+
+// TestOverviewShowsFailedPerMinute: beside the jobs per minute the
+// overview shows the jobs that failed for good in about the last minute,
+// as `jetfleet queue stats` does (DONE/1M and FAIL/1M).
+func TestOverviewShowsFailedPerMinute(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Open: true})
+	runWorker(t, e, workers.Config{Queues: []string{"default"}, Tries: 1, PresenceInterval: 100 * time.Millisecond})
+	ctx := context.Background()
+	for i := range 5 {
+		var args bus.Args = workers.Noop{}
+		if i < 2 {
+			args = workers.Fail{Message: "boom"}
+		}
+		if _, err := e.d.Dispatch(ctx, args); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := browser(t)
+	var page string
+	waitFor(t, "3 jobs and 2 failed per minute", func() bool {
+		_, page, _ = do(t, c, "GET", e.url+"/jetfleet/fragments/overview", nil)
+		return strings.Contains(page, `data-stat="jobs-per-minute">3<`) && strings.Contains(page, `data-stat="failed-per-minute">2<`)
+	})
+	if !strings.Contains(page, "<dt>Failed per minute</dt>") {
+		t.Errorf("the failed per minute card has no label")
+	}
+}

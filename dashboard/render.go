@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/jetfleet/jetfleet/bus"
 )
 
 //go:embed templates/*.html
@@ -80,24 +83,57 @@ func (d *Dashboard) render(w http.ResponseWriter, page string, v *view, fragment
 	_, _ = w.Write(buf.Bytes())
 }
 
-// notices are the outcomes an action redirects with (?done=...&n=...): codes,
-// not text, so a link cannot make the page say anything.
-var notices = map[string]string{
-	"retried":         "Retried %s job(s): back on their queues.",
-	"forgotten":       "Forgot %s failed job(s).",
-	"paused":          "Paused queue %s: workers take no new job from it.",
-	"resumed":         "Resumed queue %s.",
-	"cancelled":       "Cancelled job %s: it will not run (again).",
-	"batch-cancelled": "Cancelled batch %s: its pending jobs will be skipped; jobs already running finish.",
+// outcome is the banner of an action's outcome: its text, with n where
+// the format has %s, and what n must be for the banner to show.
+type outcome struct {
+	format string
+	valid  func(n string) bool
 }
 
+// notices are the outcomes an action redirects with (?done=...&n=...):
+// codes, not text, and n shows only when it is what its code says (a
+// count, a queue name, a batch ID, a job ID without spaces), so a link
+// cannot make the page say a sentence of its own.
+var notices = map[string]outcome{
+	"retried":         {"Retried %s job(s): back on their queues.", isCount},
+	"forgotten":       {"Forgot %s failed job(s).", isCount},
+	"paused":          {"Paused queue %s: workers take no new job from it.", isQueueName},
+	"resumed":         {"Resumed queue %s.", isQueueName},
+	"cancelled":       {"Cancelled job %s: it will not run (again).", isJobWord},
+	"batch-cancelled": {"Cancelled batch %s: its pending jobs will be skipped; jobs already running finish.", isBatchID},
+}
+
+// notice is the banner the query asks for; "" when its code is unknown or
+// its n is not what the code takes.
 func notice(q url.Values) string {
-	f, ok := notices[q.Get("done")]
-	if !ok {
+	o, ok := notices[q.Get("done")]
+	n := q.Get("n")
+	if !ok || !o.valid(n) {
 		return ""
 	}
-	return fmt.Sprintf(f, q.Get("n"))
+	return fmt.Sprintf(o.format, n)
 }
+
+// isCount accepts a non-negative integer in decimal digits.
+func isCount(n string) bool {
+	_, err := strconv.ParseUint(n, 10, 64)
+	return err == nil
+}
+
+// isQueueName accepts a valid queue name.
+func isQueueName(n string) bool { return bus.ValidateName("queue", n) == nil }
+
+// isBatchID accepts a valid batch ID.
+func isBatchID(n string) bool { return bus.ValidateBatchID(n) == nil }
+
+// isJobWord accepts a valid job ID of at most maxJobID bytes without
+// spaces: one word, not a sentence.
+func isJobWord(n string) bool {
+	return len(n) <= maxJobID && bus.ValidateJobID(n) == nil && !strings.ContainsFunc(n, unicode.IsSpace)
+}
+
+// maxJobID is the longest job ID Dispatch takes, in bytes.
+const maxJobID = 256
 
 // redirectDone sends the browser back to the form's page with a notice.
 func (d *Dashboard) redirectDone(w http.ResponseWriter, r *http.Request, fallback, done, n string) {
@@ -117,13 +153,16 @@ func (d *Dashboard) redirectDone(w http.ResponseWriter, r *http.Request, fallbac
 }
 
 var funcs = template.FuncMap{
-	"ago":      ago,
-	"age":      age,
-	"stamp":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"join":     strings.Join,
-	"pathesc":  url.PathEscape,
-	"queryesc": url.QueryEscape,
+	"ago":     ago,
+	"age":     age,
+	"stamp":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"iso":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"join":    strings.Join,
+	"pathesc": url.PathEscape,
+	// No queryesc: html/template escapes a value in a URL's query itself,
+	// so escaping it before would escape it twice.
+	"validtag":  validTag,
+	"validkind": func(kind string) bool { return bus.ValidateName("kind", kind) == nil },
 	"firstline": func(s string) string {
 		line, _, _ := strings.Cut(s, "\n")
 		return line
@@ -186,4 +225,20 @@ func ago(now, t time.Time) string {
 		return "just now"
 	}
 	return age(d) + " ago"
+}
+
+// validTag reports whether tag keeps the tag rule (bus.Tags: 1 to
+// bus.MaxTagLen bytes of printable ASCII without spaces, '.', '*', '>'
+// or ','), so that the listing of its jobs takes it. A job published
+// without bus may carry others; they are shown, not linked.
+func validTag(tag string) bool {
+	if tag == "" || len(tag) > bus.MaxTagLen {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		if c := tag[i]; c <= ' ' || c >= 0x7f || c == '.' || c == '*' || c == '>' || c == ',' {
+			return false
+		}
+	}
+	return true
 }
