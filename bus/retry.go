@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -26,11 +25,12 @@ var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, Heade
 // again within the duplicate window (default 2 minutes) stores nothing new
 // and removes it.
 // IDs it could not retry (unknown: ErrUnknownJob; of a batch cancelled
-// since: ErrBatchCancelled, as a worker would skip it; of a queue no
-// consumer serves: ErrUnknownQueue, as no worker would be handed it) are
-// reported together in the error; the others are still retried.
+// since: ErrBatchCancelled, as a worker would skip it; of a job whose
+// subject broke the naming rule: ErrUnknownQueue, as no worker would be
+// handed it) are reported together in the error; the others are still
+// retried. A queue with no consumer (removed since) gets it back.
 func (in *Inspector) Retry(ctx context.Context, ids ...string) (int, error) {
-	known, err := in.Queues(ctx)
+	known, err := in.queueSet(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -68,8 +68,9 @@ func (in *Inspector) eachFailed(ctx context.Context, ids []string, act func(*Fai
 // first, as Retry does, and returns how many it retried. Jobs that fail
 // again while it runs are not retried a second time: it stops at DLQ's
 // last sequence as it was when it began. Dead letters Retry would refuse
-// (of batches cancelled since, of queues no consumer serves) stay, and
-// are named in the error returned with the count of the others.
+// (of batches cancelled since, of jobs whose subject broke the naming
+// rule) stay, and are named in the error returned with the count of the
+// others.
 func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) {
 	filter, err := f.subject()
 	if err != nil {
@@ -79,7 +80,7 @@ func (in *Inspector) RetryAll(ctx context.Context, f FailedFilter) (int, error) 
 	if err != nil || low == 0 {
 		return 0, err
 	}
-	known, err := in.Queues(ctx)
+	known, err := in.queueSet(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -117,8 +118,8 @@ func notRetried(refused []error) error {
 // retryOne republishes fj (on jobs.<queue>.<kind>.<id>, so that the waiting
 // job is found by ID), waits for the PubAck, then removes fj (and any
 // older dead letter of the same job ID on the same subject) from DLQ.
-func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob, known []string) error {
-	if err := deliverable(fj, known); err != nil {
+func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob, known map[string]bool) error {
+	if err := in.deliverable(ctx, fj, known); err != nil {
 		return err
 	}
 	if err := in.batchCancelled(ctx, fj); err != nil {
@@ -144,19 +145,38 @@ func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob, known []string
 	return nil
 }
 
-// deliverable refuses the retry of a dead letter whose queue has no
-// consumer (an error wrapping ErrUnknownQueue): the job would wait in JOBS
-// where no worker is ever handed it, uncounted, instead of in DLQ. Jobs
-// whose subject broke the naming rule are dead-lettered on the queue
-// "unknown" for that reason.
-func deliverable(fj *FailedJob, known []string) error {
-	if slices.Contains(known, fj.Queue) {
-		return nil
+// queueSet is the queues that have a consumer.
+func (in *Inspector) queueSet(ctx context.Context) (map[string]bool, error) {
+	queues, err := in.Queues(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if fj.Queue == "unknown" {
+	known := make(map[string]bool, len(queues))
+	for _, q := range queues {
+		known[q] = true
+	}
+	return known, nil
+}
+
+// deliverable makes sure a worker can be handed fj once it is retried:
+// its queue gets its consumer when it has none (as a dispatch to a new
+// queue does), and known learns it. It refuses (an error wrapping
+// ErrUnknownQueue) a dead letter on the queue "unknown" that no consumer
+// serves: jobs published on a subject that broke the naming rule are
+// dead-lettered there, and a retry would put the job where no worker is
+// ever handed it, uncounted, instead of in DLQ.
+func (in *Inspector) deliverable(ctx context.Context, fj *FailedJob, known map[string]bool) error {
+	switch {
+	case known[fj.Queue]:
+		return nil
+	case fj.Queue == "unknown":
 		return fmt.Errorf("bus: retry %q: %w: its dead letter names no valid queue (the subject it was published on broke the naming rule, so it never ran): a retry could never be delivered; mend its producer, then forget it", fj.ID, ErrUnknownQueue)
 	}
-	return fmt.Errorf("bus: retry %q: %w %q (known queues: %s): no worker would be handed it; start a worker on that queue first, or forget it", fj.ID, ErrUnknownQueue, fj.Queue, strings.Join(known, ", "))
+	if err := EnsureQueues(ctx, in.js, in.cfg, fj.Queue); err != nil {
+		return fmt.Errorf("bus: retry %q: make its queue %s: %w", fj.ID, fj.Queue, err)
+	}
+	known[fj.Queue] = true
+	return nil
 }
 
 // batchCancelled refuses the retry of a dead letter whose batch has been
