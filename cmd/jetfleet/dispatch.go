@@ -22,6 +22,9 @@ import (
 // (1 MiB by default) is far below it and is checked by the dispatcher.
 const maxStdinBody = 64 << 20
 
+// maxJobIDBytes is the longest job ID bus.JobID takes.
+const maxJobIDBytes = 256
+
 // jobFlags are the job settings that `dispatch` and `schedule add` accept.
 type jobFlags struct {
 	fs      *flag.FlagSet
@@ -53,9 +56,19 @@ func newJobFlags(fs *flag.FlagSet, oneShot bool) *jobFlags {
 	return f
 }
 
-// options checks the flags and turns them into dispatch options. Each error
-// names the flag and its rule.
+// options checks the flags and turns them into dispatch options. A flag
+// that is not allowed is a usage error naming the flag and its rule.
 func (f *jobFlags) options() ([]bus.Option, error) {
+	opts, err := f.check()
+	if err != nil {
+		return nil, usageError(f.fs, "%s", invalidText(err))
+	}
+	return opts, nil
+}
+
+// check turns the flags into dispatch options; each error names the flag
+// and its rule.
+func (f *jobFlags) check() ([]bus.Option, error) {
 	var opts []bus.Option
 	if node.FlagsSet(f.fs)["tries"] {
 		if f.tries < 1 {
@@ -96,7 +109,10 @@ func (f *jobFlags) options() ([]bus.Option, error) {
 	}
 	if f.id != "" {
 		if err := bus.ValidateJobID(f.id); err != nil {
-			return nil, fmt.Errorf("--id: %w", err)
+			return nil, fmt.Errorf("--id: %s", invalidText(err))
+		}
+		if len(f.id) > maxJobIDBytes {
+			return nil, fmt.Errorf("--id: job ID is %d bytes; the limit is %d", len(f.id), maxJobIDBytes)
 		}
 		opts = append(opts, bus.JobID(f.id))
 	}
@@ -139,22 +155,25 @@ func uniqueOption(v string) (bus.Option, error) {
 const exitDuplicate = 4
 
 // jobBody returns a job's JSON body from its argument: the argument itself,
-// or standard input when it is "-". It must be valid JSON.
-func jobBody(a *app, arg string) ([]byte, error) {
-	body := []byte(arg)
-	from := "the body argument"
-	if arg == "-" {
-		b, err := io.ReadAll(io.LimitReader(a.stdin, maxStdinBody))
-		if err != nil {
-			return nil, fmt.Errorf("read the body from standard input: %w", err)
+// or standard input when it is "-". It must be valid JSON: an argument that
+// is not is a usage error; standard input that is not, an error.
+func jobBody(a *app, fs *flag.FlagSet, arg string) ([]byte, error) {
+	if arg != "-" {
+		if !json.Valid([]byte(arg)) {
+			return nil, usageError(fs, "the body argument is not valid JSON: %.80q", arg)
 		}
-		body, from = bytes.TrimSpace(b), "standard input"
-		if len(body) == 0 {
-			return nil, errors.New("standard input is empty; a job body is JSON, e.g. {}")
-		}
+		return []byte(arg), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(a.stdin, maxStdinBody))
+	if err != nil {
+		return nil, fmt.Errorf("read the body from standard input: %w", err)
+	}
+	body := bytes.TrimSpace(b)
+	if len(body) == 0 {
+		return nil, errors.New("standard input is empty; a job body is JSON, e.g. {}")
 	}
 	if !json.Valid(body) {
-		return nil, fmt.Errorf("%s is not valid JSON: %.80q", from, body)
+		return nil, fmt.Errorf("standard input is not valid JSON: %.80q", body)
 	}
 	return body, nil
 }
@@ -205,7 +224,7 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 		"Enqueues one job on jobs.<queue>.<kind> and prints its ID. A body of - is read from standard input.\n"+
 		"With --unique, a key held by another job stores nothing and exits 4, naming the holder.")
 	jf := newJobFlags(fs, true)
-	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
+	dataDir := dataFlag(fs, a)
 	pos, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -216,17 +235,17 @@ func runDispatch(ctx context.Context, a *app, args []string) error {
 		return node.ErrUsage
 	}
 	queue, kind := pos[0], pos[1]
-	if err := bus.ValidateName("queue", queue); err != nil {
+	if err := checkName(fs, "queue", queue); err != nil {
 		return err
 	}
-	if err := bus.ValidateName("kind", kind); err != nil {
+	if err := checkName(fs, "kind", kind); err != nil {
 		return err
 	}
 	opts, err := jf.options()
 	if err != nil {
 		return err
 	}
-	body, err := jobBody(a, pos[2])
+	body, err := jobBody(a, fs, pos[2])
 	if err != nil {
 		return err
 	}

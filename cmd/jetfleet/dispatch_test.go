@@ -38,8 +38,9 @@ func TestDispatchFromStdin(t *testing.T) {
 }
 
 // TestDispatchBadInput: each bad input exits non-zero with a message naming
-// the problem, and nothing is stored. Usage errors (argument count, unknown
-// flag) exit 2; bad values exit 1.
+// the problem, and nothing is stored. Bad usage (an argument or a flag that
+// does not parse or is not allowed, a wrong argument count) exits 2; a bad
+// body on standard input, or one the server refuses, exits 1.
 func TestDispatchBadInput(t *testing.T) {
 	srv := natstest.Start(t, natstest.Options{MaxPayload: 4096})
 	env := testEnv("NATS_URL=" + srv.ClientURL())
@@ -51,17 +52,17 @@ func TestDispatchBadInput(t *testing.T) {
 		code  int
 		want  string
 	}{
-		{"bad JSON", "", []string{"default", "k", `{"item_id":`}, 1, `the body argument is not valid JSON: "{\"item_id\":"`},
+		{"bad JSON", "", []string{"default", "k", `{"item_id":`}, 2, `the body argument is not valid JSON: "{\"item_id\":"`},
 		{"bad JSON on stdin", "{nope", []string{"default", "k", "-"}, 1, "standard input is not valid JSON"},
 		{"empty stdin", "  \n", []string{"default", "k", "-"}, 1, "standard input is empty"},
-		{"queue upper case", "", []string{"High", "k", "{}"}, 1, `queue name "High" may only use a-z, 0-9, _ and -`},
-		{"kind with dot", "", []string{"default", "a.b", "{}"}, 1, `kind name "a.b" may only use a-z, 0-9, _ and -`},
-		{"tries zero", "", []string{"default", "k", "{}", "--tries", "0"}, 1, "--tries 0: must be at least 1"},
-		{"bad timeout", "", []string{"default", "k", "{}", "--timeout", "soon"}, 1, `--timeout "soon": want a positive duration`},
-		{"bad backoff", "", []string{"default", "k", "{}", "--backoff", "1s,x"}, 1, "--backoff: \"1s,x\" is not a list of durations"},
-		{"delay and at", "", []string{"default", "k", "{}", "--delay", "1s", "--at", "2030-01-01T00:00:00Z"}, 1, "--delay and --at both set"},
-		{"bad at", "", []string{"default", "k", "{}", "--at", "tomorrow"}, 1, `--at "tomorrow": want an RFC 3339 time`},
-		{"ID with a line break", "", []string{"default", "k", "{}", "--id", "a\nb"}, 1, `--id: invalid job: job ID "a\nb" holds the control character U+000A at byte 1`},
+		{"queue upper case", "", []string{"High", "k", "{}"}, 2, `queue name "High" may only use a-z, 0-9, _ and -`},
+		{"kind with dot", "", []string{"default", "a.b", "{}"}, 2, `kind name "a.b" may only use a-z, 0-9, _ and -`},
+		{"tries zero", "", []string{"default", "k", "{}", "--tries", "0"}, 2, "--tries 0: must be at least 1"},
+		{"bad timeout", "", []string{"default", "k", "{}", "--timeout", "soon"}, 2, `--timeout "soon": want a positive duration`},
+		{"bad backoff", "", []string{"default", "k", "{}", "--backoff", "1s,x"}, 2, "--backoff: \"1s,x\" is not a list of durations"},
+		{"delay and at", "", []string{"default", "k", "{}", "--delay", "1s", "--at", "2030-01-01T00:00:00Z"}, 2, "--delay and --at both set"},
+		{"bad at", "", []string{"default", "k", "{}", "--at", "tomorrow"}, 2, `--at "tomorrow": want an RFC 3339 time`},
+		{"ID with a line break", "", []string{"default", "k", "{}", "--id", "a\nb"}, 2, `--id: job ID "a\nb" holds the control character U+000A at byte 1`},
 		{"over max payload", "", []string{"default", "k", big}, 1, "the NATS server's max_payload is 4096 bytes"},
 		{"too few arguments", "", []string{"default", "k"}, 2, "want 3 arguments (queue, kind, body), got 2"},
 		{"unknown flag", "", []string{"default", "k", "{}", "--retries", "3"}, 2, "flag provided but not defined: -retries"},

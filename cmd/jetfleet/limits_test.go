@@ -13,7 +13,8 @@ import (
 
 // TestDispatchUnique: `dispatch --unique KEY` stores the first job; a
 // second with the same key stores nothing, exits 4 and names the holder;
-// `,for=D` holds the key for D; bad values exit 1 and store nothing.
+// `,for=D` holds the key for D; bad values are bad usage (exit 2) and
+// store nothing.
 func TestDispatchUnique(t *testing.T) {
 	srv := natstest.Start(t)
 	env := testEnv("NATS_URL=" + srv.ClientURL())
@@ -37,8 +38,8 @@ func TestDispatchUnique(t *testing.T) {
 		{strings.Repeat("k", 129), "--unique key is 129 bytes; the limit is 128"},
 	} {
 		r := runJF(t, dir, env, "", "dispatch", "default", "digest", `{}`, "--unique", c.value)
-		if r.Code != 1 || !strings.Contains(r.Stderr, c.want) {
-			t.Errorf("--unique %q: exit %d, stderr %q; want 1 and %q", c.value, r.Code, r.Stderr, c.want)
+		if r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("--unique %q: exit %d, stderr %q; want 2 and %q", c.value, r.Code, r.Stderr, c.want)
 		}
 	}
 	_, js := natstest.Connect(t, srv.ClientURL())

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -86,20 +85,21 @@ func queueUsage(w io.Writer) {
 	}
 }
 
-// queueFlagSet is newFlagSet for `queue <name>`.
+// queueFlagSet is newFlagSet for `queue <name>`, with --data.
 func queueFlagSet(a *app, name string) *flagSetWithSynopsis {
 	for _, c := range queueCommands() {
 		if c.name == name {
-			return &flagSetWithSynopsis{FlagSet: newFlagSet(a, "queue "+name, "queue "+name+" "+c.synopsis)}
+			fs := newFlagSet(a, "queue "+name, "queue "+name+" "+c.synopsis)
+			return &flagSetWithSynopsis{FlagSet: fs, data: dataFlag(fs, a)}
 		}
 	}
 	panic("unknown queue subcommand " + name)
 }
 
 // inspector connects to NATS (as every command does: NATS_URL, else
-// ./data/nats.url) and returns an Inspector and a closer.
-func inspector(ctx context.Context, a *app) (*bus.Inspector, func(), error) {
-	nc, js, err := connectBus(ctx, a, a.dataDir, "jetfleet queue")
+// <data>/nats.url, --data's) and returns an Inspector and a closer.
+func inspector(ctx context.Context, a *app, fs *flagSetWithSynopsis) (*bus.Inspector, func(), error) {
+	nc, js, err := connectBus(ctx, a, *fs.data, "jetfleet queue")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -126,11 +126,14 @@ func runQueueFailed(ctx context.Context, a *app, name string, args []string) err
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
+	if err := checkQueueKind(fs, *queue, *kind); err != nil {
+		return err
+	}
 	filter := bus.FailedFilter{Queue: *queue, Kind: *kind, Limit: *limit}
 	if *since > 0 {
 		filter.Since = time.Now().Add(-*since)
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -273,7 +276,7 @@ func runQueueShow(ctx context.Context, a *app, name string, args []string) error
 	if err != nil {
 		return err
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -341,9 +344,12 @@ func runQueueRetry(ctx context.Context, a *app, name string, args []string) erro
 	}
 	all := len(ids) == 1 && ids[0] == "all"
 	if !all && (*queue != "" || *kind != "" || *since != 0) {
-		return errors.New("--queue, --kind and --since go with `retry all`; to retry by ID, give only the IDs")
+		return usageError(fs.FlagSet, "--queue, --kind and --since go with `retry all`; to retry by ID, give only the IDs")
 	}
-	in, done, err := inspector(ctx, a)
+	if err := checkQueueKind(fs, *queue, *kind); err != nil {
+		return err
+	}
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -368,7 +374,7 @@ func runQueueForget(ctx context.Context, a *app, name string, args []string) err
 	if err != nil {
 		return err
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -382,13 +388,13 @@ func runQueueFlush(ctx context.Context, a *app, name string, args []string) erro
 	fs := queueFlagSet(a, name)
 	hours := fs.Float64("hours", 0, "only jobs that failed more than this many hours ago (default: all)")
 	queue := fs.String("queue", "", "only jobs of this queue")
-	if err := fs.parseNoArgs(args); err != nil {
+	if err := fs.parseNoArgs(args); err != nil { // --hours -1: refused there
 		return err
 	}
-	if *hours < 0 {
-		return fmt.Errorf("--hours %v: must not be negative", *hours)
+	if err := checkQueueKind(fs, *queue, ""); err != nil {
+		return err
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -398,6 +404,20 @@ func runQueueFlush(ctx context.Context, a *app, name string, args []string) erro
 		return err
 	}
 	fmt.Fprintf(a.stdout, "Deleted %d failed %s.\n", n, plural(int(n), "job", "jobs"))
+	return nil
+}
+
+// checkQueueKind checks the names given to --queue and --kind; "" is a
+// flag not given.
+func checkQueueKind(fs *flagSetWithSynopsis, queue, kind string) error {
+	for _, c := range []struct{ what, v string }{{"queue", queue}, {"kind", kind}} {
+		if c.v == "" {
+			continue
+		}
+		if err := checkName(fs.FlagSet, c.what, c.v); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -22,32 +22,67 @@ func batchQueueCommands() []queueCommand {
 
 // batchView is a batch as --json prints it.
 type batchView struct {
-	ID            string              `json:"id"`
-	Name          string              `json:"name,omitempty"`
-	State         string              `json:"state"`
-	Total         int                 `json:"total"`
-	Pending       int                 `json:"pending"`
-	Succeeded     int                 `json:"succeeded"`
-	Failed        int                 `json:"failed"`
-	Skipped       int                 `json:"skipped"`
-	AllowFailures bool                `json:"allow_failures,omitempty"`
-	Cancelled     bool                `json:"cancelled,omitempty"`
-	CancelReason  string              `json:"cancel_reason,omitempty"`
-	CreatedAt     time.Time           `json:"created_at"`
-	FinishedAt    *time.Time          `json:"finished_at,omitempty"`
-	Chain         string              `json:"chain,omitempty"`
-	Step          int                 `json:"step,omitempty"`
-	Steps         int                 `json:"steps,omitempty"`
-	Callbacks     []callbackView      `json:"callbacks,omitempty"`
-	Jobs          []bus.BatchJobState `json:"jobs,omitempty"`
+	ID            string         `json:"id"`
+	Name          string         `json:"name,omitempty"`
+	State         string         `json:"state"`
+	Total         int            `json:"total"`
+	Pending       int            `json:"pending"`
+	Succeeded     int            `json:"succeeded"`
+	Failed        int            `json:"failed"`
+	Skipped       int            `json:"skipped"`
+	AllowFailures bool           `json:"allow_failures,omitempty"`
+	Cancelled     bool           `json:"cancelled,omitempty"`
+	CancelReason  string         `json:"cancel_reason,omitempty"`
+	CreatedAt     time.Time      `json:"created_at"`
+	FinishedAt    *time.Time     `json:"finished_at,omitempty"`
+	Chain         string         `json:"chain,omitempty"`
+	Step          int            `json:"step,omitempty"`
+	Steps         int            `json:"steps,omitempty"`
+	Callbacks     []callbackView `json:"callbacks,omitempty"`
+	Jobs          []batchJobView `json:"jobs,omitempty"`
 }
 
+// callbackView is a callback as --json prints it: a job (queue and kind),
+// or a chain's next step (next_step, the step's batch ID in id, no kind).
 type callbackView struct {
 	Name     string `json:"name"`
 	ID       string `json:"id"`
 	Queue    string `json:"queue,omitempty"`
-	Kind     string `json:"kind"`
+	Kind     string `json:"kind,omitempty"`
+	NextStep bool   `json:"next_step,omitempty"`
 	Released bool   `json:"released"`
+}
+
+// callbackViewOf is cb as --json prints it. A chain's next step is the
+// callback with no queue (bus.BatchCallback: its Kind is display text).
+func callbackViewOf(cb bus.BatchCallback) callbackView {
+	v := callbackView{Name: cb.Name, ID: cb.ID, Queue: cb.Queue, Kind: cb.Kind, Released: cb.Released}
+	if cb.Queue == "" {
+		v.Kind, v.NextStep = "", true
+	}
+	return v
+}
+
+// batchJobView is one job of a batch as --json prints it.
+type batchJobView struct {
+	Index int    `json:"index"`
+	ID    string `json:"id"`
+	// State is pending, succeeded, failed or skipped.
+	State string `json:"state"`
+}
+
+// batchJobs lists the jobs of batch id in states (none: all), at most
+// limit (0: all), as --json prints them.
+func batchJobs(ctx context.Context, in *bus.Inspector, id string, limit int, states []string) ([]batchJobView, error) {
+	jobs, err := in.BatchJobs(ctx, id, limit, states...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]batchJobView, len(jobs))
+	for i, j := range jobs {
+		out[i] = batchJobView{Index: j.Index, ID: j.ID, State: j.State}
+	}
+	return out, nil
 }
 
 func batchViewOf(s bus.BatchStatus) batchView {
@@ -60,7 +95,7 @@ func batchViewOf(s bus.BatchStatus) batchView {
 		v.FinishedAt = &s.FinishedAt
 	}
 	for _, cb := range s.Callbacks {
-		v.Callbacks = append(v.Callbacks, callbackView{Name: cb.Name, ID: cb.ID, Queue: cb.Queue, Kind: cb.Kind, Released: cb.Released})
+		v.Callbacks = append(v.Callbacks, callbackViewOf(cb))
 	}
 	return v
 }
@@ -71,7 +106,7 @@ func runQueueBatches(ctx context.Context, a *app, name string, args []string) er
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -110,9 +145,9 @@ func runQueueBatch(ctx context.Context, a *app, name string, args []string) erro
 	}
 	states, err := jobStates(*jobs)
 	if err != nil {
-		return err
+		return usageError(fs.FlagSet, "%v", err)
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -130,7 +165,7 @@ func runQueueBatch(ctx context.Context, a *app, name string, args []string) erro
 		return err
 	}
 	v := batchViewOf(st)
-	if v.Jobs, err = in.BatchJobs(ctx, id, *limit, states...); err != nil {
+	if v.Jobs, err = batchJobs(ctx, in, id, *limit, states); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -163,7 +198,7 @@ func printChain(ctx context.Context, a *app, in *bus.Inspector, id string, steps
 	for i, s := range steps {
 		views[i] = batchViewOf(s)
 		var err error
-		if views[i].Jobs, err = in.BatchJobs(ctx, s.ID, limit, states...); err != nil {
+		if views[i].Jobs, err = batchJobs(ctx, in, s.ID, limit, states); err != nil {
 			return err
 		}
 	}
@@ -207,9 +242,9 @@ func printBatch(w io.Writer, v batchView, limit int) {
 			if cb.Released {
 				state = "dispatched"
 			}
-			where := cb.Kind
-			if cb.Queue != "" {
-				where = cb.Queue + "/" + cb.Kind
+			where := cb.Queue + "/" + cb.Kind
+			if cb.NextStep {
+				where = "next step"
 			}
 			fmt.Fprintf(w, "    %-8s %-40s %-10s %s\n", cb.Name, where, state, cb.ID)
 		}

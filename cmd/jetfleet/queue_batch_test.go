@@ -76,9 +76,31 @@ func TestQueueBatchCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.Stdout), &v); err != nil || v.State != "failed" || v.Succeeded != 19 || len(v.Jobs) != 20 || len(v.Callbacks) != 3 {
 		t.Fatalf("queue batch --json: %v %+v\n%s", err, v, r.Stdout)
 	}
+	// snake_case keys, as every --json (encoding/json matches keys without
+	// case, so the keys are checked as printed)
+	if seven := `"index": 7,` + "\n" + `      "id": "` + b.ID + `-7",` + "\n" + `      "state": "failed"`; !strings.Contains(r.Stdout, seven) || strings.Contains(r.Stdout, `"Index"`) {
+		t.Fatalf("queue batch --json: jobs not printed with the keys index, id, state:\n%s", r.Stdout)
+	}
+
+	// A chain's first step has the next step as its then: a callback with
+	// next_step and the step's batch ID, no display text for a kind.
+	r = f.jf("queue", "batch", chain, "--json")
+	var c struct {
+		Steps []struct {
+			ID        string
+			Callbacks []map[string]any
+		}
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &c); err != nil || len(c.Steps) != 2 || len(c.Steps[0].Callbacks) != 1 {
+		t.Fatalf("queue batch <chain> --json: %v\n%s", err, r.Stdout)
+	}
+	if cb := c.Steps[0].Callbacks[0]; cb["name"] != "then" || cb["next_step"] != true || cb["id"] != c.Steps[1].ID || cb["kind"] != nil || cb["released"] != true {
+		t.Fatalf("the chain's first step has the callback %v, want then, next_step, id %s, no kind, released", cb, c.Steps[1].ID)
+	}
 
 	r = f.jf("queue", "batch", chain)
-	if r.Code != 0 || !strings.Contains(r.Stdout, "Chain "+chain+": 2 of 2 steps dispatched") || strings.Count(r.Stdout, "state      succeeded") != 2 {
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Chain "+chain+": 2 of 2 steps dispatched") || strings.Count(r.Stdout, "state      succeeded") != 2 ||
+		!strings.Contains(r.Stdout, "    then     next step                                dispatched "+chain+"-2") {
 		t.Fatalf("queue batch <chain>: %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 

@@ -22,7 +22,7 @@ func runQueueJob(ctx context.Context, a *app, name string, args []string) error 
 	if err != nil {
 		return err
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -61,11 +61,36 @@ func stateLine(st *bus.JobStatus, now time.Time) string {
 	case bus.JobSucceeded:
 		return fmt.Sprintf("succeeded at %s (%s ago) after %s%s", stamp(st.FinishedAt), age(now.Sub(st.FinishedAt)), runTime(st.RunTime), attemptOf(st))
 	case bus.JobDead:
-		return fmt.Sprintf("dead: failed for good at %s (%s ago); `jetfleet queue show %s` has its dead letter", stamp(st.At), age(now.Sub(st.At)), st.ID)
+		return fmt.Sprintf("dead: failed for good at %s (%s ago); `jetfleet queue show %s` has its dead letter", stamp(st.At), age(now.Sub(st.At)), idArg(st.ID))
 	case bus.JobCancelled:
 		return fmt.Sprintf("cancelled at %s (%s ago)", stamp(st.At), age(now.Sub(st.At)))
 	}
 	return string(st.State)
+}
+
+// idArg is a job ID as a command pasted into a POSIX shell takes it:
+// quoted by shellQuote, and after "--" when it starts with "-", so that it
+// is not read as a flag.
+func idArg(id string) string {
+	arg := shellQuote(id)
+	if strings.HasPrefix(id, "-") {
+		return "-- " + arg
+	}
+	return arg
+}
+
+// shellQuote is s as one word of a POSIX shell: s itself when it holds
+// only letters, digits and _-.,:/@%+=, else s in single quotes, where
+// each single quote of s ends the quoting, is written as \' and starts
+// the quoting again.
+func shellQuote(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("_-.,:/@%+=", r))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func attemptOf(st *bus.JobStatus) string {
@@ -173,24 +198,38 @@ func printJob(w io.Writer, st *bus.JobStatus, now time.Time) {
 	}
 }
 
+// maxJobsLimit is the most jobs `queue jobs` lists (bus.JobFilter's cap).
+const maxJobsLimit = 1000
+
+// listedStates are the states `queue jobs --state` takes, in the order its
+// help and errors list them.
+func listedStates() []bus.JobState {
+	return []bus.JobState{bus.JobDelayed, bus.JobReady, bus.JobRunning, bus.JobRetrying, bus.JobSucceeded, bus.JobDead, bus.JobCancelled}
+}
+
 // runQueueJobs is `jetfleet queue jobs`: recent jobs, newest first.
 func runQueueJobs(ctx context.Context, a *app, name string, args []string) error {
 	fs := queueFlagSet(a, name)
 	tag := fs.String("tag", "", "only jobs with this tag")
 	queue := fs.String("queue", "", "only jobs of this queue")
 	kind := fs.String("kind", "", "only jobs of this kind")
-	state := fs.String("state", "", "only jobs in this state: delayed, ready, running, retrying, succeeded, dead or cancelled")
-	limit := fs.Int("limit", 50, "show at most this many (at most 1000)")
+	state := fs.String("state", "", "only jobs in this state: "+stateNames())
+	limit := fs.Int("limit", 50, fmt.Sprintf("show at most this many (0: all; capped at %d, with a note on stderr above it)", maxJobsLimit))
 	asJSON := fs.Bool("json", false, "print a JSON array of the jobs (the history's record format)")
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	in, done, err := inspector(ctx, a)
+	filter, err := jobFilter(fs, *tag, *queue, *kind, *state)
+	if err != nil {
+		return err
+	}
+	filter.Limit = jobsLimit(a, fs, *limit)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
 	defer done()
-	jobs, err := in.Jobs(ctx, bus.JobFilter{Tag: *tag, Queue: *queue, Kind: *kind, State: bus.JobState(*state), Limit: *limit})
+	jobs, err := in.Jobs(ctx, filter)
 	if err != nil {
 		return err
 	}
@@ -207,6 +246,40 @@ func runQueueJobs(ctx context.Context, a *app, name string, args []string) error
 	}
 	printJobs(a.stdout, jobs, time.Now())
 	return nil
+}
+
+// jobFilter checks the filters of `queue jobs` before it connects: a bad
+// one is a usage error naming its flag.
+func jobFilter(fs *flagSetWithSynopsis, tag, queue, kind, state string) (bus.JobFilter, error) {
+	if state != "" && !slices.Contains(listedStates(), bus.JobState(state)) {
+		return bus.JobFilter{}, usageError(fs.FlagSet, "--state %q: want one of %s", state, stateNames())
+	}
+	if err := checkQueueKind(fs, queue, kind); err != nil {
+		return bus.JobFilter{}, err
+	}
+	return bus.JobFilter{Tag: tag, Queue: queue, Kind: kind, State: bus.JobState(state)}, nil
+}
+
+// stateNames lists the states of --state: "delayed, ready, ... or cancelled".
+func stateNames() string {
+	states := listedStates()
+	names := make([]string, len(states))
+	for i, s := range states {
+		names[i] = string(s)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+// jobsLimit is the Limit of --limit n: 0 is all (maxJobsLimit); over
+// maxJobsLimit it is capped, and a note on stderr says so.
+func jobsLimit(a *app, fs *flagSetWithSynopsis, n int) int {
+	if n > maxJobsLimit {
+		fmt.Fprintf(a.stderr, "%s: --limit %d is capped at %d: listing at most %d jobs\n", fs.Name(), n, maxJobsLimit, maxJobsLimit)
+	}
+	if n == 0 || n > maxJobsLimit {
+		return maxJobsLimit
+	}
+	return n
 }
 
 func printJobs(w io.Writer, jobs []*bus.JobStatus, now time.Time) {
@@ -250,9 +323,12 @@ func runQueueCancel(ctx context.Context, a *app, name string, args []string) err
 		}
 	}
 	if bulk != 1 {
-		return errors.New("give job IDs, or --queue, --tag or --batch (one of them)")
+		return usageError(fs.FlagSet, "give job IDs, or --queue, --tag or --batch (one of them)")
 	}
-	in, done, err := inspector(ctx, a)
+	if err := checkQueueKind(fs, *queue, ""); err != nil {
+		return err
+	}
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -310,7 +386,10 @@ func runQueueClear(ctx context.Context, a *app, name string, args []string) erro
 		return err
 	}
 	queue := pos[0]
-	in, done, err := inspector(ctx, a)
+	if err := checkName(fs.FlagSet, "queue", queue); err != nil {
+		return err
+	}
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -320,11 +399,9 @@ func runQueueClear(ctx context.Context, a *app, name string, args []string) erro
 		if err != nil {
 			return err
 		}
-		var waiting uint64
-		for _, q := range st.Queues {
-			if q.Queue == queue {
-				waiting = q.Ready + q.InFlight
-			}
+		waiting, err := waitingOn(st, queue)
+		if err != nil {
+			return err
 		}
 		fmt.Fprintf(a.stdout, "Delete the %d %s waiting on queue %s (ready, or delivered and not finished)? Running jobs finish but are not retried; delayed jobs are kept. [y/N] ",
 			waiting, plural(int(waiting), "job", "jobs"), queue)
@@ -340,4 +417,18 @@ func runQueueClear(ctx context.Context, a *app, name string, args []string) erro
 	}
 	fmt.Fprintf(a.stdout, "Deleted %d %s from queue %s.\n", n, plural(int(n), "job", "jobs"), queue)
 	return nil
+}
+
+// waitingOn is how many jobs wait on queue (ready, or delivered and not
+// finished), or, before `queue clear` asks, the error Clear would give for
+// a queue that does not exist (it wraps bus.ErrUnknownQueue).
+func waitingOn(st *bus.Stats, queue string) (uint64, error) {
+	known := make([]string, 0, len(st.Queues))
+	for _, q := range st.Queues {
+		if q.Queue == queue {
+			return q.Ready + q.InFlight, nil
+		}
+		known = append(known, q.Queue)
+	}
+	return 0, fmt.Errorf("%w %q (known queues: %s)", bus.ErrUnknownQueue, queue, strings.Join(known, ", "))
 }

@@ -111,8 +111,6 @@ func (n *natsCLI) runInTerminal(args ...string) (out string, ok bool) {
 	return strings.ReplaceAll(string(b), "\r\n", "\n"), true
 }
 
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
 func mustContain(t *testing.T, what, out string, wants ...string) {
 	t.Helper()
 	for _, w := range wants {

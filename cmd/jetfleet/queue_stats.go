@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -16,35 +15,6 @@ import (
 	"github.com/jetfleet/jetfleet/node"
 )
 
-// flagSetWithSynopsis adds positional-argument checks to a flag set.
-type flagSetWithSynopsis struct {
-	*flag.FlagSet
-}
-
-// parseNoArgs parses args and refuses positional arguments.
-func (fs *flagSetWithSynopsis) parseNoArgs(args []string) error {
-	rest, err := node.ParseFlags(fs.FlagSet, args)
-	if err != nil {
-		return err
-	}
-	return node.NoArgs(fs.FlagSet, rest)
-}
-
-// parseArgs parses args and wants between lo and hi positional arguments
-// (hi < 0: no upper bound), described as what.
-func (fs *flagSetWithSynopsis) parseArgs(args []string, lo, hi int, what string) ([]string, error) {
-	rest, err := node.ParseFlags(fs.FlagSet, args)
-	if err != nil {
-		return nil, err
-	}
-	if len(rest) < lo || hi >= 0 && len(rest) > hi {
-		fmt.Fprintf(fs.Output(), "%s: want %s, got %d arguments\n", fs.Name(), what, len(rest))
-		fs.Usage()
-		return nil, node.ErrUsage
-	}
-	return rest, nil
-}
-
 // exitAlert is the exit status of `queue monitor` when a queue is in ALERT
 // (1 is an error, 2 a usage error).
 const exitAlert = 3
@@ -57,10 +27,10 @@ func runQueueStats(ctx context.Context, a *app, name string, args []string) erro
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	if *interval <= 0 {
-		return fmt.Errorf("--interval %s: must be positive", *interval)
+	if *interval == 0 { // a negative one is refused by parseNoArgs
+		return usageError(fs.FlagSet, "--interval %s: must be positive", *interval)
 	}
-	in, done, err := inspector(ctx, a)
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
@@ -158,10 +128,9 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 	}
 	limits, err := bus.ParseQueueLimits(pos[0], *defMax, *maxWait)
 	if err != nil { // the list is the command's argument: a usage error, named
-		fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), strings.TrimPrefix(err.Error(), bus.ErrInvalid.Error()+": "))
-		return node.ErrUsage
+		return usageError(fs.FlagSet, "%s", invalidText(err))
 	}
-	nc, js, err := connectBus(ctx, a, a.dataDir, "jetfleet queue monitor")
+	nc, js, err := connectBus(ctx, a, *fs.data, "jetfleet queue monitor")
 	if err != nil {
 		return err
 	}
@@ -225,12 +194,15 @@ func pauseOrResume(ctx context.Context, a *app, name string, args []string, paus
 	if err != nil {
 		return err
 	}
-	in, done, err := inspector(ctx, a)
+	q := pos[0]
+	if err := checkName(fs.FlagSet, "queue", q); err != nil {
+		return err
+	}
+	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
 		return err
 	}
 	defer done()
-	q := pos[0]
 	if pause {
 		if err := in.Pause(ctx, q); err != nil {
 			return err

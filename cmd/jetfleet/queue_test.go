@@ -196,7 +196,7 @@ func TestQueueFailedAndShowListWhatWasDeadLettered(t *testing.T) {
 	if r := f.jf("queue", "show", "nope"); r.Code != 1 || !strings.Contains(r.Stderr, `no failed job with this ID: "nope"`) {
 		t.Errorf("show of an unknown ID: exit %d, stderr %s", r.Code, r.Stderr)
 	}
-	if r := f.jf("queue", "failed", "--queue", "Bad.Queue"); r.Code != 1 || !strings.Contains(r.Stderr, `queue name "Bad.Queue"`) {
+	if r := f.jf("queue", "failed", "--queue", "Bad.Queue"); r.Code != 2 || !strings.Contains(r.Stderr, `queue name "Bad.Queue"`) {
 		t.Errorf("bad queue name: exit %d, stderr %s", r.Code, r.Stderr)
 	}
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePorts(t, 1)[0])

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -58,7 +59,7 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 		"Registers the periodic job <name>, replacing any of that name. <spec>: \"@every 1m\", @hourly, @daily,\n"+
 		"@weekly, @monthly, @yearly, or a cron expression of 5 fields (or 6, seconds first).")
 	jf := newJobFlags(fs, false)
-	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
+	dataDir := dataFlag(fs, a)
 	pos, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -70,15 +71,18 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 	}
 	name, spec, queue, kind := pos[0], pos[1], pos[2], pos[3]
 	for _, c := range []struct{ what, v string }{{"schedule", name}, {"queue", queue}, {"kind", kind}} {
-		if err := bus.ValidateName(c.what, c.v); err != nil {
+		if err := checkName(fs, c.what, c.v); err != nil {
 			return err
 		}
+	}
+	if err := checkSpec(spec); err != nil {
+		return usageError(fs, "<spec> %q: %v", spec, err)
 	}
 	opts, err := jf.options()
 	if err != nil {
 		return err
 	}
-	body, err := jobBody(a, pos[4])
+	body, err := jobBody(a, fs, pos[4])
 	if err != nil {
 		return err
 	}
@@ -91,6 +95,31 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "scheduled %s: %s -> jobs.%s.%s\n", name, spec, queue, kind)
+	return nil
+}
+
+// checkSpec checks the form of a schedule's <spec> before `schedule add`
+// connects, as bus's Dispatcher.Schedule does (which checks it again, and
+// the server its cron fields): "@every D" with D at least 1s, a shortcut
+// (@hourly...), or a cron expression of 5 or 6 fields.
+func checkSpec(spec string) error {
+	spec = strings.TrimSpace(spec)
+	if every, ok := strings.CutPrefix(spec, "@every "); ok {
+		if d, err := time.ParseDuration(strings.TrimSpace(every)); err != nil || d < time.Second {
+			return errors.New("@every needs a duration of at least 1s, like @every 1m")
+		}
+		return nil
+	}
+	if strings.HasPrefix(spec, "@") {
+		switch spec {
+		case "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly":
+			return nil
+		}
+		return errors.New("unknown shortcut (use @every <duration>, @hourly, @daily, @weekly, @monthly or @yearly)")
+	}
+	if n := len(strings.Fields(spec)); n != 5 && n != 6 {
+		return fmt.Errorf("has %d %s; want \"@every 1m\", a shortcut like @hourly, or a cron expression of 5 fields (or 6 with seconds first)", n, plural(n, "field", "fields"))
+	}
 	return nil
 }
 
@@ -118,7 +147,7 @@ func scheduleDispatcher(ctx context.Context, a *app, dataDir string) (d *bus.Dis
 
 func scheduleList(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "schedule ls", "schedule ls\n\nLists the periodic jobs: name, spec, target subject, settings and body.")
-	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
+	dataDir := dataFlag(fs, a)
 	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -168,7 +197,7 @@ func settings(s bus.Schedule) string {
 
 func scheduleRemove(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "schedule rm", "schedule rm <name>\n\nRemoves the periodic job <name>. Removing a name that is not registered changes nothing.")
-	dataDir := fs.String("data", a.dataDir, "data directory whose nats.url names the server when NATS_URL is unset")
+	dataDir := dataFlag(fs, a)
 	pos, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -179,7 +208,7 @@ func scheduleRemove(ctx context.Context, a *app, args []string) error {
 		return node.ErrUsage
 	}
 	name := pos[0]
-	if err := bus.ValidateName("schedule", name); err != nil {
+	if err := checkName(fs, "schedule", name); err != nil {
 		return err
 	}
 	d, closeFn, found, err := scheduleDispatcher(ctx, a, *dataDir)

@@ -69,7 +69,8 @@ func TestScheduleAddListRemove(t *testing.T) {
 		t.Fatalf("ls after rm:\n%s", r.Stdout)
 	}
 
-	if r = jf("", "add", "bad", "every minute", "default", "k", "{}"); r.Code != 1 || !strings.Contains(r.Stderr, `schedule "every minute" has 2 fields`) {
+	if r = jf("", "add", "bad", "every minute", "default", "k", "{}"); r.Code != 2 || !strings.Contains(r.Stderr, `<spec> "every minute": has 2 fields`) ||
+		strings.Contains(r.Stderr, "invalid job") {
 		t.Fatalf("bad spec: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	if r = jf("", "frobnicate"); r.Code != 2 || !strings.Contains(r.Stderr, `unknown subcommand "frobnicate"`) {
