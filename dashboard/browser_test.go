@@ -9,9 +9,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,67 +19,9 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/dashboard"
+	"github.com/jetfleet/jetfleet/internal/browsertest"
 	"github.com/jetfleet/jetfleet/workers"
 )
-
-// chromiumPath finds Debian's chromium. Without it the test is skipped,
-// except in CI, where its absence is a failure.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not installed; .ci/run installs it (requirement chromium:chromium)")
-	}
-	t.Skip("chromium is not installed (apt-get install -y chromium)")
-	return ""
-}
-
-// newChromium starts a headless chromium with a fresh profile, closed at
-// cleanup, and returns a context for its first tab.
-func newChromium(t *testing.T) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium-profile")),
-		chromedp.WindowSize(1280, 1000),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelTab(); cancelAlloc() })
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// steps runs browser steps with a deadline, failing the test on error.
-func steps(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		t.Fatalf("browser: %s: %v", what, err)
-	}
-}
-
-// evalJS evaluates a JavaScript expression in the page.
-func evalJS[T any](t *testing.T, ctx context.Context, expr string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		t.Fatalf("browser: evaluate %s: %v", expr, err)
-	}
-	return v
-}
 
 // waitJS waits until a JavaScript expression is truthy in the page.
 func waitJS(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) {
@@ -157,7 +96,7 @@ func TestRefreshStopsWhenSignedOutOrGone(t *testing.T) {
 	old := newDashboard(t, e, dashboard.Config{Token: oldToken})
 	srv := newSwitchable(t, old)
 	changed := newDashboard(t, e, dashboard.Config{Token: newToken})
-	ctx := newChromium(t)
+	ctx := browsertest.Start(t)
 	const frag = "/jetfleet/fragments/overview"
 	for _, c := range []struct {
 		name string
@@ -168,7 +107,7 @@ func TestRefreshStopsWhenSignedOutOrGone(t *testing.T) {
 		{"dashboard turned off", newDashboard(t, e, dashboard.Config{}), "Not found"},
 	} {
 		srv.use(old)
-		steps(t, ctx, c.name+": sign in", chromedp.Navigate(srv.url+"/jetfleet?token="+oldToken),
+		browsertest.Do(t, ctx, c.name+": sign in", chromedp.Navigate(srv.url+"/jetfleet?token="+oldToken),
 			chromedp.WaitVisible(chromedp.CSS(`tr[data-queue="default"]`)))
 		waitJS(t, ctx, c.name+": a refresh", `document.getElementById("updated").textContent.indexOf("Updated") === 0`, 5*time.Second)
 		srv.use(c.then)
@@ -205,19 +144,19 @@ func TestPagesFitAPhone(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newSwitchable(t, newDashboard(t, e, dashboard.Config{Open: true}))
-	ctx := newChromium(t)
+	ctx := browsertest.Start(t)
 	const phoneWidth = 375
-	steps(t, ctx, "phone viewport", chromedp.EmulateViewport(phoneWidth, 800, chromedp.EmulateMobile))
+	browsertest.Do(t, ctx, "phone viewport", chromedp.EmulateViewport(phoneWidth, 800, chromedp.EmulateMobile))
 	for _, page := range []struct{ path, row string }{
 		{"/jetfleet", `tr[data-queue="default"]`},
 		{"/jetfleet/failed", `tr[data-job]`},
 		{"/jetfleet/jobs", `tr[data-job]`},
 	} {
-		steps(t, ctx, "open "+page.path, chromedp.Navigate(srv.url+page.path), chromedp.WaitVisible(chromedp.CSS(page.row)))
+		browsertest.Do(t, ctx, "open "+page.path, chromedp.Navigate(srv.url+page.path), chromedp.WaitVisible(chromedp.CSS(page.row)))
 		// A phone widens its layout viewport to the page (innerWidth
 		// follows), so the page is measured against the phone's 375 px.
-		if width := evalJS[int](t, ctx, `document.documentElement.scrollWidth`); width > phoneWidth {
-			t.Errorf("%s on a %d px phone is %d px wide; wider than the phone: %s", page.path, phoneWidth, width, evalJS[string](t, ctx, overflowing))
+		if width := browsertest.Eval[int](t, ctx, `document.documentElement.scrollWidth`); width > phoneWidth {
+			t.Errorf("%s on a %d px phone is %d px wide; wider than the phone: %s", page.path, phoneWidth, width, browsertest.Eval[string](t, ctx, overflowing))
 		}
 	}
 }
@@ -239,14 +178,14 @@ func TestJobPageStopsRefreshingWhenTheJobFinishes(t *testing.T) {
 	e := newEnv(t, dashboard.Config{Open: true})
 	runWorker(t, e, workers.Config{Queues: []string{"default"}})
 	srv := newSwitchable(t, newDashboard(t, e, dashboard.Config{Open: true}))
-	ctx := newChromium(t)
+	ctx := browsertest.Start(t)
 	id, err := e.d.Dispatch(context.Background(), workers.Sleep{MS: 2500})
 	if err != nil {
 		t.Fatal(err)
 	}
 	jobState(t, e, id, bus.JobRunning)
-	steps(t, ctx, "open the job's page", chromedp.Navigate(srv.url+"/jetfleet/jobs/"+id), chromedp.WaitVisible(chromedp.CSS(`dd[data-field="state"]`)))
-	if state := evalJS[string](t, ctx, `document.querySelector('dd[data-field="state"]').textContent`); !strings.Contains(state, "running") {
+	browsertest.Do(t, ctx, "open the job's page", chromedp.Navigate(srv.url+"/jetfleet/jobs/"+id), chromedp.WaitVisible(chromedp.CSS(`dd[data-field="state"]`)))
+	if state := browsertest.Eval[string](t, ctx, `document.querySelector('dd[data-field="state"]').textContent`); !strings.Contains(state, "running") {
 		t.Fatalf("the job's page shows %q, want it running", state)
 	}
 	waitJS(t, ctx, "the job shown succeeded", `document.querySelector('dd[data-field="state"]').textContent.indexOf("succeeded") >= 0`, 10*time.Second)
@@ -256,7 +195,7 @@ func TestJobPageStopsRefreshingWhenTheJobFinishes(t *testing.T) {
 	if n := srv.count(frag) - asked; n > 1 {
 		t.Errorf("the page of the finished job asked %d more times for its fragment; want it to stop", n)
 	}
-	if got := evalJS[string](t, ctx, `document.getElementById("updated").textContent`); got != "Finished: no more updates" {
+	if got := browsertest.Eval[string](t, ctx, `document.getElementById("updated").textContent`); got != "Finished: no more updates" {
 		t.Errorf("the page says %q, want it to say it is not updated any more", got)
 	}
 }

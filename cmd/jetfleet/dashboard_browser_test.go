@@ -13,6 +13,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/jetfleet/jetfleet/internal/browsertest"
 )
 
 // TestDashboardInBrowser opens the dashboard of a running `jetfleet up` in
@@ -23,7 +25,7 @@ import (
 // screenshot of the overview (and of the phone layout) under the test's
 // temporary directory, also copied to $JETFLEET_TEST_ARTIFACTS when set.
 func TestDashboardInBrowser(t *testing.T) {
-	ctx := newBrowser(t)
+	ctx := browsertest.Start(t)
 	up, dir, url := startUp(t, testEnv())
 	base := url + "/jetfleet"
 	jf := func(args ...string) string {
@@ -45,7 +47,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	failID := jf("dispatch", "default", "jetfleet-fail", fmt.Sprintf(`{"until":%q}`, until.Format(time.RFC3339Nano)), "--tries", "1")
 	eventually(t, 30*time.Second, "the failing job in DLQ", func() error { return expectFailed(statsRows(t, dir), "default", "1") })
 
-	do(t, ctx, "open the overview", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS(`tr[data-queue="emails"]`)))
+	browsertest.Do(t, ctx, "open the overview", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS(`tr[data-queue="emails"]`)))
 	matchStats(t, ctx, dir)
 	checkAccessibility(t, ctx)
 
@@ -89,7 +91,7 @@ func matchStats(t *testing.T, ctx context.Context, dir string) {
 // alternative.
 func checkAccessibility(t *testing.T, ctx context.Context) {
 	t.Helper()
-	do(t, ctx, "press Tab", chromedp.KeyEvent(kb.Tab))
+	browsertest.Do(t, ctx, "press Tab", chromedp.KeyEvent(kb.Tab))
 	if got := eval[string](t, ctx, `document.activeElement.textContent.trim()`); got != "Skip to content" {
 		t.Errorf("the first Tab focuses %q, want the skip link", got)
 	}
@@ -108,7 +110,7 @@ func checkAccessibility(t *testing.T, ctx context.Context) {
 func retryFromTheList(t *testing.T, ctx context.Context, up *proc, base, id string, until time.Time) {
 	t.Helper()
 	row := fmt.Sprintf(`tr[data-job=%q]`, id)
-	do(t, ctx, "open the failed jobs", chromedp.Navigate(base+"/failed"), chromedp.WaitVisible(chromedp.CSS(row)))
+	browsertest.Do(t, ctx, "open the failed jobs", chromedp.Navigate(base+"/failed"), chromedp.WaitVisible(chromedp.CSS(row)))
 	time.Sleep(time.Until(until)) // from now on the job succeeds
 	submit(t, ctx, "click Retry", fmt.Sprintf(`button[aria-label="Retry job %s"]`, id), false)
 	if n := eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Retried 1 job") {
@@ -130,7 +132,7 @@ func retryFromTheList(t *testing.T, ctx context.Context, up *proc, base, id stri
 func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base string, jf func(...string) string) {
 	t.Helper()
 	pause := `button[aria-label="Pause queue default"]`
-	do(t, ctx, "open the overview", chromedp.Navigate(base))
+	browsertest.Do(t, ctx, "open the overview", chromedp.Navigate(base))
 	submit(t, ctx, "pause default with the keyboard", pause, true)
 	waitJS(t, ctx, "default shown as paused", `document.querySelector('tr[data-queue="default"] [data-field="status"]').textContent.trim() === "Paused"`, 10*time.Second)
 	for range 3 {
@@ -165,10 +167,10 @@ func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base
 // scroll sideways.
 func screenshots(t *testing.T, ctx context.Context, base string) {
 	t.Helper()
-	do(t, ctx, "open the overview", chromedp.Navigate(base))
+	browsertest.Do(t, ctx, "open the overview", chromedp.Navigate(base))
 	waitJS(t, ctx, "bars in the throughput chart", `document.querySelectorAll("svg.chart rect").length > 0`, 45*time.Second)
 	save(t, ctx, "dashboard-overview.png")
-	do(t, ctx, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(base),
+	browsertest.Do(t, ctx, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(base),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-queue="default"]`)))
 	if wide := eval[bool](t, ctx, `document.documentElement.scrollWidth > window.innerWidth`); wide {
 		t.Errorf("on a 390px phone the page scrolls sideways (scrollWidth %d, innerWidth %d); wider than the window: %s",

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/jetfleet/jetfleet/internal/browsertest"
 )
 
 // TestJobsPageInBrowser opens the jobs page of a running `jetfleet up` in
@@ -18,7 +20,7 @@ import (
 // label. It saves screenshots of the jobs page and of the job's page
 // (under the test's temporary directory, and $JETFLEET_TEST_ARTIFACTS).
 func TestJobsPageInBrowser(t *testing.T) {
-	ctx := newBrowser(t)
+	ctx := browsertest.Start(t)
 	up, dir, url := startUp(t, testEnv())
 	base := url + "/jetfleet"
 	jf := func(args ...string) string {
@@ -41,7 +43,7 @@ func TestJobsPageInBrowser(t *testing.T) {
 		return nil
 	})
 
-	do(t, ctx, "open the jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-job=%q]`, done))))
+	browsertest.Do(t, ctx, "open the jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-job=%q]`, done))))
 	checkAccessibility(t, ctx)
 	eval[bool](t, ctx, `window.jetfleetMarker = true`)
 	id := jf("dispatch", "default", "jetfleet-sleep", `{"ms":60000}`, "--tag", "user:7", "--tag", "order:42")
@@ -51,13 +53,13 @@ func TestJobsPageInBrowser(t *testing.T) {
 	eval[bool](t, ctx, `document.activeElement.blur(), true`)
 	save(t, ctx, "dashboard-jobs.png")
 
-	do(t, ctx, "open the job's page", chromedp.Navigate(base+"/jobs/"+id), chromedp.WaitVisible(chromedp.CSS(`dd[data-field="state"]`)))
+	browsertest.Do(t, ctx, "open the job's page", chromedp.Navigate(base+"/jobs/"+id), chromedp.WaitVisible(chromedp.CSS(`dd[data-field="state"]`)))
 	waitJS(t, ctx, "the job's page with its progress bar", `!!document.querySelector("progress") &&
 		document.querySelector('dd[data-field="state"]').textContent.indexOf("running on") >= 0 &&
 		document.querySelector('dd[data-field="attempt"]').textContent.trim() === "1 of 3"`, 20*time.Second)
 	save(t, ctx, "dashboard-job.png")
 
-	do(t, ctx, "open the jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(row)))
+	browsertest.Do(t, ctx, "open the jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(row)))
 	submit(t, ctx, "click Cancel", fmt.Sprintf(`button[aria-label="Cancel job %s"]`, id), false)
 	if n := eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Cancelled job "+id) {
 		t.Errorf("notice after Cancel: %q", n)
@@ -73,7 +75,7 @@ func TestJobsPageInBrowser(t *testing.T) {
 		t.Fatalf("queue job after the click: %s%s", r.Stdout, r.Stderr)
 	}
 
-	do(t, ctx, "open the succeeded job's page", chromedp.Navigate(base+"/jobs/"+done), chromedp.WaitVisible(chromedp.CSS(`pre[data-field="result"]`)))
+	browsertest.Do(t, ctx, "open the succeeded job's page", chromedp.Navigate(base+"/jobs/"+done), chromedp.WaitVisible(chromedp.CSS(`pre[data-field="result"]`)))
 	if got := eval[string](t, ctx, `document.querySelector('pre[data-field="result"]').textContent`); !strings.Contains(got, `"slept_ms": 300`) {
 		t.Errorf("the succeeded job's result shows %q", got)
 	}
