@@ -23,17 +23,6 @@ import (
 	"github.com/jetfleet/jetfleet/workers"
 )
 
-// waitJS waits until a JavaScript expression is truthy in the page.
-func waitJS(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond)))
-	if err != nil {
-		t.Fatalf("browser: waiting for %s: %v", what, err)
-	}
-}
-
 // switchable is an HTTP server whose dashboard the test swaps (as a
 // restart with other settings would) and that counts the requests for
 // each path, so a test sees what a page's script asks for.
@@ -109,10 +98,10 @@ func TestRefreshStopsWhenSignedOutOrGone(t *testing.T) {
 		srv.use(old)
 		browsertest.Do(t, ctx, c.name+": sign in", chromedp.Navigate(srv.url+"/jetfleet?token="+oldToken),
 			chromedp.WaitVisible(chromedp.CSS(`tr[data-queue="default"]`)))
-		waitJS(t, ctx, c.name+": a refresh", `document.getElementById("updated").textContent.indexOf("Updated") === 0`, 5*time.Second)
+		browsertest.Wait(t, ctx, c.name+": a refresh", `document.getElementById("updated").textContent.indexOf("Updated") === 0`, 5*time.Second)
 		srv.use(c.then)
 		asked := srv.count(frag)
-		waitJS(t, ctx, c.name+": the page saying "+c.says, `document.body.textContent.indexOf(`+jsString(c.says)+`) >= 0`, 5*time.Second)
+		browsertest.Wait(t, ctx, c.name+": the page saying "+c.says, `document.body.textContent.indexOf(`+jsString(c.says)+`) >= 0`, 5*time.Second)
 		time.Sleep(time.Second) // ten refresh intervals
 		if n := srv.count(frag) - asked; n > 2 {
 			t.Errorf("%s: the page asked %d more times for its fragment; want it to stop at the first answer", c.name, n)
@@ -188,7 +177,7 @@ func TestJobPageStopsRefreshingWhenTheJobFinishes(t *testing.T) {
 	if state := browsertest.Eval[string](t, ctx, `document.querySelector('dd[data-field="state"]').textContent`); !strings.Contains(state, "running") {
 		t.Fatalf("the job's page shows %q, want it running", state)
 	}
-	waitJS(t, ctx, "the job shown succeeded", `document.querySelector('dd[data-field="state"]').textContent.indexOf("succeeded") >= 0`, 10*time.Second)
+	browsertest.Wait(t, ctx, "the job shown succeeded", `document.querySelector('dd[data-field="state"]').textContent.indexOf("succeeded") >= 0`, 10*time.Second)
 	frag := "/jetfleet/fragments/jobs/" + id
 	asked := srv.count(frag)
 	time.Sleep(time.Second) // ten refresh intervals

@@ -69,29 +69,6 @@ const overflowing = `Array.from(document.querySelectorAll("body *")).filter(func
 		" (right " + Math.round(e.getBoundingClientRect().right) + "): " + (e.textContent || "").trim().slice(0, 40);
 }).join("; ") || "none found"`
 
-// eval evaluates a JavaScript expression in the page.
-func eval[T any](t *testing.T, ctx context.Context, expr string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		t.Fatalf("browser: evaluate %s: %v", expr, err)
-	}
-	return v
-}
-
-// waitJS waits until a JavaScript expression is truthy in the page.
-func waitJS(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(100*time.Millisecond)))
-	if err != nil {
-		t.Fatalf("browser: waiting for %s: %v", what, err)
-	}
-}
-
 // queueRow is one row of the dashboard's queue table, as the page shows it.
 type queueRow struct {
 	Queue    string `json:"queue"`

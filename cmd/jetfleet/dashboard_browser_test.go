@@ -52,9 +52,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	checkAccessibility(t, ctx)
 
 	// The live part refreshes in place: a new job shows without a reload.
-	eval[bool](t, ctx, `window.jetfleetMarker = true`)
+	browsertest.Eval[bool](t, ctx, `window.jetfleetMarker = true`)
 	jf("dispatch", "emails", "jetfleet-noop", "{}")
-	waitJS(t, ctx, "ready 4 on emails, shown by the auto-refresh", `window.jetfleetMarker === true &&
+	browsertest.Wait(t, ctx, "ready 4 on emails, shown by the auto-refresh", `window.jetfleetMarker === true &&
 		document.querySelector('tr[data-queue="emails"] [data-field="ready"]').textContent.trim() === "4"`, 20*time.Second)
 
 	retryFromTheList(t, ctx, up, base, failID, until)
@@ -77,7 +77,7 @@ func matchStats(t *testing.T, ctx context.Context, dir string) {
 	t.Helper()
 	eventually(t, 20*time.Second, "the dashboard's queue table equal to `jetfleet queue stats --json`", func() error {
 		want := statsRows(t, dir)
-		got := eval[[]queueRow](t, ctx, readQueueTable)
+		got := browsertest.Eval[[]queueRow](t, ctx, readQueueTable)
 		if !reflect.DeepEqual(got, want) {
 			return fmt.Errorf("dashboard %+v\nqueue stats %+v", got, want)
 		}
@@ -92,15 +92,15 @@ func matchStats(t *testing.T, ctx context.Context, dir string) {
 func checkAccessibility(t *testing.T, ctx context.Context) {
 	t.Helper()
 	browsertest.Do(t, ctx, "press Tab", chromedp.KeyEvent(kb.Tab))
-	if got := eval[string](t, ctx, `document.activeElement.textContent.trim()`); got != "Skip to content" {
+	if got := browsertest.Eval[string](t, ctx, `document.activeElement.textContent.trim()`); got != "Skip to content" {
 		t.Errorf("the first Tab focuses %q, want the skip link", got)
 	}
-	unlabelled := eval[int](t, ctx, `Array.from(document.querySelectorAll("input:not([type=hidden]), select")).filter(function (e) { return e.labels.length === 0; }).length +
+	unlabelled := browsertest.Eval[int](t, ctx, `Array.from(document.querySelectorAll("input:not([type=hidden]), select")).filter(function (e) { return e.labels.length === 0; }).length +
 		Array.from(document.querySelectorAll("button")).filter(function (b) { return !(b.getAttribute("aria-label") || b.textContent.trim()); }).length`)
 	if unlabelled != 0 {
 		t.Errorf("%d form controls without a label or name", unlabelled)
 	}
-	if eval[string](t, ctx, `document.documentElement.lang`) != "en" {
+	if browsertest.Eval[string](t, ctx, `document.documentElement.lang`) != "en" {
 		t.Error("the page has no language")
 	}
 }
@@ -113,10 +113,10 @@ func retryFromTheList(t *testing.T, ctx context.Context, up *proc, base, id stri
 	browsertest.Do(t, ctx, "open the failed jobs", chromedp.Navigate(base+"/failed"), chromedp.WaitVisible(chromedp.CSS(row)))
 	time.Sleep(time.Until(until)) // from now on the job succeeds
 	submit(t, ctx, "click Retry", fmt.Sprintf(`button[aria-label="Retry job %s"]`, id), false)
-	if n := eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Retried 1 job") {
+	if n := browsertest.Eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Retried 1 job") {
 		t.Errorf("notice after Retry: %q", n)
 	}
-	waitJS(t, ctx, "the job gone from the list", fmt.Sprintf(`!document.querySelector(%q)`, row), 10*time.Second)
+	browsertest.Wait(t, ctx, "the job gone from the list", fmt.Sprintf(`!document.querySelector(%q)`, row), 10*time.Second)
 	ran := regexp.MustCompile(`"job_id":"` + regexp.QuoteMeta(id) + `"[^\n]*"message":"job succeeded"`)
 	eventually(t, 30*time.Second, "the retried job running to success", func() error {
 		if !ran.MatchString(up.Stderr.String()) {
@@ -134,7 +134,7 @@ func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base
 	pause := `button[aria-label="Pause queue default"]`
 	browsertest.Do(t, ctx, "open the overview", chromedp.Navigate(base))
 	submit(t, ctx, "pause default with the keyboard", pause, true)
-	waitJS(t, ctx, "default shown as paused", `document.querySelector('tr[data-queue="default"] [data-field="status"]').textContent.trim() === "Paused"`, 10*time.Second)
+	browsertest.Wait(t, ctx, "default shown as paused", `document.querySelector('tr[data-queue="default"] [data-field="status"]').textContent.trim() === "Paused"`, 10*time.Second)
 	for range 3 {
 		jf("dispatch", "default", "jetfleet-noop", "{}")
 	}
@@ -149,12 +149,12 @@ func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base
 	})
 	time.Sleep(time.Second)
 	matchStats(t, ctx, dir)
-	if got := eval[string](t, ctx, `document.querySelector('tr[data-queue="default"] [data-field="ready"]').textContent.trim()`); got != "3" {
+	if got := browsertest.Eval[string](t, ctx, `document.querySelector('tr[data-queue="default"] [data-field="ready"]').textContent.trim()`); got != "3" {
 		t.Fatalf("ready on paused default = %s, want 3 (a worker took from a paused queue?)", got)
 	}
 	resume := `button[aria-label="Resume queue default"]`
 	submit(t, ctx, "click Resume", resume, false)
-	waitJS(t, ctx, "default drained after resuming", `(function () {
+	browsertest.Wait(t, ctx, "default drained after resuming", `(function () {
 		var tr = document.querySelector('tr[data-queue="default"]');
 		return tr.querySelector('[data-field="ready"]').textContent.trim() === "0" &&
 			tr.querySelector('[data-field="in_flight"]').textContent.trim() === "0" &&
@@ -168,13 +168,13 @@ func pauseFromTheOverview(t *testing.T, ctx context.Context, up *proc, dir, base
 func screenshots(t *testing.T, ctx context.Context, base string) {
 	t.Helper()
 	browsertest.Do(t, ctx, "open the overview", chromedp.Navigate(base))
-	waitJS(t, ctx, "bars in the throughput chart", `document.querySelectorAll("svg.chart rect").length > 0`, 45*time.Second)
+	browsertest.Wait(t, ctx, "bars in the throughput chart", `document.querySelectorAll("svg.chart rect").length > 0`, 45*time.Second)
 	save(t, ctx, "dashboard-overview.png")
 	browsertest.Do(t, ctx, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(base),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-queue="default"]`)))
-	if wide := eval[bool](t, ctx, `document.documentElement.scrollWidth > window.innerWidth`); wide {
+	if wide := browsertest.Eval[bool](t, ctx, `document.documentElement.scrollWidth > window.innerWidth`); wide {
 		t.Errorf("on a 390px phone the page scrolls sideways (scrollWidth %d, innerWidth %d); wider than the window: %s",
-			eval[int](t, ctx, `document.documentElement.scrollWidth`), eval[int](t, ctx, `window.innerWidth`), eval[string](t, ctx, overflowing))
+			browsertest.Eval[int](t, ctx, `document.documentElement.scrollWidth`), browsertest.Eval[int](t, ctx, `window.innerWidth`), browsertest.Eval[string](t, ctx, overflowing))
 	}
 	save(t, ctx, "dashboard-overview-phone.png")
 }

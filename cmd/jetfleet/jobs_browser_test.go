@@ -45,23 +45,23 @@ func TestJobsPageInBrowser(t *testing.T) {
 
 	browsertest.Do(t, ctx, "open the jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-job=%q]`, done))))
 	checkAccessibility(t, ctx)
-	eval[bool](t, ctx, `window.jetfleetMarker = true`)
+	browsertest.Eval[bool](t, ctx, `window.jetfleetMarker = true`)
 	id := jf("dispatch", "default", "jetfleet-sleep", `{"ms":60000}`, "--tag", "user:7", "--tag", "order:42")
 	row := fmt.Sprintf(`tr[data-job=%q]`, id)
-	waitJS(t, ctx, "the new job listed as running, with its progress, without a reload", fmt.Sprintf(`window.jetfleetMarker === true &&
+	browsertest.Wait(t, ctx, "the new job listed as running, with its progress, without a reload", fmt.Sprintf(`window.jetfleetMarker === true &&
 		!!document.querySelector('%s[data-state="running"] progress')`, row), 20*time.Second)
-	eval[bool](t, ctx, `document.activeElement.blur(), true`)
+	browsertest.Eval[bool](t, ctx, `document.activeElement.blur(), true`)
 	save(t, ctx, "dashboard-jobs.png")
 
 	browsertest.Do(t, ctx, "open the job's page", chromedp.Navigate(base+"/jobs/"+id), chromedp.WaitVisible(chromedp.CSS(`dd[data-field="state"]`)))
-	waitJS(t, ctx, "the job's page with its progress bar", `!!document.querySelector("progress") &&
+	browsertest.Wait(t, ctx, "the job's page with its progress bar", `!!document.querySelector("progress") &&
 		document.querySelector('dd[data-field="state"]').textContent.indexOf("running on") >= 0 &&
 		document.querySelector('dd[data-field="attempt"]').textContent.trim() === "1 of 3"`, 20*time.Second)
 	save(t, ctx, "dashboard-job.png")
 
 	browsertest.Do(t, ctx, "open the jobs page", chromedp.Navigate(base+"/jobs"), chromedp.WaitVisible(chromedp.CSS(row)))
 	submit(t, ctx, "click Cancel", fmt.Sprintf(`button[aria-label="Cancel job %s"]`, id), false)
-	if n := eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Cancelled job "+id) {
+	if n := browsertest.Eval[string](t, ctx, `document.querySelector(".notice").textContent`); !strings.Contains(n, "Cancelled job "+id) {
 		t.Errorf("notice after Cancel: %q", n)
 	}
 	eventually(t, 10*time.Second, "the worker stopping the job", func() error {
@@ -70,13 +70,13 @@ func TestJobsPageInBrowser(t *testing.T) {
 		}
 		return nil
 	})
-	waitJS(t, ctx, "the job shown as cancelled", fmt.Sprintf(`!!document.querySelector('%s[data-state="cancelled"]')`, row), 20*time.Second)
+	browsertest.Wait(t, ctx, "the job shown as cancelled", fmt.Sprintf(`!!document.querySelector('%s[data-state="cancelled"]')`, row), 20*time.Second)
 	if r := runJF(t, dir, testEnv(), "", "queue", "job", id); !strings.Contains(r.Stdout, "cancelled at") {
 		t.Fatalf("queue job after the click: %s%s", r.Stdout, r.Stderr)
 	}
 
 	browsertest.Do(t, ctx, "open the succeeded job's page", chromedp.Navigate(base+"/jobs/"+done), chromedp.WaitVisible(chromedp.CSS(`pre[data-field="result"]`)))
-	if got := eval[string](t, ctx, `document.querySelector('pre[data-field="result"]').textContent`); !strings.Contains(got, `"slept_ms": 300`) {
+	if got := browsertest.Eval[string](t, ctx, `document.querySelector('pre[data-field="result"]').textContent`); !strings.Contains(got, `"slept_ms": 300`) {
 		t.Errorf("the succeeded job's result shows %q", got)
 	}
 	save(t, ctx, "dashboard-job-succeeded.png")

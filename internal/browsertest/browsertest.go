@@ -75,3 +75,15 @@ func Eval[T any](t testing.TB, ctx context.Context, expr string) T {
 	}
 	return v
 }
+
+// Wait waits until a JavaScript expression is truthy in the page, for at
+// most timeout, failing the test with what when it is not.
+func Wait(t testing.TB, ctx context.Context, what, expr string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if err != nil {
+		t.Fatalf("browser: waiting for %s: %v", what, err)
+	}
+}
