@@ -197,14 +197,21 @@ func (d *Dashboard) postRetryAll(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*readTimeout)
 	defer cancel()
 	n, err := d.in.RetryAll(ctx, bus.FailedFilter{Queue: r.PostFormValue("queue"), Kind: r.PostFormValue("kind")})
-	if err != nil && n == 0 {
+	done := "retried"
+	switch {
+	case err == nil:
+	case errors.Is(err, bus.ErrBatchCancelled) || errors.Is(err, bus.ErrUnknownQueue):
+		// It went through DLQ, leaving the dead letters no worker would
+		// run: the banner says some stay.
+		d.cfg.Logger.Warn().Err(err).Int("retried", n).Msg("dashboard: retry all left the dead letters no worker would run")
+		done = "retried-some"
+	case n == 0:
 		d.actionFailed(w, err)
 		return
-	}
-	if err != nil {
+	default:
 		d.cfg.Logger.Warn().Err(err).Int("retried", n).Msg("dashboard: retry all stopped early")
 	}
-	d.redirectDone(w, r, d.cfg.Prefix+"/failed", "retried", strconv.Itoa(n))
+	d.redirectDone(w, r, d.cfg.Prefix+"/failed", done, strconv.Itoa(n))
 }
 
 // isBadInput reports errors caused by the request: an invalid name, an

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/dashboard"
 	"github.com/jetfleet/jetfleet/workers"
@@ -68,6 +70,31 @@ func TestOverviewShowsTheQueues(t *testing.T) {
 	_, frag, _ := do(t, c, "GET", e.url+"/jetfleet/fragments/overview", nil)
 	if strings.Contains(frag, "<html") || strings.Contains(frag, "<script") {
 		t.Error("the fragment is a whole page")
+	}
+}
+
+// TestRetryAllSaysWhatItLeft: "Retry all" retries what a worker would
+// run and says that the others stay: here a job published on a subject
+// that broke the naming rule, dead-lettered on the queue "unknown".
+func TestRetryAllSaysWhatItLeft(t *testing.T) {
+	e := newEnv(t, dashboard.Config{Open: true})
+	e.deadLetter(t, "high", 1)
+	bad := &bus.Job{ID: "bad-subject", Queue: "unknown", Kind: "unknown", Seq: 1000, Header: nats.Header{}, Body: []byte("{}")}
+	if err := bus.DeadLetter(context.Background(), e.js, bad, bus.Failure{Reason: "subject jobs.high.Bad.Kind breaks the naming rule"}); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	_, page, _ := do(t, c, "GET", e.url+"/jetfleet/failed", nil)
+	code, _, resp := do(t, c, "POST", e.url+"/jetfleet/failed/retry-all", url.Values{"csrf": {csrfOf(t, page)}})
+	if code != http.StatusSeeOther {
+		t.Fatalf("retry all: %d, want 303", code)
+	}
+	_, after, _ := do(t, c, "GET", e.url+resp.Header.Get("Location"), nil)
+	if !strings.Contains(after, "Retried 1 job(s): back on their queues. The others stay here") || !strings.Contains(after, `data-job="bad-subject"`) {
+		t.Errorf("after retry all: want the notice that some stay and bad-subject still listed; page:\n%s", after)
+	}
+	if h := stats(t, e, "high", func(q bus.QueueStats) bool { return q.Ready == 1 }); h.Ready != 1 || h.Failed != 0 {
+		t.Errorf("high after retry all: ready %d, failed %d; want 1 and 0", h.Ready, h.Failed)
 	}
 }
 

@@ -96,6 +96,7 @@ type outcome struct {
 // cannot make the page say a sentence of its own.
 var notices = map[string]outcome{
 	"retried":         {"Retried %s job(s): back on their queues.", isCount},
+	"retried-some":    {"Retried %s job(s): back on their queues. The others stay here: no worker would run them (of a batch cancelled since, or published on a subject that broke the naming rule; jetfleet queue retry all names them).", isCount},
 	"forgotten":       {"Forgot %s failed job(s).", isCount},
 	"paused":          {"Paused queue %s: workers take no new job from it.", isQueueName},
 	"resumed":         {"Resumed queue %s.", isQueueName},
