@@ -408,23 +408,29 @@ const (
 )
 
 func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
+	_, err := d.publishAck(ctx, msg)
+	return err
+}
+
+// publishAck is publish, with JetStream's answer.
+func (d *Dispatcher) publishAck(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	stop := time.Now().Add(noLeaderRetry)
 	var last error
 	for {
-		_, err := d.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+		ack, err := d.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
 		if err == nil {
-			return nil
+			return ack, nil
 		}
 		if last != nil && ctx.Err() != nil {
-			return d.publishError(msg, last) // the cause, not the context's end
+			return nil, d.publishError(msg, last) // the cause, not the context's end
 		}
 		if !errors.Is(err, jetstream.ErrNoStreamResponse) || time.Now().After(stop) {
-			return d.publishError(msg, err)
+			return nil, d.publishError(msg, err)
 		}
 		last = err
 		select {
 		case <-ctx.Done():
-			return d.publishError(msg, last)
+			return nil, d.publishError(msg, last)
 		case <-time.After(noLeaderRetryWait):
 		}
 	}
@@ -450,8 +456,12 @@ func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg, id string, o
 	if err != nil {
 		return err
 	}
-	err = d.publish(ctx, msg)
-	unlock(err)
+	ack, err := d.publishAck(ctx, msg)
+	if err == nil && ack.Duplicate {
+		unlock(errStoredBefore) // the job stored is an earlier one, without this key
+	} else {
+		unlock(err)
+	}
 	if err != nil {
 		return err
 	}

@@ -237,10 +237,19 @@ func (u *uniqueSpec) validate() error {
 	return nil
 }
 
+// errStoredBefore is what unlock is told when JetStream answered that it
+// holds an earlier message of the job's ID (dedupe) and stored nothing:
+// the key this dispatch took names no stored job that will free it (the
+// earlier one finished and freed its key, or carries another key), so it
+// is freed at once. A key found held by the same job ID was not taken by
+// the dispatch, and stays (noUnlock).
+var errStoredBefore = errors.New("bus: an earlier message of this job ID is stored; nothing new was")
+
 // unlockFailed frees a key taken for a job whose publish failed, unless
 // the job may still have been stored (the wait for JetStream's answer
 // ended): then the key stays, and dispatching the same job ID again goes
-// through (the holder is that job).
+// through (the holder is that job). It frees it too when JetStream
+// stored nothing new (errStoredBefore).
 func (d *Dispatcher) unlockFailed(ctx context.Context, token string, rev uint64, perr error) {
 	if perr == nil || errors.Is(perr, context.DeadlineExceeded) || errors.Is(perr, context.Canceled) || errors.Is(perr, nats.ErrTimeout) {
 		return

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -293,6 +294,54 @@ func TestUniqueInABatchAndAgainWithTheSameID(t *testing.T) {
 	var lock bus.UniqueLock
 	if err := json.Unmarshal(entry.Value(), &lock); err != nil || lock.JobID != "first" || !lock.UntilDone || lock.Key != "u" || lock.Kind != "fleet-job" {
 		t.Fatalf("lock = %+v, %v", lock, err)
+	}
+}
+
+// TestAJobIDStoredBeforeLeavesNoKeyHeld: dispatching a job ID JetStream
+// stored before (within its dedupe window) stores nothing new, so a key
+// that dispatch took names no job that will free it: it is freed at once.
+// That is the ID of a job that ran and freed its key, or of a waiting job
+// with another key (which stays held). The holder's own ID with its own
+// key (a dispatch sent again after an unanswered one) keeps the key.
+func TestAJobIDStoredBeforeLeavesNoKeyHeld(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "idle"); err != nil {
+		t.Fatal(err)
+	}
+	held := func(key string) bool {
+		t.Helper()
+		_, err := e.d.Dispatch(ctx, workers.Noop{}, bus.Unique(key, bus.UniqueFor(time.Second)), bus.OnQueue("idle"))
+		if err != nil && !errors.Is(err, bus.ErrDuplicate) {
+			t.Fatal(err)
+		}
+		return err != nil
+	}
+	// A job that ran and freed its key, dispatched again with it.
+	dispatch(t, e, workers.Noop{}, bus.Unique("ran"), bus.JobID("ran-job"), bus.OnQueue("idle"))
+	job := &bus.Job{ID: "ran-job", Header: nats.Header{bus.HeaderUnique: []string{"ran"}}}
+	if err := bus.UnlockUnique(ctx, e.js, job); err != nil { // as a worker does when it ends
+		t.Fatal(err)
+	}
+	dispatch(t, e, workers.Noop{}, bus.Unique("ran"), bus.JobID("ran-job"), bus.OnQueue("idle"))
+	if held("ran") {
+		t.Errorf("the key of a job ID stored before stays held by a job that will never free it")
+	}
+	// A waiting job with key a, dispatched again with key b.
+	dispatch(t, e, workers.Noop{}, bus.Unique("a"), bus.JobID("waiting"), bus.OnQueue("idle"))
+	dispatch(t, e, workers.Noop{}, bus.Unique("b"), bus.JobID("waiting"), bus.OnQueue("idle"))
+	if held("b") {
+		t.Errorf("key b, taken for a job stored before with key a, stays held")
+	}
+	if !held("a") {
+		t.Errorf("key a of the waiting job was freed")
+	}
+	// The holder's own ID and key again: the key stays.
+	dispatch(t, e, workers.Noop{}, bus.Unique("own"), bus.JobID("holder"), bus.OnQueue("idle"))
+	dispatch(t, e, workers.Noop{}, bus.Unique("own"), bus.JobID("holder"), bus.OnQueue("idle"))
+	if !held("own") {
+		t.Errorf("the holder's key was freed when its own dispatch was sent again")
 	}
 }
 
