@@ -1,9 +1,12 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +40,9 @@ type Schedule struct {
 	// Name identifies the schedule; registering a name again replaces it.
 	Name string
 	// Spec is "@every 1m", a cron expression (5 or 6 fields, seconds
-	// first when 6) or @hourly, @daily, @weekly, @monthly, @yearly.
+	// first when 6) or @hourly, @daily, @weekly, @monthly, @yearly, in
+	// the server's form: a 5-field cron gains its seconds field ("0 */5 *
+	// * * *"), a duration its full form ("@every 1h0m0s").
 	Spec string
 	// Queue and Kind say where each run is published.
 	Queue, Kind string
@@ -53,7 +58,9 @@ func scheduleSubject(name string) string { return SchedulePrefix + ".every." + n
 // publishes it on spec's rhythm, with no leader or timer loop in any
 // jetfleet process, and it survives restarts of all of them. Registering
 // the same name again replaces the schedule (a rollup of its subject); it
-// never doubles it. Each run is a job on jobs.<queue>.<kind> whose ID is
+// never doubles it. Registering it again unchanged writes nothing, so the
+// next run stays where it was: registering every schedule at each start
+// of a service is safe. Cron expressions run in UTC. Each run is a job on jobs.<queue>.<kind> whose ID is
 // its JOBS sequence (Inspector.Job and Cancel take it). Delay, At and
 // Unique options are refused.
 func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args, opts ...Option) error {
@@ -105,10 +112,48 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	msg.Header.Set(headerScheduleTarget, target)
 	msg.Header.Set(headerRollup, "sub")
 	d.ensureQueueOf(ctx, msg)
+	if d.scheduledAlready(ctx, msg) {
+		return nil
+	}
 	span := d.startSchedule(ctx, name, msg)
 	err = d.publish(ctx, msg)
 	endSpan(span, err)
 	return err
+}
+
+// scheduledAlready reports whether the schedule msg would write is
+// registered already, unchanged: same spec, target, body and job headers.
+// It is then not written again, since the server counts an "@every"
+// schedule's next run from when its message was stored: a service that
+// registers its schedules at every start, and starts more often than an
+// interval, would otherwise never see a run. When the schedule cannot be
+// read, it is written.
+func (d *Dispatcher) scheduledAlready(ctx context.Context, msg *nats.Msg) bool {
+	s, err := d.js.Stream(ctx, JobsStream)
+	if err != nil {
+		return false
+	}
+	m, err := s.GetLastMsgForSubject(ctx, msg.Subject)
+	if err != nil || !bytes.Equal(m.Data, msg.Data) {
+		return false
+	}
+	return maps.EqualFunc(scheduleHeaders(m.Header), scheduleHeaders(msg.Header), slices.Equal[[]string])
+}
+
+// scheduleHeaders is what of h makes a schedule: its spec and target and
+// the job's own headers, without the other Nats-* headers and the trace
+// context of the registering call.
+func scheduleHeaders(h nats.Header) nats.Header {
+	out := nats.Header{}
+	for k, v := range h {
+		switch {
+		case k == headerSchedule, k == headerScheduleTarget:
+		case strings.HasPrefix(k, "Nats-"), strings.EqualFold(k, "traceparent"), strings.EqualFold(k, "tracestate"):
+			continue
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // periodicTarget is where the scheduler publishes each run of the periodic

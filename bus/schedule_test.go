@@ -127,6 +127,58 @@ func TestPeriodicJobFiresAndReRegisteringReplacesIt(t *testing.T) {
 	}
 }
 
+// TestRegisteringAnUnchangedScheduleKeepsItsRhythm: a service registers
+// its schedules at every start; registering a schedule again unchanged
+// writes nothing, so an "@every" schedule's next run, which the server
+// counts from when its message was stored, is not pushed back. A change
+// (spec, body, settings) replaces it.
+func TestRegisteringAnUnchangedScheduleKeepsItsRhythm(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	stored := func() uint64 {
+		t.Helper()
+		s, err := js.Stream(ctx, bus.JobsStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.GetLastMsgForSubject(ctx, bus.SchedulePrefix+".every.hourly")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Sequence
+	}
+	register := func(spec string, user int64, opts ...bus.Option) {
+		t.Helper()
+		if err := d.Schedule(ctx, "hourly", spec, welcomeEmail{UserID: user}, opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("@every 1h", 1, bus.Tries(2))
+	first := stored()
+	register("@every 1h", 1, bus.Tries(2))
+	if again := stored(); again != first {
+		t.Fatalf("the unchanged schedule was written again (sequence %d, then %d): its next run moved", first, again)
+	}
+	last := first
+	for _, c := range []struct {
+		what   string
+		change func()
+	}{
+		{"spec", func() { register("@every 2h", 1, bus.Tries(2)) }},
+		{"body", func() { register("@every 2h", 2, bus.Tries(2)) }},
+		{"settings", func() { register("@every 2h", 2, bus.Tries(3)) }},
+	} {
+		what := c.what
+		c.change()
+		if now := stored(); now == last {
+			t.Errorf("a schedule whose %s changed was not replaced", what)
+		} else {
+			last = now
+		}
+	}
+}
+
 // TestPeriodicRunIsFoundAndCancelledBySequence: each run of a periodic
 // job has its JOBS sequence as its ID, so a run still waiting for a
 // worker (none runs here) is found by that ID, as ready, and cancelling it
