@@ -116,9 +116,26 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 		return nil
 	}
 	span := d.startSchedule(ctx, name, msg)
-	err = d.publish(ctx, msg)
+	err = refusedSpec(spec, d.publish(ctx, msg))
 	endSpan(span, err)
 	return err
+}
+
+// errCodeBadSchedule is the JetStream API error of a schedule pattern the
+// server refuses ("message schedules pattern is invalid").
+const errCodeBadSchedule = 10189
+
+// refusedSpec turns the server's refusal of spec, which schedulePattern
+// checks only in form (a field's values are the server's to judge), into
+// an error wrapping ErrInvalid that names the spec; other errors pass.
+func refusedSpec(spec string, err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeBadSchedule {
+		return err
+	}
+	return fmt.Errorf("%w: schedule spec %q: the server refuses it (%s); nothing was stored: want @every <duration> (at least 1s), "+
+		"@hourly, @daily, @weekly, @monthly, @yearly, or a cron expression of 5 fields (or 6, seconds first) whose values are in range, "+
+		"in UTC (no time zone prefix)", ErrInvalid, spec, apiErr.Description)
 }
 
 // scheduledAlready reports whether the schedule msg would write is

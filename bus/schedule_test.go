@@ -323,6 +323,9 @@ func TestScheduleValidation(t *testing.T) {
 		"@every 10ms":  "at least 1s",
 		"@fortnightly": "unknown shortcut",
 		"* * *":        "has 3 fields",
+		// In form, but values the server refuses: the error names the spec.
+		"61 * * * *":                      `schedule spec "61 * * * *": the server refuses it`,
+		"CRON_TZ=Europe/Berlin 0 3 * * *": `the server refuses it`,
 	} {
 		err := d.Schedule(ctx, "x", spec, welcomeEmail{})
 		if !errors.Is(err, bus.ErrInvalid) || !strings.Contains(err.Error(), want) {

@@ -91,7 +91,11 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer closeConn()
-	if err := d.ScheduleJSON(ctx, name, spec, kind, body, append(opts, bus.OnQueue(queue))...); err != nil {
+	err = d.ScheduleJSON(ctx, name, spec, kind, body, append(opts, bus.OnQueue(queue))...)
+	if errors.Is(err, bus.ErrInvalid) { // a spec whose values the server refuses
+		return usageError(fs, "%s", invalidText(err))
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "scheduled %s: %s -> jobs.%s.%s\n", name, spec, queue, kind)

@@ -73,6 +73,15 @@ func TestScheduleAddListRemove(t *testing.T) {
 		strings.Contains(r.Stderr, "invalid job") {
 		t.Fatalf("bad spec: exit %d, stderr %q", r.Code, r.Stderr)
 	}
+	// In form, but a value the server refuses: a usage error too, naming
+	// the spec, and nothing stored.
+	if r = jf("", "add", "bad", "61 * * * *", "default", "k", "{}"); r.Code != 2 || !strings.Contains(r.Stderr, `schedule spec "61 * * * *": the server refuses it`) ||
+		strings.Contains(r.Stderr, "not acknowledged") || !strings.Contains(r.Stderr, "Usage:") {
+		t.Fatalf("spec the server refuses: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	if r = mustOK(jf("", "ls")); strings.Contains(r.Stdout, "bad") {
+		t.Fatalf("the refused schedule is listed:\n%s", r.Stdout)
+	}
 	if r = jf("", "frobnicate"); r.Code != 2 || !strings.Contains(r.Stderr, `unknown subcommand "frobnicate"`) {
 		t.Fatalf("unknown subcommand: exit %d, stderr %q", r.Code, r.Stderr)
 	}
