@@ -81,7 +81,8 @@ type Job[T bus.Args] struct {
 }
 
 // Waiting returns every job of T's kind waiting in JOBS, ready or
-// delayed, oldest first: those no worker has taken yet. It fails the test
+// delayed, oldest first: those no worker has settled yet (a job a worker
+// has run stays a moment after its ack; see RequireNotDispatched). It fails the test
 // when JOBS cannot be read or a job's body does not decode into T.
 func Waiting[T bus.Args](tb TB, js jetstream.JetStream) []Job[T] {
 	tb.Helper()
@@ -133,13 +134,29 @@ func RequireDispatched[T bus.Args](tb TB, js jetstream.JetStream) Job[T] {
 }
 
 // RequireNotDispatched fails the test when a job of T's kind waits in
-// JOBS.
+// JOBS. A job a worker has just run leaves JOBS a moment after its ack
+// reaches the server (the server removes it on its own time, even once
+// Run has returned), so jobs found are looked for again for up to
+// settleWait before the test fails.
 func RequireNotDispatched[T bus.Args](tb TB, js jetstream.JetStream) {
 	tb.Helper()
-	if jobs := Waiting[T](tb, js); len(jobs) > 0 {
-		tb.Fatalf("jetfleettest: %d job(s) of kind %s dispatched, want none; the newest: %s on queue %s", len(jobs), jobs[0].Args.Kind(), jobs[len(jobs)-1].ID, jobs[len(jobs)-1].Queue)
+	deadline := time.Now().Add(settleWait)
+	for {
+		jobs := Waiting[T](tb, js)
+		if len(jobs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("jetfleettest: %d job(s) of kind %s dispatched, want none; the newest: %s on queue %s", len(jobs), jobs[0].Args.Kind(), jobs[len(jobs)-1].ID, jobs[len(jobs)-1].Queue)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// settleWait is how long RequireNotDispatched gives acked jobs to leave
+// JOBS.
+const settleWait = 2 * time.Second
 
 // jobOf reads m as a job of kind: a ready one on jobs.<queue>.<kind>[.<id>]
 // or a delayed one whose schedule targets such a subject.

@@ -94,11 +94,47 @@ func TestRequireDispatched(t *testing.T) {
 	if err := w.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := jetfleettest.Waiting[welcome](t, js); len(got) != 1 || got[0].ID != bob {
-		t.Errorf("after the worker: %+v; want only bob's delayed job", got)
+	// The acked jobs leave JOBS a moment after Run returns.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := jetfleettest.Waiting[welcome](t, js)
+		if len(got) == 1 && got[0].ID == bob {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the worker: %+v; want only bob's delayed job", got)
+		}
 	}
 	jetfleettest.RequireNotDispatched[invoice](t, js)
 	if msg := fails(t, func(tb jetfleettest.TB) { jetfleettest.RequireDispatched[invoice](tb, js) }); !strings.Contains(msg, "no job of kind invoice was dispatched") {
 		t.Errorf("RequireDispatched with none waiting: %q", msg)
+	}
+}
+
+// A job a worker has just run leaves JOBS a moment after its ack, even
+// once Run has returned: RequireNotDispatched gives it that moment
+// instead of failing the test (here the job is removed 300 ms later).
+func TestRequireNotDispatchedWaitsForAJobOnItsWayOut(t *testing.T) {
+	t.Parallel()
+	js := jetfleettest.Connect(t, jetfleettest.StartNATS(t))
+	ctx := context.Background()
+	if err := bus.Provision(ctx, js, bus.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Dispatch(ctx, invoice{Order: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, bus.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := make(chan error, 1)
+	time.AfterFunc(300*time.Millisecond, func() { removed <- s.Purge(ctx) })
+	jetfleettest.RequireNotDispatched[invoice](t, js)
+	if err := <-removed; err != nil {
+		t.Fatal(err)
 	}
 }
