@@ -37,6 +37,11 @@ func ValidateName(what, name string) error { return wire.ValidateName(what, name
 // The error wraps ErrInvalid. Dispatch also refuses IDs over 256 bytes.
 func ValidateJobID(id string) error { return wire.ValidateJobID(id) }
 
+// ValidateTag checks a tag against the rule Tags applies: 1 to MaxTagLen
+// bytes of printable ASCII without spaces, '.', '*', '>' and ','. The
+// error wraps ErrInvalid.
+func ValidateTag(tag string) error { return wire.ValidateTag(tag) }
+
 // ParseDuration reads a duration as the Jetfleet-Timeout header carries
 // it: a Go duration ("1m30s") or seconds ("90").
 func ParseDuration(v string) (time.Duration, error) { return wire.ParseDuration(v) }

@@ -190,13 +190,16 @@ func periodicTarget(msg *nats.Msg) (string, error) {
 // expressions of 5 fields get a leading seconds field of 0.
 func schedulePattern(spec string) (string, error) {
 	spec = strings.TrimSpace(spec)
+	bad := func(reason string) (string, error) {
+		return "", fmt.Errorf("%w: schedule spec %q: %s", ErrInvalid, spec, reason)
+	}
 	switch {
 	case spec == "":
 		return "", fmt.Errorf("%w: schedule spec is empty", ErrInvalid)
 	case strings.HasPrefix(spec, "@every "):
 		d, err := time.ParseDuration(strings.TrimSpace(spec[len("@every "):]))
 		if err != nil || d < time.Second {
-			return "", fmt.Errorf("%w: schedule %q: @every needs a duration of at least 1s", ErrInvalid, spec)
+			return bad("@every needs a duration of at least 1s, like @every 1m")
 		}
 		return "@every " + d.String(), nil
 	case strings.HasPrefix(spec, "@"):
@@ -204,16 +207,28 @@ func schedulePattern(spec string) (string, error) {
 		case "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly":
 			return spec, nil
 		}
-		return "", fmt.Errorf("%w: schedule %q: unknown shortcut (use @every <duration>, @hourly, @daily, @weekly, @monthly or @yearly)", ErrInvalid, spec)
+		return bad("unknown shortcut (use @every <duration>, @hourly, @daily, @weekly, @monthly or @yearly)")
 	}
 	switch n := len(strings.Fields(spec)); n {
 	case 5:
 		return "0 " + spec, nil
 	case 6:
 		return spec, nil
+	case 1:
+		return bad(`has 1 field; want "@every 1m", a shortcut like @hourly, or a cron expression of 5 fields (or 6 with seconds first)`)
 	default:
-		return "", fmt.Errorf("%w: schedule %q has %d fields; a cron expression has 5 (or 6 with seconds first)", ErrInvalid, spec, n)
+		return bad(fmt.Sprintf(`has %d fields; want "@every 1m", a shortcut like @hourly, or a cron expression of 5 fields (or 6 with seconds first)`, n))
 	}
+}
+
+// ValidateScheduleSpec checks the form of spec as Schedule does, before
+// anything is sent: "@every D" with D at least 1s, a shortcut (@hourly,
+// @daily, …) or a cron expression of 5 or 6 fields (the server judges the
+// fields' values). Its error wraps ErrInvalid and, after `schedule spec
+// "<spec>": `, says what is wrong.
+func ValidateScheduleSpec(spec string) error {
+	_, err := schedulePattern(spec)
+	return err
 }
 
 // Unschedule removes the periodic job name. Removing a name that does not

@@ -232,14 +232,4 @@ func ago(now, t time.Time) string {
 // bus.MaxTagLen bytes of printable ASCII without spaces, '.', '*', '>'
 // or ','), so that the listing of its jobs takes it. A job published
 // without bus may carry others; they are shown, not linked.
-func validTag(tag string) bool {
-	if tag == "" || len(tag) > bus.MaxTagLen {
-		return false
-	}
-	for i := 0; i < len(tag); i++ {
-		if c := tag[i]; c <= ' ' || c >= 0x7f || c == '.' || c == '*' || c == '>' || c == ',' {
-			return false
-		}
-	}
-	return true
-}
+func validTag(tag string) bool { return bus.ValidateTag(tag) == nil }

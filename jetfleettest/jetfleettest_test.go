@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/jetfleettest"
 	"github.com/jetfleet/jetfleet/workers"
@@ -58,13 +60,7 @@ func TestRequireDispatched(t *testing.T) {
 	jetfleettest.RequireNotDispatched[welcome](t, js) // no JOBS stream yet: nothing dispatched
 
 	ctx := context.Background()
-	if err := bus.Provision(ctx, js, bus.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	d, err := bus.NewDispatcher(js, bus.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := provision(t, js)
 	if _, err := d.Dispatch(ctx, welcome{User: "ann"}); err != nil {
 		t.Fatal(err)
 	}
@@ -117,13 +113,7 @@ func TestRequireNotDispatchedWaitsForAJobOnItsWayOut(t *testing.T) {
 	t.Parallel()
 	js := jetfleettest.Connect(t, jetfleettest.StartNATS(t))
 	ctx := context.Background()
-	if err := bus.Provision(ctx, js, bus.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	d, err := bus.NewDispatcher(js, bus.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := provision(t, js)
 	if _, err := d.Dispatch(ctx, invoice{Order: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -137,4 +127,17 @@ func TestRequireNotDispatchedWaitsForAJobOnItsWayOut(t *testing.T) {
 	if err := <-removed; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// provision makes the streams and returns a Dispatcher on js.
+func provision(t *testing.T, js jetstream.JetStream) *bus.Dispatcher {
+	t.Helper()
+	if err := bus.Provision(context.Background(), js, bus.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -103,28 +102,14 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 }
 
 // checkSpec checks the form of a schedule's <spec> before `schedule add`
-// connects, as bus's Dispatcher.Schedule does (which checks it again, and
-// the server its cron fields): "@every D" with D at least 1s, a shortcut
-// (@hourly...), or a cron expression of 5 or 6 fields.
+// connects (bus.ValidateScheduleSpec; the server judges its cron fields'
+// values) and returns what is wrong with it.
 func checkSpec(spec string) error {
-	spec = strings.TrimSpace(spec)
-	if every, ok := strings.CutPrefix(spec, "@every "); ok {
-		if d, err := time.ParseDuration(strings.TrimSpace(every)); err != nil || d < time.Second {
-			return errors.New("@every needs a duration of at least 1s, like @every 1m")
-		}
+	err := bus.ValidateScheduleSpec(spec)
+	if err == nil {
 		return nil
 	}
-	if strings.HasPrefix(spec, "@") {
-		switch spec {
-		case "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly":
-			return nil
-		}
-		return errors.New("unknown shortcut (use @every <duration>, @hourly, @daily, @weekly, @monthly or @yearly)")
-	}
-	if n := len(strings.Fields(spec)); n != 5 && n != 6 {
-		return fmt.Errorf("has %d %s; want \"@every 1m\", a shortcut like @hourly, or a cron expression of 5 fields (or 6 with seconds first)", n, plural(n, "field", "fields"))
-	}
-	return nil
+	return errors.New(strings.TrimPrefix(invalidText(err), fmt.Sprintf("schedule spec %q: ", strings.TrimSpace(spec))))
 }
 
 // scheduleDispatcher connects for ls and rm, which never provision: with no

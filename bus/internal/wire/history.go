@@ -130,7 +130,7 @@ func HistoryStreamConfig(t Topology) jetstream.StreamConfig {
 func ValidateTags(tags []string) ([]string, error) {
 	var out []string
 	for _, tag := range tags {
-		if err := validateTag(tag); err != nil {
+		if err := ValidateTag(tag); err != nil {
 			return nil, err
 		}
 		dup := false
@@ -147,7 +147,10 @@ func ValidateTags(tags []string) ([]string, error) {
 	return out, nil
 }
 
-func validateTag(tag string) error {
+// ValidateTag checks one tag against the rule: 1 to MaxTagLen bytes of
+// printable ASCII without spaces, '.', '*', '>' and ','. The error wraps
+// ErrInvalid.
+func ValidateTag(tag string) error {
 	if tag == "" {
 		return fmt.Errorf("%w: a tag is empty", ErrInvalid)
 	}
