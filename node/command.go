@@ -19,7 +19,7 @@ import (
 
 // Main runs the program as a node of app and exits with its status:
 //
-//	<name> serve    [--listen :8080] [--drain-delay 5s] [--grace 30s] [--nats-down-after 15s] [--agent-listen addr] [--data ./data]
+//	<name> serve    [--listen 127.0.0.1:8080] [--drain-delay 5s] [--grace 30s] [--nats-down-after 15s] [--agent-listen addr] [--data ./data]
 //	<name> work     [--queue high,default] [--concurrency 10] [--tries 3] ... (every `jetfleet work` flag)
 //	<name> migrate  apply App.Migrations to the DB_* database
 //
@@ -106,13 +106,15 @@ func RunCommand(ctx context.Context, app App, name string, args []string, cfg Co
 }
 
 // DefaultHTTPListen is the address `serve` listens on when --listen is not
-// given; JETFLEET_HTTP_DEFAULT_LISTEN replaces it.
-const DefaultHTTPListen = ":8080"
+// given: loopback, so a node is offered to the network only when told to
+// (--listen :8080 behind a balancer). JETFLEET_HTTP_DEFAULT_LISTEN
+// replaces it.
+const DefaultHTTPListen = "127.0.0.1:8080"
 
 func runServe(ctx context.Context, app App, prog string, args []string, cfg Config) error {
-	fs := NewFlagSet(cfg.Stderr, prog, "serve", "serve [--listen :8080] [--drain-delay 5s] [--grace 30s] [--nats-down-after 15s] [--agent-listen addr] [--data ./data]\n\n"+
+	fs := NewFlagSet(cfg.Stderr, prog, "serve", "serve [--listen 127.0.0.1:8080] [--drain-delay 5s] [--grace 30s] [--nats-down-after 15s] [--agent-listen addr] [--data ./data]\n\n"+
 		serveSummary(app))
-	listen := fs.String("listen", cmp.Or(cfg.Getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), DefaultHTTPListen), "HTTP address")
+	listen := fs.String("listen", cmp.Or(cfg.Getenv("JETFLEET_HTTP_DEFAULT_LISTEN"), DefaultHTTPListen), "HTTP address (loopback by default; :8080 for every interface, as a node behind a balancer needs)")
 	drainDelay := fs.Duration("drain-delay", 5*time.Second, "after SIGTERM, how long /up answers 503 while requests are still served, so the balancer takes the node out (0: none)")
 	grace := fs.Duration("grace", 30*time.Second, "then, how long in-flight requests may take to finish")
 	natsDown := fs.Duration("nats-down-after", DefaultNATSDownAfter, "how long NATS or the session bucket may fail (a leader election) before /up answers 503; until then it says degraded")

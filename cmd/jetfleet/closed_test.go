@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // getStatus is the status of a GET of u with the headers given as
@@ -87,5 +89,24 @@ func TestUpIsClosedByDefault(t *testing.T) {
 	}
 	if code := getStatus(t, local+"/jetfleet", "Authorization", "Bearer "+token); code != http.StatusOK {
 		t.Errorf("dashboard with the token: %d, want 200", code)
+	}
+}
+
+// TestServeIsLoopbackByDefault: `serve` (jetfleet's, and every service's
+// through package node) listens on loopback unless --listen says
+// otherwise; a node behind a balancer on another machine is started with
+// --listen :8080.
+func TestServeIsLoopbackByDefault(t *testing.T) {
+	help := runJF(t, t.TempDir(), testEnv(), "", "serve", "--help")
+	const want = `(default "127.0.0.1:8080")`
+	if !strings.Contains(help.Stderr, "-listen string") || !strings.Contains(help.Stderr, want) {
+		t.Fatalf("serve --help lacks -listen %s:\n%s", want, help.Stderr)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", node.DefaultHTTPListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !node.LoopbackOnly(addr) {
+		t.Errorf("serve's default address %s can be reached from other machines", node.DefaultHTTPListen)
 	}
 }
