@@ -48,6 +48,7 @@ func ExampleIdempotency() {
 	for range 2 {
 		req, _ := http.NewRequest("POST", web.URL+"/orders", strings.NewReader(`{"book":42}`))
 		req.Header.Set("Idempotency-Key", "0b6f7c52-0f5e-4d1e-8a33-9d1c2e7b4a10")
+		req.Header.Set("Authorization", "Bearer ann") // keys are kept per session or credentials
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			fmt.Println(err)

@@ -32,6 +32,10 @@ const (
 	DefaultIdempotencyResponse = 256 << 10 // bytes of a stored response body
 	DefaultIdempotencyMaxBytes = 256 << 20 // bytes of the whole bucket
 	DefaultIdempotencyBodyHash = 64 << 20  // bytes of a request body in its fingerprint
+
+	// MinIdempotencyLease is the shortest Lease: the marker is renewed
+	// every third of it, each renewal a write to the bucket.
+	MinIdempotencyLease = 300 * time.Millisecond
 )
 
 // Response headers the middleware sets.
@@ -79,7 +83,10 @@ type IdempotencyConfig struct {
 	MaxBodyHash int64
 	// Scope says whose keys a request's keys are. Default: the value of
 	// the cookie named ScopeCookie and the Authorization header, so two
-	// users (sessions) never share a key.
+	// sessions (or credentials) never share a key: a user who signs in
+	// again has a new session, and new keys. A request whose Scope is ""
+	// (the default: neither the cookie nor Authorization) is served
+	// without a record, as if it had no key.
 	Scope func(*http.Request) string
 	// ScopeCookie is the session cookie of the default Scope.
 	ScopeCookie string
@@ -106,7 +113,11 @@ func (c IdempotencyConfig) withDefaults() IdempotencyConfig {
 			if c, err := r.Cookie(cookie); err == nil && cookie != "" {
 				v = c.Value
 			}
-			return v + "\x00" + r.Header.Get("Authorization")
+			auth := r.Header.Get("Authorization")
+			if v == "" && auth == "" {
+				return ""
+			}
+			return v + "\x00" + auth
 		}
 	}
 	if c.Now == nil {
@@ -137,6 +148,9 @@ func IdempotencyConfigFromEnv(getenv func(string) string) (cfg IdempotencyConfig
 	}
 	if cfg.TTL < 0 || cfg.Lease < 0 {
 		return cfg, false, errors.New("JETFLEET_IDEMPOTENCY_TTL and JETFLEET_IDEMPOTENCY_LEASE cannot be 0")
+	}
+	if cfg.Lease > 0 && cfg.Lease < MinIdempotencyLease {
+		return cfg, false, fmt.Errorf("JETFLEET_IDEMPOTENCY_LEASE=%s is too short: at least %s (it is renewed every third of it)", cfg.Lease, MinIdempotencyLease)
 	}
 	resp, err := envBytes(getenv, "JETFLEET_IDEMPOTENCY_MAX_RESPONSE")
 	if err != nil {
@@ -176,6 +190,9 @@ func NewIdempotency(ctx context.Context, js jetstream.JetStream, cfg Idempotency
 	cfg = cfg.withDefaults()
 	if cfg.MaxResponseBytes < 0 || cfg.MaxBytes < 0 || cfg.Lease < 0 || cfg.TTL < 0 {
 		return nil, errors.New("node: IdempotencyConfig: sizes and durations cannot be negative")
+	}
+	if cfg.Lease < MinIdempotencyLease {
+		return nil, fmt.Errorf("node: IdempotencyConfig: Lease %s is too short: at least %s", cfg.Lease, MinIdempotencyLease)
 	}
 	ctx, cancel := context.WithTimeout(ctx, bucketSettle)
 	defer cancel()
@@ -276,11 +293,20 @@ func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if msg := checkKey(values); msg != "" {
+		key, msg := checkKey(values)
+		if msg != "" {
 			http.Error(w, msg, http.StatusBadRequest)
 			return
 		}
-		keys, err := deriveKeys(m.cfg.Scope(r), values[0])
+		scope := m.cfg.Scope(r)
+		if scope == "" {
+			// Nobody to keep the key for: anonymous clients would share
+			// it (and one get another's response), and could fill the
+			// bucket.
+			next.ServeHTTP(w, r)
+			return
+		}
+		keys, err := deriveKeys(scope, key)
 		if err != nil {
 			http.Error(w, "idempotency: "+err.Error(), http.StatusInternalServerError)
 			return
@@ -324,12 +350,12 @@ func (m *Idempotency) unavailable(w http.ResponseWriter, r *http.Request, err er
 // replay sends a stored response again, once the repeat's body matches
 // the first's.
 func (m *Idempotency) replay(w http.ResponseWriter, r *http.Request, rec *idemRecord) {
-	fp, err := bodyFingerprint(w, r, m.cfg.MaxBodyHash)
+	same, err := matches(rec.Fingerprint, w, r)
 	if err != nil {
 		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if rec.Fingerprint != "" && fp != rec.Fingerprint {
+	if !same {
 		http.Error(w, "Idempotency-Key was already used with a different request body", http.StatusUnprocessableEntity)
 		return
 	}

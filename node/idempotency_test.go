@@ -1,14 +1,17 @@
 package node_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -48,12 +51,19 @@ type reply struct {
 }
 
 // post sends method url with body and the Idempotency-Key key (none when
-// empty), plus extra header lines "Name: value".
+// empty), plus extra header lines "Name: value"; without a Cookie or
+// Authorization line among them it is signed in as ann
+// (Authorization: Bearer ann), since keys are kept for someone.
 func post(t *testing.T, method, url, key, body string, extra ...string) reply {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(extra, func(h string) bool {
+		return strings.HasPrefix(h, "Cookie:") || strings.HasPrefix(h, "Authorization:")
+	}) {
+		req.Header.Set("Authorization", "Bearer ann")
 	}
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
@@ -155,8 +165,10 @@ func TestIdempotencyRejectsMalformedKeys(t *testing.T) {
 		{[]string{"has space in it"}, `has ' ' at byte 3`},
 		{[]string{"semi;colon-key"}, `has ';' at byte 4`},
 		{[]string{"first-key-1", "second-key-2"}, "not several"},
+		{[]string{"ключключключ"}, `has 'к' at byte 0`},
 	} {
 		req, _ := http.NewRequest("POST", url+"/orders", strings.NewReader("x"))
+		req.Header.Set("Authorization", "Bearer ann")
 		for _, k := range c.keys {
 			req.Header.Add("Idempotency-Key", k)
 		}
@@ -412,6 +424,7 @@ func TestIdempotencyKeyOfAKilledNodeIsTakenOver(t *testing.T) {
 	go func() {
 		req, _ := http.NewRequest("POST", "http://"+addr+"/orders", strings.NewReader("2 books"))
 		req.Header.Set("Idempotency-Key", key1)
+		req.Header.Set("Authorization", "Bearer ann")
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
@@ -583,5 +596,176 @@ func TestIdempotencyBucketOpensOnceTheClusterAnswers(t *testing.T) {
 		t.Logf("opened %s after the start, with two of three nodes down for the first 6 s", time.Since(began).Round(100*time.Millisecond))
 	case <-time.After(30 * time.Second):
 		t.Fatal("not opened 30 s after the nodes came back")
+	}
+}
+
+// A key in the IETF draft's form, a structured-field string ("..."), is
+// the key without its quotes.
+func TestIdempotencyTakesAQuotedKey(t *testing.T) {
+	o := &orders{}
+	url := idemServer(t, nil, node.IdempotencyConfig{}, o)
+	post(t, "POST", url+"/orders", `"`+key1+`"`, "2 books")
+	again := post(t, "POST", url+"/orders", key1, "2 books")
+	if again.status != 201 || again.header.Get("Idempotent-Replayed") != "true" || o.n.Load() != 1 {
+		t.Fatalf("the key quoted, then bare: %d %v, %d orders", again.status, again.header, o.n.Load())
+	}
+}
+
+// Requests with neither the session cookie nor Authorization have nobody
+// to keep a key for: two anonymous clients sending the same key must not
+// get each other's response, nor fill the bucket. They run, unrecorded.
+func TestIdempotencyServesAnonymousRequestsWithoutARecord(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.Start(t).ClientURL())
+	o := &orders{}
+	url := idemServer(t, js, node.IdempotencyConfig{ScopeCookie: "sid"}, o)
+	first := post(t, "POST", url+"/orders", key1, "x", "Cookie: other=1")
+	second := post(t, "POST", url+"/orders", key1, "x", "Cookie: other=2")
+	if first.body != "order 1 for x" || second.body != "order 2 for x" || second.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("two anonymous clients with one key: %q, then %q %v", first.body, second.body, second.header)
+	}
+	kv, err := js.KeyValue(context.Background(), node.DefaultIdempotencyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := kv.ListKeys(context.Background()); err != nil {
+		t.Fatal(err)
+	} else {
+		for k := range keys.Keys() {
+			t.Errorf("an anonymous request left a record: %s", k)
+		}
+	}
+}
+
+// A 401 or a 419 (CSRF token expired) is answered before the request did
+// anything, and says to try again: it is not stored.
+func TestIdempotencyDoesNotStoreSignInAndCSRFRefusals(t *testing.T) {
+	for _, status := range []int{http.StatusUnauthorized, 419} {
+		var calls atomic.Int64
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				w.WriteHeader(status)
+				return
+			}
+			w.WriteHeader(http.StatusCreated)
+		})
+		url := idemServer(t, nil, node.IdempotencyConfig{}, h)
+		post(t, "POST", url+"/x", key1, "a")
+		if got := post(t, "POST", url+"/x", key1, "a"); got.status != 201 || got.header.Get("Idempotent-Replayed") != "" {
+			t.Errorf("retry after a %d: %d %v, want the request run again", status, got.status, got.header)
+		}
+	}
+}
+
+// keyedBody sends a keyed POST to base+path whose body is the first
+// bytes and 300 KiB more, then nothing (its Content-Length promises 3
+// MiB), and returns the status line the server answered with before the
+// client sent any more, or "" after 3 s without one. (net/http itself
+// reads up to 256 KiB of what a handler left unread of a wrapped body.)
+func keyedBody(t *testing.T, base, path, first string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer ann\r\nIdempotency-Key: %s\r\nContent-Length: %d\r\n\r\n%s",
+		path, key1, 3<<20, first+strings.Repeat("z", 300<<10))
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Logf("no answer: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// A key must not make a node read what the handler refused: a 413 after
+// the first bytes is answered at once (not after the middleware read the
+// other 3 MiB the client promised, or waited for them), and its repeat is
+// compared on those bytes only.
+func TestIdempotencyReadsNoMoreOfARefusedBodyThanItsHandler(t *testing.T) {
+	var calls atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		io.CopyN(io.Discard, r.Body, 10)
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	base := idemServer(t, nil, node.IdempotencyConfig{}, h)
+	const want = "HTTP/1.1 413 Request Entity Too Large"
+	if got := keyedBody(t, base, "/upload", "0123456789"); got != want {
+		t.Fatalf("first: %q, want %q without the rest of the body", got, want)
+	}
+	if got := keyedBody(t, base, "/upload", "0123456789"); got != want {
+		t.Fatalf("repeat: %q, want the 413 replayed without the rest of the body", got)
+	}
+	if got := post(t, "POST", base+"/upload", key1, "01234567xx"); got.status != 422 {
+		t.Fatalf("repeat differing in what the handler read: %d %q, want 422", got.status, got.body)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times", n)
+	}
+}
+
+// multipartBody is an upload of one file as curl -F sends it: with a
+// boundary of its own.
+func multipartBody(t *testing.T, boundary, content string) (body, contentType string) {
+	t.Helper()
+	var b strings.Builder
+	mw := multipart.NewWriter(&b)
+	if err := mw.SetBoundary(boundary); err != nil {
+		t.Fatal(err)
+	}
+	fw, err := mw.CreateFormFile("images", "lamp.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(fw, content)
+	mw.Close()
+	return b.String(), mw.FormDataContentType()
+}
+
+// Clients pick a new multipart boundary for every send, retries included:
+// a retried upload is the same request, another file is not.
+func TestIdempotencyReplaysAnUploadSentWithANewBoundary(t *testing.T) {
+	var calls atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseMultipartForm(1 << 20); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, "upload %d", calls.Add(1))
+	})
+	url := idemServer(t, nil, node.IdempotencyConfig{}, h) + "/upload"
+	send := func(boundary, content string) reply {
+		body, ct := multipartBody(t, boundary, content)
+		return post(t, "POST", url, key1, body, "Content-Type: "+ct, "Authorization: Bearer ann")
+	}
+	image := strings.Repeat("\x89PNG", 20000)
+	if got := send("first-boundary-1a2b3c", image); got.status != 202 || got.body != "upload 1" {
+		t.Fatalf("first: %d %q", got.status, got.body)
+	}
+	if got := send("------------------------retry7f9e8d7c6b5a4", image); got.status != 202 || got.body != "upload 1" || got.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the same file with a new boundary: %d %q %v, want the first answer replayed", got.status, got.body, got.header)
+	}
+	if got := send("third-boundary-ffff", image[:len(image)-1]+"x"); got.status != 422 {
+		t.Fatalf("another file: %d %q, want 422", got.status, got.body)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times", n)
+	}
+}
+
+// A lease too short to renew is refused, from the environment and in
+// code, rather than crashing the node on its first keyed request.
+func TestIdempotencyRefusesALeaseTooShort(t *testing.T) {
+	_, _, err := node.IdempotencyConfigFromEnv(func(k string) string {
+		return map[string]string{"JETFLEET_IDEMPOTENCY_LEASE": "2ns"}[k]
+	})
+	if err == nil || !strings.Contains(err.Error(), "JETFLEET_IDEMPOTENCY_LEASE=2ns is too short") {
+		t.Fatalf("a 2ns lease from the environment: %v", err)
+	}
+	_, js := natstest.Connect(t, natstest.Start(t).ClientURL())
+	if _, err := node.NewIdempotency(context.Background(), js, node.IdempotencyConfig{Lease: 2}); err == nil || !strings.Contains(err.Error(), "too short") {
+		t.Fatalf("a 2ns lease in code: %v", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Record states.
@@ -130,19 +131,25 @@ const (
 	maxKeyLen = 255
 )
 
-// checkKey says what is wrong with an Idempotency-Key, or "".
-func checkKey(values []string) string {
+// checkKey returns the Idempotency-Key of a request's header values, or
+// says what is wrong with it. A key sent as a structured-field string
+// ("..."), as the IETF draft writes it, is taken without its quotes.
+func checkKey(values []string) (key, problem string) {
 	if len(values) > 1 {
-		return "send one Idempotency-Key header, not several"
+		return "", "send one Idempotency-Key header, not several"
 	}
 	k := values[0]
+	if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
+		k = k[1 : len(k)-1]
+	}
 	if len(k) < minKeyLen || len(k) > maxKeyLen {
-		return fmt.Sprintf("Idempotency-Key is %d characters long; want %d to %d (a UUID is 36)", len(k), minKeyLen, maxKeyLen)
+		return "", fmt.Sprintf("Idempotency-Key is %d characters long; want %d to %d (a UUID is 36)", len(k), minKeyLen, maxKeyLen)
 	}
 	if i := strings.IndexFunc(k, func(c rune) bool { return !keyChar(c) }); i >= 0 {
-		return fmt.Sprintf("Idempotency-Key has %q at byte %d; want letters, digits and - _ . : ~ + / =", k[i], i)
+		c, _ := utf8.DecodeRuneInString(k[i:])
+		return "", fmt.Sprintf("Idempotency-Key has %q at byte %d; want letters, digits and - _ . : ~ + / =", c, i)
 	}
-	return ""
+	return k, ""
 }
 
 // keyChar is a character allowed in an Idempotency-Key.

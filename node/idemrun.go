@@ -6,19 +6,16 @@ package node
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/sessions"
 )
 
 // errStoreFull is a bucket at its MaxBytes.
@@ -149,7 +146,7 @@ func storeErr(err error) error {
 func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, keys idemKeys, rev uint64, next http.Handler) {
 	l := &lease{m: m, keys: keys, rev: rev, rec: m.running(r), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.renew()
-	body := &hashBody{ReadCloser: r.Body, h: sha256.New(), limit: m.cfg.MaxBodyHash}
+	body := newHashBody(r, m.cfg.MaxBodyHash)
 	r.Body = body
 	rw := &recordWriter{ResponseWriter: w, body: body, max: m.cfg.MaxResponseBytes}
 	completed := false
@@ -168,16 +165,22 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, keys idemKeys,
 			l.free(ctx)
 			return
 		}
-		body.finish()
 		l.store(ctx, rw.record(l.rec, body.sum()))
 	}()
 	next.ServeHTTP(rw, r)
 	completed = true
 }
 
-// retryable are the statuses not stored: a retry may succeed.
+// retryable are the statuses not stored: a retry may succeed. Besides
+// server errors, timeouts and rate limits: 401 (not signed in) and 419
+// (the CSRF token expired), answered before the request did anything,
+// whose own text tells the client to try again.
 func retryable(status int) bool {
-	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
+	switch status {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusUnauthorized, sessions.StatusPageExpired:
+		return true
+	}
+	return status >= 500
 }
 
 // lease holds a key's running marker while its request runs.
@@ -332,14 +335,17 @@ type recordWriter struct {
 	omitted int64
 }
 
-// WriteHeader finishes the request body's fingerprint (before the server
-// discards what the handler left unread), keeps the header, and writes it.
+// WriteHeader finishes the request body's fingerprint when the request
+// succeeded (before the server discards what the handler left unread),
+// keeps the header, and writes it.
 func (w *recordWriter) WriteHeader(code int) {
 	if w.wrote || code < 200 {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
-	w.body.finish()
+	if code < 300 {
+		w.body.finish()
+	}
 	w.wrote, w.status, w.header = true, code, storedHeader(w.Header())
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -373,56 +379,4 @@ func (w *recordWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (w *recordWriter) record(marker *idemRecord, fingerprint string) *idemRecord {
 	return &idemRecord{State: stateDone, Method: marker.Method, Path: marker.Path, Owner: marker.Owner,
 		Fingerprint: fingerprint, Status: w.status, Header: w.header, Body: w.buf, Omitted: w.omitted}
-}
-
-// hashBody hashes the first limit bytes of a request body as they are
-// read, holding none of them.
-type hashBody struct {
-	io.ReadCloser
-	h     hash.Hash
-	n     int64
-	limit int64
-	mu    sync.Mutex
-}
-
-// Read reads and hashes.
-func (b *hashBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.mu.Lock()
-	if room := b.limit - b.n; room > 0 {
-		b.h.Write(p[:min(int64(n), room)])
-	}
-	b.n += int64(n)
-	b.mu.Unlock()
-	return n, err
-}
-
-// finish reads what the handler left unread into the hash, up to limit.
-func (b *hashBody) finish() {
-	b.mu.Lock()
-	room := b.limit - b.n
-	b.mu.Unlock()
-	if room > 0 {
-		_, _ = io.CopyN(io.Discard, b, room)
-	}
-}
-
-// sum is the fingerprint: the hash and the length it covers.
-func (b *hashBody) sum() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return hex.EncodeToString(b.h.Sum(nil)) + "/" + strconv.FormatInt(min(b.n, b.limit), 10)
-}
-
-// bodyFingerprint reads r's body (up to limit) into its fingerprint,
-// giving the read time in proportion to the body's size.
-func bodyFingerprint(w http.ResponseWriter, r *http.Request, limit int64) (string, error) {
-	if r.ContentLength > 0 {
-		_ = AllowUpload(w, r, min(r.ContentLength, limit))
-	}
-	b := &hashBody{ReadCloser: r.Body, h: sha256.New(), limit: limit}
-	if _, err := io.CopyN(io.Discard, b, limit); err != nil && !errors.Is(err, io.EOF) {
-		return "", err
-	}
-	return b.sum(), nil
 }
