@@ -79,19 +79,26 @@ func OpenPauseBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (j
 	return wire.EnsureBucket(ctx, js, wire.PauseBucketConfig(cfg.Replicas))
 }
 
-// ProvisionWorkersBucket creates WorkersBucket with cfg's replicas, or
-// updates an existing one to them. The deployment step that owns the
-// topology calls it (`jetfleet up --replicas 3`), so that workers started
-// later find the bucket replicated rather than create it with one replica
-// (OpenWorkersBucket never changes a bucket).
-func ProvisionWorkersBucket(ctx context.Context, js jetstream.JetStream, cfg Config) error {
-	kc := wire.WorkersBucketConfig(cfg.Replicas)
-	err := wire.UntilSettled(ctx, func() error {
-		_, err := js.CreateOrUpdateKeyValue(ctx, kc)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
+// ProvisionBuckets creates the job bus's KV buckets with cfg's replicas,
+// or updates existing ones to them: the workers' presence
+// (WorkersBucket), paused queues (PauseBucket), unique keys
+// (UniqueBucket) and fleet-wide limits (LimitsBucket). The deployment
+// step that owns the topology calls it (`jetfleet up --replicas 3`):
+// workers and dispatchers create a missing bucket with their own
+// replicas, one by default, and on a cluster a bucket of one replica
+// stops (every unique dispatch, every limit) while its node is down.
+func ProvisionBuckets(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	for _, kc := range []jetstream.KeyValueConfig{
+		wire.WorkersBucketConfig(cfg.Replicas), wire.PauseBucketConfig(cfg.Replicas),
+		wire.UniqueBucketConfig(cfg.Replicas), wire.LimitsBucketConfig(cfg.Replicas),
+	} {
+		err := wire.UntilSettled(ctx, func() error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, kc)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
+		}
 	}
 	return nil
 }

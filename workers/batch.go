@@ -163,10 +163,14 @@ func (b *batchLog) record(id string, outs []bus.BatchOutcome) error {
 }
 
 // acked settles a job that succeeded: for a batch job, once its success
-// is recorded.
+// is recorded; a unique job's key is freed once its ack is confirmed.
 func (l *loop) acked(r *run, job *bus.Job) {
-	if !l.toBatch(r, job, bus.BatchJobSucceeded, r.msg.Ack, "acked") {
-		r.finish(r.msg.Ack, "acked")
+	ack := r.msg.Ack
+	if job.Header.Get(bus.HeaderUnique) != "" {
+		ack = func() error { return l.ackThenFree(r, job) }
+	}
+	if !l.toBatch(r, job, bus.BatchJobSucceeded, ack, "acked") {
+		r.finish(ack, "acked")
 	}
 }
 

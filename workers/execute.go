@@ -201,9 +201,8 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	switch {
 	case err == nil:
 		r.log.Info().Dur("took", took).Msg("job succeeded")
-		l.acked(r, job) // batch.go: a batch job is acked once its success is recorded
+		l.acked(r, job) // batch.go: a batch job is acked once its success is recorded, a unique job's key freed once its ack is confirmed
 		jr.finished(bus.JobSucceeded, took, nil, 0)
-		l.uniqueDone(r, job) // frees its unique key (release.go)
 	case jr.wasCancelled() || errors.Is(err, ErrCancelled):
 		l.cancelled(r, jr, took, err)
 	case IsRelease(err):

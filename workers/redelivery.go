@@ -78,8 +78,10 @@ func (l *loop) settledBefore(r *run, job *bus.Job) bool {
 // endedBefore settles a job delivered again whose record says that this
 // very message ran to its end (succeeded, or was cancelled) — its ack was
 // lost: it is acked (or removed) again, not run. It reports whether it
-// settled the job. With the job history off, or when the record cannot be
-// read, the job runs: at least once.
+// settled the job. With the job history off, when the record cannot be
+// read, or when the record was lost with the ack (both are sent without
+// waiting for the server: a NATS node that dies at that moment takes
+// both), the job runs again: at least once.
 func (l *loop) endedBefore(r *run, job *bus.Job) bool {
 	if !l.status.history {
 		return false
@@ -99,7 +101,6 @@ func (l *loop) endedBefore(r *run, job *bus.Job) bool {
 		r.finish(func() error { return r.msg.TermWithReason("cancelled") }, "cancelled")
 		return true
 	}
-	l.acked(r, job)
-	l.uniqueDone(r, job)
+	l.acked(r, job) // frees a unique job's key too
 	return true
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetfleet/jetfleet/bus"
 )
 
@@ -85,14 +87,77 @@ func (l *loop) uniqueSeen(r *run, job *bus.Job) {
 }
 
 // uniqueDone frees the job's until-done unique key once the job is done:
-// it succeeded, or its dead letter is stored.
+// its success acknowledged (ackThenFree), its dead letter stored, or it
+// was cancelled. It tries through a JetStream election of the bucket's
+// leader, which takes seconds: a key left held would refuse the next job
+// of the key until the lease ends.
 func (l *loop) uniqueDone(r *run, job *bus.Job) {
 	if job.Header.Get(bus.HeaderUnique) == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := bus.UnlockUnique(ctx, l.w.js, job); err != nil {
+	err := retrying(context.Background(), uniqueSettleFor, func(ctx context.Context) error {
+		return bus.UnlockUnique(ctx, l.w.js, job)
+	})
+	if err != nil {
 		r.log.Warn().Err(err).Msg("could not free the job's unique key; it is freed when its lease ends")
+	}
+}
+
+// ackThenFree acknowledges a unique job that succeeded and, once the
+// server confirmed the ack, frees its key. A key freed after an ack the
+// server never got (its node died) would let a second job of the key in
+// while this one is delivered again. An ack that cannot be confirmed
+// leaves the key held: the job is delivered again after AckWait and
+// settled then (redelivery.go), or the key's lease ends.
+func (l *loop) ackThenFree(r *run, job *bus.Job) error {
+	err := retrying(context.Background(), uniqueSettleFor, func(ctx context.Context) error {
+		err := r.msg.DoubleAck(ctx)
+		if err != nil && l.goneFromJobs(ctx, job) {
+			return nil // acked after all: the answer was lost
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	l.uniqueDone(r, job)
+	return nil
+}
+
+// goneFromJobs reports whether job is no longer stored in JOBS: acked (a
+// work-queue stream drops what its consumer acked) or removed.
+func (l *loop) goneFromJobs(ctx context.Context, job *bus.Job) bool {
+	s, err := l.w.js.Stream(ctx, bus.JobsStream)
+	if err != nil {
+		return false
+	}
+	_, err = s.GetMsg(ctx, job.Seq)
+	return errors.Is(err, jetstream.ErrMsgNotFound)
+}
+
+// uniqueSettleFor is how long a worker keeps trying to settle a unique
+// job with the server (its ack confirmed, its key freed): longer than a
+// JetStream election.
+const uniqueSettleFor = 30 * time.Second
+
+// retrying calls f, each call bounded by 5 s, until it succeeds or for
+// at most total, waiting 100 ms, then twice as long each time up to 2 s.
+func retrying(ctx context.Context, total time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, total)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
 	}
 }

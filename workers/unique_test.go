@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natsembed"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/workers"
 )
@@ -406,4 +407,75 @@ func TestACancelledUniqueJobFreesItsKey(t *testing.T) {
 	if n := natstest.StreamMsgs(t, e.js, bus.DLQStream); n != 0 {
 		t.Errorf("%d dead letters; a job that cancels itself is not one", n)
 	}
+}
+
+// TestAUniqueJobsKeyIsFreedOnceItsAckIsConfirmed: a unique job succeeds
+// while its NATS server is down for longer than one try to settle it. The
+// worker frees the key only once the server confirmed the ack, trying
+// through the outage: after the server is back, the key is free (a new
+// job of the key is accepted) and the first job ran once and is gone from
+// JOBS. A key freed after an ack the server never got would let a second
+// job in while the first is delivered again; a key whose one unlock
+// failed would stay held for its whole lease.
+func TestAUniqueJobsKeyIsFreedOnceItsAckIsConfirmed(t *testing.T) {
+	t.Parallel()
+	cfg := natsembed.Config{Name: "unique-ack", Listen: fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0]), StoreDir: t.TempDir()}
+	srv, err := natsembed.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.Connect(t, srv.ClientURL())
+	ctx := context.Background()
+	if err := bus.Provision(ctx, js, bus.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs := map[string]int{}
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	w := workers.New(js, workers.Config{Queues: []string{"default"}})
+	workers.Register(w, func(ctx context.Context, j *workers.Job[fleetJob]) error {
+		mu.Lock()
+		runs[j.ID]++
+		mu.Unlock()
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-release
+		return nil
+	})
+	start(t, w)
+	first, err := d.Dispatch(ctx, fleetJob{}, bus.Unique("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	srv.Shutdown()
+	close(release)              // the job succeeds with no server to ack it to
+	time.Sleep(6 * time.Second) // longer than one try (5 s)
+	srv2, err := natsembed.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv2.Shutdown)
+
+	dispatchUntilAccepted(t, d, 40*time.Second, fleetJob{}, bus.Unique("k"))
+	mu.Lock()
+	n := runs[first]
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("the first job ran %d times before its key was free again, want 1", n)
+	}
+	in, err := bus.NewInspector(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first job's record to say it succeeded", func() bool {
+		st, err := in.Job(ctx, first)
+		return err == nil && st.State == bus.JobSucceeded
+	})
 }

@@ -82,9 +82,11 @@ func TestNATSClusterSurvivesKill9(t *testing.T) {
 	if code := up.Signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("up exited %d after SIGTERM", code)
 	}
-	// Stopped once up, as deploy/README.md says: the buckets `work` and
-	// `serve` would otherwise create with one replica are R3 already.
-	for _, bucket := range []string{bus.WorkersBucket, node.DefaultIdempotencyBucket} {
+	// Stopped once up, as deploy/README.md says: the buckets `work`,
+	// `dispatch` and `serve` would otherwise create with one replica are R3
+	// already (a unique key or a limit on an R1 bucket stops while its
+	// node is down).
+	for _, bucket := range []string{bus.WorkersBucket, bus.PauseBucket, bus.UniqueBucket, bus.LimitsBucket, node.DefaultIdempotencyBucket} {
 		kv, err := js.KeyValue(ctx, bucket)
 		if err != nil {
 			t.Fatalf("bucket %s after up: %v", bucket, err)

@@ -321,14 +321,15 @@ func (s *system) startBus(ctx context.Context) error {
 	return nil
 }
 
-// provisionBuckets creates, with --replicas, the buckets that `work` and
-// `serve` processes would otherwise create with one replica when they
-// first need them: the workers' presence bucket and, unless
+// provisionBuckets creates, with --replicas, the buckets that `work`,
+// `dispatch` and `serve` processes would otherwise create with one
+// replica when they first need them: the job bus's (workers' presence,
+// paused queues, unique keys, fleet-wide limits) and, unless
 // JETFLEET_IDEMPOTENCY is off, the idempotency records' bucket. Existing
 // ones are updated to the replicas asked for. The rest (sessions, paused
 // queues, images) the node and its workers open before up says it is up.
 func (s *system) provisionBuckets(ctx context.Context, cfg bus.Config) error {
-	if err := bus.ProvisionWorkersBucket(ctx, s.js, cfg); err != nil {
+	if err := bus.ProvisionBuckets(ctx, s.js, cfg); err != nil {
 		return err
 	}
 	idem, on, err := node.IdempotencyConfigFromEnv(s.a.getenv)
