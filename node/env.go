@@ -165,7 +165,15 @@ func ConnectNATS(getenv func(string) string, dataDir, name string) (*nats.Conn, 
 
 // ConnectedURL is the URL nc is connected to, with its user information
 // hidden (RedactURL): nats.Conn.ConnectedUrlRedacted hides a password but
-// shows a token written as nats://TOKEN@host.
+// shows a token written as nats://TOKEN@host. While nc reconnects (its
+// server died) it is the servers nc knows, comma separated.
 func ConnectedURL(nc *nats.Conn) string {
-	return RedactURL(nc.ConnectedUrl())
+	if u := nc.ConnectedUrl(); u != "" {
+		return RedactURL(u)
+	}
+	servers := nc.Servers()
+	for i, s := range servers {
+		servers[i] = RedactURL(s)
+	}
+	return strings.Join(servers, ",")
 }

@@ -7,6 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetfleet/jetfleet/internal/natstest"
 )
 
 func TestLoadDotEnvFillsOnlyUnsetVariables(t *testing.T) {
@@ -128,5 +133,31 @@ func TestScrubHidesEverySecret(t *testing.T) {
 	}
 	if plain := errors.New("no secret here"); scrub(plain, "s3cret") != plain {
 		t.Error("an error without secrets was wrapped")
+	}
+}
+
+// ConnectedURL names a server even while the connection is down, so that
+// an error then says which NATS it was about ("NATS at : ..." did not),
+// and never its password.
+func TestConnectedURLWhileReconnecting(t *testing.T) {
+	srv := natstest.Start(t)
+	u := strings.Replace(srv.ClientURL(), "nats://", "nats://ann:secret@", 1)
+	nc, err := nats.Connect(u, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	host := strings.TrimPrefix(srv.ClientURL(), "nats://")
+	if got := ConnectedURL(nc); !strings.Contains(got, host) {
+		t.Fatalf("connected: %q, want it to name %s", got, host)
+	}
+	srv.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for nc.IsConnected() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := ConnectedURL(nc)
+	if !strings.Contains(got, host) || strings.Contains(got, "secret") {
+		t.Fatalf("reconnecting: %q, want it to name %s without the password", got, host)
 	}
 }

@@ -8,10 +8,12 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/settle"
 	"github.com/jetfleet/jetfleet/node"
 )
 
@@ -119,7 +121,14 @@ func scheduleDispatcher(ctx context.Context, a *app, dataDir string) (d *bus.Dis
 	if err != nil {
 		return nil, nil, false, err
 	}
-	if _, err := js.Stream(ctx, bus.JobsStream); err != nil {
+	// Asked again while the cluster elects JOBS's leader (a node was lost).
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = settle.Retry(sctx, 3*time.Second, func(ctx context.Context) error {
+		_, err := js.Stream(ctx, bus.JobsStream)
+		return err
+	})
+	if err != nil {
 		nc.Close()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, nil, false, nil
