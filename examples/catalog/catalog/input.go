@@ -14,6 +14,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/jetfleet/jetfleet/sessions"
 )
 
 // writeJSON answers with v as JSON.
@@ -34,10 +36,19 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(he.status)
 		fmt.Fprintf(w, "<!doctype html><title>%d %s</title><p>%s</p><p><a href=\"/\">Back to the catalog</a></p>\n",
-			he.status, http.StatusText(he.status), html.EscapeString(he.msg))
+			he.status, statusText(he.status), html.EscapeString(he.msg))
 		return
 	}
 	writeJSON(w, he.status, map[string]string{"error": he.msg})
+}
+
+// statusText is the name of status, with Laravel's 419 (a CSRF token
+// missing or expired), which net/http does not name.
+func statusText(status int) string {
+	if status == sessions.StatusPageExpired {
+		return "Page Expired"
+	}
+	return http.StatusText(status)
 }
 
 // input is a request body read as JSON or as a form.
@@ -121,7 +132,27 @@ func (in *input) text(field string, required bool, maxRunes int) (string, error)
 	if i := strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r' }); i >= 0 {
 		return "", fail(http.StatusBadRequest, "%s must not contain control characters", field)
 	}
+	if i := strings.IndexFunc(s, deceptive); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return "", fail(http.StatusBadRequest, "%s must not contain %U (invisible, direction-changing or a replacement for an invalid character: JSON's lone surrogates become it)", field, r)
+	}
 	return s, nil
+}
+
+// deceptive are the characters a name or text must not hold: they make
+// two different strings look alike ("ann" and "ann\u200b") or reorder
+// what is shown (U+202E), or stand for something lost (U+FFFD, which
+// encoding/json puts for a lone surrogate such as "\ud800": two bodies,
+// one value). The joiners U+200C and U+200D stay: emoji and some
+// scripts need them.
+func deceptive(r rune) bool {
+	switch {
+	case r == utf8.RuneError, r == '\u200b', r == '\u2060', r == '\ufeff', r == '\u00ad':
+		return true
+	case r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069', r == '\u200e', r == '\u200f', r == '\u061c':
+		return true
+	}
+	return false
 }
 
 // clip is at most the first 64 bytes of s, a client's input quoted in an

@@ -51,6 +51,20 @@ func TestCatalogHTMLForms(t *testing.T) {
 	}
 	page("/view/items/1", "<h2>Lamp</h2>", `enctype="multipart/form-data"`)
 
+	// An upload form sent without its token gets a page that names the
+	// status (net/http names no 419).
+	var noToken bytes.Buffer
+	nw := multipart.NewWriter(&noToken)
+	nf, _ := nw.CreateFormFile("images", "desk.png")
+	nf.Write(ct.PNG(8, 8))
+	nw.Close()
+	nh := browser.Clone()
+	nh.Set("Content-Type", nw.FormDataContentType())
+	if resp, b := c.Do(http.MethodPost, "/items/1/images", &noToken, nh); resp.StatusCode != 419 ||
+		!strings.Contains(string(b), "<title>419 Page Expired</title>") {
+		t.Errorf("an upload form without its CSRF token: %d %s", resp.StatusCode, b)
+	}
+
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	mw.WriteField("_token", token)
