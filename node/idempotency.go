@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -295,7 +296,7 @@ func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 		}
 		key, msg := checkKey(values)
 		if msg != "" {
-			http.Error(w, msg, http.StatusBadRequest)
+			refuse(w, r, msg, http.StatusBadRequest)
 			return
 		}
 		scope := m.cfg.Scope(r)
@@ -308,7 +309,7 @@ func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 		}
 		keys, err := deriveKeys(scope, key)
 		if err != nil {
-			http.Error(w, "idempotency: "+err.Error(), http.StatusInternalServerError)
+			refuse(w, r, "idempotency: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
 		m.serve(w, r, keys, next)
@@ -330,7 +331,7 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, keys idemKey
 		if t.status == http.StatusConflict {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(m.cfg.Lease.Seconds()))))
 		}
-		http.Error(w, t.conflict, t.status)
+		refuse(w, r, t.conflict, t.status)
 	default:
 		m.run(w, r, keys, t.rev, next)
 	}
@@ -344,7 +345,7 @@ func (m *Idempotency) unavailable(w http.ResponseWriter, r *http.Request, err er
 	}
 	m.cfg.Logger.Warn().Ctx(r.Context()).Err(err).Str("path", r.URL.Path).Msg("idempotency store unavailable; request refused, not run")
 	w.Header().Set("Retry-After", "1")
-	http.Error(w, "idempotency store unavailable, the request did not run; retry with the same key: "+err.Error(), http.StatusServiceUnavailable)
+	refuse(w, r, "idempotency store unavailable, the request did not run; retry with the same key: "+err.Error(), http.StatusServiceUnavailable)
 }
 
 // replay sends a stored response again, once the repeat's body matches
@@ -352,11 +353,11 @@ func (m *Idempotency) unavailable(w http.ResponseWriter, r *http.Request, err er
 func (m *Idempotency) replay(w http.ResponseWriter, r *http.Request, rec *idemRecord) {
 	same, err := matches(rec.Fingerprint, w, r)
 	if err != nil {
-		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+		refuse(w, r, "reading the request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	if !same {
-		http.Error(w, "Idempotency-Key was already used with a different request body", http.StatusUnprocessableEntity)
+		refuse(w, r, "Idempotency-Key was already used with a different request body", http.StatusUnprocessableEntity)
 		return
 	}
 	h := w.Header()
@@ -376,4 +377,20 @@ func (m *Idempotency) replay(w http.ResponseWriter, r *http.Request, rec *idemRe
 func (m *Idempotency) running(r *http.Request) *idemRecord {
 	return &idemRecord{State: stateRunning, Method: r.Method, Path: r.URL.RequestURI(), Owner: m.owner,
 		LeaseUntil: m.cfg.Now().Add(m.cfg.Lease)}
+}
+
+// refuse answers a keyed request the middleware does not run: as JSON,
+// {"error": msg}, to a client that sent or accepts JSON (an API's
+// clients read their errors there), else as text.
+func refuse(w http.ResponseWriter, r *http.Request, msg string, status int) {
+	if !strings.Contains(r.Header.Get("Content-Type"), "json") && !strings.Contains(r.Header.Get("Accept"), "json") {
+		http.Error(w, msg, status)
+		return
+	}
+	body, _ := json.Marshal(map[string]string{"error": msg})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
 }

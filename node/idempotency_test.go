@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -767,5 +768,20 @@ func TestIdempotencyRefusesALeaseTooShort(t *testing.T) {
 	_, js := natstest.Connect(t, natstest.Start(t).ClientURL())
 	if _, err := node.NewIdempotency(context.Background(), js, node.IdempotencyConfig{Lease: 2}); err == nil || !strings.Contains(err.Error(), "too short") {
 		t.Fatalf("a 2ns lease in code: %v", err)
+	}
+}
+
+// A JSON client reads the middleware's refusals where it reads the app's
+// errors: {"error": "..."}.
+func TestIdempotencyRefusesAJSONClientInJSON(t *testing.T) {
+	url := idemServer(t, nil, node.IdempotencyConfig{}, &orders{})
+	got := post(t, "POST", url+"/orders", "short", `{"book":1}`, "Content-Type: application/json")
+	var e struct{ Error string }
+	if err := json.Unmarshal([]byte(got.body), &e); got.status != 400 || err != nil || !strings.Contains(e.Error, "5 characters long") ||
+		got.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("a malformed key from a JSON client: %d %q %v", got.status, got.body, got.header)
+	}
+	if got := post(t, "POST", url+"/orders", "short", "x"); got.status != 400 || !strings.HasPrefix(got.header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("a malformed key from a form: %d %q %v", got.status, got.body, got.header)
 	}
 }
