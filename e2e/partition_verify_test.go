@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,10 +49,36 @@ func (t ptT) failures() {
 }
 
 // waitForJobs waits until every acknowledged job ran or is a dead letter,
-// for at most 90 s after the clients stop, and returns the runs then.
-// Jobs still missing fail the test with their dispatch records.
+// for at most jobsWait after the clients stop, and returns the runs then.
+// Jobs still missing fail the test with their dispatch records. Jobs still
+// missing lateAfter after the clients stopped are named at the end, with
+// what their lookups and the workers' log say, in a passing run too: a job
+// handed to a worker whose link was cut runs only after AckWait (30 s),
+// and again after another one when its redelivery meets a dead pull.
 func waitForJobs(t ptT, admin jetstream.JetStream, in *bus.Inspector, ops []ptOp, runs func() []ptRun, workerLog string) []ptRun {
 	t.Helper()
+	const jobsWait, lateAfter = 150 * time.Second, 30 * time.Second
+	began := time.Now()
+	var late map[string]bool
+	defer func() {
+		if len(late) > 0 {
+			t.Logf("jobs that ran more than %s after the clients stopped (%d):\n%s", lateAfter, len(late), whereAre(admin, in, late, workerLog))
+		}
+	}()
+	ran := waitForJobsUntil(t, admin, in, ops, runs, workerLog, began.Add(jobsWait), func(missing map[string]bool) {
+		if late == nil && time.Since(began) > lateAfter {
+			late = maps.Clone(missing)
+		}
+	})
+	return ran
+}
+
+// waitForJobsUntil is waitForJobs's loop, until deadline; it calls seen
+// with the jobs still missing on each round.
+func waitForJobsUntil(t ptT, admin jetstream.JetStream, in *bus.Inspector, ops []ptOp, runs func() []ptRun, workerLog string,
+	deadline time.Time, seen func(missing map[string]bool)) []ptRun {
+	t.Helper()
+	wait := time.Until(deadline)
 	acked := map[string]ptOp{}
 	for _, o := range ops {
 		if o.Kind == opDispatch && o.OK {
@@ -59,7 +86,6 @@ func waitForJobs(t ptT, admin jetstream.JetStream, in *bus.Inspector, ops []ptOp
 		}
 	}
 	dead := map[string]bool{}
-	deadline := time.Now().Add(90 * time.Second)
 	for {
 		ran := runs()
 		missing := map[string]bool{}
@@ -76,9 +102,10 @@ func waitForJobs(t ptT, admin jetstream.JetStream, in *bus.Inspector, ops []ptOp
 		}
 		if len(missing) == 0 {
 			t.Logf("jobs: %d acknowledged ran or are dead letters (%d dead letters) %.1fs after the clients stopped",
-				len(acked), len(dead), 90-time.Until(deadline).Seconds())
+				len(acked), len(dead), (wait - time.Until(deadline)).Seconds())
 			return ran
 		}
+		seen(missing)
 		if len(missing) < 200 { // a few: look for them in DLQ, one direct get each
 			for id := range missing {
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -97,8 +124,8 @@ func waitForJobs(t ptT, admin jetstream.JetStream, in *bus.Inspector, ops []ptOp
 			}
 			slices.Sort(lost)
 			if len(lost) > 0 {
-				t.Errorf("jobs: %d of %d acknowledged jobs neither ran nor are dead letters 90s after heal (LOST):\n%s%s",
-					len(lost), len(acked), whereAre(admin, in, missing, workerLog), strings.Join(lost, "\n"))
+				t.Errorf("jobs: %d of %d acknowledged jobs neither ran nor are dead letters %s after heal (LOST):\n%s%s",
+					len(lost), len(acked), wait.Round(time.Second), whereAre(admin, in, missing, workerLog), strings.Join(lost, "\n"))
 				return ran
 			}
 		}
