@@ -28,8 +28,12 @@ const fingerprintVersion = "v2:"
 const multipartToken = "jetfleet-boundary"
 
 // hashBody hashes a request body as the handler reads it, holding none of
-// it: the media type, then the first limit bytes with a multipart
-// boundary replaced by multipartToken.
+// it: the media type and the declared length, then the first limit bytes
+// the handler read, with a multipart body's delimiters written with
+// multipartToken. What the handler did not read is not read at all: bytes
+// it never saw cannot have shaped its answer (a repeat of another length
+// differs anyway), and a key must not make a node read what its handler
+// would not (a refused upload, a route's size limit).
 type hashBody struct {
 	io.ReadCloser
 	mu       sync.Mutex
@@ -41,7 +45,7 @@ type hashBody struct {
 
 // newHashBody wraps r's body.
 func newHashBody(r *http.Request, limit int64) *hashBody {
-	return &hashBody{ReadCloser: r.Body, norm: newNormalizer(r.Header.Get("Content-Type"), limit), length: r.ContentLength}
+	return &hashBody{ReadCloser: r.Body, norm: newNormalizer(r, limit), length: r.ContentLength}
 }
 
 // Read reads and hashes.
@@ -57,25 +61,15 @@ func (b *hashBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// finish reads what the handler left unread into the hash, up to the
-// limit, so that a repeat differing only there is told apart. It is
-// called for a request that succeeded only: a refused one (413, 400,
-// 404...) is fingerprinted by what its handler read, and nobody can make
-// a node read a body its handler did not want.
-func (b *hashBody) finish() {
-	b.mu.Lock()
-	room := b.norm.limit - b.norm.n
-	b.mu.Unlock()
-	if room > 0 {
-		_, _ = io.CopyN(io.Discard, b, room+int64(len(b.norm.marker)))
-	}
-}
-
 // sum is the fingerprint.
 func (b *hashBody) sum() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.norm.flush() // what the handler read is covered, a held partial boundary too
+	if b.complete {
+		b.norm.flush()
+	}
+	// Else what may be the start of a delimiter is left out: a repeat
+	// reads it whole.
 	return b.norm.fingerprint(b.complete)
 }
 
@@ -91,7 +85,7 @@ func matches(fp string, w http.ResponseWriter, r *http.Request) (bool, error) {
 	if covered > 0 {
 		_ = AllowUpload(w, r, covered)
 	}
-	norm := newNormalizer(r.Header.Get("Content-Type"), covered)
+	norm := newNormalizer(r, covered)
 	buf := make([]byte, 32<<10)
 	ended := false
 	for norm.n <= covered && !(norm.n == covered && !complete) {
@@ -132,9 +126,10 @@ func parseFingerprint(fp string) (sum string, covered int64, complete, ok bool) 
 }
 
 // normalizer hashes a body's bytes with every occurrence of marker (a
-// multipart body's "--<boundary>") replaced by the fixed token, counting
-// the bytes hashed (n) up to limit. A tail that may be the start of a
-// marker is held until the next bytes say.
+// multipart body's delimiter, CRLF "--<boundary>", the body read as if a
+// CRLF came first) written with the fixed token, counting the bytes
+// hashed (n) up to limit. A tail that may be the start of a marker is
+// held until the next bytes say.
 type normalizer struct {
 	h      hash.Hash
 	marker []byte
@@ -143,16 +138,20 @@ type normalizer struct {
 	limit  int64
 }
 
-func newNormalizer(contentType string, limit int64) *normalizer {
+func newNormalizer(r *http.Request, limit int64) *normalizer {
 	z := &normalizer{h: sha256.New(), limit: limit}
+	contentType := r.Header.Get("Content-Type")
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		mt = strings.ToLower(strings.TrimSpace(contentType))
 	}
-	fmt.Fprintf(z.h, "%s\n", mt)
+	length := r.ContentLength
 	if b := params["boundary"]; strings.HasPrefix(mt, "multipart/") && b != "" {
-		z.marker = []byte("--" + b)
+		z.marker = []byte("\r\n--" + b)
+		z.held = []byte("\r\n")
+		length = -1 // a new boundary changes it
 	}
+	fmt.Fprintf(z.h, "%s\n%d\n", mt, length)
 	return z
 }
 
@@ -169,7 +168,7 @@ func (z *normalizer) write(p []byte) {
 			break
 		}
 		z.emit(data[:i])
-		z.emit([]byte("--" + multipartToken))
+		z.emit([]byte("\r\n--" + multipartToken))
 		data = data[i+len(z.marker):]
 	}
 	keep := min(len(data), len(z.marker)-1)

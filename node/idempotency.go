@@ -37,6 +37,9 @@ const (
 	// MinIdempotencyLease is the shortest Lease: the marker is renewed
 	// every third of it, each renewal a write to the bucket.
 	MinIdempotencyLease = 300 * time.Millisecond
+	// MaxIdempotencyLease is the longest: a retry of a request whose node
+	// died waits for it.
+	MaxIdempotencyLease = time.Hour
 )
 
 // Response headers the middleware sets.
@@ -147,11 +150,11 @@ func IdempotencyConfigFromEnv(getenv func(string) string) (cfg IdempotencyConfig
 			return cfg, false, err
 		}
 	}
-	if cfg.TTL < 0 || cfg.Lease < 0 {
-		return cfg, false, errors.New("JETFLEET_IDEMPOTENCY_TTL and JETFLEET_IDEMPOTENCY_LEASE cannot be 0")
+	if cfg.TTL < 0 || cfg.Lease < 0 { // envDuration's "none"
+		return cfg, false, errors.New("JETFLEET_IDEMPOTENCY_TTL and JETFLEET_IDEMPOTENCY_LEASE cannot be 0 (unset them for the defaults, 24h and 10s)")
 	}
-	if cfg.Lease > 0 && cfg.Lease < MinIdempotencyLease {
-		return cfg, false, fmt.Errorf("JETFLEET_IDEMPOTENCY_LEASE=%s is too short: at least %s (it is renewed every third of it)", cfg.Lease, MinIdempotencyLease)
+	if cfg.Lease > 0 && (cfg.Lease < MinIdempotencyLease || cfg.Lease > MaxIdempotencyLease) {
+		return cfg, false, fmt.Errorf("JETFLEET_IDEMPOTENCY_LEASE=%s: want %s to %s (it is renewed every third of it, and a dead node's key is free after it)", cfg.Lease, MinIdempotencyLease, MaxIdempotencyLease)
 	}
 	resp, err := envBytes(getenv, "JETFLEET_IDEMPOTENCY_MAX_RESPONSE")
 	if err != nil {
@@ -192,8 +195,8 @@ func NewIdempotency(ctx context.Context, js jetstream.JetStream, cfg Idempotency
 	if cfg.MaxResponseBytes < 0 || cfg.MaxBytes < 0 || cfg.Lease < 0 || cfg.TTL < 0 {
 		return nil, errors.New("node: IdempotencyConfig: sizes and durations cannot be negative")
 	}
-	if cfg.Lease < MinIdempotencyLease {
-		return nil, fmt.Errorf("node: IdempotencyConfig: Lease %s is too short: at least %s", cfg.Lease, MinIdempotencyLease)
+	if cfg.Lease < MinIdempotencyLease || cfg.Lease > MaxIdempotencyLease {
+		return nil, fmt.Errorf("node: IdempotencyConfig: Lease %s: want %s to %s", cfg.Lease, MinIdempotencyLease, MaxIdempotencyLease)
 	}
 	ctx, cancel := context.WithTimeout(ctx, bucketSettle)
 	defer cancel()

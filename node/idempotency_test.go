@@ -334,9 +334,11 @@ func TestIdempotencyBoundsWhatItStores(t *testing.T) {
 	}
 }
 
-func TestIdempotencyFingerprintsTheWholeBody(t *testing.T) {
-	// The handler reads only the first bytes of an upload: the middleware
-	// still hashes the rest, so a repeat differing at the end is refused.
+func TestIdempotencyFingerprintsWhatTheHandlerRead(t *testing.T) {
+	// The handler reads only the first bytes of an upload: the rest is
+	// never read (the key must not make the node read what its handler
+	// would not), so a repeat differing there is the same request to it;
+	// one differing in what it read, or in its length, is not.
 	var calls atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
@@ -348,11 +350,14 @@ func TestIdempotencyFingerprintsTheWholeBody(t *testing.T) {
 	if got := post(t, "POST", url+"/upload", key1, body); got.status != 202 {
 		t.Fatalf("first: %d", got.status)
 	}
-	if got := post(t, "POST", url+"/upload", key1, body); got.status != 202 || got.header.Get("Idempotent-Replayed") != "true" {
-		t.Fatalf("same upload: %d %q", got.status, got.body)
+	if got := post(t, "POST", url+"/upload", key1, body[:len(body)-1]+"q"); got.status != 202 || got.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the same upload but for a byte its handler never read: %d %q", got.status, got.body)
 	}
-	if got := post(t, "POST", url+"/upload", key1, body[:len(body)-1]+"q"); got.status != 422 {
-		t.Fatalf("upload differing in its last byte: %d %q, want 422", got.status, got.body)
+	if got := post(t, "POST", url+"/upload", key1, "q"+body[1:]); got.status != 422 {
+		t.Fatalf("an upload differing in its first byte: %d %q, want 422", got.status, got.body)
+	}
+	if got := post(t, "POST", url+"/upload", key1, body+"p"); got.status != 422 {
+		t.Fatalf("an upload one byte longer: %d %q, want 422", got.status, got.body)
 	}
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("handler ran %d times", n)
@@ -658,10 +663,9 @@ func TestIdempotencyDoesNotStoreSignInAndCSRFRefusals(t *testing.T) {
 }
 
 // keyedBody sends a keyed POST to base+path whose body is the first
-// bytes and 300 KiB more, then nothing (its Content-Length promises 3
-// MiB), and returns the status line the server answered with before the
-// client sent any more, or "" after 3 s without one. (net/http itself
-// reads up to 256 KiB of what a handler left unread of a wrapped body.)
+// bytes, then nothing (its Content-Length promises 3 MiB), and returns
+// the status line the server answered with before the client sent any
+// more, or "" after 3 s without one.
 func keyedBody(t *testing.T, base, path, first string) string {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
@@ -670,7 +674,7 @@ func keyedBody(t *testing.T, base, path, first string) string {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer ann\r\nIdempotency-Key: %s\r\nContent-Length: %d\r\n\r\n%s",
-		path, key1, 3<<20, first+strings.Repeat("z", 300<<10))
+		path, key1, 3<<20, first)
 	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
@@ -757,16 +761,23 @@ func TestIdempotencyReplaysAnUploadSentWithANewBoundary(t *testing.T) {
 }
 
 // A lease too short to renew is refused, from the environment and in
-// code, rather than crashing the node on its first keyed request.
+// code, rather than crashing the node on its first keyed request; so is
+// one so long that the time the node gives its store overflows.
 func TestIdempotencyRefusesALeaseTooShort(t *testing.T) {
 	_, _, err := node.IdempotencyConfigFromEnv(func(k string) string {
 		return map[string]string{"JETFLEET_IDEMPOTENCY_LEASE": "2ns"}[k]
 	})
-	if err == nil || !strings.Contains(err.Error(), "JETFLEET_IDEMPOTENCY_LEASE=2ns is too short") {
+	if err == nil || !strings.Contains(err.Error(), "JETFLEET_IDEMPOTENCY_LEASE=2ns: want 300ms to 1h0m0s") {
 		t.Fatalf("a 2ns lease from the environment: %v", err)
 	}
+	_, _, err = node.IdempotencyConfigFromEnv(func(k string) string {
+		return map[string]string{"JETFLEET_IDEMPOTENCY_LEASE": "2000000h"}[k]
+	})
+	if err == nil || !strings.Contains(err.Error(), "want 300ms to 1h0m0s") {
+		t.Fatalf("a lease of 228 years from the environment: %v", err)
+	}
 	_, js := natstest.Connect(t, natstest.Start(t).ClientURL())
-	if _, err := node.NewIdempotency(context.Background(), js, node.IdempotencyConfig{Lease: 2}); err == nil || !strings.Contains(err.Error(), "too short") {
+	if _, err := node.NewIdempotency(context.Background(), js, node.IdempotencyConfig{Lease: 2}); err == nil || !strings.Contains(err.Error(), "want 300ms to 1h0m0s") {
 		t.Fatalf("a 2ns lease in code: %v", err)
 	}
 }
@@ -783,5 +794,75 @@ func TestIdempotencyRefusesAJSONClientInJSON(t *testing.T) {
 	}
 	if got := post(t, "POST", url+"/orders", "short", "x"); got.status != 400 || !strings.HasPrefix(got.header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("a malformed key from a form: %d %q %v", got.status, got.body, got.header)
+	}
+}
+
+// A refused multipart request is fingerprinted by what its handler read,
+// which may end inside a delimiter: the same bytes sent again replay the
+// answer however they arrive. Content that looks like a boundary is not
+// one unless it starts a line.
+func TestIdempotencyMultipartEdges(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mr, err := r.MultipartReader()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		p, err := mr.NextPart()
+		if err != nil || p.FormName() != "images" {
+			http.Error(w, "unexpected field", http.StatusBadRequest)
+			return
+		}
+		io.Copy(io.Discard, p)
+		w.WriteHeader(http.StatusAccepted)
+	})
+	base := idemServer(t, nil, node.IdempotencyConfig{}, h)
+	// Sent in two writes split inside the second delimiter.
+	body, ct := multipartBody(t, "bnd", "abc")
+	body = strings.Replace(body, `name="images"`, `name="photos"`, 1)
+	split := strings.Index(body[10:], "--bnd") + 10 + 3
+	send := func(parts ...string) string {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /up HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer ann\r\nIdempotency-Key: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", key1, ct, len(body))
+		for _, p := range parts {
+			io.WriteString(conn, p)
+			time.Sleep(50 * time.Millisecond)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Status + " " + resp.Header.Get("Idempotent-Replayed")
+	}
+	if got := send(body[:split], body[split:]); got != "400 Bad Request " {
+		t.Fatalf("first: %q", got)
+	}
+	for _, parts := range [][]string{{body}, {body[:split], body[split:]}} {
+		if got := send(parts...); got != "400 Bad Request true" {
+			t.Fatalf("the same bytes again in %d writes: %q, want the 400 replayed", len(parts), got)
+		}
+	}
+
+	// With a one-letter boundary, file content holding "--a" or "--b"
+	// mid-line is content.
+	url2 := idemServer(t, nil, node.IdempotencyConfig{}, h) + "/upload"
+	post2 := func(boundary, content string) reply {
+		b, ct := multipartBody(t, boundary, content)
+		return post(t, "POST", url2, "another-key-0002", b, "Content-Type: "+ct)
+	}
+	if got := post2("a", "xx--ayy"); got.status != 202 {
+		t.Fatalf("first: %d %q", got.status, got.body)
+	}
+	if got := post2("b", "xx--ayy"); got.header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("the same file with boundary b: %d %q, want replayed", got.status, got.body)
+	}
+	if got := post2("b", "xx--byy"); got.status != 422 {
+		t.Errorf("another file (xx--byy) with boundary b: %d %q, want 422", got.status, got.body)
 	}
 }

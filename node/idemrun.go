@@ -147,8 +147,13 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, keys idemKeys,
 	l := &lease{m: m, keys: keys, rev: rev, rec: m.running(r), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.renew()
 	body := newHashBody(r, m.cfg.MaxBodyHash)
-	r.Body = body
-	rw := &recordWriter{ResponseWriter: w, body: body, max: m.cfg.MaxResponseBytes}
+	// The handler gets a copy of r reading through the hash: the server's
+	// own request keeps its body, by which net/http knows how much of it
+	// is left unread (and closes the connection rather than read it).
+	hr := new(http.Request)
+	*hr = *r
+	hr.Body = body
+	rw := &recordWriter{ResponseWriter: w, max: m.cfg.MaxResponseBytes}
 	completed := false
 	defer func() {
 		l.end()
@@ -167,7 +172,7 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, keys idemKeys,
 		}
 		l.store(ctx, rw.record(l.rec, body.sum()))
 	}()
-	next.ServeHTTP(rw, r)
+	next.ServeHTTP(rw, hr)
 	completed = true
 }
 
@@ -326,7 +331,6 @@ func untilStored(ctx context.Context, f func(context.Context) error) error {
 // recordWriter passes a response through and keeps a copy of it.
 type recordWriter struct {
 	http.ResponseWriter
-	body    *hashBody
 	max     int
 	wrote   bool
 	status  int
@@ -335,16 +339,11 @@ type recordWriter struct {
 	omitted int64
 }
 
-// WriteHeader finishes the request body's fingerprint when the request
-// succeeded (before the server discards what the handler left unread),
-// keeps the header, and writes it.
+// WriteHeader keeps the header, and writes it.
 func (w *recordWriter) WriteHeader(code int) {
 	if w.wrote || code < 200 {
 		w.ResponseWriter.WriteHeader(code)
 		return
-	}
-	if code < 300 {
-		w.body.finish()
 	}
 	w.wrote, w.status, w.header = true, code, storedHeader(w.Header())
 	w.ResponseWriter.WriteHeader(code)
