@@ -112,7 +112,7 @@ func (l *loop) uniqueDone(r *run, job *bus.Job) {
 func (l *loop) ackThenFree(r *run, job *bus.Job) error {
 	err := retrying(context.Background(), uniqueSettleFor, func(ctx context.Context) error {
 		err := r.msg.DoubleAck(ctx)
-		if err != nil && l.goneFromJobs(ctx, job) {
+		if err != nil && l.goneFromJobs(job) {
 			return nil // acked after all: the answer was lost
 		}
 		return err
@@ -125,8 +125,11 @@ func (l *loop) ackThenFree(r *run, job *bus.Job) error {
 }
 
 // goneFromJobs reports whether job is no longer stored in JOBS: acked (a
-// work-queue stream drops what its consumer acked) or removed.
-func (l *loop) goneFromJobs(ctx context.Context, job *bus.Job) bool {
+// work-queue stream drops what its consumer acked) or removed. It has
+// time of its own: the ack it checks on may have used all of its own.
+func (l *loop) goneFromJobs(job *bus.Job) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
 	s, err := l.w.js.Stream(ctx, bus.JobsStream)
 	if err != nil {
 		return false
