@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/settle"
 )
 
 // releaseError is what Release returns.
@@ -95,7 +96,9 @@ func (l *loop) uniqueDone(r *run, job *bus.Job) {
 	if job.Header.Get(bus.HeaderUnique) == "" {
 		return
 	}
-	err := retrying(context.Background(), uniqueSettleFor, func(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.Background(), uniqueSettleFor)
+	defer cancel()
+	err := settle.Retry(ctx, 5*time.Second, func(ctx context.Context) error {
 		return bus.UnlockUnique(ctx, l.w.js, job)
 	})
 	if err != nil {
@@ -110,7 +113,9 @@ func (l *loop) uniqueDone(r *run, job *bus.Job) {
 // leaves the key held: the job is delivered again after AckWait and
 // settled then (redelivery.go), or the key's lease ends.
 func (l *loop) ackThenFree(r *run, job *bus.Job) error {
-	err := retrying(context.Background(), uniqueSettleFor, func(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.Background(), uniqueSettleFor)
+	defer cancel()
+	err := settle.Retry(ctx, 5*time.Second, func(ctx context.Context) error {
 		err := r.msg.DoubleAck(ctx)
 		if err != nil && l.goneFromJobs(job) {
 			return nil // acked after all: the answer was lost
@@ -139,28 +144,6 @@ func (l *loop) goneFromJobs(job *bus.Job) bool {
 }
 
 // uniqueSettleFor is how long a worker keeps trying to settle a unique
-// job with the server (its ack confirmed, its key freed): longer than a
-// JetStream election.
+// job with the server (its ack confirmed, its key freed) while the answers
+// are an election's (settle.Transient): longer than a JetStream election.
 const uniqueSettleFor = 30 * time.Second
-
-// retrying calls f, each call bounded by 5 s, until it succeeds or for
-// at most total, waiting 100 ms, then twice as long each time up to 2 s.
-func retrying(ctx context.Context, total time.Duration, f func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, total)
-	defer cancel()
-	wait := 100 * time.Millisecond
-	for {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		err := f(actx)
-		acancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
-}
