@@ -92,15 +92,33 @@ func ProvisionBuckets(ctx context.Context, js jetstream.JetStream, cfg Config) e
 		wire.WorkersBucketConfig(cfg.Replicas), wire.PauseBucketConfig(cfg.Replicas),
 		wire.UniqueBucketConfig(cfg.Replicas), wire.LimitsBucketConfig(cfg.Replicas),
 	} {
-		err := wire.UntilSettled(ctx, func() error {
-			_, err := js.CreateOrUpdateKeyValue(ctx, kc)
+		if err := provisionBucket(ctx, js, kc); err != nil {
 			return err
-		})
-		if err != nil {
-			return fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// provisionBucket creates or updates the bucket kc, trying again while
+// the cluster settles.
+func provisionBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) error {
+	err := wire.UntilSettled(ctx, func() error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, kc)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("bus: bucket %s: %w", kc.Bucket, err)
+	}
+	return nil
+}
+
+// ProvisionWorkersBucket creates WorkersBucket with cfg's replicas, or
+// updates an existing one to them.
+//
+// Deprecated: use ProvisionBuckets, which provisions the job bus's other
+// buckets (paused queues, unique keys, limits) too.
+func ProvisionWorkersBucket(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	return provisionBucket(ctx, js, wire.WorkersBucketConfig(cfg.Replicas))
 }
 
 // OpenWorkersBucket returns WorkersBucket, creating it as cfg says when it
