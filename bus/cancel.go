@@ -341,7 +341,9 @@ func (in *Inspector) CancelTag(ctx context.Context, tag string) (int, error) {
 // for a retry's backoff, or whose worker died). A job running now is not
 // cancelled: it finishes, but is not retried if it fails. Delayed jobs are
 // kept (CancelQueue removes them too). Nothing is recorded: the IDs of
-// the deleted jobs are no longer known.
+// the deleted jobs are no longer known. The until-done unique keys the
+// deleted jobs held are freed (freeClearedKeys), so their keys can be
+// dispatched again at once rather than after their lease.
 func (in *Inspector) Clear(ctx context.Context, queue string) (uint64, error) {
 	if err := in.knownQueue(ctx, queue); err != nil {
 		return 0, err
@@ -349,6 +351,9 @@ func (in *Inspector) Clear(ctx context.Context, queue string) (uint64, error) {
 	n, err := purge(ctx, in.js, JobsStream, purgeRequest{Filter: wire.QueueFilter(queue)})
 	if err != nil {
 		return 0, fmt.Errorf("bus: clear queue %s: %w", queue, err)
+	}
+	if err := in.freeClearedKeys(ctx, queue); err != nil {
+		return n, fmt.Errorf("bus: queue %s is cleared, but the unique keys of its jobs are held until their lease ends: %w", queue, err)
 	}
 	return n, nil
 }

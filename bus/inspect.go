@@ -35,6 +35,9 @@ type Inspector struct {
 	// republish and the removal of its dead letter; an error stops the
 	// retry there, as a crash would.
 	afterRepublish func(*FailedJob) error
+	// clearGrace is how young a unique key Clear leaves held (default
+	// clearGrace; tests shorten it).
+	clearGrace time.Duration
 }
 
 // NewInspector returns an Inspector working through js. cfg supplies the

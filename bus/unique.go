@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -293,6 +294,71 @@ func (in *Inspector) freeUnique(ctx context.Context, st *JobStatus) error {
 		return fmt.Errorf("bus: job %s is cancelled, but its unique key is held until its lease ends: %w", st.ID, err)
 	}
 	return nil
+}
+
+// clearGrace is how young a unique key freeClearedKeys leaves alone: its
+// dispatch may still be storing the job it names.
+const clearGrace = 10 * time.Second
+
+// freeClearedKeys frees the until-done unique keys of queue whose job is
+// gone, after Clear deleted the queue's jobs: a key whose job is neither
+// in JOBS (ready, waiting for a retry, delayed) nor running on a worker
+// names a job that will never free it. Keys taken or renewed within
+// clearGrace are left: their job may not be stored yet.
+func (in *Inspector) freeClearedKeys(ctx context.Context, queue string) error {
+	kv, err := in.js.KeyValue(ctx, UniqueBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lister.Stop() }()
+	var running map[string]*JobStatus
+	for token := range lister.Keys() {
+		lock, e, err := readLock(ctx, in.js, token)
+		if err != nil {
+			return err
+		}
+		if lock == nil || !lock.UntilDone || lock.Queue != queue || time.Since(e.Created) < cmp.Or(in.clearGrace, clearGrace) {
+			continue
+		}
+		if running == nil {
+			if running, err = in.runningByID(ctx); err != nil {
+				return err
+			}
+		}
+		gone, err := in.jobGone(ctx, lock.JobID, running)
+		if err != nil {
+			return err
+		}
+		if !gone {
+			continue
+		}
+		if _, err := wire.PurgeIfRevision(ctx, in.js, UniqueBucket, token, e.Revision); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("free unique key %q of job %s: %w", lock.Key, lock.JobID, err)
+		}
+	}
+	return nil
+}
+
+// jobGone reports whether job id is neither in JOBS (on its queue or
+// delayed) nor running.
+func (in *Inspector) jobGone(ctx context.Context, id string, running map[string]*JobStatus) (bool, error) {
+	if running[id] != nil {
+		return false, nil
+	}
+	for _, filter := range []string{wire.JobFilterForID(id), wire.DelayFilterForID(id)} {
+		m, err := in.lastMsg(ctx, JobsStream, filter)
+		if err != nil || m != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // KeepUnique renews the lease of job's until-done unique key so that it
