@@ -421,6 +421,18 @@ func checkQueueKind(fs *flagSetWithSynopsis, queue, kind string) error {
 	return nil
 }
 
+// checkTag checks a --tag filter before the command connects: a bad one
+// is a usage error naming the flag.
+func checkTag(fs *flagSetWithSynopsis, tag string) error {
+	if tag == "" {
+		return nil
+	}
+	if err := bus.ValidateTag(tag); err != nil {
+		return usageError(fs.FlagSet, "--tag %q: %s", tag, strings.TrimPrefix(err.Error(), bus.ErrInvalid.Error()+": "))
+	}
+	return nil
+}
+
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return one

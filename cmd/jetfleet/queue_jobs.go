@@ -257,6 +257,9 @@ func jobFilter(fs *flagSetWithSynopsis, tag, queue, kind, state string) (bus.Job
 	if err := checkQueueKind(fs, queue, kind); err != nil {
 		return bus.JobFilter{}, err
 	}
+	if err := checkTag(fs, tag); err != nil {
+		return bus.JobFilter{}, err
+	}
 	return bus.JobFilter{Tag: tag, Queue: queue, Kind: kind, State: bus.JobState(state)}, nil
 }
 
@@ -326,6 +329,9 @@ func runQueueCancel(ctx context.Context, a *app, name string, args []string) err
 		return usageError(fs.FlagSet, "give job IDs, or --queue, --tag or --batch (one of them)")
 	}
 	if err := checkQueueKind(fs, *queue, ""); err != nil {
+		return err
+	}
+	if err := checkTag(fs, *tag); err != nil {
 		return err
 	}
 	in, done, err := inspector(ctx, a, fs)

@@ -64,6 +64,8 @@ func TestQueueUsageErrorsExit2BeforeConnecting(t *testing.T) {
 		{[]string{"queue", "retry", "x", "--queue", "default"}, "--queue, --kind and --since go with `retry all`"},
 		{[]string{"queue", "jobs", "--state", "bogus"}, `jetfleet queue jobs: --state "bogus": want one of delayed, ready, running, retrying, succeeded, dead or cancelled`},
 		{[]string{"queue", "jobs", "--kind", "a.b"}, `kind name "a.b" may only use`},
+		{[]string{"queue", "jobs", "--tag", "a b"}, `jetfleet queue jobs: --tag "a b": tag "a b" may only use printable ASCII`},
+		{[]string{"queue", "cancel", "--tag", "a.b"}, `jetfleet queue cancel: --tag "a.b": tag "a.b" may only use`},
 		{[]string{"queue", "batch", "x", "--jobs", "bogus"}, `--jobs "bogus": want states among pending, succeeded, failed, skipped, or all`},
 		{[]string{"queue", "flush", "--hours", "-1"}, "--hours -1: must not be negative"},
 		{[]string{"queue", "stats", "--interval", "0", "--watch"}, "--interval 0s: must be positive"},
