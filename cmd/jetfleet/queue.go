@@ -30,7 +30,7 @@ func queueCommands() []queueCommand {
 		{"forget", "<id>...", "delete failed jobs", runQueueForget},
 		{"flush", "[--hours N] [--queue q]", "delete all failed jobs, or those older than N hours", runQueueFlush},
 		{"stats", "[--watch] [--interval 2s] [--json]", "per-queue counts and the workers attached", runQueueStats},
-		{"monitor", "high:100,default:1000 [--max N] [--max-wait 60s] [--every 1m]", "alert on queues over their size or wait", runQueueMonitor},
+		{"monitor", "high:100,default:1000 [--max N] [--max-wait 60s] [--every 1m] [--json]", "alert on queues over their size or wait", runQueueMonitor},
 		{"pause", "<queue>", "workers stop taking jobs from a queue, fleet-wide", runQueuePause},
 		{"resume", "<queue>", "workers take jobs from a paused queue again", runQueueResume},
 		{"continue", "<queue>", "the same as resume (Laravel 11's name)", runQueueResume},

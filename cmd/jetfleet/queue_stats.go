@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -122,6 +123,7 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 	defMax := fs.Uint64("max", 1000, "limit for queues listed without :N")
 	maxWait := fs.Duration("max-wait", 0, "also ALERT when the oldest ready job has waited longer than this (0: off)")
 	every := fs.Duration("every", 0, "keep checking at this interval instead of exiting (exit status stays 0)")
+	asJSON := fs.Bool("json", false, "print each check as one line of JSON: {\"at\":…,\"queues\":[{\"queue\",\"ready\",\"max\",\"oldest_ready\",\"max_wait\",\"status\"}]}")
 	pos, err := fs.parseArgs(args, 1, 1, "one queue list like high:100,default:1000")
 	if err != nil {
 		return err
@@ -144,10 +146,17 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 		if err != nil {
 			return stoppedOr(ctx, err)
 		}
-		if *every > 0 {
+		switch {
+		case *asJSON:
+			if err := json.NewEncoder(a.stdout).Encode(monitorJSON(sts, time.Now())); err != nil {
+				return err
+			}
+		case *every > 0:
 			fmt.Fprintln(a.stdout, time.Now().Format(time.DateTime))
+			printMonitor(a.stdout, sts)
+		default:
+			printMonitor(a.stdout, sts)
 		}
-		printMonitor(a.stdout, sts)
 		alerts, err := bus.PublishBusy(ctx, nc, sts)
 		if err != nil {
 			return stoppedOr(ctx, err)
@@ -167,15 +176,45 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 	}
 }
 
+// monitorCheck is one check of `queue monitor --json`: durations in
+// seconds, as in the events it publishes (bus.QueueBusyEvent).
+type monitorCheck struct {
+	At     time.Time      `json:"at"`
+	Queues []monitorQueue `json:"queues"`
+}
+
+type monitorQueue struct {
+	Queue       string  `json:"queue"`
+	Ready       uint64  `json:"ready"`
+	Max         uint64  `json:"max"`
+	OldestReady float64 `json:"oldest_ready"`
+	MaxWait     float64 `json:"max_wait"`
+	Status      string  `json:"status"`
+}
+
+func monitorJSON(sts []bus.MonitorRow, at time.Time) monitorCheck {
+	out := monitorCheck{At: at.UTC(), Queues: []monitorQueue{}}
+	for _, st := range sts {
+		out.Queues = append(out.Queues, monitorQueue{
+			Queue: st.Queue, Ready: st.Ready, Max: st.Max, OldestReady: st.OldestReady.Seconds(),
+			MaxWait: st.MaxWait.Seconds(), Status: monitorStatus(st),
+		})
+	}
+	return out
+}
+
+func monitorStatus(st bus.MonitorRow) string {
+	if st.Alert {
+		return "ALERT"
+	}
+	return "OK"
+}
+
 func printMonitor(w io.Writer, sts []bus.MonitorRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "QUEUE\tREADY\tMAX\tOLDEST\tSTATUS")
 	for _, st := range sts {
-		status := "OK"
-		if st.Alert {
-			status = "ALERT"
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", st.Queue, st.Ready, st.Max, age(st.OldestReady), status)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", st.Queue, st.Ready, st.Max, age(st.OldestReady), monitorStatus(st))
 	}
 	tw.Flush()
 }

@@ -77,6 +77,29 @@ func TestQueueMonitorAlertsPublishesAndExits(t *testing.T) {
 		t.Fatalf("an event for a queue that is OK: %s", extra.Data)
 	}
 
+	// --json: one line per check, the same exit status.
+	r = f.jf("queue", "monitor", "high:2,default:10", "--json")
+	var check struct {
+		At     time.Time `json:"at"`
+		Queues []struct {
+			Queue       string  `json:"queue"`
+			Ready       uint64  `json:"ready"`
+			Max         uint64  `json:"max"`
+			OldestReady float64 `json:"oldest_ready"`
+			Status      string  `json:"status"`
+		} `json:"queues"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &check); err != nil || r.Code != exitAlert || strings.Count(r.Stdout, "\n") != 1 {
+		t.Fatalf("monitor --json: exit %d, %v:\n%s", r.Code, err, r.Stdout)
+	}
+	if q := check.Queues; len(q) != 2 || q[0].Queue != "high" || q[0].Ready != 3 || q[0].Max != 2 || q[0].OldestReady <= 0 || q[0].Status != "ALERT" ||
+		q[1].Queue != "default" || q[1].Status != "OK" || time.Since(check.At) > time.Minute {
+		t.Fatalf("monitor --json = %s", r.Stdout)
+	}
+	if m, err := sub.NextMsg(2 * time.Second); err != nil || !strings.Contains(string(m.Data), `"queue":"high"`) { // --json publishes as the table does
+		t.Fatalf("the event of monitor --json: %v", err)
+	}
+
 	if r := f.jf("queue:monitor", "high:5,default"); r.Code != 0 || strings.Contains(r.Stdout, "ALERT") {
 		t.Fatalf("monitor under max: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -144,8 +145,9 @@ func scheduleDispatcher(ctx context.Context, a *app, dataDir string) (d *bus.Dis
 }
 
 func scheduleList(ctx context.Context, a *app, args []string) error {
-	fs := newFlagSet(a, "schedule ls", "schedule ls\n\nLists the periodic jobs: name, spec, target subject, settings and body.")
+	fs := newFlagSet(a, "schedule ls", "schedule ls [--json]\n\nLists the periodic jobs: name, spec, target subject, settings and body.")
 	dataDir := dataFlag(fs, a)
+	asJSON := fs.Bool("json", false, "print a JSON array: name, spec, queue, kind, subject, settings (tries, timeout, backoff) and body")
 	rest, err := node.ParseFlags(fs, args)
 	if err != nil {
 		return err
@@ -164,11 +166,14 @@ func scheduleList(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
+	slices.SortFunc(list, func(x, y bus.Schedule) int { return strings.Compare(x.Name, y.Name) })
+	if *asJSON {
+		return writeJSON(a.stdout, schedulesJSON(list))
+	}
 	if len(list) == 0 {
 		fmt.Fprintln(a.stderr, "no periodic jobs")
 		return nil
 	}
-	slices.SortFunc(list, func(x, y bus.Schedule) int { return strings.Compare(x.Name, y.Name) })
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSPEC\tTARGET\tSETTINGS\tBODY")
 	for _, s := range list {
@@ -177,12 +182,48 @@ func scheduleList(ctx context.Context, a *app, args []string) error {
 	return tw.Flush()
 }
 
+// scheduleJSON is a schedule in `schedule ls --json`.
+type scheduleJSON struct {
+	Name     string            `json:"name"`
+	Spec     string            `json:"spec"`
+	Queue    string            `json:"queue"`
+	Kind     string            `json:"kind"`
+	Subject  string            `json:"subject"`
+	Settings map[string]string `json:"settings"`
+	Body     json.RawMessage   `json:"body"`
+}
+
+func schedulesJSON(list []bus.Schedule) []scheduleJSON {
+	out := []scheduleJSON{}
+	for _, s := range list {
+		settings := map[string]string{}
+		for _, h := range scheduleSettings() {
+			if v := s.Header.Get(h.header); v != "" {
+				settings[h.key] = v
+			}
+		}
+		body := json.RawMessage(s.Body)
+		if !json.Valid(body) {
+			body, _ = json.Marshal(string(s.Body)) // not written by jetfleet: shown as a string
+		}
+		out = append(out, scheduleJSON{Name: s.Name, Spec: s.Spec, Queue: s.Queue, Kind: s.Kind,
+			Subject: bus.JobSubject(s.Queue, s.Kind), Settings: settings, Body: body})
+	}
+	return out
+}
+
+// scheduleSettings are the job headers `schedule ls` shows, with the name
+// it shows each under.
+func scheduleSettings() []struct{ key, header string } {
+	return []struct{ key, header string }{
+		{"tries", bus.HeaderTries}, {"timeout", bus.HeaderTimeout}, {"backoff", bus.HeaderBackoff},
+	}
+}
+
 // settings shows a schedule's job headers as tries=3 timeout=90s ...
 func settings(s bus.Schedule) string {
 	var out []string
-	for _, h := range []struct{ key, header string }{
-		{"tries", bus.HeaderTries}, {"timeout", bus.HeaderTimeout}, {"backoff", bus.HeaderBackoff},
-	} {
+	for _, h := range scheduleSettings() {
 		if v := s.Header.Get(h.header); v != "" {
 			out = append(out, h.key+"="+v)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -37,6 +38,9 @@ func TestScheduleAddListRemove(t *testing.T) {
 	if r.Stdout != "" || !strings.Contains(r.Stderr, "no periodic jobs") {
 		t.Fatalf("ls on a fresh server: stdout %q stderr %q", r.Stdout, r.Stderr)
 	}
+	if r = mustOK(jf("", "ls", "--json")); r.Stdout != "[]\n" {
+		t.Fatalf("ls --json on a fresh server: %q", r.Stdout)
+	}
 	r = mustOK(jf("", "add", "nightly", "@every 1h", "default", "cleanup", `{"v":1}`, "--tries", "2"))
 	if r.Stdout != "scheduled nightly: @every 1h -> jobs.default.cleanup\n" {
 		t.Fatalf("add printed %q", r.Stdout)
@@ -56,6 +60,20 @@ func TestScheduleAddListRemove(t *testing.T) {
 	if f := strings.Fields(lines[2]); len(f) != 6 || f[0] != "nightly" || f[1]+" "+f[2] != "@every 2h0m0s" ||
 		f[3] != "jobs.default.cleanup" || f[4] != "tries=3" || f[5] != `{"v":2}` {
 		t.Errorf("nightly line = %q (re-adding should replace it)", lines[2])
+	}
+
+	r = mustOK(jf("", "ls", "--json"))
+	var listed []struct {
+		Name, Spec, Queue, Kind, Subject string
+		Settings                         map[string]string
+		Body                             map[string]any
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &listed); err != nil || len(listed) != 2 {
+		t.Fatalf("ls --json: %v\n%s", err, r.Stdout)
+	}
+	if d, n := listed[0], listed[1]; d.Name != "digest" || d.Spec != "0 */5 * * * *" || d.Subject != "jobs.emails.send-digest" || len(d.Settings) != 0 || d.Body == nil || len(d.Body) != 0 ||
+		n.Name != "nightly" || n.Queue != "default" || n.Kind != "cleanup" || n.Settings["tries"] != "3" || n.Body["v"] != 2.0 {
+		t.Errorf("ls --json = %s", r.Stdout)
 	}
 
 	if r = mustOK(jf("", "rm", "nightly")); r.Stdout != "removed nightly\n" {
