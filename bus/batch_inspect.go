@@ -313,15 +313,28 @@ func (in *Inspector) CancelBatch(ctx context.Context, id string) error {
 }
 
 // cancelChain cancels the step of chain id that runs now: its pending
-// jobs are skipped and no later step is dispatched.
+// jobs are skipped and no later step is dispatched. A step that finishes
+// between the read of the chain and its cancel has released the next
+// one (in the same atomic write): the chain is read again and that one
+// cancelled. The chain has finished only when the last step it holds
+// was read finished: a step's successor is stored before the step reads
+// as finished, and Chain reads the steps in order.
 func (in *Inspector) cancelChain(ctx context.Context, st *batchStore, id string) error {
-	steps, err := in.Chain(ctx, id)
-	if err != nil {
-		return fmt.Errorf("bus: cancel %s: %w", id, ErrUnknownBatch)
+	for {
+		steps, err := in.Chain(ctx, id)
+		if err != nil {
+			return fmt.Errorf("bus: cancel chain %s: %w", id, err)
+		}
+		last := steps[len(steps)-1]
+		if last.Done() {
+			return fmt.Errorf("bus: cancel chain %s: %w", id, ErrBatchFinished)
+		}
+		err = st.cancel(ctx, last.ID, "chain cancelled by an operator")
+		if !errors.Is(err, ErrBatchFinished) {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("bus: cancel chain %s: %w", id, err)
+		}
 	}
-	last := steps[len(steps)-1]
-	if last.Done() {
-		return fmt.Errorf("bus: cancel chain %s: %w", id, ErrBatchFinished)
-	}
-	return st.cancel(ctx, last.ID, "chain cancelled by an operator")
 }

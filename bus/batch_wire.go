@@ -34,6 +34,7 @@ const (
 // JetStream API error codes batches tell apart.
 const (
 	errCodeWrongLastSeq    = 10071 // a compare-and-set lost: the subject moved on
+	errCodeLastSeqInFlight = 10164 // a clustered stream has another write of the subject in flight: the compare-and-set cannot win now
 	errCodeAtomicDuplicate = 10201 // an atomic batch holds a Nats-Msg-Id already stored
 	errCodeAtomicInflight  = 10210 // too many atomic batches open on the stream (50) or server (1,000)
 )
@@ -42,7 +43,8 @@ const (
 var errBusy = errors.New("bus: too many atomic publishes in flight")
 
 // errConflict is a compare-and-set that lost: the subject's last sequence
-// was not the expected one. The caller reads again and retries.
+// was not the expected one, or (on a cluster) another write of the
+// subject was still in flight. The caller reads again and retries.
 var errConflict = errors.New("bus: concurrent change of the batch's state")
 
 // errDuplicate is an atomic publish refused because one of its messages'
@@ -75,7 +77,7 @@ func requestPublish(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (uint64, 
 	}
 	if resp.Error != nil {
 		switch resp.Error.ErrCode {
-		case errCodeWrongLastSeq:
+		case errCodeWrongLastSeq, errCodeLastSeqInFlight:
 			return 0, fmt.Errorf("%w (%s)", errConflict, resp.Error.Description)
 		case errCodeAtomicDuplicate:
 			return 0, fmt.Errorf("%w (%s)", errDuplicate, resp.Error.Description)
