@@ -58,6 +58,42 @@ func TestClusterReadsSeeTheWriteMadeThroughAnotherNode(t *testing.T) {
 	}
 }
 
+// TestANodeNeverLowersTheBucketsReplicas: a node started with the
+// default replica count (1) keeps an R3 bucket R3 (before, it scaled it
+// down to R1 on start, silently: the sessions then stalled for as long as
+// one NATS node was down); one asking for more raises it.
+func TestANodeNeverLowersTheBucketsReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	cluster := natstest.StartCluster(t, 3)
+	_, js := natstest.Connect(t, cluster.URLs())
+	replicas := func(bucket string) int {
+		t.Helper()
+		st, err := js.Stream(context.Background(), "KV_"+bucket)
+		must(t, err)
+		return st.CachedInfo().Config.Replicas
+	}
+	for _, c := range []struct {
+		bucket        string
+		first, second int
+		want          int
+	}{
+		{"lowered", 3, 0, 3},
+		{"lowered-explicitly", 3, 1, 3},
+		{"raised", 1, 3, 3},
+	} {
+		for _, n := range []int{c.first, c.second} {
+			sm, err := sessions.New(js, sessions.Config{Bucket: c.bucket, Replicas: n})
+			must(t, err)
+			sm.Close()
+		}
+		if got := replicas(c.bucket); got != c.want {
+			t.Errorf("bucket %s: R%d after a node with %d, then one with %d; want R%d", c.bucket, got, c.first, c.second, c.want)
+		}
+	}
+}
+
 // TestRequestsWaitOutALeaderElection: when the bucket's leader dies, the
 // requests made during the election are slower, not failed: loads and
 // saves are made again until a new leader answers. The manager is

@@ -22,7 +22,10 @@ type Config struct {
 	// creates it when missing. Default "sessions".
 	Bucket string
 	// Replicas is the bucket's replica count. Default 1; use 3 in a
-	// three-node cluster.
+	// three-node cluster. An existing bucket with more replicas keeps
+	// them: a node never lowers the count (`nats stream edit KV_sessions
+	// --replicas 1` does), so a web node started without it does not undo
+	// `jetfleet up --replicas 3`.
 	Replicas int
 	// MaxBytes bounds the bucket (SESSION_MAX_BYTES), so that visitors who
 	// each get a session cannot fill the NATS account's storage that jobs

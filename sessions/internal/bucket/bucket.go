@@ -28,7 +28,7 @@ type Spec struct {
 	// Description is stored on the stream for operators.
 	Description string
 	// Replicas is the stream's replica count (1 on a single server, 3 in a
-	// cluster).
+	// cluster). An existing bucket with more keeps its count.
 	Replicas int
 	// TTL is the bucket's MaxAge: every value disappears this long after it
 	// was written unless it is written again.
@@ -55,9 +55,10 @@ func StreamName(bucket string) string { return "KV_" + bucket }
 // attemptTimeout bounds one try of Open.
 const attemptTimeout = 2 * time.Second
 
-// Open creates the bucket when it does not exist, brings its TTL, replica
-// count, byte bound and direct-get setting in line with spec when it does, and binds a
-// KeyValue handle to it. What a settling cluster answers (no answer while
+// Open creates the bucket when it does not exist, brings its TTL, byte
+// bound and direct-get setting in line with spec when it does (and its
+// replica count, when spec asks for more: it is never lowered), and binds
+// a KeyValue handle to it. What a settling cluster answers (no answer while
 // it elects its leaders, a peer not heard from yet) is tried again until
 // ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, spec Spec) (jetstream.KeyValue, error) {
@@ -100,6 +101,10 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, spec Spec) error 
 		return fmt.Errorf("look up KV bucket %q: %w", spec.Name, err)
 	}
 	have := st.CachedInfo().Config
+	// A node never lowers the replica count: a web node started with the
+	// default (1) must not undo `jetfleet up --replicas 3`, and nodes
+	// asking for different counts must not flip the bucket back and forth.
+	want.Replicas = max(want.Replicas, have.Replicas)
 	if have.MaxAge == want.MaxAge && have.Replicas == want.Replicas && have.AllowDirect == want.AllowDirect &&
 		have.Duplicates == want.Duplicates && have.MaxBytes == want.MaxBytes && have.Discard == want.Discard {
 		return nil
