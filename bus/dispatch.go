@@ -400,37 +400,50 @@ func (d *Dispatcher) checkSize(msg *nats.Msg) error {
 
 // noLeaderRetry bounds how long a publish keeps trying while no server
 // answers for JOBS: in a cluster, the stream has no leader for a few
-// seconds after its leader's server dies. Retries are safe: the job ID
+// seconds after its leader's server dies, and the followers drop what is
+// published meanwhile, unanswered. Retries are safe: the job ID
 // (Nats-Msg-Id) makes JetStream store the job once.
 const (
 	noLeaderRetry     = 15 * time.Second
 	noLeaderRetryWait = 250 * time.Millisecond
+	// publishAttempt bounds one attempt (nats.go's default timeout): a
+	// caller's longer deadline leaves room for the attempts after it.
+	publishAttempt = 5 * time.Second
 )
 
 func (d *Dispatcher) publish(ctx context.Context, msg *nats.Msg) error {
-	_, err := d.publishAck(ctx, msg)
+	_, _, err := d.publishAck(ctx, msg)
 	return err
 }
 
-// publishAck is publish, with JetStream's answer.
-func (d *Dispatcher) publishAck(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+// publishAck is publish, with JetStream's answer. It tries again, for up
+// to noLeaderRetry, while no server answers for the stream at once
+// (ErrNoStreamResponse) and when an attempt got no answer in time while
+// ctx goes on (a leader that died with the request, an election).
+// unanswered reports that an attempt before the last got no answer: the
+// job may have been stored by it, so a Duplicate answer may be this very
+// publish.
+func (d *Dispatcher) publishAck(ctx context.Context, msg *nats.Msg) (ack *jetstream.PubAck, unanswered bool, err error) {
 	stop := time.Now().Add(noLeaderRetry)
 	var last error
 	for {
-		ack, err := d.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		ack, err := d.js.PublishMsg(actx, msg, jetstream.WithRetryAttempts(0))
+		cancel()
 		if err == nil {
-			return ack, nil
+			return ack, unanswered, nil
 		}
 		if last != nil && ctx.Err() != nil {
-			return nil, d.publishError(msg, last) // the cause, not the context's end
+			return nil, unanswered, d.publishError(msg, last) // the cause, not the context's end
 		}
-		if !errors.Is(err, jetstream.ErrNoStreamResponse) || time.Now().After(stop) {
-			return nil, d.publishError(msg, err)
+		timedOut := ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout))
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) && !timedOut || time.Now().After(stop) {
+			return nil, unanswered, d.publishError(msg, err)
 		}
-		last = err
+		last, unanswered = err, unanswered || timedOut
 		select {
 		case <-ctx.Done():
-			return nil, d.publishError(msg, last)
+			return nil, unanswered, d.publishError(msg, last)
 		case <-time.After(noLeaderRetryWait):
 		}
 	}
@@ -456,10 +469,14 @@ func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg, id string, o
 	if err != nil {
 		return err
 	}
-	ack, err := d.publishAck(ctx, msg)
-	if err == nil && ack.Duplicate {
+	ack, unanswered, err := d.publishAck(ctx, msg)
+	switch {
+	case err == nil && ack.Duplicate && unanswered:
+		// Stored by this dispatch's own unanswered attempt, with its key,
+		// or by an earlier one: the key stays, as when the answer is lost.
+	case err == nil && ack.Duplicate:
 		unlock(errStoredBefore) // the job stored is an earlier one, without this key
-	} else {
+	default:
 		unlock(err)
 	}
 	if err != nil {
