@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
 )
 
@@ -215,37 +217,72 @@ func callbackOf(name string, m flowMsg, released bool) BatchCallback {
 	return cb
 }
 
+// MaxListedBatches is how many batches Batches returns at most: the
+// newest.
+const MaxListedBatches = 1024
+
 // Batches lists the batches JOBS holds (those changed within
-// Config.BatchRetention), newest first, with exact counts: one direct get
-// of every batch's last summary, at most 1,024 (the server's cap on such
-// a get; an error past it), and one of the chunks of each batch that has
-// not finished. The callbacks are not listed (Batch has them).
+// Config.BatchRetention), newest first, at most MaxListedBatches of them,
+// with exact counts: every batch's summary is read (a thousand per
+// direct get), and the chunks of each listed batch that has not finished.
+// The callbacks are not listed (Batch has them).
 func (in *Inspector) Batches(ctx context.Context) ([]BatchStatus, error) {
-	msgs, err := lastPerSubject(ctx, in.js, JobsStream, BatchPrefix+".*.sum")
+	msgs, err := in.batchSums(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]BatchStatus, 0, len(msgs))
-	for _, m := range msgs {
-		var sum batchSum
-		if json.Unmarshal(m.Data, &sum) != nil {
+	type listed struct {
+		id  string
+		sum batchSum
+	}
+	all := make([]listed, 0, len(msgs))
+	for subject, m := range msgs {
+		var l listed
+		if json.Unmarshal(m.Data, &l.sum) != nil {
 			continue
 		}
-		for len(sum.Done) < len(sum.Chunks) {
-			sum.Done = append(sum.Done, nil)
+		l.id = strings.TrimSuffix(strings.TrimPrefix(subject, BatchPrefix+"."), ".sum")
+		all = append(all, l)
+	}
+	slices.SortFunc(all, func(a, b listed) int { return b.sum.CreatedAt.Compare(a.sum.CreatedAt) })
+	out := make([]BatchStatus, 0, min(len(all), MaxListedBatches))
+	for _, l := range all[:min(len(all), MaxListedBatches)] {
+		for len(l.sum.Done) < len(l.sum.Chunks) {
+			l.sum.Done = append(l.sum.Done, nil)
 		}
-		subj := m.Header.Get("Nats-Subject")
-		id := strings.TrimSuffix(strings.TrimPrefix(subj, BatchPrefix+"."), ".sum")
 		var chunks map[int]chunk
-		if !sum.Finished {
-			if chunks, err = in.batchChunks(ctx, id); err != nil {
+		if !l.sum.Finished {
+			if chunks, err = in.batchChunks(ctx, l.id); err != nil {
 				return nil, err
 			}
 		}
-		out = append(out, batchStatus(&batchDef{ID: id}, &sum, chunks))
+		out = append(out, batchStatus(&batchDef{ID: l.id}, &l.sum, chunks))
 	}
-	slices.SortFunc(out, func(a, b BatchStatus) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	return out, nil
+}
+
+// batchSums reads every batch's summary by its subject, walking the
+// batches.*.sum messages of JOBS in order, a thousand per direct get.
+// Each summary write rolls up the one before, so the stream holds one per
+// batch; one rewritten during the walk may be met twice, and the later
+// read wins.
+func (in *Inspector) batchSums(ctx context.Context) (map[string]*jetstream.RawStreamMsg, error) {
+	out := map[string]*jetstream.RawStreamMsg{}
+	for from := uint64(1); ; {
+		next := uint64(0)
+		err := in.batchGet(ctx, JobsStream, directGetRequest{Seq: from, NextFor: BatchPrefix + ".*.sum", Batch: 1000}, func(m *jetstream.RawStreamMsg) bool {
+			next = m.Sequence + 1
+			out[m.Subject] = m
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bus: list batches: %w", err)
+		}
+		if next == 0 {
+			return out, nil
+		}
+		from = next
+	}
 }
 
 // BatchJobState is one job of a batch and what became of it.
