@@ -30,8 +30,19 @@ func runBench(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if len(rest) != 1 || rest[0] != "jobs" {
-		fs.Usage()
-		return node.ErrUsage
+		return usageError(fs, "want `bench jobs` and flags; got %q", rest)
+	}
+	for _, f := range []struct {
+		name     string
+		v, least int
+		most     int
+	}{
+		{"n", *n, 1, 10_000_000}, {"concurrency", *concurrency, 1, 10_000}, {"rate", *rate, 1, 1_000_000},
+		{"latency-jobs", *latencyJobs, 1, 10_000_000}, {"rounds", *rounds, 1, 100},
+	} {
+		if f.v < f.least || f.v > f.most {
+			return usageError(fs, "--%s %d: want %d to %d", f.name, f.v, f.least, f.most)
+		}
 	}
 	dir, err := os.MkdirTemp("", "jetfleet-bench-")
 	if err != nil {

@@ -83,6 +83,10 @@ func TestQueueUsageErrorsExit2BeforeConnecting(t *testing.T) {
 		{[]string{"schedule", "add", "n", "@often", "default", "k", "{}"}, `<spec> "@often": unknown shortcut`},
 		{[]string{"schedule", "add", "n", "@daily", "default", "k", "{}", "--timeout", "-1s"}, `--timeout "-1s": want a positive duration`},
 		{[]string{"schedule", "rm", "Nightly"}, `schedule name "Nightly" may only use`},
+		{[]string{"bench", "jobs", "--n", "0"}, "jetfleet bench: --n 0: want 1 to 10000000"},
+		{[]string{"bench", "jobs", "--rate", "2000000000"}, "--rate 2000000000: want 1 to 1000000"},
+		{[]string{"bench", "jobs", "--rounds", "-1"}, "--rounds -1: want 1 to 100"},
+		{[]string{"bench", "foo"}, "want `bench jobs` and flags; got [\"foo\"]"},
 	} {
 		name := strings.Join(c.args, " ")
 		r := runJF(t, dir, env, "", c.args...)
