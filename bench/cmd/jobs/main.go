@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,6 +65,17 @@ func run(ctx context.Context) error {
 	workBin := flag.String("work-bin", "", "binary whose \"work\" command runs the jetfleet workers (default: the jetfleet binary; e.g. a service's own binary built on package node)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound of one measurement")
 	flag.Parse()
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"n", *n}, {"c", *c}, {"workers", *workers}, {"runs", *runs}, {"nats-nodes", *natsNodes}, {"replicas", *replicas}} {
+		if f.v < 1 {
+			return fmt.Errorf("-%s %d: must be at least 1", f.name, f.v)
+		}
+	}
+	if *replicas > *natsNodes {
+		return fmt.Errorf("-replicas %d: at most -nats-nodes (%d)", *replicas, *natsNodes)
+	}
 
 	dir, err := os.MkdirTemp("", "jfbench-")
 	if err != nil {
@@ -118,7 +130,7 @@ func run(ctx context.Context) error {
 		defer s.Stop()
 		cfg.RedisAddr = addr
 	}
-	fmt.Printf("# n=%d c=%d workers=%d nats_nodes=%d replicas=%d sync=%q redis=%s redis_fsync=%v cpus=2 started=%s\n",
-		*n, *c, *workers, *natsNodes, *replicas, *syncInterval, cfg.RedisAddr, *redisFsync, time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("# n=%d c=%d workers=%d nats_nodes=%d replicas=%d sync=%q redis=%s redis_fsync=%v cpus=%d started=%s\n",
+		*n, *c, *workers, *natsNodes, *replicas, *syncInterval, cfg.RedisAddr, *redisFsync, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
 	return jobs.Run(ctx, cfg, os.Stdout)
 }
