@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,9 +96,11 @@ func (st *batchStore) updateSum(ctx context.Context, id string, def *batchDef, c
 			return nil, err
 		}
 		msgs := []*nats.Msg{sumMsg}
+		now := time.Now().UTC()
 		for _, f := range released {
 			m := f.msg()
 			stampTokens(m, tokens)
+			stampCreated(m, now)
 			msgs = append(msgs, m)
 		}
 		_, err = publishAtomic(ctx, st.js.Conn(), msgs)
@@ -137,6 +140,23 @@ func (st *batchStore) cancel(ctx context.Context, id, reason string) error {
 		return fmt.Errorf("bus: announce the cancel of batch %s: %w", id, err)
 	}
 	return nil
+}
+
+// stampCreated dates a chain step's summary, released now, with now: it
+// was written when the chain was dispatched, but the step is dispatched
+// only now (BatchStatus.CreatedAt, the order of Batches).
+func stampCreated(m *nats.Msg, now time.Time) {
+	if !isBatchSubject(m.Subject) || !strings.HasSuffix(m.Subject, ".sum") {
+		return
+	}
+	var sum batchSum
+	if json.Unmarshal(m.Data, &sum) != nil {
+		return
+	}
+	sum.CreatedAt = now
+	if b, err := json.Marshal(sum); err == nil {
+		m.Data = b
+	}
 }
 
 // stampTokens adds tokens to a released job's causal token (a comma

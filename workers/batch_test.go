@@ -741,6 +741,11 @@ func TestChainWithBatchStep(t *testing.T) {
 	if err != nil || len(chain) != 3 {
 		t.Fatalf("Chain = %+v, %v", chain, err)
 	}
+	for k := 1; k < len(chain); k++ { // a step is dated when it is dispatched: once the one before finished
+		if chain[k].CreatedAt.Before(chain[k-1].FinishedAt) {
+			t.Errorf("step %d created at %s, before step %d finished at %s", k+1, chain[k].CreatedAt, k, chain[k-1].FinishedAt)
+		}
+	}
 	// The last step released the chain's then and finally; each step
 	// would have released the chain's finally had it failed.
 	wantCallbacks(t, chain[1], "then next step released", "finally batch-callback")
