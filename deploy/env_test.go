@@ -46,7 +46,16 @@ func parseEnvFile(t *testing.T, path string) (map[string]string, []string) {
 func TestEnvExample(t *testing.T) {
 	t.Parallel()
 	vars, keys := parseEnvFile(t, envExample)
-	getenv := func(k string) string { return vars[k] }
+	// Its passwords are placeholders, refused until replaced.
+	if _, err := readmodel.ConfigFromEnv(func(k string) string { return vars[k] }); err == nil || !strings.Contains(err.Error(), "DB_PASSWORD is still the example's placeholder") {
+		t.Errorf("readmodel.ConfigFromEnv on %s as shipped: %v; want DB_PASSWORD refused as a placeholder", envExample, err)
+	}
+	getenv := func(k string) string {
+		if strings.HasPrefix(vars[k], "change-me") {
+			return "replaced-" + k
+		}
+		return vars[k]
+	}
 	db, err := readmodel.ConfigFromEnv(getenv)
 	if err != nil {
 		t.Fatalf("readmodel.ConfigFromEnv on %s: %v", envExample, err)

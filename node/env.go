@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetfleet/jetfleet/internal/placeholder"
 )
 
 // DefaultNATSURL is where jetfleet looks for NATS when nothing says otherwise.
@@ -147,6 +149,11 @@ func ConnectNATS(getenv func(string) string, dataDir, name string) (*nats.Conn, 
 	if fromDataDir {
 		var err error
 		if getenv, err = withLocalAuth(getenv, dataDir); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, setting := range []string{"NATS_PASSWORD", "NATS_TOKEN"} {
+		if err := placeholder.CheckSetting(setting, getenv(setting)); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetfleet/jetfleet/internal/placeholder"
 )
 
 // Drivers accepted in Config.Driver (and DB_CONNECTION).
@@ -119,6 +121,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		ReadHosts: splitList(getenv("DB_READ_HOST")),
 		Username:  getenv("DB_USERNAME"),
 		Password:  getenv("DB_PASSWORD"),
+	}
+	if err := placeholder.CheckSetting("DB_PASSWORD", c.Password); err != nil {
+		return c, fmt.Errorf("readmodel: %w", err)
 	}
 	if v := getenv("DB_PORT"); v != "" {
 		p, err := strconv.Atoi(v)

@@ -189,7 +189,7 @@ func TestConfigFromEnv(t *testing.T) {
 	if c.WriteHost != "w" {
 		t.Errorf("DB_WRITE_HOST should win over DB_HOST: %q", c.WriteHost)
 	}
-	for k, v := range map[string]string{"DB_CONNECTION": "postgres", "DB_PORT": "x", "DB_STICKY": "maybe", "DB_MAX_REPLICA_LAG": "-1s", "DB_SQLITE_MAX_MB": "0"} {
+	for k, v := range map[string]string{"DB_CONNECTION": "postgres", "DB_PORT": "x", "DB_STICKY": "maybe", "DB_MAX_REPLICA_LAG": "-1s", "DB_SQLITE_MAX_MB": "0", "DB_PASSWORD": "change-me-db"} {
 		if _, err := ConfigFromEnv(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), "DB_") {
 			t.Errorf("%s=%q: error %v, want one naming the variable", k, v, err)
 		}

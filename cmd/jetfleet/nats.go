@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/internal/natsembed"
+	"github.com/jetfleet/jetfleet/internal/placeholder"
 	"github.com/jetfleet/jetfleet/node"
 )
 
@@ -144,6 +145,11 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 	if *monitor != "" {
 		cfg.MonitorListen = node.LoopbackDefault(*monitor)
 	}
+	if cfg.ConfigFile != "" {
+		if err := refusePlaceholders(a.getenv, cfg.ConfigFile); err != nil {
+			return err
+		}
+	}
 	if len(cfg.Routes) > 0 && cfg.ClusterListen == "" {
 		return errors.New("--routes needs --cluster-listen: a node joins a cluster through its own route address")
 	}
@@ -229,4 +235,16 @@ func waitForCluster(ctx context.Context, a *app, srv *natsembed.Server) {
 			a.log.Warn().Str("name", srv.Name()).Msg("JetStream cluster still has no meta leader; are the other nodes running and their routes right?")
 		}
 	}
+}
+
+// refusePlaceholders refuses a configuration file, or the passwords it
+// reads from the environment (deploy/nats), still holding deploy/'s
+// example secrets.
+func refusePlaceholders(getenv func(string) string, configFile string) error {
+	for _, name := range []string{"NATS_PASSWORD", "NATS_SYS_PASSWORD"} {
+		if err := placeholder.CheckSetting(name, getenv(name)); err != nil {
+			return err
+		}
+	}
+	return placeholder.CheckFile(configFile)
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -87,6 +89,35 @@ func TestNoDatabasePasswordInMessages(t *testing.T) {
 				t.Errorf("%s: exit %d, want 1 with an error naming %s:\n%s", what, r.Code, addr, r.Stderr)
 			}
 			assertNoSecret(t, what, r.Stdout, r.Stderr, secret)
+		}
+	}
+}
+
+// TestPlaceholderSecretsAreRefused: deploy/'s example secrets (change-me-…)
+// stop a process at start, naming the setting or the line: a NATS node
+// whose configuration still holds the route placeholder or reads a
+// placeholder password, and a client (dispatch) given one.
+func TestPlaceholderSecretsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "n1.conf")
+	body := "# replace route-secret-change-me\nlisten: 127.0.0.1:-1\ncluster {\n  name: c\n  listen: 127.0.0.1:-1\n  routes: [\"nats://route:route-secret-change-me@127.0.0.1:1\"]\n}\n"
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secrets := testEnv("NATS_PASSWORD=s3cret-of-my-own", "NATS_SYS_PASSWORD=another-s3cret")
+	for _, c := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"route placeholder", secrets, []string{"nats", "--config", conf, "--data", dir}, "n1.conf line 6 still holds the example's placeholder secret"},
+		{"password placeholder", testEnv("NATS_PASSWORD=change-me-app", "NATS_SYS_PASSWORD=another-s3cret"), []string{"nats", "--config", conf, "--data", dir}, "NATS_PASSWORD is still the example's placeholder"},
+		{"client", testEnv("NATS_URL=nats://127.0.0.1:1", "NATS_USER=jetfleet", "NATS_PASSWORD=change-me-app"), []string{"dispatch", "default", "k", "{}"}, "NATS_PASSWORD is still the example's placeholder"},
+	} {
+		r := runJF(t, dir, c.env, "", c.args...)
+		if r.Code != 1 || !strings.Contains(r.Stderr, c.want) || strings.Contains(r.Stderr, "connect to NATS") {
+			t.Errorf("%s: exit %d, stderr %q; want 1 and %q, before any connection", c.name, r.Code, r.Stderr, c.want)
 		}
 	}
 }
