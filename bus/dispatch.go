@@ -82,6 +82,9 @@ type Dispatcher struct {
 	batchReady batchReady
 	// unique is UniqueBucket, opened on the first unique dispatch (unique.go).
 	unique uniqueLocks
+	// uniqueGrace is how young a key is never taken over (default
+	// clearGrace; tests shorten it).
+	uniqueGrace time.Duration
 }
 
 // NewDispatcher returns a Dispatcher publishing through js.

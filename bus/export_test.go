@@ -9,3 +9,7 @@ func SetAfterRepublish(in *Inspector, f func(*FailedJob) error) { in.afterRepubl
 
 // SetClearGrace sets how young a unique key Clear leaves held. Tests only.
 func SetClearGrace(in *Inspector, d time.Duration) { in.clearGrace = d }
+
+// SetUniqueGrace sets how young a unique key a dispatch never takes over
+// from a holder that ended. Tests only.
+func SetUniqueGrace(d *Dispatcher, dur time.Duration) { d.uniqueGrace = dur }

@@ -220,7 +220,15 @@ func (d *Dispatcher) lockUnique(ctx context.Context, msg *nats.Msg, id string, o
 		if holder.JobID == id {
 			return noUnlock, nil
 		}
-		return nil, &DuplicateError{Key: u.key, JobID: holder.JobID}
+		if ended, err := d.holderEnded(ctx, &holder, e); err != nil || !ended {
+			return nil, &DuplicateError{Key: u.key, JobID: holder.JobID}
+		}
+		// The holder ended without freeing the key (its worker was killed
+		// between the job's ack and the unlock, or the ack was never
+		// confirmed): take the key over, if nobody changed it meanwhile.
+		if _, err := wire.PurgeIfRevision(ctx, d.js, UniqueBucket, token, e.Revision); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("bus: unique key %q: free it from job %s, which ended: %w", u.key, holder.JobID, err)
+		}
 	}
 	return nil, fmt.Errorf("bus: unique key %q: taken and released over and over; try again", u.key)
 }
@@ -296,9 +304,28 @@ func (in *Inspector) freeUnique(ctx context.Context, st *JobStatus) error {
 	return nil
 }
 
-// clearGrace is how young a unique key freeClearedKeys leaves alone: its
-// dispatch may still be storing the job it names.
+// clearGrace is how young a unique key freeClearedKeys and a dispatch's
+// take-over leave alone: its dispatch may still be storing the job it
+// names.
 const clearGrace = 10 * time.Second
+
+// holderEnded reports whether the until-done key e, held by holder, names
+// a job that has ended: older than clearGrace, and its job neither in
+// JOBS (waiting, delayed, retrying or running: JOBS keeps a job until it
+// is acknowledged) nor answered for by a worker. A worker frees the key
+// right after the job's ack; one killed in between, or whose ack was
+// never confirmed, leaves it held until its lease (24 h by default).
+func (d *Dispatcher) holderEnded(ctx context.Context, holder *UniqueLock, e wire.KVEntry) (bool, error) {
+	if !holder.UntilDone || holder.JobID == "" || time.Since(e.Created) < cmp.Or(d.uniqueGrace, clearGrace) {
+		return false, nil
+	}
+	in := &Inspector{js: d.js, cfg: d.cfg}
+	if stored, err := in.inJobs(ctx, holder.JobID); err != nil || stored {
+		return false, err
+	}
+	running, err := in.locate(ctx, holder.JobID)
+	return running == nil && err == nil, err
+}
 
 // freeClearedKeys frees the until-done unique keys of queue whose job is
 // gone, after Clear deleted the queue's jobs: a key whose job is neither
@@ -352,13 +379,19 @@ func (in *Inspector) jobGone(ctx context.Context, id string, running map[string]
 	if running[id] != nil {
 		return false, nil
 	}
+	stored, err := in.inJobs(ctx, id)
+	return !stored && err == nil, err
+}
+
+// inJobs reports whether JOBS holds job id, on its queue or delayed.
+func (in *Inspector) inJobs(ctx context.Context, id string) (bool, error) {
 	for _, filter := range []string{wire.JobFilterForID(id), wire.DelayFilterForID(id)} {
 		m, err := in.lastMsg(ctx, JobsStream, filter)
 		if err != nil || m != nil {
-			return false, err
+			return m != nil, err
 		}
 	}
-	return true, nil
+	return false, nil
 }
 
 // KeepUnique renews the lease of job's until-done unique key so that it
