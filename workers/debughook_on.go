@@ -2,7 +2,11 @@
 
 package workers
 
-import "os"
+import (
+	"fmt"
+	"os"
+	"syscall"
+)
 
 // debugTurnHook blocks the fetch loop, for tests of Live through a real
 // process: in a binary built with -tags jetfleet_debughooks, when
@@ -16,4 +20,17 @@ func debugTurnHook() {
 	}
 	_, _ = os.ReadFile(fifo) // blocks until a writer opens and closes it
 	_ = os.Unsetenv("JETFLEET_DEBUG_BLOCK_FETCH")
+}
+
+// debugAfterAckHook kills the process with SIGKILL right after a unique
+// job's ack was confirmed and before its key is freed, when
+// JETFLEET_DEBUG_KILL_AFTER_ACK is set: the moment a worker's death
+// leaves a key held by a job that has ended.
+func debugAfterAckHook() {
+	if os.Getenv("JETFLEET_DEBUG_KILL_AFTER_ACK") == "" {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "debug hook: killing the worker after the ack, before the unlock")
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // the signal is on its way
 }

@@ -125,6 +125,7 @@ func (l *loop) ackThenFree(r *run, job *bus.Job) error {
 	if err != nil {
 		return err
 	}
+	debugAfterAckHook()
 	l.uniqueDone(r, job)
 	return nil
 }
