@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"strings"
 	"time"
 
@@ -159,7 +160,7 @@ func (t *Tx) add(ctx context.Context, p bus.Prepared) (string, error) {
 	res, err := t.ExecContext(ctx, "INSERT INTO "+OutboxTable+" (job_id, subject, headers, body, created_ms) VALUES (?, ?, ?, ?, ?)",
 		p.ID, p.Subject, string(h), p.Body, time.Now().UnixMilli())
 	if err != nil {
-		return "", outboxErr(err)
+		return "", t.o.outboxErr(err)
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
@@ -278,7 +279,7 @@ func (o *Outbox) deleteRows(ctx context.Context, ids []int64) error {
 		return fmt.Errorf("readmodel: outbox: %w", err)
 	}
 	if _, err := o.db.primary.db.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("readmodel: outbox: delete published rows (the relay will publish them again, stored once): %w", outboxErr(err))
+		return fmt.Errorf("%w (deleting published rows: the relay will publish them again, stored once)", o.outboxErr(err))
 	}
 	return nil
 }
@@ -291,8 +292,13 @@ func (o *Outbox) Relay(ctx context.Context) {
 	t := time.NewTicker(o.cfg.Interval)
 	defer t.Stop()
 	warnedMissing := false
+	var failing int        // rounds failed in a row
+	var lastWarn time.Time // a failing relay warns once a minute, not every round
 	for {
 		n, err := o.RelayOnce(ctx)
+		if err == nil {
+			failing = 0
+		}
 		switch {
 		case errors.Is(err, ErrNoOutbox):
 			if !warnedMissing {
@@ -300,7 +306,10 @@ func (o *Outbox) Relay(ctx context.Context) {
 				warnedMissing = true
 			}
 		case err != nil && ctx.Err() == nil:
-			o.log.Warn().Err(err).Int("published", n).Msg("readmodel: outbox relay round failed; it tries again")
+			if failing++; failing == 1 || time.Since(lastWarn) >= time.Minute {
+				o.log.Warn().Err(err).Int("published", n).Int("failed_rounds", failing).Msg("readmodel: outbox relay round failed; it tries again every round, and warns once a minute while it fails")
+				lastWarn = time.Now()
+			}
 		case n > 0:
 			o.log.Info().Int("published", n).Msg("readmodel: outbox relay published jobs of committed transactions")
 		}
@@ -341,7 +350,7 @@ func (o *Outbox) relayRound(ctx context.Context) (n int, more bool, err error) {
 	err = o.db.primary.db.SelectContext(ctx, &recs, "SELECT id, job_id, subject, headers, body FROM "+OutboxTable+
 		" WHERE created_ms <= ? ORDER BY id LIMIT ?", cutoff, o.cfg.BatchSize)
 	if err != nil {
-		return 0, false, outboxErr(err)
+		return 0, false, o.outboxErr(err)
 	}
 	if len(recs) == 0 {
 		return 0, false, nil
@@ -353,16 +362,41 @@ func (o *Outbox) relayRound(ctx context.Context) (n int, more bool, err error) {
 		tok = o.primaryPosition(ctx)
 	}
 	rows := make([]outboxRow, 0, len(recs))
+	var unreadable []int64
 	for _, r := range recs {
 		var h nats.Header
 		if err := json.Unmarshal([]byte(r.Headers), &h); err != nil {
-			o.log.Error().Err(err).Int64("row", r.ID).Str("job_id", r.JobID).Msg("readmodel: outbox row has unreadable headers; left in place")
+			o.log.Error().Err(err).Int64("row", r.ID).Str("job_id", r.JobID).Str("subject", r.Subject).
+				Msg("readmodel: outbox row has unreadable headers; set aside, never relayed (it stays in " + OutboxTable + ")")
+			unreadable = append(unreadable, r.ID)
 			continue
 		}
 		rows = append(rows, outboxRow{id: r.ID, job: bus.Prepared{ID: r.JobID, Subject: r.Subject, Header: h, Body: r.Body}})
 	}
+	if err := o.setAside(ctx, unreadable); err != nil {
+		return 0, false, err
+	}
 	n, err = o.publishRows(ctx, rows, tok)
 	return n, err == nil && len(recs) == o.cfg.BatchSize, err
+}
+
+// setAside takes rows the relay cannot read out of its rounds, leaving
+// them in the table for an operator: their created_ms becomes the
+// largest there is, so no round selects them again. Left in place, a
+// full batch of them stopped the relay at the head of the table, and
+// made it ask again at once, forever.
+func (o *Outbox) setAside(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	q, args, err := sqlx.In("UPDATE "+OutboxTable+" SET created_ms = ? WHERE id IN (?)", int64(math.MaxInt64), ids)
+	if err != nil {
+		return fmt.Errorf("readmodel: outbox: %w", err)
+	}
+	if _, err := o.db.primary.db.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("%w (setting unreadable rows aside)", o.outboxErr(err))
+	}
+	return nil
 }
 
 // primaryPosition is the primary's @@gtid_binlog_pos, or nil.
@@ -381,7 +415,7 @@ func (o *Outbox) primaryPosition(ctx context.Context) gtidSet {
 func (o *Outbox) Pending(ctx context.Context) (int, error) {
 	var n int
 	if err := o.db.primary.db.GetContext(ctx, &n, "SELECT COUNT(*) FROM "+OutboxTable); err != nil {
-		return 0, outboxErr(err)
+		return 0, o.outboxErr(err)
 	}
 	return n, nil
 }
@@ -396,11 +430,12 @@ func mergeTokenHeader(h nats.Header, tok gtidSet) {
 	h.Set(bus.HeaderCausalToken, have.merge(tok).String())
 }
 
-// outboxErr wraps a missing table with ErrNoOutbox.
-func outboxErr(err error) error {
+// outboxErr wraps a missing table with ErrNoOutbox, and names the
+// primary, as the read model's other errors do.
+func (o *Outbox) outboxErr(err error) error {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) && me.Number == 1146 || strings.Contains(err.Error(), "no such table: "+OutboxTable) {
 		return fmt.Errorf("%w: %w", ErrNoOutbox, err)
 	}
-	return fmt.Errorf("readmodel: outbox: %w", err)
+	return fmt.Errorf("readmodel: outbox on %s %s: %w", o.db.primary.role, o.db.primary.addr, err)
 }

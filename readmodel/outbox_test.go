@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -437,4 +438,68 @@ func minus(a, b []int) []int {
 		}
 	}
 	return out
+}
+
+// TestOutboxSetsUnreadableRowsAside: rows whose headers cannot be read (a
+// hand edit, a format from elsewhere) fill a whole batch at the head of
+// the table. The relay sets them aside (they stay, counted by Pending)
+// and relays the rows behind them; before, a full batch of them made
+// RelayOnce ask again at once, forever, and nothing behind them was ever
+// relayed.
+func TestOutboxSetsUnreadableRowsAside(t *testing.T) {
+	for _, dialect := range []string{readmodel.DriverSQLite, readmodel.DriverMySQL} {
+		t.Run(dialect, func(t *testing.T) {
+			e := newOutboxEnv(t, dialect)
+			ctx := context.Background()
+			for i := range 3 {
+				mustExec(t, e.db, ctx, "INSERT INTO "+readmodel.OutboxTable+" (job_id, subject, headers, body, created_ms) VALUES (?, ?, ?, ?, ?)",
+					fmt.Sprintf("bad-%d", i), "jobs."+ordersQueue+".order-placed", "not json", []byte("{}"), 0)
+			}
+			deadConn, deadJS := natstest.Connect(t, e.url)
+			deadD, err := bus.NewDispatcher(deadJS, bus.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadConn.Close()
+			dead, err := readmodel.NewOutbox(e.db, deadD, readmodel.OutboxConfig{PublishTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n := 0; n < 4; n += 2 { // two committed orders, their jobs not published
+				if err := placeOrder(ctx, dead, n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			relay, err := readmodel.NewOutbox(e.db, e.d, readmodel.OutboxConfig{Grace: time.Nanosecond, BatchSize: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			n, err := relay.RelayOnce(rctx)
+			if err != nil || n != 2 {
+				t.Fatalf("RelayOnce = %d, %v; want the 2 readable rows relayed", n, err)
+			}
+			if got := natstest.StreamMsgs(t, e.js, bus.JobsStream); got != 2 {
+				t.Fatalf("JOBS holds %d jobs, want 2", got)
+			}
+			if pending, _ := e.ob.Pending(ctx); pending != 3 {
+				t.Fatalf("outbox holds %d rows, want the 3 unreadable ones, set aside", pending)
+			}
+			if n, err := relay.RelayOnce(rctx); err != nil || n != 0 {
+				t.Fatalf("a second RelayOnce = %d, %v; want nothing to relay", n, err)
+			}
+		})
+	}
+}
+
+// TestOutboxErrorsNameThePrimary: an outbox error says which server it
+// came from, as the read model's other errors do.
+func TestOutboxErrorsNameThePrimary(t *testing.T) {
+	e := newOutboxEnv(t, readmodel.DriverSQLite)
+	e.db.Writer().Close()
+	_, err := e.ob.Pending(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "readmodel: outbox on primary ") || !strings.Contains(err.Error(), "outbox.db") {
+		t.Fatalf("Pending on a closed primary: %v; want an error naming the primary", err)
+	}
 }
