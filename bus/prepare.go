@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // HeaderCausalToken carries the causal-consistency token of the writes
@@ -49,6 +50,11 @@ type Prepared struct {
 // runs at that time, or at once if that time has passed. Unique is refused
 // (ErrInvalid): PublishPrepared takes no key; JobID makes a prepared job
 // idempotent.
+//
+// Like Dispatch, it traces the job: a "dispatch <kind>" span (marked
+// jetfleet.dispatch.prepared) as the job's parent, whose context the job
+// carries in traceparent, so the attempts of a job published later (an
+// outbox's relay) belong to the trace of the request that prepared it.
 func (d *Dispatcher) Prepare(ctx context.Context, args Args, opts ...Option) (Prepared, error) {
 	msg, id, err := d.encode(ctx, args, opts)
 	if err == nil {
@@ -57,6 +63,19 @@ func (d *Dispatcher) Prepare(ctx context.Context, args Args, opts ...Option) (Pr
 	if err != nil {
 		return Prepared{}, err
 	}
+	return d.prepared(ctx, msg, id)
+}
+
+// prepared traces a prepared job (Prepare) and returns it.
+func (d *Dispatcher) prepared(ctx context.Context, msg *nats.Msg, id string) (Prepared, error) {
+	span, err := d.startDispatch(ctx, msg, id)
+	if err != nil {
+		return Prepared{}, err
+	}
+	if span != nil {
+		span.SetAttributes(attribute.Bool("jetfleet.dispatch.prepared", true))
+	}
+	endSpan(span, nil)
 	return Prepared{ID: id, Subject: msg.Subject, Header: msg.Header, Body: msg.Data}, nil
 }
 
@@ -69,7 +88,7 @@ func (d *Dispatcher) PrepareJSON(ctx context.Context, kind string, body []byte, 
 	if err != nil {
 		return Prepared{}, err
 	}
-	return Prepared{ID: id, Subject: msg.Subject, Header: msg.Header, Body: msg.Data}, nil
+	return d.prepared(ctx, msg, id)
 }
 
 // PublishPrepared publishes prepared jobs with asynchronous publishes and

@@ -33,6 +33,7 @@ func App(cfg Config) node.App {
 			c.Bus = s.Bus
 			c.Logger = s.Logger.With().Str("component", "catalog").Logger()
 			c.TracerProvider = s.TracerProvider
+			c.Outbox = s.Outbox
 			cat, err = New(ctx, s.JetStream, s.DB, c)
 			return err
 		},

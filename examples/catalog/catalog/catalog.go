@@ -70,6 +70,13 @@ type Config struct {
 	ThumbnailWidths []int
 	// Bus configures the dispatcher (the JOBS stream must exist).
 	Bus bus.Config
+	// Outbox, when set, carries each upload's processing job: the job is
+	// written in the transaction that records the upload
+	// (readmodel.Outbox), so an upload answered 202 is processed even when
+	// NATS loses the dispatch's answer (the relay publishes it). Without
+	// it, the job is dispatched after the commit, and a dispatch that
+	// fails marks the images failed. App sets it to the node's.
+	Outbox *readmodel.Outbox
 	// Logger receives the errors the API answers with a 500, and the jobs'
 	// progress. The zero value logs nothing.
 	Logger zerolog.Logger

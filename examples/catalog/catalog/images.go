@@ -22,6 +22,7 @@ import (
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/node"
+	"github.com/jetfleet/jetfleet/readmodel"
 	"github.com/jetfleet/jetfleet/sessions"
 )
 
@@ -126,8 +127,9 @@ func (c *Catalog) itemOwner(ctx context.Context, id int64) (User, error) {
 // name, retried through a leader election; the node keeps nothing on
 // disk. The files are recorded as "processing", replacing earlier
 // versions of the same names (whose objects are then deleted), and
-// process-item-images is dispatched on the high queue: 202 with the
-// job's ID.
+// process-item-images is dispatched on the high queue, through
+// Config.Outbox (in the transaction that records the upload) when it is
+// set: 202 with the job's ID.
 func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 	// The node's read timeout covers an ordinary request; an upload of up
 	// to MaxUploadBytes gets time for its size (a server that cannot
@@ -154,18 +156,16 @@ func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	replaced, err := c.recordUploads(ctx, id, refs)
+	replaced, jobID, err := c.recordUploads(ctx, id, refs)
 	if err != nil {
 		c.deleteObjects(context.WithoutCancel(ctx), refs)
 		return err
 	}
 	c.deleteObjectNames(context.WithoutCancel(ctx), replaced) // even if the client has gone
-	jobID, err := c.jobs.Dispatch(ctx, ProcessItemImages{ItemID: id, Images: refs}, bus.OnQueue(ImagesQueue))
-	if err != nil {
-		if ferr := c.failImages(context.WithoutCancel(ctx), id, refs, "not queued for processing: "+err.Error()); ferr != nil {
-			c.log.Error().Ctx(ctx).Err(ferr).Int64("item_id", id).Msg("cannot record that images were not queued")
+	if c.cfg.Outbox == nil {
+		if jobID, err = c.dispatchProcessing(ctx, id, refs); err != nil {
+			return err
 		}
-		return fmt.Errorf("dispatch process-item-images: %w", err)
 	}
 	if wantsHTML(r) {
 		http.Redirect(w, r, fmt.Sprintf("/view/items/%d", id), http.StatusSeeOther)
@@ -177,6 +177,20 @@ func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"job_id": jobID, "item_id": id, "images": names, "item_url": fmt.Sprintf("/items/%d", id)})
 	return nil
+}
+
+// dispatchProcessing dispatches the processing job of an upload recorded
+// without an outbox; when the dispatch fails, the images are marked
+// failed (with an outbox, the job is written with the upload instead).
+func (c *Catalog) dispatchProcessing(ctx context.Context, id int64, refs []ImageRef) (string, error) {
+	jobID, err := c.jobs.Dispatch(ctx, ProcessItemImages{ItemID: id, Images: refs}, bus.OnQueue(ImagesQueue))
+	if err != nil {
+		if ferr := c.failImages(context.WithoutCancel(ctx), id, refs, "not queued for processing: "+err.Error()); ferr != nil {
+			c.log.Error().Ctx(ctx).Err(ferr).Int64("item_id", id).Msg("cannot record that images were not queued")
+		}
+		return "", fmt.Errorf("dispatch process-item-images: %w", err)
+	}
+	return jobID, nil
 }
 
 // receiveFiles streams the request's files into the Object Store. On any
@@ -306,12 +320,12 @@ func checkCSRF(r *http.Request, tok string) bool {
 // version, replacing the rows of an earlier version of the same name, and
 // returns the objects of the versions it replaced, for the caller to
 // delete once the rows are committed.
-func (c *Catalog) recordUploads(ctx context.Context, id int64, refs []ImageRef) (replaced []string, err error) {
+func (c *Catalog) recordUploads(ctx context.Context, id int64, refs []ImageRef) (replaced []string, jobID string, err error) {
 	err = retryDeadlocks(ctx, func() error {
-		replaced, err = c.recordUploadsOnce(ctx, id, refs)
+		replaced, jobID, err = c.recordUploadsOnce(ctx, id, refs)
 		return err
 	})
-	return replaced, err
+	return replaced, jobID, err
 }
 
 // retryDeadlocks runs tx, a transaction, and runs it again, a few times,
@@ -339,9 +353,13 @@ func isDeadlock(err error) bool {
 	return errors.As(err, &me) && me.Number == 1213
 }
 
-func (c *Catalog) recordUploadsOnce(ctx context.Context, id int64, refs []ImageRef) ([]string, error) {
+// recordUploadsOnce records refs as the item's images in one transaction,
+// replacing earlier versions of the same names, whose objects it returns.
+// With Config.Outbox, the processing job is written in that transaction
+// too, and its ID returned.
+func (c *Catalog) recordUploadsOnce(ctx context.Context, id int64, refs []ImageRef) ([]string, string, error) {
 	var replaced []string
-	err := c.db.Tx(ctx, func(tx *sqlx.Tx) error {
+	record := func(tx *sqlx.Tx) error {
 		for _, ref := range refs {
 			// DELETE only what exists: a DELETE that finds nothing locks the
 			// gap after the newest item, where other uploads insert.
@@ -360,8 +378,21 @@ func (c *Catalog) recordUploadsOnce(ctx context.Context, id int64, refs []ImageR
 			}
 		}
 		return nil
+	}
+	if c.cfg.Outbox == nil {
+		err := c.db.Tx(ctx, record)
+		return replaced, "", err
+	}
+	var jobID string
+	err := c.cfg.Outbox.Tx(ctx, func(tx *readmodel.Tx) error {
+		if err := record(tx.Tx); err != nil {
+			return err
+		}
+		var err error
+		jobID, err = tx.Dispatch(ctx, ProcessItemImages{ItemID: id, Images: refs}, bus.OnQueue(ImagesQueue))
+		return err
 	})
-	return replaced, err
+	return replaced, jobID, err
 }
 
 // deleteObjects deletes the objects of refs, an upload given up.

@@ -2,6 +2,7 @@ package catalog_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/readmodel"
+	"github.com/jetfleet/jetfleet/sessions"
 )
 
 // TestUploadsInFlightAreBounded: with MaxUploadsInFlight 2, five uploads
@@ -116,4 +120,69 @@ func TestAFullDatabaseRefusesWritesWith507(t *testing.T) {
 		return
 	}
 	t.Fatal("1,000 items of 1 KB fit in a database bounded at 256 KiB")
+}
+
+// TestAnUploadWhoseDispatchIsNotAnsweredIsStillProcessed: with the node's
+// outbox (catalog.Config.Outbox), an upload's processing job is written
+// in the transaction that records the upload. Here the outbox cannot
+// reach NATS (its connection is closed, as when the dispatch's answer is
+// lost): the upload still gets 202, its job waits in the outbox instead
+// of JOBS, and once a relay publishes it a worker processes the image.
+// Before, a dispatch not acknowledged answered 503 "nothing was
+// recorded" and marked the images failed, while the job might have been
+// stored after all (an audit saw it run, and leak its original).
+func TestAnUploadWhoseDispatchIsNotAnsweredIsStillProcessed(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	if err := bus.ProvisionQueues(ctx, js, bus.Config{}, catalog.ImagesQueue, catalog.EmailsQueue); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, readmodel.Config{Database: filepath.Join(t.TempDir(), "catalog.db")})
+	if _, err := readmodel.MigrateOutbox(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	deadConn, deadJS := natstest.Connect(t, srv.ClientURL())
+	deadD, err := bus.NewDispatcher(deadJS, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadConn.Close()
+	lost, err := readmodel.NewOutbox(db, deadD, readmodel.OutboxConfig{PublishTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, url := serveCatalog(t, js, db, sessions.Config{}, catalog.Config{MaxUploadBytes: 1 << 20, MaxFiles: 3, Outbox: lost})
+	runWorker(t, js, cat)
+	c := ct.NewClient(t, url)
+	c.Login("ann")
+	item := c.CreateItem("lamp", "")
+	if code, body := c.Upload(item.ID, ct.File{Name: "lamp.png", Data: ct.PNG(40, 30)}); code != http.StatusAccepted {
+		t.Fatalf("upload: %d %s; want 202", code, body)
+	}
+	if pending, err := lost.Pending(ctx); err != nil || pending != 1 {
+		t.Fatalf("outbox rows after the upload: %d, %v; want its job, not yet published", pending, err)
+	}
+	cons, err := js.Consumer(ctx, bus.JobsStream, bus.ConsumerName(catalog.ImagesQueue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cons.Info(ctx); err != nil || info.NumPending+uint64(info.NumAckPending)+uint64(info.Delivered.Stream) != 0 {
+		t.Fatalf("queue %s: %+v, %v; the upload's job should wait in the outbox", catalog.ImagesQueue, info, err)
+	}
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := readmodel.NewOutbox(db, d, readmodel.OutboxConfig{Grace: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := live.RelayOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("relay: %d, %v; want the upload's job published", n, err)
+	}
+	it := c.WaitImages(item.ID, 30*time.Second, "lamp.png")
+	if img, ok := ct.FindImage(it, "lamp.png"); !ok || img.Status != "ready" || img.Width != 40 {
+		t.Fatalf("the image after the relay: %+v", it.Images)
+	}
 }
