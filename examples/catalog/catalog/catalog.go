@@ -119,6 +119,7 @@ func (c Config) withDefaults() Config {
 type Catalog struct {
 	cfg    Config
 	db     *readmodel.DB
+	js     jetstream.JetStream
 	images jetstream.ObjectStore
 	jobs   *bus.Dispatcher
 	pages  *template.Template
@@ -154,7 +155,7 @@ func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Conf
 		return nil, err
 	}
 	images = traceObjects(images, cfg.ImageBucket, cfg.TracerProvider)
-	return &Catalog{cfg: cfg, db: db, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory),
+	return &Catalog{cfg: cfg, db: db, js: js, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory),
 		uploads: make(chan struct{}, cfg.MaxUploadsInFlight)}, nil
 }
 

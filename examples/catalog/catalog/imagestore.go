@@ -137,7 +137,7 @@ func (c *Catalog) storeFull(ctx context.Context, name string, size int) error {
 func (c *Catalog) removeRefused(ctx context.Context, name string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	if err := c.images.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+	if err := c.deleteObject(ctx, name); err != nil {
 		c.log.Warn().Err(err).Str("object", name).Msg("catalog: a refused upload's description could not be removed")
 	}
 }

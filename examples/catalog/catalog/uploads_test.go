@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/examples/catalog/catalog"
 	ct "github.com/jetfleet/jetfleet/examples/catalog/catalog/catalogtest"
@@ -184,5 +186,40 @@ func TestAnUploadWhoseDispatchIsNotAnsweredIsStillProcessed(t *testing.T) {
 	it := c.WaitImages(item.ID, 30*time.Second, "lamp.png")
 	if img, ok := ct.FindImage(it, "lamp.png"); !ok || img.Status != "ready" || img.Width != 40 {
 		t.Fatalf("the image after the relay: %+v", it.Images)
+	}
+}
+
+// TestReplacedUploadsLeaveNothingInTheImageBucket: uploading the same
+// name again replaces the earlier version, whose objects are deleted; a
+// refused upload's are too. What is deleted leaves no description behind
+// in the bucket (nats.go's Delete keeps one, "deleted", for good): after
+// five uploads of one name and a refused one, the bucket describes only
+// the last version's original and thumbnails. Before, every replaced
+// version left three descriptions, filling the bucket's bound until
+// uploads got 507.
+func TestReplacedUploadsLeaveNothingInTheImageBucket(t *testing.T) {
+	a := startApp(t, true)
+	c := ct.NewClient(t, a.url)
+	c.Login("ann")
+	item := c.CreateItem("lamp", "")
+	for i := range 5 {
+		if code, body := c.Upload(item.ID, ct.File{Name: "lamp.png", Data: ct.PNG(40+i, 30)}); code != http.StatusAccepted {
+			t.Fatalf("upload %d: %d %s", i, code, body)
+		}
+		c.WaitImages(item.ID, 30*time.Second, "lamp.png")
+	}
+	if code, _ := c.Upload(item.ID, ct.File{Name: strings.Repeat("x", 300) + ".png", Data: ct.PNG(4, 4)}); code != http.StatusBadRequest {
+		t.Fatalf("an upload with a 304-byte name: %d; want 400", code)
+	}
+	st, err := a.js.Stream(context.Background(), "OBJ_item_images")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background(), jetstream.WithSubjectFilter("$O.item_images.M.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != 3 { // the original and two thumbnails
+		t.Fatalf("the bucket describes %d objects after five uploads of one name: %v; want the last version's 3", len(info.State.Subjects), info.State.Subjects)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -135,7 +136,7 @@ func (c *Catalog) deleteVersion(ctx context.Context, itemID int64, ref ImageRef)
 		names = append(names, objectName(itemID, ref.Name, ref.Version, w))
 	}
 	for _, name := range names {
-		if err := c.images.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		if err := c.deleteObject(ctx, name); err != nil {
 			return fmt.Errorf("delete %s of failed image %s: %w", name, ref.Name, err)
 		}
 	}
@@ -146,10 +147,26 @@ func (c *Catalog) deleteVersion(ctx context.Context, itemID int64, ref ImageRef)
 // object left behind wastes space but breaks nothing.
 func (c *Catalog) deleteObjectNames(ctx context.Context, names []string) {
 	for _, name := range names {
-		if err := c.images.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		if err := c.deleteObject(ctx, name); err != nil {
 			c.log.Warn().Err(err).Str("object", name).Msg("cannot delete an object no image uses")
 		}
 	}
+}
+
+// deleteObject deletes the object name, and the description its deletion
+// leaves: nats.go's Delete keeps a "deleted" description of the object on
+// $O.<bucket>.M.<name> for good, which every replaced version, refused
+// upload and failed image would add to the bucket's bound until uploads
+// got 507. An object that is not there is no error.
+func (c *Catalog) deleteObject(ctx context.Context, name string) error {
+	if err := c.images.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return err
+	}
+	st, err := c.js.Stream(ctx, "OBJ_"+c.cfg.ImageBucket)
+	if err != nil {
+		return err
+	}
+	return st.Purge(ctx, jetstream.WithPurgeSubject("$O."+c.cfg.ImageBucket+".M."+base64.URLEncoding.EncodeToString([]byte(name))))
 }
 
 // truncate cuts s to at most n bytes without splitting a character.
