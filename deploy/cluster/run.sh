@@ -288,6 +288,7 @@ prepare() {
 		NATS_PASSWORD=$(random_secret)
 		NATS_SYS_USER=sys
 		NATS_SYS_PASSWORD=$(random_secret)
+		NATS_ROUTE_PASSWORD=$(random_secret)
 		DB_CONNECTION=mysql
 		DB_WRITE_HOST=127.0.0.1:${DB_PORTS[0]}
 		DB_READ_HOST=127.0.0.1:${DB_PORTS[1]}
@@ -318,6 +319,7 @@ prepare() {
 		WEB3_AGENT_PORT=${AGENT_PORTS[2]}
 	EOF
 	umask 022
+	NATS_ROUTE_PASSWORD=$(sed -n 's/^[[:space:]]*NATS_ROUTE_PASSWORD=//p' "$STATE/cluster.env")
 	write_launchers
 }
 
@@ -331,7 +333,13 @@ render_nats() {
 		'@nats-1:6222' '@nats-2:6222' '@nats-3:6222' 'store_dir: /var/lib/jetfleet/nats'; do
 		[ "$(grep -cF -- "$pat" "$src")" -eq 1 ] || die "$src: expected \"$pat\" exactly once"
 	done
+	# The route password: the shipped placeholder (4 places, besides the
+	# comment that names it), which jetfleet nats refuses, becomes this
+	# cluster's own.
+	[ "$(grep -v '^#' "$src" | grep -cF 'route-secret-change-me')" -eq 4 ] || die "$src: expected the route password placeholder 4 times"
+	[ -n "${NATS_ROUTE_PASSWORD:-}" ] || die "no NATS_ROUTE_PASSWORD (cluster.env)"
 	sed -e "s|listen: 0.0.0.0:4222|listen: 127.0.0.1:${NATS_PORTS[$i]}|" \
+		-e "/^[[:space:]]*#/!s|route-secret-change-me|${NATS_ROUTE_PASSWORD}|g" \
 		-e "s|http: 127.0.0.1:8222|http: 127.0.0.1:${MON_PORTS[$i]}|" \
 		-e "s|listen: 0.0.0.0:6222|listen: 127.0.0.1:${ROUTE_PORTS[$i]}|" \
 		-e "s|@nats-1:6222|@127.0.0.1:${ROUTE_PORTS[0]}|" \
@@ -388,7 +396,7 @@ load_env() {
 	[ -f "$STATE/cluster.env" ] || die "no cluster in $STATE (run.sh start first)"
 	# Assigned by cluster.env:
 	NATS_URL='' DB_WRITE_HOST='' DB_READ_HOST='' DB_PRIMARY_SOCKET='' DB_REPLICA_SOCKET=''
-	DB_DATABASE='' DB_USERNAME='' DB_PASSWORD='' DB_REPL_PASSWORD=''
+	DB_DATABASE='' DB_USERNAME='' DB_PASSWORD='' DB_REPL_PASSWORD='' NATS_ROUTE_PASSWORD=''
 	JETFLEET_LB_URL='' JETFLEET_LB_STATS_URL='' JETFLEET_WEB_URLS=''
 	set -a
 	# shellcheck disable=SC1091
