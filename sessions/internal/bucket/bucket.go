@@ -88,7 +88,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, spec Spec) error 
 	want := streamConfig(spec)
 	st, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, want)
+		_, err = createStream(ctx, js, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return ensureStream(ctx, js, spec) // another node created it first
 		}
@@ -116,6 +116,28 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, spec Spec) error 
 			spec.Name, want.MaxAge, want.Replicas, want.MaxBytes, want.AllowDirect, err)
 	}
 	return nil
+}
+
+// errCodeStreamCreate is the server's "error creating store for stream":
+// its files could not be made, as when a stream of the same name was
+// deleted a moment before and its directory is still being removed.
+const errCodeStreamCreate = 10049
+
+// createStream creates want, asking again for a second while the server
+// cannot make its store yet (a bucket deleted and made again at once).
+func createStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	for try := 0; ; try++ {
+		st, err := js.CreateStream(ctx, want)
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeStreamCreate || try == 10 {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // streamConfig mirrors what nats.go's CreateKeyValue builds (so the nats
