@@ -84,6 +84,24 @@ func newOutboxEnv(t *testing.T, dialect string) *outboxEnv {
 	return e
 }
 
+// unansweredOutbox is an outbox on e's database whose dispatcher's
+// connection is closed: its transactions commit, the publishes after
+// them fail, and the rows stay for a relay.
+func (e *outboxEnv) unansweredOutbox(t *testing.T) *readmodel.Outbox {
+	t.Helper()
+	conn, js := natstest.Connect(t, e.url)
+	d, err := bus.NewDispatcher(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	ob, err := readmodel.NewOutbox(e.db, d, readmodel.OutboxConfig{PublishTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ob
+}
+
 // placeOrder inserts order n and dispatches its job in one transaction,
 // rolled back when n is odd.
 func placeOrder(ctx context.Context, ob *readmodel.Outbox, n int) error {
@@ -144,18 +162,7 @@ func TestOutboxRelay(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			e := newOutboxEnv(t, dialect)
 			ctx := context.Background()
-			// A dispatcher whose connection is closed: the commit succeeds,
-			// the publish after it fails.
-			deadConn, deadJS := natstest.Connect(t, e.url)
-			deadD, err := bus.NewDispatcher(deadJS, bus.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			deadConn.Close()
-			dead, err := readmodel.NewOutbox(e.db, deadD, readmodel.OutboxConfig{PublishTimeout: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			dead := e.unansweredOutbox(t)
 			for n := range 10 {
 				if err := placeOrder(ctx, dead, n); err != nil {
 					t.Fatalf("order %d: %v (a failed publish after COMMIT is not the transaction's failure)", n, err)
@@ -455,16 +462,7 @@ func TestOutboxSetsUnreadableRowsAside(t *testing.T) {
 				mustExec(t, e.db, ctx, "INSERT INTO "+readmodel.OutboxTable+" (job_id, subject, headers, body, created_ms) VALUES (?, ?, ?, ?, ?)",
 					fmt.Sprintf("bad-%d", i), "jobs."+ordersQueue+".order-placed", "not json", []byte("{}"), 0)
 			}
-			deadConn, deadJS := natstest.Connect(t, e.url)
-			deadD, err := bus.NewDispatcher(deadJS, bus.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			deadConn.Close()
-			dead, err := readmodel.NewOutbox(e.db, deadD, readmodel.OutboxConfig{PublishTimeout: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			dead := e.unansweredOutbox(t)
 			for n := 0; n < 4; n += 2 { // two committed orders, their jobs not published
 				if err := placeOrder(ctx, dead, n); err != nil {
 					t.Fatal(err)
