@@ -357,7 +357,9 @@ func (in *Inspector) CancelBatch(ctx context.Context, id string) error {
 // was read finished: a step's successor is stored before the step reads
 // as finished, and Chain reads the steps in order.
 func (in *Inspector) cancelChain(ctx context.Context, st *batchStore, id string) error {
-	for {
+	// Each round either ends or finds the chain a step further on; the
+	// bound only stops a broken server from looping.
+	for range maxCASTries {
 		steps, err := in.Chain(ctx, id)
 		if err != nil {
 			return fmt.Errorf("bus: cancel chain %s: %w", id, err)
@@ -374,4 +376,5 @@ func (in *Inspector) cancelChain(ctx context.Context, st *batchStore, id string)
 			return fmt.Errorf("bus: cancel chain %s: %w", id, err)
 		}
 	}
+	return fmt.Errorf("bus: cancel chain %s: its steps kept finishing under %d tries", id, maxCASTries)
 }
