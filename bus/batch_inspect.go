@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -268,21 +269,11 @@ func (in *Inspector) Batches(ctx context.Context) ([]BatchStatus, error) {
 // read wins.
 func (in *Inspector) batchSums(ctx context.Context) (map[string]*jetstream.RawStreamMsg, error) {
 	out := map[string]*jetstream.RawStreamMsg{}
-	for from := uint64(1); ; {
-		next := uint64(0)
-		err := in.batchGet(ctx, JobsStream, directGetRequest{Seq: from, NextFor: BatchPrefix + ".*.sum", Batch: 1000}, func(m *jetstream.RawStreamMsg) bool {
-			next = m.Sequence + 1
-			out[m.Subject] = m
-			return true
-		})
-		if err != nil {
-			return nil, fmt.Errorf("bus: list batches: %w", err)
-		}
-		if next == 0 {
-			return out, nil
-		}
-		from = next
+	err := in.walk(ctx, JobsStream, BatchPrefix+".*.sum", math.MaxUint64, func(m *jetstream.RawStreamMsg) { out[m.Subject] = m })
+	if err != nil {
+		return nil, fmt.Errorf("bus: list batches: %w", err)
 	}
+	return out, nil
 }
 
 // BatchJobState is one job of a batch and what became of it.

@@ -223,34 +223,22 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 	w := &recordWriter{js: in.js}
 	now := time.Now()
 	for _, filter := range filters {
-		for from := uint64(1); from <= last; {
-			next := uint64(0)
-			err := in.batchGet(ctx, JobsStream, directGetRequest{Seq: from, NextFor: filter, Batch: 1000}, func(m *jetstream.RawStreamMsg) bool {
-				if m.Sequence > last {
-					return false
-				}
-				next = m.Sequence + 1
-				n++
-				st := statusFromJob(m)
-				st.State = JobReady
-				if m.Header.Get(headerSchedule) != "" {
-					st = statusFromDelayed(m)
-				}
-				if st.Headers[HeaderUnique] != "" {
-					keyed = append(keyed, st)
-				}
-				if !in.cfg.NoHistory {
-					w.write(ctx, cancelledRecord(st, now))
-				}
-				return true
-			})
-			if err != nil {
-				return n, keyed, err
+		err := in.walk(ctx, JobsStream, filter, last, func(m *jetstream.RawStreamMsg) {
+			n++
+			st := statusFromJob(m)
+			st.State = JobReady
+			if m.Header.Get(headerSchedule) != "" {
+				st = statusFromDelayed(m)
 			}
-			if next == 0 {
-				break
+			if st.Headers[HeaderUnique] != "" {
+				keyed = append(keyed, st)
 			}
-			from = next
+			if !in.cfg.NoHistory {
+				w.write(ctx, cancelledRecord(st, now))
+			}
+		})
+		if err != nil {
+			return n, keyed, err
 		}
 	}
 	return n, keyed, w.wait(ctx)

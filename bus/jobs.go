@@ -387,6 +387,27 @@ func (in *Inspector) walkBack(ctx context.Context, stream, filter string, limit 
 	return nil
 }
 
+// walk calls fn with every message of stream on filter up to sequence
+// upTo, in stream order, a thousand per batch direct get.
+func (in *Inspector) walk(ctx context.Context, stream, filter string, upTo uint64, fn func(*jetstream.RawStreamMsg)) error {
+	for from := uint64(1); from <= upTo; {
+		next := uint64(0)
+		err := in.batchGet(ctx, stream, directGetRequest{Seq: from, NextFor: filter, Batch: 1000}, func(m *jetstream.RawStreamMsg) bool {
+			if m.Sequence > upTo {
+				return false
+			}
+			next = m.Sequence + 1
+			fn(m)
+			return true
+		})
+		if err != nil || next == 0 {
+			return err
+		}
+		from = next
+	}
+	return nil
+}
+
 // batchGet sends one batch direct get and calls fn with each message it
 // returns, in stream order, until the server's end of batch or fn returns
 // false. The stream exists (its callers know it): while no server answers

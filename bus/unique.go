@@ -359,11 +359,14 @@ func (in *Inspector) freeClearedKeys(ctx context.Context, queue string) error {
 				return err
 			}
 		}
-		gone, err := in.jobGone(ctx, lock.JobID, running)
+		if running[lock.JobID] != nil {
+			continue
+		}
+		stored, err := in.inJobs(ctx, lock.JobID)
 		if err != nil {
 			return err
 		}
-		if !gone {
+		if stored {
 			continue
 		}
 		if _, err := wire.PurgeIfRevision(ctx, in.js, UniqueBucket, token, e.Revision); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
@@ -371,16 +374,6 @@ func (in *Inspector) freeClearedKeys(ctx context.Context, queue string) error {
 		}
 	}
 	return nil
-}
-
-// jobGone reports whether job id is neither in JOBS (on its queue or
-// delayed) nor running.
-func (in *Inspector) jobGone(ctx context.Context, id string, running map[string]*JobStatus) (bool, error) {
-	if running[id] != nil {
-		return false, nil
-	}
-	stored, err := in.inJobs(ctx, id)
-	return !stored && err == nil, err
 }
 
 // inJobs reports whether JOBS holds job id, on its queue or delayed.

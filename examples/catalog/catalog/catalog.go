@@ -119,12 +119,14 @@ func (c Config) withDefaults() Config {
 type Catalog struct {
 	cfg    Config
 	db     *readmodel.DB
-	js     jetstream.JetStream
 	images jetstream.ObjectStore
-	jobs   *bus.Dispatcher
-	pages  *template.Template
-	log    zerolog.Logger
-	budget *memoryBudget // of image work (thumbnails.go)
+	// imageStream is the stream behind images, whose deleted objects'
+	// descriptions deleteObject purges.
+	imageStream jetstream.Stream
+	jobs        *bus.Dispatcher
+	pages       *template.Template
+	log         zerolog.Logger
+	budget      *memoryBudget // of image work (thumbnails.go)
 	// uploads holds a token per upload request being read
 	// (Config.MaxUploadsInFlight).
 	uploads chan struct{}
@@ -154,8 +156,12 @@ func New(ctx context.Context, js jetstream.JetStream, db *readmodel.DB, cfg Conf
 	if err != nil {
 		return nil, err
 	}
+	imageStream, err := js.Stream(ctx, "OBJ_"+cfg.ImageBucket)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: object store %q: %w", cfg.ImageBucket, err)
+	}
 	images = traceObjects(images, cfg.ImageBucket, cfg.TracerProvider)
-	return &Catalog{cfg: cfg, db: db, js: js, images: images, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory),
+	return &Catalog{cfg: cfg, db: db, images: images, imageStream: imageStream, jobs: d, pages: pages, log: cfg.Logger, budget: newMemoryBudget(cfg.ImageMemory),
 		uploads: make(chan struct{}, cfg.MaxUploadsInFlight)}, nil
 }
 

@@ -162,11 +162,7 @@ func (c *Catalog) deleteObject(ctx context.Context, name string) error {
 	if err := c.images.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return err
 	}
-	st, err := c.js.Stream(ctx, "OBJ_"+c.cfg.ImageBucket)
-	if err != nil {
-		return err
-	}
-	return st.Purge(ctx, jetstream.WithPurgeSubject("$O."+c.cfg.ImageBucket+".M."+base64.URLEncoding.EncodeToString([]byte(name))))
+	return c.imageStream.Purge(ctx, jetstream.WithPurgeSubject("$O."+c.cfg.ImageBucket+".M."+base64.URLEncoding.EncodeToString([]byte(name))))
 }
 
 // truncate cuts s to at most n bytes without splitting a character.
