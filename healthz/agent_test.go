@@ -70,7 +70,7 @@ func agentLine(t *testing.T, addr, send string) string {
 func TestAgentAnswersReadyDrainDown(t *testing.T) {
 	ns := natstest.Start(t)
 	nc, js := natstest.Connect(t, ns.ClientURL())
-	nats := healthz.Check{Name: "nats", Critical: true, Run: natsCheck(nc, js)}
+	nats := healthz.Check{Name: "nats", Critical: true, Timeout: checkTimeout, Run: natsCheck(nc, js)}
 	h := healthz.New(healthz.Config{AgentMaxInFlight: 4}, nats)
 	d := startDrainServer(t, context.Background(), h, healthz.DrainOptions{})
 	addr, stop := startAgent(t, h)
@@ -95,7 +95,7 @@ func TestAgentAnswersReadyDrainDown(t *testing.T) {
 		t.Error("the agent port still accepts after ServeAgent returned")
 	}
 
-	down := healthz.New(healthz.Config{}, nats, healthz.Check{Name: "sessions", Critical: true, Run: bucketCheck(js, "sessions")})
+	down := healthz.New(healthz.Config{}, nats, healthz.Check{Name: "sessions", Critical: true, Timeout: checkTimeout, Run: bucketCheck(js, "sessions")})
 	addr, _ = startAgent(t, down)
 	if got := agentLine(t, addr, ""); !strings.HasPrefix(got, "down#sessions: ") || !strings.Contains(got, "bucket not found") {
 		t.Errorf("node with a critical check failing: agent says %q, want down#sessions: ...bucket not found", got)

@@ -23,7 +23,7 @@ func BenchmarkUp(b *testing.B) {
 	ns := natstest.Start(b)
 	nc, js := natstest.Connect(b, ns.ClientURL())
 	h := healthz.New(healthz.Config{},
-		healthz.Check{Name: "nats", Critical: true, Run: natsCheck(nc, js)},
+		healthz.Check{Name: "nats", Critical: true, Timeout: checkTimeout, Run: natsCheck(nc, js)},
 		healthz.Check{Name: "sessions", Critical: true, Run: func(ctx context.Context) error {
 			_, err := js.AccountInfo(ctx)
 			return err

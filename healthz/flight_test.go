@@ -84,7 +84,7 @@ func TestEachProbeRunsTheCheckWhenCachingIsOff(t *testing.T) {
 	ns := natstest.Start(t)
 	nc, js := natstest.Connect(t, ns.ClientURL())
 	var runs atomic.Int64
-	h := healthz.New(healthz.Config{CacheFor: -1}, healthz.Check{Name: "nats", Critical: true, Run: counted(&runs, natsCheck(nc, js))})
+	h := healthz.New(healthz.Config{CacheFor: -1}, healthz.Check{Name: "nats", Critical: true, Timeout: checkTimeout, Run: counted(&runs, natsCheck(nc, js))})
 	base := healthServer(t, h)
 	for range 5 {
 		if r := get(t, base+"/up", ""); r.code != 200 {

@@ -18,6 +18,11 @@ import (
 	"github.com/jetfleet/jetfleet/healthz"
 )
 
+// checkTimeout bounds the runs of checks that a test expects to answer:
+// under -race on a loaded two-core machine a JetStream request can take
+// longer than the 1s default, which would turn an expected 200 into a 503.
+const checkTimeout = 30 * time.Second
+
 // natsCheck is the check a node runs on NATS: connected, and JetStream
 // answering.
 func natsCheck(nc *nats.Conn, js jetstream.JetStream) func(context.Context) error {

@@ -109,7 +109,7 @@ func (d *drainServer) slow(t *testing.T) chan response {
 func TestServeDrainsGracefully(t *testing.T) {
 	ns := natstest.Start(t)
 	nc, js := natstest.Connect(t, ns.ClientURL())
-	h := healthz.New(healthz.Config{}, healthz.Check{Name: "nats", Critical: true, Run: natsCheck(nc, js)})
+	h := healthz.New(healthz.Config{}, healthz.Check{Name: "nats", Critical: true, Timeout: checkTimeout, Run: natsCheck(nc, js)})
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	d := startDrainServer(t, ctx, h, healthz.DrainOptions{DrainDelay: 2 * time.Second, Grace: 30 * time.Second})
