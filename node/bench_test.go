@@ -25,19 +25,26 @@ import (
 // otlpBackend is where the sampled spans go: the test backend, a real
 // Jaeger in a process of its own as a collector would be, when it is built
 // (the benchmark does not build it); else an in-process OTLP/HTTP sink,
-// whose work then counts in the process's CPU time.
-func otlpBackend(b *testing.B) (url string, received func() bool) {
+// whose work then counts in the process's CPU time. cpu is the CPU time
+// the backend's own process has used (nil for the sink).
+func otlpBackend(b *testing.B) (url string, received func() bool, cpu func() time.Duration) {
 	if jaegertest.Built() {
 		j := jaegertest.Start(b)
 		b.Logf("exporting to Jaeger %s at %s", jaegertest.Version, j.OTLPEndpoint)
 		return j.OTLPEndpoint, func() bool {
-			services, err := j.Services()
-			return err == nil && slices.Contains(services, "bench")
-		}
+				services, err := j.Services()
+				return err == nil && slices.Contains(services, "bench")
+			}, func() time.Duration {
+				d, err := j.CPU()
+				if err != nil {
+					b.Fatal(err)
+				}
+				return d
+			}
 	}
 	b.Log("exporting to an in-process OTLP sink (Jaeger is not built)")
 	url, n := otlpSink(b)
-	return url, func() bool { return n.Load() > 0 }
+	return url, func() bool { return n.Load() > 0 }, nil
 }
 
 // otlpSink is an OTLP/HTTP receiver that reads and drops what it gets.
@@ -227,7 +234,7 @@ func BenchmarkTracingCost(b *testing.B) {
 	// OTEL_* but a traceparent on each job.
 	setups := []struct{ name, sampler string }{{"off", ""}, {"sampled0", "always_off"}, {"sampled1", "always_on"}, {"offtp", ""}}
 	srv := natstest.Start(b)
-	sink, exported := otlpBackend(b)
+	sink, exported, backendCPU := otlpBackend(b)
 	nodes := make([]*benchNode, len(setups))
 	for i, s := range setups {
 		nodes[i] = startBenchNode(b, srv.ClientURL(), sink, s.name, s.sampler)
@@ -241,6 +248,10 @@ func BenchmarkTracingCost(b *testing.B) {
 	const jobs, reqs = 500, 1000
 	jobCost := make([]cost, len(nodes))
 	reqCost := make([]cost, len(nodes))
+	var backend0 time.Duration
+	if backendCPU != nil {
+		backend0 = backendCPU()
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for _, j := range balancedOrder(len(nodes), i) {
@@ -249,6 +260,11 @@ func BenchmarkTracingCost(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	if backendCPU != nil {
+		time.Sleep(time.Second) // Jaeger stores a batch within its batch processor's 100 ms
+		s1 := slices.IndexFunc(setups, func(s struct{ name, sampler string }) bool { return s.name == "sampled1" })
+		reportBackendCost(b, backendCPU()-backend0, jobCost[0], jobCost[s1], reqCost[0], reqCost[s1], jobs, reqs)
+	}
 	for j, s := range setups {
 		b.ReportMetric(float64(jobs*b.N)/jobCost[j].wall.Seconds(), s.name+"-jobs/s")
 		b.ReportMetric(float64(reqs*b.N)/reqCost[j].wall.Seconds(), s.name+"-req/s")
@@ -264,6 +280,19 @@ func BenchmarkTracingCost(b *testing.B) {
 	if !exported() {
 		b.Error("the sampled1 node exported nothing")
 	}
+}
+
+// reportBackendCost reports what Jaeger's process spent on the spans of
+// the timed batches (only sampled1 exports any: two spans per job, one
+// per request) and sampled1's cost with it counted, as on a machine that
+// runs its trace backend beside the node.
+func reportBackendCost(b *testing.B, spent time.Duration, offJobs, s1Jobs, offReqs, s1Reqs cost, jobs, reqs int) {
+	perSpan := float64(spent.Microseconds()) / float64((2*jobs+reqs)*b.N)
+	perJob := func(c cost) float64 { return float64(c.cpu.Microseconds()) / float64(jobs*b.N) }
+	perReq := func(c cost) float64 { return float64(c.cpu.Microseconds()) / float64(reqs*b.N) }
+	b.ReportMetric(perSpan, "backend-cpu-µs/span")
+	b.ReportMetric(perJob(offJobs)/(perJob(s1Jobs)+2*perSpan), "sampled1+backend/off-jobs-cpu")
+	b.ReportMetric(perReq(offReqs)/(perReq(s1Reqs)+perSpan), "sampled1+backend/off-req-cpu")
 }
 
 // balancedOrder is the order of n setups (n even) in round r: the rows of

@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,4 +241,31 @@ func (j *Jaeger) get(path string, out any) error {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// CPU is the CPU time (user and system) the Jaeger process has used so
+// far, from /proc/<pid>/stat at the kernel's 100 Hz tick: coarse, so read
+// it around work worth seconds. A benchmark running Jaeger on its own
+// machine reads what receiving and storing its spans costs there.
+func (j *Jaeger) CPU() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", j.proc.Cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("jaegertest: CPU time: %w", err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14 and stime 15.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("jaegertest: CPU time: cannot read %q", b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("jaegertest: CPU time: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
