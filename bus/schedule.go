@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus/internal/wire"
+
+	_ "time/tzdata" // CRON_TZ= zones are checked alike on every machine
 )
 
 // JetStream's message-scheduler headers (ADR-51, nats-server 2.12+).
@@ -21,7 +23,14 @@ const (
 	headerSchedule       = "Nats-Schedule"
 	headerScheduleTarget = "Nats-Schedule-Target"
 	headerRollup         = "Nats-Rollup"
+	// headerScheduleTimeZone is the IANA zone a cron schedule runs in
+	// (nats-server 2.14+); absent, it runs in UTC.
+	headerScheduleTimeZone = "Nats-Schedule-Time-Zone"
 )
+
+// cronTZ prefixes a spec with the time zone its cron expression runs in,
+// as robfig/cron (and so River's periodic jobs) spell it.
+const cronTZ = "CRON_TZ="
 
 // scheduleAt turns a job message into a one-shot schedule: the server stores
 // it on schedules.delay.<queue>.<id> and, at t, publishes the job to its
@@ -42,7 +51,9 @@ type Schedule struct {
 	// Spec is "@every 1m", a cron expression (5 or 6 fields, seconds
 	// first when 6) or @hourly, @daily, @weekly, @monthly, @yearly, in
 	// the server's form: a 5-field cron gains its seconds field ("0 */5 *
-	// * * *"), a duration its full form ("@every 1h0m0s").
+	// * * *"), a duration its full form ("@every 1h0m0s"). A cron
+	// expression or shortcut that runs in a time zone other than UTC
+	// starts with CRON_TZ=<zone> ("CRON_TZ=Europe/Berlin 0 0 9 * * *").
 	Spec string
 	// Queue and Kind say where each run is published.
 	Queue, Kind string
@@ -60,7 +71,10 @@ func scheduleSubject(name string) string { return SchedulePrefix + ".every." + n
 // the same name again replaces the schedule (a rollup of its subject); it
 // never doubles it. Registering it again unchanged writes nothing, so the
 // next run stays where it was: registering every schedule at each start
-// of a service is safe. Cron expressions run in UTC. Each run is a job on jobs.<queue>.<kind> whose ID is
+// of a service is safe. Cron expressions and shortcuts run in UTC unless
+// spec starts with a time zone, "CRON_TZ=Europe/Berlin 0 9 * * 1-5" (an
+// IANA name; daylight saving time as that zone keeps it); @every ignores
+// zones and refuses one. Each run is a job on jobs.<queue>.<kind> whose ID is
 // its JOBS sequence (Inspector.Job and Cancel take it). Delay, At and
 // Unique options are refused.
 func (d *Dispatcher) Schedule(ctx context.Context, name, spec string, args Args, opts ...Option) error {
@@ -98,7 +112,7 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	if msg.Header.Get(headerSchedule) != "" {
 		return fmt.Errorf("%w: a periodic job cannot also be delayed (Delay/At)", ErrInvalid)
 	}
-	pattern, err := schedulePattern(spec)
+	pattern, zone, err := schedulePattern(spec)
 	if err != nil {
 		return err
 	}
@@ -111,6 +125,9 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	msg.Header.Set(headerSchedule, pattern)
 	msg.Header.Set(headerScheduleTarget, target)
 	msg.Header.Set(headerRollup, "sub")
+	if zone != "" {
+		msg.Header.Set(headerScheduleTimeZone, zone)
+	}
 	d.ensureQueueOf(ctx, msg)
 	if d.scheduledAlready(ctx, msg) {
 		return nil
@@ -121,21 +138,33 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 	return err
 }
 
-// errCodeBadSchedule is the JetStream API error of a schedule pattern the
-// server refuses ("message schedules pattern is invalid").
-const errCodeBadSchedule = 10189
+// The JetStream API errors of a schedule pattern the server refuses
+// ("message schedules pattern is invalid") and of a time zone it cannot
+// load ("message schedules time zone is invalid": a server without the
+// zone database, or older than 2.14).
+const (
+	errCodeBadSchedule = 10189
+	errCodeBadTimeZone = 10223
+)
 
 // refusedSpec turns the server's refusal of spec, which schedulePattern
 // checks only in form (a field's values are the server's to judge), into
 // an error wrapping ErrInvalid that names the spec; other errors pass.
 func refusedSpec(spec string, err error) error {
 	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeBadSchedule {
+	if !errors.As(err, &apiErr) {
 		return err
 	}
-	return fmt.Errorf("%w: schedule spec %q: the server refuses it (%s); nothing was stored: want @every <duration> (at least 1s), "+
-		"@hourly, @daily, @weekly, @monthly, @yearly, or a cron expression of 5 fields (or 6, seconds first) whose values are in range, "+
-		"in UTC (no time zone prefix)", ErrInvalid, spec, apiErr.Description)
+	switch apiErr.ErrorCode {
+	case errCodeBadSchedule:
+		return fmt.Errorf("%w: schedule spec %q: the server refuses it (%s); nothing was stored: want @every <duration> (at least 1s), "+
+			"@hourly, @daily, @weekly, @monthly, @yearly, or a cron expression of 5 fields (or 6, seconds first) whose values are in range, "+
+			"optionally after CRON_TZ=<zone>", ErrInvalid, spec, apiErr.Description)
+	case errCodeBadTimeZone:
+		return fmt.Errorf("%w: schedule spec %q: the NATS server cannot use its time zone (%s); nothing was stored: "+
+			"it needs nats-server 2.14 or later with the IANA time zone database", ErrInvalid, spec, apiErr.Description)
+	}
+	return err
 }
 
 // scheduledAlready reports whether the schedule msg would write is
@@ -164,7 +193,7 @@ func scheduleHeaders(h nats.Header) nats.Header {
 	out := nats.Header{}
 	for k, v := range h {
 		switch {
-		case k == headerSchedule, k == headerScheduleTarget:
+		case k == headerSchedule, k == headerScheduleTarget, k == headerScheduleTimeZone:
 		case strings.HasPrefix(k, "Nats-"), strings.EqualFold(k, "traceparent"), strings.EqualFold(k, "tracestate"):
 			continue
 		}
@@ -186,34 +215,72 @@ func periodicTarget(msg *nats.Msg) (string, error) {
 	return wire.JobSubject(queue, kind), nil
 }
 
-// schedulePattern checks spec and returns the server's form of it: cron
-// expressions of 5 fields get a leading seconds field of 0.
-func schedulePattern(spec string) (string, error) {
+// schedulePattern checks spec and returns the server's form of it (cron
+// expressions of 5 fields get a leading seconds field of 0) and the time
+// zone of its CRON_TZ= prefix ("" for none: UTC).
+func schedulePattern(spec string) (pattern, zone string, err error) {
 	spec = strings.TrimSpace(spec)
+	bad := func(reason string) (string, string, error) {
+		return "", "", fmt.Errorf("%w: schedule spec %q: %s", ErrInvalid, spec, reason)
+	}
+	if zone, rest, ok := strings.Cut(spec, " "); ok && strings.HasPrefix(zone, cronTZ) {
+		zone = zone[len(cronTZ):]
+		if err := checkZone(zone); err != nil {
+			return bad(err.Error())
+		}
+		if strings.HasPrefix(strings.TrimSpace(rest), "@every ") {
+			return bad("a time zone applies to cron expressions and @hourly … @yearly; @every runs the same in every zone")
+		}
+		pattern, err := cronPattern(spec, strings.TrimSpace(rest))
+		return pattern, zone, err
+	}
+	if strings.HasPrefix(spec, cronTZ) {
+		return bad("CRON_TZ=<zone> must be followed by a space and the cron expression")
+	}
+	pattern, err = cronPattern(spec, spec)
+	return pattern, "", err
+}
+
+// checkZone checks that zone names an IANA time zone: not empty, not
+// "Local" (each machine's own), and known to the zone database (embedded
+// in this package, so a machine without one judges the same).
+func checkZone(zone string) error {
+	if zone == "" || zone == "Local" {
+		return fmt.Errorf("CRON_TZ= needs an IANA time zone name such as Europe/Berlin, not %q", zone)
+	}
+	if _, err := time.LoadLocation(zone); err != nil {
+		return fmt.Errorf("unknown time zone %q (want an IANA name such as Europe/Berlin or America/New_York)", zone)
+	}
+	return nil
+}
+
+// cronPattern checks expr, spec without its time zone, and returns the
+// server's form of it; its errors name the whole spec.
+func cronPattern(spec, expr string) (string, error) {
 	bad := func(reason string) (string, error) {
 		return "", fmt.Errorf("%w: schedule spec %q: %s", ErrInvalid, spec, reason)
 	}
 	switch {
-	case spec == "":
+	case expr == "":
 		return "", fmt.Errorf("%w: schedule spec is empty", ErrInvalid)
-	case strings.HasPrefix(spec, "@every "):
-		d, err := time.ParseDuration(strings.TrimSpace(spec[len("@every "):]))
+	case strings.HasPrefix(expr, "@every "):
+		d, err := time.ParseDuration(strings.TrimSpace(expr[len("@every "):]))
 		if err != nil || d < time.Second {
 			return bad("@every needs a duration of at least 1s, like @every 1m")
 		}
 		return "@every " + d.String(), nil
-	case strings.HasPrefix(spec, "@"):
-		switch spec {
+	case strings.HasPrefix(expr, "@"):
+		switch expr {
 		case "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly":
-			return spec, nil
+			return expr, nil
 		}
 		return bad("unknown shortcut (use @every <duration>, @hourly, @daily, @weekly, @monthly or @yearly)")
 	}
-	switch n := len(strings.Fields(spec)); n {
+	switch n := len(strings.Fields(expr)); n {
 	case 5:
-		return "0 " + spec, nil
+		return "0 " + expr, nil
 	case 6:
-		return spec, nil
+		return expr, nil
 	case 1:
 		return bad(`has 1 field; want "@every 1m", a shortcut like @hourly, or a cron expression of 5 fields (or 6 with seconds first)`)
 	default:
@@ -224,10 +291,11 @@ func schedulePattern(spec string) (string, error) {
 // ValidateScheduleSpec checks the form of spec as Schedule does, before
 // anything is sent: "@every D" with D at least 1s, a shortcut (@hourly,
 // @daily, …) or a cron expression of 5 or 6 fields (the server judges the
-// fields' values). Its error wraps ErrInvalid and, after `schedule spec
+// fields' values), the last two optionally after "CRON_TZ=<zone> " with
+// zone a known IANA name. Its error wraps ErrInvalid and, after `schedule spec
 // "<spec>": `, says what is wrong.
 func ValidateScheduleSpec(spec string) error {
-	_, err := schedulePattern(spec)
+	_, _, err := schedulePattern(spec)
 	return err
 }
 
@@ -274,6 +342,9 @@ func scheduleFromMsg(m *jetstream.RawStreamMsg) Schedule {
 		Spec:   m.Header.Get(headerSchedule),
 		Body:   m.Data,
 		Header: nats.Header{},
+	}
+	if zone := m.Header.Get(headerScheduleTimeZone); zone != "" {
+		sc.Spec = cronTZ + zone + " " + sc.Spec
 	}
 	sc.Queue, sc.Kind, _ = wire.ParseJobSubject(m.Header.Get(headerScheduleTarget))
 	for _, h := range []string{HeaderTries, HeaderTimeout, HeaderBackoff} {

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -324,8 +325,16 @@ func TestScheduleValidation(t *testing.T) {
 		"@fortnightly": "unknown shortcut",
 		"* * *":        "has 3 fields",
 		// In form, but values the server refuses: the error names the spec.
-		"61 * * * *":                      `schedule spec "61 * * * *": the server refuses it`,
-		"CRON_TZ=Europe/Berlin 0 3 * * *": `the server refuses it`,
+		"61 * * * *": `schedule spec "61 * * * *": the server refuses it`,
+		// Time zones: a known IANA name, before a cron expression.
+		"CRON_TZ=Mars/Olympus 0 3 * * *":           `unknown time zone "Mars/Olympus"`,
+		"CRON_TZ=Local 0 3 * * *":                  `needs an IANA time zone name`,
+		"CRON_TZ= 0 3 * * *":                       `needs an IANA time zone name`,
+		"CRON_TZ=Europe/Berlin":                    `must be followed by a space and the cron expression`,
+		"CRON_TZ=Europe/Berlin @every 1m":          `@every runs the same in every zone`,
+		"CRON_TZ=Europe/Berlin 3 * *":              `schedule spec "CRON_TZ=Europe/Berlin 3 * *": has 3 fields`,
+		"CRON_TZ=Europe/Berlin 0 99 3 * * *":       `schedule spec "CRON_TZ=Europe/Berlin 0 99 3 * * *": the server refuses it`,
+		"CRON_TZ=Europe/Berlin CRON_TZ=UTC @daily": `has 2 fields`,
 	} {
 		err := d.Schedule(ctx, "x", spec, welcomeEmail{})
 		if !errors.Is(err, bus.ErrInvalid) || !strings.Contains(err.Error(), want) {
@@ -340,6 +349,64 @@ func TestScheduleValidation(t *testing.T) {
 	}
 	if err := d.Schedule(ctx, "nightly", "30 2 * * *", welcomeEmail{}); err != nil {
 		t.Errorf("5-field cron refused: %v", err)
+	}
+}
+
+// TestACronScheduleRunsInItsTimeZone: a schedule for one second of the
+// day in Asia/Kathmandu (UTC+5:45) fires at that second there, which in
+// UTC is another time of day; ls shows the zone in the spec; registering
+// it again unchanged writes nothing, and a change of zone alone replaces
+// it.
+func TestACronScheduleRunsInItsTimeZone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, d := setup(t, bus.Config{}, "default")
+	kathmandu, err := time.LoadLocation("Asia/Kathmandu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(4 * time.Second).In(kathmandu)
+	cron := fmt.Sprintf("%d %d %d * * *", at.Second(), at.Minute(), at.Hour())
+	spec := "CRON_TZ=Asia/Kathmandu " + cron
+	if err := d.Schedule(ctx, "daily-report", spec, welcomeEmail{UserID: 5}); err != nil {
+		t.Fatal(err)
+	}
+	scheds, err := d.Schedules(ctx)
+	if err != nil || len(scheds) != 1 || scheds[0].Spec != spec {
+		t.Fatalf("schedules = %+v, %v; want one with spec %q", scheds, err, spec)
+	}
+	m := nextJob(t, js, 15*time.Second)
+	if m == nil {
+		t.Fatalf("%q did not fire at %s (%s UTC)", spec, at.Format(time.TimeOnly), at.UTC().Format(time.TimeOnly))
+	}
+	if ran := time.Now(); ran.Before(at.Add(-time.Second)) || ran.After(at.Add(10*time.Second)) {
+		t.Errorf("%q fired at %s, want at %s", spec, ran.In(kathmandu).Format(time.TimeOnly), at.Format(time.TimeOnly))
+	}
+	if string(m.Data()) != `{"user_id":5}` {
+		t.Errorf("run body %s", m.Data())
+	}
+
+	stream, err := js.Stream(ctx, bus.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		t.Helper()
+		m, err := stream.GetLastMsgForSubject(ctx, bus.SchedulePrefix+".every.daily-report")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Sequence
+	}
+	first := stored()
+	if err := d.Schedule(ctx, "daily-report", spec, welcomeEmail{UserID: 5}); err != nil || stored() != first {
+		t.Fatalf("registering it again unchanged: %v, sequence %d then %d; want nothing written", err, first, stored())
+	}
+	if err := d.Schedule(ctx, "daily-report", "CRON_TZ=Europe/Berlin "+cron, welcomeEmail{UserID: 5}); err != nil || stored() == first {
+		t.Fatalf("registering it in another zone: %v, sequence still %d; want it replaced", err, first)
+	}
+	if scheds, err := d.Schedules(ctx); err != nil || len(scheds) != 1 || scheds[0].Spec != "CRON_TZ=Europe/Berlin "+cron {
+		t.Fatalf("after the change: %+v, %v", scheds, err)
 	}
 }
 

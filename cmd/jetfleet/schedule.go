@@ -26,7 +26,8 @@ scheduler, so they need no jetfleet process to be running.
   jetfleet schedule add <name> <spec> <queue> <kind> <json|-> [--tries N] [--timeout D] [--backoff 1s,10s]
       register (or replace) the periodic job <name>; <spec> is "@every 1m",
       @hourly, @daily, @weekly, @monthly, @yearly or a cron expression
-      ("*/5 * * * *", or 6 fields with seconds first)
+      ("*/5 * * * *", or 6 fields with seconds first), in UTC unless
+      it starts with a time zone: "CRON_TZ=Europe/Berlin 0 9 * * 1-5"
   jetfleet schedule ls
       list the registered periodic jobs
   jetfleet schedule rm <name>
@@ -59,7 +60,8 @@ func runSchedule(ctx context.Context, a *app, args []string) error {
 func scheduleAdd(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "schedule add", "schedule add <name> <spec> <queue> <kind> <json|-> [--tries N] [--timeout D] [--backoff 1s,10s]\n\n"+
 		"Registers the periodic job <name>, replacing any of that name. <spec>: \"@every 1m\", @hourly, @daily,\n"+
-		"@weekly, @monthly, @yearly, or a cron expression of 5 fields (or 6, seconds first).")
+		"@weekly, @monthly, @yearly, or a cron expression of 5 fields (or 6, seconds first), in UTC unless\n"+
+		"it starts with CRON_TZ=<IANA zone> and a space: \"CRON_TZ=Europe/Berlin 0 9 * * 1-5\".")
 	jf := newJobFlags(fs, false)
 	dataDir := dataFlag(fs, a)
 	pos, err := node.ParseFlags(fs, args)

@@ -97,6 +97,19 @@ func TestScheduleAddListRemove(t *testing.T) {
 		strings.Contains(r.Stderr, "not acknowledged") || !strings.Contains(r.Stderr, "Usage:") {
 		t.Fatalf("spec the server refuses: exit %d, stderr %q", r.Code, r.Stderr)
 	}
+	if r = jf("", "add", "bad", "CRON_TZ=Europe/Atlantis 0 9 * * *", "default", "k", "{}"); r.Code != 2 ||
+		!strings.Contains(r.Stderr, `<spec> "CRON_TZ=Europe/Atlantis 0 9 * * *": unknown time zone "Europe/Atlantis"`) {
+		t.Fatalf("unknown time zone: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	r = mustOK(jf("", "add", "morning", "CRON_TZ=Europe/Berlin 0 9 * * 1-5", "default", "report", "{}"))
+	if r.Stdout != "scheduled morning: CRON_TZ=Europe/Berlin 0 9 * * 1-5 -> jobs.default.report\n" {
+		t.Fatalf("add with a time zone printed %q", r.Stdout)
+	}
+	r = mustOK(jf("", "ls", "--json"))
+	if !strings.Contains(r.Stdout, `"spec": "CRON_TZ=Europe/Berlin 0 0 9 * * 1-5"`) {
+		t.Fatalf("ls --json does not show the zone:\n%s", r.Stdout)
+	}
+	mustOK(jf("", "rm", "morning"))
 	if r = mustOK(jf("", "ls")); strings.Contains(r.Stdout, "bad") {
 		t.Fatalf("the refused schedule is listed:\n%s", r.Stdout)
 	}

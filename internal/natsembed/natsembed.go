@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	_ "time/tzdata" // cron schedules' CRON_TZ= zones, on a machine without a zone database too
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
