@@ -140,8 +140,8 @@ func (d *Dispatcher) schedule(ctx context.Context, name, spec string, msg *nats.
 
 // The JetStream API errors of a schedule pattern the server refuses
 // ("message schedules pattern is invalid") and of a time zone it cannot
-// load ("message schedules time zone is invalid": a server without the
-// zone database, or older than 2.14).
+// load ("message schedules time zone is invalid": a server whose machine
+// has no zone database; jetfleet's embedded server carries its own).
 const (
 	errCodeBadSchedule = 10189
 	errCodeBadTimeZone = 10223
@@ -162,7 +162,7 @@ func refusedSpec(spec string, err error) error {
 			"optionally after CRON_TZ=<zone>", ErrInvalid, spec, apiErr.Description)
 	case errCodeBadTimeZone:
 		return fmt.Errorf("%w: schedule spec %q: the NATS server cannot use its time zone (%s); nothing was stored: "+
-			"it needs nats-server 2.14 or later with the IANA time zone database", ErrInvalid, spec, apiErr.Description)
+			"its machine lacks the IANA time zone database (install tzdata there)", ErrInvalid, spec, apiErr.Description)
 	}
 	return err
 }
