@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
 	"github.com/jetfleet/jetfleet/workers"
 )
 
@@ -200,5 +201,44 @@ func TestJobThroughEveryState(t *testing.T) {
 	}
 	if r := f.jf("queue", "jobs", "--tag", "user:7"); r.Code != 0 || !strings.Contains(r.Stdout, id) || !strings.Contains(r.Stdout, "succeeded") {
 		t.Errorf("queue jobs --tag user:7: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+// TestAQueueFilterNamesAnUnknownQueue: a --queue filter that finds
+// nothing says on stderr when no queue has that name, naming the known
+// ones, so a typo does not read as an empty queue; a known queue gets no
+// note, and an empty listing says where the waiting jobs are.
+func TestAQueueFilterNamesAnUnknownQueue(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	env := testEnv("NATS_URL=" + srv.ClientURL())
+	dir := t.TempDir()
+	if r := runJF(t, dir, env, "", "dispatch", "default", "jetfleet-noop", "{}"); r.Code != 0 {
+		t.Fatalf("dispatch: exit %d: %s", r.Code, r.Stderr)
+	}
+	const note = `jetfleet queue: note: unknown queue "defualt" (known queues: default)`
+	for _, args := range [][]string{
+		{"failed", "--queue", "defualt"},
+		{"failed", "--queue", "defualt", "--json"},
+		{"flush", "--queue", "defualt"},
+		{"retry", "all", "--queue", "defualt"},
+		{"jobs", "--queue", "defualt"},
+	} {
+		name := strings.Join(args, " ")
+		r := runJF(t, dir, env, "", append([]string{"queue"}, args...)...)
+		if r.Code != 0 || !strings.Contains(r.Stderr, note) {
+			t.Errorf("queue %s: exit %d, stderr %q; want 0 and %q", name, r.Code, r.Stderr, note)
+		}
+		known := runJF(t, dir, env, "", append([]string{"queue"}, strings.Split(strings.ReplaceAll(name, "defualt", "default"), " ")...)...)
+		if known.Code != 0 || strings.Contains(known.Stderr, "note:") {
+			t.Errorf("queue %s on the known queue: exit %d, stderr %q; want 0 and no note", name, known.Code, known.Stderr)
+		}
+	}
+	r := runJF(t, dir, env, "", "queue", "jobs")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "No jobs found. (Waiting jobs are listed with --state ready") {
+		t.Errorf("queue jobs with one job waiting: exit %d, stdout %q", r.Code, r.Stdout)
+	}
+	if r = runJF(t, dir, env, "", "queue", "jobs", "--state", "ready"); r.Code != 0 || !strings.Contains(r.Stdout, "jetfleet-noop") {
+		t.Errorf("queue jobs --state ready: exit %d, stdout %q", r.Code, r.Stdout)
 	}
 }

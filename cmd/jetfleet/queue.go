@@ -142,6 +142,9 @@ func runQueueFailed(ctx context.Context, a *app, name string, args []string) err
 	if err != nil {
 		return err
 	}
+	if len(jobs) == 0 {
+		noteUnknownQueue(ctx, a, in, *queue)
+	}
 	if *asJSON {
 		views := make([]failedView, 0, len(jobs))
 		for _, fj := range jobs {
@@ -361,6 +364,9 @@ func runQueueRetry(ctx context.Context, a *app, name string, args []string) erro
 			f.Since = time.Now().Add(-*since)
 		}
 		n, err = in.RetryAll(ctx, f)
+		if err == nil && n == 0 {
+			noteUnknownQueue(ctx, a, in, *queue)
+		}
 	} else {
 		n, err = in.Retry(ctx, ids...)
 	}
@@ -403,8 +409,29 @@ func runQueueFlush(ctx context.Context, a *app, name string, args []string) erro
 	if err != nil {
 		return err
 	}
+	if n == 0 {
+		noteUnknownQueue(ctx, a, in, *queue)
+	}
 	fmt.Fprintf(a.stdout, "Deleted %d failed %s.\n", n, plural(int(n), "job", "jobs"))
 	return nil
+}
+
+// noteUnknownQueue says on stderr, after a --queue filter found nothing,
+// that no queue of that name is known, naming the known ones: a typo
+// would otherwise read as an empty queue. A queue is known once it has a
+// consumer (a dispatch or a worker made it). Nothing is said when the
+// name is known or the queues cannot be read.
+func noteUnknownQueue(ctx context.Context, a *app, in *bus.Inspector, queue string) {
+	if queue == "" {
+		return
+	}
+	st, err := in.Stats(ctx)
+	if err != nil {
+		return
+	}
+	if _, err := waitingOn(st, queue); err != nil {
+		fmt.Fprintf(a.stderr, "jetfleet queue: note: %v\n", err)
+	}
 }
 
 // checkQueueKind checks the names given to --queue and --kind; "" is a

@@ -233,6 +233,9 @@ func runQueueJobs(ctx context.Context, a *app, name string, args []string) error
 	if err != nil {
 		return err
 	}
+	if len(jobs) == 0 {
+		noteUnknownQueue(ctx, a, in, *queue)
+	}
 	if *asJSON {
 		raws := make([]jsonRaw, len(jobs))
 		for i, st := range jobs {
@@ -241,7 +244,7 @@ func runQueueJobs(ctx context.Context, a *app, name string, args []string) error
 		return writeJSON(a.stdout, raws)
 	}
 	if len(jobs) == 0 {
-		fmt.Fprintln(a.stdout, "No jobs found.")
+		fmt.Fprintln(a.stdout, noJobsFound(*state))
 		return nil
 	}
 	printJobs(a.stdout, jobs, time.Now())
@@ -310,6 +313,16 @@ func printJobs(w io.Writer, jobs []*bus.JobStatus, now time.Time) {
 }
 
 // runQueueCancel is `jetfleet queue cancel`: by ID, by queue or by tag.
+// noJobsFound is what an empty listing says; without --state it also
+// says where the waiting jobs are, which a listing of every state leaves
+// out (ready and delayed jobs have no record yet).
+func noJobsFound(state string) string {
+	if state != "" {
+		return "No jobs found."
+	}
+	return "No jobs found. (Waiting jobs are listed with --state ready and --state delayed; `jetfleet queue stats` counts them.)"
+}
+
 func runQueueCancel(ctx context.Context, a *app, name string, args []string) error {
 	fs := queueFlagSet(a, name)
 	queue := fs.String("queue", "", "cancel every job of this queue stored so far (running, waiting, delayed)")
