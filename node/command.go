@@ -237,8 +237,8 @@ func (f workFlagValues) config() (WorkConfig, error) {
 		Grace: *f.grace, MaxJobs: *f.maxJobs, MaxTime: *f.maxTime, StopWhenEmpty: *f.stopWhenEmpty,
 		Bus: bus.Config{AckWait: *f.ackWait}, StuckAfter: *f.stuckAfter,
 	}}
-	if *f.stuckAfter <= 0 {
-		return cfg, fmt.Errorf("--stuck-after must be more than 0 (got %s)", *f.stuckAfter)
+	if *f.stuckAfter < workers.MinStuckAfter {
+		return cfg, fmt.Errorf("--stuck-after must be at least %s (got %s): a turn of the fetch loop waits up to 5s for a pull NATS does not answer, so less would fail /livez during a NATS outage", workers.MinStuckAfter, *f.stuckAfter)
 	}
 	if *f.backoff != "" {
 		var err error

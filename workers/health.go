@@ -18,6 +18,12 @@ import (
 // DefaultStuckAfter is Config.StuckAfter's default.
 const DefaultStuckAfter = time.Minute
 
+// MinStuckAfter is the least Config.StuckAfter: a turn of the fetch loop
+// waits up to 5s for a pull the server does not answer (NATS down, a
+// leader election), so a shorter limit would fail Live during an outage,
+// when a restart cures nothing.
+const MinStuckAfter = 10 * time.Second
+
 // Worker states for Live and Ready.
 const (
 	stateStarting int32 = iota

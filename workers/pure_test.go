@@ -233,6 +233,12 @@ func TestConfigDefaults(t *testing.T) {
 	if c := (Config{PresenceInterval: time.Hour}).withDefaults(); c.PresenceInterval != bus.MaxPresenceInterval {
 		t.Errorf("PresenceInterval 1h became %s, want the cap %s", c.PresenceInterval, bus.MaxPresenceInterval)
 	}
+	if c := (Config{StuckAfter: time.Second}).withDefaults(); c.StuckAfter != MinStuckAfter {
+		t.Errorf("StuckAfter 1s became %s, want the least, %s: a turn may wait 5s for a pull", c.StuckAfter, MinStuckAfter)
+	}
+	if c := (Config{StuckAfter: 2 * time.Minute}).withDefaults(); c.StuckAfter != 2*time.Minute {
+		t.Errorf("StuckAfter 2m became %s", c.StuckAfter)
+	}
 	if c := (Config{Concurrency: -3, Tries: -1}).withDefaults(); c.Concurrency != 10 || c.Tries != 3 {
 		t.Errorf("negative values: concurrency %d, tries %d; want the defaults 10 and 3", c.Concurrency, c.Tries)
 	}

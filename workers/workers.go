@@ -129,7 +129,8 @@ type Config struct {
 	// StuckAfter is how long one turn of the fetch loop (pulling ready
 	// jobs and handing them to the job goroutines, normally milliseconds)
 	// may take before Live reports the loop stuck. Default
-	// DefaultStuckAfter (1 minute).
+	// DefaultStuckAfter (1 minute); less than MinStuckAfter (10s) is
+	// raised to it.
 	StuckAfter time.Duration
 	// TracerProvider starts the span of each job attempt, a child of the
 	// job's traceparent (tracing.go). Default: the OpenTelemetry global
@@ -173,6 +174,7 @@ func (c Config) withDefaults() Config {
 	if c.StuckAfter <= 0 {
 		c.StuckAfter = DefaultStuckAfter
 	}
+	c.StuckAfter = max(c.StuckAfter, MinStuckAfter)
 	return c
 }
 

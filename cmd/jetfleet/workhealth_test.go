@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -51,7 +52,7 @@ func waitProbe(t *testing.T, url string, want int, what string) string {
 // TestWorkerProbes runs `jetfleet work --health-listen` built with
 // -tags jetfleet_debughooks, whose fetch loop blocks on a FIFO named by
 // JETFLEET_DEBUG_BLOCK_FETCH until the test writes to it: /livez fails
-// while the loop is stuck (--stuck-after 1s) and passes once it runs
+// while the loop is stuck (--stuck-after 10s, the least) and passes once it runs
 // again; /readyz fails while the NATS server is down and passes once it is
 // back on the same port and store; /metrics shares the probes' server when
 // --metrics-listen names the same address.
@@ -73,8 +74,15 @@ func TestWorkerProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
+	shortCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	short := exec.CommandContext(shortCtx, bin, "work", "--health-listen", addr, "--stuck-after", "5s")
+	short.Env = testEnv("NATS_URL=" + srv.ClientURL())
+	if out, err := short.CombinedOutput(); err == nil || !strings.Contains(string(out), "--stuck-after must be at least 10s (got 5s)") {
+		t.Fatalf("work --stuck-after 5s: %v\n%s; want refused: a turn may wait 5s for a pull", err, out)
+	}
 	p := proctest.Start(t, bin, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_DEBUG_BLOCK_FETCH="+fifo),
-		"work", "--health-listen", addr, "--metrics-listen", addr, "--stuck-after", "1s")
+		"work", "--health-listen", addr, "--metrics-listen", addr, "--stuck-after", "10s")
 	p.WaitFor(t, "worker started", 30*time.Second)
 	base := "http://" + addr
 
@@ -95,6 +103,13 @@ func TestWorkerProbes(t *testing.T) {
 
 	srv.Shutdown()
 	waitProbe(t, base+"/readyz", http.StatusServiceUnavailable, "/readyz fails with NATS down")
+	// A turn waits up to 5s for a pull nobody answers: with NATS down the
+	// loop is slow, not stuck, and a restart would cure nothing.
+	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		if code, body, err := probe(base + "/livez"); err != nil || code != http.StatusOK {
+			t.Fatalf("/livez with NATS down: %d %q %v; want 200", code, strings.TrimSpace(body), err)
+		}
+	}
 	if srv, err = natsembed.Start(natsCfg); err != nil {
 		t.Fatal(err)
 	}
