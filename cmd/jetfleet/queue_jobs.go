@@ -312,7 +312,6 @@ func printJobs(w io.Writer, jobs []*bus.JobStatus, now time.Time) {
 	writeTable(w, rows, nil)
 }
 
-// runQueueCancel is `jetfleet queue cancel`: by ID, by queue or by tag.
 // noJobsFound is what an empty listing says; without --state it also
 // says where the waiting jobs are, which a listing of every state leaves
 // out (ready and delayed jobs have no record yet).
@@ -323,6 +322,7 @@ func noJobsFound(state string) string {
 	return "No jobs found. (Waiting jobs are listed with --state ready and --state delayed; `jetfleet queue stats` counts them.)"
 }
 
+// runQueueCancel is `jetfleet queue cancel`: by ID, by queue or by tag.
 func runQueueCancel(ctx context.Context, a *app, name string, args []string) error {
 	fs := queueFlagSet(a, name)
 	queue := fs.String("queue", "", "cancel every job of this queue stored so far (running, waiting, delayed)")
