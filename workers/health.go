@@ -18,10 +18,10 @@ import (
 // DefaultStuckAfter is Config.StuckAfter's default.
 const DefaultStuckAfter = time.Minute
 
-// MinStuckAfter is the least Config.StuckAfter: a turn of the fetch loop
-// waits up to 5s for a pull the server does not answer (NATS down, a
-// leader election), so a shorter limit would fail Live during an outage,
-// when a restart cures nothing.
+// MinStuckAfter is the least Config.StuckAfter: a step of the fetch loop
+// (one queue's pull) waits up to 5s for a server that does not answer
+// (NATS down, a leader election), so a shorter limit would fail Live
+// during an outage, when a restart cures nothing.
 const MinStuckAfter = 10 * time.Second
 
 // Worker states for Live and Ready.
@@ -49,6 +49,17 @@ func (h *health) stopped() { h.state.Store(stateStopped) }
 // beginTurn marks the fetch loop at work: pulling and handing out jobs.
 func (h *health) beginTurn() { h.turn.Store(time.Now().UnixNano()) }
 
+// stepped marks a step of the turn done, one queue's pull answered or
+// given up: the loop moves on, so the clock starts again. With NATS down
+// each pull waits out its 5s, and a turn over many queues is slow, not
+// stuck: Live judges the longest step, which MinStuckAfter outlasts.
+// Only the fetch loop writes turn, so the check and the store do not race.
+func (h *health) stepped() {
+	if h.turn.Load() != 0 {
+		h.beginTurn()
+	}
+}
+
 // endTurn marks it waiting: for a free slot, a ready job or a stop.
 func (h *health) endTurn() { h.turn.Store(0) }
 
@@ -59,8 +70,9 @@ var ErrStuck = errors.New("the fetch loop is stuck")
 // Live reports whether the worker's fetch loop is alive. It is nil while
 // Run starts, while the loop waits (for a free slot, a ready job or a
 // resumed queue: an idle worker and one whose slots are all busy are
-// alive) and during a turn of pulling and handing out jobs shorter than
-// Config.StuckAfter; an error wrapping ErrStuck once a turn has taken
+// alive) and during a turn of pulling and handing out jobs while each
+// step of it (one queue's pull and its jobs) ends within
+// Config.StuckAfter; an error wrapping ErrStuck once a step has taken
 // longer, and an error once Run has returned. It is cheap: two atomic
 // loads.
 func (w *Worker) Live() error {
@@ -75,7 +87,7 @@ func (w *Worker) Live() error {
 		return nil
 	}
 	if busy := time.Since(time.Unix(0, began)); busy > w.cfg.StuckAfter {
-		return fmt.Errorf("%w: one turn has taken %s, more than %s", ErrStuck, busy.Round(time.Millisecond), w.cfg.StuckAfter)
+		return fmt.Errorf("%w: one step of its turn has taken %s, more than %s", ErrStuck, busy.Round(time.Millisecond), w.cfg.StuckAfter)
 	}
 	return nil
 }

@@ -256,6 +256,7 @@ func (l *loop) fetchFrom(ctx context.Context, q queue, n int) int {
 		return 0
 	}
 	msgs, err := l.pullers[q.name].fetchNoWait(n)
+	l.w.health.stepped()
 	for _, m := range msgs {
 		l.start(m)
 	}

@@ -53,7 +53,8 @@ func waitProbe(t *testing.T, url string, want int, what string) string {
 // -tags jetfleet_debughooks, whose fetch loop blocks on a FIFO named by
 // JETFLEET_DEBUG_BLOCK_FETCH until the test writes to it: /livez fails
 // while the loop is stuck (--stuck-after 10s, the least) and passes once it runs
-// again; /readyz fails while the NATS server is down and passes once it is
+// again, and passes while NATS is down (each of its three queues' pulls
+// then waits 5s: slow, not stuck); /readyz fails while the NATS server is down and passes once it is
 // back on the same port and store; /metrics shares the probes' server when
 // --metrics-listen names the same address.
 func TestWorkerProbes(t *testing.T) {
@@ -82,7 +83,7 @@ func TestWorkerProbes(t *testing.T) {
 		t.Fatalf("work --stuck-after 5s: %v\n%s; want refused: a turn may wait 5s for a pull", err, out)
 	}
 	p := proctest.Start(t, bin, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_DEBUG_BLOCK_FETCH="+fifo),
-		"work", "--health-listen", addr, "--metrics-listen", addr, "--stuck-after", "10s")
+		"work", "--queue", "high,default,low", "--health-listen", addr, "--metrics-listen", addr, "--stuck-after", "10s")
 	p.WaitFor(t, "worker started", 30*time.Second)
 	base := "http://" + addr
 
@@ -103,9 +104,10 @@ func TestWorkerProbes(t *testing.T) {
 
 	srv.Shutdown()
 	waitProbe(t, base+"/readyz", http.StatusServiceUnavailable, "/readyz fails with NATS down")
-	// A turn waits up to 5s for a pull nobody answers: with NATS down the
-	// loop is slow, not stuck, and a restart would cure nothing.
-	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+	// Each queue's pull waits up to 5s for a server that does not answer:
+	// with NATS down a turn over three queues takes 15s, slow, not stuck,
+	// and a restart would cure nothing.
+	for end := time.Now().Add(16 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 		if code, body, err := probe(base + "/livez"); err != nil || code != http.StatusOK {
 			t.Fatalf("/livez with NATS down: %d %q %v; want 200", code, strings.TrimSpace(body), err)
 		}
