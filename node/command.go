@@ -227,7 +227,7 @@ func workFlags(fs *flag.FlagSet, app App, envBus bus.Config) workFlagValues {
 		noDiagnostics: fs.Bool("no-diagnostics", false, "do not register jetfleet-noop, jetfleet-sleep and jetfleet-fail"),
 		metricsListen: fs.String("metrics-listen", "", "address to serve Prometheus /metrics on; a bare port or :port is loopback (give 0.0.0.0:9464 for a scraper elsewhere); off when empty"),
 		healthListen:  fs.String("health-listen", "", "address to serve /livez and /readyz on; a bare port or :port is loopback (give 0.0.0.0:9465 for a kubelet); the --metrics-listen address shares its server; off when empty"),
-		stuckAfter:    fs.Duration("stuck-after", workers.DefaultStuckAfter, "how long one turn of the fetch loop may take before /livez reports it stuck"),
+		stuckAfter:    fs.Duration("stuck-after", workers.DefaultStuckAfter, "how long one step of the fetch loop (a queue's pull and its jobs) may take before /livez reports it stuck; at least 10s"),
 	}
 }
 
@@ -238,7 +238,7 @@ func (f workFlagValues) config() (WorkConfig, error) {
 		Bus: bus.Config{AckWait: *f.ackWait}, StuckAfter: *f.stuckAfter,
 	}}
 	if *f.stuckAfter < workers.MinStuckAfter {
-		return cfg, fmt.Errorf("--stuck-after must be at least %s (got %s): a turn of the fetch loop waits up to 5s for a pull NATS does not answer, so less would fail /livez during a NATS outage", workers.MinStuckAfter, *f.stuckAfter)
+		return cfg, fmt.Errorf("--stuck-after must be at least %s (got %s): each pull of the fetch loop waits up to 5s for NATS to answer, so less would fail /livez during a NATS outage", workers.MinStuckAfter, *f.stuckAfter)
 	}
 	if *f.backoff != "" {
 		var err error
