@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -234,16 +236,25 @@ func holdInFlight(t *testing.T, js jetstream.JetStream, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := c.Fetch(n, jetstream.FetchMaxWait(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A consumer made a moment ago may have no leader answering pulls yet
+	// ("no responders"): ask again until it has, keeping what came.
 	got := 0
-	for range batch.Messages() {
-		got++
-	}
-	if got != n {
-		t.Fatalf("fetched %d jobs, want %d (%v)", got, n, batch.Error())
+	deadline := time.Now().Add(30 * time.Second)
+	for got < n {
+		batch, err := c.Fetch(n-got, jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range batch.Messages() {
+			got++
+		}
+		if got == n {
+			return
+		}
+		if !errors.Is(batch.Error(), nats.ErrNoResponders) || time.Now().After(deadline) {
+			t.Fatalf("fetched %d jobs, want %d (%v)", got, n, batch.Error())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
