@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -239,23 +237,19 @@ func holdInFlight(t *testing.T, js jetstream.JetStream, n int) {
 	// A consumer made a moment ago may have no leader answering pulls yet
 	// ("no responders"): ask again until it has, keeping what came.
 	got := 0
-	deadline := time.Now().Add(30 * time.Second)
-	for got < n {
+	eventually(t, 30*time.Second, fmt.Sprintf("%d jobs held in flight", n), func() error {
 		batch, err := c.Fetch(n-got, jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for range batch.Messages() {
 			got++
 		}
-		if got == n {
-			return
+		if got < n {
+			return fmt.Errorf("fetched %d jobs, want %d (%v)", got, n, batch.Error())
 		}
-		if !errors.Is(batch.Error(), nats.ErrNoResponders) || time.Now().After(deadline) {
-			t.Fatalf("fetched %d jobs, want %d (%v)", got, n, batch.Error())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // moveConsumerLeaderOff steps the queue consumer's leader down until it is
