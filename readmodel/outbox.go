@@ -177,7 +177,8 @@ func (t *Tx) add(ctx context.Context, p bus.Prepared) (string, error) {
 // them to the relay, and Tx still returns nil: the transaction committed
 // and its jobs will be published. A COMMIT that fails is returned; its
 // jobs are published later by the relay if, and only if, the commit did
-// happen after all (a connection lost during COMMIT).
+// happen after all (a connection lost during COMMIT). In a Sticky scope
+// it counts as a write, a failed COMMIT included.
 func (o *Outbox) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	d := o.db
 	p := d.primary
@@ -198,14 +199,20 @@ func (o *Outbox) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	if fnErr != nil {
 		return fnErr
 	}
+	r := routingFrom(ctx)
 	if err != nil {
+		// A COMMIT whose answer was lost may have committed: the scope's
+		// reads stay on the primary, as after any write.
+		if r != nil && r.scope != nil {
+			r.scope.recordWrite(nil)
+		}
 		return wrapErr(p, err)
 	}
 	var tok gtidSet
 	if conn != nil {
 		tok = d.lastGTID(ctx, conn)
 	}
-	if r := routingFrom(ctx); r != nil && r.scope != nil {
+	if r != nil && r.scope != nil {
 		r.scope.recordWrite(tok)
 	}
 	if len(t.rows) > 0 {

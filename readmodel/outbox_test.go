@@ -154,6 +154,36 @@ func TestOutboxCommitAndRollback(t *testing.T) {
 	}
 }
 
+// TestAFailedCommitKeepsTheScopeOnThePrimary: a COMMIT that fails (its
+// connection killed just before it) may have committed for all the caller
+// knows, so the Sticky scope's next read goes to the primary, as after a
+// write.
+func TestAFailedCommitKeepsTheScopeOnThePrimary(t *testing.T) {
+	e := newOutboxEnv(t, readmodel.DriverMySQL)
+	eventually(t, 10*time.Second, "the replica joins the pool", func() bool { return replica(e.db).InPool })
+	ctx := readmodel.Sticky(context.Background())
+	if id := serverID(t, e.db, ctx); id != 2 {
+		t.Fatalf("a read before any write went to server %d, want the replica (2)", id)
+	}
+	err := e.ob.Tx(ctx, func(tx *readmodel.Tx) error {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO orders (id) VALUES (1)"); err != nil {
+			return err
+		}
+		var conn int64
+		if err := tx.GetContext(ctx, &conn, "SELECT CONNECTION_ID()"); err != nil {
+			return err
+		}
+		_, err := e.db.Exec(context.Background(), fmt.Sprintf("KILL %d", conn))
+		return err
+	})
+	if err == nil {
+		t.Fatal("Tx committed on a connection killed before its COMMIT")
+	}
+	if id := serverID(t, e.db, ctx); id != 1 {
+		t.Fatalf("after a failed COMMIT (%v) the scope read from server %d, want the primary (1)", err, id)
+	}
+}
+
 // TestOutboxRelay: jobs a committed transaction could not publish stay in
 // the table; the relay publishes them, and two relays at once store each
 // job once.
