@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
 
@@ -55,4 +56,21 @@ func NewProcessLogger(getenv func(string) string, stderr io.Writer) (*LogWriter,
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// LogAsyncErrors is a NATS error handler that writes the connection's
+// asynchronous errors (a slow consumer, a watcher whose consumer went
+// quiet while the server was away) to log at warn, naming the
+// subscription's subject. nats.go's default handler prints them to stderr
+// as plain text, a line a JSON log reader cannot parse. The node sets it on
+// the connections it makes; set it on a Config.Conn of your own with
+// nc.SetErrorHandler.
+func LogAsyncErrors(log zerolog.Logger) nats.ErrHandler {
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		ev := log.Warn().Err(err)
+		if sub != nil {
+			ev = ev.Str("subject", sub.Subject)
+		}
+		ev.Msg("nats: asynchronous error")
+	}
 }

@@ -31,7 +31,8 @@ type Config struct {
 	// (NewProcessLogger).
 	Logger zerolog.Logger
 	// Conn, when set, is the NATS connection to use instead of one made
-	// from NATS_URL; the node does not close it.
+	// from NATS_URL; the node does not close it, nor set its error
+	// handler (LogAsyncErrors).
 	Conn *nats.Conn
 	// Replicas is the replica count of the streams and buckets the node
 	// creates when they are missing (sessions, the app's). Default 1.
@@ -146,6 +147,7 @@ func (n *Node) connect() error {
 		if nc, _, err = ConnectNATS(n.cfg.Getenv, n.cfg.DataDir, n.Name()); err != nil {
 			return err
 		}
+		nc.SetErrorHandler(LogAsyncErrors(n.cfg.Logger))
 		n.onClose(nc.Close)
 	}
 	js, err := jetstream.New(nc)

@@ -189,6 +189,7 @@ func connectBus(ctx context.Context, a *app, dataDir, name string) (*nats.Conn, 
 	if err != nil {
 		return nil, nil, err
 	}
+	nc.SetErrorHandler(node.LogAsyncErrors(a.log))
 	cfg, err := bus.ConfigFromEnv(a.getenv) // JETFLEET_HISTORY=off: no history stream
 	if err != nil {
 		nc.Close()

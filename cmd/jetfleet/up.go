@@ -290,6 +290,7 @@ func (s *system) useConn(nc *nats.Conn) error {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	nc.SetErrorHandler(node.LogAsyncErrors(s.log))
 	s.nc, s.js = nc, js
 	s.onStop("nats-connection", nc.Close)
 	return nil
