@@ -67,6 +67,10 @@ type Side struct {
 	LatencyP50   time.Duration
 	LatencyP99   time.Duration
 	LatencyCount int
+	// LatencyRate is the rate the latency run's jobs were sent at, jobs/s:
+	// Options.Rate, or less when the sender could not keep up (a slow
+	// dispatch delays the next one).
+	LatencyRate float64
 	// CPUPerJob is the process's CPU time (user and system, the embedded
 	// server's included) per job of the throughput runs.
 	CPUPerJob time.Duration
@@ -227,7 +231,7 @@ func runRaw(ctx context.Context, js jetstream.JetStream, o Options) (Side, error
 	if s.ProcessRate, err = timeProcessing(ctx, o.N, lat, consume); err != nil {
 		return s, err
 	}
-	s.LatencyP50, s.LatencyP99, s.LatencyCount, err = measureLatency(ctx, o, lat, consume, func(i int) error {
+	err = measureLatency(ctx, o, &s, lat, consume, func(i int) error {
 		f, err := publish(o.N + i)
 		if err == nil {
 			<-f.Ok()
@@ -269,7 +273,7 @@ func runJetfleet(ctx context.Context, js jetstream.JetStream, o Options, cfg bus
 	if o.LatencyJobs == 0 {
 		return s, nil
 	}
-	s.LatencyP50, s.LatencyP99, s.LatencyCount, err = measureLatency(ctx, o, lat, consume, func(int) error {
+	err = measureLatency(ctx, o, &s, lat, consume, func(int) error {
 		_, err := d.Dispatch(ctx, benchJob{SentNS: time.Now().UnixNano()})
 		return err
 	})
@@ -335,28 +339,33 @@ func timeProcessing(ctx context.Context, n int, lat *latencies, consume func(n i
 }
 
 // measureLatency offers o.LatencyJobs jobs at o.Rate per second to an idle
-// consumer and returns the dispatch→start percentiles.
-func measureLatency(ctx context.Context, o Options, lat *latencies, consume func(int) (func(), error), send func(i int) error) (p50, p99 time.Duration, n int, err error) {
+// consumer and records in s the dispatch→start percentiles and the rate
+// the jobs were sent at.
+func measureLatency(ctx context.Context, o Options, s *Side, lat *latencies, consume func(int) (func(), error), send func(i int) error) error {
 	lat.reset()
 	stop, err := consume(o.LatencyJobs)
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
 	defer stop()
 	time.Sleep(200 * time.Millisecond) // let the consumer go idle
 	tick := time.NewTicker(time.Second / time.Duration(o.Rate))
 	defer tick.Stop()
+	began := time.Now()
 	for i := range o.LatencyJobs {
 		<-tick.C
 		if err := send(i); err != nil {
-			return 0, 0, 0, err
+			return err
 		}
 	}
+	// The first job waits a tick too: n jobs span n ticks.
+	s.LatencyRate = float64(o.LatencyJobs) / time.Since(began).Seconds()
 	if err := lat.waitFor(ctx, o.LatencyJobs, time.Minute); err != nil {
-		return 0, 0, 0, err
+		return err
 	}
-	p50, p99 = lat.percentiles()
-	return p50, p99, o.LatencyJobs, nil
+	s.LatencyP50, s.LatencyP99 = lat.percentiles()
+	s.LatencyCount = o.LatencyJobs
+	return nil
 }
 
 // latencies collects dispatch→start durations.
@@ -429,6 +438,7 @@ func (r Report) Print(w io.Writer) {
 	}
 	lat("dispatch→start p50", r.Jetfleet.LatencyP50, r.NoHistory.LatencyP50, r.Raw.LatencyP50)
 	lat("dispatch→start p99", r.Jetfleet.LatencyP99, r.NoHistory.LatencyP99, r.Raw.LatencyP99)
+	row("latency run: sent at", r.Jetfleet.LatencyRate, r.NoHistory.LatencyRate, r.Raw.LatencyRate, "/s")
 	tw.Flush()
 	ratios := make([]string, len(r.Ratios))
 	for i, v := range r.Ratios {
