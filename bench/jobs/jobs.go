@@ -107,16 +107,16 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			fmt.Fprintln(out, line(cfg, res, "run="+fmt.Sprint(r)))
 		}
 	}
-	fmt.Fprintf(out, "\nmedians of %d runs (n=%d c=%d workers=%d mode=%s):\n", cfg.Runs, cfg.N, cfg.Concurrency, cfg.Workers, mode(cfg))
+	fmt.Fprintf(out, "\nmedian runs of %d (n=%d c=%d workers=%d mode=%s):\n", cfg.Runs, cfg.N, cfg.Concurrency, cfg.Workers, mode(cfg))
 	for _, s := range systems {
 		if len(results[s.name()]) == 0 {
 			continue
 		}
-		m := median(results[s.name()], cfg.N)
+		m := median(results[s.name()])
 		extra := ""
 		raw := 0.0
 		if rs := results[rawName(s)]; len(rs) > 0 {
-			raw = median(rs, cfg.N).PerSecond(cfg.N)
+			raw = median(rs).PerSecond(cfg.N)
 		}
 		if raw > 0 {
 			extra = fmt.Sprintf("ratio_to_raw_jetstream=%.2f", m.PerSecond(cfg.N)/raw)
@@ -152,7 +152,10 @@ func line(cfg Config, r Result, extra string) string {
 	return strings.Join(f, " ")
 }
 
-func median(rs []Result, n int) Result {
+// median is the median run by total time: a whole run, so that its
+// figures belong together; of an even number of runs, the slower of the
+// two middle ones.
+func median(rs []Result) Result {
 	s := slices.Clone(rs)
 	slices.SortFunc(s, func(a, b Result) int { return int(a.Total - b.Total) })
 	return s[len(s)/2]
