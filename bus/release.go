@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -32,22 +33,36 @@ const (
 
 // parseCarried reads the counts a released job carries: its attempt
 // number goes on from the tries it used, and its releases are kept apart.
+// Each is at most MaxCarried, so that no count overflows the attempt
+// number or its next release.
 func (j *Job) parseCarried() error {
 	if v := j.Header.Get(HeaderTriesUsed); v != "" {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 0 {
-			return fmt.Errorf("%w: header %s=%q is not an integer ≥ 0", ErrInvalid, HeaderTriesUsed, v)
+		n, err := parseCarriedCount(HeaderTriesUsed, v)
+		if err != nil {
+			return err
 		}
 		j.Attempt += n
 	}
 	if v := j.Header.Get(HeaderReleased); v != "" {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 0 {
-			return fmt.Errorf("%w: header %s=%q is not an integer ≥ 0", ErrInvalid, HeaderReleased, v)
+		n, err := parseCarriedCount(HeaderReleased, v)
+		if err != nil {
+			return err
 		}
 		j.Released = n
 	}
 	return nil
+}
+
+// MaxCarried is the largest count HeaderTriesUsed and HeaderReleased may
+// hold: far more than any job uses, far from overflowing an int.
+const MaxCarried = math.MaxInt32
+
+func parseCarriedCount(header, v string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 || n > MaxCarried {
+		return 0, fmt.Errorf("%w: header %s=%q is not an integer from 0 to %d", ErrInvalid, header, v, MaxCarried)
+	}
+	return n, nil
 }
 
 // Release stores job again, to be delivered after after (at once when

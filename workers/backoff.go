@@ -7,8 +7,10 @@ import (
 
 const maxDefaultBackoff = 10 * time.Minute
 
-// retryDelay is the wait before the delivery after attempt (1-based).
+// retryDelay is the wait before the delivery after attempt (1-based; a
+// lower number counts as 1).
 func retryDelay(delays []time.Duration, attempt int) time.Duration {
+	attempt = max(attempt, 1)
 	if len(delays) > 0 {
 		return delays[min(attempt, len(delays))-1]
 	}

@@ -115,6 +115,9 @@ func TestDeadLetterHooksRunEveryWay(t *testing.T) {
 		mustJSON(t, e, "record", `{"queue":"kept","n":"not a number"}`):                  "body does not decode into",
 		mustJSON(t, e, "nobody-handles-this", `{}`):                                      `no handler for kind "nobody-handles-this"`,
 		publishRaw(t, e.js, "record", nats.Header{bus.HeaderTries: {"zero"}}, `{"n":7}`): bus.HeaderTries,
+		// A count that would overflow the attempt number (a failing
+		// handler then crashed the worker picking its retry delay).
+		publishRaw(t, e.js, "record", nats.Header{bus.HeaderTriesUsed: {"9223372036854775807"}, bus.HeaderBackoff: {"10ms"}}, `{"n":1}`): bus.HeaderTriesUsed,
 	}
 	start(t, w)
 	for id, want := range ids {

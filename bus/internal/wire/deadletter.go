@@ -40,7 +40,7 @@ type DeadLetter struct {
 // the caller remove the original (Term). Its Nats-Msg-Id is "JOBS:<seq>",
 // so doing it twice, or from two processes at once, stores one dead letter.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, dl DeadLetter) error {
-	msg := deadLetterMsg(dl, js.Conn().MaxPayload())
+	msg := DeadLetterMsg(dl, js.Conn().MaxPayload())
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("bus: dead-letter job %s (%s): %w", dl.ID, Origin(dl.Seq), err)
 	}
@@ -51,7 +51,9 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, dl DeadLette
 // "JOBS:<seq>".
 func Origin(seq uint64) string { return jobsStream + ":" + strconv.FormatUint(seq, 10) }
 
-func deadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
+// DeadLetterMsg is the DLQ message of dl, for a server whose max_payload
+// is maxPayload: the reason is cut to fit beside the body and headers.
+func DeadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
 	if dl.At.IsZero() {
 		dl.At = time.Now()
 	}
