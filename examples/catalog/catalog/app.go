@@ -56,11 +56,18 @@ func merge(cfg, env Config) Config {
 	if cfg.MaxFiles == 0 {
 		cfg.MaxFiles = env.MaxFiles
 	}
+	if cfg.MaxUploadsInFlight == 0 {
+		cfg.MaxUploadsInFlight = env.MaxUploadsInFlight
+	}
 	if cfg.ImageMemory == 0 {
 		cfg.ImageMemory = env.ImageMemory
 	}
 	return cfg
 }
+
+// maxSetting bounds each of the catalog's settings: a size in MB of
+// that many is far beyond any machine, and still fits an int64 in bytes.
+const maxSetting = 1 << 30
 
 // ConfigFromEnv reads the catalog's own settings: JETFLEET_IMAGE_REPLICAS
 // (the image bucket's replicas when it is created; default the node's),
@@ -89,8 +96,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			continue
 		}
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return Config{}, fmt.Errorf("catalog: %s=%q is not a whole number of at least 1", s.key, v)
+		if err != nil || n < 1 || n > maxSetting {
+			return Config{}, fmt.Errorf("catalog: %s=%q is not a whole number from 1 to %d", s.key, v, maxSetting)
 		}
 		*s.dst = n
 	}

@@ -97,5 +97,5 @@ func ExampleConfigFromEnv() {
 	fmt.Println(err)
 	// Output:
 	// 512 8 <nil>
-	// catalog: JETFLEET_IMAGE_MEMORY_MB="lots" is not a whole number of at least 1
+	// catalog: JETFLEET_IMAGE_MEMORY_MB="lots" is not a whole number from 1 to 1073741824
 }
