@@ -89,6 +89,15 @@ func ParseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// UsageError prints "<command>: <message>" and the usage of fs, and
+// returns ErrUsage: a flag or argument value that is not allowed, which
+// exits 2 like a flag that does not parse.
+func UsageError(fs *flag.FlagSet, format string, args ...any) error {
+	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
+	fs.Usage()
+	return ErrUsage
+}
+
 // NoArgs refuses positional arguments for a command that takes none.
 func NoArgs(fs *flag.FlagSet, args []string) error {
 	if len(args) > 0 {

@@ -184,7 +184,7 @@ func runWork(ctx context.Context, app App, prog string, args []string, cfg Confi
 	if err := ParseNoArgs(fs, args); err != nil {
 		return err
 	}
-	wcfg, err := wf.config()
+	wcfg, err := wf.config(fs)
 	if err != nil {
 		return err
 	}
@@ -231,22 +231,50 @@ func workFlags(fs *flag.FlagSet, app App, envBus bus.Config) workFlagValues {
 	}
 }
 
-func (f workFlagValues) config() (WorkConfig, error) {
+// MaxWorkConcurrency is the most jobs one `work` process runs at once:
+// each run slot has a goroutine of its own from the start.
+const MaxWorkConcurrency = 10_000
+
+func (f workFlagValues) config(fs *flag.FlagSet) (WorkConfig, error) {
 	cfg := WorkConfig{NoDiagnostics: *f.noDiagnostics, Worker: workers.Config{
 		Queues: SplitList(*f.queues), Concurrency: *f.concurrency, Tries: *f.tries, Timeout: *f.timeout,
 		Grace: *f.grace, MaxJobs: *f.maxJobs, MaxTime: *f.maxTime, StopWhenEmpty: *f.stopWhenEmpty,
 		Bus: bus.Config{AckWait: *f.ackWait}, StuckAfter: *f.stuckAfter,
 	}}
-	if *f.stuckAfter < workers.MinStuckAfter {
-		return cfg, fmt.Errorf("--stuck-after must be at least %s (got %s): each pull of the fetch loop waits up to 5s for NATS to answer, so less would fail /livez during a NATS outage", workers.MinStuckAfter, *f.stuckAfter)
+	if err := f.check(fs); err != nil {
+		return cfg, err
 	}
 	if *f.backoff != "" {
 		var err error
 		if cfg.Worker.Backoff, err = bus.ParseBackoff(*f.backoff); err != nil {
-			return cfg, fmt.Errorf("--backoff: %w", err)
+			return cfg, UsageError(fs, "--backoff: %v", err)
 		}
 	}
 	return cfg, nil
+}
+
+// check refuses the values of work's flags that the worker would
+// otherwise replace with its defaults, or that cannot work.
+func (f workFlagValues) check(fs *flag.FlagSet) error {
+	switch {
+	case *f.concurrency < 1 || *f.concurrency > MaxWorkConcurrency:
+		return UsageError(fs, "--concurrency %d: want 1 to %d", *f.concurrency, MaxWorkConcurrency)
+	case *f.tries < 1:
+		return UsageError(fs, "--tries %d: want at least 1", *f.tries)
+	case *f.timeout <= 0:
+		return UsageError(fs, "--timeout %s: want a positive duration", *f.timeout)
+	case *f.grace <= 0:
+		return UsageError(fs, "--grace %s: want a positive duration", *f.grace)
+	case *f.maxJobs < 0:
+		return UsageError(fs, "--max-jobs %d: want 0 (no limit) or more", *f.maxJobs)
+	case *f.maxTime < 0:
+		return UsageError(fs, "--max-time %s: want 0 (no limit) or more", *f.maxTime)
+	case *f.ackWait < time.Second:
+		return UsageError(fs, "--ack-wait %s: want at least 1s", *f.ackWait)
+	case *f.stuckAfter < workers.MinStuckAfter:
+		return UsageError(fs, "--stuck-after must be at least %s (got %s): each pull of the fetch loop waits up to 5s for NATS to answer, so less would fail /livez during a NATS outage", workers.MinStuckAfter, *f.stuckAfter)
+	}
+	return nil
 }
 
 // listen opens --metrics-listen and --health-listen, loopback unless an

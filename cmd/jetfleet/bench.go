@@ -30,7 +30,7 @@ func runBench(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if len(rest) != 1 || rest[0] != "jobs" {
-		return usageError(fs, "want `bench jobs` and flags; got %q", rest)
+		return node.UsageError(fs, "want `bench jobs` and flags; got %q", rest)
 	}
 	for _, f := range []struct {
 		name     string
@@ -41,7 +41,7 @@ func runBench(ctx context.Context, a *app, args []string) error {
 		{"latency-jobs", *latencyJobs, 1, 10_000_000}, {"rounds", *rounds, 1, 100},
 	} {
 		if f.v < f.least || f.v > f.most {
-			return usageError(fs, "--%s %d: want %d to %d", f.name, f.v, f.least, f.most)
+			return node.UsageError(fs, "--%s %d: want %d to %d", f.name, f.v, f.least, f.most)
 		}
 	}
 	dir, err := os.MkdirTemp("", "jetfleet-bench-")

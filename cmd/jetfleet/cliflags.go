@@ -63,7 +63,7 @@ func (fs *flagSetWithSynopsis) refuseNegative() error {
 		}
 	})
 	if bad != nil {
-		return usageError(fs.FlagSet, "--%s %s: must not be negative", bad.Name, bad.Value)
+		return node.UsageError(fs.FlagSet, "--%s %s: must not be negative", bad.Name, bad.Value)
 	}
 	return nil
 }
@@ -91,18 +91,9 @@ func negative(v flag.Value) bool {
 // schedule (what), breaks the naming rule.
 func checkName(fs *flag.FlagSet, what, v string) error {
 	if err := bus.ValidateName(what, v); err != nil {
-		return usageError(fs, "%s", invalidText(err))
+		return node.UsageError(fs, "%s", invalidText(err))
 	}
 	return nil
-}
-
-// usageError explains a flag or argument that parsed but is not allowed,
-// "<command>: <message>" followed by the usage, as package flag does for
-// one that does not parse, and returns node.ErrUsage: the process exits 2.
-func usageError(fs *flag.FlagSet, format string, args ...any) error {
-	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
-	fs.Usage()
-	return node.ErrUsage
 }
 
 // invalidText is err's message without the "invalid job: " of

@@ -61,7 +61,7 @@ func newJobFlags(fs *flag.FlagSet, oneShot bool) *jobFlags {
 func (f *jobFlags) options() ([]bus.Option, error) {
 	opts, err := f.check()
 	if err != nil {
-		return nil, usageError(f.fs, "%s", invalidText(err))
+		return nil, node.UsageError(f.fs, "%s", invalidText(err))
 	}
 	return opts, nil
 }
@@ -160,7 +160,7 @@ const exitDuplicate = 4
 func jobBody(a *app, fs *flag.FlagSet, arg string) ([]byte, error) {
 	if arg != "-" {
 		if !json.Valid([]byte(arg)) {
-			return nil, usageError(fs, "the body argument is not valid JSON: %.80q", arg)
+			return nil, node.UsageError(fs, "the body argument is not valid JSON: %.80q", arg)
 		}
 		return []byte(arg), nil
 	}

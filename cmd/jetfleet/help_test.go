@@ -46,3 +46,21 @@ func TestHelp(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkRefusesFlagValuesItCannotUse: a value of work's flags that the
+// worker would replace with its default, or could not run with, exits 2
+// naming the flag, before anything connects (NATS_URL points nowhere).
+func TestWorkRefusesFlagValuesItCannotUse(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--concurrency", "0"}, {"--concurrency", "-1"}, {"--concurrency", "100000000"},
+		{"--tries", "0"}, {"--timeout", "-1s"}, {"--timeout", "0"}, {"--grace", "0"},
+		{"--max-jobs", "-5"}, {"--max-time", "-1s"}, {"--ack-wait", "-1s"}, {"--ack-wait", "10ms"},
+		{"--stuck-after", "5s"}, {"--backoff", "zz"},
+	} {
+		r := runJF(t, dir, testEnv("NATS_URL=nats://127.0.0.1:1"), "", append([]string{"work"}, args...)...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, args[0]) || !strings.Contains(r.Stderr, "Usage: jetfleet work") {
+			t.Errorf("work %s: exit %d, stderr %q; want 2, naming %s, with the usage", strings.Join(args, " "), r.Code, r.Stderr, args[0])
+		}
+	}
+}

@@ -347,7 +347,7 @@ func runQueueRetry(ctx context.Context, a *app, name string, args []string) erro
 	}
 	all := len(ids) == 1 && ids[0] == "all"
 	if !all && (*queue != "" || *kind != "" || *since != 0) {
-		return usageError(fs.FlagSet, "--queue, --kind and --since go with `retry all`; to retry by ID, give only the IDs")
+		return node.UsageError(fs.FlagSet, "--queue, --kind and --since go with `retry all`; to retry by ID, give only the IDs")
 	}
 	if err := checkQueueKind(fs, *queue, *kind); err != nil {
 		return err
@@ -455,7 +455,7 @@ func checkTag(fs *flagSetWithSynopsis, tag string) error {
 		return nil
 	}
 	if err := bus.ValidateTag(tag); err != nil {
-		return usageError(fs.FlagSet, "--tag %q: %s", tag, strings.TrimPrefix(err.Error(), bus.ErrInvalid.Error()+": "))
+		return node.UsageError(fs.FlagSet, "--tag %q: %s", tag, strings.TrimPrefix(err.Error(), bus.ErrInvalid.Error()+": "))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // batchQueueCommands are the `queue` subcommands of batches and chains.
@@ -145,7 +146,7 @@ func runQueueBatch(ctx context.Context, a *app, name string, args []string) erro
 	}
 	states, err := jobStates(*jobs)
 	if err != nil {
-		return usageError(fs.FlagSet, "%v", err)
+		return node.UsageError(fs.FlagSet, "%v", err)
 	}
 	in, done, err := inspector(ctx, a, fs)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/node"
 )
 
 // runQueueJob is `jetfleet queue job <id>`: one job in any state.
@@ -255,7 +256,7 @@ func runQueueJobs(ctx context.Context, a *app, name string, args []string) error
 // one is a usage error naming its flag.
 func jobFilter(fs *flagSetWithSynopsis, tag, queue, kind, state string) (bus.JobFilter, error) {
 	if state != "" && !slices.Contains(listedStates(), bus.JobState(state)) {
-		return bus.JobFilter{}, usageError(fs.FlagSet, "--state %q: want one of %s", state, stateNames())
+		return bus.JobFilter{}, node.UsageError(fs.FlagSet, "--state %q: want one of %s", state, stateNames())
 	}
 	if err := checkQueueKind(fs, queue, kind); err != nil {
 		return bus.JobFilter{}, err
@@ -339,7 +340,7 @@ func runQueueCancel(ctx context.Context, a *app, name string, args []string) err
 		}
 	}
 	if bulk != 1 {
-		return usageError(fs.FlagSet, "give job IDs, or --queue, --tag or --batch (one of them)")
+		return node.UsageError(fs.FlagSet, "give job IDs, or --queue, --tag or --batch (one of them)")
 	}
 	if err := checkQueueKind(fs, *queue, ""); err != nil {
 		return err

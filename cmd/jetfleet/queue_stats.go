@@ -29,7 +29,7 @@ func runQueueStats(ctx context.Context, a *app, name string, args []string) erro
 		return err
 	}
 	if *interval == 0 { // a negative one is refused by parseNoArgs
-		return usageError(fs.FlagSet, "--interval %s: must be positive", *interval)
+		return node.UsageError(fs.FlagSet, "--interval %s: must be positive", *interval)
 	}
 	in, done, err := inspector(ctx, a, fs)
 	if err != nil {
@@ -130,7 +130,7 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 	}
 	limits, err := bus.ParseQueueLimits(pos[0], *defMax, *maxWait)
 	if err != nil { // the list is the command's argument: a usage error, named
-		return usageError(fs.FlagSet, "%s", invalidText(err))
+		return node.UsageError(fs.FlagSet, "%s", invalidText(err))
 	}
 	nc, js, err := connectBus(ctx, a, *fs.data, "jetfleet queue monitor")
 	if err != nil {

@@ -80,7 +80,7 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 		}
 	}
 	if err := checkSpec(spec); err != nil {
-		return usageError(fs, "<spec> %q: %v", spec, err)
+		return node.UsageError(fs, "<spec> %q: %v", spec, err)
 	}
 	opts, err := jf.options()
 	if err != nil {
@@ -97,7 +97,7 @@ func scheduleAdd(ctx context.Context, a *app, args []string) error {
 	defer closeConn()
 	err = d.ScheduleJSON(ctx, name, spec, kind, body, append(opts, bus.OnQueue(queue))...)
 	if errors.Is(err, bus.ErrInvalid) { // a spec whose values the server refuses
-		return usageError(fs, "%s", invalidText(err))
+		return node.UsageError(fs, "%s", invalidText(err))
 	}
 	if err != nil {
 		return err
