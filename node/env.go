@@ -70,12 +70,32 @@ func parseDotEnvLine(line string) (key, val string, ok bool, err error) {
 		return "", "", false, fmt.Errorf("want KEY=VALUE, got %q", line)
 	}
 	val = strings.TrimSpace(val)
-	if len(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[len(val)-1] == val[0] {
-		val = val[1 : len(val)-1]
-	} else if i := strings.Index(val, " #"); i >= 0 {
+	if inner, ok := quoted(val); ok {
+		return key, inner, true, nil
+	}
+	if i := strings.Index(val, " #"); i >= 0 {
 		val = strings.TrimSpace(val[:i])
 	}
 	return key, val, true, nil
+}
+
+// quoted is what the quotes of a quoted .env value hold: "value" or
+// 'value', alone or followed by a comment ("value" # why).
+func quoted(val string) (string, bool) {
+	if len(val) < 2 || val[0] != '"' && val[0] != '\'' {
+		return "", false
+	}
+	if val[len(val)-1] == val[0] {
+		return val[1 : len(val)-1], true
+	}
+	end := strings.IndexByte(val[1:], val[0]) + 1
+	if end == 0 {
+		return "", false
+	}
+	if rest := strings.TrimSpace(val[end+1:]); strings.HasPrefix(rest, "#") && rest != val[end+1:] {
+		return val[1:end], true
+	}
+	return "", false
 }
 
 // NATSURL is the server to connect to: NATS_URL when set, else the URL that
@@ -86,14 +106,17 @@ func NATSURL(getenv func(string) string, dataDir string) string {
 }
 
 // natsURL is NATSURL, and whether it came from dataDir/nats.url.
+// NATS_URL set to the very URL the file holds counts as coming from it.
 func natsURL(getenv func(string) string, dataDir string) (url string, fromDataDir bool) {
-	if u := getenv("NATS_URL"); u != "" {
-		return u, false
-	}
+	var recorded string
 	if b, err := os.ReadFile(filepath.Join(dataDir, URLFile)); err == nil {
-		if u := strings.TrimSpace(string(b)); u != "" {
-			return u, true
-		}
+		recorded = strings.TrimSpace(string(b))
+	}
+	if u := getenv("NATS_URL"); u != "" {
+		return u, u == recorded
+	}
+	if recorded != "" {
+		return recorded, true
 	}
 	return DefaultNATSURL, false
 }
@@ -136,6 +159,20 @@ func NATSOptions(getenv func(string) string, name string) []nats.Option {
 	return opts
 }
 
+// checkClientCert refuses half a client certificate: NATSOptions uses
+// NATS_TLS_CERT and NATS_TLS_KEY only together, so one without the other
+// would connect without the certificate the server was meant to see.
+func checkClientCert(getenv func(string) string) error {
+	cert, key := getenv("NATS_TLS_CERT"), getenv("NATS_TLS_KEY")
+	switch {
+	case cert != "" && key == "":
+		return errors.New("NATS_TLS_CERT is set but NATS_TLS_KEY is not: a client certificate needs both")
+	case key != "" && cert == "":
+		return errors.New("NATS_TLS_KEY is set but NATS_TLS_CERT is not: a client certificate needs both")
+	}
+	return nil
+}
+
 // ConnectNATS connects to NATSURL with NATSOptions. The error names the URL
 // tried, so "NATS unreachable" always says where; no password or token
 // (in the URL, NATS_PASSWORD or NATS_TOKEN) appears in it.
@@ -156,6 +193,9 @@ func ConnectNATS(getenv func(string) string, dataDir, name string) (*nats.Conn, 
 		if err := placeholder.CheckSetting(setting, getenv(setting)); err != nil {
 			return nil, nil, err
 		}
+	}
+	if err := checkClientCert(getenv); err != nil {
+		return nil, nil, err
 	}
 	secrets := natsSecrets(getenv, url)
 	nc, err := nats.Connect(url, NATSOptions(getenv, name)...)

@@ -68,6 +68,10 @@ func TestParseDotEnvLine(t *testing.T) {
 		{`A="unbalanced`, "A", `"unbalanced`, true},
 		{`A="mixed'`, "A", `"mixed'`, true},
 		{`A=""`, "A", "", true},
+		{`A="my_sess" # trailing comment`, "A", "my_sess", true},
+		{`A='x'   # comment`, "A", "x", true},
+		{`A="x"#not-a-comment`, "A", `"x"#not-a-comment`, true},
+		{`A="x" y`, "A", `"x" y`, true},
 		{"DSN=user:pw@tcp(db:3306)/app?parseTime=true", "DSN", "user:pw@tcp(db:3306)/app?parseTime=true", true},
 	} {
 		key, val, ok, err := parseDotEnvLine(tc.line)
@@ -109,6 +113,42 @@ func TestNATSURLPrecedence(t *testing.T) {
 	}
 	if got := NATSURL(set, filepath.Join(dir, "new", "data")); got != "nats://from-env:4222" {
 		t.Errorf("NATS_URL and a recorded URL: %q, want NATS_URL's", got)
+	}
+	// NATS_URL set to the recorded URL is that server: up's credentials
+	// in the data directory apply to it (ConnectNATS).
+	same := func(k string) string {
+		if k == "NATS_URL" {
+			return "nats://127.0.0.1:41234"
+		}
+		return ""
+	}
+	if _, fromDataDir := natsURL(same, filepath.Join(dir, "new", "data")); !fromDataDir {
+		t.Error("NATS_URL equal to the recorded URL does not count as the data directory's server")
+	}
+	if _, fromDataDir := natsURL(set, filepath.Join(dir, "new", "data")); fromDataDir {
+		t.Error("another NATS_URL counts as the data directory's server")
+	}
+}
+
+// TestHalfAClientCertificateIsRefused: NATS_TLS_CERT without
+// NATS_TLS_KEY (or the reverse) is an error naming both, not a connection
+// made without the certificate.
+func TestHalfAClientCertificateIsRefused(t *testing.T) {
+	t.Parallel()
+	for set, missing := range map[string]string{"NATS_TLS_CERT": "NATS_TLS_KEY", "NATS_TLS_KEY": "NATS_TLS_CERT"} {
+		getenv := func(k string) string {
+			switch k {
+			case set:
+				return "/nonexistent.pem"
+			case "NATS_URL":
+				return "nats://127.0.0.1:1" // nothing listens: the refusal comes first
+			}
+			return ""
+		}
+		_, _, err := ConnectNATS(getenv, t.TempDir(), "test")
+		if err == nil || !strings.Contains(err.Error(), set+" is set but "+missing+" is not") {
+			t.Errorf("%s alone: %v, want a refusal naming %s", set, err, missing)
+		}
 	}
 }
 
