@@ -20,8 +20,8 @@ import (
 // *LogWriter, JSON lines go out in its batches and the console format
 // straight to the writer beneath it, for a person reading as it comes.
 func NewLogger(w io.Writer, level, format string) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
-	if err != nil || level == "" {
+	lvl, err := parseLevel(level)
+	if err != nil {
 		lvl = zerolog.InfoLevel
 	}
 	beneath := w
@@ -49,8 +49,34 @@ func NewProcessLogger(getenv func(string) string, stderr io.Writer) (*LogWriter,
 		}
 		every = d
 	}
+	level, format := getenv("LOG_LEVEL"), getenv("LOG_FORMAT")
+	if _, err := parseLevel(level); err != nil {
+		return nil, zerolog.Logger{}, err
+	}
+	if format != "" && format != "json" && format != "console" {
+		return nil, zerolog.Logger{}, fmt.Errorf("LOG_FORMAT=%q: want json or console", format)
+	}
 	lw := NewLogWriter(stderr, every)
-	return lw, NewLogger(lw, getenv("LOG_LEVEL"), getenv("LOG_FORMAT")), nil
+	return lw, NewLogger(lw, level, format), nil
+}
+
+// parseLevel reads a log level: zerolog's names (trace, debug, info,
+// warn, error) and Laravel's (notice is info; warning is warn; critical,
+// alert and emergency are error); empty is info.
+func parseLevel(level string) (zerolog.Level, error) {
+	switch l := strings.ToLower(strings.TrimSpace(level)); l {
+	case "":
+		return zerolog.InfoLevel, nil
+	case "trace", "debug", "info", "warn", "error":
+		return zerolog.ParseLevel(l)
+	case "notice":
+		return zerolog.InfoLevel, nil
+	case "warning":
+		return zerolog.WarnLevel, nil
+	case "critical", "alert", "emergency":
+		return zerolog.ErrorLevel, nil
+	}
+	return zerolog.InfoLevel, fmt.Errorf("LOG_LEVEL=%q: want debug, info, notice, warning (warn), error, critical, alert or emergency", level)
 }
 
 func isTerminal(w io.Writer) bool {

@@ -200,3 +200,36 @@ func TestProcessLoggerReadsTheFlushInterval(t *testing.T) {
 		t.Fatalf("a bad interval gave %v, want an error naming LOG_FLUSH_INTERVAL", err)
 	}
 }
+
+// TestProcessLoggerReadsLaravelLevels: LOG_LEVEL takes Laravel's level
+// names as well as zerolog's; an unknown level or format is an error
+// naming the setting, not a logger at info.
+func TestProcessLoggerReadsLaravelLevels(t *testing.T) {
+	for level, infoShown := range map[string]bool{"": true, "debug": true, "notice": true, "INFO": true, "warning": false, "warn": false, "critical": false, "emergency": false} {
+		out := &countingWriter{}
+		lw, log, err := node.NewProcessLogger(func(k string) string {
+			return map[string]string{"LOG_LEVEL": level, "LOG_FORMAT": "json"}[k]
+		}, out)
+		if err != nil {
+			t.Fatalf("LOG_LEVEL=%q: %v", level, err)
+		}
+		log.Info().Msg("an info line")
+		log.Error().Msg("an error line")
+		lw.Close()
+		got, _ := out.state()
+		if strings.Contains(got, "an info line") != infoShown || !strings.Contains(got, "an error line") {
+			t.Errorf("LOG_LEVEL=%q wrote %q; info line shown should be %v, the error line always", level, got, infoShown)
+		}
+	}
+	for setting, v := range map[string]string{"LOG_LEVEL": "verbose", "LOG_FORMAT": "xml"} {
+		_, _, err := node.NewProcessLogger(func(k string) string {
+			if k == setting {
+				return v
+			}
+			return ""
+		}, &countingWriter{})
+		if err == nil || !strings.Contains(err.Error(), setting) {
+			t.Errorf("%s=%s: %v, want an error naming it", setting, v, err)
+		}
+	}
+}
