@@ -9,7 +9,9 @@ package node
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -132,6 +134,9 @@ func envDuration(getenv func(string) string, key string) (time.Duration, error) 
 	d, err := time.ParseDuration(v)
 	if n, nerr := strconv.Atoi(v); nerr == nil {
 		d, err = time.Duration(n)*time.Second, nil
+		if n > math.MaxInt64/int(time.Second) { // would wrap around
+			err = errors.New("too large")
+		}
 	}
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("%s=%q: want a duration such as 30s (or seconds), or 0 for none", key, v)

@@ -222,6 +222,7 @@ func TestHTTPLimitsFromEnv(t *testing.T) {
 	for key, v := range map[string]string{
 		"JETFLEET_HTTP_WRITE_TIMEOUT": "soon", "JETFLEET_HTTP_READ_TIMEOUT": "-1s",
 		"JETFLEET_HTTP_MAX_CONNS": "many", "JETFLEET_HTTP_MIN_UPLOAD_RATE": "0",
+		"JETFLEET_HTTP_IDLE_TIMEOUT": "99999999999", // seconds: more than a duration holds
 	} {
 		_, err := node.HTTPLimitsFromEnv(func(k string) string { return map[string]string{key: v}[k] })
 		if err == nil || !strings.Contains(err.Error(), key) {

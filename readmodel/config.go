@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -159,6 +160,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 // parseDuration reads a Go duration, or plain seconds.
 func parseDuration(v string) (time.Duration, error) {
 	if n, err := strconv.Atoi(v); err == nil {
+		if n > math.MaxInt64/int(time.Second) {
+			return 0, fmt.Errorf("%d seconds is more than a duration holds", n)
+		}
 		return time.Duration(n) * time.Second, nil
 	}
 	return time.ParseDuration(v)

@@ -194,6 +194,9 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Errorf("%s=%q: error %v, want one naming the variable", k, v, err)
 		}
 	}
+	if _, err := ConfigFromEnv(env(map[string]string{"DB_MAX_REPLICA_LAG": "99999999999"})); err == nil || !strings.Contains(err.Error(), "DB_MAX_REPLICA_LAG") {
+		t.Errorf("DB_MAX_REPLICA_LAG of more seconds than a duration holds: error %v, want one naming it", err)
+	}
 	for v, want := range map[string]int64{"": 1 << 30, "5": 5 << 20, "-1": -1 << 20} {
 		c, err := ConfigFromEnv(env(map[string]string{"DB_SQLITE_MAX_MB": v}))
 		if got := c.withDefaults().SQLiteMaxBytes; err != nil || got != want {

@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -287,7 +288,7 @@ func (e *envReader) minutes(key string) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if n, err := strconv.Atoi(v); err == nil && n > 0 {
+	if n, err := strconv.Atoi(v); err == nil && n > 0 && n <= math.MaxInt64/int(time.Minute) {
 		return time.Duration(n) * time.Minute
 	}
 	d, err := time.ParseDuration(v)

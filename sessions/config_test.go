@@ -52,6 +52,7 @@ func TestConfigFromEnvRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"SESSION_DRIVER", "cookie"}:                 `SESSION_DRIVER="cookie"`,
 		{"SESSION_LIFETIME", "soon"}:                 `SESSION_LIFETIME="soon": want a positive number of minutes`,
 		{"SESSION_LIFETIME", "-5"}:                   `SESSION_LIFETIME="-5"`,
+		{"SESSION_LIFETIME", "99999999999"}:          `SESSION_LIFETIME="99999999999"`,
 		{"SESSION_ABSOLUTE_LIFETIME", "1 day"}:       `SESSION_ABSOLUTE_LIFETIME="1 day"`,
 		{"SESSION_SECURE_COOKIE", "maybe"}:           `SESSION_SECURE_COOKIE="maybe": want true or false`,
 		{"SESSION_SAME_SITE", "sometimes"}:           `SESSION_SAME_SITE="sometimes": want lax, strict or none`,
