@@ -124,7 +124,7 @@ func runServe(ctx context.Context, app App, prog string, args []string, cfg Conf
 		return err
 	}
 	if *natsDown < 0 || *drainDelay < 0 || *grace <= 0 {
-		return fmt.Errorf("--nats-down-after and --drain-delay must be 0 or more and --grace more than 0 (got %s, %s and %s)", *natsDown, *drainDelay, *grace)
+		return UsageError(fs, "--nats-down-after and --drain-delay must be 0 or more and --grace more than 0 (got %s, %s and %s)", *natsDown, *drainDelay, *grace)
 	}
 	limits, err := HTTPLimitsFromEnv(cfg.Getenv)
 	if err != nil {

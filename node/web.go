@@ -50,6 +50,11 @@ type ServeConfig struct {
 	// the serve command with HTTPLimitsFromEnv). The zero value is the
 	// defaults.
 	HTTPLimits
+	// Serving, when set, is called once the node's handler is built and
+	// its settings accepted, just before it serves: a program that starts
+	// Serve in a goroutine can wait for it, or for Serve's error (a
+	// session or dashboard setting refused), before it says it is up.
+	Serving func()
 }
 
 // Serve runs a web node until ctx ends, then drains: the app's routes
@@ -63,6 +68,9 @@ func (n *Node) Serve(ctx context.Context, cfg ServeConfig) error {
 	health, handler, err := n.webHandler(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.Serving != nil {
+		cfg.Serving()
 	}
 	n.startRelay(ctx)
 	agentDone := n.serveAgent(ctx, health, cfg.AgentListener)

@@ -64,3 +64,19 @@ func TestWorkRefusesFlagValuesItCannotUse(t *testing.T) {
 		}
 	}
 }
+
+// TestUpServeAndNATSRefuseFlagValuesAsUsageErrors: as for work, a value of
+// up's, serve's or nats's flags that is not allowed exits 2, naming the
+// flag, with the usage.
+func TestUpServeAndNATSRefuseFlagValuesAsUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"up", "--replicas", "0"}, {"up", "--grace", "0"}, {"up", "--queues", "bad.name"}, {"up", "--sync-interval", "zz"},
+		{"serve", "--grace", "0"}, {"serve", "--drain-delay", "-1s"}, {"nats", "--sync-interval", "zz"},
+	} {
+		r := runJF(t, dir, testEnv("NATS_URL=nats://127.0.0.1:1"), "", args...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, args[1]) || !strings.Contains(r.Stderr, "Usage: jetfleet "+args[0]) {
+			t.Errorf("%s: exit %d, stderr %q; want 2, naming %s, with the usage", strings.Join(args, " "), r.Code, r.Stderr, args[1])
+		}
+	}
+}

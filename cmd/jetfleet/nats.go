@@ -130,7 +130,7 @@ func runNATS(ctx context.Context, a *app, args []string) error {
 	set := node.FlagsSet(fs)
 	sync, err := parseSyncPolicy(*syncFlag)
 	if err != nil {
-		return err
+		return node.UsageError(fs, "%v", err)
 	}
 	cfg := natsembed.Config{
 		Name:          *name,

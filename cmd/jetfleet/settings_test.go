@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,5 +46,15 @@ func TestUpKeepsTheConfiguredTopology(t *testing.T) {
 	bad := runJF(t, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_ACK_WAIT=soon"), "", "work")
 	if bad.Code == 0 {
 		t.Fatalf("work with JETFLEET_ACK_WAIT=soon exited 0")
+	}
+}
+
+// TestUpRefusesABadWebSettingBeforeSayingItIsUp: a session setting the web
+// node refuses stops up with the reason before it prints that it is up.
+func TestUpRefusesABadWebSettingBeforeSayingItIsUp(t *testing.T) {
+	srv := natstest.Start(t)
+	r := runJF(t, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), "SESSION_DRIVER=redis"), "", "up", "--listen", "127.0.0.1:0", "--no-workers")
+	if r.Code != 1 || strings.Contains(r.Stdout, "jetfleet is up") || !strings.Contains(r.Stderr, "SESSION_DRIVER") {
+		t.Fatalf("up with SESSION_DRIVER=redis: exit %d\nstdout: %s\nstderr: %s\nwant exit 1 naming the setting, without saying it is up", r.Code, r.Stdout, r.Stderr)
 	}
 }

@@ -148,17 +148,17 @@ func runUp(ctx context.Context, a *app, args []string) error {
 		noAuth:        *noAuth,
 	}
 	if opts.drainDelay < 0 || opts.grace <= 0 {
-		return fmt.Errorf("--drain-delay must be 0 or more and --grace more than 0 (got %s and %s)", opts.drainDelay, opts.grace)
+		return node.UsageError(fs, "--drain-delay must be 0 or more and --grace more than 0 (got %s and %s)", opts.drainDelay, opts.grace)
 	}
 	if opts.sync, err = parseSyncPolicy(*syncFlag); err != nil {
-		return err
+		return node.UsageError(fs, "%v", err)
 	}
 	if opts.replicas < 1 {
-		return fmt.Errorf("--replicas %d: must be at least 1", opts.replicas)
+		return node.UsageError(fs, "--replicas %d: must be at least 1", opts.replicas)
 	}
 	for _, q := range opts.queues {
 		if err := bus.ValidateName("queue", q); err != nil {
-			return fmt.Errorf("--queues: %w", err)
+			return node.UsageError(fs, "--queues: %v", invalidText(err))
 		}
 	}
 

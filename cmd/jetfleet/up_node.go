@@ -54,9 +54,22 @@ func (s *system) startHTTP(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	cfg := node.ServeConfig{Listener: ln, DrainDelay: delay, Grace: s.opts.grace, OpenDashboard: true, HTTPLimits: limits}
-	s.background(ctx, "http", func(ctx context.Context) error { return s.node.Serve(ctx, cfg) })
-	return nil
+	// Up is announced once the web node accepted its settings (sessions,
+	// dashboard): a refused one stops up before it says it is running.
+	serving, refused := make(chan struct{}), make(chan error, 1)
+	cfg := node.ServeConfig{Listener: ln, DrainDelay: delay, Grace: s.opts.grace, OpenDashboard: true, HTTPLimits: limits,
+		Serving: func() { close(serving) }}
+	s.background(ctx, "http", func(ctx context.Context) error {
+		err := s.node.Serve(ctx, cfg)
+		refused <- err
+		return err
+	})
+	select {
+	case <-serving:
+		return nil
+	case err := <-refused:
+		return err
+	}
 }
 
 // startWorkers runs one worker for every queue of --queues, in that
