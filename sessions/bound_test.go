@@ -128,7 +128,7 @@ func TestMaxBytesSettings(t *testing.T) {
 		{"", ""},
 		{"-1", ""},
 		{"1048576", ""},
-		{"100", "MaxBytes 100: must be at least 4096"},
+		{"100", `SESSION_MAX_BYTES="100": want at least 4096 bytes`},
 		{"1GB", `SESSION_MAX_BYTES="1GB"`},
 		{"1125899906842624", "no room to reserve the bucket's bound of 1125899906842624 bytes (Config.MaxBytes, SESSION_MAX_BYTES)"}, // 1 PiB
 	} {

@@ -229,13 +229,13 @@ func (c Config) validate() error {
 //	SESSION_COOKIE             cookie name; default jetfleet_session
 //	SESSION_SECURE_COOKIE      true: Secure always; false: never; unset: when the request came over HTTPS
 //	SESSION_TRUSTED_PROXIES    proxies (CIDRs or IPs, comma-separated) whose X-Forwarded-Proto is believed
-//	SESSION_SAME_SITE          lax (default), strict or none
+//	SESSION_SAME_SITE          lax (default), strict or none (with SESSION_SECURE_COOKIE=true)
 //	SESSION_DOMAIN             Domain attribute; empty or "null" for host-only
 //	SESSION_PATH               Path attribute; default /
-//	SESSION_PARTITIONED_COOKIE true: Partitioned attribute; default false
+//	SESSION_PARTITIONED_COOKIE true: Partitioned attribute (with SESSION_SECURE_COOKIE=true); default false
 //	SESSION_BUCKET             KV bucket name; default sessions
-//	SESSION_REPLICAS           bucket replicas; default 1
-//	SESSION_MAX_BYTES          bound of the bucket in bytes, -1 for none; default 268435456 (256 MiB)
+//	SESSION_REPLICAS           bucket replicas, 1 to 5; default 1
+//	SESSION_MAX_BYTES          bound of the bucket in bytes, at least 4096, -1 for none; default 268435456 (256 MiB)
 //
 // getenv is usually os.Getenv. Unset variables leave the Config field at
 // its zero value, so New applies the documented default. A malformed value
@@ -265,7 +265,18 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	c.Bucket = getenv("SESSION_BUCKET")
 	c.Replicas = e.int("SESSION_REPLICAS")
+	if v := getenv("SESSION_REPLICAS"); v != "" && (c.Replicas < 1 || c.Replicas > 5) {
+		e.fail("SESSION_REPLICAS", v, "1 to 5")
+	}
 	c.MaxBytes = int64(e.int("SESSION_MAX_BYTES"))
+	if v := getenv("SESSION_MAX_BYTES"); v != "" && c.MaxBytes != -1 && c.MaxBytes < minMaxBytes {
+		e.fail("SESSION_MAX_BYTES", v, fmt.Sprintf("at least %d bytes, or -1 for no bound", minMaxBytes))
+	}
+	for key, on := range map[string]bool{"SESSION_SAME_SITE": c.Cookie.SameSite == http.SameSiteNoneMode, "SESSION_PARTITIONED_COOKIE": c.Cookie.Partitioned} {
+		if on && !c.Cookie.Secure {
+			e.fail(key, getenv(key), "SESSION_SECURE_COOKIE=true with it: browsers require Secure")
+		}
+	}
 	return c, e.err
 }
 

@@ -57,6 +57,12 @@ func TestConfigFromEnvRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"SESSION_SECURE_COOKIE", "maybe"}:           `SESSION_SECURE_COOKIE="maybe": want true or false`,
 		{"SESSION_SAME_SITE", "sometimes"}:           `SESSION_SAME_SITE="sometimes": want lax, strict or none`,
 		{"SESSION_REPLICAS", "three"}:                `SESSION_REPLICAS="three": want an integer`,
+		{"SESSION_REPLICAS", "0"}:                    `SESSION_REPLICAS="0": want 1 to 5`,
+		{"SESSION_REPLICAS", "9"}:                    `SESSION_REPLICAS="9": want 1 to 5`,
+		{"SESSION_MAX_BYTES", "0"}:                   `SESSION_MAX_BYTES="0": want at least 4096 bytes, or -1`,
+		{"SESSION_MAX_BYTES", "-7"}:                  `SESSION_MAX_BYTES="-7"`,
+		{"SESSION_SAME_SITE", "none"}:                `SESSION_SAME_SITE="none": want SESSION_SECURE_COOKIE=true with it`,
+		{"SESSION_PARTITIONED_COOKIE", "true"}:       `SESSION_PARTITIONED_COOKIE="true": want SESSION_SECURE_COOKIE=true with it`,
 		{"SESSION_TRUSTED_PROXIES", "10.0.0.0/8,lb"}: `SESSION_TRUSTED_PROXIES="lb": want CIDR prefixes or IP addresses`,
 	} {
 		_, err := sessions.ConfigFromEnv(envOf(map[string]string{vars[0]: vars[1]}))
