@@ -1,6 +1,7 @@
 package readmodel
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -178,6 +179,14 @@ func (c Config) validate() error {
 	if c.Port < 0 || c.Port > 65535 {
 		return fmt.Errorf("readmodel: Port %d: want 1-65535", c.Port)
 	}
+	if err := c.checkHost("WriteHost (DB_WRITE_HOST, DB_HOST)", c.WriteHost); err != nil {
+		return err
+	}
+	for _, h := range c.ReadHosts {
+		if err := c.checkHost("ReadHosts (DB_READ_HOST)", h); err != nil {
+			return err
+		}
+	}
 	for _, f := range []struct {
 		name string
 		d    time.Duration
@@ -245,6 +254,29 @@ func setDefaultDuration(d *time.Duration, def time.Duration) {
 	if *d == 0 {
 		*d = def
 	}
+}
+
+// checkHost refuses a host that addr cannot make a host:port of: an
+// empty name, a port that is not 1-65535, colons that are not an IPv6
+// address's, or characters no host name has.
+func (c Config) checkHost(field, host string) error {
+	if strings.TrimSpace(host) == "" {
+		return nil // WriteHost's default; an empty ReadHosts entry is dropped
+	}
+	c.Port = cmp.Or(c.Port, 3306) // the default is not applied yet
+	h, port, err := net.SplitHostPort(c.addr(host))
+	if err == nil {
+		if n, perr := strconv.Atoi(port); perr != nil || n < 1 || n > 65535 {
+			err = fmt.Errorf("port %q is not 1-65535", port)
+		}
+	}
+	if err == nil && (h == "" || strings.ContainsAny(h, " /\\@?#") || strings.Contains(h, ":") && net.ParseIP(h) == nil) {
+		err = errors.New("not a host name or IP address")
+	}
+	if err != nil {
+		return fmt.Errorf("readmodel: %s %q: want host or host:port (%v)", field, host, err)
+	}
+	return nil
 }
 
 // addr turns "host" or "host:port" into "host:port".

@@ -194,6 +194,16 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Errorf("%s=%q: error %v, want one naming the variable", k, v, err)
 		}
 	}
+	for k, v := range map[string]string{"DB_READ_HOST": "127.0.0.1:3306,bad:host:x", "DB_HOST": "db:99999", "DB_WRITE_HOST": "user@db"} {
+		if _, err := ConfigFromEnv(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%q: error %v, want one naming the variable", k, v, err)
+		}
+	}
+	for _, v := range []string{"db", "db:3307", "10.0.0.1", "::1", "[::1]:3307", "db-1.internal"} {
+		if _, err := ConfigFromEnv(env(map[string]string{"DB_READ_HOST": v, "DB_HOST": v})); err != nil {
+			t.Errorf("DB_HOST and DB_READ_HOST %q: %v", v, err)
+		}
+	}
 	if _, err := ConfigFromEnv(env(map[string]string{"DB_MAX_REPLICA_LAG": "99999999999"})); err == nil || !strings.Contains(err.Error(), "DB_MAX_REPLICA_LAG") {
 		t.Errorf("DB_MAX_REPLICA_LAG of more seconds than a duration holds: error %v, want one naming it", err)
 	}
