@@ -102,7 +102,11 @@ func drainDelayText(d time.Duration) string {
 func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health, http.Handler, error) {
 	mux := http.NewServeMux()
 	downAfter := max(cmp.Or(cfg.NATSDownAfter, DefaultNATSDownAfter), 0)
-	checks := append([]healthz.Check{natsCheck(n, downAfter)}, natsServerChecks(n.cfg.Getenv)...)
+	servers, err := natsServerChecks(n.cfg.Getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	checks := append([]healthz.Check{natsCheck(n, downAfter)}, servers...)
 	var app http.Handler
 	if n.app.Routes != nil {
 		sm, cookie, err := n.openSessions(ctx)

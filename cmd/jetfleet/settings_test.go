@@ -49,12 +49,15 @@ func TestUpKeepsTheConfiguredTopology(t *testing.T) {
 	}
 }
 
-// TestUpRefusesABadWebSettingBeforeSayingItIsUp: a session setting the web
-// node refuses stops up with the reason before it prints that it is up.
+// TestUpRefusesABadWebSettingBeforeSayingItIsUp: a setting the web node
+// refuses (a session driver, a monitoring URL that is none) stops up with
+// the reason before it prints that it is up.
 func TestUpRefusesABadWebSettingBeforeSayingItIsUp(t *testing.T) {
 	srv := natstest.Start(t)
-	r := runJF(t, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), "SESSION_DRIVER=redis"), "", "up", "--listen", "127.0.0.1:0", "--no-workers")
-	if r.Code != 1 || strings.Contains(r.Stdout, "jetfleet is up") || !strings.Contains(r.Stderr, "SESSION_DRIVER") {
-		t.Fatalf("up with SESSION_DRIVER=redis: exit %d\nstdout: %s\nstderr: %s\nwant exit 1 naming the setting, without saying it is up", r.Code, r.Stdout, r.Stderr)
+	for setting, value := range map[string]string{"SESSION_DRIVER": "redis", "NATS_MONITOR_URL": "notaurl"} {
+		r := runJF(t, t.TempDir(), testEnv("NATS_URL="+srv.ClientURL(), setting+"="+value), "", "up", "--listen", "127.0.0.1:0", "--no-workers")
+		if r.Code != 1 || strings.Contains(r.Stdout, "jetfleet is up") || !strings.Contains(r.Stderr, setting) {
+			t.Errorf("up with %s=%s: exit %d\nstdout: %s\nstderr: %s\nwant exit 1 naming the setting, without saying it is up", setting, value, r.Code, r.Stdout, r.Stderr)
+		}
 	}
 }
