@@ -1,6 +1,7 @@
 package readmodel
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -34,6 +35,32 @@ func TestParseGTIDSet(t *testing.T) {
 		if _, err := parseGTIDSet(bad); err == nil {
 			t.Errorf("parseGTIDSet(%q): no error", bad)
 		}
+	}
+}
+
+// TestAPositionOfTooManyDomainsIsRefused: a causal token (from a job's
+// header: anyone who may publish a job writes it) of more GTIDs than
+// replication domains a deployment has is refused, and WithToken ignores
+// it; one of maxGTIDs domains is read. Unbounded, reading 70,000 domains
+// in descending order took 24 s.
+func TestAPositionOfTooManyDomainsIsRefused(t *testing.T) {
+	t.Parallel()
+	token := func(n int) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = fmt.Sprintf("%d-1-1", n-i)
+		}
+		return strings.Join(parts, ",")
+	}
+	if s, err := parseGTIDSet(token(maxGTIDs)); err != nil || len(s) != maxGTIDs {
+		t.Fatalf("a position of %d domains: %d read, %v", maxGTIDs, len(s), err)
+	}
+	big := token(70_000)
+	if _, err := parseGTIDSet(big); err == nil || !strings.Contains(err.Error(), "at most 1024") {
+		t.Fatalf("a position of 70,000 domains: %v, want a refusal", err)
+	}
+	if got := Token(WithToken(Sticky(context.Background()), big)); got != "" {
+		t.Fatalf("WithToken kept a refused token: %.40q...", got)
 	}
 }
 
