@@ -167,6 +167,7 @@ func TestDispatchValidation(t *testing.T) {
 		{"body not JSON", "k", []byte(`{"a":`), nil, "body of k job is not valid JSON"},
 		{"body not UTF-8", "k", []byte("{\"a\":\"\xff\"}"), nil, "body of k job is not valid UTF-8"},
 		{"body over max payload", "k", big, nil, "the NATS server's max_payload is 4096 bytes"},
+		{"body in its dead letter's room", "k", []byte(`"` + strings.Repeat("x", 3500) + `"`), nil, "of which 1024 are kept for the headers of the job's dead letter"},
 		{"tries zero", "k", []byte(`{}`), []bus.Option{bus.Tries(0)}, "tries is 0; it must be at least 1"},
 		{"timeout negative", "k", []byte(`{}`), []bus.Option{bus.Timeout(-time.Second)}, "timeout is -1s"},
 		{"ID with a line break", "k", []byte(`{}`), []bus.Option{bus.JobID("a\nb")}, `job ID "a\nb" holds the control character U+000A at byte 1`},

@@ -51,4 +51,8 @@ const (
 	HeaderFailedAt = "Jetfleet-Failed-At"
 	// HeaderOrigin is the job's place in JobsStream, "JOBS:<seq>".
 	HeaderOrigin = "Jetfleet-Origin"
+	// HeaderBodyOmitted is on a dead letter that could not keep its job's
+	// body (a job published within a few hundred bytes of max_payload):
+	// the body's size in bytes. Such a letter cannot be retried.
+	HeaderBodyOmitted = "Jetfleet-Body-Omitted"
 )

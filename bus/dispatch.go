@@ -391,12 +391,13 @@ func (o *options) readyAt() time.Time {
 	return time.Time{}
 }
 
-// checkSize refuses a job JetStream would reject for size, naming the limit.
+// checkSize refuses a job JetStream would reject for size, or one too
+// large to be dead-lettered with its body, naming the limit.
 func (d *Dispatcher) checkSize(msg *nats.Msg) error {
-	limit := d.js.Conn().MaxPayload()
+	maxPayload := d.js.Conn().MaxPayload()
 	size := int64(len(msg.Data)) + wire.HeaderSize(msg.Header)
-	if limit > 0 && size > limit {
-		return fmt.Errorf("%w: job is %d bytes (body %d plus headers); the NATS server's max_payload is %d bytes", ErrInvalid, size, len(msg.Data), limit)
+	if maxPayload > 0 && size > maxPayload-wire.DeadLetterRoom {
+		return fmt.Errorf("%w: job is %d bytes (body %d plus headers); the NATS server's max_payload is %d bytes, of which %d are kept for the headers of the job's dead letter", ErrInvalid, size, len(msg.Data), maxPayload, wire.DeadLetterRoom)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -333,4 +334,35 @@ func jobsIn(t *testing.T, js jetstream.JetStream) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// TestAJobTooLargeForItsDeadLetterIsStillDeadLettered: a job published
+// raw within a few hundred bytes of max_payload leaves no room for its
+// dead letter's headers. It used to be handed back every 5 s, never
+// stored; its letter now keeps the body's size instead of the body, says
+// why, and cannot be retried.
+func TestAJobTooLargeForItsDeadLetterIsStillDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	body := `"` + strings.Repeat("x", int(e.js.Conn().MaxPayload())-200) + `"`
+	id := publishRaw(t, e.js, "nobody-handles-this", nats.Header{}, body)
+	w := workers.New(e.js, workers.Config{})
+	workers.Register(w, func(context.Context, *workers.Job[record]) error { return nil })
+	start(t, w)
+	waitFor(t, 20*time.Second, "the job's dead letter", func() bool { return len(deadLetters(t, e.js)) == 1 })
+	dl := deadLetters(t, e.js)[0]
+	reason := dl.Header.Get(bus.HeaderError)
+	if dl.Header.Get(bus.HeaderBodyOmitted) != strconv.Itoa(len(body)) || len(dl.Data) != 0 ||
+		!strings.Contains(reason, "is not kept") || !strings.Contains(reason, `no handler for kind "nobody-handles-this"`) {
+		t.Fatalf("dead letter: %s=%q, body %d bytes, reason %q; want the body's size, no body, and both reasons",
+			bus.HeaderBodyOmitted, dl.Header.Get(bus.HeaderBodyOmitted), len(dl.Data), reason)
+	}
+	waitFor(t, 10*time.Second, "JOBS empty", func() bool { return jobsIn(t, e.js) == 0 })
+	in, err := bus.NewInspector(e.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := in.Retry(context.Background(), id); n != 0 || !errors.Is(err, bus.ErrInvalid) || !strings.Contains(err.Error(), "kept no body") {
+		t.Fatalf("Retry of a letter without its body: %d, %v; want a refusal saying why", n, err)
+	}
 }

@@ -71,11 +71,31 @@ func DeadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
 	h.Set(headerOrigin, Origin(dl.Seq))
 	h.Set(headerAttempts, strconv.Itoa(dl.Attempts))
 	h.Set(headerFailedAt, dl.At.UTC().Format(time.RFC3339Nano))
-	room := maxPayload - int64(len(dl.Body)) - HeaderSize(h) - 64
-	h.Set(headerError, EncodeHeaderText(dl.Reason, int(min(room, maxErrorHeader))))
+	body, reason := dl.Body, dl.Reason
+	room := maxPayload - int64(len(body)) - HeaderSize(h) - 64
+	if maxPayload > 0 && room < minReason {
+		// A job within a few hundred bytes of max_payload (published
+		// raw: a dispatch keeps room) cannot carry the dead letter's
+		// headers too. Its letter keeps its size instead of its body,
+		// rather than being refused on every delivery, never stored.
+		h.Set(HeaderBodyOmitted, strconv.Itoa(len(body)))
+		reason = fmt.Sprintf("its body of %d bytes is not kept: with the dead letter's headers it would exceed the server's max_payload of %d bytes; %s", len(body), maxPayload, reason)
+		body = nil
+		room = maxPayload - HeaderSize(h) - 64
+	}
+	h.Set(headerError, EncodeHeaderText(reason, int(min(room, maxErrorHeader))))
 	queue, kind := orUnknown(dl.Queue), orUnknown(dl.Kind)
-	return &nats.Msg{Subject: DLQSubject(queue, kind, dl.ID), Header: h, Data: dl.Body}
+	return &nats.Msg{Subject: DLQSubject(queue, kind, dl.ID), Header: h, Data: body}
 }
+
+// minReason is the least room a dead letter keeps for its reason
+// (EncodeHeaderText's floor).
+const minReason = 64
+
+// DeadLetterRoom is what a dispatch keeps free under max_payload for the
+// headers a dead letter adds (its origin, attempts, time and reason), so
+// that every job it stores can be dead-lettered with its body.
+const DeadLetterRoom = 1024
 
 func orUnknown(name string) string {
 	if ValidateName("name", name) != nil {

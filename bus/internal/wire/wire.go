@@ -38,6 +38,9 @@ const (
 	headerAttempts = "Jetfleet-Attempts"
 	headerFailedAt = "Jetfleet-Failed-At"
 	headerOrigin   = "Jetfleet-Origin"
+	// HeaderBodyOmitted is on a dead letter that could not keep its job's
+	// body: the body's size in bytes.
+	HeaderBodyOmitted = "Jetfleet-Body-Omitted"
 
 	pauseBucket     = "jetfleet_queues"
 	workersBucket   = "jetfleet_workers"
