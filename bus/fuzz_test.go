@@ -48,6 +48,9 @@ func FuzzParseJob(f *testing.F) {
 	f.Add("jobs.a b.c", strings.Repeat("é", 200), "", "1", "9223372036.854775807", "", "", "9223372036854775807", []byte(nil), uint64(3))
 	f.Fuzz(func(t *testing.T, subject, id, msgID, tries, timeout, backoff, triesUsed, released string, body []byte, delivered uint64) {
 		h := nats.Header{}
+		if strings.ContainsAny(id+msgID+tries+timeout+backoff+triesUsed+released, "\r\n") {
+			t.Skip("a delivered header value holds no line break: nats.go decodes a lone CR or LF as a space")
+		}
 		for k, v := range map[string]string{
 			bus.HeaderJobID: id, bus.HeaderMsgID: msgID, bus.HeaderTries: tries, bus.HeaderTimeout: timeout,
 			bus.HeaderBackoff: backoff, bus.HeaderTriesUsed: triesUsed, bus.HeaderReleased: released,
@@ -180,12 +183,23 @@ func FuzzJobStatusJSON(f *testing.F) {
 		switch {
 		case len(body) == 0 && len(out.Body) != 0:
 			t.Fatalf("no body read back as %q", out.Body)
-		case json.Valid(body) && !bytes.Equal(out.Body, body):
+		case json.Valid(body) && !bytes.Equal(compact(t, out.Body), compact(t, body)):
 			t.Fatalf("JSON body %q read back as %q", body, out.Body)
 		case len(body) > 0 && !json.Valid(body) && string(out.Body) != asJSONWrites(t, string(body)):
 			t.Fatalf("text body %q read back as %q", body, out.Body)
 		}
 	})
+}
+
+// compact is JSON b without insignificant space: a record keeps a JSON
+// body as JSON, and the space around its value is not kept.
+func compact(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
 }
 
 // asJSONWrites is s as encoding/json writes and reads it back.
