@@ -15,7 +15,7 @@ import (
 //
 //	JETFLEET_FAILED_RETENTION  how long dead letters are kept (default 168h)
 //	JETFLEET_DUPLICATE_WINDOW  dedupe window of job IDs (default 2m)
-//	JETFLEET_ACK_WAIT          redelivery wait of the queue consumers (default 30s)
+//	JETFLEET_ACK_WAIT          redelivery wait of the queue consumers, at least 1s (default 30s)
 //	JETFLEET_COMPLETED_RETENTION  how long the history keeps finished jobs (default 1h)
 //	JETFLEET_HISTORY_MAX_BYTES    the history's size limit in bytes (default 268435456, 256 MiB)
 //	JETFLEET_HISTORY           "off" turns the job history off (default on)
@@ -43,6 +43,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		d, err := wire.ParseDuration(v)
 		if err != nil || d < 0 {
 			return Config{}, fmt.Errorf("bus: %s=%q is not a duration like 90s or 2h (or whole seconds): %w", s.key, v, ErrInvalid)
+		}
+		if s.key == "JETFLEET_ACK_WAIT" && d > 0 && d < time.Second {
+			return Config{}, fmt.Errorf("bus: JETFLEET_ACK_WAIT=%q: want at least 1s (a worker's heartbeats come every third of it): %w", v, ErrInvalid)
 		}
 		*s.dst = d
 	}

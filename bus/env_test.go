@@ -22,7 +22,7 @@ func TestConfigFromEnv(t *testing.T) {
 	if cfg, err := bus.ConfigFromEnv(env(nil)); err != nil || cfg.FailedRetention != 0 || cfg.AckWait != 0 {
 		t.Errorf("unset settings: %+v, %v; want zero values (the defaults)", cfg, err)
 	}
-	for _, bad := range []string{"soon", "-5s"} {
+	for _, bad := range []string{"soon", "-5s", "500ms"} {
 		_, err := bus.ConfigFromEnv(env(map[string]string{"JETFLEET_ACK_WAIT": bad}))
 		if !errors.Is(err, bus.ErrInvalid) {
 			t.Errorf("JETFLEET_ACK_WAIT=%q: err %v, want one wrapping ErrInvalid", bad, err)
