@@ -220,7 +220,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.WriteHost, "127.0.0.1")
 	setDefault(&c.Username, "root")
 	if c.Port == 0 {
-		c.Port = 3306
+		c.Port = defaultPort
 	}
 	setDefaultDuration(&c.MaxReplicaLag, 5*time.Second)
 	setDefaultDuration(&c.CheckInterval, time.Second)
@@ -256,6 +256,9 @@ func setDefaultDuration(d *time.Duration, def time.Duration) {
 	}
 }
 
+// defaultPort is MySQL's and MariaDB's, for hosts that name none.
+const defaultPort = 3306
+
 // checkHost refuses a host that addr cannot make a host:port of: an
 // empty name, a port that is not 1-65535, colons that are not an IPv6
 // address's, or characters no host name has.
@@ -263,7 +266,7 @@ func (c Config) checkHost(field, host string) error {
 	if strings.TrimSpace(host) == "" {
 		return nil // WriteHost's default; an empty ReadHosts entry is dropped
 	}
-	c.Port = cmp.Or(c.Port, 3306) // the default is not applied yet
+	c.Port = cmp.Or(c.Port, defaultPort) // the default is not applied yet
 	h, port, err := net.SplitHostPort(c.addr(host))
 	if err == nil {
 		if n, perr := strconv.Atoi(port); perr != nil || n < 1 || n > 65535 {
