@@ -31,6 +31,12 @@ import (
 // below 1. The message names the field and the rule.
 var ErrInvalid = wire.ErrInvalid
 
+// ErrFailedFull is wrapped by DeadLetter's error when the DLQ stream
+// holds Config.FailedMaxBytes already and refused the letter. The job was
+// not removed: hand it back (workers do, after its backoff) until dead
+// letters are retried, removed or expire.
+var ErrFailedFull = wire.ErrFailedFull
+
 // ErrNotAcknowledged is wrapped when JetStream did not confirm that it
 // stored a job. Such a job may or may not be stored; dispatching it again
 // with the same ID is safe within the duplicate window. When no answer came

@@ -14,6 +14,7 @@ import (
 // instead of resetting it at every start:
 //
 //	JETFLEET_FAILED_RETENTION  how long dead letters are kept (default 168h)
+//	JETFLEET_FAILED_MAX_BYTES  the dead letters' size limit in bytes, -1 for none (default 268435456, 256 MiB)
 //	JETFLEET_DUPLICATE_WINDOW  dedupe window of job IDs (default 2m)
 //	JETFLEET_ACK_WAIT          redelivery wait of the queue consumers, at least 1s (default 30s)
 //	JETFLEET_COMPLETED_RETENTION  how long the history keeps finished jobs (default 1h)
@@ -26,6 +27,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
 	if err := historyFromEnv(getenv, &cfg); err != nil {
 		return Config{}, err
+	}
+	if v := strings.TrimSpace(getenv("JETFLEET_FAILED_MAX_BYTES")); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || (n <= 0 && n != -1) {
+			return Config{}, fmt.Errorf("bus: JETFLEET_FAILED_MAX_BYTES=%q is not a positive number of bytes or -1 (no bound): %w", v, ErrInvalid)
+		}
+		cfg.FailedMaxBytes = n
 	}
 	for _, s := range []struct {
 		key string

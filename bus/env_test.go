@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,29 @@ func TestConfigFromEnv(t *testing.T) {
 		_, err := bus.ConfigFromEnv(env(map[string]string{"JETFLEET_ACK_WAIT": bad}))
 		if !errors.Is(err, bus.ErrInvalid) {
 			t.Errorf("JETFLEET_ACK_WAIT=%q: err %v, want one wrapping ErrInvalid", bad, err)
+		}
+	}
+}
+
+func TestFailedMaxBytesFromEnv(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "JETFLEET_FAILED_MAX_BYTES" {
+				return v
+			}
+			return ""
+		}
+	}
+	for v, want := range map[string]int64{"": 0, "1048576": 1 << 20, "-1": -1} {
+		cfg, err := bus.ConfigFromEnv(env(v))
+		if err != nil || cfg.FailedMaxBytes != want {
+			t.Errorf("JETFLEET_FAILED_MAX_BYTES=%q: %d, %v; want %d", v, cfg.FailedMaxBytes, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "-2", "1GB", "lots"} {
+		_, err := bus.ConfigFromEnv(env(bad))
+		if !errors.Is(err, bus.ErrInvalid) || !strings.Contains(err.Error(), "JETFLEET_FAILED_MAX_BYTES") {
+			t.Errorf("JETFLEET_FAILED_MAX_BYTES=%q: err %v, want one naming the setting and wrapping ErrInvalid", bad, err)
 		}
 	}
 }

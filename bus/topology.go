@@ -29,6 +29,11 @@ type Config struct {
 	// FailedRetention is how long dead letters are kept, enforced by the DLQ
 	// stream's MaxAge (Laravel prunes failed jobs after 7 days). Default 7 days.
 	FailedRetention time.Duration
+	// FailedMaxBytes bounds the DLQ stream in bytes; -1 means no bound.
+	// A full DLQ refuses new dead letters (ErrFailedFull) rather than drop
+	// old ones, so the jobs they were for stay queued: nothing accepted is
+	// lost. Default 256 MiB.
+	FailedMaxBytes int64
 	// AckWait is how long a worker owns a delivered job before the server
 	// delivers it again; workers extend it with heartbeats while a job
 	// runs. Default 30 seconds.
@@ -92,6 +97,7 @@ func (c Config) topology() wire.Topology {
 		MemoryStorage:   c.MemoryStorage,
 		DuplicateWindow: c.DuplicateWindow,
 		FailedRetention: c.FailedRetention,
+		FailedMaxBytes:  c.FailedMaxBytes,
 		AckWait:         c.AckWait,
 
 		CompletedRetention: c.CompletedRetention,

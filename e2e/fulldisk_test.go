@@ -73,7 +73,7 @@ func TestFullDisk(t *testing.T) {
 	nats.WaitFor(t, "NATS server ready", 60*time.Second)
 	_, js := natstest.Connect(t, "nats://"+natsAddr)
 	ctx := context.Background()
-	if err := bus.ProvisionQueues(ctx, js, bus.Config{HistoryMaxBytes: 1 << 20}, "default"); err != nil {
+	if err := bus.ProvisionQueues(ctx, js, bus.Config{HistoryMaxBytes: 1 << 20, FailedMaxBytes: 1 << 20}, "default"); err != nil {
 		t.Fatal(err)
 	}
 	webAddr := fmt.Sprintf("127.0.0.1:%d", port[1])

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/workers"
@@ -364,5 +365,56 @@ func TestAJobTooLargeForItsDeadLetterIsStillDeadLettered(t *testing.T) {
 	}
 	if n, err := in.Retry(context.Background(), id); n != 0 || !errors.Is(err, bus.ErrInvalid) || !strings.Contains(err.Error(), "kept no body") {
 		t.Fatalf("Retry of a letter without its body: %d, %v; want a refusal saying why", n, err)
+	}
+}
+
+func TestAFullDLQKeepsTheJobQueuedUntilThereIsRoom(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, bus.Config{FailedMaxBytes: 4096})
+	log := &logBuffer{}
+	w := workers.New(e.js, workers.Config{Tries: 1, Logger: zerolog.New(log)})
+	workers.Register(w, func(context.Context, *workers.Job[record]) error { return errors.New("always fails") })
+	start(t, w)
+
+	first := dispatch(t, e, record{N: 1})
+	waitFor(t, 10*time.Second, "the first dead letter", func() bool { return len(deadLetters(t, e.js)) == 1 })
+	// Fill DLQ to within 100 bytes of its bound, as other letters would.
+	s, err := e.js.Stream(ctx, bus.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := 4096 - int(info.State.Bytes) - 100
+	filler := &nats.Msg{Subject: "dlq.default.record.filler", Data: []byte(strings.Repeat("x", room-len("dlq.default.record.filler")-22))}
+	if _, err := e.js.PublishMsg(ctx, filler); err != nil {
+		t.Fatal(err)
+	}
+
+	second := dispatch(t, e, record{N: 2})
+	waitFor(t, 10*time.Second, "a refused dead letter in the log", func() bool { return log.count("DLQ is full") > 0 })
+	if n := jobsIn(t, e.js); n != 1 {
+		t.Fatalf("JOBS holds %d jobs after DLQ refused the letter; want the job (%s) kept", n, second)
+	}
+	if n := len(deadLetters(t, e.js)); n != 2 {
+		t.Fatalf("DLQ holds %d letters; want the first job's and the filler", n)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject("dlq.default.record.filler")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the second job's dead letter once there is room", func() bool {
+		for _, m := range deadLetters(t, e.js) {
+			if m.Header.Get(bus.HeaderJobID) == second {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, 10*time.Second, "JOBS empty", func() bool { return jobsIn(t, e.js) == 0 })
+	if dl := deadLetters(t, e.js); len(dl) != 2 || dl[0].Header.Get(bus.HeaderJobID) != first {
+		t.Fatalf("DLQ holds %d letters, the first for %q; want the first job's kept and the second's added", len(dl), dl[0].Header.Get(bus.HeaderJobID))
 	}
 }

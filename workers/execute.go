@@ -310,13 +310,23 @@ func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
 	defer cancel()
 	err := bus.DeadLetter(ctx, l.w.js, job, bus.Failure{Reason: reason, Attempts: attempts})
 	if err != nil {
-		r.log.Error().Err(err).Msg("could not dead-letter job; it will be delivered again")
-		r.finish(func() error { return r.msg.NakWithDelay(5 * time.Second) }, "dead-letter failed")
+		delay := deadLetterRetry
+		if errors.Is(err, bus.ErrFailedFull) {
+			// Every job that fails for good would come back every few
+			// seconds to be refused again: wait as a retry would.
+			delay = max(delay, retryDelay(l.backoffFor(job), job.Attempt))
+		}
+		r.log.Error().Err(err).Dur("retry_in", delay).Msg("could not dead-letter job; it will be delivered again")
+		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "dead-letter failed")
 		return
 	}
 	r.log.Error().Str("reason", firstLine(reason)).Int("attempts", attempts).Msg("job dead-lettered")
 	l.settleDeadLetter(r, job, reason)
 }
+
+// deadLetterRetry is how soon a job whose dead letter could not be stored
+// is delivered again to try once more.
+const deadLetterRetry = 5 * time.Second
 
 // settleDeadLetter runs the dead-letter hooks of a job whose letter DLQ
 // holds, then removes the original. A hook's failure hands the job back

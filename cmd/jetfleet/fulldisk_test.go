@@ -31,7 +31,7 @@ func TestUpRecoversFromAFullStore(t *testing.T) {
 	}
 	tmpfstest.Mount(t, store, 48<<20)
 	addr := fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0])
-	up := startProc(t, dir, testEnv("JETFLEET_HISTORY_MAX_BYTES=1048576", "JETFLEET_IDEMPOTENCY_MAX_BYTES=1048576", "SESSION_MAX_BYTES=1048576", "JETFLEET_IMAGE_STORE_MB=1"), "up", "--nats-listen", addr, "--listen", "127.0.0.1:0", "--queues", "default")
+	up := startProc(t, dir, testEnv("JETFLEET_HISTORY_MAX_BYTES=1048576", "JETFLEET_FAILED_MAX_BYTES=1048576", "JETFLEET_IDEMPOTENCY_MAX_BYTES=1048576", "SESSION_MAX_BYTES=1048576", "JETFLEET_IMAGE_STORE_MB=1"), "up", "--nats-listen", addr, "--listen", "127.0.0.1:0", "--queues", "default")
 	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 	js := connectUp(t, dir)
 	d, err := bus.NewDispatcher(js, bus.Config{})

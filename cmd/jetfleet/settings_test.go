@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
 )
@@ -16,7 +18,8 @@ import (
 // the defaults at every start.
 func TestUpKeepsTheConfiguredTopology(t *testing.T) {
 	srv := natstest.Start(t)
-	env := testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_FAILED_RETENTION=1h", "JETFLEET_DUPLICATE_WINDOW=90s", "JETFLEET_ACK_WAIT=45s")
+	env := testEnv("NATS_URL="+srv.ClientURL(), "JETFLEET_FAILED_RETENTION=1h", "JETFLEET_DUPLICATE_WINDOW=90s", "JETFLEET_ACK_WAIT=45s",
+		"JETFLEET_FAILED_MAX_BYTES=1048576")
 	up := startProc(t, t.TempDir(), env, "up", "--queues", "high")
 	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 	_, js := natstest.Connect(t, srv.ClientURL())
@@ -35,6 +38,9 @@ func TestUpKeepsTheConfiguredTopology(t *testing.T) {
 	}
 	if got := dlq.CachedInfo().Config.MaxAge; got != time.Hour {
 		t.Errorf("DLQ MaxAge = %s, want 1h from JETFLEET_FAILED_RETENTION", got)
+	}
+	if got := dlq.CachedInfo().Config; got.MaxBytes != 1<<20 || got.Discard != jetstream.DiscardNew {
+		t.Errorf("DLQ MaxBytes = %d, discard %v; want 1048576 from JETFLEET_FAILED_MAX_BYTES, discard new", got.MaxBytes, got.Discard)
 	}
 	if got := jobs.CachedInfo().Config.Duplicates; got != 90*time.Second {
 		t.Errorf("JOBS duplicate window = %s, want 90s", got)

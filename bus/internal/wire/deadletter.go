@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -41,10 +42,30 @@ type DeadLetter struct {
 // so doing it twice, or from two processes at once, stores one dead letter.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, dl DeadLetter) error {
 	msg := DeadLetterMsg(dl, js.Conn().MaxPayload())
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
+	_, err := js.PublishMsg(ctx, msg)
+	switch {
+	case err == nil:
+		return nil
+	case storeFull(err):
+		return fmt.Errorf("bus: dead-letter job %s (%s): %w (%w)", dl.ID, Origin(dl.Seq), ErrFailedFull, err)
+	default:
 		return fmt.Errorf("bus: dead-letter job %s (%s): %w", dl.ID, Origin(dl.Seq), err)
 	}
-	return nil
+}
+
+// ErrFailedFull is the error of a dead letter the DLQ stream refused
+// because it holds its MaxBytes (JETFLEET_FAILED_MAX_BYTES) already.
+var ErrFailedFull = errors.New("DLQ is full (JETFLEET_FAILED_MAX_BYTES); the job stays queued until dead letters are retried, removed or expire")
+
+// storeFull reports whether err is JetStream refusing a message because
+// its stream is at its MaxBytes or MaxMsgs with discard new.
+func storeFull(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return strings.Contains(apiErr.Description, "maximum bytes exceeded") ||
+		strings.Contains(apiErr.Description, "maximum messages exceeded")
 }
 
 // Origin is a job's place in JOBS as the Jetfleet-Origin header gives it:

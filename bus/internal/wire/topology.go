@@ -25,6 +25,9 @@ type Topology struct {
 	DuplicateWindow time.Duration
 	// FailedRetention is DLQ's MaxAge. Default 7 days.
 	FailedRetention time.Duration
+	// FailedMaxBytes is DLQ's MaxBytes; -1 means no bound. Default
+	// DefaultFailedMaxBytes.
+	FailedMaxBytes int64
 	// AckWait is the queue consumers' AckWait. Default 30 seconds.
 	AckWait time.Duration
 	// CompletedRetention is the history stream's MaxAge. Default 1 hour.
@@ -46,6 +49,9 @@ func (t Topology) withDefaults() Topology {
 	}
 	if t.AckWait <= 0 {
 		t.AckWait = 30 * time.Second
+	}
+	if t.FailedMaxBytes == 0 {
+		t.FailedMaxBytes = DefaultFailedMaxBytes
 	}
 	if t.CompletedRetention <= 0 {
 		t.CompletedRetention = DefaultCompletedRetention
@@ -88,8 +94,13 @@ func JobsStreamConfig(t Topology) jetstream.StreamConfig {
 	}
 }
 
+// DefaultFailedMaxBytes bounds the DLQ stream: 256 MiB.
+const DefaultFailedMaxBytes = 256 << 20
+
 // DLQStreamConfig is the DLQ stream as t describes it: limits retention
-// with FailedRetention as MaxAge.
+// with FailedRetention as MaxAge and FailedMaxBytes as MaxBytes. A full
+// DLQ refuses new letters (discard new) rather than drop old ones: a
+// refused letter leaves its job in JOBS, so no accepted job is lost.
 func DLQStreamConfig(t Topology) jetstream.StreamConfig {
 	t = t.withDefaults()
 	return jetstream.StreamConfig{
@@ -101,6 +112,8 @@ func DLQStreamConfig(t Topology) jetstream.StreamConfig {
 		Replicas:    t.Replicas,
 		Duplicates:  min(t.DuplicateWindow, t.FailedRetention),
 		MaxAge:      t.FailedRetention,
+		MaxBytes:    t.FailedMaxBytes,
+		Discard:     jetstream.DiscardNew,
 		AllowDirect: true,
 	}
 }
