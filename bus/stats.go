@@ -58,6 +58,11 @@ type Stats struct {
 	Workers []WorkerRecord `json:"workers"`
 	// FailedTotal counts every dead letter, of any queue.
 	FailedTotal uint64 `json:"failed_total"`
+	// FailedBytes is what the dead letters take in DLQ; FailedMaxBytes
+	// is its limit (Config.FailedMaxBytes; -1 or 0: none). A full DLQ
+	// refuses new letters and their jobs stay queued.
+	FailedBytes    uint64 `json:"failed_bytes"`
+	FailedMaxBytes int64  `json:"failed_max_bytes"`
 }
 
 // Queues lists the queues that have a consumer on JOBS, sorted.
@@ -115,7 +120,8 @@ func (in *Inspector) Stats(ctx context.Context) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.FailedTotal = dlq.CachedInfo().State.Msgs
+	info := dlq.CachedInfo()
+	st.FailedTotal, st.FailedBytes, st.FailedMaxBytes = info.State.Msgs, info.State.Bytes, info.Config.MaxBytes
 	for _, ci := range infos {
 		qs, err := in.queueStats(ctx, ci, st.At)
 		if err != nil {

@@ -28,7 +28,8 @@ type QueueConfig struct {
 // failed (in DLQ), the oldest ready job's age, paused, and live workers per
 // queue, jobs waiting for a fleet-wide limit per queue and kind (a kind
 // with none waiting has no series), plus the number of live workers, the
-// delayed jobs that come due within DueWithin (duesoon.go), and the size
+// delayed jobs that come due within DueWithin (duesoon.go), the size of
+// DLQ and its limit (jetfleet_failed_bytes, _max_bytes), and the size
 // of the job history (jetfleet_history_bytes, _messages, _max_bytes;
 // absent when the history is off). A read is a handful of requests per
 // queue and is cached for CacheFor. When the read fails, only
@@ -51,6 +52,7 @@ type QueueCollector struct {
 	ready, inFlight, scheduled, failed, oldest, paused, workers *prometheus.Desc
 	fleet, success, due                                         *prometheus.Desc
 	historyBytes, historyMessages, historyMaxBytes              *prometheus.Desc
+	failedBytes, failedMaxBytes                                 *prometheus.Desc
 	waiting                                                     *prometheus.Desc
 }
 
@@ -87,6 +89,8 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 		historyBytes:    desc("jetfleet_history_bytes", "Bytes the job history (stream JETFLEET_HISTORY) takes.", nil),
 		historyMessages: desc("jetfleet_history_messages", "Job records and tag index entries in the job history.", nil),
 		historyMaxBytes: desc("jetfleet_history_max_bytes", "The job history's size limit (its MaxBytes).", nil),
+		failedBytes:     desc("jetfleet_failed_bytes", "Bytes the dead letters (stream DLQ) take.", nil),
+		failedMaxBytes:  desc("jetfleet_failed_max_bytes", "DLQ's size limit (its MaxBytes; -1: none). When it is reached, new dead letters are refused and their jobs stay queued.", nil),
 	}
 	if err := register(reg, c); err != nil {
 		return nil, err
@@ -96,7 +100,7 @@ func NewQueueCollector(reg prometheus.Registerer, in *bus.Inspector, cfg QueueCo
 
 // Describe implements prometheus.Collector.
 func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.due, c.historyBytes, c.historyMessages, c.historyMaxBytes, c.waiting} {
+	for _, d := range []*prometheus.Desc{c.ready, c.inFlight, c.scheduled, c.failed, c.oldest, c.paused, c.workers, c.fleet, c.success, c.due, c.historyBytes, c.historyMessages, c.historyMaxBytes, c.failedBytes, c.failedMaxBytes, c.waiting} {
 		ch <- d
 	}
 }
@@ -115,6 +119,8 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.historyMaxBytes, prometheus.GaugeValue, float64(hist.MaxBytes))
 	}
 	ch <- prometheus.MustNewConstMetric(c.fleet, prometheus.GaugeValue, float64(len(st.Workers)))
+	ch <- prometheus.MustNewConstMetric(c.failedBytes, prometheus.GaugeValue, float64(st.FailedBytes))
+	ch <- prometheus.MustNewConstMetric(c.failedMaxBytes, prometheus.GaugeValue, float64(st.FailedMaxBytes))
 	gauge := func(d *prometheus.Desc, v float64, queue string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, queue)
 	}

@@ -38,6 +38,9 @@ func TestQueueGaugesMatchTheInspector(t *testing.T) {
 	if err := in.Pause(ctx, "default"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := e.js.Publish(ctx, "dlq.default.jetfleet-noop.gone", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
 	// The consumer's pending count follows the stored jobs a moment later:
 	// wait until the inspector sees them, so both reads see one state.
 	var st *bus.Stats
@@ -46,7 +49,7 @@ func TestQueueGaugesMatchTheInspector(t *testing.T) {
 		if st, err = in.Stats(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if len(st.Queues) == 2 && st.Queues[1].Queue == "high" && st.Queues[1].Ready == 3 && st.Queues[0].Delayed == 1 && st.Queues[0].Paused {
+		if len(st.Queues) == 2 && st.Queues[1].Queue == "high" && st.Queues[1].Ready == 3 && st.Queues[0].Delayed == 1 && st.Queues[0].Paused && st.FailedTotal == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -80,6 +83,9 @@ func TestQueueGaugesMatchTheInspector(t *testing.T) {
 	}
 	if got := f.Sum("jetfleet_queue_oldest_ready_age_seconds", "queue", "high"); got < 0 {
 		t.Errorf("oldest ready age on high = %v", got)
+	}
+	if got := f.Sum("jetfleet_failed_bytes"); got == 0 || got != float64(st.FailedBytes) || f.Sum("jetfleet_failed_max_bytes") != 256<<20 {
+		t.Errorf("DLQ gauges: bytes %v, max bytes %v; want %d (one letter) and 256 MiB", got, f.Sum("jetfleet_failed_max_bytes"), st.FailedBytes)
 	}
 	h, err := in.History(ctx)
 	if err != nil || h == nil {
