@@ -170,11 +170,14 @@ func newHTTPServer(h http.Handler, limits HTTPLimits) *http.Server {
 // MinUploadRate, where n is the body's declared length (Content-Length)
 // capped at maxBytes, or maxBytes when none is declared; the write
 // deadline moves by as much, so the response can still be written after
-// it. Call it before reading the body; a body larger than maxBytes must
-// still be refused by the handler (http.MaxBytesReader). The limits are
-// those of the node's server the request came through (the defaults
-// elsewhere). It returns http.ErrNotSupported (wrapped) when the
-// connection takes no deadlines.
+// it. Call it before reading the body, but only once the request is one
+// to read (its caller authenticated and allowed, an upload slot taken):
+// a handler that refuses a request after AllowUpload leaves its unread
+// body to be drained under the longer deadline. A body larger than
+// maxBytes must still be refused by the handler (http.MaxBytesReader).
+// The limits are those of the node's server the request came through
+// (the defaults elsewhere). It returns http.ErrNotSupported (wrapped)
+// when the connection takes no deadlines.
 func AllowUpload(w http.ResponseWriter, r *http.Request, maxBytes int64) error {
 	limits, ok := r.Context().Value(limitsKey{}).(HTTPLimits)
 	if !ok {

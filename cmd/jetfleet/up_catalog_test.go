@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -166,4 +168,29 @@ func startUpDefaultHTTP(t *testing.T, env []string) (*proc, string, string) {
 	up := startProc(t, dir, env, "up", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natstest.FreePorts(t, 1)[0]), "--no-workers")
 	up.WaitFor(t, "jetfleet is up", 60*time.Second)
 	return up, dir, printedURL(t, up)
+}
+
+// TestARefusedUploadKeepsTheOrdinaryReadTimeout: the upload route's longer
+// deadline (node.AllowUpload) is for an owner's upload, not for anyone's:
+// a client with no session that sends the headers of a chunked upload
+// and then nothing gets its 401 once the 1 s read timeout has drained the
+// body, not after the 1 s + 32 MiB at 64 KiB/s (513 s) an upload may take.
+func TestARefusedUploadKeepsTheOrdinaryReadTimeout(t *testing.T) {
+	_, _, base := startUp(t, testEnv("JETFLEET_HTTP_READ_TIMEOUT=1"))
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "POST /items/1/images HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=B\r\nTransfer-Encoding: chunked\r\n\r\n")
+	if err := c.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no answer within 30 s to an anonymous upload that sends no body (read timeout 1 s): %v", err)
+	}
+	if !strings.Contains(status, "401") {
+		t.Fatalf("anonymous upload: %q, want 401", status)
+	}
 }

@@ -131,12 +131,6 @@ func (c *Catalog) itemOwner(ctx context.Context, id int64) (User, error) {
 // Config.Outbox (in the transaction that records the upload) when it is
 // set: 202 with the job's ID.
 func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
-	// The node's read timeout covers an ordinary request; an upload of up
-	// to MaxUploadBytes gets time for its size (a server that cannot
-	// extend deadlines keeps its own, which is no reason to refuse).
-	if err := node.AllowUpload(w, r, c.cfg.MaxUploadBytes); err != nil {
-		c.log.Debug().Err(err).Msg("upload keeps the server's read and write deadlines")
-	}
 	id, err := pathID(r, "id")
 	if err != nil {
 		return err
@@ -150,6 +144,14 @@ func (c *Catalog) uploadImages(w http.ResponseWriter, r *http.Request) error {
 	default:
 		w.Header().Set("Retry-After", "1")
 		return fail(http.StatusServiceUnavailable, "this node is reading %d uploads already (JETFLEET_MAX_UPLOADS_IN_FLIGHT): try again in a moment", cap(c.uploads))
+	}
+	// The node's read timeout covers an ordinary request; an upload of up
+	// to MaxUploadBytes gets time for its size, but only the owner's, once
+	// it holds one of the node's upload slots: a refused request's body is
+	// drained under the ordinary timeout. (A server that cannot extend
+	// deadlines keeps its own, which is no reason to refuse.)
+	if err := node.AllowUpload(w, r, c.cfg.MaxUploadBytes); err != nil {
+		c.log.Debug().Err(err).Msg("upload keeps the server's read and write deadlines")
 	}
 	refs, err := c.receiveFiles(r, id)
 	if err != nil {
