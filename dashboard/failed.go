@@ -110,10 +110,11 @@ func (d *Dashboard) failedPage(w http.ResponseWriter, r *http.Request, fragment 
 	v.Back = d.cfg.Prefix + "/failed?" + filterQuery(queue, kind, page)
 	if err != nil {
 		v.Problem = "Could not list the failed jobs: " + err.Error()
-		if fragment {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		} else if isBadInput(err) {
+		switch {
+		case isBadInput(err): // a page or its fragment: the query will not get better
 			w.WriteHeader(http.StatusBadRequest)
+		case fragment:
+			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	}
 	d.render(w, "failed", v, fragment)

@@ -179,10 +179,11 @@ func (d *Dashboard) jobsPage(w http.ResponseWriter, r *http.Request, fragment bo
 	v.Back = d.cfg.Prefix + "/jobs?" + q
 	if err != nil {
 		v.Problem = "Could not list the jobs: " + err.Error()
-		if fragment {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		} else if isBadInput(err) {
+		switch {
+		case isBadInput(err): // a page or its fragment: the query will not get better
 			w.WriteHeader(http.StatusBadRequest)
+		case fragment:
+			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	}
 	d.render(w, "jobs", v, fragment)

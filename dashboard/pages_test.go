@@ -157,8 +157,10 @@ func TestFailedJobsListDetailRetryForget(t *testing.T) {
 	if code, _, _ := do(t, c, "POST", e.url+"/jetfleet/queues/nope/pause", url.Values{"csrf": {token}}); code != http.StatusBadRequest {
 		t.Errorf("pausing an unknown queue: %d, want 400", code)
 	}
-	if code, _, _ := do(t, c, "GET", e.url+"/jetfleet/failed?queue=Bad%20Name", nil); code != http.StatusBadRequest {
-		t.Errorf("an invalid filter: %d, want 400", code)
+	for _, path := range []string{"/failed", "/fragments/failed", "/jobs", "/fragments/jobs"} {
+		if code, _, _ := do(t, c, "GET", e.url+"/jetfleet"+path+"?queue=Bad%20Name", nil); code != http.StatusBadRequest {
+			t.Errorf("%s with an invalid filter: %d, want 400", path, code)
+		}
 	}
 }
 
