@@ -110,12 +110,7 @@ func (d *Dashboard) failedPage(w http.ResponseWriter, r *http.Request, fragment 
 	v.Back = d.cfg.Prefix + "/failed?" + filterQuery(queue, kind, page)
 	if err != nil {
 		v.Problem = "Could not list the failed jobs: " + err.Error()
-		switch {
-		case isBadInput(err): // a page or its fragment: the query will not get better
-			w.WriteHeader(http.StatusBadRequest)
-		case fragment:
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
+		writeListError(w, err, fragment)
 	}
 	d.render(w, "failed", v, fragment)
 }
@@ -218,6 +213,18 @@ func (d *Dashboard) postRetryAll(w http.ResponseWriter, r *http.Request) {
 // isBadInput reports errors caused by the request: an invalid name, an
 // unknown job or queue, a job the action does not apply to (finished, or
 // of a cancelled batch).
+// writeListError sets the status of a list page or its live fragment that
+// could not be read: 400 for a query that will not get better, 503 for a
+// fragment whose store did not answer (a page then shows the problem).
+func writeListError(w http.ResponseWriter, err error, fragment bool) {
+	switch {
+	case isBadInput(err):
+		w.WriteHeader(http.StatusBadRequest)
+	case fragment:
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+}
+
 func isBadInput(err error) bool {
 	return errors.Is(err, bus.ErrInvalid) || errors.Is(err, bus.ErrUnknownJob) || errors.Is(err, bus.ErrUnknownQueue) ||
 		errors.Is(err, bus.ErrJobNotFound) || errors.Is(err, bus.ErrJobFinished) || errors.Is(err, bus.ErrBatchCancelled)

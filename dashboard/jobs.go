@@ -179,12 +179,7 @@ func (d *Dashboard) jobsPage(w http.ResponseWriter, r *http.Request, fragment bo
 	v.Back = d.cfg.Prefix + "/jobs?" + q
 	if err != nil {
 		v.Problem = "Could not list the jobs: " + err.Error()
-		switch {
-		case isBadInput(err): // a page or its fragment: the query will not get better
-			w.WriteHeader(http.StatusBadRequest)
-		case fragment:
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
+		writeListError(w, err, fragment)
 	}
 	d.render(w, "jobs", v, fragment)
 }
