@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
 
@@ -115,6 +116,31 @@ func TestWhenTheClusterLosesQuorumWritesGet503(t *testing.T) {
 	if err := sm.Check(context.Background()); !errors.Is(err, sessions.ErrUnavailable) {
 		t.Errorf("Check without quorum = %v, want ErrUnavailable", err)
 	}
+	// After a while the surviving replica answers for the leaderless bucket
+	// itself (nats-server does so once its group has been leaderless for
+	// some seconds); Check must still fail then.
+	_, survivorJS := natstest.Connect(t, cluster.Nodes[survivor].ClientURL())
+	waitForLeaderlessAnswer(t, survivorJS, "KV_sessions")
+	if err := sm.Check(context.Background()); !errors.Is(err, sessions.ErrUnavailable) {
+		t.Errorf("Check once the survivor answers for the leaderless bucket = %v, want ErrUnavailable", err)
+	}
+}
+
+// waitForLeaderlessAnswer waits until the server js is connected to answers
+// a stream info request for stream and says it has no leader.
+func waitForLeaderlessAnswer(t *testing.T, js jetstream.JetStream, stream string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := js.Stream(ctx, stream)
+		cancel()
+		if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader == "" {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("the surviving replica never answered for the leaderless stream %s", stream)
 }
 
 func TestOversizedSessionFailsAndLeavesThePreviousStateIntact(t *testing.T) {

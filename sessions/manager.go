@@ -127,16 +127,32 @@ func Register[T any](m *Manager, name string) error {
 	return m.types.register(reflect.TypeFor[T](), name)
 }
 
-// Check reports whether the NATS connection is up and the bucket answers,
-// for a /up or readiness endpoint. The error wraps ErrUnavailable.
+// Check reports whether the NATS connection is up and the bucket answers
+// with a leader, so that it would take writes, for a /up or readiness
+// endpoint. The error wraps ErrUnavailable.
 func (m *Manager) Check(ctx context.Context) error {
 	if err := m.connected(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
-	if _, err := m.kv.Status(ctx); err != nil {
+	st, err := m.kv.Status(ctx)
+	if err != nil {
 		return fmt.Errorf("%w: bucket %q: %w", ErrUnavailable, m.cfg.Bucket, err)
+	}
+	return leaderOf(st, m.cfg.Bucket)
+}
+
+// leaderOf fails when the bucket is replicated and has no leader. A server
+// that holds a replica answers for a bucket that has been leaderless for a
+// while, so an answer alone does not mean that writes would succeed.
+func leaderOf(st jetstream.KeyValueStatus, bucket string) error {
+	s, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return nil
+	}
+	if c := s.StreamInfo().Cluster; c != nil && c.Name != "" && c.Leader == "" {
+		return fmt.Errorf("%w: bucket %q has no leader (no quorum of its replicas)", ErrUnavailable, bucket)
 	}
 	return nil
 }
