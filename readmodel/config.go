@@ -77,6 +77,15 @@ type Config struct {
 	CausalWait time.Duration
 	// DialTimeout bounds connecting to a server (default 2s).
 	DialTimeout time.Duration
+	// ReplicaReadTimeout is how long a read on a replica may wait for the
+	// server to send anything (the driver's readTimeout on the connections
+	// that carry reads to replicas; default 10s; negative: no bound). A
+	// read that waits longer fails, is run again on the primary, and the
+	// replica leaves the read pool for 30 health checks: a replica can
+	// answer its health checks while reads of a table hang (a replicated
+	// ALTER TABLE's lock, a LOCK TABLES, a stalled disk). Set it above the
+	// longest read you send to replicas. DB_REPLICA_READ_TIMEOUT.
+	ReplicaReadTimeout time.Duration
 
 	// MaxOpenConns caps the connections to each member (default 32; a
 	// negative value means no cap). MaxIdleConns defaults to MaxOpenConns.
@@ -113,7 +122,7 @@ type Config struct {
 
 // ConfigFromEnv reads DB_CONNECTION, DB_WRITE_HOST, DB_READ_HOST, DB_HOST,
 // DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD, DB_STICKY,
-// DB_MAX_REPLICA_LAG and DB_SQLITE_MAX_MB through getenv (os.Getenv, usually). Unset variables
+// DB_MAX_REPLICA_LAG, DB_REPLICA_READ_TIMEOUT and DB_SQLITE_MAX_MB through getenv (os.Getenv, usually). Unset variables
 // leave the Config defaults; a malformed one is an error naming it.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Config{
@@ -147,6 +156,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("readmodel: DB_SQLITE_MAX_MB=%q is not a whole number of megabytes of at least 1 (or -1: no bound)", v)
 		}
 		c.SQLiteMaxBytes = mb << 20
+	}
+	if v := getenv("DB_REPLICA_READ_TIMEOUT"); v != "" {
+		d, err := parseDuration(v)
+		if v == "-1" {
+			d, err = -1, nil
+		}
+		if err != nil || d == 0 || d < -1 {
+			return c, fmt.Errorf("readmodel: DB_REPLICA_READ_TIMEOUT=%q is not a positive duration like 10s or 1m (or -1: no bound)", v)
+		}
+		c.ReplicaReadTimeout = d
 	}
 	if v := getenv("DB_MAX_REPLICA_LAG"); v != "" {
 		d, err := parseDuration(v)
@@ -227,6 +246,7 @@ func (c Config) withDefaults() Config {
 	setDefaultDuration(&c.CheckTimeout, 2*time.Second)
 	setDefaultDuration(&c.CausalWait, 100*time.Millisecond)
 	setDefaultDuration(&c.DialTimeout, 2*time.Second)
+	setDefaultDuration(&c.ReplicaReadTimeout, 10*time.Second)
 	setDefaultDuration(&c.ConnMaxLifetime, 5*time.Minute)
 	setDefaultDuration(&c.BusyTimeout, 5*time.Second)
 	if c.SQLiteMaxBytes == 0 {
@@ -291,13 +311,15 @@ func (c Config) addr(host string) string {
 	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(c.Port))
 }
 
-// mysqlDSN is the driver DSN for one server.
-func (c Config) mysqlDSN(addr string) (string, error) {
+// mysqlDSN is the driver DSN for one server, with the driver's read timeout
+// (how long it waits for the server to send anything) if not 0.
+func (c Config) mysqlDSN(addr string, readTimeout time.Duration) (string, error) {
 	m := mysql.NewConfig()
 	m.User, m.Passwd, m.Net, m.Addr, m.DBName = c.Username, c.Password, "tcp", addr, c.Database
 	m.ParseTime = true
 	m.InterpolateParams = true
 	m.Timeout = c.DialTimeout
+	m.ReadTimeout = readTimeout
 	dsn := m.FormatDSN()
 	if c.DSNParams != "" {
 		sep := "?"

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
@@ -51,6 +52,7 @@ type member struct {
 	inPool   atomic.Bool
 	readOnly atomic.Bool
 	applied  atomic.Pointer[gtidSet] // replica: position it is known to have applied
+	slowTill atomic.Int64            // replica: Unix ns until which a slow read keeps it out (slowread.go)
 
 	mu    sync.Mutex
 	state MemberState
@@ -64,7 +66,8 @@ func (d *DB) Driver() string { return d.cfg.Driver }
 func (d *DB) Writer() *sqlx.DB { return d.primary.db }
 
 // Reader is the *sqlx.DB that a read in ctx would use now: a healthy
-// replica, or the primary (see DB.Get for the rules).
+// replica, or the primary (see DB.Get for the rules). Reads through it are
+// not retried elsewhere; on a replica, ReplicaReadTimeout still bounds them.
 func (d *DB) Reader(ctx context.Context) *sqlx.DB {
 	m, _ := d.reader(ctx, "")
 	return m.db
@@ -80,8 +83,11 @@ func (d *DB) Reader(ctx context.Context) *sqlx.DB {
 // that fails because the server or the connection failed (not because of
 // the statement) is tried once more, on another replica or the primary
 // (the primary when ctx carries a token), and the replica leaves the pool
-// until a health check finds it fine. sql.ErrNoRows comes back as is;
-// other errors are wrapped with the member's role and address.
+// until a health check finds it fine. A replica that sends nothing for
+// Config.ReplicaReadTimeout fails the read that way; it is run again on the
+// primary, and the replica leaves the pool for 30 health checks.
+// sql.ErrNoRows comes back as is; other errors are wrapped with the
+// member's role and address.
 func (d *DB) Get(ctx context.Context, dest any, query string, args ...any) error {
 	return d.read(ctx, query, func(m *member) error {
 		if st := m.stmts.stmt(ctx, query); st != nil {
@@ -123,13 +129,14 @@ func truncate(dest any) {
 }
 
 // read runs fn on the member chosen for the read and, if the member failed
-// (not the statement), once more on another one.
+// (not the statement) or was too slow, once more on another one.
 func (d *DB) read(ctx context.Context, query string, fn func(*member) error) (err error) {
 	span := d.startQuery(ctx, query)
 	defer func() { span.end(err) }()
 	m, why := d.reader(ctx, query)
 	span.routed(m, why)
 	d.observeRead(m, why)
+	start := time.Now()
 	err = fn(m)
 	// A read meant for the primary (sticky, marked, locking, or no replica
 	// in the pool) stays there: database/sql already retried a bad
@@ -137,11 +144,15 @@ func (d *DB) read(ctx context.Context, query string, fn func(*member) error) (er
 	if err == nil || m == d.primary || ctx.Err() != nil || !isConnError(err) {
 		return wrapErr(m, err)
 	}
-	d.suspect(m, err)
-	alt := d.primary // a read with a token goes to the primary
-	if r := routingFrom(ctx); r == nil || len(r.causalToken()) == 0 {
-		if other := d.pickReplica(m); other != nil {
-			alt = other
+	alt := d.primary // a slow read, or one with a token, goes to the primary
+	if d.tooSlow(start) {
+		err = d.shun(m, err)
+	} else {
+		d.suspect(m, err)
+		if r := routingFrom(ctx); r == nil || len(r.causalToken()) == 0 {
+			if other := d.pickReplica(m); other != nil {
+				alt = other
+			}
 		}
 	}
 	d.log.Debug().Str("failed", m.addr).Str("retry", alt.addr).Err(err).Msg("readmodel: read retried on another member")

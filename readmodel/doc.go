@@ -57,6 +57,14 @@
 // threads stopped, is out because its lag is unknown. Members reports each
 // member's state for /up and metrics; Check tests the primary.
 //
+// A replica can answer those checks while reads of a table hang (a
+// replicated ALTER TABLE's lock, a LOCK TABLES on it, a stalled disk), so
+// ReplicaReadTimeout (DB_REPLICA_READ_TIMEOUT, 10s) bounds how long a read
+// on a replica waits for the server to send anything: a read that waits
+// longer is run again on the primary, and the replica stays out of the pool
+// for 30 check intervals, whatever the checks find, then rejoins (and
+// leaves again at its next slow read).
+//
 // The primary's @@read_only is checked too: a write to a read-only primary
 // fails with an error wrapping ErrReadOnly instead of going anywhere else,
 // even for an account that read_only does not stop.

@@ -193,6 +193,9 @@ func judge(rs replStatus, gl gtidLagResult, maxLag time.Duration) (inPool bool, 
 // setState stores a member's new state, keeps its pool flag in step, and
 // logs a change of pool membership.
 func (d *DB) setState(m *member, st MemberState) {
+	if m.role == RoleReplica {
+		d.keepSlowOut(m, &st)
+	}
 	m.mu.Lock()
 	was := m.state
 	m.state = st

@@ -182,3 +182,70 @@ func TestReplicaDownAtStartupJoinsLater(t *testing.T) {
 		t.Fatalf("after it joined, a read went to server %d", sid)
 	}
 }
+
+// TestAReplicaWhoseReadsHangIsRoutedAround: a replica whose health checks
+// answer while reads of a table hang (here a LOCK TABLES ... WRITE held on
+// the replica) does not hold reads up: after ReplicaReadTimeout the read
+// runs on the primary, and the replica stays out of the pool for 30 health
+// checks (though they find it fine), then comes back.
+func TestAReplicaWhoseReadsHangIsRoutedAround(t *testing.T) {
+	var retried atomic.Int64
+	db, p, name := openMaria(t, func(c *readmodel.Config) {
+		c.ReplicaReadTimeout = 300 * time.Millisecond
+		c.CheckInterval = 200 * time.Millisecond // out for 6 s after a slow read
+		c.ObserveRead = func(target readmodel.Role, why readmodel.ReadReason) {
+			if why == readmodel.ReadRetried && target == readmodel.RolePrimary {
+				retried.Add(1)
+			}
+		}
+	})
+	noteTable(t, db)
+	ctx := context.Background()
+	mustExec(t, db, ctx, "INSERT INTO notes (id, title) VALUES (1, 'one')")
+	syncReplica(t, p)
+	eventually(t, 10*time.Second, "the replica in the pool", func() bool { return replica(db).InPool })
+
+	lock, err := p.Replica.Admin().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, fmt.Sprintf("LOCK TABLES `%s`.notes WRITE", name)); err != nil {
+		t.Fatal(err)
+	}
+	const where = "SELECT CONCAT(title, '@', @@server_id) FROM notes WHERE id = 1"
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second) // the read's own deadline is far
+	defer cancel()
+	var got string
+	if err := db.Get(rctx, &got, where); err != nil || got != "one@1" {
+		t.Fatalf("a read while the replica's table is locked: %q, %v; want one@1 from the primary", got, err)
+	}
+	if n := retried.Load(); n != 1 {
+		t.Errorf("reads retried on the primary: %d, want 1", n)
+	}
+	r := replica(db)
+	if r.InPool || !strings.Contains(r.Reason, "longer than 300ms") || !strings.Contains(r.LastError, "sent nothing for 300ms") {
+		t.Fatalf("replica after a slow read: %+v; want out of the pool, saying the read was slow", r)
+	}
+
+	time.Sleep(time.Second) // five health checks, all of which find the replica fine
+	if r := replica(db); r.InPool || !r.Up {
+		t.Fatalf("replica a second after its slow read: %+v; want up but out of the pool", r)
+	}
+	rows, err := db.Query(rctx, where)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rows.Next() || rows.Scan(&got) != nil || got != "one@1" {
+		t.Errorf("Query while the replica is out: %q; want one@1", got)
+	}
+	_ = rows.Close()
+
+	if _, err := lock.ExecContext(ctx, "UNLOCK TABLES"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the replica back in the pool", func() bool { return replica(db).InPool })
+	if err := db.Get(ctx, &got, where); err != nil || got != "one@2" {
+		t.Fatalf("a read with the replica back: %q, %v; want one@2", got, err)
+	}
+}

@@ -99,16 +99,22 @@ func (d *DB) openMySQL(ctx context.Context) error {
 
 func (d *DB) newMember(role Role, host string) (*member, error) {
 	addr := d.cfg.addr(host)
-	dsn, err := d.cfg.mysqlDSN(addr)
+	dsn, err := d.cfg.mysqlDSN(addr, 0)
 	if err != nil {
 		return nil, err
 	}
+	readDSN := dsn
+	if role == RoleReplica && d.cfg.ReplicaReadTimeout > 0 {
+		if readDSN, err = d.cfg.mysqlDSN(addr, d.cfg.ReplicaReadTimeout); err != nil {
+			return nil, err
+		}
+	}
 	m := &member{addr: addr, role: role}
 	m.state = MemberState{Addr: addr, Role: role, Reason: "not checked yet"}
-	if m.db, err = d.newPool("mysql", dsn, d.cfg.MaxOpenConns, d.cfg.MaxIdleConns); err != nil {
+	if m.db, err = d.newPool("mysql", readDSN, d.cfg.MaxOpenConns, d.cfg.MaxIdleConns); err != nil {
 		return nil, err
 	}
-	if m.health, err = d.newPool("mysql", dsn, 1, 1); err != nil {
+	if m.health, err = d.newPool("mysql", dsn, 1, 1); err != nil { // bounded by CheckTimeout
 		_ = m.db.Close()
 		return nil, err
 	}

@@ -234,6 +234,17 @@ func TestConfigFromEnv(t *testing.T) {
 	if _, err := ConfigFromEnv(env(map[string]string{"DB_MAX_REPLICA_LAG": "99999999999"})); err == nil || !strings.Contains(err.Error(), "DB_MAX_REPLICA_LAG") {
 		t.Errorf("DB_MAX_REPLICA_LAG of more seconds than a duration holds: error %v, want one naming it", err)
 	}
+	for v, want := range map[string]time.Duration{"": 10 * time.Second, "3": 3 * time.Second, "1m": time.Minute, "-1": -1} {
+		c, err := ConfigFromEnv(env(map[string]string{"DB_REPLICA_READ_TIMEOUT": v}))
+		if got := c.withDefaults().ReplicaReadTimeout; err != nil || got != want {
+			t.Errorf("DB_REPLICA_READ_TIMEOUT=%q: ReplicaReadTimeout %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"0", "-5s", "-2", "soon"} {
+		if _, err := ConfigFromEnv(env(map[string]string{"DB_REPLICA_READ_TIMEOUT": v})); err == nil || !strings.Contains(err.Error(), "DB_REPLICA_READ_TIMEOUT") {
+			t.Errorf("DB_REPLICA_READ_TIMEOUT=%q: error %v, want one naming it", v, err)
+		}
+	}
 	for v, want := range map[string]int64{"": 1 << 30, "5": 5 << 20, "-1": -1 << 20} {
 		c, err := ConfigFromEnv(env(map[string]string{"DB_SQLITE_MAX_MB": v}))
 		if got := c.withDefaults().SQLiteMaxBytes; err != nil || got != want {
@@ -248,16 +259,22 @@ func TestConfigFromEnv(t *testing.T) {
 func TestMySQLDSN(t *testing.T) {
 	t.Parallel()
 	c := Config{Driver: DriverMySQL, Username: "u", Password: "p", Database: "app", DSNParams: "tls=skip-verify"}.withDefaults()
-	dsn, err := c.mysqlDSN("h:1")
+	dsn, err := c.mysqlDSN("h:1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := mysql.ParseDSN(dsn)
-	if err != nil || !m.ParseTime || !m.InterpolateParams || m.TLSConfig != "skip-verify" || m.Addr != "h:1" || m.Timeout != 2*time.Second {
+	if err != nil || !m.ParseTime || !m.InterpolateParams || m.TLSConfig != "skip-verify" || m.Addr != "h:1" || m.Timeout != 2*time.Second || m.ReadTimeout != 0 {
 		t.Errorf("DSN %q parsed as %+v, %v", dsn, m, err)
 	}
+	if dsn, err = c.mysqlDSN("h:1", c.ReplicaReadTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = mysql.ParseDSN(dsn); err != nil || m.ReadTimeout != 10*time.Second {
+		t.Errorf("a replica's read DSN %q parsed as %+v, %v; want readTimeout 10s", dsn, m, err)
+	}
 	c.DSNParams = "timeout=banana"
-	if _, err := c.mysqlDSN("h:1"); err == nil {
+	if _, err := c.mysqlDSN("h:1", 0); err == nil {
 		t.Error("bad DSNParams: no error")
 	}
 }
