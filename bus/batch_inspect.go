@@ -35,7 +35,8 @@ const (
 	BatchSucceeded BatchState = "succeeded"
 	// BatchFailed: every job finished, some failed.
 	BatchFailed BatchState = "failed"
-	// BatchCancelled: cancelled, and every job finished or was skipped.
+	// BatchCancelled: cancelled, or some of its jobs were (and none
+	// failed), and every job finished or was skipped.
 	BatchCancelled BatchState = "cancelled"
 )
 
@@ -151,6 +152,8 @@ func batchStatus(def *batchDef, sum *batchSum, chunks map[int]chunk) BatchStatus
 		s.State = BatchCancelled
 	case sum.Finished && s.Failed > 0:
 		s.State = BatchFailed
+	case sum.Finished && s.Skipped > 0: // some of its jobs were cancelled
+		s.State = BatchCancelled
 	case sum.Finished:
 		s.State = BatchSucceeded
 	case sum.Cancelled:
@@ -160,7 +163,7 @@ func batchStatus(def *batchDef, sum *batchSum, chunks map[int]chunk) BatchStatus
 	default:
 		s.State = BatchRunning
 	}
-	s.Callbacks = batchCallbacks(def, sum, s.Failed)
+	s.Callbacks = batchCallbacks(def, sum, chunkCounts{Failed: s.Failed, Skipped: s.Skipped})
 	return s
 }
 
@@ -170,17 +173,17 @@ func batchStatus(def *batchDef, sum *batchSum, chunks map[int]chunk) BatchStatus
 // then holds the chain's then and finally, and every step releases the
 // chain's finally if it fails (OnFailure). Each is named as its job's
 // Jetfleet-Callback header says, and listed once.
-func batchCallbacks(def *batchDef, sum *batchSum, failed int) []BatchCallback {
-	thenReleased := sum.Finished && !sum.Cancelled && (failed == 0 || def.AllowFailures)
+func batchCallbacks(def *batchDef, sum *batchSum, ended chunkCounts) []BatchCallback {
+	then := sum.Finished && thenReleased(def, sum, ended)
 	var out []BatchCallback
 	for _, cb := range []struct {
 		name     string
 		msgs     []flowMsg
 		released bool
 	}{
-		{CallbackThen, def.Then, thenReleased},
+		{CallbackThen, def.Then, then},
 		{CallbackCatch, def.Catch, sum.CatchFired},
-		{CallbackFinally, def.OnFailure, sum.Finished && !thenReleased},
+		{CallbackFinally, def.OnFailure, sum.Finished && !then},
 		{CallbackFinally, def.Finally, sum.Finished},
 	} {
 		for _, m := range cb.msgs {

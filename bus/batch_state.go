@@ -124,7 +124,7 @@ func (s *batchSum) advance(def *batchDef) []flowMsg {
 	}
 	if s.Sealed && s.allDone() {
 		s.Finished, s.FinishedAt = true, time.Now().UTC()
-		if !s.Cancelled && (s.doneCounts().Failed == 0 || def.AllowFailures) {
+		if thenReleased(def, s, s.doneCounts()) {
 			out = append(out, def.Then...)
 		} else {
 			out = append(out, def.OnFailure...)
@@ -132,6 +132,14 @@ func (s *batchSum) advance(def *batchDef) []flowMsg {
 		out = append(out, def.Finally...)
 	}
 	return out
+}
+
+// thenReleased reports whether a finished batch whose jobs ended as c
+// releases Then: it is not cancelled, and every job succeeded, or failed
+// or was cancelled with AllowFailures. A job cancelled on its own counts
+// as skipped: the batch did not do all its work.
+func thenReleased(def *batchDef, s *batchSum, c chunkCounts) bool {
+	return !s.Cancelled && (c.Failed == 0 && c.Skipped == 0 || def.AllowFailures)
 }
 
 // newSum is the first summary of a batch of n jobs.

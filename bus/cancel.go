@@ -34,7 +34,9 @@ const maxTagCancel = 100_000
 //     the job but has not started it yet refuses it.
 //
 // The job's record in HistoryStream says cancelled (unless the history is
-// off). A job that already finished is an error wrapping ErrJobFinished,
+// off). A job of a batch counts as skipped in its batch, which still
+// finishes: Finally runs, Then only with AllowFailures. A job that already
+// finished is an error wrapping ErrJobFinished,
 // an unknown one an error wrapping ErrJobNotFound.
 func (in *Inspector) Cancel(ctx context.Context, id string) (*JobStatus, error) {
 	st, err := in.Job(ctx, id)
@@ -54,6 +56,13 @@ func (in *Inspector) cancelJob(ctx context.Context, st *JobStatus, wait bool) er
 	answered, err := in.signalCancel(ctx, st, wait)
 	if err != nil {
 		return err
+	}
+	if !answered { // else its worker records it in its batch
+		skips := map[string][]BatchOutcome{}
+		addSkip(skips, nats.Header{HeaderBatch: {st.Headers[HeaderBatch]}, HeaderBatchIndex: {st.Headers[HeaderBatchIndex]}})
+		if err := in.skipInBatches(ctx, skips); err != nil {
+			return err
+		}
 	}
 	if err := in.removeJob(ctx, st); err != nil {
 		return err
@@ -176,7 +185,8 @@ type queueCancel struct {
 // the last JOBS sequence), records it as cancelled, tells the workers
 // (a core NATS message on jetfleet.queues.cancel.<queue> with that
 // sequence: they stop such jobs running and refuse those they hold), and
-// removes them with two purges. Jobs dispatched afterwards are not
+// removes them with two purges. Jobs of batches count as skipped in their
+// batches (recorded before the purges). Jobs dispatched afterwards are not
 // touched.
 func (in *Inspector) CancelQueue(ctx context.Context, queue string) (int, error) {
 	if err := in.knownQueue(ctx, queue); err != nil {
@@ -188,8 +198,12 @@ func (in *Inspector) CancelQueue(ctx context.Context, queue string) (int, error)
 	}
 	last := s.CachedInfo().State.LastSeq
 	filters := []string{wire.QueueFilter(queue), SchedulePrefix + ".delay." + queue + ".*"}
-	n, keyed, err := in.recordQueue(ctx, filters, last)
+	skips := map[string][]BatchOutcome{}
+	n, keyed, err := in.recordQueue(ctx, filters, last, skips)
 	if err != nil {
+		return 0, err
+	}
+	if err := in.skipInBatches(ctx, skips); err != nil {
 		return 0, err
 	}
 	nc := in.js.Conn()
@@ -217,9 +231,10 @@ func (in *Inspector) CancelQueue(ctx context.Context, queue string) (int, error)
 
 // recordQueue reads every message on filters up to sequence last,
 // writes a cancelled record for each (with asynchronous publishes awaited
-// a thousand at a time; none with NoHistory) and returns how many there
-// were, and those of them that hold a unique key.
-func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uint64) (n int, keyed []*JobStatus, err error) {
+// a thousand at a time; none with NoHistory), adds those of batches to
+// skips, and returns how many there were, and those of them that hold a
+// unique key.
+func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uint64, skips map[string][]BatchOutcome) (n int, keyed []*JobStatus, err error) {
 	w := &recordWriter{js: in.js}
 	now := time.Now()
 	for _, filter := range filters {
@@ -233,6 +248,7 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 			if st.Headers[HeaderUnique] != "" {
 				keyed = append(keyed, st)
 			}
+			addSkip(skips, m.Header)
 			if !in.cfg.NoHistory {
 				w.write(ctx, cancelledRecord(st, now))
 			}
@@ -242,6 +258,32 @@ func (in *Inspector) recordQueue(ctx context.Context, filters []string, last uin
 		}
 	}
 	return n, keyed, w.wait(ctx)
+}
+
+// addSkip adds to skips, by batch, the outcome of a cancelled job with
+// headers h, if the job is one of a batch.
+func addSkip(skips map[string][]BatchOutcome, h nats.Header) {
+	if id, index, ok := BatchOf(h); ok {
+		skips[id] = append(skips[id], BatchOutcome{Index: index, Result: BatchJobSkipped})
+	}
+}
+
+// skipInBatches records cancelled jobs as skipped in their batches, before
+// they are removed, so that each batch still finishes (a cancelled job
+// never reaches a worker that would record it). A batch that is gone
+// (expired) or finished is passed over.
+func (in *Inspector) skipInBatches(ctx context.Context, skips map[string][]BatchOutcome) error {
+	if len(skips) == 0 {
+		return nil
+	}
+	rec := NewBatchRecorder(in.js, in.cfg)
+	defer rec.Close()
+	for id, outs := range skips {
+		if err := rec.Record(ctx, id, outs...); err != nil && !errors.Is(err, ErrUnknownBatch) {
+			return fmt.Errorf("bus: record the cancelled jobs of batch %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // recordWriter publishes records asynchronously, awaiting them in
@@ -331,7 +373,8 @@ func (in *Inspector) CancelTag(ctx context.Context, tag string) (int, error) {
 // kept (CancelQueue removes them too). Nothing is recorded: the IDs of
 // the deleted jobs are no longer known. The until-done unique keys the
 // deleted jobs held are freed (freeClearedKeys), so their keys can be
-// dispatched again at once rather than after their lease.
+// dispatched again at once rather than after their lease. A batch whose
+// jobs are cleared never finishes: CancelQueue or CancelBatch end it.
 func (in *Inspector) Clear(ctx context.Context, queue string) (uint64, error) {
 	if err := in.knownQueue(ctx, queue); err != nil {
 		return 0, err

@@ -183,6 +183,15 @@ func (l *loop) terminated(r *run, job *bus.Job) {
 	}
 }
 
+// removeCancelled removes a cancelled job from JOBS: for a batch job, once
+// it is recorded as skipped, so that its batch still finishes.
+func (l *loop) removeCancelled(r *run, job *bus.Job) {
+	term := func() error { return r.msg.TermWithReason("cancelled") }
+	if !l.toBatch(r, job, bus.BatchJobSkipped, term, "cancelled") {
+		r.finish(term, "cancelled")
+	}
+}
+
 // toBatch hands a batch job's outcome to the batch log, which settles it
 // once recorded; false for a job of no batch.
 func (l *loop) toBatch(r *run, job *bus.Job, result bus.BatchResult, settle func() error, outcome string) bool {

@@ -811,3 +811,63 @@ func TestACancelledBatchLeavesATraceOfEachJob(t *testing.T) {
 		t.Fatalf("the refused retry took the dead letter: %v", err)
 	}
 }
+
+// TestACancelledJobStillLetsItsBatchFinish: jobs of a batch cancelled one
+// by one (while waiting, while running) or with their queue count as
+// skipped: the batch finishes, Finally runs, Then and Catch do not.
+func TestACancelledJobStillLetsItsBatchFinish(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	in, err := bus.NewInspector(e.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.EnsureQueues(ctx, e.js, bus.Config{}, "default", "parked"); err != nil {
+		t.Fatal(err)
+	}
+	jobs := batchOf(4)
+	jobs[2].Args = batchJob{N: 2, Barrier: true}       // cancelled while it runs
+	jobs[3].Opts = []bus.Option{bus.OnQueue("parked")} // no worker: cancelled with its queue
+	b, err := e.d.Batch(ctx, jobs, allCallbacks()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Cancel(ctx, b.JobIDs[1]); err != nil { // before any worker runs
+		t.Fatal(err)
+	}
+
+	cbs := newCallbackLog()
+	running := make(chan struct{})
+	var ran sync.Map
+	start(t, batchWorker(e, "default", 2, cbs, func(ctx context.Context, j *workers.Job[batchJob]) error {
+		ran.Store(j.Args.N, true)
+		if j.Args.Barrier {
+			close(running)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}))
+	<-running
+	if _, err := in.Cancel(ctx, b.JobIDs[2]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := in.CancelQueue(ctx, "parked"); err != nil || n != 1 {
+		t.Fatalf("CancelQueue(parked) = %d, %v; want 1", n, err)
+	}
+
+	cbs.wait(t, 30*time.Second, "finally", func() bool { return cbs.stored("finally", b.ID) == 1 })
+	waitIdle(t, e, "default")
+	if _, ok := ran.Load(1); ok {
+		t.Error("the job cancelled while it waited ran")
+	}
+	st := batchStatus(t, e, b.ID)
+	if st.State != bus.BatchCancelled || st.Succeeded != 1 || st.Skipped != 3 || st.Pending != 0 || st.Cancelled {
+		t.Fatalf("batch with three cancelled jobs: %+v; want cancelled (not as a batch), 1 succeeded, 3 skipped", st)
+	}
+	if then, catch := cbs.stored("then", b.ID), cbs.stored("catch", b.ID); then != 0 || catch != 0 {
+		t.Fatalf("then ran %d times, catch %d; want neither", then, catch)
+	}
+	wantCallbacks(t, st, "then batch-callback", "catch batch-callback", "finally batch-callback released")
+}

@@ -229,10 +229,10 @@ func timedOut(ctx context.Context) bool {
 }
 
 // cancelled ends a cancelled job: removed from JOBS (Term), not retried,
-// not dead-lettered, recorded as cancelled.
+// not dead-lettered, recorded as cancelled (as skipped in its batch).
 func (l *loop) cancelled(r *run, jr *jobRun, took time.Duration, err error) {
 	r.log.Info().Dur("took", took).AnErr("handler_error", err).Msg("job cancelled")
-	r.finish(func() error { return r.msg.TermWithReason("cancelled") }, "cancelled")
+	l.removeCancelled(r, jr.job)
 	jr.finished(bus.JobCancelled, took, err, 0)
 	l.uniqueDone(r, jr.job) // a cancelled job frees its unique key (release.go)
 }

@@ -98,7 +98,7 @@ func (l *loop) endedBefore(r *run, job *bus.Job) bool {
 	}
 	r.log.Warn().Str("state", string(state)).Msg("job ended already (its ack was lost); settling it again without running it")
 	if state == bus.JobCancelled {
-		r.finish(func() error { return r.msg.TermWithReason("cancelled") }, "cancelled")
+		l.removeCancelled(r, job)
 		return true
 	}
 	l.acked(r, job) // frees a unique job's key too
