@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net/http"
 	"sync"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -46,6 +47,21 @@ func (n *Node) openOutbox() error {
 	}
 	n.s.Outbox = ob
 	return nil
+}
+
+// sticky runs each request of a node with a MySQL or MariaDB database in
+// a readmodel.Sticky scope, as Laravel's sticky option does: once the
+// request has written, its reads go to the primary (unless DB_STICKY is
+// false), and a job it dispatches carries the write's causal token, so
+// that the job reads it from any replica. Keeping the token for the
+// user's next request is the app's choice (readmodel.WithToken).
+func (n *Node) sticky(next http.Handler) http.Handler {
+	if n.s.DB == nil || n.s.DB.Driver() != readmodel.DriverMySQL {
+		return next // SQLite: one file, no replica to steer away from
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(readmodel.Sticky(r.Context())))
+	})
 }
 
 // CausalJobs is the worker middleware that `work` installs when the app

@@ -121,7 +121,7 @@ func (n *Node) webHandler(ctx context.Context, cfg ServeConfig) (*healthz.Health
 		if err != nil {
 			return nil, nil, err
 		}
-		app = withPattern(appMux, idem(sm.Middleware(appMux)))
+		app = withPattern(appMux, idem(sm.Middleware(n.sticky(appMux))))
 	}
 	if db := n.s.DB; db != nil {
 		checks = append(checks,
