@@ -37,6 +37,15 @@ func ValidateName(what, name string) error { return wire.ValidateName(what, name
 // The error wraps ErrInvalid. Dispatch also refuses IDs over 256 bytes.
 func ValidateJobID(id string) error { return wire.ValidateJobID(id) }
 
+// ValidateTags checks tags as a dispatch with Tags does: each 1 to
+// MaxTagLen bytes of printable ASCII without spaces, '.', '*', '>' or ',',
+// at most MaxTags of them once duplicates are dropped. The error names the
+// first that breaks the rule and wraps ErrInvalid.
+func ValidateTags(tags ...string) error {
+	_, err := wire.ValidateTags(tags)
+	return err
+}
+
 // ValidateTag checks a tag against the rule Tags applies: 1 to MaxTagLen
 // bytes of printable ASCII without spaces, '.', '*', '>' and ','. The
 // error wraps ErrInvalid.

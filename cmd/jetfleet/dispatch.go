@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -117,6 +118,9 @@ func (f *jobFlags) check() ([]bus.Option, error) {
 		opts = append(opts, bus.JobID(f.id))
 	}
 	if len(f.tags) > 0 {
+		if err := bus.ValidateTags(f.tags...); err != nil {
+			return nil, fmt.Errorf("--tag: %s", invalidText(err))
+		}
 		opts = append(opts, bus.Tags(f.tags...))
 	}
 	if node.FlagsSet(f.fs)["unique"] {
@@ -161,6 +165,9 @@ func jobBody(a *app, fs *flag.FlagSet, arg string) ([]byte, error) {
 	if arg != "-" {
 		if !json.Valid([]byte(arg)) {
 			return nil, node.UsageError(fs, "the body argument is not valid JSON: %.80q", arg)
+		}
+		if !utf8.ValidString(arg) {
+			return nil, node.UsageError(fs, "the body argument is not UTF-8: %.80q", arg)
 		}
 		return []byte(arg), nil
 	}

@@ -53,6 +53,8 @@ func TestDispatchBadInput(t *testing.T) {
 		want  string
 	}{
 		{"bad JSON", "", []string{"default", "k", `{"item_id":`}, 2, `the body argument is not valid JSON: "{\"item_id\":"`},
+		{"body not UTF-8", "", []string{"default", "k", "\"\xff\""}, 2, `the body argument is not UTF-8: "\"\xff\""`},
+		{"bad tag", "", []string{"default", "k", "{}", "--tag", "user 7"}, 2, `--tag: tag "user 7" may only use printable ASCII`},
 		{"bad JSON on stdin", "{nope", []string{"default", "k", "-"}, 1, "standard input is not valid JSON"},
 		{"empty stdin", "  \n", []string{"default", "k", "-"}, 1, "standard input is empty"},
 		{"queue upper case", "", []string{"High", "k", "{}"}, 2, `queue name "High" may only use a-z, 0-9, _ and -`},
