@@ -814,7 +814,8 @@ func TestACancelledBatchLeavesATraceOfEachJob(t *testing.T) {
 
 // TestACancelledJobStillLetsItsBatchFinish: jobs of a batch cancelled one
 // by one (while waiting, while running) or with their queue count as
-// skipped: the batch finishes, Finally runs, Then and Catch do not.
+// skipped: the batch finishes, Finally runs, Then and Catch do not (Then
+// does with AllowFailures).
 func TestACancelledJobStillLetsItsBatchFinish(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, bus.Config{})
@@ -834,6 +835,13 @@ func TestACancelledJobStillLetsItsBatchFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := in.Cancel(ctx, b.JobIDs[1]); err != nil { // before any worker runs
+		t.Fatal(err)
+	}
+	allow, err := e.d.Batch(ctx, batchOf(2), append(allCallbacks(), bus.AllowFailures())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Cancel(ctx, allow.JobIDs[1]); err != nil {
 		t.Fatal(err)
 	}
 
@@ -870,4 +878,12 @@ func TestACancelledJobStillLetsItsBatchFinish(t *testing.T) {
 		t.Fatalf("then ran %d times, catch %d; want neither", then, catch)
 	}
 	wantCallbacks(t, st, "then batch-callback", "catch batch-callback", "finally batch-callback released")
+
+	// With AllowFailures a cancelled job is one more that finished: then runs.
+	cbs.wait(t, 30*time.Second, "then and finally with AllowFailures", func() bool {
+		return cbs.stored("then", allow.ID) == 1 && cbs.stored("finally", allow.ID) == 1
+	})
+	if st := batchStatus(t, e, allow.ID); st.Succeeded != 1 || st.Skipped != 1 || cbs.stored("catch", allow.ID) != 0 {
+		t.Fatalf("batch with AllowFailures and a cancelled job: %+v, catch ran %d times", st, cbs.stored("catch", allow.ID))
+	}
 }
