@@ -55,4 +55,9 @@ const (
 	// body (a job published within a few hundred bytes of max_payload):
 	// the body's size in bytes. Such a letter cannot be retried.
 	HeaderBodyOmitted = "Jetfleet-Body-Omitted"
+	// HeaderHeadersOmitted is on a dead letter that could not keep some of
+	// its job's headers (a job published with headers near JetStream's
+	// 64 KiB limit): "Name (n bytes), ...". Such a letter cannot be
+	// retried either.
+	HeaderHeadersOmitted = "Jetfleet-Headers-Omitted"
 )

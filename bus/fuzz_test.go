@@ -125,6 +125,9 @@ func checkDeadLetter(t *testing.T, m *nats.Msg) {
 	if m.Header.Get(bus.HeaderError) == "" {
 		t.Fatalf("dead letter without its reason: %v", m.Header)
 	}
+	if size := wire.HeaderSize(m.Header); size > 65535 {
+		t.Fatalf("dead letter with %d bytes of headers: over what JetStream stores", size)
+	}
 	if size := int64(len(m.Data)) + wire.HeaderSize(m.Header); size > 1<<20 {
 		t.Fatalf("dead letter of %d bytes: over the max_payload of %d it was built for", size, 1<<20)
 	}

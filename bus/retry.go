@@ -13,7 +13,7 @@ import (
 )
 
 // dlqOnlyHeaders describe a failure; a retried job does not carry them.
-var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, HeaderOrigin, HeaderBodyOmitted}
+var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, HeaderOrigin, HeaderBodyOmitted, HeaderHeadersOmitted}
 
 // Retry puts the failed jobs with ids back on their queues and returns how
 // many it retried. Each gets its original body and headers (less the
@@ -127,6 +127,9 @@ func (in *Inspector) retryOne(ctx context.Context, fj *FailedJob, known map[stri
 	}
 	if n := fj.Header.Get(HeaderBodyOmitted); n != "" {
 		return fmt.Errorf("%w: retry %q: its dead letter kept no body (%s bytes, too large beside the letter's headers); dispatch the job again from where it came from", ErrInvalid, fj.ID, n)
+	}
+	if hs := fj.Header.Get(HeaderHeadersOmitted); hs != "" {
+		return fmt.Errorf("%w: retry %q: its dead letter did not keep the headers %s (too large beside the letter's own); dispatch the job again from where it came from", ErrInvalid, fj.ID, hs)
 	}
 	if err := wire.ValidateName("queue", fj.Queue); err != nil {
 		return fmt.Errorf("bus: retry %q: dead letter %s has no valid queue: %w", fj.ID, fj.Subject, err)

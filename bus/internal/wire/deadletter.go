@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +94,12 @@ func DeadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
 	h.Set(headerAttempts, strconv.Itoa(dl.Attempts))
 	h.Set(headerFailedAt, dl.At.UTC().Format(time.RFC3339Nano))
 	body, reason := dl.Body, dl.Reason
+	if omitted := dropLargeHeaders(h); omitted != "" {
+		// A job published with headers near JetStream's limit (raw:
+		// dispatch refuses none) cannot carry the letter's own too.
+		h.Set(HeaderHeadersOmitted, omitted)
+		reason = fmt.Sprintf("its headers %s are not kept: with the dead letter's own they would exceed the %d bytes of headers JetStream stores; %s", omitted, maxStoredHeader, reason)
+	}
 	room := maxPayload - int64(len(body)) - HeaderSize(h) - 64
 	if maxPayload > 0 && room < minReason {
 		// A job within a few hundred bytes of max_payload (published
@@ -104,6 +111,7 @@ func DeadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
 		body = nil
 		room = maxPayload - HeaderSize(h) - 64
 	}
+	room = min(room, maxStoredHeader-HeaderSize(h)-64)
 	h.Set(headerError, EncodeHeaderText(reason, int(min(room, maxErrorHeader))))
 	queue, kind := orUnknown(dl.Queue), orUnknown(dl.Kind)
 	return &nats.Msg{Subject: DLQSubject(queue, kind, dl.ID), Header: h, Data: body}
@@ -112,6 +120,38 @@ func DeadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
 // minReason is the least room a dead letter keeps for its reason
 // (EncodeHeaderText's floor).
 const minReason = 64
+
+// maxStoredHeader is the most bytes of headers JetStream stores with a
+// message (error 10097 beyond).
+const maxStoredHeader = math.MaxUint16
+
+// letterHeaderRoom is what a dead letter keeps free under maxStoredHeader
+// for the headers it sets after dropLargeHeaders: the omitted list and
+// the reason.
+const letterHeaderRoom = 2048
+
+// dropLargeHeaders removes the job's largest headers from h until h fits
+// under maxStoredHeader with room for the letter's reason, and returns
+// the removed ones as "Name (n bytes), ..." ("" when none). The letter's
+// own headers (Jetfleet-Origin and the like) are small and set already.
+func dropLargeHeaders(h nats.Header) string {
+	var omitted []string
+	for HeaderSize(h) > maxStoredHeader-letterHeaderRoom {
+		largest, size := "", 0
+		for k, vs := range h {
+			n := 0
+			for _, v := range vs {
+				n += len(k) + len(": \r\n") + len(v)
+			}
+			if n > size {
+				largest, size = k, n
+			}
+		}
+		delete(h, largest)
+		omitted = append(omitted, fmt.Sprintf("%s (%d bytes)", largest, size))
+	}
+	return strings.Join(omitted, ", ")
+}
 
 // DeadLetterRoom is what a dispatch keeps free under max_payload for the
 // headers a dead letter adds (its origin, attempts, time and reason), so

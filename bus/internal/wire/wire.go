@@ -41,6 +41,9 @@ const (
 	// HeaderBodyOmitted is on a dead letter that could not keep its job's
 	// body: the body's size in bytes.
 	HeaderBodyOmitted = "Jetfleet-Body-Omitted"
+	// HeaderHeadersOmitted is on a dead letter that could not keep some
+	// of its job's headers: their names and sizes.
+	HeaderHeadersOmitted = "Jetfleet-Headers-Omitted"
 
 	pauseBucket     = "jetfleet_queues"
 	workersBucket   = "jetfleet_workers"

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/bus"
@@ -148,6 +149,50 @@ func TestDeadLetterCarriesEveryHeaderAndIsStoredOnce(t *testing.T) {
 	}
 	if got := wire.DecodeHeaderText(got.Header.Get(bus.HeaderError)); got != reason {
 		t.Errorf("error header decodes to %q, want %q", got, reason)
+	}
+}
+
+// TestDeadLetterOfAJobWithHugeHeadersDropsThemAndSaysSo: a raw job whose
+// headers are just under JetStream's 64 KiB is stored, but its letter
+// could not carry them beside its own: the letter drops the largest,
+// names it, is stored, and cannot be retried.
+func TestDeadLetterOfAJobWithHugeHeadersDropsThemAndSaysSo(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	if err := bus.ProvisionQueues(ctx, js, bus.Config{}, "default"); err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg("jobs.default.send-welcome-email.big-1")
+	msg.Header.Set("X-Big", strings.Repeat("x", 65_300))
+	msg.Header.Set("Jetfleet-Tries", "0")
+	msg.Data = []byte(`{}`)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		t.Fatalf("the server refused the raw job itself: %v", err)
+	}
+	dl := wire.DeadLetter{ID: "big-1", Queue: "default", Kind: "send-welcome-email", Seq: ack.Sequence,
+		Header: msg.Header, Body: msg.Data, Reason: "malformed job: Jetfleet-Tries 0", Attempts: 1}
+	if err := wire.PublishDeadLetter(ctx, js, dl); err != nil {
+		t.Fatalf("PublishDeadLetter: %v", err)
+	}
+	s, _ := js.Stream(ctx, bus.DLQStream)
+	got, err := s.GetLastMsgForSubject(ctx, wire.DLQFilterForID("big-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason := wire.DecodeHeaderText(got.Header.Get(bus.HeaderError))
+	if omitted := got.Header.Get(bus.HeaderHeadersOmitted); !strings.HasPrefix(omitted, "X-Big (") ||
+		got.Header.Get("X-Big") != "" || got.Header.Get("Jetfleet-Tries") != "0" ||
+		!strings.Contains(reason, "X-Big") || !strings.HasSuffix(reason, "malformed job: Jetfleet-Tries 0") {
+		t.Fatalf("letter headers %s = %q, X-Big kept: %v, reason %q", bus.HeaderHeadersOmitted, omitted, got.Header.Get("X-Big") != "", reason)
+	}
+	in, err := bus.NewInspector(js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Retry(ctx, "big-1"); !errors.Is(err, bus.ErrInvalid) || !strings.Contains(err.Error(), "X-Big") {
+		t.Fatalf("retry of a letter without its headers = %v, want ErrInvalid naming X-Big", err)
 	}
 }
 
