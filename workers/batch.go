@@ -122,26 +122,42 @@ func (b *batchLog) write(recs []batchRecord) {
 	}
 	for _, id := range order {
 		group := groups[id]
-		outs := make([]bus.BatchOutcome, len(group))
-		for i, r := range group {
-			outs[i] = r.out
-		}
-		err := b.record(id, outs)
-		switch {
-		case err == nil, errors.Is(err, bus.ErrUnknownBatch):
-			if err != nil {
-				b.log.Warn().Err(err).Str("batch", id).Msg("the jobs' batch is gone (expired); settled without recording")
-			}
-			for _, r := range group {
-				r.r.finish(r.settle, r.outcome)
-			}
-		default:
-			b.log.Error().Err(err).Str("batch", id).Int("jobs", len(group)).Msg("could not record batch outcomes; the jobs will be delivered again")
-		}
+		b.writeGroup(id, group)
 		b.pending.Add(-len(group))
 		for range group {
 			<-b.room
 		}
+	}
+}
+
+// writeGroup records the outcomes of group, jobs of batch id, and settles
+// them once recorded. A job whose Jetfleet-Batch-Index lies outside the
+// batch (published raw: it is none of the batch's jobs) makes the write
+// invalid: each job is then written alone, so that it alone is settled
+// without a record and the others are recorded.
+func (b *batchLog) writeGroup(id string, group []batchRecord) {
+	outs := make([]bus.BatchOutcome, len(group))
+	for i, r := range group {
+		outs[i] = r.out
+	}
+	err := b.record(id, outs)
+	if errors.Is(err, bus.ErrInvalid) && len(group) > 1 {
+		for i := range group {
+			b.writeGroup(id, group[i:i+1])
+		}
+		return
+	}
+	switch {
+	case errors.Is(err, bus.ErrUnknownBatch):
+		b.log.Warn().Err(err).Str("batch", id).Msg("the jobs' batch is unknown (expired, or never made); settled without recording")
+	case errors.Is(err, bus.ErrInvalid):
+		group[0].r.log.Error().Err(err).Str("batch", id).Msg("the job's batch headers do not match its batch; settled without recording")
+	case err != nil:
+		b.log.Error().Err(err).Str("batch", id).Int("jobs", len(group)).Msg("could not record batch outcomes; the jobs will be delivered again")
+		return
+	}
+	for _, r := range group {
+		r.r.finish(r.settle, r.outcome)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -885,5 +886,54 @@ func TestACancelledJobStillLetsItsBatchFinish(t *testing.T) {
 	})
 	if st := batchStatus(t, e, allow.ID); st.Succeeded != 1 || st.Skipped != 1 || cbs.stored("catch", allow.ID) != 0 {
 		t.Fatalf("batch with AllowFailures and a cancelled job: %+v, catch ran %d times", st, cbs.stored("catch", allow.ID))
+	}
+}
+
+// TestAJobClaimingAPlaceOutsideItsBatchIsSettledWithoutARecord: jobs
+// published raw with Jetfleet-Batch naming a running batch and an index
+// outside it run once and are settled (not delivered again for ever),
+// and the batch's own jobs are recorded and finish it as usual.
+func TestAJobClaimingAPlaceOutsideItsBatchIsSettledWithoutARecord(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	cbs := newCallbackLog()
+	release := make(chan struct{})
+	var forgedRuns atomic.Int64
+	start(t, batchWorker(e, "default", 4, cbs, func(ctx context.Context, j *workers.Job[batchJob]) error {
+		if j.Args.N >= 100 {
+			forgedRuns.Add(1)
+		}
+		if j.Args.Barrier {
+			<-release
+		}
+		return nil
+	}))
+	jobs := batchOf(3)
+	jobs[0].Args = batchJob{N: 0, Barrier: true} // keeps the batch running
+	b, err := e.d.Batch(ctx, jobs, allCallbacks()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, index := range []string{"4096", "999999", "4194303"} {
+		msg := nats.NewMsg(fmt.Sprintf("jobs.default.batch-job.forged-%d", i))
+		msg.Header.Set(bus.HeaderBatch, b.ID)
+		msg.Header.Set(bus.HeaderBatchIndex, index)
+		msg.Data = fmt.Appendf(nil, `{"n":%d}`, 100+i)
+		if _, err := e.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the forged jobs settled, the batch's first job still running", func() bool {
+		info := consumerInfo(t, e.js, "default")
+		return info.NumPending == 0 && info.NumAckPending == 1
+	})
+	close(release)
+	cbs.wait(t, 30*time.Second, "finally", func() bool { return cbs.stored("finally", b.ID) == 1 })
+	if st := batchStatus(t, e, b.ID); st.Total != 3 || st.Succeeded != 3 || st.State != bus.BatchSucceeded || cbs.stored("then", b.ID) != 1 {
+		t.Fatalf("batch after forged jobs: %+v, then ran %d times", st, cbs.stored("then", b.ID))
+	}
+	if n := forgedRuns.Load(); n != 3 {
+		t.Errorf("forged jobs ran %d times, want 3 (once each)", n)
 	}
 }
