@@ -167,6 +167,7 @@ const termWidth = 80
 // room left on an 80-column line; when that is under 20 columns (long IDs
 // or kinds), it goes on its own indented line below each row instead.
 func printFailedTable(w io.Writer, jobs []*bus.FailedJob) {
+	w = termSafe(w) // bodies, headers, errors: anyone who can publish wrote them
 	rows := [][]string{{"ID", "QUEUE", "KIND", "ATTEMPTS", "FAILED AT"}}
 	for _, fj := range jobs {
 		rows = append(rows, []string{fj.ID, fj.Queue, fj.Kind, fmt.Sprint(fj.Attempts), fj.FailedAt.Local().Format("Jan 02 15:04")})
@@ -296,6 +297,7 @@ func runQueueShow(ctx context.Context, a *app, name string, args []string) error
 }
 
 func printFailedJob(w io.Writer, fj *bus.FailedJob) {
+	w = termSafe(w) // bodies, headers, errors: anyone who can publish wrote them
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "ID:\t%s\n", fj.ID)
 	fmt.Fprintf(tw, "Queue:\t%s\n", fj.Queue)

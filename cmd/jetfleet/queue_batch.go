@@ -215,6 +215,7 @@ func printChain(ctx context.Context, a *app, in *bus.Inspector, id string, steps
 }
 
 func printBatch(w io.Writer, v batchView, limit int) {
+	w = termSafe(w) // bodies, headers, errors: anyone who can publish wrote them
 	title := "Batch " + v.ID
 	if v.Name != "" {
 		title += " (" + v.Name + ")"

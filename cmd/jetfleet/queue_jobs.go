@@ -132,6 +132,7 @@ func runTime(d time.Duration) string {
 }
 
 func printJob(w io.Writer, st *bus.JobStatus, now time.Time) {
+	w = termSafe(w) // bodies, headers, errors: anyone who can publish wrote them
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(name, format string, args ...any) { fmt.Fprintf(tw, name+":\t"+format+"\n", args...) }
 	row("ID", "%s", st.ID)
@@ -290,6 +291,7 @@ func jobsLimit(a *app, fs *flagSetWithSynopsis, n int) int {
 }
 
 func printJobs(w io.Writer, jobs []*bus.JobStatus, now time.Time) {
+	w = termSafe(w) // bodies, headers, errors: anyone who can publish wrote them
 	rows := [][]string{{"ID", "QUEUE", "KIND", "STATE", "WHEN", "ATTEMPT", "PROGRESS"}}
 	for _, st := range jobs {
 		when := inOrAgo(now, st.At)
