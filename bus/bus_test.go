@@ -178,6 +178,7 @@ func TestDispatchValidation(t *testing.T) {
 		{"delayed job, ID with a line break", "k", []byte(`{}`), []bus.Option{bus.JobID("a\r\nb"), bus.Delay(time.Hour)}, `control character U+000D`},
 		{"ready after 2262", "k", []byte(`{}`), []bus.Option{bus.At(time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC))}, "the job would be ready at 9999-12-31T23:59:59Z, after 2262-04-11T23:47:16Z"},
 		{"delayed past 2262", "k", []byte(`{}`), []bus.Option{bus.Delay(2562047 * time.Hour)}, "the last time NATS schedules handle"},
+		{"ID not UTF-8", "k", []byte(`{}`), []bus.Option{bus.JobID("ok\xffid")}, `job ID "ok\xffid" is not UTF-8 (byte 2)`},
 		{"ID that is a path step", "k", []byte(`{}`), []bus.Option{bus.JobID("..")}, `job ID ".." is a path step`},
 		{"ID that is the current path", "k", []byte(`{}`), []bus.Option{bus.JobID(".")}, `job ID "." is a path step`},
 	}

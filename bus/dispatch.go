@@ -58,7 +58,7 @@ func Delay(d time.Duration) Option { return func(o *options) { o.delay = d } }
 // At makes the job ready only at t, using JetStream's scheduler.
 func At(t time.Time) Option { return func(o *options) { o.at = t } }
 
-// JobID sets the job's ID: at most 256 bytes and no control character
+// JobID sets the job's ID: at most 256 bytes of UTF-8, no control character
 // (ValidateJobID); a dispatch with another is refused with an error
 // wrapping ErrInvalid. Dispatching the same ID again within
 // Config.DuplicateWindow stores nothing new (dedupe). Default: a random ID.

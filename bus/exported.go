@@ -32,8 +32,8 @@ func JobSubject(queue, kind string) string { return wire.JobSubject(queue, kind)
 // names it in the error, which wraps ErrInvalid.
 func ValidateName(what, name string) error { return wire.ValidateName(what, name) }
 
-// ValidateJobID checks a job ID against the wire contract's rule: no
-// control character (Unicode Cc, U+0000 to U+001F and U+007F to U+009F).
+// ValidateJobID checks a job ID against the wire contract's rule: UTF-8,
+// no control character (Unicode Cc, U+0000 to U+001F and U+007F to U+009F).
 // The error wraps ErrInvalid. Dispatch also refuses IDs over 256 bytes.
 func ValidateJobID(id string) error { return wire.ValidateJobID(id) }
 

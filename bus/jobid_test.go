@@ -15,7 +15,8 @@ import (
 )
 
 // TestRawJobWithControlCharacterIDIsDeadLettered: jobs published raw (as
-// `nats pub` would) whose ID header holds a control character are not run;
+// `nats pub` would) whose ID header holds a control character, or is not
+// UTF-8, are not run;
 // a real worker dead-letters each with a reason naming the header and the
 // character, under its JOBS sequence, by which `queue show` finds it.
 func TestRawJobWithControlCharacterIDIsDeadLettered(t *testing.T) {
@@ -25,10 +26,11 @@ func TestRawJobWithControlCharacterIDIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct{ header, id string }{
-		{bus.HeaderMsgID, "a\x01b"},
-		{bus.HeaderJobID, "tab\there"},
-		{bus.HeaderMsgID, "del\x7f"},
+	cases := []struct{ header, id, why string }{
+		{bus.HeaderMsgID, "a\x01b", "control character"},
+		{bus.HeaderJobID, "tab\there", "control character"},
+		{bus.HeaderMsgID, "del\x7f", "control character"},
+		{bus.HeaderMsgID, "ok\xffid", "is not UTF-8"},
 	}
 	seqs := make([]uint64, len(cases))
 	for i, c := range cases {
@@ -66,7 +68,7 @@ func TestRawJobWithControlCharacterIDIsDeadLettered(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dead letter of the job with ID %q (sequence %s): %v", c.id, id, err)
 		}
-		for _, want := range []string{"header " + c.header, strconv.Quote(c.id), "control character"} {
+		for _, want := range []string{"header " + c.header, strconv.Quote(c.id), c.why} {
 			if !strings.Contains(fj.Error, want) {
 				t.Errorf("reason %q lacks %q", fj.Error, want)
 			}

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // The names of the wire contract wire uses. bus exports each under the
@@ -88,12 +89,24 @@ func ValidateName(what, name string) error {
 	return nil
 }
 
-// ValidateJobID checks a job ID against the wire contract's rule: no
-// control character (Unicode category Cc: U+0000 to U+001F, U+007F to
-// U+009F). Such an ID cannot be printed, typed back or stored faithfully
-// (NATS turns a line break in a header into a space). The error wraps
-// ErrInvalid.
+// ValidateJobID checks a job ID against the wire contract's rule: UTF-8
+// with no control character (Unicode category Cc: U+0000 to U+001F,
+// U+007F to U+009F). Such an ID cannot be printed, typed back or stored
+// faithfully (NATS turns a line break in a header into a space; JSON
+// records turn a byte that is not UTF-8 into U+FFFD, so a lookup by the
+// ID would not find its record). The error wraps ErrInvalid.
 func ValidateJobID(id string) error {
+	if !utf8.ValidString(id) {
+		i := 0
+		for i < len(id) {
+			r, size := utf8.DecodeRuneInString(id[i:])
+			if r == utf8.RuneError && size == 1 {
+				break
+			}
+			i += size
+		}
+		return fmt.Errorf("%w: job ID %q is not UTF-8 (byte %d); a job ID must be", ErrInvalid, id, i)
+	}
 	i := strings.IndexFunc(id, unicode.IsControl)
 	if i < 0 {
 		return nil
