@@ -85,20 +85,7 @@ func TestARequestThatWroteReadsThePrimaryAndHandsItsTokenToItsJobs(t *testing.T)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(ctx, node.ServeConfig{Listener: ln, DrainDelay: -1}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-		n.Close()
-	})
-	base := node.HTTPURL(ln.Addr())
+	base := serveForTest(t, ctx, cancel, n)
 
 	deadline := time.Now().Add(30 * time.Second)
 	for call(t, "GET", base+"server")["server"] != 2.0 { // the replica, once it is in the pool
@@ -142,4 +129,25 @@ func call(t *testing.T, method, url string) map[string]any {
 		t.Fatalf("%s %s: %s, %v", method, url, resp.Status, err)
 	}
 	return out
+}
+
+// serveForTest serves n's web node on a loopback port until the test ends
+// (cancel stops it; a drain that fails is a test error) and returns its
+// base URL.
+func serveForTest(t *testing.T, ctx context.Context, cancel context.CancelFunc, n *node.Node) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- n.Serve(ctx, node.ServeConfig{Listener: ln, DrainDelay: -1}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		n.Close()
+	})
+	return node.HTTPURL(ln.Addr())
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -59,14 +58,7 @@ func TestServerSpansAreNamedByRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(ctx, node.ServeConfig{Listener: ln, DrainDelay: -1}) }()
-	t.Cleanup(func() { cancel(); <-served; n.Close() })
-	base := node.HTTPURL(ln.Addr())
+	base := serveForTest(t, ctx, cancel, n)
 	get := func(path, traceparent string) {
 		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
 		if traceparent != "" {
