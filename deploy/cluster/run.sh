@@ -194,7 +194,9 @@ wait_for() {
 	shift 3
 	local deadline=$((SECONDS + timeout))
 	until "$@" >/dev/null 2>&1; do
-		if [ -n "$name" ] && ! running "$name"; then
+		# Asked twice: /proc/<pid>/environ reads empty for a moment while
+		# a launcher execs its program, and running would say it is gone.
+		if [ -n "$name" ] && ! running "$name" && ! { sleep 0.5 && running "$name"; }; then
 			last_log "$name"
 			die "$name exited while waiting for $what"
 		fi
