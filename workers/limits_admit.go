@@ -403,9 +403,14 @@ func (ls *limiter) runAdmitted() {
 func (ls *limiter) runDeferrals() {
 	for d := range ls.deferrals {
 		d.r.queued.Store(false)
-		if job, err := bus.ParseJob(d.r.msg); err != nil {
+		job, err := bus.ParseJob(d.r.msg)
+		switch {
+		case err != nil:
 			ls.l.deadLetterUnrun(d.r, fmt.Sprintf("malformed job: %v", err))
-		} else {
+		case ls.l.status.cancelledBefore(job): // stored again, it would run: its original is purged
+			d.r.log.Info().Msg("job cancelled while it waited for its limit")
+			ls.l.removeCancelled(d.r, job)
+		default:
 			ls.l.reschedule(d.r, job, d.after, d.why)
 		}
 		ls.forget(d.r)

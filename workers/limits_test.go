@@ -113,3 +113,61 @@ func TestBadLimitKeyIsDeadLettered(t *testing.T) {
 		t.Errorf("ran %v, want only ann's job", ran)
 	}
 }
+
+// TestAJobCancelledWhileItWaitsForItsLimitNeverRuns: a job cancelled while
+// it waits in a worker for its kind's cap is not stored again when that
+// worker drains (its original is purged: a copy would run anywhere), and
+// a worker started afterwards, which never heard the cancel, does not run
+// it.
+func TestAJobCancelledWhileItWaitsForItsLimitNeverRuns(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+	var mu sync.Mutex
+	ran := map[int]int{}
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	newWorker := func() *workers.Worker {
+		w := workers.New(e.js, workers.Config{Concurrency: 2, Grace: 10 * time.Second})
+		workers.Register(w, func(ctx context.Context, j *workers.Job[capped]) error {
+			mu.Lock()
+			ran[j.Args.N]++
+			mu.Unlock()
+			if j.Args.N == 0 {
+				started <- struct{}{}
+				<-release
+			}
+			return nil
+		}, workers.MaxConcurrent(1))
+		return w
+	}
+	if _, err := e.d.Dispatch(ctx, capped{N: 0}, bus.JobID("holder")); err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, newWorker())
+	<-started
+	if _, err := e.d.Dispatch(ctx, capped{N: 1}, bus.JobID("waiting")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the second job fetched and waiting for the cap", func() bool {
+		return consumerInfo(t, e.js, "default").NumAckPending == 2
+	})
+	in, err := bus.NewInspector(e.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Cancel(ctx, "waiting"); err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(200 * time.Millisecond); close(release) }()
+	if err := stop(); err != nil { // the drain hands waiting jobs back
+		t.Fatal(err)
+	}
+	start(t, newWorker())
+	waitIdle(t, e, "default")
+	time.Sleep(time.Second) // a copy stored by the drain would be fetched and run by now
+	mu.Lock()
+	defer mu.Unlock()
+	if ran[1] != 0 || ran[0] != 1 {
+		t.Fatalf("runs by job: %v; want the holder once and the cancelled job never", ran)
+	}
+}

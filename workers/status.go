@@ -122,6 +122,16 @@ func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.C
 	return ctx, jr
 }
 
+// cancelledBefore reports whether job was cancelled (by ID, or with its
+// queue) while it waited in this worker, unstarted.
+func (t *tracker) cancelledBefore(job *bus.Job) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, cancelled := t.cancelled[bus.IDToken(job.ID)]
+	cut, cutOK := t.cuts[job.Queue]
+	return cancelled || cutOK && job.Seq <= cut.upTo
+}
+
 // cancelAll ends the context of every running attempt with cause, without
 // marking them cancelled: a drain whose grace ran out hands them back.
 func (t *tracker) cancelAll(cause error) {
