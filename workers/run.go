@@ -119,7 +119,6 @@ func (w *Worker) newLoop(ctx context.Context) (*loop, error) {
 		finished: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		work:     make(chan *run, w.cfg.Concurrency+maxAhead),
 		inFlight: map[*run]struct{}{}, tally: newTally(), id: workerID(),
-		batches: newBatchLog(w.js, w.cfg.Bus, w.log),
 	}
 	l.jobCtx, l.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
 	l.jobBase = context.WithoutCancel(l.jobCtx)
