@@ -29,6 +29,11 @@ const (
 	// to run later without using a try, by its handler or because a
 	// concurrency cap or rate limit had no room for it.
 	HeaderReleased = "Jetfleet-Released"
+	// HeaderPendingFailure is on a job stored again because DLQ was full
+	// (JETFLEET_FAILED_MAX_BYTES) when it failed for good: "<attempts>
+	// <reason>". A worker dead-letters its next delivery with that reason
+	// and attempt count, without running it (PendingFailure).
+	HeaderPendingFailure = wire.HeaderPendingFailure
 )
 
 // parseCarried reads the counts a released job carries: its attempt
@@ -101,4 +106,30 @@ func releaseMsg(job *Job, after time.Duration, now time.Time) *nats.Msg {
 		scheduleAt(msg, job.Queue, job.ID, now.Add(after))
 	}
 	return msg
+}
+
+// maxPendingReason bounds the reason a job carries in
+// HeaderPendingFailure, so that the job still fits the room a dispatch
+// keeps under max_payload.
+const maxPendingReason = 512
+
+// SetPendingFailure sets HeaderPendingFailure on h: the job failed for
+// good after attempts tries (0: it never ran) for reason, and waits to be
+// dead-lettered. The reason is cut to 512 bytes.
+func SetPendingFailure(h nats.Header, reason string, attempts int) {
+	h.Set(HeaderPendingFailure, strconv.Itoa(max(attempts, 0))+" "+wire.EncodeHeaderText(reason, maxPendingReason))
+}
+
+// PendingFailure reads HeaderPendingFailure: the reason and attempt count
+// the job was failed with, and whether it carries a valid one.
+func PendingFailure(h nats.Header) (reason string, attempts int, ok bool) {
+	n, text, found := strings.Cut(h.Get(HeaderPendingFailure), " ")
+	if !found {
+		return "", 0, false
+	}
+	attempts, err := strconv.Atoi(n)
+	if err != nil || attempts < 0 || attempts > MaxCarried {
+		return "", 0, false
+	}
+	return wire.DecodeHeaderText(text), attempts, true
 }

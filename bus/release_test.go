@@ -3,8 +3,11 @@ package bus_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/jetfleet/jetfleet/bus"
 	"github.com/jetfleet/jetfleet/internal/natstest"
@@ -59,5 +62,19 @@ func TestReleaseCarriesTheTriesUsed(t *testing.T) {
 	}
 	if n := natstest.StreamMsgs(t, js, bus.JobsStream); n != 0 {
 		t.Fatalf("JOBS holds %d", n)
+	}
+}
+
+func TestPendingFailureRoundTripsAndRefusesWhatItCannotRead(t *testing.T) {
+	h := nats.Header{}
+	bus.SetPendingFailure(h, "boom\nsecond line "+strings.Repeat("x", 2000), 3)
+	reason, attempts, ok := bus.PendingFailure(h)
+	if !ok || attempts != 3 || !strings.HasPrefix(reason, "boom\nsecond line xxx") || len(h.Get(bus.HeaderPendingFailure)) > 520 {
+		t.Fatalf("round trip: %q, %d, %v (header %d bytes)", reason[:min(len(reason), 40)], attempts, ok, len(h.Get(bus.HeaderPendingFailure)))
+	}
+	for _, v := range []string{"", "3", "x boom", "-1 boom", "99999999999 boom"} {
+		if _, _, ok := bus.PendingFailure(nats.Header{bus.HeaderPendingFailure: {v}}); ok {
+			t.Errorf("%s %q read as valid", bus.HeaderPendingFailure, v)
+		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // dlqOnlyHeaders describe a failure; a retried job does not carry them.
-var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, HeaderOrigin, HeaderBodyOmitted, HeaderHeadersOmitted}
+var dlqOnlyHeaders = []string{HeaderError, HeaderAttempts, HeaderFailedAt, HeaderOrigin, HeaderBodyOmitted, HeaderHeadersOmitted, HeaderPendingFailure}
 
 // Retry puts the failed jobs with ids back on their queues and returns how
 // many it retried. Each gets its original body and headers (less the

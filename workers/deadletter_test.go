@@ -373,8 +373,15 @@ func TestAFullDLQKeepsTheJobQueuedUntilThereIsRoom(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, bus.Config{FailedMaxBytes: 4096})
 	log := &logBuffer{}
-	w := workers.New(e.js, workers.Config{Tries: 1, Logger: zerolog.New(log)})
-	workers.Register(w, func(context.Context, *workers.Job[record]) error { return errors.New("always fails") })
+	var mu sync.Mutex
+	runs := map[int]int{}
+	w := workers.New(e.js, workers.Config{Tries: 2, Logger: zerolog.New(log)})
+	workers.Register(w, func(_ context.Context, j *workers.Job[record]) error {
+		mu.Lock()
+		runs[j.Args.N]++
+		mu.Unlock()
+		return workers.Permanent(fmt.Errorf("job %d always fails", j.Args.N))
+	})
 	start(t, w)
 
 	first := dispatch(t, e, record{N: 1})
@@ -414,7 +421,20 @@ func TestAFullDLQKeepsTheJobQueuedUntilThereIsRoom(t *testing.T) {
 		return false
 	})
 	waitFor(t, 10*time.Second, "JOBS empty", func() bool { return jobsIn(t, e.js) == 0 })
-	if dl := deadLetters(t, e.js); len(dl) != 2 || dl[0].Header.Get(bus.HeaderJobID) != first {
+	dl := deadLetters(t, e.js)
+	if len(dl) != 2 || dl[0].Header.Get(bus.HeaderJobID) != first {
 		t.Fatalf("DLQ holds %d letters, the first for %q; want the first job's kept and the second's added", len(dl), dl[0].Header.Get(bus.HeaderJobID))
+	}
+	// Stored again while DLQ was full, the job was not run again (its
+	// error was permanent) and its letter has its handler's error.
+	reason := dl[1].Header.Get(bus.HeaderError)
+	if !strings.Contains(reason, "job 2 always fails") || dl[1].Header.Get(bus.HeaderAttempts) != "1" || dl[1].Header.Get(bus.HeaderPendingFailure) != "" {
+		t.Errorf("the second letter: reason %q, attempts %s, pending %q; want the handler's error after 1 attempt",
+			reason, dl[1].Header.Get(bus.HeaderAttempts), dl[1].Header.Get(bus.HeaderPendingFailure))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if runs[2] != 1 {
+		t.Errorf("the second job ran %d times; want once (a permanent error is not retried)", runs[2])
 	}
 }

@@ -128,6 +128,10 @@ func (l *loop) process(r *run) {
 	if job.Attempt > 1 && l.settledBefore(r, job) {
 		return
 	}
+	if reason, attempts, ok := bus.PendingFailure(job.Header); ok { // stored again while DLQ was full
+		l.deadLetter(r, job, reason, attempts)
+		return
+	}
 	if err != nil {
 		l.deadLetter(r, job, fmt.Sprintf("malformed job: %v", err), 0)
 		return
@@ -309,15 +313,19 @@ func (l *loop) deadLetter(r *run, job *bus.Job, reason string, attempts int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := bus.DeadLetter(ctx, l.w.js, job, bus.Failure{Reason: reason, Attempts: attempts})
+	if errors.Is(err, bus.ErrFailedFull) {
+		// Every job that fails for good would come back every few seconds
+		// to be refused again: it waits as a retry would, stored again
+		// with its reason, so that it is dead-lettered, not run, next.
+		delay := max(deadLetterRetry, retryDelay(l.backoffFor(job), job.Attempt))
+		r.log.Error().Err(err).Dur("retry_in", delay).Msg("could not dead-letter job; it is stored again to be dead-lettered later, unrun")
+		bus.SetPendingFailure(job.Header, reason, attempts)
+		l.reschedule(r, job, delay, "DLQ is full")
+		return
+	}
 	if err != nil {
-		delay := deadLetterRetry
-		if errors.Is(err, bus.ErrFailedFull) {
-			// Every job that fails for good would come back every few
-			// seconds to be refused again: wait as a retry would.
-			delay = max(delay, retryDelay(l.backoffFor(job), job.Attempt))
-		}
-		r.log.Error().Err(err).Dur("retry_in", delay).Msg("could not dead-letter job; it will be delivered again")
-		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "dead-letter failed")
+		r.log.Error().Err(err).Dur("retry_in", deadLetterRetry).Msg("could not dead-letter job; it will be delivered again")
+		r.finish(func() error { return r.msg.NakWithDelay(deadLetterRetry) }, "dead-letter failed")
 		return
 	}
 	r.log.Error().Str("reason", firstLine(reason)).Int("attempts", attempts).Msg("job dead-lettered")

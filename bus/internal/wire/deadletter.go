@@ -84,7 +84,7 @@ func DeadLetterMsg(dl DeadLetter, maxPayload int64) *nats.Msg {
 		// Jetfleet-Attempts counts every try the job used, so the count
 		// carried by a released job (Jetfleet-Tries-Used) is not kept:
 		// a retry of the dead letter starts again from attempt 1.
-		if !strings.HasPrefix(k, "Nats-") && k != headerTriesUsed {
+		if !strings.HasPrefix(k, "Nats-") && k != headerTriesUsed && k != HeaderPendingFailure {
 			h[k] = append([]string(nil), vs...)
 		}
 	}

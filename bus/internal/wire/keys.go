@@ -22,6 +22,11 @@ const (
 	headerUnique    = "Jetfleet-Unique"
 	headerTriesUsed = "Jetfleet-Tries-Used"
 	headerReleased  = "Jetfleet-Released"
+	// HeaderPendingFailure is on a job stored again because DLQ was full
+	// when it failed for good: "<attempts> <reason>" (the reason as
+	// EncodeHeaderText writes it). Its next delivery is dead-lettered
+	// with them, unrun.
+	HeaderPendingFailure = "Jetfleet-Pending-Failure"
 
 	uniqueBucket = "jetfleet_unique"
 	limitsBucket = "jetfleet_limits"
