@@ -489,6 +489,9 @@ func (d *Dispatcher) publishJob(ctx context.Context, msg *nats.Msg, id string, o
 		// or by an earlier one: the key stays, as when the answer is lost.
 	case err == nil && ack.Duplicate:
 		unlock(errStoredBefore) // the job stored is an earlier one, without this key
+	case err != nil && unanswered:
+		// An attempt got no answer: it may have stored the job, with its
+		// key, whatever the last attempt ran into. The key stays.
 	default:
 		unlock(err)
 	}
