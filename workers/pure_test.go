@@ -2,6 +2,7 @@ package workers
 
 import (
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -317,6 +318,35 @@ func TestErrorTextIsBounded(t *testing.T) {
 		}
 		if len(s) <= maxRecordError && got != s {
 			t.Errorf("errorText cut a text of %d bytes", len(s))
+		}
+	}
+}
+
+// TestWeightedFetchesFollowTheWeightsWhateverTheFreePlaces: with every
+// queue backlogged, what fetchAndStart takes from each queue (its share)
+// follows the weights 6:3:1 however few places are free, even fewer than
+// there are queues, and the shares use every free place.
+func TestWeightedFetchesFollowTheWeightsWhateverTheFreePlaces(t *testing.T) {
+	t.Parallel()
+	qs := []queue{{"high", 6}, {"default", 3}, {"low", 1}}
+	for _, free := range []int{1, 2, 3, 5, 7, 10, 16} {
+		got := map[string]int{}
+		const rounds = 50_000
+		for range rounds {
+			order := fetchOrder(qs, true)
+			taken := 0
+			for i, share := range weightedShares(order, free, rand.IntN) {
+				got[order[i].name] += share
+				taken += share
+			}
+			if taken != free {
+				t.Fatalf("%d free places shared as %d", free, taken)
+			}
+		}
+		for name, want := range map[string]float64{"high": 0.6, "default": 0.3, "low": 0.1} {
+			if share := float64(got[name]) / float64(rounds*free); share < want-0.03 || share > want+0.03 {
+				t.Errorf("%d free places: %s got %.3f of the jobs, want %.1f ± 0.03", free, name, share, want)
+			}
 		}
 	}
 }

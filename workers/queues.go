@@ -64,3 +64,35 @@ func fetchOrder(qs []queue, weighted bool) []queue {
 	}
 	return out
 }
+
+// weightedShares splits free places among qs by weight, summing to free:
+// each queue gets free×weight/total rounded down, and each place left
+// goes to a queue drawn in proportion to what rounding took from it
+// (intn is rand.IntN). Over many fetches every queue gets its exact share,
+// even when free is smaller than the number of queues. (A floor of one
+// each would give three queues weighted 6:3:1 a third each whenever three
+// places are free.)
+func weightedShares(qs []queue, free int, intn func(int) int) []int {
+	total := 0
+	for _, q := range qs {
+		total += q.weight
+	}
+	shares, rems := make([]int, len(qs)), make([]int, len(qs))
+	left := free
+	for i, q := range qs {
+		shares[i], rems[i] = free*q.weight/total, free*q.weight%total
+		left -= shares[i]
+	}
+	// The remainders add up to left×total.
+	for range left {
+		pick := intn(left * total)
+		for i, r := range rems {
+			if pick < r {
+				shares[i]++
+				break
+			}
+			pick -= r
+		}
+	}
+	return shares
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,12 +235,8 @@ func (l *loop) fetchAndStart(ctx context.Context, free int) int {
 	order := fetchOrder(l.w.queues, l.w.weighted)
 	started := 0
 	if l.w.weighted {
-		total := 0
-		for _, q := range order {
-			total += q.weight
-		}
-		for _, q := range order {
-			started += l.fetchFrom(ctx, q, min(free-started, max(1, free*q.weight/total)))
+		for i, share := range weightedShares(order, free, rand.IntN) {
+			started += l.fetchFrom(ctx, order[i], share)
 		}
 	}
 	for _, q := range order {
