@@ -37,6 +37,11 @@ func ValidateName(what, name string) error { return wire.ValidateName(what, name
 // The error wraps ErrInvalid. Dispatch also refuses IDs over 256 bytes.
 func ValidateJobID(id string) error { return wire.ValidateJobID(id) }
 
+// LastReadyAt is the latest time a delayed job may be due (At, Delay):
+// nats-server keeps a schedule's time in int64 nanoseconds, and fires one
+// due later at once, so a dispatch refuses it.
+func LastReadyAt() time.Time { return lastReadyAt }
+
 // ValidateTags checks tags as a dispatch with Tags does: each 1 to
 // MaxTagLen bytes of printable ASCII without spaces, '.', '*', '>' or ',',
 // at most MaxTags of them once duplicates are dropped. The error names the

@@ -99,12 +99,18 @@ func (f *jobFlags) check() ([]bus.Option, error) {
 		if err != nil || d <= 0 {
 			return nil, fmt.Errorf("--delay %q: want a positive duration like 10s", f.delay)
 		}
+		if time.Now().Add(d).After(bus.LastReadyAt()) {
+			return nil, fmt.Errorf("--delay %q: the job would be due after %s, the last time NATS schedules handle", f.delay, bus.LastReadyAt().Format(time.RFC3339))
+		}
 		opts = append(opts, bus.Delay(d))
 	}
 	if f.at != "" {
 		t, err := time.Parse(time.RFC3339, f.at)
 		if err != nil {
 			return nil, fmt.Errorf("--at %q: want an RFC 3339 time like 2026-01-02T15:04:05Z", f.at)
+		}
+		if t.After(bus.LastReadyAt()) {
+			return nil, fmt.Errorf("--at %q: after %s, the last time NATS schedules handle", f.at, bus.LastReadyAt().Format(time.RFC3339))
 		}
 		opts = append(opts, bus.At(t))
 	}

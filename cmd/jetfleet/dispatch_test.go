@@ -64,6 +64,8 @@ func TestDispatchBadInput(t *testing.T) {
 		{"bad backoff", "", []string{"default", "k", "{}", "--backoff", "1s,x"}, 2, "--backoff: \"1s,x\" is not a list of durations"},
 		{"delay and at", "", []string{"default", "k", "{}", "--delay", "1s", "--at", "2030-01-01T00:00:00Z"}, 2, "--delay and --at both set"},
 		{"bad at", "", []string{"default", "k", "{}", "--at", "tomorrow"}, 2, `--at "tomorrow": want an RFC 3339 time`},
+		{"at after 2262", "", []string{"default", "k", "{}", "--at", "9999-12-31T23:59:59Z"}, 2, `--at "9999-12-31T23:59:59Z": after 2262-04-11T23:47:16Z`},
+		{"delay past 2262", "", []string{"default", "k", "{}", "--delay", "2562047h"}, 2, `--delay "2562047h": the job would be due after 2262-04-11T23:47:16Z`},
 		{"ID with a line break", "", []string{"default", "k", "{}", "--id", "a\nb"}, 2, `--id: job ID "a\nb" holds the control character U+000A at byte 1`},
 		{"over max payload", "", []string{"default", "k", big}, 1, "the NATS server's max_payload is 4096 bytes"},
 		{"too few arguments", "", []string{"default", "k"}, 2, "want 3 arguments (queue, kind, body), got 2"},
