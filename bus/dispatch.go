@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -341,8 +340,8 @@ func (o *options) validate(kind string, body []byte, checkJSON bool) error {
 			return fmt.Errorf("%w: backoff %s is negative", ErrInvalid, b)
 		}
 	}
-	if at := o.readyAt(); at.After(lastReadyAt) {
-		return fmt.Errorf("%w: the job would be ready at %s, after %s, the last time NATS schedules handle (a later one runs at once)", ErrInvalid, at.UTC().Format(time.RFC3339), lastReadyAt.Format(time.RFC3339))
+	if at, last := o.readyAt(), LastReadyAt(); at.After(last) {
+		return fmt.Errorf("%w: the job would be ready at %s, after %s, the last time NATS schedules handle (a later one runs at once)", ErrInvalid, at.UTC().Format(time.RFC3339), last.Format(time.RFC3339))
 	}
 	if len(o.id) > 256 {
 		return fmt.Errorf("%w: job ID is %d bytes; the limit is 256", ErrInvalid, len(o.id))
@@ -384,11 +383,6 @@ func (o *options) setSettings(h nats.Header) {
 	}
 	o.setTags(h)
 }
-
-// lastReadyAt is the latest time a delayed job may be due: nats-server
-// keeps a schedule's time in int64 nanoseconds, and one past it fires at
-// once.
-var lastReadyAt = time.Unix(0, math.MaxInt64).UTC().Truncate(time.Second)
 
 func (o *options) readyAt() time.Time {
 	if !o.at.IsZero() {

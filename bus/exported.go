@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,7 +41,7 @@ func ValidateJobID(id string) error { return wire.ValidateJobID(id) }
 // LastReadyAt is the latest time a delayed job may be due (At, Delay):
 // nats-server keeps a schedule's time in int64 nanoseconds, and fires one
 // due later at once, so a dispatch refuses it.
-func LastReadyAt() time.Time { return lastReadyAt }
+func LastReadyAt() time.Time { return time.Unix(0, math.MaxInt64).UTC().Truncate(time.Second) }
 
 // ValidateTags checks tags as a dispatch with Tags does: each 1 to
 // MaxTagLen bytes of printable ASCII without spaces, '.', '*', '>' or ',',

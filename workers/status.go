@@ -113,10 +113,9 @@ func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.C
 	ctx = context.WithValue(ctx, runKey{}, jr)
 	t.mu.Lock()
 	t.running[jr.token] = jr
-	_, cancelled := t.cancelled[jr.token]
-	cut, cutOK := t.cuts[job.Queue]
+	cancelled := t.cancelledLocked(job, jr.token)
 	t.mu.Unlock()
-	if cancelled || cutOK && job.Seq <= cut.upTo {
+	if cancelled {
 		jr.cancelRun()
 	}
 	return ctx, jr
@@ -127,7 +126,13 @@ func (t *tracker) begin(ctx context.Context, job *bus.Job, tries int) (context.C
 func (t *tracker) cancelledBefore(job *bus.Job) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	_, cancelled := t.cancelled[bus.IDToken(job.ID)]
+	return t.cancelledLocked(job, bus.IDToken(job.ID))
+}
+
+// cancelledLocked is cancelledBefore for job, whose ID token is token;
+// t.mu is held.
+func (t *tracker) cancelledLocked(job *bus.Job, token string) bool {
+	_, cancelled := t.cancelled[token]
 	cut, cutOK := t.cuts[job.Queue]
 	return cancelled || cutOK && job.Seq <= cut.upTo
 }
