@@ -182,12 +182,15 @@ func TestUniqueAcrossProcesses(t *testing.T) {
 	waitFor(t, 20*time.Second, "the killed job reaches DLQ", func() bool { return failedIDs(t, js)[long] })
 	dispatchUntilAccepted(t, d, 5*time.Second, fleetJob{}, bus.Unique("import:3"))
 
-	// UniqueFor: held for its time, done or not, and no longer.
+	// UniqueFor: held for its time, done or not, and no longer. The clock
+	// starts before the dispatch: the server stamps the key while Dispatch
+	// is still waiting for the job's own publish, so a clock started after
+	// it returns reads the hold short by that round trip.
+	took := time.Now()
 	digest, err := d.Dispatch(context.Background(), fleetJob{}, bus.Unique("digest", bus.UniqueFor(2*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	took := time.Now()
 	time.Sleep(time.Second)
 	mustBeDuplicate(t, d, digest, bus.Unique("digest", bus.UniqueFor(2*time.Second)))
 	_, accepted := dispatchUntilAccepted(t, d, 10*time.Second, fleetJob{}, bus.Unique("digest", bus.UniqueFor(2*time.Second)))
