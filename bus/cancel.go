@@ -118,11 +118,10 @@ func (in *Inspector) removeJob(ctx context.Context, st *JobStatus) error {
 	if st.Queue == "" || st.Kind == "" {
 		return fmt.Errorf("bus: cancel job %s: its queue and kind are unknown", st.ID)
 	}
-	subjects := []string{wire.JobIDSubject(st.Queue, st.Kind, st.ID)}
-	if st.State == JobDelayed {
-		subjects = append([]string{wire.DelaySubject(st.Queue, st.ID)}, subjects...)
-	}
-	for _, subject := range subjects {
+	// The delayed message goes too, whatever the state: a retry or a
+	// release stores the job again as a delayed job before it removes
+	// the message it ran from.
+	for _, subject := range []string{wire.DelaySubject(st.Queue, st.ID), wire.JobIDSubject(st.Queue, st.Kind, st.ID)} {
 		if _, err := purge(ctx, in.js, JobsStream, purgeRequest{Filter: subject}); err != nil {
 			return fmt.Errorf("bus: cancel job %s: %w", st.ID, err)
 		}

@@ -87,6 +87,30 @@ func Release(ctx context.Context, js jetstream.JetStream, job *Job, after time.D
 	return nil
 }
 
+// RetryLater stores job again, to be delivered after after through
+// JetStream's scheduler, as its next try: unlike Release, the attempt
+// that failed counts (the new message's HeaderTriesUsed is job.Attempt)
+// and HeaderReleased is unchanged. A worker stores a retry whose wait is
+// long this way instead of handing the message back with a delay, which
+// would keep it among its queue's unacknowledged jobs (MaxAckPending) for
+// the whole wait. Only after it returns nil may the caller remove the
+// original (Ack); storing the same message twice stores it once, as
+// Release does.
+func RetryLater(ctx context.Context, js jetstream.JetStream, job *Job, after time.Duration) error {
+	msg := releaseMsg(job, max(after, time.Millisecond), time.Now())
+	msg.Header.Del(HeaderTriesUsed)
+	msg.Header.Set(HeaderTriesUsed, strconv.Itoa(job.Attempt))
+	if job.Released > 0 {
+		msg.Header.Set(HeaderReleased, strconv.Itoa(job.Released))
+	} else {
+		msg.Header.Del(HeaderReleased)
+	}
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("%w: store job %s (%s) for its retry: %w", ErrNotAcknowledged, job.ID, wire.Origin(job.Seq), err)
+	}
+	return nil
+}
+
 func releaseMsg(job *Job, after time.Duration, now time.Time) *nats.Msg {
 	h := nats.Header{}
 	for k, vs := range job.Header {

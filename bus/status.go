@@ -245,6 +245,8 @@ func (in *Inspector) resolve(ctx context.Context, f *found, running map[string]*
 	switch {
 	case f.job != nil:
 		return in.resolveInJobs(ctx, f, running)
+	case f.delayed != nil && f.rec != nil && f.rec.State == JobRetrying:
+		return f.rec, nil // its retry, stored again as a delayed job (RetryLater), waits
 	case f.delayed != nil && (f.rec == nil || f.delayed.Time.After(f.rec.At)):
 		return statusFromDelayed(f.delayed), nil
 	case f.dead != nil && (f.rec == nil || !f.rec.At.After(f.dead.Time)):

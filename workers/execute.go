@@ -219,7 +219,7 @@ func (l *loop) execute(r *run, job *bus.Job, h *handler, tries int) {
 	default:
 		delay := retryDelay(firstNonEmpty(job.Backoff, h.backoff, l.w.cfg.Backoff), job.Attempt)
 		r.log.Warn().Err(err).Dur("took", took).Dur("retry_in", delay).Int("tries", tries).Msg("job failed; will retry")
-		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "retry")
+		l.retryAfter(r, job, delay)
 		jr.finished(bus.JobRetrying, took, err, delay)
 	}
 }

@@ -61,6 +61,37 @@ func (l *loop) reschedule(r *run, job *bus.Job, after time.Duration, why string)
 	r.finish(r.msg.Ack, "released")
 }
 
+// storeRetriesFrom is the shortest retry wait for which a failed job is
+// stored again as a delayed job (bus.RetryLater) rather than handed back
+// with a delay. A message handed back stays among its queue's
+// unacknowledged jobs until it is delivered again: with long backoffs
+// (minutes, hours) a wave of failures would fill the queue's
+// MaxAckPending and stop its deliveries for the whole wait. Storing costs
+// a publish; shorter waits keep the cheaper NAK.
+const storeRetriesFrom = time.Minute
+
+// retryAfter settles a failed attempt that will be tried again after
+// delay: handed back with that delay when it is short, else stored again
+// as a delayed job that counts the try, its unique key renewed for the
+// wait, and only then removed. If it cannot be stored it is handed back.
+func (l *loop) retryAfter(r *run, job *bus.Job, delay time.Duration) {
+	if delay < l.w.storeRetriesFrom {
+		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "retry")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bus.RetryLater(ctx, l.w.js, job, delay); err != nil {
+		r.log.Warn().Err(err).Msg("could not store the job for its retry; handing it back with the delay")
+		r.finish(func() error { return r.msg.NakWithDelay(delay) }, "retry")
+		return
+	}
+	if err := bus.KeepUnique(ctx, l.w.js, job, delay); err != nil {
+		r.log.Warn().Err(err).Msg("could not renew the job's unique key")
+	}
+	r.finish(r.msg.Ack, "retry")
+}
+
 // deadLetterUnrun dead-letters a fetched job that can never run (its
 // limit key is invalid) without running it.
 func (l *loop) deadLetterUnrun(r *run, reason string) {

@@ -259,6 +259,8 @@ type Worker struct {
 	// started is set by Run: handlers are registered before it, since
 	// running jobs read them without a lock.
 	started atomic.Bool
+	// storeRetriesFrom is storeRetriesFrom (release.go); tests shorten it.
+	storeRetriesFrom time.Duration
 }
 
 // New returns a worker; register handlers, then call Run. A bad queue list
@@ -266,7 +268,7 @@ type Worker struct {
 func New(js jetstream.JetStream, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
 	return &Worker{js: js, cfg: cfg, handlers: map[string]*handler{}, log: cfg.Logger, tracer: tracerFor(cfg.TracerProvider),
-		spanStart: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}}
+		spanStart: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}, storeRetriesFrom: storeRetriesFrom}
 }
 
 // Register adds fn as the handler of T's kind. A body that does not decode

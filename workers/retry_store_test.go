@@ -1,0 +1,125 @@
+package workers_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetfleet/jetfleet/bus"
+	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/workers"
+)
+
+// failing fails until its attempt reaches SucceedAt (never when 0).
+type failing struct {
+	SucceedAt int `json:"succeed_at"`
+}
+
+func (failing) Kind() string { return "failing" }
+
+// TestALongRetryWaitHoldsNoUnacknowledgedSlot: a failed job whose next try
+// is a minute or more away is stored again as a delayed job that counts
+// the try, so that it does not sit among its queue's unacknowledged jobs
+// (MaxAckPending) for the whole wait; the stored retries run as the next
+// tries, after their waits, and the last failure is dead-lettered with
+// every try counted.
+func TestALongRetryWaitHoldsNoUnacknowledgedSlot(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	ctx := context.Background()
+
+	// With the shipped threshold: a 2-minute backoff.
+	w := workers.New(e.js, workers.Config{Backoff: []time.Duration{2 * time.Minute}})
+	ran := make(chan int, 4)
+	workers.Register(w, func(ctx context.Context, j *workers.Job[failing]) error {
+		ran <- j.Attempt
+		return errors.New("upstream down")
+	})
+	stop := start(t, w)
+	id := dispatch(t, e, failing{}, bus.Tries(3))
+	if a := <-ran; a != 1 {
+		t.Fatalf("first run was attempt %d", a)
+	}
+	failedAt := time.Now()
+	waitFor(t, 10*time.Second, "the failed job leaves the unacknowledged", func() bool {
+		info := consumerInfo(t, e.js, "default")
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
+	in, err := bus.NewInspector(e.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delayed []bus.DelayedJob
+	if _, err := in.ScanDelayed(ctx, 1, 100, func(d bus.DelayedJob) { delayed = append(delayed, d) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(delayed) != 1 || delayed[0].Token != id || delayed[0].ReadyAt.Before(failedAt.Add(110*time.Second)) || delayed[0].ReadyAt.After(failedAt.Add(2*time.Minute)) {
+		t.Fatalf("delayed jobs %+v, want job %s ready about 2m after it failed (%s)", delayed, id, failedAt.Format(time.RFC3339Nano))
+	}
+	st, err := in.Job(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != bus.JobRetrying || st.Attempt != 1 || st.Error != "upstream down" || st.Note != "" ||
+		st.NextAttemptAt.Sub(delayed[0].ReadyAt).Abs() > time.Second {
+		t.Errorf("queue job while the retry waits: %s attempt %d error %q next %s note %q; want retrying, attempt 1, upstream down, next %s, no note",
+			st.State, st.Attempt, st.Error, st.NextAttemptAt, st.Note, delayed[0].ReadyAt)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Cancel(ctx, id); err != nil {
+		t.Fatalf("cancel the job while its retry waits: %v", err)
+	}
+	if n := natstest.StreamMsgs(t, e.js, bus.JobsStream); n != 0 {
+		t.Fatalf("JOBS holds %d messages after the waiting retry was cancelled, want 0", n)
+	}
+
+	// Stored retries run as the next tries, after their waits.
+	w = workers.New(e.js, workers.Config{Backoff: []time.Duration{400 * time.Millisecond}})
+	workers.SetStoreRetriesFrom(w, 0)
+	var mu sync.Mutex
+	runs := map[string][]attempt{}
+	workers.Register(w, func(ctx context.Context, j *workers.Job[failing]) error {
+		mu.Lock()
+		runs[j.ID] = append(runs[j.ID], attempt{attempt: j.Attempt, released: j.Released, at: time.Now()})
+		mu.Unlock()
+		if j.Args.SucceedAt == 0 || j.Attempt < j.Args.SucceedAt {
+			return errors.New("upstream down")
+		}
+		return nil
+	})
+	start(t, w)
+	ok := dispatch(t, e, failing{SucceedAt: 3}, bus.Tries(3))
+	dead := dispatch(t, e, failing{}, bus.Tries(2))
+	waitFor(t, 20*time.Second, "one job succeeds and one is dead-lettered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(runs[ok]) == 3 && len(runs[dead]) == 2 && len(deadLetters(t, e.js)) == 1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range map[string]int{ok: 3, dead: 2} {
+		for i, r := range runs[id] {
+			if r.attempt != i+1 || r.released != 0 {
+				t.Errorf("job %s: run %d was attempt %d released %d, want attempt %d released 0", id, i+1, r.attempt, r.released, i+1)
+			}
+			if i > 0 && r.at.Sub(runs[id][i-1].at) < 400*time.Millisecond {
+				t.Errorf("job %s: run %d came %s after a failure with backoff 400ms", id, i+1, r.at.Sub(runs[id][i-1].at))
+			}
+		}
+		if len(runs[id]) != n {
+			t.Errorf("job %s ran %d times, want %d", id, len(runs[id]), n)
+		}
+	}
+	dl := deadLetters(t, e.js)[0]
+	if dl.Header.Get(bus.HeaderJobID) != dead || dl.Header.Get(bus.HeaderAttempts) != "2" || dl.Header.Get(bus.HeaderTriesUsed) != "" || dl.Header.Get(bus.HeaderReleased) != "" {
+		t.Errorf("dead letter headers %v: want job %s, Jetfleet-Attempts 2, no Jetfleet-Tries-Used or Jetfleet-Released", dl.Header, dead)
+	}
+	waitIdle(t, e, "default")
+	if n := natstest.StreamMsgs(t, e.js, bus.JobsStream); n != 0 {
+		t.Errorf("JOBS holds %d messages, want 0", n)
+	}
+}
