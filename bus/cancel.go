@@ -367,9 +367,10 @@ func (in *Inspector) CancelTag(ctx context.Context, tag string) (int, error) {
 // Clear deletes the jobs of queue from JOBS, as Laravel's queue:clear
 // does, with one purge of jobs.<queue>.>, and returns how many it
 // deleted: the ready ones and those delivered but not acknowledged (waiting
-// for a retry's backoff, or whose worker died). A job running now is not
-// cancelled: it finishes, but is not retried if it fails. Delayed jobs are
-// kept (CancelQueue removes them too). Nothing is recorded: the IDs of
+// for a retry's backoff under a minute, or whose worker died). A job
+// running now is not cancelled: it finishes, but is not retried if it
+// fails. Delayed jobs, and retries stored as delayed jobs for a longer
+// backoff, are kept (CancelQueue removes them too). Nothing is recorded: the IDs of
 // the deleted jobs are no longer known. The until-done unique keys the
 // deleted jobs held are freed (freeClearedKeys), so their keys can be
 // dispatched again at once rather than after their lease. A batch whose
