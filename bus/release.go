@@ -127,7 +127,13 @@ func releaseMsg(job *Job, after time.Duration, now time.Time) *nats.Msg {
 	h.Set(HeaderMsgID, wire.ReleaseMsgID(job.ID, job.Seq))
 	msg := &nats.Msg{Subject: wire.JobIDSubject(job.Queue, job.Kind, job.ID), Header: h, Data: job.Body}
 	if after > 0 {
-		scheduleAt(msg, job.Queue, job.ID, now.Add(after))
+		// A backoff or release of centuries (a producer's header) waits
+		// until the last time JetStream's scheduler can hold, not past it.
+		at := now.Add(after)
+		if last := LastReadyAt(); at.After(last) {
+			at = last
+		}
+		scheduleAt(msg, job.Queue, job.ID, at)
 	}
 	return msg
 }

@@ -3,6 +3,7 @@ package workers_test
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -121,5 +122,43 @@ func TestALongRetryWaitHoldsNoUnacknowledgedSlot(t *testing.T) {
 	waitIdle(t, e, "default")
 	if n := natstest.StreamMsgs(t, e.js, bus.JobsStream); n != 0 {
 		t.Errorf("JOBS holds %d messages, want 0", n)
+	}
+}
+
+// TestABackoffOfCenturiesWaitsUntilTheLastSchedulableTime: a job's own
+// backoff of 292 years (the largest duration its header can say) stores
+// its retry for the last time JetStream's scheduler can hold (2262), and
+// the job does not run again meanwhile.
+func TestABackoffOfCenturiesWaitsUntilTheLastSchedulableTime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, bus.Config{})
+	w := workers.New(e.js, workers.Config{})
+	ran := make(chan int, 4)
+	workers.Register(w, func(ctx context.Context, j *workers.Job[failing]) error {
+		ran <- j.Attempt
+		return errors.New("upstream down")
+	})
+	start(t, w)
+	id := dispatch(t, e, failing{}, bus.Tries(3), bus.Backoff(time.Duration(math.MaxInt64)))
+	<-ran
+	waitFor(t, 10*time.Second, "the failed job leaves the unacknowledged", func() bool {
+		info := consumerInfo(t, e.js, "default")
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
+	in, err := bus.NewInspector(e.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delayed []bus.DelayedJob
+	if _, err := in.ScanDelayed(context.Background(), 1, 100, func(d bus.DelayedJob) { delayed = append(delayed, d) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(delayed) != 1 || delayed[0].Token != id || !delayed[0].ReadyAt.Equal(bus.LastReadyAt()) {
+		t.Fatalf("delayed jobs %+v, want job %s due at %s", delayed, id, bus.LastReadyAt())
+	}
+	select {
+	case a := <-ran:
+		t.Fatalf("the job ran again (attempt %d) within 2s of a backoff of 292 years", a)
+	case <-time.After(2 * time.Second):
 	}
 }
