@@ -178,9 +178,11 @@ func (s *Store) DeleteCtx(ctx context.Context, token string) error {
 func (s *Store) All() (map[string][]byte, error) { return s.AllCtx(context.Background()) }
 
 // AllCtx is All with a context. It reads every record in the bucket.
+// When ctx has no deadline, Config.Timeout bounds the listing of the keys
+// and each read after it, as it bounds the other operations.
 func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
 	out := map[string][]byte{}
-	keys, err := s.kv.Keys(ctx)
+	keys, err := s.keys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return out, nil
 	}
@@ -189,7 +191,7 @@ func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
 	}
 	now := time.Now()
 	for _, k := range keys {
-		e, err := s.kv.Get(ctx, k)
+		e, err := s.get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // deleted or expired since listed
 		}
@@ -201,6 +203,18 @@ func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+func (s *Store) keys(ctx context.Context) ([]string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.kv.Keys(ctx)
+}
+
+func (s *Store) get(ctx context.Context, k string) (jetstream.KeyValueEntry, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.kv.Get(ctx, k)
 }
 
 func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetfleet/jetfleet/internal/natstest"
+	"github.com/jetfleet/jetfleet/internal/netfault"
 	"github.com/jetfleet/jetfleet/sessions/scsstore"
 )
 
@@ -222,4 +225,42 @@ func TestSCSBucketIsBounded(t *testing.T) {
 			t.Errorf("the session committed first still has user %q; want it removed and a new session", got)
 		}
 	})
+}
+
+// TestSCSAllIsBoundedByTimeout: scs calls All without a context; when the
+// server stops answering (the link cut, a black hole), All fails within
+// about Config.Timeout, as Find does, rather than waiting on nats.go's own
+// longer timeouts or, mid-listing, for ever.
+func TestSCSAllIsBoundedByTimeout(t *testing.T) {
+	srv := natstest.Start(t)
+	proxy, err := netfault.New(strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	_, js := natstest.Connect(t, "nats://"+proxy.Addr())
+	store, err := scsstore.New(js, scsstore.Config{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := store.Commit(fmt.Sprintf("token-%02d", i), []byte("data"), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := store.All()
+	if err != nil || len(all) != 20 {
+		t.Fatalf("All with the link up = %d sessions, %v; want 20", len(all), err)
+	}
+	proxy.Cut()
+	began := time.Now()
+	all, err = store.All()
+	took := time.Since(began)
+	if err == nil {
+		t.Fatalf("All with the link cut = %d sessions and no error", len(all))
+	}
+	if took > 3*time.Second {
+		t.Fatalf("All with the link cut took %s to fail (%v); Timeout is 300ms", took, err)
+	}
+	t.Logf("All with the link cut failed after %s: %v", took.Round(time.Millisecond), err)
 }
