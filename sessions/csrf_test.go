@@ -87,3 +87,74 @@ func TestCSRFRejectsAfterRenewAndWithoutASession(t *testing.T) {
 		t.Errorf("CSRF outside Middleware = %d %q, want a 500 that says so", w.Code, w.Body)
 	}
 }
+
+// hugeBody is a multipart form whose file part holds size bytes, after a
+// _token field of token (none when ""), read through a counter.
+type hugeBody struct {
+	io.Reader
+	read int64
+}
+
+func (b *hugeBody) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	b.read += int64(n)
+	return n, err
+}
+
+func multipartRequest(c *client, token string, size int64) (*http.Request, *hugeBody) {
+	boundary := "jetfleet-test-boundary"
+	head := ""
+	if token != "" {
+		head = "--" + boundary + "\r\nContent-Disposition: form-data; name=\"_token\"\r\n\r\n" + token + "\r\n"
+	}
+	head += "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
+	body := &hugeBody{Reader: io.MultiReader(strings.NewReader(head), io.LimitReader(zeros{}, size), strings.NewReader("\r\n--"+boundary+"--\r\n"))}
+	r := c.request(http.MethodPost, "/upload", body)
+	r.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
+	return r, body
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestCSRFBoundsTheBodyItReads: a request without a session is refused
+// before its body is read; a form that carries its token in _token may
+// have at most CSRFMaxFormBytes (a larger one gets 413, the rest of it
+// unread); a small multipart form with _token passes, and a large upload
+// with the token in the header reaches the handler with its body unread.
+func TestCSRFBoundsTheBodyItReads(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sessions.Config{})
+	var handlerRead int64
+	app := e.sm.Middleware(e.sm.CSRF(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, sessions.CSRFToken(r.Context()))
+			return
+		}
+		handlerRead, _ = io.Copy(io.Discard, r.Body)
+	})))
+	const big = 100 << 20
+
+	stranger := newClient()
+	r, body := multipartRequest(stranger, "made-up", big)
+	if w := stranger.do(app, r); w.Code != sessions.StatusPageExpired || body.read > 0 {
+		t.Errorf("POST of 100 MiB without a session = %d %q after reading %d bytes, want 419 before reading any", w.Code, w.Body, body.read)
+	}
+
+	c := newClient()
+	token := c.do(app, c.request(http.MethodGet, "/", nil)).Body.String()
+	r, body = multipartRequest(c, token, big)
+	if w := c.do(app, r); w.Code != http.StatusRequestEntityTooLarge || !strings.Contains(w.Body.String(), "X-CSRF-Token header") || body.read > 2*sessions.CSRFMaxFormBytes {
+		t.Errorf("POST of a 100 MiB form with _token = %d %q after reading %d bytes, want 413 naming the header, at most %d read", w.Code, w.Body, body.read, 2*sessions.CSRFMaxFormBytes)
+	}
+	r, _ = multipartRequest(c, token, 64<<10)
+	if w := c.do(app, r); w.Code != http.StatusOK {
+		t.Errorf("POST of a 64 KiB multipart form with _token = %d %q, want 200", w.Code, w.Body)
+	}
+	r, body = multipartRequest(c, "", big)
+	r.Header.Set(sessions.CSRFHeader, token)
+	if w := c.do(app, r); w.Code != http.StatusOK || handlerRead < big {
+		t.Errorf("POST of 100 MiB with the token in the header = %d %q, handler read %d bytes; want 200 and the whole body to the handler", w.Code, w.Body, handlerRead)
+	}
+}
