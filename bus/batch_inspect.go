@@ -30,10 +30,11 @@ const (
 	// BatchCancelling: cancelled; its pending jobs are skipped as workers
 	// meet them.
 	BatchCancelling BatchState = "cancelling"
-	// BatchSucceeded: every job finished, none failed (or failures were
-	// allowed).
+	// BatchSucceeded: every job finished, none failed.
 	BatchSucceeded BatchState = "succeeded"
-	// BatchFailed: every job finished, some failed.
+	// BatchFailed: every job finished, some failed, whether or not
+	// failures were allowed (AllowFailures decides which callback runs,
+	// not the state).
 	BatchFailed BatchState = "failed"
 	// BatchCancelled: cancelled, or some of its jobs were (and none
 	// failed), and every job finished or was skipped.

@@ -109,20 +109,11 @@ func age(d time.Duration) string {
 	}
 }
 
-// stoppedOr is nil when ctx has ended (a signal stopped `monitor --every`
-// in the middle of a check, which is how it is meant to stop), else err.
-func stoppedOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
 func runQueueMonitor(ctx context.Context, a *app, name string, args []string) error {
 	fs := queueFlagSet(a, name)
 	defMax := fs.Uint64("max", 1000, "limit for queues listed without :N")
 	maxWait := fs.Duration("max-wait", 0, "also ALERT when the oldest ready job has waited longer than this (0: off)")
-	every := fs.Duration("every", 0, "keep checking at this interval instead of exiting (exit status stays 0)")
+	every := fs.Duration("every", 0, "keep checking at this interval instead of exiting; a check that fails after the first is reported and the next one made (exit status 0 when stopped)")
 	asJSON := fs.Bool("json", false, "print each check as one line of JSON: {\"at\":…,\"queues\":[{\"queue\",\"ready\",\"max\",\"oldest_ready\",\"max_wait\",\"status\"}]}")
 	pos, err := fs.parseArgs(args, 1, 1, "one queue list like high:100,default:1000")
 	if err != nil {
@@ -141,15 +132,15 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 	if err != nil {
 		return err
 	}
-	for {
+	check := func() (alerts int, err error) {
 		sts, err := in.Monitor(ctx, limits)
 		if err != nil {
-			return stoppedOr(ctx, err)
+			return 0, err
 		}
 		switch {
 		case *asJSON:
 			if err := json.NewEncoder(a.stdout).Encode(monitorJSON(sts, time.Now())); err != nil {
-				return err
+				return 0, err
 			}
 		case *every > 0:
 			fmt.Fprintln(a.stdout, time.Now().Format(time.DateTime))
@@ -157,21 +148,28 @@ func runQueueMonitor(ctx context.Context, a *app, name string, args []string) er
 		default:
 			printMonitor(a.stdout, sts)
 		}
-		alerts, err := bus.PublishBusy(ctx, nc, sts)
-		if err != nil {
-			return stoppedOr(ctx, err)
+		return bus.PublishBusy(ctx, nc, sts)
+	}
+	alerts, err := check()
+	if err != nil && (*every <= 0 || ctx.Err() == nil) {
+		return err // the first check fails as a single one does: a typo'd queue, no NATS
+	}
+	if *every <= 0 {
+		if alerts > 0 {
+			fmt.Fprintf(a.stderr, "jetfleet queue monitor: %d %s in ALERT; published on %s\n", alerts, plural(alerts, "queue", "queues"), bus.QueueBusySubject)
+			return node.ExitCode(exitAlert)
 		}
-		if *every <= 0 {
-			if alerts > 0 {
-				fmt.Fprintf(a.stderr, "jetfleet queue monitor: %d %s in ALERT; published on %s\n", alerts, plural(alerts, "queue", "queues"), bus.QueueBusySubject)
-				return node.ExitCode(exitAlert)
-			}
-			return nil
-		}
+		return nil
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return nil // a signal: how --every is meant to stop
 		case <-time.After(*every):
+		}
+		if _, err := check(); err != nil && ctx.Err() == nil {
+			// A NATS outage or an election: say so and check again.
+			fmt.Fprintf(a.stderr, "jetfleet queue monitor: %s: check failed, checking again in %s: %v\n", time.Now().Format(time.DateTime), *every, err)
 		}
 	}
 }

@@ -124,11 +124,22 @@ func TestQueueMonitorAlertsPublishesAndExits(t *testing.T) {
 		}
 		return nil
 	})
-	if code := p.Signal(t, syscall.SIGTERM); code != 0 {
-		t.Fatalf("monitor --every exited %d after SIGTERM", code)
-	}
 	if n, _, _ := sub.Pending(); n < 2 {
 		t.Fatalf("monitor --every published %d events in two rounds", n)
+	}
+	// A check that fails (here its queue's consumer is gone) is reported,
+	// and the monitor goes on checking.
+	if err := f.js.DeleteConsumer(context.Background(), bus.JobsStream, bus.ConsumerName("high")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "two failed checks reported", func() error {
+		if n := strings.Count(p.Stderr.String(), "check failed, checking again in 200ms"); n < 2 {
+			return fmt.Errorf("%d failed checks reported; stderr %q", n, p.Stderr.String())
+		}
+		return nil
+	})
+	if code := p.Signal(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("monitor --every exited %d after SIGTERM", code)
 	}
 }
 
