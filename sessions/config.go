@@ -2,7 +2,6 @@ package sessions
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -189,6 +188,10 @@ func or[T comparable](v, def T) T {
 	return v
 }
 
+// maxLifetime bounds IdleTimeout and AbsoluteTimeout: a session's
+// deadlines are stored in nanoseconds since 1970, which end in 2262.
+const maxLifetime = 100 * 365 * 24 * time.Hour
+
 func (c Config) validate() error {
 	checks := []struct {
 		bad  bool
@@ -196,8 +199,8 @@ func (c Config) validate() error {
 	}{
 		{!bucket.ValidName(c.Bucket), fmt.Sprintf("Bucket %q: use only letters, digits, '-' and '_'", c.Bucket)},
 		{c.Replicas < 1 || c.Replicas > 5, fmt.Sprintf("Replicas %d: must be 1 to 5", c.Replicas)},
-		{c.IdleTimeout < time.Second, fmt.Sprintf("IdleTimeout %s: must be at least 1s", c.IdleTimeout)},
-		{c.AbsoluteTimeout < time.Second, fmt.Sprintf("AbsoluteTimeout %s: must be at least 1s", c.AbsoluteTimeout)},
+		{c.IdleTimeout < time.Second || c.IdleTimeout > maxLifetime, fmt.Sprintf("IdleTimeout %s: must be from 1s to 100 years (876000h)", c.IdleTimeout)},
+		{c.AbsoluteTimeout < time.Second || c.AbsoluteTimeout > maxLifetime, fmt.Sprintf("AbsoluteTimeout %s: must be from 1s to 100 years (876000h)", c.AbsoluteTimeout)},
 		{c.RefreshFraction <= 0 || c.RefreshFraction > 0.5, fmt.Sprintf("RefreshFraction %g: must be above 0 and at most 0.5", c.RefreshFraction)},
 		{c.StoreTimeout < 0, fmt.Sprintf("StoreTimeout %s: must not be negative", c.StoreTimeout)},
 		{c.MaxRetries < 0, fmt.Sprintf("MaxRetries %d: must not be negative", c.MaxRetries)},
@@ -299,12 +302,15 @@ func (e *envReader) minutes(key string) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if n, err := strconv.Atoi(v); err == nil && n > 0 && n <= math.MaxInt64/int(time.Minute) {
-		return time.Duration(n) * time.Minute
-	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		e.fail(key, v, "a positive number of minutes (120) or a duration (2h)")
+	if n, nerr := strconv.Atoi(v); nerr == nil {
+		d, err = time.Duration(n)*time.Minute, nil
+		if n <= 0 || n > int(maxLifetime/time.Minute) {
+			err = strconv.ErrRange
+		}
+	}
+	if err != nil || d <= 0 || d > maxLifetime {
+		e.fail(key, v, "a positive number of minutes (120) or a duration (2h), at most 100 years")
 		return 0
 	}
 	return d

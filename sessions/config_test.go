@@ -54,6 +54,8 @@ func TestConfigFromEnvRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"SESSION_LIFETIME", "-5"}:                   `SESSION_LIFETIME="-5"`,
 		{"SESSION_LIFETIME", "99999999999"}:          `SESSION_LIFETIME="99999999999"`,
 		{"SESSION_ABSOLUTE_LIFETIME", "1 day"}:       `SESSION_ABSOLUTE_LIFETIME="1 day"`,
+		{"SESSION_ABSOLUTE_LIFETIME", "150000000"}:   `SESSION_ABSOLUTE_LIFETIME="150000000": want a positive number of minutes (120) or a duration (2h), at most 100 years`,
+		{"SESSION_LIFETIME", "900000h"}:              `SESSION_LIFETIME="900000h"`,
 		{"SESSION_SECURE_COOKIE", "maybe"}:           `SESSION_SECURE_COOKIE="maybe": want true or false`,
 		{"SESSION_SAME_SITE", "sometimes"}:           `SESSION_SAME_SITE="sometimes": want lax, strict or none`,
 		{"SESSION_REPLICAS", "three"}:                `SESSION_REPLICAS="three": want an integer`,
@@ -77,9 +79,10 @@ func TestNewRejectsBadConfigNamingTheField(t *testing.T) {
 	srv := natstest.Start(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	for want, cfg := range map[string]sessions.Config{
-		`Bucket "a.b"`:                                  {Bucket: "a.b"},
-		"Replicas 7":                                    {Replicas: 7},
-		"IdleTimeout 10ms: must be at least":            {IdleTimeout: 10 * time.Millisecond},
+		`Bucket "a.b"`:                      {Bucket: "a.b"},
+		"Replicas 7":                        {Replicas: 7},
+		"IdleTimeout 10ms: must be from 1s": {IdleTimeout: 10 * time.Millisecond},
+		"AbsoluteTimeout 2500000h0m0s: must be from 1s to 100 years": {AbsoluteTimeout: 2_500_000 * time.Hour},
 		"RefreshFraction 0.9":                           {RefreshFraction: 0.9},
 		"Cookie.SameSite=None: browsers require Secure": {Cookie: sessions.CookieConfig{SameSite: http.SameSiteNoneMode}},
 		"Cookie.Partitioned: browsers require Secure":   {Cookie: sessions.CookieConfig{Partitioned: true}},
