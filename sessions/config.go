@@ -93,8 +93,12 @@ type Config struct {
 	// the copy at the revision the client has seen (or later) makes no
 	// request to NATS. Every node receives every session write. Sessions
 	// beyond the limit are read from NATS (a direct get). Negative turns
-	// the copy off. Default 100,000 (tens of megabytes at most: a few
-	// hundred bytes per session).
+	// the copy off. Default 100,000: tens of megabytes for sessions of a
+	// few hundred bytes; the copy holds whole records, so its memory is
+	// the limit times the sessions' size (and at most MaxBytes). Sessions
+	// removed from the bucket keep their place until their idle timeout,
+	// so a burst of new sessions can fill the copy for that long: loads
+	// then read from NATS, as beyond the limit.
 	LocalCopy int
 	// MaxRetries bounds how often a save reloads and merges after a
 	// concurrent write to the same session. Default 10.
