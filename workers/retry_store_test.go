@@ -20,6 +20,25 @@ type failing struct {
 
 func (failing) Kind() string { return "failing" }
 
+// storedRetries waits until queue default has nothing ready or
+// unacknowledged, then returns an Inspector and the delayed jobs in JOBS.
+func storedRetries(t *testing.T, e *env) (*bus.Inspector, []bus.DelayedJob) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the failed job leaves the unacknowledged", func() bool {
+		info := consumerInfo(t, e.js, "default")
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
+	in, err := bus.NewInspector(e.js, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delayed []bus.DelayedJob
+	if _, err := in.ScanDelayed(context.Background(), 1, 100, func(d bus.DelayedJob) { delayed = append(delayed, d) }); err != nil {
+		t.Fatal(err)
+	}
+	return in, delayed
+}
+
 // TestALongRetryWaitHoldsNoUnacknowledgedSlot: a failed job whose next try
 // is a minute or more away is stored again as a delayed job that counts
 // the try, so that it does not sit among its queue's unacknowledged jobs
@@ -44,18 +63,7 @@ func TestALongRetryWaitHoldsNoUnacknowledgedSlot(t *testing.T) {
 		t.Fatalf("first run was attempt %d", a)
 	}
 	failedAt := time.Now()
-	waitFor(t, 10*time.Second, "the failed job leaves the unacknowledged", func() bool {
-		info := consumerInfo(t, e.js, "default")
-		return info.NumAckPending == 0 && info.NumPending == 0
-	})
-	in, err := bus.NewInspector(e.js, bus.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var delayed []bus.DelayedJob
-	if _, err := in.ScanDelayed(ctx, 1, 100, func(d bus.DelayedJob) { delayed = append(delayed, d) }); err != nil {
-		t.Fatal(err)
-	}
+	in, delayed := storedRetries(t, e)
 	if len(delayed) != 1 || delayed[0].Token != id || delayed[0].ReadyAt.Before(failedAt.Add(110*time.Second)) || delayed[0].ReadyAt.After(failedAt.Add(2*time.Minute)) {
 		t.Fatalf("delayed jobs %+v, want job %s ready about 2m after it failed (%s)", delayed, id, failedAt.Format(time.RFC3339Nano))
 	}
@@ -141,18 +149,7 @@ func TestABackoffOfCenturiesWaitsUntilTheLastSchedulableTime(t *testing.T) {
 	start(t, w)
 	id := dispatch(t, e, failing{}, bus.Tries(3), bus.Backoff(time.Duration(math.MaxInt64)))
 	<-ran
-	waitFor(t, 10*time.Second, "the failed job leaves the unacknowledged", func() bool {
-		info := consumerInfo(t, e.js, "default")
-		return info.NumAckPending == 0 && info.NumPending == 0
-	})
-	in, err := bus.NewInspector(e.js, bus.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var delayed []bus.DelayedJob
-	if _, err := in.ScanDelayed(context.Background(), 1, 100, func(d bus.DelayedJob) { delayed = append(delayed, d) }); err != nil {
-		t.Fatal(err)
-	}
+	_, delayed := storedRetries(t, e)
 	if len(delayed) != 1 || delayed[0].Token != id || !delayed[0].ReadyAt.Equal(bus.LastReadyAt()) {
 		t.Fatalf("delayed jobs %+v, want job %s due at %s", delayed, id, bus.LastReadyAt())
 	}
