@@ -172,8 +172,20 @@ func runQueueBatch(ctx context.Context, a *app, name string, args []string) erro
 	if *asJSON {
 		return writeJSON(a.stdout, v)
 	}
-	printBatch(a.stdout, v, *limit)
+	printBatch(a.stdout, v, states)
 	return nil
+}
+
+// jobsIn is how many of the batch's jobs are in states (none: all).
+func (v batchView) jobsIn(states []string) int {
+	if len(states) == 0 {
+		return v.Total
+	}
+	n := 0
+	for _, st := range states {
+		n += map[string]int{"pending": v.Pending, "succeeded": v.Succeeded, "failed": v.Failed, "skipped": v.Skipped}[st]
+	}
+	return n
 }
 
 // jobStates reads --jobs.
@@ -209,12 +221,12 @@ func printChain(ctx context.Context, a *app, in *bus.Inspector, id string, steps
 	fmt.Fprintf(a.stdout, "Chain %s: %d of %d steps dispatched\n", id, len(steps), steps[0].Steps)
 	for _, v := range views {
 		fmt.Fprintln(a.stdout)
-		printBatch(a.stdout, v, limit)
+		printBatch(a.stdout, v, states)
 	}
 	return nil
 }
 
-func printBatch(w io.Writer, v batchView, limit int) {
+func printBatch(w io.Writer, v batchView, states []string) {
 	w = termSafe(w) // bodies, headers, errors: anyone who can publish wrote them
 	title := "Batch " + v.ID
 	if v.Name != "" {
@@ -256,8 +268,8 @@ func printBatch(w io.Writer, v batchView, limit int) {
 		for _, j := range v.Jobs {
 			fmt.Fprintf(w, "    %-10s %s\n", j.State, j.ID)
 		}
-		if limit > 0 && len(v.Jobs) == limit {
-			fmt.Fprintf(w, "    … (the first %d; --limit 0 lists all)\n", limit)
+		if in := v.jobsIn(states); len(v.Jobs) < in {
+			fmt.Fprintf(w, "    … (the first %d of %d; --limit 0 lists all)\n", len(v.Jobs), in)
 		}
 	}
 }

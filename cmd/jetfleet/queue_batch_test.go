@@ -63,6 +63,12 @@ func TestQueueBatchCommands(t *testing.T) {
 	if then := lineWith(r.Stdout, "then "); !strings.Contains(then, "waiting") {
 		t.Fatalf("then of a failed batch: %q", then)
 	}
+	if r := f.jf("queue", "batch", b.ID, "--jobs", "all", "--limit", "5"); !strings.Contains(r.Stdout, "… (the first 5 of 20; --limit 0 lists all)") {
+		t.Fatalf("queue batch --jobs all --limit 5 does not say it listed 5 of 20:\n%s", r.Stdout)
+	}
+	if r := f.jf("queue", "batch", b.ID, "--jobs", "all", "--limit", "20"); strings.Count(r.Stdout, b.ID+"-") != 20+3 || strings.Contains(r.Stdout, "the first") { // 20 jobs, 3 callbacks
+		t.Fatalf("queue batch --jobs all --limit 20 of a batch of 20 says there are more:\n%s", r.Stdout)
+	}
 	r = f.jf("queue", "batch", b.ID, "--json", "--jobs", "all", "--limit", "0")
 	var v struct {
 		State     string `json:"state"`
