@@ -152,7 +152,7 @@ func TestCSRFBoundsTheBodyItReads(t *testing.T) {
 	if w := c.do(app, r); w.Code != http.StatusOK {
 		t.Errorf("POST of a 64 KiB multipart form with _token = %d %q, want 200", w.Code, w.Body)
 	}
-	r, body = multipartRequest(c, "", big)
+	r, _ = multipartRequest(c, "", big)
 	r.Header.Set(sessions.CSRFHeader, token)
 	if w := c.do(app, r); w.Code != http.StatusOK || handlerRead < big {
 		t.Errorf("POST of 100 MiB with the token in the header = %d %q, handler read %d bytes; want 200 and the whole body to the handler", w.Code, w.Body, handlerRead)
