@@ -47,12 +47,14 @@ func TestMain(m *testing.M) {
 }
 
 // fleetJob is the job of the fleet tests: it records its start and end,
-// sleeps MS milliseconds, and fails for good when Fail is set.
+// sleeps MS milliseconds, fails for good when Fail is set, and fails (to
+// be retried) while its attempt is below FailUntil.
 type fleetJob struct {
-	N    int    `json:"n"`
-	User string `json:"user,omitempty"`
-	MS   int    `json:"ms,omitempty"`
-	Fail bool   `json:"fail,omitempty"`
+	N         int    `json:"n"`
+	User      string `json:"user,omitempty"`
+	MS        int    `json:"ms,omitempty"`
+	Fail      bool   `json:"fail,omitempty"`
+	FailUntil int    `json:"fail_until,omitempty"`
 }
 
 func (fleetJob) Kind() string { return "fleet-job" }
@@ -111,6 +113,9 @@ func helperWorker() int {
 		Logger: zerolog.New(os.Stderr).With().Timestamp().Logger().Level(logLevel()),
 	}
 	w := workers.New(js, cfg)
+	if d := os.Getenv("HELPER_STORE_RETRIES_FROM"); d != "" {
+		workers.SetStoreRetriesFrom(w, envDur("HELPER_STORE_RETRIES_FROM", 0))
+	}
 	var mu sync.Mutex
 	out := json.NewEncoder(os.Stdout)
 	emit := func(ev string, j *workers.Job[fleetJob]) {
@@ -145,6 +150,9 @@ func helperWorker() int {
 		}
 		if j.Args.Fail {
 			return workers.Permanent(errors.New("asked to fail"))
+		}
+		if j.Attempt < j.Args.FailUntil {
+			return errors.New("not yet")
 		}
 		return nil
 	}, opts...)

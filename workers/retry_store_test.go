@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,5 +158,68 @@ func TestABackoffOfCenturiesWaitsUntilTheLastSchedulableTime(t *testing.T) {
 	case a := <-ran:
 		t.Fatalf("the job ran again (attempt %d) within 2s of a backoff of 292 years", a)
 	case <-time.After(2 * time.Second):
+	}
+}
+
+// TestStoredRetriesSurviveAWorkerKilled: 3 worker processes store every
+// retry again (the threshold at 1ns) while 300 jobs each fail their first
+// attempt; one process is killed with SIGKILL mid-run. Every job then
+// succeeds (at attempt 2 or later) or sits in DLQ, and JOBS ends empty: a
+// retry stored but not yet acknowledged, or acknowledged but not yet
+// stored, loses nothing.
+func TestStoredRetriesSurviveAWorkerKilled(t *testing.T) {
+	url, d := fleetEnv(t, bus.Config{AckWait: 2 * time.Second})
+	_, js := natstest.Connect(t, url)
+	ps := startWorkers(t, 3, url, "HELPER_STORE_RETRIES_FROM=1ns", "HELPER_ACK_WAIT=2s", "HELPER_TRIES=3", "HELPER_CONCURRENCY=8")
+	jobs := make([]fleetJob, 300)
+	for i := range jobs {
+		jobs[i] = fleetJob{N: i, MS: 20, FailUntil: 2}
+	}
+	ids := dispatchFleetJobs(t, d, jobs)
+	waitEvents(t, ps, 30*time.Second, "100 starts", func(evs []event) bool { return len(evs) >= 200 })
+	if err := ps[0].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-ps[0].Done
+	succeeded := func(evs []event) map[int]bool {
+		ok := map[int]bool{}
+		for _, e := range evs {
+			if e.Ev == "end" && e.Attempt >= 2 {
+				ok[e.N] = true
+			}
+		}
+		return ok
+	}
+	var dead map[string]bool
+	evs := waitEvents(t, ps, 60*time.Second, "every job succeeded or dead-lettered", func(evs []event) bool {
+		dead = failedIDs(t, js)
+		return len(succeeded(evs))+len(dead) >= len(jobs) && natstest.StreamMsgs(t, js, bus.JobsStream) == 0
+	})
+	ok := succeeded(evs)
+	var lost []int
+	for i, id := range ids {
+		if !ok[i] && !dead[id] {
+			lost = append(lost, i)
+		}
+	}
+	stored := 0
+	for _, e := range evs {
+		if e.Ev == "start" && e.Attempt == 2 {
+			stored++
+		}
+	}
+	// Each stored retry adds two messages to JOBS (the schedule and the job
+	// it publishes), where a NAK adds none: the retries went the stored way.
+	info, err := js.Stream(context.Background(), bus.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.CachedInfo().State.LastSeq
+	t.Logf("%d jobs: %d succeeded, %d dead-lettered, %d second attempts started; JOBS empty, its last sequence %d", len(jobs), len(ok), len(dead), stored, last)
+	if last < uint64(len(jobs))+2*uint64(len(jobs))*9/10 {
+		t.Errorf("JOBS's last sequence is %d: fewer than 9 in 10 of %d retries were stored again", last, len(jobs))
+	}
+	if len(lost) > 0 {
+		t.Fatalf("jobs neither succeeded nor dead-lettered: %v", lost)
 	}
 }
