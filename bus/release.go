@@ -80,7 +80,7 @@ func parseCarriedCount(header, v string) (int, error) {
 // original's place in JOBS), so releasing the same message twice, after a
 // crash in between, stores it once.
 func Release(ctx context.Context, js jetstream.JetStream, job *Job, after time.Duration) error {
-	msg := releaseMsg(job, after, time.Now())
+	msg := storeAgainMsg(job, after, time.Now(), job.Attempt-1, job.Released+1)
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("%w: release job %s (%s): %w", ErrNotAcknowledged, job.ID, wire.Origin(job.Seq), err)
 	}
@@ -97,21 +97,16 @@ func Release(ctx context.Context, js jetstream.JetStream, job *Job, after time.D
 // original (Ack); storing the same message twice stores it once, as
 // Release does.
 func RetryLater(ctx context.Context, js jetstream.JetStream, job *Job, after time.Duration) error {
-	msg := releaseMsg(job, max(after, time.Millisecond), time.Now())
-	msg.Header.Del(HeaderTriesUsed)
-	msg.Header.Set(HeaderTriesUsed, strconv.Itoa(job.Attempt))
-	if job.Released > 0 {
-		msg.Header.Set(HeaderReleased, strconv.Itoa(job.Released))
-	} else {
-		msg.Header.Del(HeaderReleased)
-	}
+	msg := storeAgainMsg(job, max(after, time.Millisecond), time.Now(), job.Attempt, job.Released)
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("%w: store job %s (%s) for its retry: %w", ErrNotAcknowledged, job.ID, wire.Origin(job.Seq), err)
 	}
 	return nil
 }
 
-func releaseMsg(job *Job, after time.Duration, now time.Time) *nats.Msg {
+// storeAgainMsg is job stored again to run after after, carrying
+// triesUsed and released (each header left out when 0).
+func storeAgainMsg(job *Job, after time.Duration, now time.Time, triesUsed, released int) *nats.Msg {
 	h := nats.Header{}
 	for k, vs := range job.Header {
 		if !strings.HasPrefix(k, "Nats-") {
@@ -119,11 +114,8 @@ func releaseMsg(job *Job, after time.Duration, now time.Time) *nats.Msg {
 		}
 	}
 	h.Set(HeaderJobID, job.ID)
-	h.Del(HeaderTriesUsed)
-	if used := job.Attempt - 1; used > 0 {
-		h.Set(HeaderTriesUsed, strconv.Itoa(used))
-	}
-	h.Set(HeaderReleased, strconv.Itoa(job.Released+1))
+	setCount(h, HeaderTriesUsed, triesUsed)
+	setCount(h, HeaderReleased, released)
 	h.Set(HeaderMsgID, wire.ReleaseMsgID(job.ID, job.Seq))
 	msg := &nats.Msg{Subject: wire.JobIDSubject(job.Queue, job.Kind, job.ID), Header: h, Data: job.Body}
 	if after > 0 {
@@ -136,6 +128,15 @@ func releaseMsg(job *Job, after time.Duration, now time.Time) *nats.Msg {
 		scheduleAt(msg, job.Queue, job.ID, at)
 	}
 	return msg
+}
+
+// setCount sets header to n, or removes it when n is 0.
+func setCount(h nats.Header, header string, n int) {
+	if n > 0 {
+		h.Set(header, strconv.Itoa(n))
+	} else {
+		h.Del(header)
+	}
 }
 
 // maxPendingReason bounds the reason a job carries in
